@@ -1,0 +1,56 @@
+"""Command-line interface: ``contrastive train | demo | embed | eval ...``.
+
+Each subcommand lives in its own module exposing ``add_parser(subparsers)``, which registers
+the subcommand and sets ``func`` to a ``run(args) -> int`` function. The CLI stays thin: it
+parses flags into the library's dataclass configs and calls the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+
+from contrastive.errors import ContrastiveError
+
+SUBCOMMAND_MODULES = ("train", "demo", "embed", "evaluate")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="contrastive",
+        description="Self-supervised contrastive learning on image folders.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(f"contrastive.cli.{name}").add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point. Bad input ends with a one-line ``error: ...`` and exit code 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(message)s")
+    warnings.formatwarning = lambda message, category, *_a, **_k: f"warning: {message}\n"
+    if args.command is None:
+        # `contrastive` alone runs the demo, the advertised first command.
+        args = parser.parse_args(["demo", *(argv or [])])
+    try:
+        return int(args.func(args) or 0)
+    except ContrastiveError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
