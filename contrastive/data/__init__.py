@@ -1,0 +1,1 @@
+"""Data: image folders, decoding, caches, and the built-in data sets."""

@@ -1,0 +1,183 @@
+"""The training configuration: one dataclass per component, nested in :class:`TrainConfig`.
+
+The resolved configuration is saved as ``config.yaml`` in every run directory and can be
+loaded back with :meth:`TrainConfig.from_dict` (``contrastive train --config FILE``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from contrastive.backbones import BackboneConfig
+from contrastive.errors import ContrastiveError
+from contrastive.losses import LossConfig
+from contrastive.methods.config import MethodConfig
+from contrastive.views.config import ViewConfig
+
+OPTIMIZERS = ("sgd", "lars")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser and learning-rate schedule.
+
+    The learning rate is ``base_learning_rate * batch_size / 256`` (linear scaling, Goyal et
+    al. 2017); the default 0.12 equals Lightly's CIFAR-10 setting ``0.06 * batch / 128``.
+    It warms up linearly for ``warmup_fraction`` of the steps, then follows a cosine decay.
+
+    Attributes:
+        optimizer: ``sgd`` or ``lars`` (Lightly's LARS, for large batches).
+        base_learning_rate: Learning rate for a batch of 256.
+        momentum: SGD momentum.
+        weight_decay: L2 penalty on weights (not on biases and batch-norm parameters).
+        warmup_fraction: Fraction of all steps spent warming up.
+    """
+
+    optimizer: str = "sgd"
+    base_learning_rate: float = 0.12
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_fraction: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ContrastiveError(
+                f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
+            )
+        if not self.base_learning_rate > 0:
+            raise ContrastiveError(f"learning rate must be > 0, got {self.base_learning_rate}")
+        if self.weight_decay < 0 or not 0 <= self.warmup_fraction < 1:
+            raise ContrastiveError("need weight_decay >= 0 and 0 <= warmup_fraction < 1")
+
+    def learning_rate(self, batch_size: int) -> float:
+        """The scaled peak learning rate for a (global) batch size."""
+        return self.base_learning_rate * batch_size / 256
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs; saved next to the run as ``config.yaml``.
+
+    Attributes:
+        data: Folder of training images (read recursively; labels are not used).
+        out: Run directory (config, metrics, checkpoints, exported backbone).
+        views: Augmentation distributions.
+        backbone: Which network.
+        method: SimCLR or MoCo and their parameters.
+        loss: NT-Xent or the distance loss.
+        optim: Optimiser and schedule.
+        batch_size: Images per step (per process).
+        epochs: Passes over the data.
+        seed: Seed for weights, shuffling and augmentations.
+        num_workers: DataLoader worker processes.
+        accelerator: Lightning accelerator: ``auto``, ``cpu``, ``gpu``.
+        devices: Lightning devices (``1``, ``2``, ``auto``...).
+        num_nodes: Machines, for multi-node DDP.
+        precision: Lightning precision, e.g. ``32-true``, ``bf16-mixed``.
+        checkpoint_every_n_epochs: Keep a checkpoint every N epochs besides ``last.ckpt``.
+        val_train: Optional labeled folder: kNN bank for the online monitor.
+        val_test: Optional labeled folder: kNN queries for the online monitor.
+        monitor_every_n_epochs: How often the online kNN monitor runs.
+        sync_batchnorm: Synchronise batch-norm statistics across processes (DDP).
+        max_bad_fraction: Fail when more than this fraction of images cannot be decoded.
+    """
+
+    data: str = ""
+    out: str = "runs/run"
+    views: ViewConfig = field(default_factory=ViewConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    batch_size: int = 256
+    epochs: int = 100
+    seed: int = 0
+    num_workers: int = 2
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = 1
+    precision: str = "32-true"
+    checkpoint_every_n_epochs: int = 10
+    val_train: str | None = None
+    val_test: str | None = None
+    monitor_every_n_epochs: int = 5
+    sync_batchnorm: bool = False
+    max_bad_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 2:
+            raise ContrastiveError(f"batch_size must be >= 2, got {self.batch_size}")
+        if self.epochs < 1:
+            raise ContrastiveError(f"epochs must be >= 1, got {self.epochs}")
+        if self.num_workers < 0:
+            raise ContrastiveError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.checkpoint_every_n_epochs < 1 or self.monitor_every_n_epochs < 1:
+            raise ContrastiveError("checkpoint/monitor intervals must be >= 1 epoch")
+        if (self.val_train is None) != (self.val_test is None):
+            raise ContrastiveError("give both val_train and val_test, or neither")
+
+    @property
+    def run_dir(self) -> Path:
+        """The run directory as a path."""
+        return Path(self.out)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, YAML/JSON-friendly dict of the whole configuration."""
+        result = asdict(self)
+        result["views"] = self.views.to_dict()
+        return result
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Builds a config from a (possibly partial) nested dict; unknown keys are errors."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ContrastiveError(f"unknown config key(s): {', '.join(sorted(unknown))}")
+        components = {"backbone": BackboneConfig, "method": MethodConfig,
+                      "loss": LossConfig, "optim": OptimConfig}
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            if key == "views" and isinstance(value, dict):
+                kwargs[key] = ViewConfig.from_dict(value)
+            elif key in components and isinstance(value, dict):
+                kwargs[key] = _component(components[key], key, value)
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+    def with_overrides(self, **overrides: Any) -> TrainConfig:
+        """A copy with some top-level fields replaced."""
+        return replace(self, **overrides)
+
+
+def _component(component: type, key: str, values: dict[str, Any]) -> Any:
+    known = {f.name for f in fields(component)}
+    unknown = set(values) - known
+    if unknown:
+        raise ContrastiveError(f"unknown {key} option(s): {', '.join(sorted(unknown))}")
+    return component(**values)
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Reads a YAML or JSON config file into a dict, with clear errors."""
+    file = Path(path)
+    if not file.is_file():
+        raise ContrastiveError(f"config file not found: {file}")
+    try:
+        values = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ContrastiveError(f"cannot parse config file {file}: {error}") from error
+    if not isinstance(values, dict):
+        raise ContrastiveError(f"config file {file} must hold a mapping at the top level")
+    return values
+
+
+def dump_config(config: TrainConfig) -> str:
+    """The configuration as YAML text."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

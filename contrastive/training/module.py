@@ -1,0 +1,126 @@
+"""The LightningModule: wires a method (backbone + head + loss) to optimiser and logging.
+
+All modelling lives in :mod:`contrastive.methods`; this module only connects it to
+Lightning: the training step, the schedule, logging (loss, lr, images/s) and the extra
+checkpoint state (MoCo's queue).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from contrastive.backbones import build_backbone
+from contrastive.errors import ContrastiveError
+from contrastive.methods import build_method
+from contrastive.training.config import TrainConfig
+from contrastive.training.optim import build_optimizer, build_scheduler
+
+
+class NonFiniteLossError(ContrastiveError):
+    """The loss became NaN or infinite."""
+
+
+class ContrastiveModule(pl.LightningModule):
+    """Trains one method. The method's parts become this module's children, so checkpoint
+    keys read ``backbone.*``, ``projection_head.*`` (and ``momentum_*`` for MoCo).
+
+    Args:
+        config: :meth:`TrainConfig.to_dict` output (a plain dict, stored in checkpoints).
+        view_maker: Optional module turning a batch of uint8 images into views on the
+            training device (the batched pipeline); without it, batches already hold views.
+    """
+
+    def __init__(self, config: dict[str, Any], view_maker: nn.Module | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters({"config": config})
+        self.config = TrainConfig.from_dict(config)
+        backbone, self.feature_dim = build_backbone(self.config.backbone)
+        # Gathering negatives across processes is a no-op in a single process, so it is
+        # always on: DDP then sees the negatives of the global batch.
+        method = build_method(self.config.method, self.config.loss, backbone,
+                              self.feature_dim, gather_distributed=True)
+        for name, child in method.named_children():
+            self.add_module(name, child)
+        # Registered through its children above; stored unregistered to avoid duplicate keys.
+        self.__dict__["method"] = method
+        self.view_maker = view_maker
+        self._last_step_time: float | None = None
+        self._images_per_second = 0.0
+
+    @property
+    def backbone(self) -> nn.Module:  # type: ignore[override]
+        """The encoder being trained."""
+        return self.method.backbone
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Backbone features ``(B, feature_dim)`` of images ``(B, 3, H, W)``."""
+        return self.backbone(images)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.view_maker is not None and self.trainer.training:
+            images, indices = batch
+            return self.view_maker(images), indices
+        return batch
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        views = batch[0]
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        loss = self.method.training_loss(views, progress=min(self.global_step / total, 1.0))
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"loss became {loss.item()} at step {self.global_step} (epoch "
+                f"{self.current_epoch}); try a lower learning rate (--lr)"
+            )
+        self._log_step(loss, batch_size=views[0].shape[0])
+        return loss
+
+    def _log_step(self, loss: Tensor, batch_size: int) -> None:
+        now = time.perf_counter()
+        if self._last_step_time is not None:
+            rate = batch_size * self.trainer.world_size / max(now - self._last_step_time, 1e-9)
+            # Smoothed so the progress bar is readable.
+            self._images_per_second = (rate if self._images_per_second == 0.0
+                                       else 0.9 * self._images_per_second + 0.1 * rate)
+        self._last_step_time = now
+        learning_rate = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.log("loss", loss, prog_bar=True)
+        self.log("lr", learning_rate, prog_bar=True)
+        if self._images_per_second > 0:
+            self.log("img_per_s", self._images_per_second, prog_bar=True)
+
+    def on_train_epoch_start(self) -> None:
+        self._last_step_time = None
+
+    def configure_optimizers(self) -> Any:
+        batch = self.config.batch_size * self.trainer.world_size
+        trainable = [m for m in self.method.children() if any(p.requires_grad
+                                                                for p in m.parameters())]
+        optimizer = build_optimizer(trainable, self.config.optim, batch)
+        total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        scheduler = build_scheduler(optimizer, self.config.optim, total_steps)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightly's memory bank keeps its queue in non-persistent buffers.
+        bank = getattr(self.method.criterion, "memory_bank", None)
+        if bank is not None and bank.size[0] > 0:
+            checkpoint["memory_bank"] = {"bank": bank.bank.clone(), "ptr": bank.bank_ptr.clone()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("memory_bank")
+        bank = getattr(self.method.criterion, "memory_bank", None)
+        if state is not None and bank is not None:
+            bank.bank = state["bank"].to(bank.bank.device)
+            bank.bank_ptr = state["ptr"].to(bank.bank_ptr.device)
+
+
+def steps_per_epoch(num_images: int, batch_size: int, world_size: int = 1) -> int:
+    """Optimiser steps in one epoch with ``drop_last``."""
+    return math.floor(num_images / (batch_size * world_size))

@@ -1,0 +1,167 @@
+"""``train(config)``: the whole training path, from an image folder to a run directory.
+
+Run directory layout::
+
+    RUN_DIR/config.yaml              resolved TrainConfig
+    RUN_DIR/metrics.csv              loss, lr, images/s, monitor kNN (CSVLogger)
+    RUN_DIR/checkpoints/last.ckpt    Lightning checkpoint (optimizer, scheduler, queue)
+    RUN_DIR/checkpoints/epoch=NNN.ckpt  periodic checkpoints
+    RUN_DIR/backbone.pt              plain torchvision state_dict of the trained backbone
+    RUN_DIR/skipped_files.txt        images that could not be decoded (if any)
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.loggers import CSVLogger
+
+from contrastive.data.folder import ImageFolder
+from contrastive.errors import ContrastiveError
+from contrastive.files import save_torch_atomic, write_text_atomic
+from contrastive.training.checkpoint_io import AtomicCheckpointIO
+from contrastive.training.config import TrainConfig, dump_config, load_config_file
+from contrastive.training.data import per_image_loader
+from contrastive.training.module import ContrastiveModule
+
+log = logging.getLogger(__name__)
+
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced.
+
+    Attributes:
+        run_dir: The run directory.
+        module: The trained LightningModule (``module.backbone`` is the encoder).
+        config: The resolved configuration.
+        num_images: Images used for training.
+    """
+
+    run_dir: Path
+    module: ContrastiveModule
+    config: TrainConfig
+    num_images: int
+
+    @property
+    def backbone(self) -> torch.nn.Module:
+        """The trained encoder."""
+        return self.module.backbone
+
+    @property
+    def backbone_path(self) -> Path:
+        """The exported plain ``state_dict``."""
+        return self.run_dir / "backbone.pt"
+
+
+def resolve_resume(config: TrainConfig, resume: bool) -> tuple[TrainConfig, Path | None]:
+    """Decides whether to start fresh or continue, never overwriting a finished run silently.
+
+    With ``resume``, the run directory's saved configuration is used (so a resumed run is
+    the same run); ``epochs`` may be raised to train longer.
+    """
+    run_dir = config.run_dir
+    last = run_dir / LAST_CHECKPOINT
+    if resume:
+        if not last.is_file():
+            raise ContrastiveError(f"nothing to resume: {last} does not exist")
+        saved = TrainConfig.from_dict(load_config_file(run_dir / "config.yaml"))
+        return saved.with_overrides(epochs=max(saved.epochs, config.epochs)), last
+    if last.exists():
+        raise ContrastiveError(
+            f"{run_dir} already holds a run; pass --resume to continue it or choose a new --out"
+        )
+    return config, None
+
+
+def train(config: TrainConfig, resume: bool = False) -> TrainResult:
+    """Trains an encoder on ``config.data`` and writes the run directory ``config.out``.
+
+    Args:
+        config: The run's configuration.
+        resume: Continue the run in ``config.out`` from its last checkpoint.
+
+    Returns:
+        The trained module and where everything was written.
+
+    Raises:
+        ContrastiveError: For bad input (missing/empty folder, batch larger than the data
+            set, a run directory that already holds a run, ...).
+    """
+    config, checkpoint = resolve_resume(config, resume)
+    folder = ImageFolder.scan(config.data)
+    world = _expected_world_size(config)
+    if config.batch_size * world > len(folder):
+        raise ContrastiveError(
+            f"batch size {config.batch_size}{f' x {world} processes' if world > 1 else ''} "
+            f"is larger than the data set ({len(folder)} images in {folder.root}); "
+            f"use --batch-size {max(2, len(folder) // world)} or less"
+        )
+    log.info("training on %d images from %s", len(folder), folder.root)
+    run_dir = config.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / "config.yaml", dump_config(config))
+
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    module = ContrastiveModule(config.to_dict())
+    loader = per_image_loader(folder.paths, config)
+    trainer = _build_trainer(config, steps_per_epoch=len(loader))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*The number of training batches.*")
+        trainer.fit(module, train_dataloaders=loader,
+                    ckpt_path=str(checkpoint) if checkpoint else None)
+    if getattr(trainer, "interrupted", False):
+        raise ContrastiveError(f"training interrupted; continue with --resume --out {run_dir}")
+    module.to("cpu")
+    save_torch_atomic(module.backbone.state_dict(), run_dir / "backbone.pt")
+    skipped = sorted(getattr(loader.dataset, "skipped", ()))
+    if skipped:
+        write_text_atomic(run_dir / "skipped_files.txt", "\n".join(skipped) + "\n")
+    return TrainResult(run_dir=run_dir, module=module, config=config, num_images=len(folder))
+
+
+def _expected_world_size(config: TrainConfig) -> int:
+    devices = config.devices if isinstance(config.devices, int) else 1
+    return max(devices, 1) * max(config.num_nodes, 1)
+
+
+def _build_trainer(config: TrainConfig, steps_per_epoch: int) -> pl.Trainer:
+    run_dir = config.run_dir
+    checkpoints = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="epoch={epoch:03d}",
+        auto_insert_metric_name=False,
+        every_n_epochs=config.checkpoint_every_n_epochs,
+        save_top_k=-1,
+        save_last=True,
+    )
+    callbacks: list[pl.Callback] = [checkpoints, TQDMProgressBar(refresh_rate=1)]
+    if config.val_train is not None and config.val_test is not None:
+        from contrastive.training.knn_monitor import KNNMonitor
+
+        callbacks.append(KNNMonitor(config.val_train, config.val_test, config.views,
+                                    every_n_epochs=config.monitor_every_n_epochs))
+    return pl.Trainer(
+        default_root_dir=run_dir,
+        max_epochs=config.epochs,
+        accelerator=config.accelerator,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        precision=config.precision,
+        sync_batchnorm=config.sync_batchnorm,
+        logger=CSVLogger(save_dir=run_dir, name="", version=""),
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        log_every_n_steps=max(1, min(50, steps_per_epoch)),
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
