@@ -2,15 +2,19 @@
 
 Every artefact (checkpoints, weights, embeddings, reports) is written to a temporary file in
 the same folder and renamed over the target, so a kill during a save never leaves a corrupt
-file where the previous good one was.
+file where the previous good one was. A kill can leave the hidden temporary file
+(``.NAME.*.tmp``) behind; the target itself is always either the old or the new version.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-import pickle
+import re
+import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,33 +23,72 @@ import torch
 
 from contrastive.errors import ContrastiveError
 
+log = logging.getLogger(__name__)
+
+
+def _read_umask() -> int:
+    # The umask can only be read by setting it; done once at import, before any threads.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+# ``mkstemp`` creates files readable by the owner only; artefacts get the usual permissions.
+_FILE_MODE = 0o666 & ~_read_umask()
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yields a temporary path beside ``target``; renames it over ``target`` on success.
 
     On an exception the temporary file is removed and ``target`` is left untouched.
+
+    Raises:
+        ContrastiveError: If the folder of ``target`` cannot be created.
     """
     target_path = Path(target)
-    target_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ContrastiveError(
+            f"cannot create folder {target_path.parent}: {error.strerror or error}"
+        ) from error
     handle, temporary = tempfile.mkstemp(prefix=f".{target_path.name}.", suffix=".tmp",
                                          dir=target_path.parent)
     os.close(handle)
     temporary_path = Path(temporary)
     try:
         yield temporary_path
+        os.chmod(temporary_path, _FILE_MODE)
         with open(temporary_path, "rb+") as written:
             os.fsync(written.fileno())
         os.replace(temporary_path, target_path)
     except BaseException:
         temporary_path.unlink(missing_ok=True)
         raise
+    _fsync_directory(target_path.parent)
+
+
+def _fsync_directory(folder: Path) -> None:
+    """Makes a rename in ``folder`` durable across a power loss, where the OS allows it."""
+    # Windows and some network file systems cannot open or sync folders; the rename has
+    # still happened, only its durability is not guaranteed there.
+    with contextlib.suppress(OSError):
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 def write_text_atomic(target: str | os.PathLike, text: str) -> None:
-    """Writes ``text`` to ``target`` atomically."""
+    """Writes ``text`` to ``target`` atomically, as UTF-8.
+
+    File names that are not valid UTF-8 reach Python as lone surrogates; they are written
+    back as their original bytes rather than failing the write.
+    """
     with atomic_path(target) as temporary:
-        temporary.write_text(text, encoding="utf-8")
+        temporary.write_text(text, encoding="utf-8", errors="surrogateescape")
 
 
 def save_torch_atomic(obj: Any, target: str | os.PathLike) -> None:
@@ -62,15 +105,85 @@ def load_torch_safely(path: str | os.PathLike) -> Any:
             than tensors and plain containers (a pickle that could run code is refused).
     """
     file = Path(path)
-    if not file.is_file():
+    if not file.exists():
         raise ContrastiveError(f"file not found: {file}")
+    if not file.is_file():
+        raise ContrastiveError(f"not a file: {file}")
     try:
-        return torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        with warnings.catch_warnings():
+            # Foreign pickles trigger a note about their protocol; the error below says more.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(file, map_location="cpu", weights_only=True)
+    # A damaged or foreign file makes torch raise almost anything (IndexError, EOFError,
+    # RuntimeError, UnpicklingError, ...); all of them mean "cannot load this file".
+    except Exception as error:  # noqa: BLE001
+        refused_global = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if refused_global:
+            raise ContrastiveError(
+                f"refusing to load {file}: it references {refused_global.group(1)}, which "
+                f"could run code; only tensors and plain data are loaded (weights_only=True)"
+            ) from error
         raise ContrastiveError(
-            f"refusing to load {file}: it holds objects other than tensors and plain data "
-            f"(weights_only=True). {first_line}"
+            f"cannot read {file} as a torch file: {_summary(error)}"
         ) from error
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise ContrastiveError(f"cannot read {file} as a torch file: {error}") from error
+
+
+def _summary(error: Exception) -> str:
+    """The informative part of a torch loading error, on one line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    # weights_only failures bury the cause under generic advice about trusting the source.
+    detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\s*\n|$)", text, re.DOTALL)
+    if detail:
+        text = detail.group(1)
+    text = " ".join(text.split())
+    if len(text) > 200:
+        text = text[:200] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def check_writable_dir(path: str | os.PathLike, min_free_bytes: int = 0) -> int:
+    """Creates ``path`` if needed and checks a file can be written there.
+
+    Meant to run before training, so a bad output folder fails in seconds, not after the
+    first epoch.
+
+    Args:
+        path: Output folder.
+        min_free_bytes: Fail if the file system holding ``path`` has less free space.
+
+    Returns:
+        The free space, in bytes, on the file system holding ``path``.
+
+    Raises:
+        ContrastiveError: If the folder cannot be created or written, or has less than
+            ``min_free_bytes`` free.
+    """
+    folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ContrastiveError(f"output path is a file, not a folder: {folder}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ContrastiveError(
+            f"cannot create output folder {folder}: {error.strerror or error}"
+        ) from error
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".write-test.") as probe:
+            probe.write(b"ok")
+            probe.flush()
+    except OSError as error:
+        raise ContrastiveError(
+            f"cannot write to output folder {folder}: {error.strerror or error}"
+        ) from error
+    free = shutil.disk_usage(folder).free
+    if free < min_free_bytes:
+        raise ContrastiveError(
+            f"only {_gigabytes(free)} free on the disk holding {folder}, "
+            f"need at least {_gigabytes(min_free_bytes)}"
+        )
+    log.info("output folder %s: %s free", folder, _gigabytes(free))
+    return free
+
+
+def _gigabytes(size: int) -> str:
+    return f"{size / 1e9:.2f} GB"

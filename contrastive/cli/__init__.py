@@ -19,9 +19,16 @@ from contrastive.errors import ContrastiveError
 SUBCOMMAND_MODULES = ("train", "demo", "embed", "evaluate")
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Reports usage errors as one line naming the argument, not a usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="contrastive",
         description="Self-supervised contrastive learning on image folders.",
     )
@@ -38,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(message)s")
+    quiet_third_party_logs(verbose=args.verbose)
     warnings.formatwarning = lambda message, category, *_a, **_k: f"warning: {message}\n"
     if args.command is None:
         # `contrastive` alone runs the demo, the advertised first command.
@@ -50,6 +58,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def quiet_third_party_logs(verbose: bool = False) -> None:
+    """Hides Lightning's banners and tips; our own messages say what matters."""
+    level = logging.INFO if verbose else logging.WARNING
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning"):
+        logging.getLogger(name).setLevel(level)
+    if not verbose:
+        warnings.filterwarnings("ignore", module="pytorch_lightning")
+        warnings.filterwarnings("ignore", module="lightning_fabric")
 
 
 if __name__ == "__main__":

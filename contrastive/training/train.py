@@ -22,9 +22,9 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger
 
-from contrastive.data.folder import ImageFolder
+from contrastive.data.folder import ImageFolder, check_readable
 from contrastive.errors import ContrastiveError
-from contrastive.files import save_torch_atomic, write_text_atomic
+from contrastive.files import check_writable_dir, save_torch_atomic, write_text_atomic
 from contrastive.training.checkpoint_io import AtomicCheckpointIO
 from contrastive.training.config import TrainConfig, dump_config, load_config_file
 from contrastive.training.data import per_image_loader
@@ -33,6 +33,9 @@ from contrastive.training.module import ContrastiveModule
 log = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+# Refuse to start a run that could not even write its first checkpoints.
+MIN_FREE_BYTES = 200 * 2**20
 
 
 @dataclass
@@ -105,14 +108,15 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
             f"is larger than the data set ({len(folder)} images in {folder.root}); "
             f"use --batch-size {max(2, len(folder) // world)} or less"
         )
-    log.info("training on %d images from %s", len(folder), folder.root)
     run_dir = config.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(run_dir, min_free_bytes=MIN_FREE_BYTES)
+    paths, skipped = check_readable(folder.paths, config.max_bad_fraction)
+    log.info("training on %d images from %s", len(paths), folder.root)
     write_text_atomic(run_dir / "config.yaml", dump_config(config))
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
     module = ContrastiveModule(config.to_dict())
-    loader = per_image_loader(folder.paths, config)
+    loader = per_image_loader(paths, config)
     trainer = _build_trainer(config, steps_per_epoch=len(loader))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -123,10 +127,18 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         raise ContrastiveError(f"training interrupted; continue with --resume --out {run_dir}")
     module.to("cpu")
     save_torch_atomic(module.backbone.state_dict(), run_dir / "backbone.pt")
-    skipped = sorted(getattr(loader.dataset, "skipped", ()))
+    # Files that passed the quick header check but failed to decode (main process only).
+    late = {path: "failed to decode during training" for path in loader.dataset.skipped}
+    _write_skipped(run_dir, {**skipped, **late})
+    return TrainResult(run_dir=run_dir, module=module, config=config, num_images=len(paths))
+
+
+def _write_skipped(run_dir: Path, skipped: dict) -> None:
+    """Names every image that could not be decoded, with the reason, in the run directory."""
     if skipped:
-        write_text_atomic(run_dir / "skipped_files.txt", "\n".join(skipped) + "\n")
-    return TrainResult(run_dir=run_dir, module=module, config=config, num_images=len(folder))
+        lines = [f"{path}\t{reason}" for path, reason in sorted(skipped.items(),
+                                                                 key=lambda item: str(item[0]))]
+        write_text_atomic(run_dir / "skipped_files.txt", "\n".join(lines) + "\n")
 
 
 def _expected_world_size(config: TrainConfig) -> int:

@@ -1,0 +1,381 @@
+"""Decode once: images decoded, resized and stored as a uint8 memmap reused across runs.
+
+The first pass decodes every file with :func:`~contrastive.data.folder.load_rgb`, resizes it
+to ``size x size`` (shorter side to ``size``, then a center crop, see :func:`square_uint8`)
+and writes it into a raw uint8 file of layout ``(N, 3, size, size)``, so a batch of rows is a
+ready ``torch.uint8`` tensor. Later epochs, runs and embedding passes map the same file.
+
+The cache is named after a hash of the file list, each file's size and modification time
+and ``size``: changing, adding or removing a file gives a new name and a rebuild. A build
+writes to a temporary file renamed into place, and the JSON metadata is renamed last, so a
+killed build never leaves a cache that is later trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import multiprocessing
+import os
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+
+from contrastive.data.cifar10 import cache_dir
+from contrastive.data.folder import load_rgb
+from contrastive.errors import ContrastiveError
+from contrastive.files import atomic_path, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+#: Bumped whenever the decoding or the file layout changes, so old caches are not reused.
+CACHE_VERSION = 1
+
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+# Below this many files a worker pool costs more to start than it saves.
+_MIN_FILES_FOR_POOL = 512
+_POOL_CHUNK = 64
+
+
+def default_cache_dir() -> Path:
+    """``contrastive.data.cifar10.cache_dir()/decoded``."""
+    return cache_dir() / "decoded"
+
+
+def square_uint8(image: Image.Image, size: int) -> np.ndarray:
+    """Resizes an RGB image to a ``size x size`` uint8 array.
+
+    The rule is torchvision's ``Resize(size)`` then ``CenterCrop(size)``: the shorter side
+    becomes ``size`` (bilinear with antialiasing, the longer side scaled proportionally and
+    truncated), then the central square is kept. Images already ``size x size`` are stored
+    unchanged.
+
+    Args:
+        image: An RGB ``PIL.Image``.
+        size: Side of the output square, in pixels.
+
+    Returns:
+        uint8 array ``(3, size, size)``.
+    """
+    if image.size != (size, size):
+        image = TF.center_crop(TF.resize(image, size, antialias=True), [size, size])
+    return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
+
+
+class ToSquareUint8:
+    """Picklable transform ``PIL.Image -> torch.uint8 (3, size, size)`` for ImageDataset.
+
+    Gives the uncached path (decode every epoch in DataLoader workers) the same batches as
+    the cache, so :class:`~contrastive.views.batched.BatchedViews` works with either.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(square_uint8(image, self.size)))
+
+
+def _decode(task: tuple[int, str, int]) -> tuple[int, np.ndarray | str]:
+    """Decodes one file: ``(index, array (3, S, S))`` or ``(index, error message)``."""
+    index, path, size = task
+    try:
+        return index, square_uint8(load_rgb(path), size)
+    except _DECODE_ERRORS as error:
+        return index, str(error)
+
+
+def _file_signature(path: Path) -> str:
+    try:
+        stat = path.stat()
+    except OSError:
+        # A vanished file still gets a stable line; decoding it later fails and skips it.
+        return f"{path}\t-1\t-1"
+    return f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}"
+
+
+def cache_name(paths: Sequence[Path], size: int) -> str:
+    """The cache's file stem: ``<list hash>-<size>px-<content hash>``.
+
+    The list hash covers only the paths, so a rebuild after files change can find and
+    delete the stale cache of the same list; the content hash adds sizes and mtimes.
+    """
+    list_hash = hashlib.sha256()
+    content_hash = hashlib.sha256(f"v{CACHE_VERSION}\n{size}\n".encode())
+    for path in paths:
+        list_hash.update(f"{path}\n".encode())
+        content_hash.update(f"{_file_signature(path)}\n".encode())
+    return f"{list_hash.hexdigest()[:16]}-{size}px-{content_hash.hexdigest()[:16]}"
+
+
+@dataclass
+class DecodedCache:
+    """A decoded image cache: rows of uint8 pixels plus the map back to the source files.
+
+    Attributes:
+        data_path: The raw uint8 file holding the rows.
+        size: Side ``S`` of the stored squares.
+        source_paths: The files the cache was built from, in order.
+        valid: int64 array ``(M,)``: row ``r`` holds ``source_paths[valid[r]]``. Use it to
+            align labels: ``labels[cache.valid]``.
+        skipped: The files that could not be decoded (not stored).
+    """
+
+    data_path: Path
+    size: int
+    source_paths: list[Path]
+    valid: np.ndarray
+    skipped: list[Path] = field(default_factory=list)
+    _images: np.memmap | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.valid)
+
+    @property
+    def images(self) -> np.memmap:
+        """Read-only uint8 memmap ``(M, 3, S, S)``, opened on first use (per process)."""
+        if self._images is None:
+            self._images = np.memmap(self.data_path, dtype=np.uint8, mode="r",
+                                     shape=(len(self.valid), 3, self.size, self.size))
+        return self._images
+
+    def batch(self, rows: np.ndarray) -> torch.Tensor:
+        """Gathers rows into a tensor.
+
+        Args:
+            rows: int array ``(B,)`` of row numbers; sorted rows read the file in order.
+
+        Returns:
+            ``torch.uint8`` tensor ``(B, 3, S, S)`` (a fresh, writable copy).
+        """
+        return torch.from_numpy(np.asarray(self.images[rows]).view(np.ndarray))
+
+    def __getstate__(self) -> dict:
+        # Pickling a memmap would copy the whole array; workers reopen the file instead.
+        state = self.__dict__.copy()
+        state["_images"] = None
+        return state
+
+
+def load_or_build_cache(
+    paths: Sequence[str | os.PathLike],
+    size: int,
+    directory: str | os.PathLike | None = None,
+    workers: int = 2,
+) -> DecodedCache:
+    """Returns the decoded cache of ``paths`` at ``size``, building it if needed.
+
+    Args:
+        paths: Image files, e.g. ``ImageFolder.paths``; their order is the cache's order.
+        size: Side ``S`` of the stored squares (32 for CIFAR-10 stores it natively).
+        directory: Where caches live (default :func:`default_cache_dir`).
+        workers: Decoding processes; 0 or 1 decodes in this process.
+
+    Returns:
+        The cache; files that failed to decode are listed in ``skipped``.
+
+    Raises:
+        ContrastiveError: If ``paths`` is empty, ``size`` < 1, or no file can be decoded.
+    """
+    if size < 1:
+        raise ContrastiveError(f"cache image size must be at least 1 pixel, got {size}")
+    source_paths = [Path(p).absolute() for p in paths]
+    if not source_paths:
+        raise ContrastiveError("no images to cache: the file list is empty")
+    folder = Path(directory) if directory is not None else default_cache_dir()
+    name = cache_name(source_paths, size)
+    cache = _load(folder, name, source_paths, size)
+    if cache is None:
+        cache = _build(folder, name, source_paths, size, workers)
+        _remove_stale(folder, name)
+    elif cache.skipped:
+        shown = ", ".join(str(p) for p in cache.skipped[:5])
+        more = f" and {len(cache.skipped) - 5} more" if len(cache.skipped) > 5 else ""
+        warnings.warn(f"decoded cache skips {len(cache.skipped)} unreadable image(s): "
+                      f"{shown}{more}", stacklevel=2)
+    return cache
+
+
+def _load(folder: Path, name: str, source_paths: list[Path], size: int) -> DecodedCache | None:
+    """Opens a finished cache, or returns None if it is missing or inconsistent."""
+    meta_path, data_path = folder / f"{name}.json", folder / f"{name}.uint8"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        skipped_indices = [int(i) for i in meta["skipped"]]
+        row_count = int(meta["rows"])
+        data_bytes = data_path.stat().st_size
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if (meta.get("version") != CACHE_VERSION or meta.get("size") != size
+            or meta.get("files") != len(source_paths)
+            or row_count != len(source_paths) - len(skipped_indices)
+            or data_bytes != row_count * 3 * size * size):
+        return None
+    valid = np.setdiff1d(np.arange(len(source_paths), dtype=np.int64),
+                         np.asarray(skipped_indices, dtype=np.int64))
+    log.info("reusing decoded cache %s (%d images)", data_path, row_count)
+    return DecodedCache(data_path=data_path, size=size, source_paths=source_paths, valid=valid,
+                        skipped=[source_paths[i] for i in skipped_indices])
+
+
+def _decoded_in_order(source_paths: list[Path], size: int,
+                      workers: int) -> Iterator[tuple[int, np.ndarray | str]]:
+    tasks = ((i, str(p), size) for i, p in enumerate(source_paths))
+    if workers <= 1 or len(source_paths) < _MIN_FILES_FOR_POOL:
+        yield from map(_decode, tasks)
+        return
+    # fork starts workers in milliseconds; they only run PIL and numpy, never torch.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with multiprocessing.get_context(method).Pool(workers) as pool:
+        yield from pool.imap(_decode, tasks, chunksize=_POOL_CHUNK)
+
+
+def _build(folder: Path, name: str, source_paths: list[Path], size: int,
+           workers: int) -> DecodedCache:
+    """Decodes every file into a new cache, one row at a time (memory stays bounded)."""
+    meta_path, data_path = folder / f"{name}.json", folder / f"{name}.uint8"
+    row_bytes = 3 * size * size
+    started = time.perf_counter()
+    log.info("decoding %d images into %s", len(source_paths), data_path)
+    skipped_indices: list[int] = []
+    with atomic_path(data_path) as temporary:
+        rows = np.memmap(temporary, dtype=np.uint8, mode="w+",
+                         shape=(len(source_paths), 3, size, size))
+        row = 0
+        for index, decoded in _decoded_in_order(source_paths, size, workers):
+            if isinstance(decoded, str):
+                skipped_indices.append(index)
+                warnings.warn(f"skipping unreadable image {source_paths[index]}: {decoded}",
+                              stacklevel=3)
+                continue
+            rows[row] = decoded
+            row += 1
+        rows.flush()
+        del rows
+        if row == 0:
+            raise ContrastiveError(f"none of the {len(source_paths)} images could be decoded "
+                                   f"(first: {source_paths[0]})")
+        # Skipped files leave unused rows at the end; the file keeps only the written ones.
+        os.truncate(temporary, row * row_bytes)
+    write_text_atomic(meta_path, json.dumps({
+        "version": CACHE_VERSION, "size": size, "files": len(source_paths), "rows": row,
+        "skipped": skipped_indices,
+    }))
+    log.info("decoded %d images in %.1f s", row, time.perf_counter() - started)
+    valid = np.setdiff1d(np.arange(len(source_paths), dtype=np.int64),
+                         np.asarray(skipped_indices, dtype=np.int64))
+    return DecodedCache(data_path=data_path, size=size, source_paths=source_paths, valid=valid,
+                        skipped=[source_paths[i] for i in skipped_indices])
+
+
+def _remove_stale(folder: Path, name: str) -> None:
+    """Deletes older caches of the same file list and size (their files changed since)."""
+    list_hash, size_tag, _ = name.split("-")
+    for stale in folder.glob(f"{list_hash}-{size_tag}-*"):
+        if stale.stem != name:
+            stale.unlink(missing_ok=True)
+
+
+class CachedImageDataset(torch.utils.data.Dataset):
+    """Map-style dataset over a :class:`DecodedCache`.
+
+    Item ``r`` is ``(image, file_index)``: ``image`` is ``torch.uint8 (3, S, S)`` and
+    ``file_index = cache.valid[r]`` indexes the cache's ``source_paths`` (and labels built
+    for them).
+    """
+
+    def __init__(self, cache: DecodedCache) -> None:
+        self.cache = cache
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def __getitem__(self, row: int) -> tuple[torch.Tensor, int]:
+        image = torch.from_numpy(np.array(self.cache.images[row]))
+        return image, int(self.cache.valid[row])
+
+
+class CachedImageLoader:
+    """Batches of random cache rows without per-sample Python work.
+
+    Each batch is one fancy-indexed read of the memmap with its row numbers sorted (so the
+    file is read front to back); batch membership is random, order within a batch is not.
+    The permutation of an epoch comes from a ``torch.Generator`` seeded with
+    ``(seed, epoch)``; each iteration advances the epoch unless :meth:`set_epoch` is called.
+    A plain iterable with ``__len__``, so Lightning accepts it as a train dataloader.
+
+    Args:
+        cache: The decoded images.
+        batch_size: Rows per batch.
+        shuffle: Draw a new random permutation per epoch; else rows in order.
+        drop_last: Drop the last, smaller batch.
+        seed: Base seed of the per-epoch permutations.
+        rank: This process's shard, for multi-process training.
+        world_size: Number of shards; each gets ``len(cache) // world_size`` rows per epoch.
+        pin_memory: Return page-locked tensors, for asynchronous copies to a GPU.
+
+    Yields:
+        ``(images, file_indices)``: ``torch.uint8 (B, 3, S, S)`` and ``torch.int64 (B,)``
+        indexing the cache's ``source_paths``.
+    """
+
+    def __init__(self, cache: DecodedCache, batch_size: int, shuffle: bool = True,
+                 drop_last: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 pin_memory: bool = False) -> None:
+        if batch_size < 1:
+            raise ContrastiveError(f"batch_size must be at least 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ContrastiveError(f"rank {rank} must lie in [0, world_size={world_size})")
+        self.cache = cache
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.pin_memory = pin_memory
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Makes the next iteration use the permutation of ``epoch``."""
+        self.epoch = epoch
+
+    def _rows_per_shard(self) -> int:
+        return len(self.cache) // self.world_size if self.world_size > 1 else len(self.cache)
+
+    def __len__(self) -> int:
+        rows = self._rows_per_shard()
+        return rows // self.batch_size if self.drop_last else math.ceil(rows / self.batch_size)
+
+    def epoch_rows(self, epoch: int) -> torch.Tensor:
+        """This shard's row order for ``epoch``: int64 ``(rows_per_shard,)``."""
+        count = len(self.cache)
+        if self.shuffle:
+            seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
+            order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+        else:
+            order = torch.arange(count)
+        if self.world_size > 1:
+            order = order[: self._rows_per_shard() * self.world_size][self.rank::self.world_size]
+        return order
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self.epoch_rows(self.epoch).numpy()
+        self.epoch += 1
+        valid = torch.from_numpy(self.cache.valid)
+        for batch_number in range(len(self)):
+            rows = np.sort(order[batch_number * self.batch_size:
+                                 (batch_number + 1) * self.batch_size])
+            images = self.cache.batch(rows)
+            if self.pin_memory:
+                images = images.pin_memory()
+            yield images, valid[torch.from_numpy(rows)]

@@ -1,0 +1,96 @@
+"""The built-in demo: train on scikit-learn's digits, then compare kNN with random init.
+
+Runs anywhere, offline, in about a minute on two CPU cores::
+
+    contrastive demo
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from contrastive.backbones import BackboneConfig, build_backbone
+from contrastive.data.cifar10 import cache_dir
+from contrastive.data.demo import ensure_demo_digits
+from contrastive.embeddings import embed_folder
+from contrastive.evaluation.knn import knn_classify
+from contrastive.methods.config import MethodConfig
+from contrastive.training.config import OptimConfig, TrainConfig
+from contrastive.training.train import train
+from contrastive.views.config import view_preset
+
+DEMO_K = 20
+
+
+def demo_config(out: str | Path | None = None, data: str | Path | None = None) -> TrainConfig:
+    """The demo's recipe: a quarter-width ResNet-18 with a small-image stem on 32 px digits.
+
+    Flips are off because mirrored digits are different symbols.
+    """
+    root = Path(data) if data is not None else ensure_demo_digits() / "train"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run = Path(out) if out is not None else cache_dir() / "runs" / f"demo-{stamp}"
+    return TrainConfig(
+        data=str(root),
+        out=str(run),
+        views=view_preset("cifar", horizontal_flip_probability=0.0, crop_scale=(0.3, 1.0)),
+        backbone=BackboneConfig("resnet18_quarter", small_image_stem=True),
+        method=MethodConfig("simclr"),
+        optim=OptimConfig(base_learning_rate=0.12),
+        batch_size=128,
+        epochs=10,
+        num_workers=0,
+        checkpoint_every_n_epochs=10,
+    )
+
+
+@dataclass
+class DemoResult:
+    """kNN top-1 of the trained backbone and of the same backbone at random init."""
+
+    trained_top1: float
+    random_init_top1: float
+    train_seconds: float
+    run_dir: Path
+
+    def table(self) -> str:
+        """A small text table of the result."""
+        return "\n".join([
+            f"kNN top-1 on the digits test split (k={DEMO_K}, T=0.1, cosine):",
+            f"  {'backbone':<26}{'top-1':>8}",
+            f"  {'random init (same arch)':<26}{self.random_init_top1:>8.1%}",
+            f"  {'trained (contrastive)':<26}{self.trained_top1:>8.1%}",
+            f"trained in {self.train_seconds:.0f} s; run directory: {self.run_dir}",
+        ])
+
+
+def knn_top1(backbone: torch.nn.Module, config: TrainConfig, train_dir: Path,
+             test_dir: Path) -> float:
+    """kNN top-1 of ``backbone`` features, bank from ``train_dir``, queries from ``test_dir``."""
+    bank = embed_folder(train_dir, config.views, {"f": backbone}, progress=False)["f"]
+    queries = embed_folder(test_dir, config.views, {"f": backbone}, progress=False)["f"]
+    ranking = knn_classify(torch.from_numpy(bank.embeddings), torch.from_numpy(bank.labels),
+                           torch.from_numpy(queries.embeddings), k=DEMO_K, temperature=0.1)
+    return float((ranking[:, 0] == torch.from_numpy(queries.labels)).float().mean())
+
+
+def run_demo(config: TrainConfig | None = None) -> DemoResult:
+    """Trains on the digits and evaluates trained vs random-init backbones."""
+    config = config or demo_config()
+    digits = ensure_demo_digits()
+    started = time.perf_counter()
+    result = train(config)
+    seconds = time.perf_counter() - started
+    # Same seed as training: the very weights the run started from.
+    torch.manual_seed(config.seed)
+    random_init, _ = build_backbone(config.backbone)
+    return DemoResult(
+        trained_top1=knn_top1(result.backbone, config, digits / "train", digits / "test"),
+        random_init_top1=knn_top1(random_init, config, digits / "train", digits / "test"),
+        train_seconds=seconds,
+        run_dir=result.run_dir,
+    )

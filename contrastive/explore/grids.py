@@ -1,0 +1,127 @@
+"""Image grids: nearest neighbours of query images, duplicate pairs, image lists."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from contrastive.errors import ContrastiveError
+from contrastive.explore.embeddings import EmbeddingSet
+from contrastive.explore.images import (
+    OTHER_CLASS_COLOUR,
+    SAME_CLASS_COLOUR,
+    grid_figure,
+    load_thumbnail,
+    show_image,
+)
+from contrastive.explore.similarity import nearest_neighbours
+
+
+def plot_neighbours(dataset: EmbeddingSet, query_indices: Sequence[int] | np.ndarray,
+                    k: int = 8, image_size: int = 64) -> Figure:
+    """One row per query: the query image, then its ``k`` most cosine-similar images.
+
+    Neighbour titles give the similarity and class, green when the class matches the
+    query's and red when it differs (black when either is unlabeled).
+
+    Args:
+        dataset: The embedded images.
+        query_indices: ``(Q,)`` rows of ``dataset`` to query.
+        k: Neighbours per query.
+        image_size: Side of each thumbnail in pixels.
+
+    Returns:
+        The figure, ``Q`` rows by ``k + 1`` columns.
+    """
+    queries = np.asarray(query_indices, dtype=np.int64).reshape(-1)
+    indices, similarities = nearest_neighbours(dataset.embeddings, k, queries)
+    return draw_neighbour_rows(dataset, queries, indices, similarities, image_size)
+
+
+def draw_neighbour_rows(dataset: EmbeddingSet, queries: np.ndarray, indices: np.ndarray,
+                        similarities: np.ndarray, image_size: int = 64) -> Figure:
+    """Draws precomputed neighbours; see :func:`plot_neighbours`.
+
+    Args:
+        dataset: The embedded images.
+        queries: ``(Q,)`` query rows.
+        indices: ``(Q, k)`` neighbour rows, most similar first.
+        similarities: ``(Q, k)`` their cosine similarities.
+        image_size: Side of each thumbnail in pixels.
+    """
+    figure, axes = grid_figure(len(queries), indices.shape[1] + 1)
+    for row, query in enumerate(queries):
+        show_image(axes[row, 0], load_thumbnail(dataset.image_path(int(query)), image_size),
+                   f"query #{int(query)}\n{dataset.label_name(int(query))}", bold=True)
+        for col, (neighbour, similarity) in enumerate(zip(indices[row], similarities[row])):
+            show_image(axes[row, col + 1],
+                       load_thumbnail(dataset.image_path(int(neighbour)), image_size),
+                       f"{similarity:.3f}\n{dataset.label_name(int(neighbour))}",
+                       _match_colour(dataset, int(query), int(neighbour)))
+    return figure
+
+
+def plot_pairs(dataset: EmbeddingSet, pairs: np.ndarray, similarities: np.ndarray,
+               max_pairs: int = 8, image_size: int = 64) -> Figure:
+    """Image pairs side by side, e.g. from
+    :func:`~contrastive.explore.similarity.near_duplicates`.
+
+    Args:
+        dataset: The embedded images.
+        pairs: ``(M, 2)`` row pairs.
+        similarities: ``(M,)`` their similarities.
+        max_pairs: Only the first ``max_pairs`` pairs are drawn, two pairs per row.
+        image_size: Side of each thumbnail in pixels.
+
+    Returns:
+        The figure.
+    """
+    shown = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)[:max_pairs]
+    if len(shown) == 0:
+        raise ContrastiveError("no pairs to show (lower the similarity threshold?)")
+    pairs_per_row = min(2, len(shown))
+    figure, axes = grid_figure(-(-len(shown) // pairs_per_row), 2 * pairs_per_row)
+    for slot, ((first, second), similarity) in enumerate(zip(shown, similarities)):
+        row, col = divmod(slot, pairs_per_row)
+        for offset, index in enumerate((first, second)):
+            show_image(axes[row, 2 * col + offset],
+                       load_thumbnail(dataset.image_path(int(index)), image_size),
+                       f"#{index} {dataset.label_name(int(index))}"
+                       + (f"\nsim {similarity:.4f}" if offset == 0 else "\n"))
+    return figure
+
+
+def plot_images(dataset: EmbeddingSet, indices: Sequence[int] | np.ndarray,
+                captions: Sequence[str] | None = None, cols: int = 8,
+                image_size: int = 64) -> Figure:
+    """A plain grid of images, e.g. the outliers, with optional captions.
+
+    Args:
+        dataset: The embedded images.
+        indices: Rows to show, in order.
+        captions: One caption per image (default: row number and class).
+        cols: Images per row.
+        image_size: Side of each thumbnail in pixels.
+    """
+    chosen = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if len(chosen) == 0:
+        raise ContrastiveError("no images to show")
+    if captions is not None and len(captions) != len(chosen):
+        raise ContrastiveError(f"{len(captions)} captions for {len(chosen)} images")
+    cols = max(1, min(cols, len(chosen)))
+    figure, axes = grid_figure(-(-len(chosen) // cols), cols)
+    for slot, index in enumerate(chosen):
+        caption = (captions[slot] if captions is not None
+                   else f"#{index}\n{dataset.label_name(int(index))}")
+        show_image(axes.flat[slot], load_thumbnail(dataset.image_path(int(index)),
+                                                   image_size), caption)
+    return figure
+
+
+def _match_colour(dataset: EmbeddingSet, query: int, neighbour: int) -> str:
+    query_label, neighbour_label = dataset.labels[query], dataset.labels[neighbour]
+    if query_label < 0 or neighbour_label < 0:
+        return "black"
+    return SAME_CLASS_COLOUR if query_label == neighbour_label else OTHER_CLASS_COLOUR

@@ -1,0 +1,157 @@
+"""Per-class kNN accuracy of embeddings, and the confusion matrix as a figure.
+
+Votes are weighted by ``exp(cosine similarity / T)`` as in
+:mod:`contrastive.evaluation.knn`, which scores train/test pairs here too, so the numbers
+match ``contrastive eval``. Leave-one-out scoring of a single set uses the same vote with
+each image excluded from its own neighbours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from contrastive.errors import ContrastiveError
+from contrastive.evaluation.knn import knn_classify
+from contrastive.evaluation.metrics import confusion_matrix, per_class_accuracy
+from contrastive.explore.embeddings import EmbeddingSet
+from contrastive.explore.similarity import nearest_neighbours
+
+# Cells are annotated with their value only while the text still fits.
+_MAX_ANNOTATED_CLASSES = 20
+
+
+@dataclass
+class KnnReport:
+    """kNN classification of the labelled images of a set.
+
+    Attributes:
+        classes: ``C`` class names.
+        indices: ``(M,)`` rows of the evaluated set that were classified (the labelled ones).
+        targets: ``(M,)`` true labels.
+        predictions: ``(M,)`` predicted labels.
+        confusion: ``(C, C)`` int64 counts, row = true class, column = predicted class.
+        k: Neighbours used.
+    """
+
+    classes: list[str]
+    indices: np.ndarray
+    targets: np.ndarray
+    predictions: np.ndarray
+    confusion: np.ndarray
+    k: int
+
+    @property
+    def accuracy(self) -> float:
+        """Fraction of classified images whose prediction is right."""
+        return float(np.mean(self.predictions == self.targets))
+
+    @property
+    def per_class_accuracy(self) -> np.ndarray:
+        """``(C,)`` accuracy of each class; NaN for classes without images."""
+        return per_class_accuracy(torch.from_numpy(self.confusion)).numpy()
+
+
+def knn_report(train: EmbeddingSet, test: EmbeddingSet | None = None, k: int = 20,
+               temperature: float = 0.1) -> KnnReport:
+    """Classifies each labelled image by a weighted vote of its ``k`` nearest neighbours.
+
+    Args:
+        train: Labelled images that vote. Unlabeled rows are ignored.
+        test: Images to classify; when None, each labelled ``train`` image is classified
+            by the others (leave-one-out).
+        k: Neighbours per vote.
+        temperature: Vote weight ``exp(similarity / temperature)``.
+
+    Returns:
+        The report on the classified set (``test``, or ``train`` for leave-one-out).
+
+    Raises:
+        ContrastiveError: If a set has no labelled images, the class lists differ, or ``k``
+            exceeds the voters available.
+    """
+    if temperature <= 0:
+        raise ContrastiveError(f"temperature must be > 0, got {temperature}")
+    voters = _labelled_rows(train, "train")
+    num_classes = len(train.classes)
+    if test is None:
+        queries = voters
+        predictions = _leave_one_out(train.embeddings[voters], train.labels[voters], k,
+                                     temperature, num_classes)
+        targets = train.labels[voters]
+    else:
+        if list(test.classes) != list(train.classes):
+            raise ContrastiveError("train and test embeddings have different class lists; "
+                                   "kNN needs the same classes in the same order")
+        queries = _labelled_rows(test, "test")
+        targets = test.labels[queries]
+        if not 1 <= k <= len(voters):
+            raise ContrastiveError(f"k must be between 1 and {len(voters)} (the labelled "
+                                   f"train images), got {k}")
+        ranking = knn_classify(torch.from_numpy(train.embeddings[voters]),
+                               torch.from_numpy(train.labels[voters]),
+                               torch.from_numpy(test.embeddings[queries]), k=k,
+                               temperature=temperature, num_classes=num_classes)
+        predictions = ranking[:, 0].numpy()
+    confusion = confusion_matrix(torch.from_numpy(predictions), torch.from_numpy(targets),
+                                 num_classes).numpy()
+    return KnnReport(classes=list(train.classes), indices=queries, targets=targets,
+                     predictions=predictions.astype(np.int64), confusion=confusion, k=k)
+
+
+def _labelled_rows(dataset: EmbeddingSet, role: str) -> np.ndarray:
+    rows = np.flatnonzero(dataset.labels >= 0)
+    if len(rows) == 0:
+        raise ContrastiveError(f"the {role} embeddings have no labelled images to score")
+    return rows
+
+
+def _leave_one_out(embeddings: np.ndarray, labels: np.ndarray, k: int, temperature: float,
+                   num_classes: int) -> np.ndarray:
+    neighbours, similarities = nearest_neighbours(embeddings, k)
+    weights = np.exp(similarities.astype(np.float64) / temperature)
+    scores = np.zeros((len(embeddings), num_classes))
+    np.add.at(scores, (np.arange(len(embeddings))[:, None], labels[neighbours]), weights)
+    return np.argmax(scores, axis=1)
+
+
+def plot_confusion(report: KnnReport, normalise: bool = True) -> Figure:
+    """The confusion matrix, rows labelled with each class's accuracy.
+
+    Args:
+        report: From :func:`knn_report`.
+        normalise: Show each row as fractions of the class (else raw counts).
+
+    Returns:
+        The figure.
+    """
+    counts = report.confusion.astype(np.float64)
+    totals = counts.sum(axis=1, keepdims=True)
+    values = np.divide(counts, totals, out=np.zeros_like(counts),
+                       where=totals > 0) if normalise else counts
+    num_classes = len(report.classes)
+    side = max(4.0, 0.55 * num_classes + 2.5)
+    figure = Figure(figsize=(side + 1.5, side), layout="constrained")
+    ax = figure.subplots()
+    image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalise else None)
+    figure.colorbar(image, ax=ax, shrink=0.8,
+                    label="fraction of true class" if normalise else "images")
+    accuracies = report.per_class_accuracy
+    ax.set_yticks(range(num_classes), [
+        f"{name} ({acc:.0%})" if not np.isnan(acc) else f"{name} (-)"
+        for name, acc in zip(report.classes, accuracies)], fontsize=8)
+    ax.set_xticks(range(num_classes), report.classes, rotation=45, ha="right", fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class (accuracy)")
+    if num_classes <= _MAX_ANNOTATED_CLASSES:
+        for (row, col), value in np.ndenumerate(values):
+            if counts[row, col]:
+                text = f"{value:.2f}" if normalise else f"{int(value)}"
+                ax.text(col, row, text, ha="center", va="center", fontsize=7,
+                        color="white" if value > 0.6 * values.max() else "black")
+    ax.set_title(f"kNN (k={report.k}) accuracy {report.accuracy:.1%} on "
+                 f"{len(report.targets)} images")
+    return figure

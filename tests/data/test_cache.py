@@ -1,0 +1,238 @@
+"""Decoded image cache: contents, reuse, rebuilds, skipped files and the batch loader."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.v2 as T
+from PIL import Image
+
+import contrastive.data.cache as cache_module
+from contrastive.data.cache import (
+    CachedImageDataset,
+    CachedImageLoader,
+    ToSquareUint8,
+    load_or_build_cache,
+    square_uint8,
+)
+from contrastive.data.folder import ImageDataset, list_images, load_rgb
+from contrastive.errors import ContrastiveError
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path, cifar10_small: dict[str, Path]) -> Path:
+    """24 CIFAR JPEGs, a wide RGBA PNG, a grayscale PNG and one broken file."""
+    root = tmp_path / "images"
+    root.mkdir()
+    cifar = list_images(cifar10_small["train"])[::12][:24]
+    for number, path in enumerate(cifar):
+        shutil.copyfile(path, root / f"cifar_{number:02d}.jpg")
+    rng = np.random.default_rng(0)
+    wide = rng.integers(0, 256, (40, 90, 4), dtype=np.uint8)
+    Image.fromarray(wide, mode="RGBA").save(root / "wide_rgba.png")
+    gray = rng.integers(0, 256, (50, 37), dtype=np.uint8)
+    Image.fromarray(gray, mode="L").save(root / "tall_gray.png")
+    (root / "broken.jpg").write_bytes(b"this is not a jpeg")
+    return root
+
+
+def _build(paths: list[Path], directory: Path, **kwargs: object):
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        return load_or_build_cache(paths, 32, directory, workers=0, **kwargs)
+
+
+def test_rows_equal_load_rgb_plus_resize(image_folder: Path, tmp_path: Path) -> None:
+    paths = list_images(image_folder)
+    cache = _build(paths, tmp_path / "cache")
+    reference = T.Compose([T.Resize(32, antialias=True), T.CenterCrop(32)])
+    assert cache.images.shape == (len(paths) - 1, 3, 32, 32)
+    assert cache.images.dtype == np.uint8
+    for row, file_index in enumerate(cache.valid):
+        image = load_rgb(paths[file_index])
+        expected = np.asarray(reference(image)).transpose(2, 0, 1)
+        np.testing.assert_array_equal(cache.images[row], expected)
+        if image.size == (32, 32):
+            # CIFAR is stored natively, pixel for pixel.
+            np.testing.assert_array_equal(cache.images[row], np.asarray(image).transpose(2, 0, 1))
+
+
+def test_shorter_side_then_center_crop() -> None:
+    # 80 x 40: red | blue | green stripes of 20, 40, 20 columns; the center square is blue.
+    stripes = np.zeros((40, 80, 3), dtype=np.uint8)
+    stripes[:, :20, 0] = 255
+    stripes[:, 20:60, 2] = 255
+    stripes[:, 60:, 1] = 255
+    square = square_uint8(Image.fromarray(stripes), 32)
+    assert square.shape == (3, 32, 32)
+    interior = square[:, :, 1:-1]
+    assert (interior[2] == 255).all() and (interior[:2] == 0).all()
+
+
+def test_bad_file_skipped_and_labels_stay_aligned(image_folder: Path, tmp_path: Path) -> None:
+    paths = list_images(image_folder)
+    broken = paths.index(image_folder / "broken.jpg")
+    cache = _build(paths, tmp_path / "cache")
+    assert cache.skipped == [paths[broken]]
+    assert broken not in cache.valid
+    assert list(cache.valid) == [i for i in range(len(paths)) if i != broken]
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        reused = load_or_build_cache(paths, 32, tmp_path / "cache", workers=0)
+    np.testing.assert_array_equal(reused.valid, cache.valid)
+    assert reused.skipped == cache.skipped
+
+
+def test_reuse_does_not_decode(image_folder: Path, tmp_path: Path,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = list_images(image_folder)
+    first = _build(paths, tmp_path / "cache")
+    modified = first.data_path.stat().st_mtime_ns
+
+    def must_not_decode(task: object) -> None:
+        raise AssertionError("the cache was decoded again")
+
+    monkeypatch.setattr(cache_module, "_decode", must_not_decode)
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        second = load_or_build_cache(paths, 32, tmp_path / "cache", workers=0)
+    assert second.data_path == first.data_path
+    assert second.data_path.stat().st_mtime_ns == modified
+    np.testing.assert_array_equal(second.images, first.images)
+
+
+def test_rebuild_after_a_file_changes(image_folder: Path, tmp_path: Path) -> None:
+    paths = list_images(image_folder)
+    first = _build(paths, tmp_path / "cache")
+    old_rows = np.array(first.images)
+    changed = image_folder / "cifar_00.jpg"
+    Image.new("RGB", (32, 32), (10, 200, 30)).save(changed, quality=100)
+    later = time.time() + 10
+    os.utime(changed, (later, later))
+    second = _build(paths, tmp_path / "cache")
+    assert second.data_path != first.data_path
+    assert not first.data_path.exists(), "the stale cache of the same file list is removed"
+    row = int(np.flatnonzero(second.valid == paths.index(changed))[0])
+    assert abs(second.images[row].astype(int) - np.array([10, 200, 30])[:, None, None]).max() < 3
+    np.testing.assert_array_equal(np.delete(second.images, row, axis=0),
+                                  np.delete(old_rows, row, axis=0))
+
+
+@pytest.mark.filterwarnings("ignore:skipping unreadable image")
+def test_killed_build_leaves_nothing_trusted(image_folder: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = list_images(image_folder)
+    decode, calls = cache_module._decode, []
+
+    def dies_midway(task: tuple[int, str, int]) -> object:
+        calls.append(task)
+        if len(calls) == 10:
+            raise KeyboardInterrupt
+        return decode(task)
+
+    monkeypatch.setattr(cache_module, "_decode", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        load_or_build_cache(paths, 32, tmp_path / "cache", workers=0)
+    assert list((tmp_path / "cache").iterdir()) == []
+    monkeypatch.setattr(cache_module, "_decode", decode)
+    cache = _build(paths, tmp_path / "cache")
+    assert len(cache) == len(paths) - 1
+
+
+def test_metadata_without_matching_data_is_rebuilt(image_folder: Path, tmp_path: Path) -> None:
+    paths = list_images(image_folder)
+    first = _build(paths, tmp_path / "cache")
+    expected = np.array(first.images)
+    with open(first.data_path, "r+b") as data:
+        data.truncate(100)
+    second = _build(paths, tmp_path / "cache")
+    np.testing.assert_array_equal(second.images, expected)
+
+
+def test_worker_pool_gives_the_same_cache(image_folder: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = list_images(image_folder)
+    serial = _build(paths, tmp_path / "serial")
+    monkeypatch.setattr(cache_module, "_MIN_FILES_FOR_POOL", 0)
+    monkeypatch.setattr(cache_module, "_POOL_CHUNK", 4)
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        pooled = load_or_build_cache(paths, 32, tmp_path / "pooled", workers=2)
+    np.testing.assert_array_equal(pooled.images, serial.images)
+    np.testing.assert_array_equal(pooled.valid, serial.valid)
+
+
+def test_bad_arguments(tmp_path: Path) -> None:
+    with pytest.raises(ContrastiveError, match="empty"):
+        load_or_build_cache([], 32, tmp_path)
+    with pytest.raises(ContrastiveError, match="size"):
+        load_or_build_cache([tmp_path / "a.jpg"], 0, tmp_path)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"nope")
+    with pytest.warns(UserWarning, match="broken.png"), \
+            pytest.raises(ContrastiveError, match="none of the 1 images"):
+        load_or_build_cache([broken], 32, tmp_path / "cache", workers=0)
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+@pytest.fixture
+def cifar_cache(cifar10_small: dict[str, Path], tmp_path: Path):
+    return load_or_build_cache(list_images(cifar10_small["test"]), 32, tmp_path, workers=0)
+
+
+def test_loader_covers_each_row_once_per_epoch(cifar_cache) -> None:
+    loader = CachedImageLoader(cifar_cache, batch_size=32, shuffle=True, drop_last=False, seed=3)
+    assert len(loader) == 4  # 100 images: 3 full batches and 4 leftovers
+    seen = []
+    for images, file_indices in loader:
+        assert images.dtype == torch.uint8 and images.shape[1:] == (3, 32, 32)
+        assert torch.all(file_indices[1:] > file_indices[:-1]), "rows are sorted per batch"
+        rows = np.searchsorted(cifar_cache.valid, file_indices.numpy())
+        np.testing.assert_array_equal(images.numpy(), cifar_cache.images[rows])
+        seen.extend(file_indices.tolist())
+    assert sorted(seen) == list(cifar_cache.valid)
+    assert [len(batch[0]) for batch in loader] == [32, 32, 32, 4]
+
+
+def test_loader_shuffles_per_epoch_reproducibly(cifar_cache) -> None:
+    loader = CachedImageLoader(cifar_cache, batch_size=10, drop_last=True, seed=0)
+    assert len(loader) == 10
+    first = [indices.tolist() for _, indices in loader]
+    second = [indices.tolist() for _, indices in loader]
+    assert first != second, "each iteration is a new epoch"
+    loader.set_epoch(0)
+    assert [indices.tolist() for _, indices in loader] == first
+    in_order = CachedImageLoader(cifar_cache, batch_size=10, shuffle=False)
+    assert next(iter(in_order))[1].tolist() == list(range(10))
+
+
+def test_loader_shards_are_disjoint(cifar_cache) -> None:
+    shards = [CachedImageLoader(cifar_cache, batch_size=7, seed=1, rank=rank, world_size=3)
+              for rank in range(3)]
+    rows = [shard.epoch_rows(0) for shard in shards]
+    assert [len(r) for r in rows] == [33, 33, 33]
+    assert len(set(torch.cat(rows).tolist())) == 99
+    with pytest.raises(ContrastiveError, match="rank"):
+        CachedImageLoader(cifar_cache, batch_size=7, rank=3, world_size=3)
+
+
+def test_dataset_items_and_cheap_pickling(cifar_cache) -> None:
+    dataset = CachedImageDataset(cifar_cache)
+    image, file_index = dataset[5]
+    assert image.dtype == torch.uint8 and image.shape == (3, 32, 32)
+    assert file_index == cifar_cache.valid[5]
+    np.testing.assert_array_equal(image.numpy(), cifar_cache.images[5])
+    assert len(pickle.dumps(dataset)) < cifar_cache.images.nbytes / 10
+    restored = pickle.loads(pickle.dumps(dataset))
+    assert torch.equal(restored[5][0], image)
+
+
+def test_uncached_path_gives_the_same_images(cifar_cache) -> None:
+    dataset = ImageDataset(cifar_cache.source_paths, transform=ToSquareUint8(32))
+    image, _label, index = dataset[7]
+    assert image.dtype == torch.uint8
+    np.testing.assert_array_equal(image.numpy(), cifar_cache.images[7])
+    assert index == 7

@@ -1,0 +1,130 @@
+"""Listing, labelling and converting images in ordinary (well-formed) folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from contrastive.data.folder import (
+    IMAGE_EXTENSIONS,
+    ImageDataset,
+    ImageFolder,
+    class_of,
+    list_images,
+    to_rgb,
+)
+from contrastive.errors import ContrastiveError
+
+
+def make_image(path: Path, colour: tuple[int, int, int] = (0, 0, 0)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (4, 4), colour).save(path)
+    return path
+
+
+@pytest.fixture
+def class_folders(tmp_path: Path) -> Path:
+    """``cat/`` with two images, ``dog/deep/`` with one, one flat image, one text file."""
+    make_image(tmp_path / "cat" / "b.png")
+    make_image(tmp_path / "cat" / "a.JPG")
+    make_image(tmp_path / "dog" / "deep" / "c.webp")
+    make_image(tmp_path / "flat.bmp")
+    (tmp_path / "cat" / "notes.txt").write_text("not an image")
+    return tmp_path
+
+
+def test_list_images_is_recursive_sorted_and_case_insensitive(class_folders: Path) -> None:
+    listed = [p.relative_to(class_folders).as_posix() for p in list_images(class_folders)]
+
+    assert listed == ["cat/a.JPG", "cat/b.png", "dog/deep/c.webp", "flat.bmp"]
+
+
+def test_list_images_returns_absolute_paths(class_folders: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(class_folders)
+
+    assert all(p.is_absolute() for p in list_images("."))
+
+
+def test_list_images_rejects_missing_and_non_folder_roots(tmp_path: Path) -> None:
+    with pytest.raises(ContrastiveError, match="does not exist"):
+        list_images(tmp_path / "missing")
+    with pytest.raises(ContrastiveError, match="not a folder"):
+        list_images(make_image(tmp_path / "x.png"))
+
+
+def test_scan_of_a_folder_without_images_names_the_extensions(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("no images here")
+
+    with pytest.raises(ContrastiveError, match=r"no images found in .*\.jpg"):
+        ImageFolder.scan(tmp_path)
+
+
+def test_labels_come_from_the_first_folder_level(class_folders: Path) -> None:
+    folder = ImageFolder.scan(class_folders)
+
+    labels, classes = folder.labels()
+
+    assert classes == ["cat", "dog"]
+    assert labels.tolist() == [0, 0, 1, -1]
+    assert folder.relative_paths()[2] == "dog/deep/c.webp"
+    assert class_of(folder.paths[3], folder.root) is None
+
+
+def test_extensions_are_lower_case_with_dot() -> None:
+    assert all(ext.startswith(".") and ext == ext.lower() for ext in IMAGE_EXTENSIONS)
+
+
+@pytest.mark.parametrize(
+    ("mode", "value", "expected"),
+    [
+        ("L", 77, (77, 77, 77)),
+        ("1", 1, (255, 255, 255)),
+        ("LA", (77, 0), (255, 255, 255)),
+        ("LA", (77, 255), (77, 77, 77)),
+        ("RGBA", (10, 20, 30, 255), (10, 20, 30)),
+        ("CMYK", (0, 0, 0, 0), (255, 255, 255)),
+        ("I", 200, (200, 200, 200)),
+        ("I", 65535, (255, 255, 255)),
+        ("F", 127.6, (128, 128, 128)),
+    ],
+)
+def test_to_rgb_converts_each_mode(mode: str, value: object, expected: tuple[int, ...]) -> None:
+    image = to_rgb(Image.new(mode, (2, 2), value))
+
+    assert image.mode == "RGB"
+    assert image.getpixel((1, 1)) == expected
+
+
+def test_to_rgb_returns_rgb_images_unchanged() -> None:
+    image = Image.new("RGB", (2, 2), (1, 2, 3))
+
+    assert to_rgb(image) is image
+
+
+def test_dataset_returns_transformed_sample_label_and_index(class_folders: Path) -> None:
+    folder = ImageFolder.scan(class_folders)
+    labels, _classes = folder.labels()
+    dataset = ImageDataset(folder.paths, transform=lambda im: np.asarray(im).shape, labels=labels)
+
+    assert len(dataset) == 4
+    assert dataset[2] == ((4, 4, 3), 1, 2)
+    assert ImageDataset(folder.paths)[3][1:] == (-1, 3)
+
+
+def test_dataset_rejects_a_label_count_mismatch(class_folders: Path) -> None:
+    paths = list_images(class_folders)
+
+    with pytest.raises(ContrastiveError, match="got 3 labels for 4 images"):
+        ImageDataset(paths, labels=[0, 1, 2])
+
+
+def test_dataset_does_not_hide_transform_errors(class_folders: Path) -> None:
+    def broken(_image: Image.Image) -> None:
+        raise ZeroDivisionError("bug in the transform")
+
+    with pytest.raises(ZeroDivisionError):
+        ImageDataset(list_images(class_folders), transform=broken)[0]
