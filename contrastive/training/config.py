@@ -20,6 +20,7 @@ from contrastive.methods.config import MethodConfig
 from contrastive.views.config import ViewConfig
 
 OPTIMIZERS = ("sgd", "lars")
+VIEW_PIPELINES = ("batched", "per_image")
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,16 @@ class TrainConfig:
         monitor_every_n_epochs: How often the online kNN monitor runs.
         sync_batchnorm: Synchronise batch-norm statistics across processes (DDP).
         max_bad_fraction: Fail when more than this fraction of images cannot be decoded.
+        view_pipeline: ``batched`` (default): views made per batch by tensor operations on
+            the training device from decoded uint8 images; ``per_image``: the classic
+            torchvision/PIL pipeline in DataLoader workers.
+        cache_images: Decode every image once into a memory-mapped uint8 cache reused by
+            later epochs and runs (batched pipeline); off: decode in workers every epoch.
+        cache_dir: Where the decoded cache lives (default ``~/.cache/contrastive/decoded``).
+        stored_size: Side of the decoded square images (default: the input size up to 64 px,
+            else 8/7 of it, so random crops keep detail).
+        channels_last: Use the channels-last memory layout (faster convolutions on CPU/GPU).
+        compile: Compile the backbone with ``torch.compile``.
     """
 
     data: str = ""
@@ -108,6 +119,12 @@ class TrainConfig:
     monitor_every_n_epochs: int = 5
     sync_batchnorm: bool = False
     max_bad_fraction: float = 0.1
+    view_pipeline: str = "batched"
+    cache_images: bool = True
+    cache_dir: str | None = None
+    stored_size: int | None = None
+    channels_last: bool = True
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 2:
@@ -118,6 +135,9 @@ class TrainConfig:
             raise ContrastiveError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.checkpoint_every_n_epochs < 1 or self.monitor_every_n_epochs < 1:
             raise ContrastiveError("checkpoint/monitor intervals must be >= 1 epoch")
+        if self.view_pipeline not in VIEW_PIPELINES:
+            raise ContrastiveError(f"unknown view pipeline {self.view_pipeline!r}; choose one "
+                                   f"of {', '.join(VIEW_PIPELINES)}")
         if (self.val_train is None) != (self.val_test is None):
             raise ContrastiveError("give both val_train and val_test, or neither")
 
@@ -125,6 +145,14 @@ class TrainConfig:
     def run_dir(self) -> Path:
         """The run directory as a path."""
         return Path(self.out)
+
+    @property
+    def resolved_stored_size(self) -> int:
+        """Side of the decoded images the batched pipeline crops from."""
+        if self.stored_size is not None:
+            return self.stored_size
+        size = self.views.input_size
+        return size if size <= 64 else int(round(size * 8 / 7))
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, YAML/JSON-friendly dict of the whole configuration."""

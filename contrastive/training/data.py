@@ -1,21 +1,71 @@
-"""Training data loaders: the per-image pipeline (views made in DataLoader workers)."""
+"""Training data loaders for the two view pipelines.
+
+``batched``: images decoded once into a uint8 cache (or per epoch in workers), batches of
+uint8 images go to the training device and :class:`~contrastive.views.batched.BatchedViews`
+makes the views there. ``per_image``: each image is decoded and augmented in DataLoader
+workers by the torchvision pipeline; batches already hold the views.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from contrastive.data.cache import CachedImageLoader, ToSquareUint8, load_or_build_cache
 from contrastive.data.folder import ImageDataset
 from contrastive.training.config import TrainConfig
 from contrastive.views.per_image import MultiView
 
 
-def per_image_loader(paths: list, config: TrainConfig) -> DataLoader:
+def per_image_loader(paths: list[Path], config: TrainConfig) -> DataLoader:
     """Decodes and augments each image in workers; batches hold ``([view0, view1], ...)``."""
-    dataset = ImageDataset(paths, transform=MultiView(config.views, num_views=2))
+    return _worker_loader(ImageDataset(paths, transform=MultiView(config.views, num_views=2)),
+                          config)
+
+
+def batched_loader(paths: list[Path], config: TrainConfig, rank: int = 0,
+                   world_size: int = 1) -> tuple[Iterable, dict[Path, str]]:
+    """uint8 image batches ``(images (B, 3, S, S), indices (B,))`` for on-device views.
+
+    Returns:
+        The loader and the files that failed to decode while building the cache.
+    """
+    size = config.resolved_stored_size
+    if not config.cache_images:
+        dataset = ImageDataset(paths, transform=ToSquareUint8(size))
+        return _worker_loader(dataset, config, drop_label=True), {}
+    cache = load_or_build_cache(paths, size, directory=config.cache_dir,
+                                workers=max(1, config.num_workers))
+    loader = CachedImageLoader(cache, config.batch_size, shuffle=True, drop_last=True,
+                               seed=config.seed, rank=rank, world_size=world_size,
+                               pin_memory=torch.cuda.is_available())
+    skipped = {Path(path): "failed to decode" for path in cache.skipped}
+    return loader, skipped
+
+
+class _DropLabel(torch.utils.data.Dataset):
+    """``(image, label, index) -> (image, index)``, the batched pipeline's batch layout."""
+
+    def __init__(self, dataset: ImageDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, _label, file_index = self.dataset[index]
+        return image, file_index
+
+
+def _worker_loader(dataset: ImageDataset, config: TrainConfig,
+                   drop_label: bool = False) -> DataLoader:
     generator = torch.Generator().manual_seed(config.seed)
     return DataLoader(
-        dataset,
+        _DropLabel(dataset) if drop_label else dataset,
         batch_size=config.batch_size,
         shuffle=True,
         drop_last=True,
@@ -23,3 +73,13 @@ def per_image_loader(paths: list, config: TrainConfig) -> DataLoader:
         persistent_workers=config.num_workers > 0,
         generator=generator,
     )
+
+
+class EpochShuffle(pl.Callback):
+    """Tells a :class:`CachedImageLoader` the epoch, so shuffles are reproducible on resume."""
+
+    def __init__(self, loader: CachedImageLoader) -> None:
+        self.loader = loader
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.loader.set_epoch(trainer.current_epoch)

@@ -50,6 +50,10 @@ class ContrastiveModule(pl.LightningModule):
         # Registered through its children above; stored unregistered to avoid duplicate keys.
         self.__dict__["method"] = method
         self.view_maker = view_maker
+        if self.config.channels_last:
+            self.method.to(memory_format=torch.channels_last)
+        if self.config.compile:
+            self.method.backbone.compile()
         self._last_step_time: float | None = None
         self._images_per_second = 0.0
 
@@ -65,7 +69,11 @@ class ContrastiveModule(pl.LightningModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.view_maker is not None and self.trainer.training:
             images, indices = batch
-            return self.view_maker(images), indices
+            batch = self.view_maker(images), indices
+        if self.config.channels_last:
+            views, rest = batch[0], batch[1:]
+            views = [view.contiguous(memory_format=torch.channels_last) for view in views]
+            batch = (views, *rest)
         return batch
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:

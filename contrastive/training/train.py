@@ -27,8 +27,10 @@ from contrastive.errors import ContrastiveError
 from contrastive.files import check_writable_dir, save_torch_atomic, write_text_atomic
 from contrastive.training.checkpoint_io import AtomicCheckpointIO
 from contrastive.training.config import TrainConfig, dump_config, load_config_file
-from contrastive.training.data import per_image_loader
+from contrastive.data.cache import CachedImageLoader
+from contrastive.training.data import EpochShuffle, batched_loader, per_image_loader
 from contrastive.training.module import ContrastiveModule
+from contrastive.views.batched import BatchedViews
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +117,17 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     write_text_atomic(run_dir / "config.yaml", dump_config(config))
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    module = ContrastiveModule(config.to_dict())
-    loader = per_image_loader(paths, config)
-    trainer = _build_trainer(config, steps_per_epoch=len(loader))
+    steps = max(1, len(paths) // (config.batch_size * world))
+    trainer = _build_trainer(config, steps)
+    if config.view_pipeline == "batched":
+        loader, decode_failures = batched_loader(paths, config, rank=trainer.global_rank,
+                                                 world_size=trainer.world_size)
+        if isinstance(loader, CachedImageLoader):
+            trainer.callbacks.append(EpochShuffle(loader))
+        view_maker = BatchedViews(config.views, num_views=2)
+    else:
+        loader, decode_failures, view_maker = per_image_loader(paths, config), {}, None
+    module = ContrastiveModule(config.to_dict(), view_maker=view_maker)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*The number of training batches.*")
@@ -128,8 +138,10 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     module.to("cpu")
     save_torch_atomic(module.backbone.state_dict(), run_dir / "backbone.pt")
     # Files that passed the quick header check but failed to decode (main process only).
-    late = {path: "failed to decode during training" for path in loader.dataset.skipped}
-    _write_skipped(run_dir, {**skipped, **late})
+    dataset = getattr(loader, "dataset", None)
+    late = {path: "failed to decode during training"
+            for path in getattr(dataset, "skipped", ())}
+    _write_skipped(run_dir, {**skipped, **decode_failures, **late})
     return TrainResult(run_dir=run_dir, module=module, config=config, num_images=len(paths))
 
 

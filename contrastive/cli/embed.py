@@ -1,0 +1,101 @@
+"""``contrastive embed``: features of every image of a folder, saved as an ``.npz``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from contrastive.backbones import BACKBONES, BackboneConfig
+from contrastive.embeddings import embed_folder, save_embeddings
+from contrastive.encoder import Encoder, feature_extractor, load_encoder
+from contrastive.errors import ContrastiveError
+from contrastive.views.config import ViewConfig
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Registers ``embed``."""
+    parser = subparsers.add_parser(
+        "embed", help="embed an image folder with a trained encoder",
+        description="Embed every image of a folder (evaluation transform, eval mode) into "
+                    "an .npz with embeddings, paths, labels and classes.")
+    add_encoder_arguments(parser, required=True)
+    parser.add_argument("--data", required=True, type=Path, help="image folder to embed")
+    parser.add_argument("--out", required=True, type=Path, help="output .npz file")
+    add_compute_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def add_encoder_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
+    """``--run | --checkpoint`` plus the flags that rebuild a plain state_dict."""
+    source = parser.add_mutually_exclusive_group(required=required)
+    source.add_argument("--run", type=Path, help="run folder (config.yaml + weights)")
+    source.add_argument("--checkpoint", type=Path,
+                        help="Lightning .ckpt, or plain backbone state_dict .pt (then give "
+                             "--backbone and --input-size)")
+    parser.add_argument("--backbone", choices=BACKBONES,
+                        help="architecture of a plain state_dict (overrides the run's)")
+    parser.add_argument("--small-image-stem", action="store_true",
+                        help="the plain state_dict uses the 3x3 small-image stem")
+    parser.add_argument("--input-size", type=int, help="evaluation input size in pixels")
+    parser.add_argument("--projector", action="store_true",
+                        help="use the projection head's output (Lightning checkpoints only)")
+
+
+def add_compute_arguments(parser: argparse.ArgumentParser) -> None:
+    """Batch size, workers, device and progress flags."""
+    parser.add_argument("--batch-size", type=int, default=256, help="images per batch")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def encoder_from_args(args: argparse.Namespace) -> Encoder | None:
+    """Loads the encoder named by ``--run``/``--checkpoint`` (None when neither is given)."""
+    source = args.run or args.checkpoint
+    if source is None:
+        return None
+    backbone_config = (BackboneConfig(args.backbone, args.small_image_stem)
+                       if args.backbone else None)
+    view_config = None
+    if args.input_size is not None and backbone_config is not None:
+        view_config = ViewConfig(input_size=args.input_size)
+    encoder = load_encoder(source, backbone_config, view_config,
+                           with_projection_head=args.projector)
+    if args.input_size is not None and view_config is None:
+        encoder = replace(encoder, view_config=replace(encoder.view_config,
+                                                       input_size=args.input_size))
+    return encoder
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` picks CUDA when available."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ContrastiveError(f"--device {name}: CUDA is not available")
+    return name
+
+
+def run(args: argparse.Namespace) -> int:
+    """Embeds ``--data`` and writes ``--out``."""
+    if args.out.suffix != ".npz":
+        raise ContrastiveError(f"--out must end in .npz, got {args.out}")
+    encoder = encoder_from_args(args)
+    if encoder is None:
+        raise ContrastiveError("embed needs --run or --checkpoint")
+    feature = "projector" if args.projector else "backbone"
+    embedded = embed_folder(args.data, encoder.view_config,
+                            {feature: feature_extractor(encoder, args.projector)},
+                            {feature: encoder.source}, args.batch_size, args.num_workers,
+                            resolve_device(args.device), not args.no_progress)[feature]
+    save_embeddings(embedded, args.out)
+    labeled = int((embedded.labels >= 0).sum())
+    print(f"wrote {args.out}: {len(embedded)} images x {embedded.embeddings.shape[1]}-d "
+          f"{feature} features, {labeled} labeled in {len(embedded.classes)} classes")
+    return 0

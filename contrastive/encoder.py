@@ -1,0 +1,314 @@
+"""Trained encoders loaded for inference: from a run folder, a Lightning checkpoint or weights.
+
+An :class:`Encoder` bundles the backbone with what evaluation needs to feed it: the view
+configuration (input size and normalisation of the evaluation transform) and the backbone
+configuration (to rebuild it at random init for baselines).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+import yaml
+from torch import Tensor, nn
+
+from contrastive.backbones import BackboneConfig, build_backbone
+from contrastive.errors import ContrastiveError
+from contrastive.files import load_torch_safely
+from contrastive.views.config import ViewConfig
+
+RUN_CONFIG = "config.yaml"
+RUN_BACKBONE = "backbone.pt"
+RUN_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
+@dataclass
+class Encoder:
+    """A backbone ready for inference, with the configuration it was trained with.
+
+    Attributes:
+        backbone: Maps ``(B, 3, H, W)`` images to ``(B, feature_dim)`` features.
+        feature_dim: Width of the backbone features.
+        view_config: The run's views; evaluation uses its input size and normalisation.
+        backbone_config: How to rebuild the backbone.
+        source: What was loaded: the absolute run folder or checkpoint path (so that
+            :func:`load_encoder` can reload it), or a description for baselines.
+        projection_head: The training projector, when it was loaded from a checkpoint.
+    """
+
+    backbone: nn.Module
+    feature_dim: int
+    view_config: ViewConfig
+    backbone_config: BackboneConfig
+    source: str
+    projection_head: nn.Module | None = None
+
+
+class EncoderFeatures(nn.Module):
+    """Backbone features, optionally passed through the projection head: ``(B, D)``."""
+
+    def __init__(self, backbone: nn.Module, projection_head: nn.Module | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.projection_head = projection_head
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Args: images: ``(B, 3, H, W)``. Returns ``(B, D)`` features."""
+        features = self.backbone(images).flatten(start_dim=1)
+        return self.projection_head(features) if self.projection_head is not None else features
+
+
+def feature_extractor(encoder: Encoder, projector: bool = False) -> EncoderFeatures:
+    """The module computing an encoder's features (or its projector output).
+
+    Raises:
+        ContrastiveError: If ``projector`` is requested but the encoder has none.
+    """
+    if projector and encoder.projection_head is None:
+        raise ContrastiveError(
+            f"--projector needs a Lightning checkpoint with a projection head; {encoder.source} "
+            "has none"
+        )
+    return EncoderFeatures(encoder.backbone, encoder.projection_head if projector else None)
+
+
+@contextlib.contextmanager
+def evaluation_mode(*modules: nn.Module) -> Iterator[None]:
+    """Puts modules in eval mode (frozen batch-norm statistics) and restores their modes."""
+    saved = [(module, module.training) for root in modules for module in root.modules()]
+    for root in modules:
+        root.eval()
+    try:
+        yield
+    finally:
+        for module, training in saved:
+            module.training = training
+
+
+def load_encoder(
+    source: str | os.PathLike,
+    backbone_config: BackboneConfig | None = None,
+    view_config: ViewConfig | None = None,
+    with_projection_head: bool = False,
+) -> Encoder:
+    """Loads an encoder from a run folder, a Lightning ``.ckpt`` or a plain state_dict.
+
+    A run folder gives its ``config.yaml`` and ``backbone.pt`` (``checkpoints/last.ckpt``
+    when there is no ``backbone.pt``, or when the projection head is wanted). A Lightning
+    checkpoint carries its config in ``hyper_parameters["config"]``. A plain state_dict
+    carries no config: ``backbone_config`` and ``view_config`` must be given. Given configs
+    override those read from the run.
+
+    Args:
+        source: Run folder, ``.ckpt`` or ``.pt`` file.
+        backbone_config: Architecture override (required for a plain state_dict).
+        view_config: View override (required for a plain state_dict).
+        with_projection_head: Also load the projection head (Lightning checkpoints only).
+
+    Returns:
+        The encoder, backbone in eval mode on the CPU.
+
+    Raises:
+        ContrastiveError: Missing files, unreadable configs, or weights of another
+            architecture, each in one line.
+    """
+    path = Path(source).expanduser().absolute()
+    if path.is_dir():
+        return _load_run(path, backbone_config, view_config, with_projection_head)
+    content = load_torch_safely(path)
+    if isinstance(content, Mapping) and "state_dict" in content:
+        return _from_lightning(content, str(path), backbone_config, view_config,
+                               with_projection_head)
+    if not isinstance(content, Mapping):
+        raise ContrastiveError(f"{path} holds no state_dict (found {type(content).__name__})")
+    if backbone_config is None or view_config is None:
+        raise ContrastiveError(
+            f"{path} is a plain state_dict without a config: give --backbone and --input-size"
+        )
+    return _assemble(content, str(path), backbone_config, view_config, None)
+
+
+def random_init_encoder(encoder: Encoder, seed: int = 0) -> Encoder:
+    """The same architecture and views at random initialisation: the floor of every number.
+
+    The global random state is left untouched.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        backbone, feature_dim = build_backbone(encoder.backbone_config)
+    backbone.eval()
+    return replace(encoder, backbone=backbone, feature_dim=feature_dim,
+                   source=f"random init (seed {seed})", projection_head=None)
+
+
+def load_backbone_weights(backbone: nn.Module, state_dict: Mapping[str, Tensor],
+                          source: str, config: BackboneConfig) -> None:
+    """Loads weights strictly, summarising any mismatch in one line.
+
+    Raises:
+        ContrastiveError: Naming the file, the architecture, and the first mismatches.
+    """
+    expected = backbone.state_dict()
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    reshaped = [
+        f"{key}: file {tuple(state_dict[key].shape)} vs model {tuple(value.shape)}"
+        for key, value in expected.items()
+        if key in state_dict and tuple(state_dict[key].shape) != tuple(value.shape)
+    ]
+    problems = [_describe(missing, "missing key(s)"), _describe(unexpected, "unexpected key(s)"),
+                _describe(reshaped, "shape mismatch(es)")]
+    problems = [problem for problem in problems if problem]
+    if not problems:
+        try:
+            backbone.load_state_dict(state_dict, strict=True)
+            return
+        except RuntimeError as error:
+            problems = [str(error).strip().splitlines()[0]]
+    raise ContrastiveError(
+        f"{source} does not fit backbone {config.name} (small_image_stem="
+        f"{config.small_image_stem}): {'; '.join(problems)}"
+    )
+
+
+def _describe(items: list[str], what: str) -> str:
+    if not items:
+        return ""
+    return f"{len(items)} {what} (e.g. {', '.join(items[:2])})"
+
+
+def _load_run(run: Path, backbone_config: BackboneConfig | None,
+              view_config: ViewConfig | None, with_projection_head: bool) -> Encoder:
+    config_file = run / RUN_CONFIG
+    if not config_file.is_file():
+        raise ContrastiveError(f"{run} is not a run folder: {RUN_CONFIG} is missing")
+    try:
+        config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ContrastiveError(f"cannot parse {config_file}: {error}".splitlines()[0]) from error
+    weights, checkpoint = run / RUN_BACKBONE, run / RUN_CHECKPOINT
+    if with_projection_head or not weights.is_file():
+        if not checkpoint.is_file():
+            wanted = f"{RUN_CHECKPOINT}" if with_projection_head else (
+                f"{RUN_BACKBONE} or {RUN_CHECKPOINT}")
+            raise ContrastiveError(f"{run} holds no {wanted}")
+        content = load_torch_safely(checkpoint)
+        if not isinstance(content, Mapping) or "state_dict" not in content:
+            raise ContrastiveError(f"{checkpoint} is not a Lightning checkpoint")
+        encoder = _from_lightning(content, str(checkpoint), backbone_config, view_config,
+                                  with_projection_head, config, str(config_file))
+        return replace(encoder, source=str(run))
+    backbone_config, view_config = _configs(config, str(config_file), backbone_config,
+                                            view_config)
+    state_dict = load_torch_safely(weights)
+    if not isinstance(state_dict, Mapping):
+        raise ContrastiveError(f"{weights} holds no state_dict")
+    return replace(_assemble(state_dict, str(weights), backbone_config, view_config, None),
+                   source=str(run))
+
+
+def _from_lightning(content: Mapping, source: str, backbone_config: BackboneConfig | None,
+                    view_config: ViewConfig | None, with_projection_head: bool,
+                    config: object = None, config_source: str | None = None) -> Encoder:
+    if config is None:
+        config = (content.get("hyper_parameters") or {}).get("config")
+        config_source = f"{source} (hyper_parameters.config)"
+    backbone_config, view_config = _configs(config, config_source or source, backbone_config,
+                                            view_config)
+    state_dict = content["state_dict"]
+    backbone_weights = _with_prefix(state_dict, "backbone.")
+    if not backbone_weights:
+        raise ContrastiveError(f"{source} holds no backbone.* weights")
+    head = None
+    if with_projection_head:
+        head_weights = _with_prefix(state_dict, "projection_head.")
+        if not head_weights:
+            raise ContrastiveError(f"{source} holds no projection_head.* weights")
+        head = projection_head_from_state_dict(head_weights, source)
+    return _assemble(backbone_weights, source, backbone_config, view_config, head)
+
+
+def _with_prefix(state_dict: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {key[len(prefix):]: value for key, value in state_dict.items()
+            if key.startswith(prefix)}
+
+
+def _configs(config: object, source: str, backbone_config: BackboneConfig | None,
+             view_config: ViewConfig | None) -> tuple[BackboneConfig, ViewConfig]:
+    if not isinstance(config, Mapping):
+        raise ContrastiveError(f"{source} holds no configuration mapping")
+    if backbone_config is None:
+        values = config.get("backbone")
+        if not isinstance(values, Mapping):
+            raise ContrastiveError(f"{source} has no 'backbone' section")
+        try:
+            backbone_config = BackboneConfig(**values)
+        except TypeError as error:
+            raise ContrastiveError(f"{source}: bad 'backbone' section: {error}") from error
+    if view_config is None:
+        values = config.get("views")
+        if not isinstance(values, Mapping):
+            raise ContrastiveError(f"{source} has no 'views' section")
+        view_config = ViewConfig.from_dict(dict(values))
+    return backbone_config, view_config
+
+
+def _assemble(state_dict: Mapping[str, Tensor], source: str, backbone_config: BackboneConfig,
+              view_config: ViewConfig, projection_head: nn.Module | None) -> Encoder:
+    backbone, feature_dim = build_backbone(backbone_config)
+    load_backbone_weights(backbone, state_dict, source, backbone_config)
+    backbone.eval()
+    if projection_head is not None:
+        first = next(m for m in projection_head.modules() if isinstance(m, nn.Linear))
+        if first.in_features != feature_dim:
+            raise ContrastiveError(
+                f"{source}: projection head expects {first.in_features}-d input but the "
+                f"backbone gives {feature_dim}-d features"
+            )
+        projection_head.eval()
+    return Encoder(backbone, feature_dim, view_config, backbone_config, source, projection_head)
+
+
+def projection_head_from_state_dict(state_dict: Mapping[str, Tensor],
+                                    source: str) -> nn.Sequential:
+    """Rebuilds a Lightly ``ProjectionHead`` (SimCLR / MoCo) from its weights alone.
+
+    Lightly stores the head as ``layers.<i>``: Linear layers (2-D weight), BatchNorm1d
+    (running statistics) and parameter-free non-linearities, which are ReLU in the SimCLR
+    and MoCo heads; the gaps between parameterised indices are therefore ReLUs.
+
+    Raises:
+        ContrastiveError: If the weights are not laid out that way.
+    """
+    indices = sorted({int(key.split(".")[1]) for key in state_dict
+                      if key.startswith("layers.") and key.split(".")[1].isdigit()})
+    if not indices:
+        raise ContrastiveError(f"{source}: projection head weights are not Lightly 'layers.*'")
+    layers: list[nn.Module] = []
+    for index in range(indices[-1] + 1):
+        prefix = f"layers.{index}."
+        weight = state_dict.get(prefix + "weight")
+        if prefix + "running_mean" in state_dict:
+            width = state_dict[prefix + "running_mean"].shape[0]
+            layers.append(nn.BatchNorm1d(width, affine=weight is not None))
+        elif weight is not None and weight.ndim == 2:
+            layers.append(nn.Linear(weight.shape[1], weight.shape[0],
+                                    bias=prefix + "bias" in state_dict))
+        elif index not in indices:
+            layers.append(nn.ReLU())
+        else:
+            raise ContrastiveError(f"{source}: unrecognised projection head layer {index}")
+    head = nn.Sequential(*layers)
+    try:
+        head.load_state_dict({f"{key[len('layers.'):]}": value
+                              for key, value in state_dict.items()}, strict=True)
+    except RuntimeError as error:
+        raise ContrastiveError(
+            f"{source}: cannot load the projection head: {str(error).splitlines()[0]}"
+        ) from error
+    return head

@@ -1,0 +1,123 @@
+"""Checks that a train/test pair of embeddings can be evaluated, and aligns their labels.
+
+Each embeddings file numbers its classes by its own sorted class-folder names, so a test
+folder lacking a class would number the rest differently: labels are matched by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from contrastive.embeddings import Embeddings
+from contrastive.errors import ContrastiveError
+
+
+@dataclass
+class LabeledPair:
+    """Train and test features with labels in one class numbering.
+
+    Attributes:
+        train_features: ``(N, D)`` float32.
+        train_labels: ``(N,)`` int64 indices into ``classes``.
+        test_features: ``(M, D)`` float32.
+        test_labels: ``(M,)`` int64 indices into ``classes``.
+        classes: The training classes, sorted.
+    """
+
+    train_features: Tensor
+    train_labels: Tensor
+    test_features: Tensor
+    test_labels: Tensor
+    classes: list[str]
+
+
+def labeled_pair(train: Embeddings, test: Embeddings, train_name: str = "--train",
+                 test_name: str = "--test") -> LabeledPair:
+    """Validates a train/test pair and expresses test labels in the training classes.
+
+    Args:
+        train: Training embeddings.
+        test: Test embeddings.
+        train_name: How to name the training input in errors (argument or path).
+        test_name: Likewise for the test input.
+
+    Raises:
+        ContrastiveError: If either holds unlabeled images or nothing, their widths differ,
+            or the test set has classes the training set lacks.
+    """
+    check_labels(train.labels, train.classes, train_name)
+    check_labels(test.labels, test.classes, test_name)
+    if train.embeddings.shape[1] != test.embeddings.shape[1]:
+        raise ContrastiveError(
+            f"embedding widths differ: {train_name} has {train.embeddings.shape[1]}-d, "
+            f"{test_name} has {test.embeddings.shape[1]}-d features"
+        )
+    test_labels = align_test_labels(train.classes, test.labels, test.classes, train_name,
+                                    test_name)
+    return LabeledPair(
+        train_features=torch.from_numpy(np.ascontiguousarray(train.embeddings, np.float32)),
+        train_labels=torch.from_numpy(train.labels.astype(np.int64)),
+        test_features=torch.from_numpy(np.ascontiguousarray(test.embeddings, np.float32)),
+        test_labels=torch.from_numpy(test_labels),
+        classes=[str(c) for c in train.classes],
+    )
+
+
+def check_labels(labels: np.ndarray, classes: Sequence[str], name: str) -> None:
+    """Raises unless every image has a class label.
+
+    Args:
+        labels: ``(N,)`` indices into ``classes``; -1 for images outside class folders.
+        classes: Class names.
+        name: The input's name in the message.
+
+    Raises:
+        ContrastiveError: If there are no images, or unlabeled ones.
+    """
+    if len(labels) == 0:
+        raise ContrastiveError(f"{name} holds no images")
+    unlabeled = int((labels < 0).sum())
+    if unlabeled == len(labels):
+        raise ContrastiveError(f"{name} is unlabeled: evaluation needs one sub-folder per class")
+    if unlabeled:
+        raise ContrastiveError(
+            f"{name} has {unlabeled} image(s) outside class sub-folders; evaluation needs "
+            "every image in a class folder"
+        )
+    if int(labels.max()) >= len(classes):
+        raise ContrastiveError(f"{name}: labels index past its {len(classes)} classes")
+
+
+def align_test_labels(train_classes: Sequence[str], test_labels: np.ndarray,
+                      test_classes: Sequence[str], train_name: str = "--train",
+                      test_name: str = "--test") -> np.ndarray:
+    """Renumbers test labels by class name into the training classes.
+
+    Args:
+        train_classes: ``(C,)`` training class names.
+        test_labels: ``(M,)`` indices into ``test_classes``.
+        test_classes: Test class names.
+        train_name: The training input's name in the message.
+        test_name: The test input's name in the message.
+
+    Returns:
+        ``(M,)`` int64 indices into ``train_classes``.
+
+    Raises:
+        ContrastiveError: If a test image's class is not among the training classes.
+    """
+    train_index = {str(name): i for i, name in enumerate(train_classes)}
+    present = sorted({str(test_classes[i]) for i in np.unique(test_labels)})
+    unseen = [name for name in present if name not in train_index]
+    if unseen:
+        shown = ", ".join(unseen[:5]) + (" ..." if len(unseen) > 5 else "")
+        raise ContrastiveError(
+            f"{test_name} has {len(unseen)} class(es) not in {train_name}: {shown}"
+        )
+    remap = np.array([train_index.get(str(name), -1) for name in test_classes], dtype=np.int64)
+    return remap[test_labels]

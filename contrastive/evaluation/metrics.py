@@ -1,0 +1,80 @@
+"""Classification metrics shared by the kNN and linear evaluations: top-k, confusion, per class."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+def topk_accuracy(ranked_classes: Tensor, targets: Tensor,
+                  topk: Sequence[int] = (1, 5)) -> dict[int, float]:
+    """Fraction of samples whose true class is among the first ``k`` ranked classes.
+
+    Args:
+        ranked_classes: ``(M, R)`` class indices, most likely first (``R >= 1``).
+        targets: ``(M,)`` true class indices.
+        topk: The ``k`` values; a ``k`` larger than ``R`` counts all ``R`` ranks.
+
+    Returns:
+        ``{k: accuracy}`` with accuracies in [0, 1].
+    """
+    hits = ranked_classes == targets.reshape(-1, 1)
+    count = max(1, targets.numel())
+    return {k: hits[:, :k].any(dim=1).sum().item() / count for k in topk}
+
+
+def confusion_matrix(predicted: Tensor, targets: Tensor, num_classes: int) -> Tensor:
+    """Counts of (true class, predicted class) pairs.
+
+    Args:
+        predicted: ``(M,)`` predicted class indices.
+        targets: ``(M,)`` true class indices.
+        num_classes: ``C``.
+
+    Returns:
+        ``(C, C)`` int64 matrix; row = true class, column = predicted class.
+    """
+    flat = targets.long() * num_classes + predicted.long()
+    counts = torch.bincount(flat, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)
+
+
+def per_class_accuracy(confusion: Tensor) -> Tensor:
+    """Recall of each class from a confusion matrix.
+
+    Args:
+        confusion: ``(C, C)`` counts, row = true class.
+
+    Returns:
+        ``(C,)`` float64 accuracies; NaN for classes without test samples.
+    """
+    totals = confusion.sum(dim=1).double()
+    correct = confusion.diagonal().double()
+    return torch.where(totals > 0, correct / totals.clamp_min(1), torch.nan)
+
+
+def classification_summary(ranked_classes: Tensor, targets: Tensor, num_classes: int,
+                           topk: Sequence[int] = (1, 5)) -> dict[str, object]:
+    """Top-k accuracies, per-class accuracy and confusion matrix in one JSON-ready dict.
+
+    Args:
+        ranked_classes: ``(M, R)`` class indices, most likely first.
+        targets: ``(M,)`` true class indices.
+        num_classes: ``C``.
+        topk: The ``k`` values of the top-k accuracies.
+
+    Returns:
+        ``{"top1": .., "top5": .., "per_class_accuracy": [C floats or None],
+        "confusion_matrix": [[C ints] * C]}``.
+    """
+    summary: dict[str, object] = {
+        f"top{k}": value for k, value in topk_accuracy(ranked_classes, targets, topk).items()
+    }
+    confusion = confusion_matrix(ranked_classes[:, 0], targets, num_classes)
+    summary["per_class_accuracy"] = [
+        None if torch.isnan(value) else float(value) for value in per_class_accuracy(confusion)
+    ]
+    summary["confusion_matrix"] = confusion.tolist()
+    return summary

@@ -1,0 +1,38 @@
+"""Top-k accuracy, confusion matrix and per-class accuracy on hand-counted examples."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from contrastive.evaluation.metrics import (
+    classification_summary,
+    confusion_matrix,
+    per_class_accuracy,
+    topk_accuracy,
+)
+
+RANKED = torch.tensor([[0, 1, 2], [1, 0, 2], [2, 1, 0], [0, 2, 1]])
+TARGETS = torch.tensor([0, 0, 1, 1])
+
+
+def test_topk_accuracy_counts_hits_within_the_first_k() -> None:
+    # Row hits at ranks: row 0 -> 1, row 1 -> 2, row 2 -> 2, row 3 -> 3.
+    assert topk_accuracy(RANKED, TARGETS, (1, 2, 3, 5)) == {1: 0.25, 2: 0.75, 3: 1.0, 5: 1.0}
+
+
+def test_confusion_rows_are_true_classes() -> None:
+    predicted = RANKED[:, 0]  # [0, 1, 2, 0]
+    confusion = confusion_matrix(predicted, TARGETS, 3)
+    assert confusion.tolist() == [[1, 1, 0], [1, 0, 1], [0, 0, 0]]
+    accuracy = per_class_accuracy(confusion)
+    assert accuracy[:2].tolist() == [0.5, 0.0]
+    assert math.isnan(accuracy[2])
+
+
+def test_summary_is_json_ready() -> None:
+    summary = classification_summary(RANKED, TARGETS, 3)
+    assert summary["top1"] == 0.25 and summary["top5"] == 1.0
+    assert summary["per_class_accuracy"] == [0.5, 0.0, None]
+    assert summary["confusion_matrix"] == [[1, 1, 0], [1, 0, 1], [0, 0, 0]]

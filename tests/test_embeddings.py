@@ -1,0 +1,136 @@
+"""Embedding files and folder embedding: contents, eval-mode inference, baselines' pixels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from contrastive.backbones import BackboneConfig, build_backbone
+from contrastive.data.folder import load_rgb
+from contrastive.embeddings import (
+    Embeddings,
+    RawPixels,
+    embed_folder,
+    load_embeddings,
+    save_embeddings,
+)
+from contrastive.encoder import EncoderFeatures
+from contrastive.errors import ContrastiveError
+from contrastive.views.config import ViewConfig, view_preset
+from contrastive.views.per_image import eval_transform
+
+VIEWS = ViewConfig(input_size=16)
+
+
+def write_images(root: Path, layout: dict[str, int], size: int = 20) -> Path:
+    """``{class folder ('' for flat): count}`` images with distinct colours."""
+    for index, (folder, count) in enumerate(layout.items()):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            colour = (40 * index + 10, 5 * i, 200 - 30 * index)
+            Image.new("RGB", (size, size + 4), colour).save(root / folder / f"{i:03d}.png")
+    return root
+
+
+def small_embeddings() -> Embeddings:
+    return Embeddings(np.arange(6, dtype=np.float32).reshape(3, 2),
+                      np.array(["a/0.png", "a/1.png", "loose.png"]), np.array([0, 0, -1]),
+                      np.array(["a"]), "/data", "/runs/x", "backbone")
+
+
+def test_file_round_trip_is_plain_numpy(tmp_path: Path) -> None:
+    save_embeddings(small_embeddings(), tmp_path / "e.npz")
+    with np.load(tmp_path / "e.npz", allow_pickle=False) as raw:
+        assert raw["embeddings"].dtype == np.float32 and raw["embeddings"].shape == (3, 2)
+        assert raw["labels"].dtype == np.int64 and raw["paths"][2] == "loose.png"
+        assert list(raw["classes"]) == ["a"]
+    loaded = load_embeddings(tmp_path / "e.npz")
+    assert np.array_equal(loaded.embeddings, small_embeddings().embeddings)
+    assert (loaded.data_root, loaded.source, loaded.feature) == ("/data", "/runs/x", "backbone")
+    assert list(tmp_path.iterdir()) == [tmp_path / "e.npz"]  # no temporary left behind
+
+
+def test_bad_files_raise_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(ContrastiveError, match="not found"):
+        load_embeddings(tmp_path / "missing.npz")
+    (tmp_path / "text.npz").write_text("hello")
+    with pytest.raises(ContrastiveError, match="cannot read"):
+        load_embeddings(tmp_path / "text.npz")
+    np.savez(tmp_path / "partial.npz", embeddings=np.zeros((2, 2)))
+    with pytest.raises(ContrastiveError, match="missing paths, labels, classes"):
+        load_embeddings(tmp_path / "partial.npz")
+    np.savez(tmp_path / "short.npz", embeddings=np.zeros((2, 2)), paths=np.array(["a"]),
+             labels=np.zeros(2), classes=np.array(["a"]))
+    with pytest.raises(ContrastiveError, match="do not match"):
+        load_embeddings(tmp_path / "short.npz")
+
+
+def test_folder_embedding_matches_single_image_inference(tmp_path: Path) -> None:
+    root = write_images(tmp_path / "data", {"cat": 3, "dog": 2, "": 1})
+    torch.manual_seed(0)
+    backbone, _ = build_backbone(BackboneConfig("resnet18_quarter"))
+    extractors = {"backbone": EncoderFeatures(backbone), "raw_pixels": RawPixels()}
+    result = embed_folder(root, VIEWS, extractors, {"backbone": "run"}, batch_size=4,
+                          progress=False)
+    embedded, pixels = result["backbone"], result["raw_pixels"]
+    assert list(embedded.paths) == ["000.png", "cat/000.png", "cat/001.png", "cat/002.png",
+                                    "dog/000.png", "dog/001.png"]
+    assert embedded.labels.tolist() == [-1, 0, 0, 0, 1, 1]
+    assert list(embedded.classes) == ["cat", "dog"]
+    assert (embedded.source, embedded.feature, embedded.data_root) == \
+        ("run", "backbone", str(root.absolute()))
+    image = eval_transform(VIEWS)(load_rgb(root / "dog" / "001.png"))
+    with torch.no_grad():
+        expected = backbone.eval()(image[None])[0]
+    assert np.allclose(embedded.embeddings[5], expected.numpy(), atol=1e-5)
+    assert np.allclose(pixels.embeddings[5], image.flatten().numpy())
+
+
+def test_embedding_leaves_batch_norm_statistics_and_modes_alone(tmp_path: Path) -> None:
+    root = write_images(tmp_path / "data", {"a": 4})
+    backbone, _ = build_backbone(BackboneConfig("resnet18_quarter"))
+    backbone.train()
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    embed_folder(root, VIEWS, {"b": EncoderFeatures(backbone)}, progress=False)
+    assert backbone.training and all(m.training for m in backbone.modules())
+    assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
+    # Guard: the same forward pass in train mode would have moved the statistics.
+    backbone(torch.randn(2, 3, 16, 16))
+    assert not torch.equal(before["bn1.running_mean"], backbone.bn1.running_mean)
+
+
+def test_unreadable_image_is_left_out(tmp_path: Path) -> None:
+    root = write_images(tmp_path / "data", {"a": 3})
+    (root / "a" / "001.png").write_bytes(b"not a png")
+    with pytest.warns(UserWarning, match="001.png"):
+        result = embed_folder(root, VIEWS, {"p": RawPixels()}, progress=False)["p"]
+    assert list(result.paths) == ["a/000.png", "a/002.png"]
+    image = eval_transform(VIEWS)(load_rgb(root / "a" / "002.png"))
+    assert np.allclose(result.embeddings[1], image.flatten().numpy())
+
+
+def test_raw_pixels_are_area_downsampled_above_32_px() -> None:
+    images = torch.rand(2, 3, 64, 64)
+    pixels = RawPixels()(images)
+    assert pixels.shape == (2, 3 * 32 * 32)
+    assert torch.allclose(pixels[0, 0], images[0, 0, :2, :2].mean())
+    assert torch.equal(RawPixels()(images[:, :, :32, :32]), images[:, :, :32, :32].flatten(1))
+
+
+def test_cifar_subset_embeds_every_image_with_its_class(cifar10_small: dict[str, Path]) -> None:
+    features = EncoderFeatures(nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten()))
+    result = embed_folder(cifar10_small["test"], view_preset("cifar"), {"f": features},
+                          progress=False)["f"]
+    assert result.embeddings.shape == (100, 12)
+    assert np.bincount(result.labels).tolist() == [10] * 10
+    assert result.classes[3] == "cat" and all(p.startswith(result.classes[label] + "/")
+                                              for p, label in zip(result.paths, result.labels))
+    image = eval_transform(view_preset("cifar"))(load_rgb(cifar10_small["test"] / result.paths[0]))
+    assert np.allclose(result.embeddings[0], F.adaptive_avg_pool2d(image, 2).flatten().numpy(),
+                       atol=1e-6)

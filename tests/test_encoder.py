@@ -1,0 +1,157 @@
+"""Loading encoders from run folders, Lightning checkpoints and plain state_dicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from lightly.models.modules import MoCoProjectionHead, SimCLRProjectionHead
+from torch import nn
+
+from contrastive.backbones import BackboneConfig, build_backbone
+from contrastive.encoder import (
+    evaluation_mode,
+    feature_extractor,
+    load_encoder,
+    random_init_encoder,
+)
+from contrastive.errors import ContrastiveError
+from contrastive.views.config import ViewConfig, view_preset
+
+BACKBONE = BackboneConfig("resnet18_quarter", small_image_stem=True)
+VIEWS = view_preset("cifar")
+
+
+def config_dict() -> dict:
+    return {"views": VIEWS.to_dict(), "method": {"name": "simclr"},
+            "backbone": {"name": BACKBONE.name, "small_image_stem": BACKBONE.small_image_stem}}
+
+
+def trained_backbone(seed: int = 1) -> nn.Module:
+    torch.manual_seed(seed)
+    backbone, _ = build_backbone(BACKBONE)
+    # Distinct running statistics, as after training, so loading them is visible.
+    for module in backbone.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+    return backbone
+
+
+def write_checkpoint(path: Path, backbone: nn.Module, head: nn.Module | None) -> None:
+    state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
+    if head is not None:
+        state.update({f"projection_head.{k}": v for k, v in head.state_dict().items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": state, "hyper_parameters": {"config": config_dict()},
+                "epoch": 3}, path)
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(config_dict()))
+    torch.save(trained_backbone().state_dict(), run / "backbone.pt")
+    return run
+
+
+def same_weights(first: nn.Module, second: nn.Module) -> bool:
+    return all(torch.equal(a, b) for a, b in
+               zip(first.state_dict().values(), second.state_dict().values()))
+
+
+def test_run_folder_gives_weights_and_configs(run_dir: Path) -> None:
+    encoder = load_encoder(run_dir)
+    assert same_weights(encoder.backbone, trained_backbone())
+    assert encoder.view_config == VIEWS and encoder.backbone_config == BACKBONE
+    assert encoder.feature_dim == 128 and not encoder.backbone.training
+    assert encoder.source == str(run_dir.absolute())
+    assert encoder.projection_head is None
+
+
+def test_run_folder_without_backbone_pt_uses_last_checkpoint(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(config_dict()))
+    write_checkpoint(run / "checkpoints" / "last.ckpt", trained_backbone(), None)
+    assert same_weights(load_encoder(run).backbone, trained_backbone())
+
+
+@pytest.mark.parametrize("head_class", [SimCLRProjectionHead, MoCoProjectionHead])
+def test_checkpoint_projection_head_reproduces_lightly_head(tmp_path: Path,
+                                                            head_class: type) -> None:
+    torch.manual_seed(2)
+    head = head_class(128, 64, 32)
+    for module in head.modules():
+        if isinstance(module, nn.BatchNorm1d):
+            module.running_mean.uniform_(-1, 1)
+    write_checkpoint(tmp_path / "model.ckpt", trained_backbone(), head)
+    encoder = load_encoder(tmp_path / "model.ckpt", with_projection_head=True)
+    images = torch.randn(4, 3, 32, 32)
+    head.eval()
+    expected = head(trained_backbone().eval()(images))
+    with torch.no_grad():
+        assert torch.allclose(feature_extractor(encoder, projector=True)(images), expected,
+                              atol=1e-5)
+        assert feature_extractor(encoder)(images).shape == (4, 128)
+
+
+def test_plain_state_dict_needs_and_uses_given_configs(tmp_path: Path) -> None:
+    weights = tmp_path / "weights.pt"
+    torch.save(trained_backbone().state_dict(), weights)
+    with pytest.raises(ContrastiveError, match="--backbone and --input-size"):
+        load_encoder(weights)
+    encoder = load_encoder(weights, BACKBONE, ViewConfig(input_size=32))
+    assert same_weights(encoder.backbone, trained_backbone())
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [(BackboneConfig("resnet18_quarter"), "1 shape mismatch"),
+     (BackboneConfig("resnet18_half", small_image_stem=True), "shape mismatch"),
+     (BackboneConfig("resnet34", small_image_stem=True), "missing")],
+)
+def test_weights_of_another_architecture_give_one_line(tmp_path: Path, config: BackboneConfig,
+                                                       message: str) -> None:
+    weights = tmp_path / "weights.pt"
+    torch.save(trained_backbone().state_dict(), weights)
+    with pytest.raises(ContrastiveError, match=message) as error:
+        load_encoder(weights, config, ViewConfig(input_size=32))
+    assert "\n" not in str(error.value)
+    assert str(weights) in str(error.value) and config.name in str(error.value)
+
+
+def test_projector_without_head_is_refused(run_dir: Path) -> None:
+    with pytest.raises(ContrastiveError, match="projection head"):
+        feature_extractor(load_encoder(run_dir), projector=True)
+    with pytest.raises(ContrastiveError, match="last.ckpt"):
+        load_encoder(run_dir, with_projection_head=True)
+
+
+def test_not_a_run_folder(tmp_path: Path) -> None:
+    with pytest.raises(ContrastiveError, match="config.yaml is missing"):
+        load_encoder(tmp_path)
+
+
+def test_random_init_is_seeded_and_leaves_global_state(run_dir: Path) -> None:
+    encoder = load_encoder(run_dir)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first, second = random_init_encoder(encoder, seed=0), random_init_encoder(encoder, seed=0)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert same_weights(first.backbone, second.backbone)
+    assert not same_weights(first.backbone, encoder.backbone)
+    assert not same_weights(first.backbone, random_init_encoder(encoder, seed=1).backbone)
+    assert first.view_config == encoder.view_config and "random init" in first.source
+
+
+def test_evaluation_mode_restores_every_module_mode() -> None:
+    model = nn.Sequential(nn.BatchNorm1d(2), nn.Sequential(nn.Dropout(), nn.BatchNorm1d(2)))
+    model.train()
+    model[1][1].eval()
+    with evaluation_mode(model):
+        assert not any(module.training for module in model.modules())
+    assert [module.training for module in model.modules()] == [True, True, True, True, False]
