@@ -9,7 +9,12 @@ from typing import Any
 from contrastive.backbones import BACKBONES
 from contrastive.losses import DISTANCES, LOSSES
 from contrastive.methods import METHODS
-from contrastive.training.config import OPTIMIZERS, TrainConfig, load_config_file
+from contrastive.training.config import (
+    OPTIMIZERS,
+    VIEW_PIPELINES,
+    TrainConfig,
+    load_config_file,
+)
 from contrastive.views.config import VIEW_PRESETS, view_preset
 
 HELP = "train an encoder on a folder of images (no labels needed)"
@@ -53,6 +58,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--batch-size", type=int, help="images per step (default 256)")
     optim.add_argument("--epochs", type=int, help="default 100")
+    optim.add_argument("--time-budget",
+                       help="wall-clock budget, e.g. 90s, 10m, 1h: plans the number of steps "
+                            "(warm-up, cosine and MoCo momentum) to end at the budget")
     optim.add_argument("--lr", type=float, help="base learning rate per 256 images (0.12)")
     optim.add_argument("--optimizer", choices=OPTIMIZERS, help="default sgd")
     optim.add_argument("--weight-decay", type=float, help="default 5e-4")
@@ -61,7 +69,16 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     hardware.add_argument("--accelerator", help="auto, cpu or gpu (default auto)")
     hardware.add_argument("--devices", help="devices per node, e.g. 1, 4 or auto")
     hardware.add_argument("--num-nodes", type=int, help="machines for multi-node DDP")
-    hardware.add_argument("--precision", help="e.g. 32-true, bf16-mixed, 16-mixed")
+    hardware.add_argument("--precision",
+                          help="auto (bf16 where native, else fp32), 32-true, bf16-mixed, ...")
+    hardware.add_argument("--view-pipeline", choices=VIEW_PIPELINES,
+                          help="batched: views on the training device (default); per_image: "
+                               "torchvision pipeline in DataLoader workers")
+    hardware.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
+                          help="decode images once into a reusable uint8 cache (default on)")
+    hardware.add_argument("--cache-dir", help="where decoded caches live")
+    hardware.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                          help="torch.compile the backbone")
     monitor = parser.add_argument_group("checkpoints and monitoring")
     monitor.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints")
     monitor.add_argument("--val-train", help="labeled folder: kNN bank of the online monitor")
@@ -102,7 +119,9 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
         "accelerator": args.accelerator, "devices": devices, "num_nodes": args.num_nodes,
         "precision": args.precision, "checkpoint_every_n_epochs": args.checkpoint_every,
         "val_train": args.val_train, "val_test": args.val_test,
-        "monitor_every_n_epochs": args.monitor_every,
+        "monitor_every_n_epochs": args.monitor_every, "time_budget": args.time_budget,
+        "view_pipeline": args.view_pipeline, "cache_images": args.cache,
+        "cache_dir": args.cache_dir, "compile": args.compile,
     }
     return replace(config, views=views, backbone=backbone, method=method, loss=loss,
                    optim=optim, **{k: v for k, v in top.items() if v is not None})

@@ -79,7 +79,8 @@ class TrainConfig:
         accelerator: Lightning accelerator: ``auto``, ``cpu``, ``gpu``.
         devices: Lightning devices (``1``, ``2``, ``auto``...).
         num_nodes: Machines, for multi-node DDP.
-        precision: Lightning precision, e.g. ``32-true``, ``bf16-mixed``.
+        precision: Lightning precision (``32-true``, ``bf16-mixed``, ``16-mixed``) or
+            ``auto``: bf16 mixed precision where the CPU/GPU runs bf16 natively, else fp32.
         checkpoint_every_n_epochs: Keep a checkpoint every N epochs besides ``last.ckpt``.
         val_train: Optional labeled folder: kNN bank for the online monitor.
         val_test: Optional labeled folder: kNN queries for the online monitor.
@@ -96,6 +97,10 @@ class TrainConfig:
             else 8/7 of it, so random crops keep detail).
         channels_last: Use the channels-last memory layout (faster convolutions on CPU/GPU).
         compile: Compile the backbone with ``torch.compile``.
+        time_budget: Wall-clock budget for the whole run (``"10m"``, ``"1h"``, seconds);
+            the number of steps is planned to fill it. Overrides ``epochs``.
+        max_steps: Stop after this many optimiser steps (set by the time-budget planner;
+            schedules are defined over it).
     """
 
     data: str = ""
@@ -112,7 +117,7 @@ class TrainConfig:
     accelerator: str = "auto"
     devices: int | str = 1
     num_nodes: int = 1
-    precision: str = "32-true"
+    precision: str = "auto"
     checkpoint_every_n_epochs: int = 10
     val_train: str | None = None
     val_test: str | None = None
@@ -125,6 +130,8 @@ class TrainConfig:
     stored_size: int | None = None
     channels_last: bool = True
     compile: bool = False
+    time_budget: str | None = None
+    max_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 2:
@@ -135,6 +142,8 @@ class TrainConfig:
             raise ContrastiveError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.checkpoint_every_n_epochs < 1 or self.monitor_every_n_epochs < 1:
             raise ContrastiveError("checkpoint/monitor intervals must be >= 1 epoch")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ContrastiveError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.view_pipeline not in VIEW_PIPELINES:
             raise ContrastiveError(f"unknown view pipeline {self.view_pipeline!r}; choose one "
                                    f"of {', '.join(VIEW_PIPELINES)}")

@@ -67,13 +67,20 @@ class ContrastiveModule(pl.LightningModule):
         return self.backbone(images)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if self.view_maker is not None and self.trainer.training:
+        return self.prepare_batch(batch) if self.trainer.training else batch
+
+    def prepare_batch(self, batch: Any) -> Any:
+        """Makes the views of a uint8 batch (batched pipeline) in the right memory layout.
+
+        Returns:
+            ``(views, ...)`` where ``views`` is a list of ``(B, 3, H, W)`` tensors.
+        """
+        if self.view_maker is not None:
             images, indices = batch
             batch = self.view_maker(images), indices
         if self.config.channels_last:
-            views, rest = batch[0], batch[1:]
-            views = [view.contiguous(memory_format=torch.channels_last) for view in views]
-            batch = (views, *rest)
+            views = [view.contiguous(memory_format=torch.channels_last) for view in batch[0]]
+            batch = (views, *batch[1:])
         return batch
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:

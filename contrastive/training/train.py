@@ -13,7 +13,10 @@ Run directory layout::
 from __future__ import annotations
 
 import logging
+import math
+import time
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,14 +25,21 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger
 
+from contrastive.data.cache import CachedImageLoader
 from contrastive.data.folder import ImageFolder, check_readable
 from contrastive.errors import ContrastiveError
 from contrastive.files import check_writable_dir, save_torch_atomic, write_text_atomic
+from contrastive.training.budget import (
+    measure_seconds_per_step,
+    parse_duration,
+    plan_budget,
+    resolve_precision,
+)
 from contrastive.training.checkpoint_io import AtomicCheckpointIO
 from contrastive.training.config import TrainConfig, dump_config, load_config_file
-from contrastive.data.cache import CachedImageLoader
 from contrastive.training.data import EpochShuffle, batched_loader, per_image_loader
 from contrastive.training.module import ContrastiveModule
+from contrastive.training.progress import progress_callbacks
 from contrastive.views.batched import BatchedViews
 
 log = logging.getLogger(__name__)
@@ -101,6 +111,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         ContrastiveError: For bad input (missing/empty folder, batch larger than the data
             set, a run directory that already holds a run, ...).
     """
+    started = time.perf_counter()
     config, checkpoint = resolve_resume(config, resume)
     folder = ImageFolder.scan(config.data)
     world = _expected_world_size(config)
@@ -128,6 +139,13 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     else:
         loader, decode_failures, view_maker = per_image_loader(paths, config), {}, None
     module = ContrastiveModule(config.to_dict(), view_maker=view_maker)
+    if config.time_budget is not None and config.max_steps is None:
+        config = _plan_for_budget(config, module, loader, trainer, steps, started)
+        pl.seed_everything(config.seed, workers=True, verbose=False)
+        module = ContrastiveModule(config.to_dict(), view_maker=view_maker)
+    if config.max_steps is not None:
+        trainer.fit_loop.epoch_loop.max_steps = config.max_steps
+        trainer.fit_loop.max_epochs = max(1, math.ceil(config.max_steps / steps))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*The number of training batches.*")
@@ -143,6 +161,20 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
             for path in getattr(dataset, "skipped", ())}
     _write_skipped(run_dir, {**skipped, **decode_failures, **late})
     return TrainResult(run_dir=run_dir, module=module, config=config, num_images=len(paths))
+
+
+def _plan_for_budget(config: TrainConfig, module: ContrastiveModule, loader: Iterable,
+                     trainer: pl.Trainer, steps_per_epoch: int, started: float) -> TrainConfig:
+    """Measures the step time and returns the config with the steps that fill the budget."""
+    budget = parse_duration(config.time_budget or 0)
+    per_step = measure_seconds_per_step(module, loader, str(trainer.precision),
+                                        trainer.strategy.root_device)
+    plan = plan_budget(budget - (time.perf_counter() - started), per_step, steps_per_epoch)
+    log.info("time budget %s: %.3f s/step -> %d steps (%d epochs of %d steps)",
+             config.time_budget, per_step, plan.max_steps, plan.epochs, steps_per_epoch)
+    planned = config.with_overrides(max_steps=plan.max_steps, epochs=plan.epochs)
+    write_text_atomic(config.run_dir / "config.yaml", dump_config(planned))
+    return planned
 
 
 def _write_skipped(run_dir: Path, skipped: dict) -> None:
@@ -168,7 +200,7 @@ def _build_trainer(config: TrainConfig, steps_per_epoch: int) -> pl.Trainer:
         save_top_k=-1,
         save_last=True,
     )
-    callbacks: list[pl.Callback] = [checkpoints, TQDMProgressBar(refresh_rate=1)]
+    callbacks: list[pl.Callback] = [checkpoints, *progress_callbacks()]
     if config.val_train is not None and config.val_test is not None:
         from contrastive.training.knn_monitor import KNNMonitor
 
@@ -180,12 +212,13 @@ def _build_trainer(config: TrainConfig, steps_per_epoch: int) -> pl.Trainer:
         accelerator=config.accelerator,
         devices=config.devices,
         num_nodes=config.num_nodes,
-        precision=config.precision,
+        precision=resolve_precision(config.precision, config.accelerator),
         sync_batchnorm=config.sync_batchnorm,
         logger=CSVLogger(save_dir=run_dir, name="", version=""),
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=max(1, min(50, steps_per_epoch)),
         enable_model_summary=False,
+        enable_progress_bar=any(isinstance(c, TQDMProgressBar) for c in callbacks),
         num_sanity_val_steps=0,
     )

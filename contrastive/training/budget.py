@@ -1,0 +1,127 @@
+"""Time budgets and precision: plan a run's schedule for a wall-clock budget.
+
+``--time-budget 10m`` measures the real training step (views, forward, backward, optimiser)
+for a few steps, then sets the number of optimiser steps so the whole run, warm-up and
+cosine decay included, ends at the budget. Every schedule (learning rate, MoCo momentum)
+is defined over those steps, so the run ends well-formed rather than cut off mid-schedule.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+
+from contrastive.errors import ContrastiveError
+
+_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}
+# Share of the budget the planner fills: leaves room for Lightning's per-step overhead
+# (logging), checkpoints and the final export, which the step probe does not see.
+_FILL = 0.9
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds from ``"90"``, ``"90s"``, ``"10m"``, ``"1.5h"`` or ``"1h30m"``.
+
+    Raises:
+        ContrastiveError: If the text is not a positive duration.
+    """
+    if isinstance(text, int | float):
+        seconds = float(text)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]*)", text.strip().lower())
+        joined = "".join(f"{number}{unit}" for number, unit in parts)
+        if not parts or joined != re.sub(r"\s+", "", text.strip().lower()):
+            raise ContrastiveError(f"cannot read time budget {text!r}; use e.g. 90s, 10m, 1.5h")
+        seconds = 0.0
+        for number, unit in parts:
+            if unit and unit not in _UNITS:
+                raise ContrastiveError(f"unknown time unit {unit!r} in {text!r}; use s, m or h")
+            seconds += float(number) * _UNITS.get(unit or "s", 1)
+    if not seconds > 0:
+        raise ContrastiveError(f"time budget must be positive, got {text!r}")
+    return seconds
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    """How many steps fit into the remaining budget."""
+
+    seconds_per_step: float
+    max_steps: int
+    epochs: int
+
+
+def plan_budget(remaining_seconds: float, seconds_per_step: float,
+                steps_per_epoch: int) -> BudgetPlan:
+    """Steps (and the epochs that contain them) that fill ``remaining_seconds``.
+
+    Raises:
+        ContrastiveError: If not even one step fits.
+    """
+    steps = int(remaining_seconds * _FILL / max(seconds_per_step, 1e-9))
+    if steps < 1:
+        raise ContrastiveError(
+            f"the time budget leaves {remaining_seconds:.0f} s, less than one training step "
+            f"({seconds_per_step:.1f} s); give a larger --time-budget or a smaller model"
+        )
+    return BudgetPlan(seconds_per_step, steps, max(1, math.ceil(steps / steps_per_epoch)))
+
+
+def measure_seconds_per_step(module: torch.nn.Module, batches: Iterable, precision: str,
+                             device: torch.device, steps: int = 3) -> float:
+    """Times full training steps on a throw-away copy of ``module`` (weights untouched).
+
+    The first step is a warm-up and not counted.
+    """
+    probe = copy.deepcopy(module).to(device).train()
+    optimizer = torch.optim.SGD([p for p in probe.parameters() if p.requires_grad], lr=1e-9)
+    dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(precision.split("-")[0])
+    timings: list[float] = []
+    iterator = iter(batches)
+    for _ in range(steps + 1):
+        batch = next(iterator, None)
+        if batch is None:
+            iterator = iter(batches)
+            batch = next(iterator)
+        started = time.perf_counter()
+        batch = _to_device(batch, device)
+        batch = probe.prepare_batch(batch)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = probe.method.training_loss(batch[0], progress=0.0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        timings.append(time.perf_counter() - started)
+    return sum(timings[1:]) / max(len(timings) - 1, 1)
+
+
+def _to_device(batch: object, device: torch.device) -> object:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, list | tuple):
+        return type(batch)(_to_device(item, device) for item in batch)
+    return batch
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``auto``: bf16 mixed precision where the hardware runs it natively, else fp32.
+
+    On CPUs with native bf16 (AVX512-BF16/AMX) and on GPUs with bf16 support that is the
+    fastest safe choice; fp16 is avoided by default because contrastive logits at low
+    temperature overflow its range without loss scaling.
+    """
+    if precision != "auto":
+        return precision
+    use_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto"
+                                                 and torch.cuda.is_available())
+    if use_gpu:
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
