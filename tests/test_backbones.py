@@ -21,7 +21,8 @@ from contrastive.errors import ContrastiveError
 # Final stage width: 512 for BasicBlock ResNets, 4 * 512 for Bottleneck (ResNet-50),
 # 8 * base width for the narrow ResNet-18s (8 * 32, 8 * 16).
 FEATURE_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048,
-                "resnet18_half": 256, "resnet18_quarter": 128}
+                "resnet18_half": 256, "resnet18_quarter": 128,
+                "resnet18_pooled": 512, "resnet18_half_pooled": 256}
 
 
 @pytest.fixture(autouse=True)

@@ -38,6 +38,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--resume", action="store_true",
                       help="continue the run in --out from checkpoints/last.ckpt")
     data.add_argument("--seed", type=int, help="random seed (default 0)")
+    data.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
+                      help="deterministic algorithms: the same seed gives the same weights, "
+                           "also across an interrupt and --resume (slower on GPU)")
     model = parser.add_argument_group("method")
     model.add_argument("--method", choices=sorted(METHODS), help="default simclr")
     model.add_argument("--loss", choices=LOSSES, help="default ntxent")
@@ -69,6 +72,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     hardware.add_argument("--accelerator", help="auto, cpu or gpu (default auto)")
     hardware.add_argument("--devices", help="devices per node, e.g. 1, 4 or auto")
     hardware.add_argument("--num-nodes", type=int, help="machines for multi-node DDP")
+    hardware.add_argument("--sync-batchnorm", action=argparse.BooleanOptionalAction,
+                          default=None, help="synchronise batch-norm statistics across "
+                                             "processes (multi-GPU DDP)")
     hardware.add_argument("--precision",
                           help="auto (bf16 where native, else fp32), 32-true, bf16-mixed, ...")
     hardware.add_argument("--view-pipeline", choices=VIEW_PIPELINES,
@@ -122,6 +128,7 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
         "monitor_every_n_epochs": args.monitor_every, "time_budget": args.time_budget,
         "view_pipeline": args.view_pipeline, "cache_images": args.cache,
         "cache_dir": args.cache_dir, "compile": args.compile,
+        "deterministic": args.deterministic, "sync_batchnorm": args.sync_batchnorm,
     }
     return replace(config, views=views, backbone=backbone, method=method, loss=loss,
                    optim=optim, **{k: v for k, v in top.items() if v is not None})

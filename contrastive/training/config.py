@@ -75,6 +75,9 @@ class TrainConfig:
         batch_size: Images per step (per process).
         epochs: Passes over the data.
         seed: Seed for weights, shuffling and augmentations.
+        deterministic: Use deterministic algorithms (Lightning ``deterministic="warn"``), so
+            a run repeated, or interrupted and resumed, with the same seed on the same
+            hardware gives the same weights; ops without a deterministic version warn.
         num_workers: DataLoader worker processes.
         accelerator: Lightning accelerator: ``auto``, ``cpu``, ``gpu``.
         devices: Lightning devices (``1``, ``2``, ``auto``...).
@@ -113,6 +116,7 @@ class TrainConfig:
     batch_size: int = 256
     epochs: int = 100
     seed: int = 0
+    deterministic: bool = False
     num_workers: int = 2
     accelerator: str = "auto"
     devices: int | str = 1

@@ -24,6 +24,7 @@ being masked out, which keeps the batch free of data-dependent shapes and device
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import NamedTuple
 
@@ -356,6 +357,20 @@ def add_gaussian_noise(images: torch.Tensor, sigmas: torch.Tensor,
     return (images + noise * _per_sample(sigmas, images.dtype)).clamp_(0.0, 1.0)
 
 
+def _host_generator(generator: torch.Generator | None) -> torch.Generator | None:
+    """A CPU generator following ``generator``, for draws the host needs (the jitter order).
+
+    A device generator's state (seed and offset) lives on the host, so a CPU generator seeded
+    from it is reproducible with ``generator`` and costs no device sync; it differs per call
+    because the offset advances with every draw.
+    """
+    if generator is None or generator.device.type == "cpu":
+        return generator
+    state = generator.get_state().numpy().tobytes()
+    seed = int.from_bytes(hashlib.blake2b(state, digest_size=8).digest(), "little")
+    return torch.Generator().manual_seed(seed)
+
+
 class BatchedViews(nn.Module):
     """Random views of a whole batch as tensor operations on the batch's device.
 
@@ -397,7 +412,7 @@ class BatchedViews(nn.Module):
         Args:
             images: ``(B, 3, H, W)`` uint8 (0..255) or float (0..1), on any device.
             generator: Random source on the same device as ``images``; the color jitter
-                order uses it too when it is a CPU generator.
+                order follows it too (without a device sync), so views are reproducible.
 
         Returns:
             ``num_views`` tensors ``(B, 3, input_size, input_size)`` in ``dtype`` on the
@@ -446,9 +461,7 @@ class BatchedViews(nn.Module):
             (hue, adjust_hue, factors.hue),
         ]
         # A CPU permutation needs no device sync; one order per call (documented above).
-        cpu_generator = generator if generator is not None and generator.device.type == "cpu" \
-            else None
-        for index in torch.randperm(4, generator=cpu_generator).tolist():
+        for index in torch.randperm(4, generator=_host_generator(generator)).tolist():
             amount, operation, values = operations[index]
             if amount > 0:
                 views = operation(views, values)

@@ -1,0 +1,92 @@
+"""End to end through the CLI on real CIFAR-10 images: train, checkpoint, resume, embed, eval.
+
+This is the mission in miniature: a folder of real JPEGs in, a trained encoder, its
+embeddings and a kNN report with baselines out.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+import yaml
+
+pytestmark = pytest.mark.e2e
+
+TINY = ["--views", "cifar", "--backbone", "resnet18", "--batch-size", "64",
+        "--num-workers", "0", "--seed", "0"]
+
+
+def contrastive(*arguments: object, check: bool = True) -> subprocess.CompletedProcess:
+    """Runs the installed CLI in a fresh interpreter, as a user would."""
+    result = subprocess.run([sys.executable, "-m", "contrastive", *map(str, arguments)],
+                            capture_output=True, text=True, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained_run(cifar10_small: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("e2e") / "run"
+    contrastive("train", "--data", cifar10_small["train"], "--out", run, "--epochs", "2",
+                "--checkpoint-every", "1", *TINY)
+    return run
+
+
+def test_run_directory_holds_config_metrics_checkpoints_and_weights(trained_run: Path) -> None:
+    config = yaml.safe_load((trained_run / "config.yaml").read_text())
+    assert config["epochs"] == 2 and config["backbone"]["name"] == "resnet18"
+    metrics = (trained_run / "metrics.csv").read_text().splitlines()
+    assert metrics[0].split(",")[:1] == ["epoch"] and "loss" in metrics[0]
+    checkpoints = sorted(p.name for p in (trained_run / "checkpoints").iterdir())
+    assert checkpoints == ["epoch=000.ckpt", "epoch=001.ckpt", "last.ckpt"]
+
+
+def test_backbone_weights_load_into_plain_torchvision(trained_run: Path) -> None:
+    state_dict = torch.load(trained_run / "backbone.pt", weights_only=True)
+    model = torchvision.models.resnet18()
+    model.fc = torch.nn.Identity()
+    model.load_state_dict(state_dict)  # strict: every key matches, nothing missing
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 512)
+
+
+def test_resume_continues_from_last_checkpoint(trained_run: Path, tmp_path: Path) -> None:
+    before = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert before["epoch"] == 1
+    contrastive("train", "--out", trained_run, "--resume", "--epochs", "3")
+    after = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert after["epoch"] == 2
+    assert after["global_step"] == before["global_step"] + before["global_step"] // 2
+    # Optimizer momentum buffers were restored, not re-created empty.
+    assert after["optimizer_states"][0]["state"], "optimizer state missing after resume"
+
+
+def test_starting_over_an_existing_run_is_refused(trained_run: Path,
+                                                  cifar10_small: dict[str, Path]) -> None:
+    result = contrastive("train", "--data", cifar10_small["train"], "--out", trained_run,
+                         *TINY, check=False)
+    assert result.returncode == 2
+    assert "already holds a run" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_embed_and_knn_report_with_baselines(trained_run: Path, cifar10_small: dict[str, Path],
+                                             tmp_path: Path) -> None:
+    train_npz, test_npz = tmp_path / "train.npz", tmp_path / "test.npz"
+    contrastive("embed", "--run", trained_run, "--data", cifar10_small["train"],
+                "--out", train_npz, "--no-progress")
+    contrastive("embed", "--run", trained_run, "--data", cifar10_small["test"],
+                "--out", test_npz, "--no-progress")
+    report_path = tmp_path / "knn.json"
+    contrastive("eval", "knn", "--train", train_npz, "--test", test_npz, "--k", "20",
+                "--baselines", "--out", report_path, "--no-progress")
+    report = json.loads(report_path.read_text())
+    assert set(report["results"]) == {"model", "random_init", "raw_pixels"}
+    assert report["data"]["train_count"] == 300 and report["data"]["test_count"] == 100
+    for result in report["results"].values():
+        assert 0.0 <= result["k=20"]["top1"] <= 1.0
