@@ -107,16 +107,16 @@ def evaluate(backbone: torch.nn.Module | None, root: Path, input_size: int = 32,
     started = time.perf_counter()
     if backbone is None:  # raw pixels: the anchors' 1-NN (L2) floor, plus k=200 cosine
         ranked = knn_rankings(pair.train_features, pair.train_labels, pair.test_features,
-                              (1,), 0.1, pair.num_classes, metric="euclidean")[1]
+                              (1,), 0.1, len(pair.classes), metric="euclidean")[1]
         result["raw_1nn_l2"] = topk_accuracy(ranked, pair.test_labels, 1)
     ranked = knn_rankings(pair.train_features, pair.train_labels, pair.test_features, (200,),
-                          0.1, pair.num_classes)[200]
+                          0.1, len(pair.classes))[200]
     result["knn_top1"] = topk_accuracy(ranked, pair.test_labels, 1)
     result["knn_s"] = round(time.perf_counter() - started, 1)
     if linear:
         started = time.perf_counter()
         probe = linear_probe(pair.train_features, pair.train_labels, pair.test_features,
-                             pair.test_labels, pair.num_classes)
+                             pair.test_labels, len(pair.classes))
         result["linear_top1"] = probe.summary["top1"]
         result["linear_wd"] = probe.weight_decay
         result["linear_s"] = round(time.perf_counter() - started, 1)

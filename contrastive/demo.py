@@ -3,13 +3,19 @@
 Runs anywhere, offline, in about a minute on two CPU cores::
 
     contrastive demo
+
+:func:`quick_train` trains the same small recipe for a time budget (or a few epochs) into a
+folder it may reuse, which is what the notebooks in ``notebooks/`` need.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -17,10 +23,11 @@ from contrastive.backbones import BackboneConfig, build_backbone
 from contrastive.data.cifar10 import cache_dir
 from contrastive.data.demo import ensure_demo_digits
 from contrastive.embeddings import embed_folder
+from contrastive.errors import ContrastiveError
 from contrastive.evaluation.knn import knn_classify
 from contrastive.methods.config import MethodConfig
 from contrastive.training.config import OptimConfig, TrainConfig
-from contrastive.training.train import train
+from contrastive.training.train import TrainResult, train
 from contrastive.views.config import view_preset
 
 DEMO_K = 20
@@ -48,6 +55,63 @@ def demo_config(out: str | Path | None = None, data: str | Path | None = None) -
         num_workers=0,
         checkpoint_every_n_epochs=10,
     )
+
+
+def clear_run_dir(path: str | os.PathLike) -> Path:
+    """Removes an earlier run from ``path`` so a new run can be written there.
+
+    Only a folder that is empty or holds a run (its ``config.yaml``) is removed; anything
+    else is left alone.
+
+    Returns:
+        The (now absent) folder.
+
+    Raises:
+        ContrastiveError: If ``path`` is a file, or a non-empty folder without a run.
+    """
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        return folder
+    if not folder.is_dir():
+        raise ContrastiveError(f"{folder} is a file, not a run folder")
+    if any(folder.iterdir()) and not (folder / "config.yaml").is_file():
+        raise ContrastiveError(f"{folder} is not empty and holds no run (no config.yaml); "
+                               "refusing to delete it: choose another output folder")
+    shutil.rmtree(folder)
+    return folder
+
+
+def quick_train(out: str | os.PathLike, data: str | os.PathLike | None = None,
+                time_budget: str | None = "30s", epochs: int | None = None,
+                **overrides: Any) -> TrainResult:
+    """Trains the demo recipe (:func:`demo_config`) briefly, replacing an earlier run in ``out``.
+
+    Meant for notebooks and smoke tests: re-running them trains afresh instead of failing
+    on the run folder left by the previous time (see :func:`clear_run_dir`). On a CPU the
+    run is kept in fp32 unless ``precision`` is overridden: bf16 autocast is much slower
+    than fp32 on CPUs without bf16 matrix units.
+
+    Args:
+        out: Run folder.
+        data: Training images; the demo digits' ``train`` split by default.
+        time_budget: Wall-clock training budget (``"30s"``, ``"2m"``, seconds).
+        epochs: Train this many epochs instead of a time budget.
+        **overrides: Other :class:`TrainConfig` fields, e.g. ``loss=LossConfig(...)``.
+
+    Returns:
+        The training result; ``result.run_dir`` is ``out``.
+    """
+    config = demo_config(out=out, data=data)
+    if epochs is not None:
+        overrides = {"epochs": int(epochs), "checkpoint_every_n_epochs": int(epochs),
+                     "time_budget": None, **overrides}
+    else:
+        overrides = {"time_budget": time_budget, **overrides}
+    if "precision" not in overrides and not torch.cuda.is_available():
+        overrides["precision"] = "32-true"
+    config = config.with_overrides(**overrides)
+    clear_run_dir(config.out)
+    return train(config)
 
 
 @dataclass

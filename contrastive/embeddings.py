@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from contrastive.data.folder import ImageDataset, ImageFolder
-from contrastive.encoder import evaluation_mode
+from contrastive.encoder import Encoder, evaluation_mode, feature_extractor, load_encoder
 from contrastive.errors import ContrastiveError
 from contrastive.files import atomic_path
 from contrastive.views.config import ViewConfig
@@ -225,3 +225,38 @@ def embed_folder(
                          sources.get(name, ""), name)
         for name, values in features.items()
     }
+
+
+def embed_images(
+    source: str | os.PathLike | Encoder,
+    data_dir: str | os.PathLike,
+    projector: bool = False,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> Embeddings:
+    """Embeds every image of a folder with a trained encoder, as ``contrastive embed`` does.
+
+    Args:
+        source: Run folder, checkpoint (see :func:`~contrastive.encoder.load_encoder`) or
+            an already loaded :class:`~contrastive.encoder.Encoder`.
+        data_dir: Folder of images (class sub-folders give labels).
+        projector: Embed with the projection head's output instead of the backbone
+            features (needs a Lightning checkpoint).
+        batch_size: Images per batch.
+        num_workers: DataLoader worker processes.
+        device: Where to compute.
+        progress: Show a progress bar.
+
+    Returns:
+        The embeddings, ready for :func:`save_embeddings` or
+        :func:`contrastive.explore.load_embeddings`.
+    """
+    encoder = source if isinstance(source, Encoder) else load_encoder(
+        source, with_projection_head=projector)
+    feature = "projector" if projector else "backbone"
+    return embed_folder(data_dir, encoder.view_config,
+                        {feature: feature_extractor(encoder, projector)},
+                        {feature: encoder.source}, batch_size, num_workers, device,
+                        progress)[feature]

@@ -81,7 +81,10 @@ def test_embed_and_knn_report_with_baselines(trained_run: Path, cifar10_small: d
     contrastive("embed", "--run", trained_run, "--data", cifar10_small["train"],
                 "--out", train_npz, "--no-progress")
     contrastive("embed", "--run", trained_run, "--data", cifar10_small["test"],
-                "--out", test_npz, "--no-progress")
+                "--out", test_npz, "--projector", tmp_path / "projector", "--no-progress")
+    exported = sorted(p.name for p in (tmp_path / "projector").iterdir())
+    assert exported == ["metadata.tsv", "projector_config.pbtxt", "sprite.png", "tensors.tsv"]
+    assert len((tmp_path / "projector" / "tensors.tsv").read_text().splitlines()) == 100
     report_path = tmp_path / "knn.json"
     contrastive("eval", "knn", "--train", train_npz, "--test", test_npz, "--k", "20",
                 "--baselines", "--out", report_path, "--no-progress")

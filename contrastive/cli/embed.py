@@ -27,6 +27,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_encoder_arguments(parser, required=True)
     parser.add_argument("--data", required=True, type=Path, help="image folder to embed")
     parser.add_argument("--out", required=True, type=Path, help="output .npz file")
+    parser.add_argument("--projector", type=Path, metavar="DIR",
+                        help="also write a TensorBoard Embedding Projector export (tensors, "
+                             "metadata, thumbnail sprite) to DIR")
     add_compute_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -43,7 +46,7 @@ def add_encoder_arguments(parser: argparse.ArgumentParser, required: bool) -> No
     parser.add_argument("--small-image-stem", action="store_true",
                         help="the plain state_dict uses the 3x3 small-image stem")
     parser.add_argument("--input-size", type=int, help="evaluation input size in pixels")
-    parser.add_argument("--projector", action="store_true",
+    parser.add_argument("--projection-head", action="store_true",
                         help="use the projection head's output (Lightning checkpoints only)")
 
 
@@ -66,7 +69,7 @@ def encoder_from_args(args: argparse.Namespace) -> Encoder | None:
     if args.input_size is not None and backbone_config is not None:
         view_config = ViewConfig(input_size=args.input_size)
     encoder = load_encoder(source, backbone_config, view_config,
-                           with_projection_head=args.projector)
+                           with_projection_head=args.projection_head)
     if args.input_size is not None and view_config is None:
         encoder = replace(encoder, view_config=replace(encoder.view_config,
                                                        input_size=args.input_size))
@@ -89,12 +92,19 @@ def run(args: argparse.Namespace) -> int:
     encoder = encoder_from_args(args)
     if encoder is None:
         raise ContrastiveError("embed needs --run or --checkpoint")
-    feature = "projector" if args.projector else "backbone"
+    feature = "projector" if args.projection_head else "backbone"
     embedded = embed_folder(args.data, encoder.view_config,
-                            {feature: feature_extractor(encoder, args.projector)},
+                            {feature: feature_extractor(encoder, args.projection_head)},
                             {feature: encoder.source}, args.batch_size, args.num_workers,
                             resolve_device(args.device), not args.no_progress)[feature]
     save_embeddings(embedded, args.out)
+    if args.projector is not None:
+        from contrastive.projector import export_projector
+
+        export_projector(embedded.embeddings, embedded.paths, embedded.labels,
+                         embedded.classes, embedded.data_root, args.projector)
+        print(f"wrote a TensorBoard projector export to {args.projector} "
+              f"(view it with: tensorboard --logdir {args.projector})")
     labeled = int((embedded.labels >= 0).sum())
     print(f"wrote {args.out}: {len(embedded)} images x {embedded.embeddings.shape[1]}-d "
           f"{feature} features, {labeled} labeled in {len(embedded.classes)} classes")

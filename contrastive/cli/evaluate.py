@@ -146,7 +146,7 @@ def _run_linear_augmented(args: argparse.Namespace, encoder: Encoder | None) -> 
         if not path.is_dir():
             raise ContrastiveError(f"--protocol lightly needs image folders; {name} {path} is not")
     train_folder, test_folder = ImageFolder.scan(args.train), ImageFolder.scan(args.test)
-    modules: dict[str, nn.Module] = {MODEL: feature_extractor(encoder, args.projector)}
+    modules: dict[str, nn.Module] = {MODEL: feature_extractor(encoder, args.projection_head)}
     if args.baselines:
         modules.update(baseline_extractors(encoder, args.seed))
     settings = AugmentedLinearSettings(epochs=args.epochs, batch_size=args.batch_size,
@@ -161,7 +161,7 @@ def _run_linear_augmented(args: argparse.Namespace, encoder: Encoder | None) -> 
         results[name]["weight_decay"] = settings.weight_decay
     data = {"train": str(train_folder.root), "test": str(test_folder.root),
             "train_count": len(train_folder), "test_count": len(test_folder),
-            "feature": "projector" if args.projector else "backbone"}
+            "feature": "projector" if args.projection_head else "backbone"}
     report = build_report("linear (lightly: augmented, SGD, cosine)", {"lightly": asdict(settings)},
                           data, encoder.source, results)
     return _write_and_print(args, "linear_lightly", report, linear_table(results))
@@ -207,4 +207,4 @@ def _default_report_path(args: argparse.Namespace, protocol: str) -> Path:
 def _embed_settings(args: argparse.Namespace) -> EmbedSettings:
     return EmbedSettings(batch_size=args.batch_size, num_workers=args.num_workers,
                          device=resolve_device(args.device), progress=not args.no_progress,
-                         projector=args.projector, seed=args.seed)
+                         projector=args.projection_head, seed=args.seed)

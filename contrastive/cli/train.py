@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import replace
 from typing import Any
 
@@ -150,6 +151,7 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
 
 def run(args: argparse.Namespace) -> int:
     from contrastive.errors import ContrastiveError
+    from contrastive.training.interrupt import TrainingInterrupted
     from contrastive.training.train import train
 
     config = config_from_args(args)
@@ -157,7 +159,12 @@ def run(args: argparse.Namespace) -> int:
         raise ContrastiveError("--data is required (or run `contrastive demo`)")
     if not args.out and not (args.config and "out" in load_config_file(args.config)):
         raise ContrastiveError("--out is required: the run directory to write")
-    result = train(config, resume=args.resume)
+    try:
+        result = train(config, resume=args.resume)
+    except TrainingInterrupted as stop:
+        # One line saying how to continue, instead of the generic "interrupted".
+        print(stop, file=sys.stderr)
+        return stop.exit_code
     print(f"trained on {result.num_images} images; run directory: {result.run_dir}")
     print(f"backbone weights (plain torchvision state_dict): {result.backbone_path}")
     return 0

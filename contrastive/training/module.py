@@ -20,6 +20,7 @@ from contrastive.errors import ContrastiveError
 from contrastive.methods import build_method
 from contrastive.training.config import TrainConfig
 from contrastive.training.optim import build_optimizer, build_scheduler
+from contrastive.training.seeding import step_generator
 
 
 class NonFiniteLossError(ContrastiveError):
@@ -77,7 +78,11 @@ class ContrastiveModule(pl.LightningModule):
         """
         if self.view_maker is not None:
             images, indices = batch
-            batch = self.view_maker(images), indices
+            # Seeded by position, not by the global random state, so a resumed run makes
+            # the same views as an unbroken one.
+            generator = step_generator(self.config.seed, self.global_step, self.global_rank,
+                                       images.device)
+            batch = self.view_maker(images, generator), indices
         if self.config.channels_last:
             views = [view.contiguous(memory_format=torch.channels_last) for view in batch[0]]
             batch = (views, *batch[1:])

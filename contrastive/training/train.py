@@ -28,18 +28,25 @@ from pytorch_lightning.loggers import CSVLogger
 from contrastive.data.cache import CachedImageLoader
 from contrastive.data.folder import ImageFolder, check_readable
 from contrastive.errors import ContrastiveError
-from contrastive.files import check_writable_dir, save_torch_atomic, write_text_atomic
+from contrastive.files import check_writable_dir, write_text_atomic
 from contrastive.training.budget import (
     measure_seconds_per_step,
     parse_duration,
     plan_budget,
     resolve_precision,
 )
-from contrastive.training.checkpoint_io import AtomicCheckpointIO
+from contrastive.training.checkpoint_io import (
+    AtomicCheckpointIO,
+    explained_write_errors,
+    save_torch_file,
+)
+from contrastive.training.collapse import CollapseMonitor
 from contrastive.training.config import TrainConfig, dump_config, load_config_file
-from contrastive.training.data import EpochShuffle, batched_loader, per_image_loader
+from contrastive.training.data import batched_loader, per_image_loader
+from contrastive.training.interrupt import GracefulInterrupt
 from contrastive.training.module import ContrastiveModule
 from contrastive.training.progress import progress_callbacks
+from contrastive.training.resumable import LoaderPosition, ResumableLoader
 from contrastive.views.batched import BatchedViews
 
 log = logging.getLogger(__name__)
@@ -109,7 +116,10 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
 
     Raises:
         ContrastiveError: For bad input (missing/empty folder, batch larger than the data
-            set, a run directory that already holds a run, ...).
+            set, a run directory that already holds a run, ...), a non-finite loss, or a
+            file that cannot be written (full disk).
+        TrainingInterrupted: On Ctrl-C or SIGTERM, after saving ``checkpoints/last.ckpt``
+            (a KeyboardInterrupt; the message says how to resume).
     """
     started = time.perf_counter()
     config, checkpoint = resolve_resume(config, resume)
@@ -125,7 +135,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     check_writable_dir(run_dir, min_free_bytes=MIN_FREE_BYTES)
     paths, skipped = check_readable(folder.paths, config.max_bad_fraction)
     log.info("training on %d images from %s", len(paths), folder.root)
-    write_text_atomic(run_dir / "config.yaml", dump_config(config))
+    _write_config(run_dir / "config.yaml", config)
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
     steps = max(1, len(paths) // (config.batch_size * world))
@@ -134,7 +144,8 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         loader, decode_failures = batched_loader(paths, config, rank=trainer.global_rank,
                                                  world_size=trainer.world_size)
         if isinstance(loader, CachedImageLoader):
-            trainer.callbacks.append(EpochShuffle(loader))
+            loader = ResumableLoader(loader)
+            trainer.callbacks.append(LoaderPosition(loader))
         view_maker = BatchedViews(config.views, num_views=2)
     else:
         loader, decode_failures, view_maker = per_image_loader(paths, config), {}, None
@@ -146,15 +157,17 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     if config.max_steps is not None:
         trainer.fit_loop.epoch_loop.max_steps = config.max_steps
         trainer.fit_loop.max_epochs = max(1, math.ceil(config.max_steps / steps))
-    with warnings.catch_warnings():
+    interrupt = GracefulInterrupt(run_dir / LAST_CHECKPOINT,
+                                  resume_hint=f"contrastive train --resume --out {run_dir}")
+    trainer.callbacks.append(interrupt)
+    with warnings.catch_warnings(), interrupt.stopping_cleanly():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*The number of training batches.*")
         trainer.fit(module, train_dataloaders=loader,
                     ckpt_path=str(checkpoint) if checkpoint else None)
-    if getattr(trainer, "interrupted", False):
-        raise ContrastiveError(f"training interrupted; continue with --resume --out {run_dir}")
     module.to("cpu")
-    save_torch_atomic(module.backbone.state_dict(), run_dir / "backbone.pt")
+    save_torch_file(module.backbone.state_dict(), run_dir / "backbone.pt",
+                    what="backbone weights")
     # Files that passed the quick header check but failed to decode (main process only).
     dataset = getattr(loader, "dataset", None)
     late = {path: "failed to decode during training"
@@ -173,8 +186,13 @@ def _plan_for_budget(config: TrainConfig, module: ContrastiveModule, loader: Ite
     log.info("time budget %s: %.3f s/step -> %d steps (%d epochs of %d steps)",
              config.time_budget, per_step, plan.max_steps, plan.epochs, steps_per_epoch)
     planned = config.with_overrides(max_steps=plan.max_steps, epochs=plan.epochs)
-    write_text_atomic(config.run_dir / "config.yaml", dump_config(planned))
+    _write_config(config.run_dir / "config.yaml", planned)
     return planned
+
+
+def _write_config(path: Path, config: TrainConfig) -> None:
+    with explained_write_errors(path, "run configuration"):
+        write_text_atomic(path, dump_config(config))
 
 
 def _write_skipped(run_dir: Path, skipped: dict) -> None:
@@ -182,7 +200,9 @@ def _write_skipped(run_dir: Path, skipped: dict) -> None:
     if skipped:
         lines = [f"{path}\t{reason}" for path, reason in sorted(skipped.items(),
                                                                  key=lambda item: str(item[0]))]
-        write_text_atomic(run_dir / "skipped_files.txt", "\n".join(lines) + "\n")
+        target = run_dir / "skipped_files.txt"
+        with explained_write_errors(target, "list of skipped files"):
+            write_text_atomic(target, "\n".join(lines) + "\n")
 
 
 def _expected_world_size(config: TrainConfig) -> int:
@@ -200,7 +220,9 @@ def _build_trainer(config: TrainConfig, steps_per_epoch: int) -> pl.Trainer:
         save_top_k=-1,
         save_last=True,
     )
-    callbacks: list[pl.Callback] = [checkpoints, *progress_callbacks()]
+    log_every = max(1, min(50, steps_per_epoch))
+    callbacks: list[pl.Callback] = [checkpoints, *progress_callbacks(),
+                                    CollapseMonitor(check_every_n_steps=log_every)]
     if config.val_train is not None and config.val_test is not None:
         from contrastive.training.knn_monitor import KNNMonitor
 
@@ -214,10 +236,13 @@ def _build_trainer(config: TrainConfig, steps_per_epoch: int) -> pl.Trainer:
         num_nodes=config.num_nodes,
         precision=resolve_precision(config.precision, config.accelerator),
         sync_batchnorm=config.sync_batchnorm,
+        # "warn": GPU ops without a deterministic kernel (adaptive pooling's backward) warn
+        # instead of failing; on CPU every op of these models is deterministic.
+        deterministic="warn" if config.deterministic else None,
         logger=CSVLogger(save_dir=run_dir, name="", version=""),
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
-        log_every_n_steps=max(1, min(50, steps_per_epoch)),
+        log_every_n_steps=log_every,
         enable_model_summary=False,
         enable_progress_bar=any(isinstance(c, TQDMProgressBar) for c in callbacks),
         num_sanity_val_steps=0,

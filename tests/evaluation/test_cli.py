@@ -142,6 +142,6 @@ def test_projector_from_checkpoint(run_dir: Path, colour_folders: dict[str, Path
                run_dir / "checkpoints" / "last.ckpt")
     out = tmp_path / "projected.npz"
     assert run_cli("embed", "--run", run_dir, "--data", colour_folders["test"], "--out", out,
-                   "--projector", "--no-progress") == 0
+                   "--projection-head", "--no-progress") == 0
     projected = load_embeddings(out)
     assert projected.embeddings.shape == (9, 32) and projected.feature == "projector"

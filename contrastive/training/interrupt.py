@@ -1,0 +1,126 @@
+"""Ctrl-C and SIGTERM stop training at a step boundary with a checkpoint to resume from.
+
+The first Ctrl-C only raises a flag: the step in flight finishes, the next one does not
+start, the run's state is saved to ``checkpoints/last.ckpt`` and :class:`TrainingInterrupted`
+tells how to continue. A second Ctrl-C stops at once (Lightning's own handling) and the last
+periodic checkpoint is what remains. SIGTERM (a scheduler's or ``kill``'s polite stop) is
+turned by Lightning into an exception at the end of a step; the state is saved there too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+#: Shell convention for "terminated by signal N": 128 + N.
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training was stopped by a signal; the message says what was saved and how to resume.
+
+    Attributes:
+        exit_code: The process exit status the CLI should return (130 for Ctrl-C).
+    """
+
+    def __init__(self, message: str, exit_code: int = EXIT_CODES[signal.SIGINT]) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class _StoppedAfterSaveError(Exception):
+    """Raised inside ``fit`` once the interrupt checkpoint is saved, to leave the loop."""
+
+
+class GracefulInterrupt(pl.Callback):
+    """Saves a resumable checkpoint when training is asked to stop.
+
+    Use :meth:`stopping_cleanly` around ``trainer.fit``.
+
+    Args:
+        checkpoint: Where the state is saved (the file ``--resume`` reads).
+        resume_hint: What the user should run to continue, quoted in the message.
+    """
+
+    def __init__(self, checkpoint: Path, resume_hint: str) -> None:
+        self.checkpoint = checkpoint
+        self.resume_hint = resume_hint
+        self.requested = False
+        self._saved_at: int | None = None
+        self._stopped_at_once = False
+        self._previous_handler: Any = signal.default_int_handler
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+        # A second Ctrl-C must still stop a step that hangs.
+        signal.signal(signal.SIGINT, self._previous_handler)
+
+    @contextlib.contextmanager
+    def stopping_cleanly(self) -> Iterator[None]:
+        """Catches Ctrl-C during ``fit`` and turns every way of stopping into
+        :class:`TrainingInterrupted`.
+
+        Raises:
+            TrainingInterrupted: If training was stopped by Ctrl-C or SIGTERM.
+        """
+        main_thread = threading.current_thread() is threading.main_thread()
+        if main_thread:
+            self._previous_handler = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            yield
+        except _StoppedAfterSaveError:
+            raise TrainingInterrupted(self._message(signal.SIGINT)) from None
+        except SIGTERMException:
+            raise TrainingInterrupted(self._message(signal.SIGTERM),
+                                      EXIT_CODES[signal.SIGTERM]) from None
+        except SystemExit:
+            # Lightning ends a KeyboardInterrupt it caught with sys.exit(1).
+            if not self._stopped_at_once:
+                raise
+            raise TrainingInterrupted(self._message(signal.SIGINT)) from None
+        finally:
+            if main_thread:
+                # Lightning leaves SIGINT ignored after it handled a KeyboardInterrupt.
+                signal.signal(signal.SIGINT, self._previous_handler)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                             batch: Any, batch_idx: int) -> None:
+        requested = self.requested
+        if trainer.world_size > 1:
+            # Ranks see the signal at different steps; they must stop at the same one.
+            requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
+        if requested:
+            # The previous step is complete (optimiser and schedule) and this one has not
+            # begun: the state a resumed run continues from exactly.
+            self._save(trainer)
+            raise _StoppedAfterSaveError
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                     exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException):
+            # Raised by Lightning at the end of a step, so the state is consistent.
+            self._save(trainer)
+        elif isinstance(exception, KeyboardInterrupt):
+            # Raised anywhere, possibly mid-step: not a state worth saving.
+            self._stopped_at_once = True
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        trainer.save_checkpoint(self.checkpoint)
+        self._saved_at = trainer.global_step
+
+    def _message(self, signum: int) -> str:
+        name = signal.Signals(signum).name
+        if self._saved_at is None:
+            return (f"training stopped by {name}; continue from the last periodic checkpoint "
+                    f"with `{self.resume_hint}`")
+        return (f"training stopped by {name} at step {self._saved_at}; saved {self.checkpoint}; "
+                f"continue with `{self.resume_hint}`")
