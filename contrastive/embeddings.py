@@ -230,7 +230,7 @@ def embed_folder(
 def embed_images(
     source: str | os.PathLike | Encoder,
     data_dir: str | os.PathLike,
-    projector: bool = False,
+    projection_head: bool = False,
     batch_size: int = 256,
     num_workers: int = 0,
     device: str | torch.device = "cpu",
@@ -242,8 +242,8 @@ def embed_images(
         source: Run folder, checkpoint (see :func:`~contrastive.encoder.load_encoder`) or
             an already loaded :class:`~contrastive.encoder.Encoder`.
         data_dir: Folder of images (class sub-folders give labels).
-        projector: Embed with the projection head's output instead of the backbone
-            features (needs a Lightning checkpoint).
+        projection_head: Embed with the projection head's output instead of the backbone
+            features (needs a Lightning checkpoint), as ``embed --projection-head``.
         batch_size: Images per batch.
         num_workers: DataLoader worker processes.
         device: Where to compute.
@@ -254,9 +254,9 @@ def embed_images(
         :func:`contrastive.explore.load_embeddings`.
     """
     encoder = source if isinstance(source, Encoder) else load_encoder(
-        source, with_projection_head=projector)
-    feature = "projector" if projector else "backbone"
+        source, with_projection_head=projection_head)
+    feature = "projector" if projection_head else "backbone"
     return embed_folder(data_dir, encoder.view_config,
-                        {feature: feature_extractor(encoder, projector)},
+                        {feature: feature_extractor(encoder, projection_head)},
                         {feature: encoder.source}, batch_size, num_workers, device,
                         progress)[feature]

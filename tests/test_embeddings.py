@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from PIL import Image
 from torch import nn
 
@@ -17,10 +18,11 @@ from contrastive.embeddings import (
     Embeddings,
     RawPixels,
     embed_folder,
+    embed_images,
     load_embeddings,
     save_embeddings,
 )
-from contrastive.encoder import EncoderFeatures
+from contrastive.encoder import EncoderFeatures, load_encoder
 from contrastive.errors import ContrastiveError
 from contrastive.views.config import ViewConfig, view_preset
 from contrastive.views.per_image import eval_transform
@@ -90,6 +92,28 @@ def test_folder_embedding_matches_single_image_inference(tmp_path: Path) -> None
         expected = backbone.eval()(image[None])[0]
     assert np.allclose(embedded.embeddings[5], expected.numpy(), atol=1e-5)
     assert np.allclose(pixels.embeddings[5], image.flatten().numpy())
+
+
+def test_embed_images_with_a_run_folder_or_encoder(tmp_path: Path) -> None:
+    root = write_images(tmp_path / "data", {"cat": 2, "dog": 2})
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({
+        "views": VIEWS.to_dict(), "backbone": {"name": "resnet18_quarter"}}))
+    torch.manual_seed(3)
+    backbone, _ = build_backbone(BackboneConfig("resnet18_quarter"))
+    torch.save(backbone.state_dict(), run / "backbone.pt")
+
+    embedded = embed_images(run, root, batch_size=3, progress=False)
+    expected = embed_folder(root, VIEWS, {"backbone": EncoderFeatures(backbone)},
+                            progress=False)["backbone"]
+    assert (embedded.feature, embedded.source) == ("backbone", str(run.absolute()))
+    assert list(embedded.paths) == list(expected.paths) and embedded.labels.tolist() == [0, 0, 1, 1]
+    assert np.allclose(embedded.embeddings, expected.embeddings, atol=1e-5)
+    again = embed_images(load_encoder(run), root, progress=False)
+    assert np.allclose(again.embeddings, embedded.embeddings, atol=1e-5)
+    with pytest.raises(ContrastiveError, match="last.ckpt"):
+        embed_images(run, root, projection_head=True, progress=False)
 
 
 def test_embedding_leaves_batch_norm_statistics_and_modes_alone(tmp_path: Path) -> None:

@@ -13,11 +13,13 @@ functions below; every plot returns a :class:`matplotlib.figure.Figure` (save it
 * :mod:`~contrastive.explore.knn`: per-class kNN accuracy and the confusion matrix.
 * :mod:`~contrastive.explore.augment`: a preview of the views a ViewConfig makes.
 * :mod:`~contrastive.explore.browser`: the ipywidgets neighbour browser.
+* :mod:`~contrastive.explore.comparison`: a bar chart of encoders against baselines.
 """
 
 from contrastive.explore.augment import plot_augmentations, sample_views
 from contrastive.explore.browser import neighbour_browser
 from contrastive.explore.clusters import Clustering, cluster_embeddings, plot_clusters
+from contrastive.explore.comparison import plot_comparison
 from contrastive.explore.embeddings import EmbeddingSet, load_embeddings
 from contrastive.explore.grids import plot_images, plot_neighbours, plot_pairs
 from contrastive.explore.images import load_thumbnail, save_figure
@@ -46,6 +48,7 @@ __all__ = [
     "outliers",
     "plot_augmentations",
     "plot_clusters",
+    "plot_comparison",
     "plot_confusion",
     "plot_images",
     "plot_neighbours",

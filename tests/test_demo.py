@@ -1,0 +1,66 @@
+"""``quick_train`` and ``clear_run_dir``: the notebooks' short runs, re-runnable in place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import contrastive.demo as demo
+from contrastive.errors import ContrastiveError
+from contrastive.losses import LossConfig
+from contrastive.training.config import TrainConfig
+
+
+def test_clear_run_dir_removes_only_runs(tmp_path: Path) -> None:
+    assert demo.clear_run_dir(tmp_path / "absent") == tmp_path / "absent"
+    (tmp_path / "empty").mkdir()
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("data: x\n")
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    for folder in ("empty", "run"):
+        demo.clear_run_dir(tmp_path / folder)
+        assert not (tmp_path / folder).exists()
+
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(ContrastiveError, match="refusing to delete"):
+        demo.clear_run_dir(precious)
+    with pytest.raises(ContrastiveError, match="is a file"):
+        demo.clear_run_dir(precious / "notes.txt")
+    assert (precious / "notes.txt").read_text() == "keep me"
+
+
+@pytest.fixture
+def trained(monkeypatch: pytest.MonkeyPatch) -> list[TrainConfig]:
+    """Replaces training by recording the configs it was given."""
+    configs: list[TrainConfig] = []
+
+    def fake_train(config: TrainConfig) -> TrainConfig:
+        assert not Path(config.out).exists(), "the earlier run should have been removed"
+        configs.append(config)
+        return config
+
+    monkeypatch.setattr(demo, "train", fake_train)
+    monkeypatch.setattr(demo.torch.cuda, "is_available", lambda: False)
+    return configs
+
+
+def test_quick_train_budget_epochs_and_overrides(
+    tmp_path: Path, trained: list[TrainConfig]
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("data: x\n")  # an earlier run: replaced
+    demo.quick_train(run, data=tmp_path / "images", time_budget="20s")
+    demo.quick_train(run, epochs=2, loss=LossConfig("distance", distance="euclidean"))
+    demo.quick_train(run, precision="bf16-mixed")
+    budget, epochs, precision = trained
+    assert budget.time_budget == "20s" and budget.data == str(tmp_path / "images")
+    assert budget.out == str(run) and budget.precision == "32-true"  # fp32 on CPUs
+    assert budget.backbone.name == "resnet18_quarter" and budget.backbone.small_image_stem
+    assert epochs.time_budget is None and epochs.epochs == 2
+    assert epochs.checkpoint_every_n_epochs == 2 and epochs.loss.distance == "euclidean"
+    assert precision.precision == "bf16-mixed" and precision.time_budget == "30s"

@@ -1,0 +1,157 @@
+"""The notebooks in ``notebooks/``: committed without outputs, and runnable headless.
+
+``test_notebooks_run`` executes every notebook in order on a real Jupyter kernel of this
+interpreter (nbclient), on a small subset of the demo digits and a few training epochs; an
+error in any cell fails it. The executed copies and the figures the notebooks save are
+left in ``test-artifacts/notebooks/`` (git-ignored) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbformat.v4 import new_code_cell, new_notebook
+
+from contrastive.data.demo import ensure_demo_digits
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = ROOT / "notebooks"
+# Sorted by name: 02 and 03 reuse the run 01 trains.
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+ARTIFACTS = ROOT / "test-artifacts" / "notebooks"
+KERNEL = "contrastive-test"
+CELL_TIMEOUT_S = 300
+
+# Figures the notebooks save under CONTRASTIVE_NOTEBOOK_OUT.
+EXPECTED_FIGURES = [
+    "explore/figures/map_pca.png",
+    "explore/figures/map_tsne.png",
+    "explore/figures/neighbours.png",
+    "explore/figures/clusters.png",
+    "explore/figures/outliers.png",
+    "explore/figures/confusion.png",
+    "explore/figures/augmentations.png",
+    "benchmark/figures/benchmark.png",
+]
+
+
+def test_notebooks_have_no_outputs() -> None:
+    assert [path.name for path in NOTEBOOKS] == [
+        "01_quickstart.ipynb",
+        "02_explore_embeddings.ipynb",
+        "03_linear_probe_benchmark.ipynb",
+    ]
+    for path in NOTEBOOKS:
+        book = nbformat.read(path, as_version=4)
+        nbformat.validate(book)
+        for index, cell in enumerate(book.cells):
+            if cell.cell_type == "code":
+                assert cell.outputs == [] and cell.execution_count is None, (
+                    f"{path.name} cell {index} has outputs: clear them before committing"
+                )
+
+
+@pytest.fixture(scope="module")
+def kernel_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Jupyter data folder holding a kernel spec that runs this very interpreter."""
+    data = tmp_path_factory.mktemp("jupyter")
+    spec = data / "kernels" / KERNEL
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "contrastive tests (this interpreter)",
+                "language": "python",
+                # One thread: the notebooks' problems are small, and on a shared machine (CI, two
+                # busy cores) a second OpenMP thread that waits for a core slows small ops 10-50x.
+                "env": {"MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"},
+            }
+        )
+    )
+    return data
+
+
+def execute(book: nbformat.NotebookNode, cwd: Path) -> nbformat.NotebookNode:
+    """Runs every cell on the test kernel; raises CellExecutionError on the first error."""
+    client = NotebookClient(
+        book, kernel_name=KERNEL, timeout=CELL_TIMEOUT_S, resources={"metadata": {"path": str(cwd)}}
+    )
+    return client.execute()
+
+
+@pytest.fixture(scope="module")
+def small_digits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """25 train and 8 test images per digit, copied from the demo data."""
+    digits = ensure_demo_digits()
+    base = tmp_path_factory.mktemp("digits")
+    for split, per_class in (("train", 25), ("test", 8)):
+        for folder in sorted((digits / split).iterdir()):
+            target = base / split / folder.name
+            target.mkdir(parents=True)
+            for image in sorted(folder.glob("*.png"))[:per_class]:
+                shutil.copy2(image, target / image.name)
+    return {"train": base / "train", "test": base / "test"}
+
+
+@pytest.mark.e2e
+def test_kernel_is_this_interpreter(
+    kernel_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JUPYTER_PATH", str(kernel_path))
+    book = new_notebook(
+        cells=[
+            new_code_cell(
+                "import os, sys\nprint(sys.executable)\nprint(os.environ.get('MPLBACKEND'))"
+            )
+        ]
+    )
+    executed = execute(book, tmp_path)
+    assert executed.cells[0].outputs[0]["text"].split() == [sys.executable, "Agg"]
+
+
+@pytest.mark.e2e
+def test_notebooks_run(
+    kernel_path: Path, small_digits: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    out = ARTIFACTS / "output"
+    monkeypatch.setenv("JUPYTER_PATH", str(kernel_path))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("CONTRASTIVE_NOTEBOOK_DATA", str(small_digits["train"]))
+    monkeypatch.setenv("CONTRASTIVE_NOTEBOOK_TEST", str(small_digits["test"]))
+    monkeypatch.setenv("CONTRASTIVE_NOTEBOOK_OUT", str(out))
+    monkeypatch.setenv("CONTRASTIVE_NOTEBOOK_EPOCHS", "3")
+    for key in (
+        "CONTRASTIVE_NOTEBOOK_LABELED",
+        "CONTRASTIVE_NOTEBOOK_RUN",
+        "CONTRASTIVE_NOTEBOOK_RUNS",
+        "CONTRASTIVE_NOTEBOOK_BUDGET",
+    ):
+        monkeypatch.delenv(key, raising=False)
+    for path in NOTEBOOKS:
+        book = nbformat.read(path, as_version=4)
+        try:
+            execute(book, NOTEBOOK_DIR)
+        finally:
+            # Also after a failure: the executed copy shows the error in its cell.
+            nbformat.write(book, ARTIFACTS / path.name)
+
+    missing = [name for name in EXPECTED_FIGURES if not (out / name).is_file()]
+    assert not missing, f"figures not saved: {missing}"
+    for notebook, rows in (
+        ("quickstart", ["trained", "random init", "raw pixels"]),
+        ("benchmark", ["SimCLR + NT-Xent", "SimCLR + Euclidean", "random init", "raw pixels"]),
+    ):
+        scores = json.loads((out / notebook / "scores.json").read_text())["scores"]
+        assert list(scores) == rows
+        assert all(0.0 <= numbers["knn_top1"] <= 1.0 for numbers in scores.values())
+    assert (out / "explore" / "projector" / "projector_config.pbtxt").is_file()
+    # The explore and benchmark notebooks reuse the quickstart's run instead of training.
+    assert not (out / "explore" / "run").exists() and not (out / "benchmark" / "ntxent").exists()
