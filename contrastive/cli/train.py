@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from contrastive.backbones import BACKBONES
@@ -149,12 +150,20 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return merged
 
 
+def _saved_config(args: argparse.Namespace) -> TrainConfig | None:
+    """The configuration of the run being resumed, so flags not given keep its values
+    (a plain ``--resume`` must not reset ``epochs`` to the default)."""
+    saved = Path(args.out or "") / "config.yaml"
+    return TrainConfig.from_dict(load_config_file(saved)) if args.out and saved.is_file() \
+        else None
+
+
 def run(args: argparse.Namespace) -> int:
     from contrastive.errors import ContrastiveError
     from contrastive.training.interrupt import TrainingInterrupted
     from contrastive.training.train import train
 
-    config = config_from_args(args)
+    config = config_from_args(args, base=_saved_config(args) if args.resume else None)
     if not config.data and not args.resume:
         raise ContrastiveError("--data is required (or run `contrastive demo`)")
     if not args.out and not (args.config and "out" in load_config_file(args.config)):

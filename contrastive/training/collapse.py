@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 from lightly.utils.debug import std_of_l2_normalized
 from torch import Tensor, nn
 
-METRIC_NAME = "collapse/std"
+METRIC_NAME = "monitor/collapse_std"
 #: Warn below this fraction of the healthy ``1/sqrt(d)``.
 DEFAULT_THRESHOLD_FRACTION = 0.1
 
@@ -25,7 +25,7 @@ class RepresentationCollapseWarning(UserWarning):
 
 
 class CollapseMonitor(pl.Callback):
-    """Logs ``collapse/std`` every step and warns once if it falls far below ``1/sqrt(d)``.
+    """Logs ``monitor/collapse_std`` every step; warns once if it falls far below ``1/sqrt(d)``.
 
     The projection head's output of the training step is reused through a forward hook, so
     no extra forward pass is run; the comparison (a device sync) happens every

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
@@ -73,13 +72,3 @@ def _worker_loader(dataset: ImageDataset, config: TrainConfig,
         persistent_workers=config.num_workers > 0,
         generator=generator,
     )
-
-
-class EpochShuffle(pl.Callback):
-    """Tells a :class:`CachedImageLoader` the epoch, so shuffles are reproducible on resume."""
-
-    def __init__(self, loader: CachedImageLoader) -> None:
-        self.loader = loader
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.loader.set_epoch(trainer.current_epoch)

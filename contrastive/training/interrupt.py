@@ -71,9 +71,13 @@ class GracefulInterrupt(pl.Callback):
         Raises:
             TrainingInterrupted: If training was stopped by Ctrl-C or SIGTERM.
         """
-        main_thread = threading.current_thread() is threading.main_thread()
-        if main_thread:
-            self._previous_handler = signal.getsignal(signal.SIGINT)
+        previous = signal.getsignal(signal.SIGINT)
+        # Handlers can only be set from the main thread; a process started with Ctrl-C
+        # ignored (``nohup``, a background job) keeps ignoring it; None: set outside Python.
+        catch = (threading.current_thread() is threading.main_thread()
+                 and previous not in (signal.SIG_IGN, None))
+        if catch:
+            self._previous_handler = previous
             signal.signal(signal.SIGINT, self._on_sigint)
         try:
             yield
@@ -88,7 +92,7 @@ class GracefulInterrupt(pl.Callback):
                 raise
             raise TrainingInterrupted(self._message(signal.SIGINT)) from None
         finally:
-            if main_thread:
+            if catch:
                 # Lightning leaves SIGINT ignored after it handled a KeyboardInterrupt.
                 signal.signal(signal.SIGINT, self._previous_handler)
 
@@ -120,7 +124,7 @@ class GracefulInterrupt(pl.Callback):
     def _message(self, signum: int) -> str:
         name = signal.Signals(signum).name
         if self._saved_at is None:
-            return (f"training stopped by {name}; continue from the last periodic checkpoint "
-                    f"with `{self.resume_hint}`")
-        return (f"training stopped by {name} at step {self._saved_at}; saved {self.checkpoint}; "
-                f"continue with `{self.resume_hint}`")
+            saved = "stopped at once, the last periodic checkpoint is kept"
+        else:
+            saved = f"at step {self._saved_at}, saved {self.checkpoint}"
+        return f"training stopped by {name} ({saved}); continue with `{self.resume_hint}`"

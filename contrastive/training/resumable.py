@@ -1,10 +1,11 @@
 """Loader position in checkpoints: a resumed run sees the batches an unbroken run would.
 
 :class:`~contrastive.data.cache.CachedImageLoader` draws each epoch's permutation from
-``(seed, epoch)``. Lightning restores weights, optimiser and loop counters on resume, but it
-fetches the first batch before any epoch hook runs, from a loader that still believes it is
-at epoch 0, and it cannot start an epoch part-way. :class:`LoaderPosition` stores the next
-``(epoch, batch)`` in every checkpoint and puts the loader there before the first fetch.
+``(seed, epoch)``. Lightning restores weights, optimiser and loop counters on resume, not
+the loader's place: from a checkpoint saved mid-epoch (Ctrl-C, SIGTERM) it runs the rest of
+the epoch on a fresh iterator, fetched before any epoch hook, of a loader that believes it
+is at epoch 0 and starts at its first batch. :class:`LoaderPosition` stores the next
+``(epoch, batch)`` in every checkpoint and puts the loader there before that first fetch.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Run directory layout::
 
     RUN_DIR/config.yaml              resolved TrainConfig
-    RUN_DIR/metrics.csv              loss, lr, images/s, monitor kNN (CSVLogger)
+    RUN_DIR/metrics.csv              loss, lr, images/s, monitor kNN and collapse (CSVLogger)
     RUN_DIR/checkpoints/last.ckpt    Lightning checkpoint (optimizer, scheduler, queue)
     RUN_DIR/checkpoints/epoch=NNN.ckpt  periodic checkpoints
     RUN_DIR/backbone.pt              plain torchvision state_dict of the trained backbone
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger
 
@@ -44,6 +45,7 @@ from contrastive.training.collapse import CollapseMonitor
 from contrastive.training.config import TrainConfig, dump_config, load_config_file
 from contrastive.training.data import batched_loader, per_image_loader
 from contrastive.training.interrupt import GracefulInterrupt
+from contrastive.training.metrics_history import KeepMetricsHistory
 from contrastive.training.module import ContrastiveModule
 from contrastive.training.progress import progress_callbacks
 from contrastive.training.resumable import LoaderPosition, ResumableLoader
@@ -96,12 +98,20 @@ def resolve_resume(config: TrainConfig, resume: bool) -> tuple[TrainConfig, Path
         if not last.is_file():
             raise ContrastiveError(f"nothing to resume: {last} does not exist")
         saved = TrainConfig.from_dict(load_config_file(run_dir / "config.yaml"))
+        _remove_partial_writes(run_dir)
         return saved.with_overrides(epochs=max(saved.epochs, config.epochs)), last
     if last.exists():
         raise ContrastiveError(
             f"{run_dir} already holds a run; pass --resume to continue it or choose a new --out"
         )
     return config, None
+
+
+def _remove_partial_writes(run_dir: Path) -> None:
+    """Deletes the hidden temporary files a killed run left mid-write (checkpoint-sized)."""
+    for folder in (run_dir, run_dir / "checkpoints"):
+        for partial in folder.glob(".*.tmp"):
+            partial.unlink(missing_ok=True)
 
 
 def train(config: TrainConfig, resume: bool = False) -> TrainResult:
@@ -140,6 +150,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     pl.seed_everything(config.seed, workers=True, verbose=False)
     steps = max(1, len(paths) // (config.batch_size * world))
     trainer = _build_trainer(config, steps)
+    _check_sync_batchnorm(config, trainer)
     if config.view_pipeline == "batched":
         loader, decode_failures = batched_loader(paths, config, rank=trainer.global_rank,
                                                  world_size=trainer.world_size)
@@ -157,6 +168,8 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     if config.max_steps is not None:
         trainer.fit_loop.epoch_loop.max_steps = config.max_steps
         trainer.fit_loop.max_epochs = max(1, math.ceil(config.max_steps / steps))
+    if checkpoint is not None:
+        trainer.callbacks.append(KeepMetricsHistory(run_dir / "metrics.csv"))
     interrupt = GracefulInterrupt(run_dir / LAST_CHECKPOINT,
                                   resume_hint=f"contrastive train --resume --out {run_dir}")
     trainer.callbacks.append(interrupt)
@@ -166,13 +179,15 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         trainer.fit(module, train_dataloaders=loader,
                     ckpt_path=str(checkpoint) if checkpoint else None)
     module.to("cpu")
-    save_torch_file(module.backbone.state_dict(), run_dir / "backbone.pt",
-                    what="backbone weights")
-    # Files that passed the quick header check but failed to decode (main process only).
-    dataset = getattr(loader, "dataset", None)
-    late = {path: "failed to decode during training"
-            for path in getattr(dataset, "skipped", ())}
-    _write_skipped(run_dir, {**skipped, **decode_failures, **late})
+    # Every DDP process ends here with the same weights; one writes them.
+    if trainer.is_global_zero:
+        save_torch_file(module.backbone.state_dict(), run_dir / "backbone.pt",
+                        what="backbone weights")
+        # Files that passed the quick header check but failed to decode (main process only).
+        dataset = getattr(loader, "dataset", None)
+        late = {path: "failed to decode during training"
+                for path in getattr(dataset, "skipped", ())}
+        _write_skipped(run_dir, {**skipped, **decode_failures, **late})
     return TrainResult(run_dir=run_dir, module=module, config=config, num_images=len(paths))
 
 
@@ -203,6 +218,14 @@ def _write_skipped(run_dir: Path, skipped: dict) -> None:
         target = run_dir / "skipped_files.txt"
         with explained_write_errors(target, "list of skipped files"):
             write_text_atomic(target, "\n".join(lines) + "\n")
+
+
+def _check_sync_batchnorm(config: TrainConfig, trainer: pl.Trainer) -> None:
+    """Refuses synchronised batch norm where PyTorch would fail inside the first step."""
+    if config.sync_batchnorm and trainer.world_size > 1 and \
+            isinstance(trainer.accelerator, CPUAccelerator):
+        raise ContrastiveError("--sync-batchnorm needs GPUs (PyTorch's SyncBatchNorm has no "
+                               "CPU version); drop it to train on CPUs")
 
 
 def _expected_world_size(config: TrainConfig) -> int:

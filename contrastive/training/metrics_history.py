@@ -1,0 +1,45 @@
+"""A resumed run keeps the rows ``metrics.csv`` held before it stopped.
+
+Lightning's ``CSVLogger`` deletes an existing ``metrics.csv`` when it starts, so a resumed run
+would lose its history. :class:`KeepMetricsHistory` reads the file before training and puts
+the rows logged up to the checkpoint back in front of the new ones; rows the interrupted run
+logged after its checkpoint are dropped, since the resumed run logs those steps again.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+
+class KeepMetricsHistory(pl.Callback):
+    """Carries the rows of ``metrics_file`` into the resumed run's log.
+
+    Args:
+        metrics_file: The ``metrics.csv`` of the run being resumed (read now, before the
+            logger removes it).
+    """
+
+    def __init__(self, metrics_file: Path) -> None:
+        self.rows: list[dict[str, str]] = []
+        if metrics_file.is_file():
+            with open(metrics_file, newline="", encoding="utf-8") as file:
+                self.rows = list(csv.DictReader(file))
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        rows, self.rows = self.rows, []
+        if not rows or not trainer.is_global_zero or trainer.logger is None:
+            return
+        # Logged steps count finished optimiser steps from 0, like ``global_step``.
+        kept = [row for row in rows if _step(row) < trainer.global_step]
+        # Rows not yet written: the logger's next save writes them, with the new ones.
+        trainer.logger.experiment.metrics[:0] = kept
+
+
+def _step(row: dict[str, str]) -> float:
+    try:
+        return float(row.get("step") or "inf")
+    except ValueError:
+        return float("inf")

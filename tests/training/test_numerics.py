@@ -1,0 +1,77 @@
+"""Numerical failures: a non-finite loss stops the run with one line; collapse is warned about.
+
+Fixtures: ``tests/training/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from contrastive.training.collapse import METRIC_NAME, RepresentationCollapseWarning
+from contrastive.training.config import TrainConfig
+from contrastive.training.train import train
+
+
+class ConstantBackbone(nn.Module):
+    """Maps every image to the same features: a fully collapsed encoder."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.features = nn.Parameter(torch.ones(dim))
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.features.expand(images.shape[0], -1)
+
+
+def logged_collapse_std(run_dir: Path) -> list[float]:
+    with open(run_dir / "metrics.csv", newline="") as file:
+        return [float(row[METRIC_NAME]) for row in csv.DictReader(file) if row[METRIC_NAME]]
+
+
+def test_absurd_learning_rate_stops_with_one_line(training, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    child = training.start(run_dir, "--lr", "1e30")
+
+    assert child.finish() == 2
+
+    output = child.output()
+    assert "Traceback" not in output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert re.fullmatch(r"error: loss became (nan|inf|-inf) at step \d+ \(epoch 0\); "
+                        r"try a lower learning rate \(--lr\)", errors[0])
+    assert not (run_dir / "backbone.pt").exists()
+
+
+def test_collapsed_embeddings_are_logged_and_warned_once(
+        tiny_config: TrainConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("contrastive.training.module.build_backbone",
+                        lambda config: (ConstantBackbone(16), 16))
+
+    with pytest.warns(RepresentationCollapseWarning,
+                      match=r"representation collapse at step 4") as caught:
+        train(tiny_config)
+
+    assert len([w for w in caught if w.category is RepresentationCollapseWarning]) == 1
+    values = logged_collapse_std(tiny_config.run_dir)
+    assert values and max(values) < 1e-3
+
+
+def test_healthy_embeddings_do_not_warn(tiny_config: TrainConfig) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(tiny_config)
+
+    assert not [w for w in caught if w.category is RepresentationCollapseWarning]
+    # Random embeddings of width d have a normalised std near 1/sqrt(d).
+    healthy = 1 / math.sqrt(tiny_config.method.projection_output_dim)
+    values = logged_collapse_std(tiny_config.run_dir)
+    assert values and all(0.3 * healthy < value < 2 * healthy for value in values)
