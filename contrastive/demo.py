@@ -75,15 +75,21 @@ def clear_run_dir(path: str | os.PathLike) -> Path:
     if not folder.is_dir():
         raise ContrastiveError(f"{folder} is a file, not a run folder")
     if any(folder.iterdir()) and not (folder / "config.yaml").is_file():
-        raise ContrastiveError(f"{folder} is not empty and holds no run (no config.yaml); "
-                               "refusing to delete it: choose another output folder")
+        raise ContrastiveError(
+            f"{folder} is not empty and holds no run (no config.yaml); "
+            "refusing to delete it: choose another output folder"
+        )
     shutil.rmtree(folder)
     return folder
 
 
-def quick_train(out: str | os.PathLike, data: str | os.PathLike | None = None,
-                time_budget: str | None = "30s", epochs: int | None = None,
-                **overrides: Any) -> TrainResult:
+def quick_train(
+    out: str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    time_budget: str | None = "30s",
+    epochs: int | None = None,
+    **overrides: Any,
+) -> TrainResult:
     """Trains the demo recipe (:func:`demo_config`) briefly, replacing an earlier run in ``out``.
 
     Meant for notebooks and smoke tests: re-running them trains afresh instead of failing
@@ -103,8 +109,12 @@ def quick_train(out: str | os.PathLike, data: str | os.PathLike | None = None,
     """
     config = demo_config(out=out, data=data)
     if epochs is not None:
-        overrides = {"epochs": int(epochs), "checkpoint_every_n_epochs": int(epochs),
-                     "time_budget": None, **overrides}
+        overrides = {
+            "epochs": int(epochs),
+            "checkpoint_every_n_epochs": int(epochs),
+            "time_budget": None,
+            **overrides,
+        }
     else:
         overrides = {"time_budget": time_budget, **overrides}
     if "precision" not in overrides and not torch.cuda.is_available():
@@ -125,22 +135,30 @@ class DemoResult:
 
     def table(self) -> str:
         """A small text table of the result."""
-        return "\n".join([
-            f"kNN top-1 on the digits test split (k={DEMO_K}, T=0.1, cosine):",
-            f"  {'backbone':<26}{'top-1':>8}",
-            f"  {'random init (same arch)':<26}{self.random_init_top1:>8.1%}",
-            f"  {'trained (contrastive)':<26}{self.trained_top1:>8.1%}",
-            f"trained in {self.train_seconds:.0f} s; run directory: {self.run_dir}",
-        ])
+        return "\n".join(
+            [
+                f"kNN top-1 on the digits test split (k={DEMO_K}, T=0.1, cosine):",
+                f"  {'backbone':<26}{'top-1':>8}",
+                f"  {'random init (same arch)':<26}{self.random_init_top1:>8.1%}",
+                f"  {'trained (contrastive)':<26}{self.trained_top1:>8.1%}",
+                f"trained in {self.train_seconds:.0f} s; run directory: {self.run_dir}",
+            ]
+        )
 
 
-def knn_top1(backbone: torch.nn.Module, config: TrainConfig, train_dir: Path,
-             test_dir: Path) -> float:
+def knn_top1(
+    backbone: torch.nn.Module, config: TrainConfig, train_dir: Path, test_dir: Path
+) -> float:
     """kNN top-1 of ``backbone`` features, bank from ``train_dir``, queries from ``test_dir``."""
     bank = embed_folder(train_dir, config.views, {"f": backbone}, progress=False)["f"]
     queries = embed_folder(test_dir, config.views, {"f": backbone}, progress=False)["f"]
-    ranking = knn_classify(torch.from_numpy(bank.embeddings), torch.from_numpy(bank.labels),
-                           torch.from_numpy(queries.embeddings), k=DEMO_K, temperature=0.1)
+    ranking = knn_classify(
+        torch.from_numpy(bank.embeddings),
+        torch.from_numpy(bank.labels),
+        torch.from_numpy(queries.embeddings),
+        k=DEMO_K,
+        temperature=0.1,
+    )
     return float((ranking[:, 0] == torch.from_numpy(queries.labels)).float().mean())
 
 

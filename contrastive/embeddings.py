@@ -133,14 +133,19 @@ def load_embeddings(path: str | os.PathLike) -> Embeddings:
     )
 
 
-def image_loader(folder: ImageFolder, view_config: ViewConfig, batch_size: int = 256,
-                 num_workers: int = 0) -> torch.utils.data.DataLoader:
+def image_loader(
+    folder: ImageFolder, view_config: ViewConfig, batch_size: int = 256, num_workers: int = 0
+) -> torch.utils.data.DataLoader:
     """Batches ``(images (B, 3, s, s), labels (B,), indices (B,))`` in folder order."""
     labels, _classes = folder.labels()
     dataset = ImageDataset(folder.paths, eval_transform(view_config), labels)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                                       num_workers=num_workers,
-                                       persistent_workers=False)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        persistent_workers=False,
+    )
 
 
 def extract_features(
@@ -171,14 +176,17 @@ def extract_features(
     for module in extractors.values():
         module.to(device)
     with evaluation_mode(*extractors.values()), torch.inference_mode():
-        for images, _labels, batch_indices in tqdm(loader, desc=description, unit="batch",
-                                                   disable=not progress, leave=False):
+        for images, _labels, batch_indices in tqdm(
+            loader, desc=description, unit="batch", disable=not progress, leave=False
+        ):
             images = images.to(device, non_blocking=True)
             for name, module in extractors.items():
                 outputs[name].append(module(images).float().cpu().numpy())
             indices.append(np.asarray(batch_indices, dtype=np.int64))
-    features = {name: np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
-                for name, parts in outputs.items()}
+    features = {
+        name: np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+        for name, parts in outputs.items()
+    }
     return features, np.concatenate(indices) if indices else np.zeros(0, np.int64)
 
 
@@ -210,19 +218,29 @@ def embed_folder(
     folder = ImageFolder.scan(data_dir)
     labels, classes = folder.labels()
     loader = image_loader(folder, view_config, batch_size, num_workers)
-    features, indices = extract_features(loader, extractors, device, progress,
-                                         description=f"embedding {folder.root.name}")
+    features, indices = extract_features(
+        loader, extractors, device, progress, description=f"embedding {folder.root.name}"
+    )
     # Unreadable images were replaced by their successors: keep each image once.
     kept, first_rows = np.unique(indices, return_index=True)
     if len(kept) < len(folder):
-        log.warning("%d unreadable image(s) in %s left out of the embeddings",
-                    len(folder) - len(kept), folder.root)
+        log.warning(
+            "%d unreadable image(s) in %s left out of the embeddings",
+            len(folder) - len(kept),
+            folder.root,
+        )
     paths = np.asarray(folder.relative_paths(), dtype=str)[kept]
     sources = sources or {}
     return {
-        name: Embeddings(values[first_rows], paths, labels[kept],
-                         np.asarray(classes, dtype=str), str(folder.root),
-                         sources.get(name, ""), name)
+        name: Embeddings(
+            values[first_rows],
+            paths,
+            labels[kept],
+            np.asarray(classes, dtype=str),
+            str(folder.root),
+            sources.get(name, ""),
+            name,
+        )
         for name, values in features.items()
     }
 
@@ -253,10 +271,19 @@ def embed_images(
         The embeddings, ready for :func:`save_embeddings` or
         :func:`contrastive.explore.load_embeddings`.
     """
-    encoder = source if isinstance(source, Encoder) else load_encoder(
-        source, with_projection_head=projection_head)
+    encoder = (
+        source
+        if isinstance(source, Encoder)
+        else load_encoder(source, with_projection_head=projection_head)
+    )
     feature = "projector" if projection_head else "backbone"
-    return embed_folder(data_dir, encoder.view_config,
-                        {feature: feature_extractor(encoder, projection_head)},
-                        {feature: encoder.source}, batch_size, num_workers, device,
-                        progress)[feature]
+    return embed_folder(
+        data_dir,
+        encoder.view_config,
+        {feature: feature_extractor(encoder, projection_head)},
+        {feature: encoder.source},
+        batch_size,
+        num_workers,
+        device,
+        progress,
+    )[feature]

@@ -122,8 +122,9 @@ def load_encoder(
         return _load_run(path, backbone_config, view_config, with_projection_head)
     content = load_torch_safely(path)
     if isinstance(content, Mapping) and "state_dict" in content:
-        return _from_lightning(content, str(path), backbone_config, view_config,
-                               with_projection_head)
+        return _from_lightning(
+            content, str(path), backbone_config, view_config, with_projection_head
+        )
     if not isinstance(content, Mapping):
         raise ContrastiveError(f"{path} holds no state_dict (found {type(content).__name__})")
     if backbone_config is None or view_config is None:
@@ -142,12 +143,18 @@ def random_init_encoder(encoder: Encoder, seed: int = 0) -> Encoder:
         torch.manual_seed(seed)
         backbone, feature_dim = build_backbone(encoder.backbone_config)
     backbone.eval()
-    return replace(encoder, backbone=backbone, feature_dim=feature_dim,
-                   source=f"random init (seed {seed})", projection_head=None)
+    return replace(
+        encoder,
+        backbone=backbone,
+        feature_dim=feature_dim,
+        source=f"random init (seed {seed})",
+        projection_head=None,
+    )
 
 
-def load_backbone_weights(backbone: nn.Module, state_dict: Mapping[str, Tensor],
-                          source: str, config: BackboneConfig) -> None:
+def load_backbone_weights(
+    backbone: nn.Module, state_dict: Mapping[str, Tensor], source: str, config: BackboneConfig
+) -> None:
     """Loads weights strictly, summarising any mismatch in one line.
 
     Raises:
@@ -161,8 +168,11 @@ def load_backbone_weights(backbone: nn.Module, state_dict: Mapping[str, Tensor],
         for key, value in expected.items()
         if key in state_dict and tuple(state_dict[key].shape) != tuple(value.shape)
     ]
-    problems = [_describe(missing, "missing key(s)"), _describe(unexpected, "unexpected key(s)"),
-                _describe(reshaped, "shape mismatch(es)")]
+    problems = [
+        _describe(missing, "missing key(s)"),
+        _describe(unexpected, "unexpected key(s)"),
+        _describe(reshaped, "shape mismatch(es)"),
+    ]
     problems = [problem for problem in problems if problem]
     if not problems:
         try:
@@ -182,8 +192,12 @@ def _describe(items: list[str], what: str) -> str:
     return f"{len(items)} {what} (e.g. {', '.join(items[:2])})"
 
 
-def _load_run(run: Path, backbone_config: BackboneConfig | None,
-              view_config: ViewConfig | None, with_projection_head: bool) -> Encoder:
+def _load_run(
+    run: Path,
+    backbone_config: BackboneConfig | None,
+    view_config: ViewConfig | None,
+    with_projection_head: bool,
+) -> Encoder:
     config_file = run / RUN_CONFIG
     if not config_file.is_file():
         raise ContrastiveError(f"{run} is not a run folder: {RUN_CONFIG} is missing")
@@ -194,32 +208,49 @@ def _load_run(run: Path, backbone_config: BackboneConfig | None,
     weights, checkpoint = run / RUN_BACKBONE, run / RUN_CHECKPOINT
     if with_projection_head or not weights.is_file():
         if not checkpoint.is_file():
-            wanted = f"{RUN_CHECKPOINT}" if with_projection_head else (
-                f"{RUN_BACKBONE} or {RUN_CHECKPOINT}")
+            wanted = (
+                f"{RUN_CHECKPOINT}"
+                if with_projection_head
+                else (f"{RUN_BACKBONE} or {RUN_CHECKPOINT}")
+            )
             raise ContrastiveError(f"{run} holds no {wanted}")
         content = load_torch_safely(checkpoint)
         if not isinstance(content, Mapping) or "state_dict" not in content:
             raise ContrastiveError(f"{checkpoint} is not a Lightning checkpoint")
-        encoder = _from_lightning(content, str(checkpoint), backbone_config, view_config,
-                                  with_projection_head, config, str(config_file))
+        encoder = _from_lightning(
+            content,
+            str(checkpoint),
+            backbone_config,
+            view_config,
+            with_projection_head,
+            config,
+            str(config_file),
+        )
         return replace(encoder, source=str(run))
-    backbone_config, view_config = _configs(config, str(config_file), backbone_config,
-                                            view_config)
+    backbone_config, view_config = _configs(config, str(config_file), backbone_config, view_config)
     state_dict = load_torch_safely(weights)
     if not isinstance(state_dict, Mapping):
         raise ContrastiveError(f"{weights} holds no state_dict")
-    return replace(_assemble(state_dict, str(weights), backbone_config, view_config, None),
-                   source=str(run))
+    return replace(
+        _assemble(state_dict, str(weights), backbone_config, view_config, None), source=str(run)
+    )
 
 
-def _from_lightning(content: Mapping, source: str, backbone_config: BackboneConfig | None,
-                    view_config: ViewConfig | None, with_projection_head: bool,
-                    config: object = None, config_source: str | None = None) -> Encoder:
+def _from_lightning(
+    content: Mapping,
+    source: str,
+    backbone_config: BackboneConfig | None,
+    view_config: ViewConfig | None,
+    with_projection_head: bool,
+    config: object = None,
+    config_source: str | None = None,
+) -> Encoder:
     if config is None:
         config = (content.get("hyper_parameters") or {}).get("config")
         config_source = f"{source} (hyper_parameters.config)"
-    backbone_config, view_config = _configs(config, config_source or source, backbone_config,
-                                            view_config)
+    backbone_config, view_config = _configs(
+        config, config_source or source, backbone_config, view_config
+    )
     state_dict = content["state_dict"]
     backbone_weights = _with_prefix(state_dict, "backbone.")
     if not backbone_weights:
@@ -234,12 +265,17 @@ def _from_lightning(content: Mapping, source: str, backbone_config: BackboneConf
 
 
 def _with_prefix(state_dict: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    return {key[len(prefix):]: value for key, value in state_dict.items()
-            if key.startswith(prefix)}
+    return {
+        key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)
+    }
 
 
-def _configs(config: object, source: str, backbone_config: BackboneConfig | None,
-             view_config: ViewConfig | None) -> tuple[BackboneConfig, ViewConfig]:
+def _configs(
+    config: object,
+    source: str,
+    backbone_config: BackboneConfig | None,
+    view_config: ViewConfig | None,
+) -> tuple[BackboneConfig, ViewConfig]:
     if not isinstance(config, Mapping):
         raise ContrastiveError(f"{source} holds no configuration mapping")
     if backbone_config is None:
@@ -258,8 +294,13 @@ def _configs(config: object, source: str, backbone_config: BackboneConfig | None
     return backbone_config, view_config
 
 
-def _assemble(state_dict: Mapping[str, Tensor], source: str, backbone_config: BackboneConfig,
-              view_config: ViewConfig, projection_head: nn.Module | None) -> Encoder:
+def _assemble(
+    state_dict: Mapping[str, Tensor],
+    source: str,
+    backbone_config: BackboneConfig,
+    view_config: ViewConfig,
+    projection_head: nn.Module | None,
+) -> Encoder:
     backbone, feature_dim = build_backbone(backbone_config)
     load_backbone_weights(backbone, state_dict, source, backbone_config)
     backbone.eval()
@@ -274,8 +315,7 @@ def _assemble(state_dict: Mapping[str, Tensor], source: str, backbone_config: Ba
     return Encoder(backbone, feature_dim, view_config, backbone_config, source, projection_head)
 
 
-def projection_head_from_state_dict(state_dict: Mapping[str, Tensor],
-                                    source: str) -> nn.Sequential:
+def projection_head_from_state_dict(state_dict: Mapping[str, Tensor], source: str) -> nn.Sequential:
     """Rebuilds a Lightly ``ProjectionHead`` (SimCLR / MoCo) from its weights alone.
 
     Lightly stores the head as ``layers.<i>``: Linear layers (2-D weight), BatchNorm1d
@@ -285,8 +325,13 @@ def projection_head_from_state_dict(state_dict: Mapping[str, Tensor],
     Raises:
         ContrastiveError: If the weights are not laid out that way.
     """
-    indices = sorted({int(key.split(".")[1]) for key in state_dict
-                      if key.startswith("layers.") and key.split(".")[1].isdigit()})
+    indices = sorted(
+        {
+            int(key.split(".")[1])
+            for key in state_dict
+            if key.startswith("layers.") and key.split(".")[1].isdigit()
+        }
+    )
     if not indices:
         raise ContrastiveError(f"{source}: projection head weights are not Lightly 'layers.*'")
     layers: list[nn.Module] = []
@@ -297,16 +342,18 @@ def projection_head_from_state_dict(state_dict: Mapping[str, Tensor],
             width = state_dict[prefix + "running_mean"].shape[0]
             layers.append(nn.BatchNorm1d(width, affine=weight is not None))
         elif weight is not None and weight.ndim == 2:
-            layers.append(nn.Linear(weight.shape[1], weight.shape[0],
-                                    bias=prefix + "bias" in state_dict))
+            layers.append(
+                nn.Linear(weight.shape[1], weight.shape[0], bias=prefix + "bias" in state_dict)
+            )
         elif index not in indices:
             layers.append(nn.ReLU())
         else:
             raise ContrastiveError(f"{source}: unrecognised projection head layer {index}")
     head = nn.Sequential(*layers)
     try:
-        head.load_state_dict({f"{key[len('layers.'):]}": value
-                              for key, value in state_dict.items()}, strict=True)
+        head.load_state_dict(
+            {f"{key[len('layers.') :]}": value for key, value in state_dict.items()}, strict=True
+        )
     except RuntimeError as error:
         raise ContrastiveError(
             f"{source}: cannot load the projection head: {str(error).splitlines()[0]}"

@@ -53,8 +53,9 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         raise ContrastiveError(
             f"cannot create folder {target_path.parent}: {error.strerror or error}"
         ) from error
-    handle, temporary = tempfile.mkstemp(prefix=f".{target_path.name}.", suffix=".tmp",
-                                         dir=target_path.parent)
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{target_path.name}.", suffix=".tmp", dir=target_path.parent
+    )
     os.close(handle)
     temporary_path = Path(temporary)
     try:
@@ -123,9 +124,7 @@ def load_torch_safely(path: str | os.PathLike) -> Any:
                 f"refusing to load {file}: it references {refused_global.group(1)}, which "
                 f"could run code; only tensors and plain data are loaded (weights_only=True)"
             ) from error
-        raise ContrastiveError(
-            f"cannot read {file} as a torch file: {_summary(error)}"
-        ) from error
+        raise ContrastiveError(f"cannot read {file} as a torch file: {_summary(error)}") from error
 
 
 def _summary(error: Exception) -> str:

@@ -69,10 +69,16 @@ def max_sprite_images(thumbnail_size: int) -> int:
     return (SPRITE_MAX_SIDE // thumbnail_size) ** 2
 
 
-def export_projector(embeddings: np.ndarray, paths: Sequence[str], labels: np.ndarray | None,
-                     classes: Sequence[str], data_root: str | os.PathLike | None,
-                     out_dir: str | os.PathLike, thumbnail_size: int = 32,
-                     seed: int = 0) -> ProjectorExport:
+def export_projector(
+    embeddings: np.ndarray,
+    paths: Sequence[str],
+    labels: np.ndarray | None,
+    classes: Sequence[str],
+    data_root: str | os.PathLike | None,
+    out_dir: str | os.PathLike,
+    thumbnail_size: int = 32,
+    seed: int = 0,
+) -> ProjectorExport:
     """Writes the Embedding Projector files for a set of embeddings.
 
     Args:
@@ -92,40 +98,62 @@ def export_projector(embeddings: np.ndarray, paths: Sequence[str], labels: np.nd
         ContrastiveError: On inconsistent inputs, a bad ``thumbnail_size`` or an image
             that cannot be read.
     """
-    dataset = EmbeddingSet(embeddings=embeddings, paths=list(paths), labels=labels,
-                           classes=list(classes), data_root=data_root)
+    dataset = EmbeddingSet(
+        embeddings=embeddings,
+        paths=list(paths),
+        labels=labels,
+        classes=list(classes),
+        data_root=data_root,
+    )
     with_images = data_root is not None
     if with_images and not Path(data_root).expanduser().is_dir():
         raise ContrastiveError(f"data_root is not a folder: {data_root}")
     if with_images and not 1 <= thumbnail_size <= SPRITE_MAX_SIDE:
-        raise ContrastiveError(f"thumbnail_size must be between 1 and {SPRITE_MAX_SIDE} "
-                               f"pixels, got {thumbnail_size}")
+        raise ContrastiveError(
+            f"thumbnail_size must be between 1 and {SPRITE_MAX_SIDE} pixels, got {thumbnail_size}"
+        )
     indices = _exported_rows(len(dataset), thumbnail_size if with_images else None, seed)
     folder = Path(out_dir).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     # The sprite goes first: reading images is what fails, and then nothing is replaced.
-    sprite_path = (_write_sprite(dataset, indices, thumbnail_size, folder / SPRITE_FILE)
-                   if with_images else None)
+    sprite_path = (
+        _write_sprite(dataset, indices, thumbnail_size, folder / SPRITE_FILE)
+        if with_images
+        else None
+    )
     tensors_path = _write_tensors(dataset.embeddings[indices], folder / TENSORS_FILE)
     metadata_path = _write_metadata(dataset, indices, folder / METADATA_FILE)
     config_path = folder / CONFIG_FILE
-    write_text_atomic(config_path, projector_config_text(
-        len(indices), dataset.embeddings.shape[1],
-        thumbnail_size if sprite_path is not None else None))
+    write_text_atomic(
+        config_path,
+        projector_config_text(
+            len(indices),
+            dataset.embeddings.shape[1],
+            thumbnail_size if sprite_path is not None else None,
+        ),
+    )
     log.info("wrote the projector files for %d points to %s", len(indices), folder)
-    return ProjectorExport(out_dir=folder, config_path=config_path, tensors_path=tensors_path,
-                           metadata_path=metadata_path, sprite_path=sprite_path,
-                           indices=indices)
+    return ProjectorExport(
+        out_dir=folder,
+        config_path=config_path,
+        tensors_path=tensors_path,
+        metadata_path=metadata_path,
+        sprite_path=sprite_path,
+        indices=indices,
+    )
 
 
 def _exported_rows(count: int, thumbnail_size: int | None, seed: int) -> np.ndarray:
     if thumbnail_size is None or count <= max_sprite_images(thumbnail_size):
         return np.arange(count)
     capacity = max_sprite_images(thumbnail_size)
-    warnings.warn(f"the projector's sprite is limited to {SPRITE_MAX_SIDE}x{SPRITE_MAX_SIDE} "
-                  f"px, which holds {capacity} thumbnails of {thumbnail_size} px: exporting a "
-                  f"random {capacity} of {count} points (use a smaller thumbnail_size to "
-                  "export more)", stacklevel=3)
+    warnings.warn(
+        f"the projector's sprite is limited to {SPRITE_MAX_SIDE}x{SPRITE_MAX_SIDE} "
+        f"px, which holds {capacity} thumbnails of {thumbnail_size} px: exporting a "
+        f"random {capacity} of {count} points (use a smaller thumbnail_size to "
+        "export more)",
+        stacklevel=3,
+    )
     chosen = np.random.default_rng(seed).choice(count, size=capacity, replace=False)
     return np.sort(chosen)
 
@@ -140,9 +168,11 @@ def _write_tensors(embeddings: np.ndarray, target: Path) -> Path:
 def _write_metadata(dataset: EmbeddingSet, indices: np.ndarray, target: Path) -> Path:
     lines = ["index\tpath\tclass\tlabel"]
     for index in indices:
-        lines.append(f"{index}\t{_tsv_field(dataset.paths[index])}\t"
-                     f"{_tsv_field(dataset.label_name(int(index)))}\t"
-                     f"{dataset.labels[index]}")
+        lines.append(
+            f"{index}\t{_tsv_field(dataset.paths[index])}\t"
+            f"{_tsv_field(dataset.label_name(int(index)))}\t"
+            f"{dataset.labels[index]}"
+        )
     write_text_atomic(target, "\n".join(lines) + "\n")
     return target
 
@@ -157,25 +187,24 @@ def sprite_grid_side(count: int) -> int:
     return max(1, math.ceil(math.sqrt(count)))
 
 
-def _write_sprite(dataset: EmbeddingSet, indices: np.ndarray, thumbnail_size: int,
-                  target: Path) -> Path:
+def _write_sprite(
+    dataset: EmbeddingSet, indices: np.ndarray, thumbnail_size: int, target: Path
+) -> Path:
     side = sprite_grid_side(len(indices))
     sprite = Image.new("RGB", (side * thumbnail_size,) * 2, _SPRITE_BACKGROUND)
     # Decode in batches so a 65k-point sprite never holds every thumbnail twice.
     batch = 1024
     for start in range(0, len(indices), batch):
-        thumbnails = load_thumbnails(dataset, indices[start:start + batch], thumbnail_size)
+        thumbnails = load_thumbnails(dataset, indices[start : start + batch], thumbnail_size)
         for offset, thumbnail in enumerate(thumbnails):
             row, col = divmod(start + offset, side)
-            sprite.paste(Image.fromarray(thumbnail),
-                         (col * thumbnail_size, row * thumbnail_size))
+            sprite.paste(Image.fromarray(thumbnail), (col * thumbnail_size, row * thumbnail_size))
     with atomic_path(target) as temporary:
         sprite.save(temporary, format="PNG")
     return target
 
 
-def projector_config_text(num_points: int, dims: int,
-                          thumbnail_size: int | None) -> str:
+def projector_config_text(num_points: int, dims: int, thumbnail_size: int | None) -> str:
     """The ``projector_config.pbtxt`` text (protobuf text format of ``ProjectorConfig``).
 
     Args:

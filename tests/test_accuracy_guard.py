@@ -32,20 +32,32 @@ MARGIN = 0.03
 
 
 def top1(bank, queries, k: int, metric: str) -> float:
-    ranking = knn_classify(torch.from_numpy(bank.embeddings), torch.from_numpy(bank.labels),
-                           torch.from_numpy(queries.embeddings), k=k, temperature=0.1,
-                           metric=metric)
+    ranking = knn_classify(
+        torch.from_numpy(bank.embeddings),
+        torch.from_numpy(bank.labels),
+        torch.from_numpy(queries.embeddings),
+        k=k,
+        temperature=0.1,
+        metric=metric,
+    )
     return float((ranking[:, 0] == torch.from_numpy(queries.labels)).float().mean())
 
 
-def test_short_training_beats_random_init_and_raw_pixels(cifar10_root: Path,
-                                                          tmp_path: Path) -> None:
+def test_short_training_beats_random_init_and_raw_pixels(
+    cifar10_root: Path, tmp_path: Path
+) -> None:
     train_dir = subset(cifar10_root / "train", tmp_path / "train", per_class=300, seed=0)
     test_dir = subset(cifar10_root / "test", tmp_path / "test", per_class=100, seed=0)
     config = TrainConfig(
-        data=str(train_dir), out=str(tmp_path / "run"), views=view_preset("cifar"),
+        data=str(train_dir),
+        out=str(tmp_path / "run"),
+        views=view_preset("cifar"),
         backbone=BackboneConfig("resnet18_quarter", small_image_stem=True),
-        batch_size=256, epochs=10, seed=0, num_workers=0, checkpoint_every_n_epochs=100,
+        batch_size=256,
+        epochs=10,
+        seed=0,
+        num_workers=0,
+        checkpoint_every_n_epochs=100,
         cache_dir=str(tmp_path / "cache"),
     )
     result = train(config)

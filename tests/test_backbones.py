@@ -20,9 +20,15 @@ from contrastive.errors import ContrastiveError
 
 # Final stage width: 512 for BasicBlock ResNets, 4 * 512 for Bottleneck (ResNet-50),
 # 8 * base width for the narrow ResNet-18s (8 * 32, 8 * 16).
-FEATURE_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048,
-                "resnet18_half": 256, "resnet18_quarter": 128,
-                "resnet18_pooled": 512, "resnet18_half_pooled": 256}
+FEATURE_DIMS = {
+    "resnet18": 512,
+    "resnet34": 512,
+    "resnet50": 2048,
+    "resnet18_half": 256,
+    "resnet18_quarter": 128,
+    "resnet18_pooled": 512,
+    "resnet18_half_pooled": 256,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -47,10 +53,11 @@ def test_feature_width(name: str, small_stem: bool) -> None:
     assert feature_dim_of(model, input_size=16) == feature_dim  # measured by a forward pass
 
 
-@pytest.mark.parametrize(("name", "widths"), [("resnet18_half", [32, 64, 128, 256]),
-                                              ("resnet18_quarter", [16, 32, 64, 128])])
-def test_narrow_resnets_have_resnet18_depth_and_scaled_widths(name: str,
-                                                              widths: list[int]) -> None:
+@pytest.mark.parametrize(
+    ("name", "widths"),
+    [("resnet18_half", [32, 64, 128, 256]), ("resnet18_quarter", [16, 32, 64, 128])],
+)
+def test_narrow_resnets_have_resnet18_depth_and_scaled_widths(name: str, widths: list[int]) -> None:
     model, _ = build_backbone(BackboneConfig(name))
     stages = [model.layer1, model.layer2, model.layer3, model.layer4]
     assert [len(stage) for stage in stages] == [2, 2, 2, 2]

@@ -41,9 +41,15 @@ def write_images(root: Path, layout: dict[str, int], size: int = 20) -> Path:
 
 
 def small_embeddings() -> Embeddings:
-    return Embeddings(np.arange(6, dtype=np.float32).reshape(3, 2),
-                      np.array(["a/0.png", "a/1.png", "loose.png"]), np.array([0, 0, -1]),
-                      np.array(["a"]), "/data", "/runs/x", "backbone")
+    return Embeddings(
+        np.arange(6, dtype=np.float32).reshape(3, 2),
+        np.array(["a/0.png", "a/1.png", "loose.png"]),
+        np.array([0, 0, -1]),
+        np.array(["a"]),
+        "/data",
+        "/runs/x",
+        "backbone",
+    )
 
 
 def test_file_round_trip_is_plain_numpy(tmp_path: Path) -> None:
@@ -67,8 +73,13 @@ def test_bad_files_raise_one_line_errors(tmp_path: Path) -> None:
     np.savez(tmp_path / "partial.npz", embeddings=np.zeros((2, 2)))
     with pytest.raises(ContrastiveError, match="missing paths, labels, classes"):
         load_embeddings(tmp_path / "partial.npz")
-    np.savez(tmp_path / "short.npz", embeddings=np.zeros((2, 2)), paths=np.array(["a"]),
-             labels=np.zeros(2), classes=np.array(["a"]))
+    np.savez(
+        tmp_path / "short.npz",
+        embeddings=np.zeros((2, 2)),
+        paths=np.array(["a"]),
+        labels=np.zeros(2),
+        classes=np.array(["a"]),
+    )
     with pytest.raises(ContrastiveError, match="do not match"):
         load_embeddings(tmp_path / "short.npz")
 
@@ -78,15 +89,25 @@ def test_folder_embedding_matches_single_image_inference(tmp_path: Path) -> None
     torch.manual_seed(0)
     backbone, _ = build_backbone(BackboneConfig("resnet18_quarter"))
     extractors = {"backbone": EncoderFeatures(backbone), "raw_pixels": RawPixels()}
-    result = embed_folder(root, VIEWS, extractors, {"backbone": "run"}, batch_size=4,
-                          progress=False)
+    result = embed_folder(
+        root, VIEWS, extractors, {"backbone": "run"}, batch_size=4, progress=False
+    )
     embedded, pixels = result["backbone"], result["raw_pixels"]
-    assert list(embedded.paths) == ["000.png", "cat/000.png", "cat/001.png", "cat/002.png",
-                                    "dog/000.png", "dog/001.png"]
+    assert list(embedded.paths) == [
+        "000.png",
+        "cat/000.png",
+        "cat/001.png",
+        "cat/002.png",
+        "dog/000.png",
+        "dog/001.png",
+    ]
     assert embedded.labels.tolist() == [-1, 0, 0, 0, 1, 1]
     assert list(embedded.classes) == ["cat", "dog"]
-    assert (embedded.source, embedded.feature, embedded.data_root) == \
-        ("run", "backbone", str(root.absolute()))
+    assert (embedded.source, embedded.feature, embedded.data_root) == (
+        "run",
+        "backbone",
+        str(root.absolute()),
+    )
     image = eval_transform(VIEWS)(load_rgb(root / "dog" / "001.png"))
     with torch.no_grad():
         expected = backbone.eval()(image[None])[0]
@@ -98,15 +119,17 @@ def test_embed_images_with_a_run_folder_or_encoder(tmp_path: Path) -> None:
     root = write_images(tmp_path / "data", {"cat": 2, "dog": 2})
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.yaml").write_text(yaml.safe_dump({
-        "views": VIEWS.to_dict(), "backbone": {"name": "resnet18_quarter"}}))
+    (run / "config.yaml").write_text(
+        yaml.safe_dump({"views": VIEWS.to_dict(), "backbone": {"name": "resnet18_quarter"}})
+    )
     torch.manual_seed(3)
     backbone, _ = build_backbone(BackboneConfig("resnet18_quarter"))
     torch.save(backbone.state_dict(), run / "backbone.pt")
 
     embedded = embed_images(run, root, batch_size=3, progress=False)
-    expected = embed_folder(root, VIEWS, {"backbone": EncoderFeatures(backbone)},
-                            progress=False)["backbone"]
+    expected = embed_folder(root, VIEWS, {"backbone": EncoderFeatures(backbone)}, progress=False)[
+        "backbone"
+    ]
     assert (embedded.feature, embedded.source) == ("backbone", str(run.absolute()))
     assert list(embedded.paths) == list(expected.paths) and embedded.labels.tolist() == [0, 0, 1, 1]
     assert np.allclose(embedded.embeddings, expected.embeddings, atol=1e-5)
@@ -149,12 +172,15 @@ def test_raw_pixels_are_area_downsampled_above_32_px() -> None:
 
 def test_cifar_subset_embeds_every_image_with_its_class(cifar10_small: dict[str, Path]) -> None:
     features = EncoderFeatures(nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten()))
-    result = embed_folder(cifar10_small["test"], view_preset("cifar"), {"f": features},
-                          progress=False)["f"]
+    result = embed_folder(
+        cifar10_small["test"], view_preset("cifar"), {"f": features}, progress=False
+    )["f"]
     assert result.embeddings.shape == (100, 12)
     assert np.bincount(result.labels).tolist() == [10] * 10
-    assert result.classes[3] == "cat" and all(p.startswith(result.classes[label] + "/")
-                                              for p, label in zip(result.paths, result.labels))
+    assert result.classes[3] == "cat" and all(
+        p.startswith(result.classes[label] + "/") for p, label in zip(result.paths, result.labels)
+    )
     image = eval_transform(view_preset("cifar"))(load_rgb(cifar10_small["test"] / result.paths[0]))
-    assert np.allclose(result.embeddings[0], F.adaptive_avg_pool2d(image, 2).flatten().numpy(),
-                       atol=1e-6)
+    assert np.allclose(
+        result.embeddings[0], F.adaptive_avg_pool2d(image, 2).flatten().numpy(), atol=1e-6
+    )

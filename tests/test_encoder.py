@@ -25,8 +25,11 @@ VIEWS = view_preset("cifar")
 
 
 def config_dict() -> dict:
-    return {"views": VIEWS.to_dict(), "method": {"name": "simclr"},
-            "backbone": {"name": BACKBONE.name, "small_image_stem": BACKBONE.small_image_stem}}
+    return {
+        "views": VIEWS.to_dict(),
+        "method": {"name": "simclr"},
+        "backbone": {"name": BACKBONE.name, "small_image_stem": BACKBONE.small_image_stem},
+    }
 
 
 def trained_backbone(seed: int = 1) -> nn.Module:
@@ -45,8 +48,9 @@ def write_checkpoint(path: Path, backbone: nn.Module, head: nn.Module | None) ->
     if head is not None:
         state.update({f"projection_head.{k}": v for k, v in head.state_dict().items()})
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": state, "hyper_parameters": {"config": config_dict()},
-                "epoch": 3}, path)
+    torch.save(
+        {"state_dict": state, "hyper_parameters": {"config": config_dict()}, "epoch": 3}, path
+    )
 
 
 @pytest.fixture
@@ -59,8 +63,9 @@ def run_dir(tmp_path: Path) -> Path:
 
 
 def same_weights(first: nn.Module, second: nn.Module) -> bool:
-    return all(torch.equal(a, b) for a, b in
-               zip(first.state_dict().values(), second.state_dict().values()))
+    return all(
+        torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values())
+    )
 
 
 def test_run_folder_gives_weights_and_configs(run_dir: Path) -> None:
@@ -81,8 +86,9 @@ def test_run_folder_without_backbone_pt_uses_last_checkpoint(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("head_class", [SimCLRProjectionHead, MoCoProjectionHead])
-def test_checkpoint_projection_head_reproduces_lightly_head(tmp_path: Path,
-                                                            head_class: type) -> None:
+def test_checkpoint_projection_head_reproduces_lightly_head(
+    tmp_path: Path, head_class: type
+) -> None:
     torch.manual_seed(2)
     head = head_class(128, 64, 32)
     for module in head.modules():
@@ -94,8 +100,9 @@ def test_checkpoint_projection_head_reproduces_lightly_head(tmp_path: Path,
     head.eval()
     expected = head(trained_backbone().eval()(images))
     with torch.no_grad():
-        assert torch.allclose(feature_extractor(encoder, projector=True)(images), expected,
-                              atol=1e-5)
+        assert torch.allclose(
+            feature_extractor(encoder, projector=True)(images), expected, atol=1e-5
+        )
         assert feature_extractor(encoder)(images).shape == (4, 128)
 
 
@@ -110,12 +117,15 @@ def test_plain_state_dict_needs_and_uses_given_configs(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("config", "message"),
-    [(BackboneConfig("resnet18_quarter"), "1 shape mismatch"),
-     (BackboneConfig("resnet18_half", small_image_stem=True), "shape mismatch"),
-     (BackboneConfig("resnet34", small_image_stem=True), "missing")],
+    [
+        (BackboneConfig("resnet18_quarter"), "1 shape mismatch"),
+        (BackboneConfig("resnet18_half", small_image_stem=True), "shape mismatch"),
+        (BackboneConfig("resnet34", small_image_stem=True), "missing"),
+    ],
 )
-def test_weights_of_another_architecture_give_one_line(tmp_path: Path, config: BackboneConfig,
-                                                       message: str) -> None:
+def test_weights_of_another_architecture_give_one_line(
+    tmp_path: Path, config: BackboneConfig, message: str
+) -> None:
     weights = tmp_path / "weights.pt"
     torch.save(trained_backbone().state_dict(), weights)
     with pytest.raises(ContrastiveError, match=message) as error:

@@ -18,14 +18,28 @@ import yaml
 
 pytestmark = pytest.mark.e2e
 
-TINY = ["--views", "cifar", "--backbone", "resnet18", "--batch-size", "64",
-        "--num-workers", "0", "--seed", "0"]
+TINY = [
+    "--views",
+    "cifar",
+    "--backbone",
+    "resnet18",
+    "--batch-size",
+    "64",
+    "--num-workers",
+    "0",
+    "--seed",
+    "0",
+]
 
 
 def contrastive(*arguments: object, check: bool = True) -> subprocess.CompletedProcess:
     """Runs the installed CLI in a fresh interpreter, as a user would."""
-    result = subprocess.run([sys.executable, "-m", "contrastive", *map(str, arguments)],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "contrastive", *map(str, arguments)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -34,8 +48,18 @@ def contrastive(*arguments: object, check: bool = True) -> subprocess.CompletedP
 @pytest.fixture(scope="module")
 def trained_run(cifar10_small: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("e2e") / "run"
-    contrastive("train", "--data", cifar10_small["train"], "--out", run, "--epochs", "2",
-                "--checkpoint-every", "1", *TINY)
+    contrastive(
+        "train",
+        "--data",
+        cifar10_small["train"],
+        "--out",
+        run,
+        "--epochs",
+        "2",
+        "--checkpoint-every",
+        "1",
+        *TINY,
+    )
     return run
 
 
@@ -67,27 +91,60 @@ def test_resume_continues_from_last_checkpoint(trained_run: Path, tmp_path: Path
     assert after["optimizer_states"][0]["state"], "optimizer state missing after resume"
 
 
-def test_starting_over_an_existing_run_is_refused(trained_run: Path,
-                                                  cifar10_small: dict[str, Path]) -> None:
-    result = contrastive("train", "--data", cifar10_small["train"], "--out", trained_run,
-                         *TINY, check=False)
+def test_starting_over_an_existing_run_is_refused(
+    trained_run: Path, cifar10_small: dict[str, Path]
+) -> None:
+    result = contrastive(
+        "train", "--data", cifar10_small["train"], "--out", trained_run, *TINY, check=False
+    )
     assert result.returncode == 2
     assert "already holds a run" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_embed_and_knn_report_with_baselines(trained_run: Path, cifar10_small: dict[str, Path],
-                                             tmp_path: Path) -> None:
+def test_embed_and_knn_report_with_baselines(
+    trained_run: Path, cifar10_small: dict[str, Path], tmp_path: Path
+) -> None:
     train_npz, test_npz = tmp_path / "train.npz", tmp_path / "test.npz"
-    contrastive("embed", "--run", trained_run, "--data", cifar10_small["train"],
-                "--out", train_npz, "--no-progress")
-    contrastive("embed", "--run", trained_run, "--data", cifar10_small["test"],
-                "--out", test_npz, "--projector", tmp_path / "projector", "--no-progress")
+    contrastive(
+        "embed",
+        "--run",
+        trained_run,
+        "--data",
+        cifar10_small["train"],
+        "--out",
+        train_npz,
+        "--no-progress",
+    )
+    contrastive(
+        "embed",
+        "--run",
+        trained_run,
+        "--data",
+        cifar10_small["test"],
+        "--out",
+        test_npz,
+        "--projector",
+        tmp_path / "projector",
+        "--no-progress",
+    )
     exported = sorted(p.name for p in (tmp_path / "projector").iterdir())
     assert exported == ["metadata.tsv", "projector_config.pbtxt", "sprite.png", "tensors.tsv"]
     assert len((tmp_path / "projector" / "tensors.tsv").read_text().splitlines()) == 100
     report_path = tmp_path / "knn.json"
-    contrastive("eval", "knn", "--train", train_npz, "--test", test_npz, "--k", "20",
-                "--baselines", "--out", report_path, "--no-progress")
+    contrastive(
+        "eval",
+        "knn",
+        "--train",
+        train_npz,
+        "--test",
+        test_npz,
+        "--k",
+        "20",
+        "--baselines",
+        "--out",
+        report_path,
+        "--no-progress",
+    )
     report = json.loads(report_path.read_text())
     assert set(report["results"]) == {"model", "random_init", "raw_pixels"}
     assert report["data"]["train_count"] == 300 and report["data"]["test_count"] == 100

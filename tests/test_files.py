@@ -156,8 +156,11 @@ def test_kill_during_save_keeps_the_old_file(tmp_path: Path) -> None:
         save_torch_atomic({"version": torch.ones(100_000), "stall": Stall()}, sys.argv[1])
     """)
     process = subprocess.Popen(
-        [sys.executable, "-c", child, str(target)], stdout=subprocess.PIPE, text=True,
-        cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        [sys.executable, "-c", child, str(target)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
     )
     try:
         assert process.stdout is not None
@@ -246,6 +249,9 @@ def test_check_writable_dir_in_a_read_only_folder(tmp_path: Path) -> None:
 
 
 def test_check_writable_dir_with_too_little_free_space(tmp_path: Path) -> None:
-    with pytest.raises(ContrastiveError, match=r"only .* GB free on the disk holding .*, "
-                       r"need at least 1000000000.00 GB"):
+    with pytest.raises(
+        ContrastiveError,
+        match=r"only .* GB free on the disk holding .*, "
+        r"need at least 1000000000.00 GB",
+    ):
         check_writable_dir(tmp_path, min_free_bytes=10**18)

@@ -26,9 +26,13 @@ def images(cifar10_small: dict[str, Path]) -> dict:
     keep = np.flatnonzero(np.arange(len(labels)) % 10 < 3)
     labels[keep[0]] = -1
     rng = np.random.default_rng(0)
-    return {"embeddings": rng.standard_normal((len(keep), 5)).astype(np.float32),
-            "paths": [folder.relative_paths()[i] for i in keep], "labels": labels[keep],
-            "classes": classes, "data_root": folder.root}
+    return {
+        "embeddings": rng.standard_normal((len(keep), 5)).astype(np.float32),
+        "paths": [folder.relative_paths()[i] for i in keep],
+        "labels": labels[keep],
+        "classes": classes,
+        "data_root": folder.root,
+    }
 
 
 def test_files_hold_every_point(images: dict, tmp_path: Path) -> None:
@@ -42,8 +46,12 @@ def test_files_hold_every_point(images: dict, tmp_path: Path) -> None:
     assert lines[0] == "index\tpath\tclass\tlabel" and len(lines) == 31
     first, second = lines[1].split("\t"), lines[2].split("\t")
     assert first == ["0", images["paths"][0], "unlabeled", "-1"]
-    assert second == ["1", images["paths"][1], images["classes"][images["labels"][1]],
-                      str(images["labels"][1])]
+    assert second == [
+        "1",
+        images["paths"][1],
+        images["classes"][images["labels"][1]],
+        str(images["labels"][1]),
+    ]
 
 
 def test_sprite_is_a_square_grid_in_point_order(images: dict, tmp_path: Path) -> None:
@@ -52,10 +60,10 @@ def test_sprite_is_a_square_grid_in_point_order(images: dict, tmp_path: Path) ->
     assert sprite.shape == (6 * 16, 6 * 16, 3)  # ceil(sqrt(30)) = 6 thumbnails a side
     for point in (0, 7, 29):
         row, col = divmod(point, 6)
-        cell = sprite[row * 16:(row + 1) * 16, col * 16:(col + 1) * 16]
+        cell = sprite[row * 16 : (row + 1) * 16, col * 16 : (col + 1) * 16]
         expected = load_thumbnail(images["data_root"] / images["paths"][point], 16)
         np.testing.assert_array_equal(cell, expected)
-    assert (sprite[5 * 16:, 0 * 16:] == 255).all()  # cells 30..35 are unused: white
+    assert (sprite[5 * 16 :, 0 * 16 :] == 255).all()  # cells 30..35 are unused: white
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shutil.copy(export.sprite_path, ARTIFACTS / "sprite.png")
 
@@ -77,8 +85,9 @@ def test_config_parses_as_a_projector_config(images: dict, tmp_path: Path) -> No
         assert (tmp_path / name).is_file()
 
 
-def test_large_sets_are_capped_to_what_the_sprite_holds(images: dict, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_large_sets_are_capped_to_what_the_sprite_holds(
+    images: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(projector, "SPRITE_MAX_SIDE", 64)  # 4 x 4 thumbnails of 16 px
     with pytest.warns(UserWarning, match="exporting a random 16 of 30 points"):
         export = export_projector(**images, out_dir=tmp_path, thumbnail_size=16)
@@ -87,8 +96,12 @@ def test_large_sets_are_capped_to_what_the_sprite_holds(images: dict, tmp_path: 
     assert Image.open(export.sprite_path).size == (64, 64)
     rows = export.metadata_path.read_text().splitlines()[1:]
     assert [int(row.split("\t")[0]) for row in rows] == export.indices.tolist()
-    np.testing.assert_allclose(np.loadtxt(export.tensors_path, delimiter="\t"),
-                               images["embeddings"][export.indices], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.loadtxt(export.tensors_path, delimiter="\t"),
+        images["embeddings"][export.indices],
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_sprite_capacity_at_the_real_limit() -> None:
@@ -97,8 +110,9 @@ def test_sprite_capacity_at_the_real_limit() -> None:
 
 
 def test_without_images_there_is_no_sprite_and_no_cap(images: dict, tmp_path: Path) -> None:
-    export = export_projector(**{**images, "data_root": None}, out_dir=tmp_path,
-                              thumbnail_size=8192)
+    export = export_projector(
+        **{**images, "data_root": None}, out_dir=tmp_path, thumbnail_size=8192
+    )
     assert export.sprite_path is None and not (tmp_path / "sprite.png").exists()
     assert "sprite" not in export.config_path.read_text()
     assert len(export.indices) == 30
@@ -130,7 +144,8 @@ def test_tensorboard_projector_plugin_serves_the_export(images: dict, tmp_path: 
     export_projector(**images, out_dir=tmp_path, thumbnail_size=16)
     # `tensorboard --logdir tmp_path` builds the plugin the same way, with no event files.
     plugin = plugin_module.ProjectorPlugin(
-        base_plugin.TBContext(logdir=str(tmp_path), data_provider=None))
+        base_plugin.TBContext(logdir=str(tmp_path), data_provider=None)
+    )
     apps = plugin.get_plugin_apps()
 
     def get(route: str) -> tuple[str, bytes]:
@@ -141,8 +156,12 @@ def test_tensorboard_projector_plugin_serves_the_export(images: dict, tmp_path: 
 
     status, tensor = get("/tensor")
     assert status == "200 OK"
-    np.testing.assert_allclose(np.frombuffer(tensor, dtype=np.float32).reshape(30, 5),
-                               images["embeddings"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.frombuffer(tensor, dtype=np.float32).reshape(30, 5),
+        images["embeddings"],
+        rtol=1e-5,
+        atol=1e-6,
+    )
     status, metadata = get("/metadata")
     assert status == "200 OK" and len(metadata.decode().splitlines()) == 31
     status, sprite = get("/sprite_image")

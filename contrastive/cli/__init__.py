@@ -43,8 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point. Bad input ends with a one-line ``error: ...`` and exit code 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     quiet_third_party_logs(verbose=args.verbose)
     warnings.formatwarning = lambda message, category, *_a, **_k: f"warning: {message}\n"
     if args.command is None:

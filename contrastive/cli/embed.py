@@ -21,15 +21,21 @@ log = logging.getLogger(__name__)
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Registers ``embed``."""
     parser = subparsers.add_parser(
-        "embed", help="embed an image folder with a trained encoder",
+        "embed",
+        help="embed an image folder with a trained encoder",
         description="Embed every image of a folder (evaluation transform, eval mode) into "
-                    "an .npz with embeddings, paths, labels and classes.")
+        "an .npz with embeddings, paths, labels and classes.",
+    )
     add_encoder_arguments(parser, required=True)
     parser.add_argument("--data", required=True, type=Path, help="image folder to embed")
     parser.add_argument("--out", required=True, type=Path, help="output .npz file")
-    parser.add_argument("--projector", type=Path, metavar="DIR",
-                        help="also write a TensorBoard Embedding Projector export (tensors, "
-                             "metadata, thumbnail sprite) to DIR")
+    parser.add_argument(
+        "--projector",
+        type=Path,
+        metavar="DIR",
+        help="also write a TensorBoard Embedding Projector export (tensors, "
+        "metadata, thumbnail sprite) to DIR",
+    )
     add_compute_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -38,16 +44,28 @@ def add_encoder_arguments(parser: argparse.ArgumentParser, required: bool) -> No
     """``--run | --checkpoint`` plus the flags that rebuild a plain state_dict."""
     source = parser.add_mutually_exclusive_group(required=required)
     source.add_argument("--run", type=Path, help="run folder (config.yaml + weights)")
-    source.add_argument("--checkpoint", type=Path,
-                        help="Lightning .ckpt, or plain backbone state_dict .pt (then give "
-                             "--backbone and --input-size)")
-    parser.add_argument("--backbone", choices=BACKBONES,
-                        help="architecture of a plain state_dict (overrides the run's)")
-    parser.add_argument("--small-image-stem", action="store_true",
-                        help="the plain state_dict uses the 3x3 small-image stem")
+    source.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="Lightning .ckpt, or plain backbone state_dict .pt (then give "
+        "--backbone and --input-size)",
+    )
+    parser.add_argument(
+        "--backbone",
+        choices=BACKBONES,
+        help="architecture of a plain state_dict (overrides the run's)",
+    )
+    parser.add_argument(
+        "--small-image-stem",
+        action="store_true",
+        help="the plain state_dict uses the 3x3 small-image stem",
+    )
     parser.add_argument("--input-size", type=int, help="evaluation input size in pixels")
-    parser.add_argument("--projection-head", action="store_true",
-                        help="use the projection head's output (Lightning checkpoints only)")
+    parser.add_argument(
+        "--projection-head",
+        action="store_true",
+        help="use the projection head's output (Lightning checkpoints only)",
+    )
 
 
 def add_compute_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,16 +81,19 @@ def encoder_from_args(args: argparse.Namespace) -> Encoder | None:
     source = args.run or args.checkpoint
     if source is None:
         return None
-    backbone_config = (BackboneConfig(args.backbone, args.small_image_stem)
-                       if args.backbone else None)
+    backbone_config = (
+        BackboneConfig(args.backbone, args.small_image_stem) if args.backbone else None
+    )
     view_config = None
     if args.input_size is not None and backbone_config is not None:
         view_config = ViewConfig(input_size=args.input_size)
-    encoder = load_encoder(source, backbone_config, view_config,
-                           with_projection_head=args.projection_head)
+    encoder = load_encoder(
+        source, backbone_config, view_config, with_projection_head=args.projection_head
+    )
     if args.input_size is not None and view_config is None:
-        encoder = replace(encoder, view_config=replace(encoder.view_config,
-                                                       input_size=args.input_size))
+        encoder = replace(
+            encoder, view_config=replace(encoder.view_config, input_size=args.input_size)
+        )
     return encoder
 
 
@@ -93,19 +114,35 @@ def run(args: argparse.Namespace) -> int:
     if encoder is None:
         raise ContrastiveError("embed needs --run or --checkpoint")
     feature = "projector" if args.projection_head else "backbone"
-    embedded = embed_folder(args.data, encoder.view_config,
-                            {feature: feature_extractor(encoder, args.projection_head)},
-                            {feature: encoder.source}, args.batch_size, args.num_workers,
-                            resolve_device(args.device), not args.no_progress)[feature]
+    embedded = embed_folder(
+        args.data,
+        encoder.view_config,
+        {feature: feature_extractor(encoder, args.projection_head)},
+        {feature: encoder.source},
+        args.batch_size,
+        args.num_workers,
+        resolve_device(args.device),
+        not args.no_progress,
+    )[feature]
     save_embeddings(embedded, args.out)
     if args.projector is not None:
         from contrastive.projector import export_projector
 
-        export_projector(embedded.embeddings, embedded.paths, embedded.labels,
-                         embedded.classes, embedded.data_root, args.projector)
-        print(f"wrote a TensorBoard projector export to {args.projector} "
-              f"(view it with: tensorboard --logdir {args.projector})")
+        export_projector(
+            embedded.embeddings,
+            embedded.paths,
+            embedded.labels,
+            embedded.classes,
+            embedded.data_root,
+            args.projector,
+        )
+        print(
+            f"wrote a TensorBoard projector export to {args.projector} "
+            f"(view it with: tensorboard --logdir {args.projector})"
+        )
     labeled = int((embedded.labels >= 0).sum())
-    print(f"wrote {args.out}: {len(embedded)} images x {embedded.embeddings.shape[1]}-d "
-          f"{feature} features, {labeled} labeled in {len(embedded.classes)} classes")
+    print(
+        f"wrote {args.out}: {len(embedded)} images x {embedded.embeddings.shape[1]}-d "
+        f"{feature} features, {labeled} labeled in {len(embedded.classes)} classes"
+    )
     return 0

@@ -41,45 +41,80 @@ from contrastive.evaluation.report import build_report, knn_table, linear_table,
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Registers ``eval`` with its ``knn`` and ``linear`` sub-commands."""
-    parser = subparsers.add_parser("eval", help="kNN or linear-probe evaluation",
-                                   description="Measure representation quality.")
+    parser = subparsers.add_parser(
+        "eval", help="kNN or linear-probe evaluation", description="Measure representation quality."
+    )
     protocols = parser.add_subparsers(dest="protocol", metavar="PROTOCOL", required=True)
 
     knn = protocols.add_parser("knn", help="weighted kNN (Wu et al. 2018, as Lightly)")
     _add_common_arguments(knn)
     knn.add_argument("--k", type=_int_list, default=[20, 200], help="neighbours, e.g. 20,200")
     knn.add_argument("--temperature", type=float, default=0.1, help="vote temperature T")
-    knn.add_argument("--metric", choices=METRICS, default="cosine",
-                     help="neighbour similarity (euclidean: plain L2, e.g. for 1-NN on pixels)")
+    knn.add_argument(
+        "--metric",
+        choices=METRICS,
+        default="cosine",
+        help="neighbour similarity (euclidean: plain L2, e.g. for 1-NN on pixels)",
+    )
     knn.set_defaults(func=run_knn)
 
     linear = protocols.add_parser("linear", help="linear probe on frozen features")
     _add_common_arguments(linear)
-    linear.add_argument("--protocol", dest="linear_protocol", choices=("cached", "lightly"),
-                        default="cached",
-                        help="cached: logistic regression on cached features (default); "
-                             "lightly: augmented images, SGD, cosine, as Lightly")
-    linear.add_argument("--weight-decay", type=_float_list, default=list(DEFAULT_WEIGHT_DECAYS),
-                        help="cached: candidate weight decays, chosen on a validation split")
-    linear.add_argument("--val-fraction", type=float, default=0.1,
-                        help="cached: share of each training class held out to choose it")
-    linear.add_argument("--epochs", type=int, default=AugmentedLinearSettings.epochs,
-                        help="lightly: training epochs")
+    linear.add_argument(
+        "--protocol",
+        dest="linear_protocol",
+        choices=("cached", "lightly"),
+        default="cached",
+        help="cached: logistic regression on cached features (default); "
+        "lightly: augmented images, SGD, cosine, as Lightly",
+    )
+    linear.add_argument(
+        "--weight-decay",
+        type=_float_list,
+        default=list(DEFAULT_WEIGHT_DECAYS),
+        help="cached: candidate weight decays, chosen on a validation split",
+    )
+    linear.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="cached: share of each training class held out to choose it",
+    )
+    linear.add_argument(
+        "--epochs",
+        type=int,
+        default=AugmentedLinearSettings.epochs,
+        help="lightly: training epochs",
+    )
     linear.set_defaults(func=run_linear)
 
 
 def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--train", required=True, type=Path,
-                        help="training embeddings .npz, or image folder (needs --run)")
-    parser.add_argument("--test", required=True, type=Path,
-                        help="test embeddings .npz, or image folder (needs --run)")
+    parser.add_argument(
+        "--train",
+        required=True,
+        type=Path,
+        help="training embeddings .npz, or image folder (needs --run)",
+    )
+    parser.add_argument(
+        "--test",
+        required=True,
+        type=Path,
+        help="test embeddings .npz, or image folder (needs --run)",
+    )
     add_encoder_arguments(parser, required=False)
-    parser.add_argument("--baselines", action="store_true",
-                        help="also evaluate the random-init backbone and raw pixels")
+    parser.add_argument(
+        "--baselines",
+        action="store_true",
+        help="also evaluate the random-init backbone and raw pixels",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of baselines and splits")
-    parser.add_argument("--out", type=Path,
-                        help="JSON report (default: RUN/evaluation/PROTOCOL.json with --run, "
-                             "else beside the --train .npz or the --checkpoint)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="JSON report (default: RUN/evaluation/PROTOCOL.json with --run, "
+        "else beside the --train .npz or the --checkpoint)",
+    )
     add_compute_arguments(parser)
 
 
@@ -100,20 +135,32 @@ def _float_list(text: str) -> list[float]:
 def run_knn(args: argparse.Namespace) -> int:
     """Weighted kNN on every feature set; prints the table, writes the report."""
     encoder = encoder_from_args(args)
-    sets = evaluation_inputs(args.train, args.test, encoder, args.baselines,
-                             _embed_settings(args))
+    sets = evaluation_inputs(args.train, args.test, encoder, args.baselines, _embed_settings(args))
     results: dict[str, Any] = {}
     for name, (train, test) in sets.items():
         pair = labeled_pair(train, test, f"--train {args.train}", f"--test {args.test}")
-        rankings = knn_rankings(pair.train_features, pair.train_labels, pair.test_features,
-                                args.k, args.temperature, len(pair.classes), args.metric)
+        rankings = knn_rankings(
+            pair.train_features,
+            pair.train_labels,
+            pair.test_features,
+            args.k,
+            args.temperature,
+            len(pair.classes),
+            args.metric,
+        )
         results[name] = {
-            f"k={k}": {f"top{t}": accuracy for t, accuracy in
-                       topk_accuracy(rankings[k], pair.test_labels, (1, 5)).items()}
+            f"k={k}": {
+                f"top{t}": accuracy
+                for t, accuracy in topk_accuracy(rankings[k], pair.test_labels, (1, 5)).items()
+            }
             for k in sorted(set(args.k))
         }
-    settings = {"k": sorted(set(args.k)), "temperature": args.temperature,
-                "metric": args.metric, "weights": "exp(similarity / T)"}
+    settings = {
+        "k": sorted(set(args.k)),
+        "temperature": args.temperature,
+        "metric": args.metric,
+        "weights": "exp(similarity / T)",
+    }
     return _finish(args, "knn", settings, sets, results, encoder, knn_table)
 
 
@@ -122,20 +169,32 @@ def run_linear(args: argparse.Namespace) -> int:
     encoder = encoder_from_args(args)
     if args.linear_protocol == "lightly":
         return _run_linear_augmented(args, encoder)
-    sets = evaluation_inputs(args.train, args.test, encoder, args.baselines,
-                             _embed_settings(args))
+    sets = evaluation_inputs(args.train, args.test, encoder, args.baselines, _embed_settings(args))
     results: dict[str, Any] = {}
     for name, (train, test) in sets.items():
         pair = labeled_pair(train, test, f"--train {args.train}", f"--test {args.test}")
-        probe = linear_probe(pair.train_features, pair.train_labels, pair.test_features,
-                             pair.test_labels, len(pair.classes), args.weight_decay,
-                             args.val_fraction, args.seed)
-        results[name] = {**probe.summary, "weight_decay": probe.weight_decay,
-                         "validation_accuracy": probe.validation_accuracy}
-    settings = {"method": "multinomial logistic regression, full-batch L-BFGS, standardised "
-                          "features, loss = mean cross-entropy + wd/2 |W|^2",
-                "weight_decay_grid": args.weight_decay, "validation_fraction": args.val_fraction,
-                "seed": args.seed}
+        probe = linear_probe(
+            pair.train_features,
+            pair.train_labels,
+            pair.test_features,
+            pair.test_labels,
+            len(pair.classes),
+            args.weight_decay,
+            args.val_fraction,
+            args.seed,
+        )
+        results[name] = {
+            **probe.summary,
+            "weight_decay": probe.weight_decay,
+            "validation_accuracy": probe.validation_accuracy,
+        }
+    settings = {
+        "method": "multinomial logistic regression, full-batch L-BFGS, standardised "
+        "features, loss = mean cross-entropy + wd/2 |W|^2",
+        "weight_decay_grid": args.weight_decay,
+        "validation_fraction": args.val_fraction,
+        "seed": args.seed,
+    }
     return _finish(args, "linear", settings, sets, results, encoder, linear_table)
 
 
@@ -149,43 +208,76 @@ def _run_linear_augmented(args: argparse.Namespace, encoder: Encoder | None) -> 
     modules: dict[str, nn.Module] = {MODEL: feature_extractor(encoder, args.projection_head)}
     if args.baselines:
         modules.update(baseline_extractors(encoder, args.seed))
-    settings = AugmentedLinearSettings(epochs=args.epochs, batch_size=args.batch_size,
-                                       num_workers=args.num_workers, seed=args.seed)
+    settings = AugmentedLinearSettings(
+        epochs=args.epochs, batch_size=args.batch_size, num_workers=args.num_workers, seed=args.seed
+    )
     device = resolve_device(args.device)
     results: dict[str, Any] = {}
     for name, module in modules.items():
         width = feature_width(module, encoder.view_config.input_size)
-        results[name] = train_augmented_linear(module, width, encoder.view_config, train_folder,
-                                               test_folder, settings, device,
-                                               not args.no_progress)
+        results[name] = train_augmented_linear(
+            module,
+            width,
+            encoder.view_config,
+            train_folder,
+            test_folder,
+            settings,
+            device,
+            not args.no_progress,
+        )
         results[name]["weight_decay"] = settings.weight_decay
-    data = {"train": str(train_folder.root), "test": str(test_folder.root),
-            "train_count": len(train_folder), "test_count": len(test_folder),
-            "feature": "projector" if args.projection_head else "backbone"}
-    report = build_report("linear (lightly: augmented, SGD, cosine)", {"lightly": asdict(settings)},
-                          data, encoder.source, results)
+    data = {
+        "train": str(train_folder.root),
+        "test": str(test_folder.root),
+        "train_count": len(train_folder),
+        "test_count": len(test_folder),
+        "feature": "projector" if args.projection_head else "backbone",
+    }
+    report = build_report(
+        "linear (lightly: augmented, SGD, cosine)",
+        {"lightly": asdict(settings)},
+        data,
+        encoder.source,
+        results,
+    )
     return _write_and_print(args, "linear_lightly", report, linear_table(results))
 
 
-def _finish(args: argparse.Namespace, protocol: str, settings: dict[str, Any],
-            sets: dict[str, tuple[Embeddings, Embeddings]], results: dict[str, Any],
-            encoder: Encoder | None, table: Callable[[dict[str, Any]], str]) -> int:
+def _finish(
+    args: argparse.Namespace,
+    protocol: str,
+    settings: dict[str, Any],
+    sets: dict[str, tuple[Embeddings, Embeddings]],
+    results: dict[str, Any],
+    encoder: Encoder | None,
+    table: Callable[[dict[str, Any]], str],
+) -> int:
     train, test = sets[MODEL]
-    data = {"train": str(args.train), "test": str(args.test),
-            "train_data_root": train.data_root, "test_data_root": test.data_root,
-            "train_count": len(train), "test_count": len(test),
-            "num_classes": len(train.classes), "classes": list(train.classes),
-            "feature": train.feature, "feature_dim": int(train.embeddings.shape[1])}
+    data = {
+        "train": str(args.train),
+        "test": str(args.test),
+        "train_data_root": train.data_root,
+        "test_data_root": test.data_root,
+        "train_count": len(train),
+        "test_count": len(test),
+        "num_classes": len(train.classes),
+        "classes": list(train.classes),
+        "feature": train.feature,
+        "feature_dim": int(train.embeddings.shape[1]),
+    }
     if RAW_PIXELS in sets:
-        data["raw_pixels"] = f"evaluation-transformed, normalised pixels, at most " \
-                             f"{RawPixels().side}x{RawPixels().side}"
+        data["raw_pixels"] = (
+            f"evaluation-transformed, normalised pixels, at most "
+            f"{RawPixels().side}x{RawPixels().side}"
+        )
     checkpoint = encoder.source if encoder is not None else train.source
     report = build_report(protocol, settings, data, checkpoint, results)
     return _write_and_print(args, protocol, report, table(results))
 
 
-def _write_and_print(args: argparse.Namespace, protocol: str, report: dict[str, Any],
-                     table: str) -> int:
+def _write_and_print(
+    args: argparse.Namespace, protocol: str, report: dict[str, Any], table: str
+) -> int:
     path = args.out or _default_report_path(args, protocol)
     write_report(report, path)
     print(table)
@@ -205,6 +297,11 @@ def _default_report_path(args: argparse.Namespace, protocol: str) -> Path:
 
 
 def _embed_settings(args: argparse.Namespace) -> EmbedSettings:
-    return EmbedSettings(batch_size=args.batch_size, num_workers=args.num_workers,
-                         device=resolve_device(args.device), progress=not args.no_progress,
-                         projector=args.projection_head, seed=args.seed)
+    return EmbedSettings(
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        device=resolve_device(args.device),
+        progress=not args.no_progress,
+        projector=args.projection_head,
+        seed=args.seed,
+    )

@@ -24,7 +24,9 @@ HELP = "train an encoder on a folder of images (no labels needed)"
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "train", help=HELP, description=HELP + ". Flags override values from --config.",
+        "train",
+        help=HELP,
+        description=HELP + ". Flags override values from --config.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_training_arguments(parser)
@@ -37,35 +39,53 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--data", help="folder of training images, read recursively")
     data.add_argument("--out", help="run directory to create (or continue with --resume)")
     data.add_argument("--config", help="YAML/JSON file with a (partial) TrainConfig")
-    data.add_argument("--resume", action="store_true",
-                      help="continue the run in --out from checkpoints/last.ckpt")
+    data.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from checkpoints/last.ckpt"
+    )
     data.add_argument("--seed", type=int, help="random seed (default 0)")
-    data.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
-                      help="deterministic algorithms: the same seed gives the same weights, "
-                           "also across an interrupt and --resume (slower on GPU)")
+    data.add_argument(
+        "--deterministic",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="deterministic algorithms: the same seed gives the same weights, "
+        "also across an interrupt and --resume (slower on GPU)",
+    )
     model = parser.add_argument_group("method")
     model.add_argument("--method", choices=sorted(METHODS), help="default simclr")
     model.add_argument("--loss", choices=LOSSES, help="default ntxent")
     model.add_argument("--distance", choices=DISTANCES, help="distance of --loss distance")
-    model.add_argument("--temperature", type=float,
-                       help="loss temperature (default: 0.5 SimCLR, 0.2 MoCo)")
+    model.add_argument(
+        "--temperature", type=float, help="loss temperature (default: 0.5 SimCLR, 0.2 MoCo)"
+    )
     model.add_argument("--backbone", choices=BACKBONES, help="default resnet18")
-    model.add_argument("--small-image-stem", action=argparse.BooleanOptionalAction,
-                       default=None, help="3x3 stride-1 stem without max-pool (32-64 px)")
+    model.add_argument(
+        "--small-image-stem",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="3x3 stride-1 stem without max-pool (32-64 px)",
+    )
     model.add_argument("--queue-size", type=int, help="MoCo queue length (default 4096)")
     views = parser.add_argument_group("views")
-    views.add_argument("--views", choices=sorted(VIEW_PRESETS),
-                       help="augmentation preset (default simclr)")
+    views.add_argument(
+        "--views", choices=sorted(VIEW_PRESETS), help="augmentation preset (default simclr)"
+    )
     views.add_argument("--input-size", type=int, help="view size in pixels")
     views.add_argument("--noise-probability", type=float, help="Gaussian-noise probability")
-    views.add_argument("--noise-sigma", type=float, nargs=2, metavar=("MIN", "MAX"),
-                       help="Gaussian-noise std range on the 0..1 scale")
+    views.add_argument(
+        "--noise-sigma",
+        type=float,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        help="Gaussian-noise std range on the 0..1 scale",
+    )
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--batch-size", type=int, help="images per step (default 256)")
     optim.add_argument("--epochs", type=int, help="default 100")
-    optim.add_argument("--time-budget",
-                       help="wall-clock budget, e.g. 90s, 10m, 1h: plans the number of steps "
-                            "(warm-up, cosine and MoCo momentum) to end at the budget")
+    optim.add_argument(
+        "--time-budget",
+        help="wall-clock budget, e.g. 90s, 10m, 1h: plans the number of steps "
+        "(warm-up, cosine and MoCo momentum) to end at the budget",
+    )
     optim.add_argument("--lr", type=float, help="base learning rate per 256 images (0.12)")
     optim.add_argument("--optimizer", choices=OPTIMIZERS, help="default sgd")
     optim.add_argument("--weight-decay", type=float, help="default 5e-4")
@@ -74,19 +94,34 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     hardware.add_argument("--accelerator", help="auto, cpu or gpu (default auto)")
     hardware.add_argument("--devices", help="devices per node, e.g. 1, 4 or auto")
     hardware.add_argument("--num-nodes", type=int, help="machines for multi-node DDP")
-    hardware.add_argument("--sync-batchnorm", action=argparse.BooleanOptionalAction,
-                          default=None, help="synchronise batch-norm statistics across "
-                                             "processes (multi-GPU DDP)")
-    hardware.add_argument("--precision",
-                          help="auto (bf16 where native, else fp32), 32-true, bf16-mixed, ...")
-    hardware.add_argument("--view-pipeline", choices=VIEW_PIPELINES,
-                          help="batched: views on the training device (default); per_image: "
-                               "torchvision pipeline in DataLoader workers")
-    hardware.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
-                          help="decode images once into a reusable uint8 cache (default on)")
+    hardware.add_argument(
+        "--sync-batchnorm",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="synchronise batch-norm statistics across processes (multi-GPU DDP)",
+    )
+    hardware.add_argument(
+        "--precision", help="auto (bf16 where native, else fp32), 32-true, bf16-mixed, ..."
+    )
+    hardware.add_argument(
+        "--view-pipeline",
+        choices=VIEW_PIPELINES,
+        help="batched: views on the training device (default); per_image: "
+        "torchvision pipeline in DataLoader workers",
+    )
+    hardware.add_argument(
+        "--cache",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="decode images once into a reusable uint8 cache (default on)",
+    )
     hardware.add_argument("--cache-dir", help="where decoded caches live")
-    hardware.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                          help="torch.compile the backbone")
+    hardware.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile the backbone",
+    )
     monitor = parser.add_argument_group("checkpoints and monitoring")
     monitor.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints")
     monitor.add_argument("--val-train", help="labeled folder: kNN bank of the online monitor")
@@ -98,8 +133,7 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
     """Merges defaults, ``--config`` and explicit flags (in that order of precedence)."""
     config = base or TrainConfig()
     if getattr(args, "config", None):
-        config = TrainConfig.from_dict(_deep_merge(config.to_dict(),
-                                                   load_config_file(args.config)))
+        config = TrainConfig.from_dict(_deep_merge(config.to_dict(), load_config_file(args.config)))
     views = config.views
     if args.views is not None:
         views = view_preset(args.views)
@@ -111,29 +145,52 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
     if args.noise_sigma is not None:
         view_changes["noise_sigma"] = tuple(args.noise_sigma)
     views = replace(views, **view_changes)
-    backbone = _replace(config.backbone, name=args.backbone,
-                        small_image_stem=args.small_image_stem)
+    backbone = _replace(config.backbone, name=args.backbone, small_image_stem=args.small_image_stem)
     method = _replace(config.method, name=args.method, queue_size=args.queue_size)
-    loss = _replace(config.loss, name=args.loss, distance=args.distance,
-                    temperature=args.temperature)
-    optim = _replace(config.optim, base_learning_rate=args.lr, optimizer=args.optimizer,
-                     weight_decay=args.weight_decay)
+    loss = _replace(
+        config.loss, name=args.loss, distance=args.distance, temperature=args.temperature
+    )
+    optim = _replace(
+        config.optim,
+        base_learning_rate=args.lr,
+        optimizer=args.optimizer,
+        weight_decay=args.weight_decay,
+    )
     devices: Any = args.devices
     if isinstance(devices, str) and devices.isdigit():
         devices = int(devices)
     top = {
-        "data": args.data, "out": args.out, "seed": args.seed, "batch_size": args.batch_size,
-        "epochs": args.epochs, "num_workers": args.num_workers,
-        "accelerator": args.accelerator, "devices": devices, "num_nodes": args.num_nodes,
-        "precision": args.precision, "checkpoint_every_n_epochs": args.checkpoint_every,
-        "val_train": args.val_train, "val_test": args.val_test,
-        "monitor_every_n_epochs": args.monitor_every, "time_budget": args.time_budget,
-        "view_pipeline": args.view_pipeline, "cache_images": args.cache,
-        "cache_dir": args.cache_dir, "compile": args.compile,
-        "deterministic": args.deterministic, "sync_batchnorm": args.sync_batchnorm,
+        "data": args.data,
+        "out": args.out,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "epochs": args.epochs,
+        "num_workers": args.num_workers,
+        "accelerator": args.accelerator,
+        "devices": devices,
+        "num_nodes": args.num_nodes,
+        "precision": args.precision,
+        "checkpoint_every_n_epochs": args.checkpoint_every,
+        "val_train": args.val_train,
+        "val_test": args.val_test,
+        "monitor_every_n_epochs": args.monitor_every,
+        "time_budget": args.time_budget,
+        "view_pipeline": args.view_pipeline,
+        "cache_images": args.cache,
+        "cache_dir": args.cache_dir,
+        "compile": args.compile,
+        "deterministic": args.deterministic,
+        "sync_batchnorm": args.sync_batchnorm,
     }
-    return replace(config, views=views, backbone=backbone, method=method, loss=loss,
-                   optim=optim, **{k: v for k, v in top.items() if v is not None})
+    return replace(
+        config,
+        views=views,
+        backbone=backbone,
+        method=method,
+        loss=loss,
+        optim=optim,
+        **{k: v for k, v in top.items() if v is not None},
+    )
 
 
 def _replace(component: Any, **changes: Any) -> Any:
@@ -154,8 +211,7 @@ def _saved_config(args: argparse.Namespace) -> TrainConfig | None:
     """The configuration of the run being resumed, so flags not given keep its values
     (a plain ``--resume`` must not reset ``epochs`` to the default)."""
     saved = Path(args.out or "") / "config.yaml"
-    return TrainConfig.from_dict(load_config_file(saved)) if args.out and saved.is_file() \
-        else None
+    return TrainConfig.from_dict(load_config_file(saved)) if args.out and saved.is_file() else None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -144,8 +144,12 @@ class DecodedCache:
     def images(self) -> np.memmap:
         """Read-only uint8 memmap ``(M, 3, S, S)``, opened on first use (per process)."""
         if self._images is None:
-            self._images = np.memmap(self.data_path, dtype=np.uint8, mode="r",
-                                     shape=(len(self.valid), 3, self.size, self.size))
+            self._images = np.memmap(
+                self.data_path,
+                dtype=np.uint8,
+                mode="r",
+                shape=(len(self.valid), 3, self.size, self.size),
+            )
         return self._images
 
     def batch(self, rows: np.ndarray) -> torch.Tensor:
@@ -200,8 +204,10 @@ def load_or_build_cache(
     elif cache.skipped:
         shown = ", ".join(str(p) for p in cache.skipped[:5])
         more = f" and {len(cache.skipped) - 5} more" if len(cache.skipped) > 5 else ""
-        warnings.warn(f"decoded cache skips {len(cache.skipped)} unreadable image(s): "
-                      f"{shown}{more}", stacklevel=2)
+        warnings.warn(
+            f"decoded cache skips {len(cache.skipped)} unreadable image(s): {shown}{more}",
+            stacklevel=2,
+        )
     return cache
 
 
@@ -215,20 +221,30 @@ def _load(folder: Path, name: str, source_paths: list[Path], size: int) -> Decod
         data_bytes = data_path.stat().st_size
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if (meta.get("version") != CACHE_VERSION or meta.get("size") != size
-            or meta.get("files") != len(source_paths)
-            or row_count != len(source_paths) - len(skipped_indices)
-            or data_bytes != row_count * 3 * size * size):
+    if (
+        meta.get("version") != CACHE_VERSION
+        or meta.get("size") != size
+        or meta.get("files") != len(source_paths)
+        or row_count != len(source_paths) - len(skipped_indices)
+        or data_bytes != row_count * 3 * size * size
+    ):
         return None
-    valid = np.setdiff1d(np.arange(len(source_paths), dtype=np.int64),
-                         np.asarray(skipped_indices, dtype=np.int64))
+    valid = np.setdiff1d(
+        np.arange(len(source_paths), dtype=np.int64), np.asarray(skipped_indices, dtype=np.int64)
+    )
     log.info("reusing decoded cache %s (%d images)", data_path, row_count)
-    return DecodedCache(data_path=data_path, size=size, source_paths=source_paths, valid=valid,
-                        skipped=[source_paths[i] for i in skipped_indices])
+    return DecodedCache(
+        data_path=data_path,
+        size=size,
+        source_paths=source_paths,
+        valid=valid,
+        skipped=[source_paths[i] for i in skipped_indices],
+    )
 
 
-def _decoded_in_order(source_paths: list[Path], size: int,
-                      workers: int) -> Iterator[tuple[int, np.ndarray | str]]:
+def _decoded_in_order(
+    source_paths: list[Path], size: int, workers: int
+) -> Iterator[tuple[int, np.ndarray | str]]:
     tasks = ((i, str(p), size) for i, p in enumerate(source_paths))
     if workers <= 1 or len(source_paths) < _MIN_FILES_FOR_POOL:
         yield from map(_decode, tasks)
@@ -239,8 +255,9 @@ def _decoded_in_order(source_paths: list[Path], size: int,
         yield from pool.imap(_decode, tasks, chunksize=_POOL_CHUNK)
 
 
-def _build(folder: Path, name: str, source_paths: list[Path], size: int,
-           workers: int) -> DecodedCache:
+def _build(
+    folder: Path, name: str, source_paths: list[Path], size: int, workers: int
+) -> DecodedCache:
     """Decodes every file into a new cache, one row at a time (memory stays bounded)."""
     meta_path, data_path = folder / f"{name}.json", folder / f"{name}.uint8"
     row_bytes = 3 * size * size
@@ -248,33 +265,51 @@ def _build(folder: Path, name: str, source_paths: list[Path], size: int,
     log.info("decoding %d images into %s", len(source_paths), data_path)
     skipped_indices: list[int] = []
     with atomic_path(data_path) as temporary:
-        rows = np.memmap(temporary, dtype=np.uint8, mode="w+",
-                         shape=(len(source_paths), 3, size, size))
+        rows = np.memmap(
+            temporary, dtype=np.uint8, mode="w+", shape=(len(source_paths), 3, size, size)
+        )
         row = 0
         for index, decoded in _decoded_in_order(source_paths, size, workers):
             if isinstance(decoded, str):
                 skipped_indices.append(index)
-                warnings.warn(f"skipping unreadable image {source_paths[index]}: {decoded}",
-                              stacklevel=3)
+                warnings.warn(
+                    f"skipping unreadable image {source_paths[index]}: {decoded}", stacklevel=3
+                )
                 continue
             rows[row] = decoded
             row += 1
         rows.flush()
         del rows
         if row == 0:
-            raise ContrastiveError(f"none of the {len(source_paths)} images could be decoded "
-                                   f"(first: {source_paths[0]})")
+            raise ContrastiveError(
+                f"none of the {len(source_paths)} images could be decoded "
+                f"(first: {source_paths[0]})"
+            )
         # Skipped files leave unused rows at the end; the file keeps only the written ones.
         os.truncate(temporary, row * row_bytes)
-    write_text_atomic(meta_path, json.dumps({
-        "version": CACHE_VERSION, "size": size, "files": len(source_paths), "rows": row,
-        "skipped": skipped_indices,
-    }))
+    write_text_atomic(
+        meta_path,
+        json.dumps(
+            {
+                "version": CACHE_VERSION,
+                "size": size,
+                "files": len(source_paths),
+                "rows": row,
+                "skipped": skipped_indices,
+            }
+        ),
+    )
     log.info("decoded %d images in %.1f s", row, time.perf_counter() - started)
-    valid = np.setdiff1d(np.arange(len(source_paths), dtype=np.int64),
-                         np.asarray(skipped_indices, dtype=np.int64))
-    return DecodedCache(data_path=data_path, size=size, source_paths=source_paths, valid=valid,
-                        skipped=[source_paths[i] for i in skipped_indices])
+    valid = np.setdiff1d(
+        np.arange(len(source_paths), dtype=np.int64), np.asarray(skipped_indices, dtype=np.int64)
+    )
+    return DecodedCache(
+        data_path=data_path,
+        size=size,
+        source_paths=source_paths,
+        valid=valid,
+        skipped=[source_paths[i] for i in skipped_indices],
+    )
 
 
 def _remove_stale(folder: Path, name: str) -> None:
@@ -328,9 +363,17 @@ class CachedImageLoader:
         indexing the cache's ``source_paths``.
     """
 
-    def __init__(self, cache: DecodedCache, batch_size: int, shuffle: bool = True,
-                 drop_last: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 pin_memory: bool = False) -> None:
+    def __init__(
+        self,
+        cache: DecodedCache,
+        batch_size: int,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        pin_memory: bool = False,
+    ) -> None:
         if batch_size < 1:
             raise ContrastiveError(f"batch_size must be at least 1, got {batch_size}")
         if not 0 <= rank < world_size:
@@ -365,7 +408,7 @@ class CachedImageLoader:
         else:
             order = torch.arange(count)
         if self.world_size > 1:
-            order = order[: self._rows_per_shard() * self.world_size][self.rank::self.world_size]
+            order = order[: self._rows_per_shard() * self.world_size][self.rank :: self.world_size]
         return order
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -373,8 +416,9 @@ class CachedImageLoader:
         self.epoch += 1
         valid = torch.from_numpy(self.cache.valid)
         for batch_number in range(len(self)):
-            rows = np.sort(order[batch_number * self.batch_size:
-                                 (batch_number + 1) * self.batch_size])
+            rows = np.sort(
+                order[batch_number * self.batch_size : (batch_number + 1) * self.batch_size]
+            )
             images = self.cache.batch(rows)
             if self.pin_memory:
                 images = images.pin_memory()

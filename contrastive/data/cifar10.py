@@ -14,8 +14,7 @@ from pathlib import Path
 
 from contrastive.errors import ContrastiveError
 
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
-           "dog", "frog", "horse", "ship", "truck")
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 def cache_dir() -> Path:
@@ -31,8 +30,9 @@ def default_archive_dir() -> Path:
     return repo.parent / "shared" / "data" / "cifar10"
 
 
-def ensure_cifar10(archive_dir: str | os.PathLike | None = None,
-                   destination: str | os.PathLike | None = None) -> Path:
+def ensure_cifar10(
+    archive_dir: str | os.PathLike | None = None, destination: str | os.PathLike | None = None
+) -> Path:
     """Extracts ``train.tar.gz`` and ``test.tar.gz`` once; returns the folder holding both.
 
     Args:
@@ -63,8 +63,9 @@ def ensure_cifar10(archive_dir: str | os.PathLike | None = None,
     return target
 
 
-def subset(source: str | os.PathLike, destination: str | os.PathLike, per_class: int,
-           seed: int = 0) -> Path:
+def subset(
+    source: str | os.PathLike, destination: str | os.PathLike, per_class: int, seed: int = 0
+) -> Path:
     """Copies ``per_class`` randomly chosen images of each class folder to ``destination``.
 
     Returns:

@@ -202,9 +202,7 @@ def check_readable(
     if total == 0:
         raise ContrastiveError("no image files to check")
     if not good:
-        raise ContrastiveError(
-            f"none of the {total} images can be read, e.g. {_examples(skipped)}"
-        )
+        raise ContrastiveError(f"none of the {total} images can be read, e.g. {_examples(skipped)}")
     if len(skipped) > max_bad_fraction * total:
         raise ContrastiveError(
             f"{len(skipped)} of {total} images ({len(skipped) / total:.1%}) cannot be read, "
@@ -212,8 +210,7 @@ def check_readable(
         )
     if skipped:
         warnings.warn(
-            f"skipping {len(skipped)} of {total} images that cannot be read: "
-            f"{_examples(skipped)}",
+            f"skipping {len(skipped)} of {total} images that cannot be read: {_examples(skipped)}",
             stacklevel=2,
         )
     return good, skipped
@@ -323,12 +320,13 @@ class ImageDataset(torch.utils.data.Dataset):
     ) -> None:
         self.paths = [Path(p) for p in paths]
         self.transform = transform
-        self.labels = (np.asarray(labels, dtype=np.int64) if labels is not None
-                       else np.full(len(self.paths), -1, dtype=np.int64))
+        self.labels = (
+            np.asarray(labels, dtype=np.int64)
+            if labels is not None
+            else np.full(len(self.paths), -1, dtype=np.int64)
+        )
         if len(self.labels) != len(self.paths):
-            raise ContrastiveError(
-                f"got {len(self.labels)} labels for {len(self.paths)} images"
-            )
+            raise ContrastiveError(f"got {len(self.labels)} labels for {len(self.paths)} images")
         self.skipped: set[str] = set()
         self._first_failure = ""
 
@@ -348,8 +346,7 @@ class ImageDataset(torch.utils.data.Dataset):
             except Exception as error:  # noqa: BLE001
                 self.skipped.add(str(path))
                 self._first_failure = self._first_failure or f"{path} ({_describe(error)})"
-                warnings.warn(f"skipping unreadable image {path}: {_describe(error)}",
-                              stacklevel=2)
+                warnings.warn(f"skipping unreadable image {path}: {_describe(error)}", stacklevel=2)
                 continue
             sample = self.transform(image) if self.transform is not None else image
             return sample, int(self.labels[i]), i

@@ -79,21 +79,30 @@ def evaluation_inputs(
     if baselines and encoder is None:
         encoder = _recorded_encoder(train)
     extras: dict[str, nn.Module] = baseline_extractors(encoder, settings.seed) if baselines else {}
-    sets = [_feature_sets(Path(path).expanduser(), name, encoder, extras, settings)
-            for path, name in ((train, "--train"), (test, "--test"))]
+    sets = [
+        _feature_sets(Path(path).expanduser(), name, encoder, extras, settings)
+        for path, name in ((train, "--train"), (test, "--test"))
+    ]
     return {name: (sets[0][name], sets[1][name]) for name in sets[0]}
 
 
-def _feature_sets(path: Path, name: str, encoder: Encoder | None,
-                  extras: Mapping[str, nn.Module],
-                  settings: EmbedSettings) -> dict[str, Embeddings]:
+def _feature_sets(
+    path: Path,
+    name: str,
+    encoder: Encoder | None,
+    extras: Mapping[str, nn.Module],
+    settings: EmbedSettings,
+) -> dict[str, Embeddings]:
     if path.is_dir():
         if encoder is None:
             raise ContrastiveError(f"{name} {path} is a folder: give --run or --checkpoint")
         feature = "projector" if settings.projector else "backbone"
         extractors = {MODEL: feature_extractor(encoder, settings.projector), **extras}
-        sources = {MODEL: encoder.source, RANDOM_INIT: f"random init (seed {settings.seed})",
-                   RAW_PIXELS: "raw pixels"}
+        sources = {
+            MODEL: encoder.source,
+            RANDOM_INIT: f"random init (seed {settings.seed})",
+            RAW_PIXELS: "raw pixels",
+        }
         embedded = _embed(path, encoder, extractors, sources, settings)
         embedded[MODEL].feature = feature
         return embedded
@@ -112,10 +121,23 @@ def _feature_sets(path: Path, name: str, encoder: Encoder | None,
     return {MODEL: model, **_embed(folder, encoder, extras, sources, settings)}
 
 
-def _embed(folder: Path, encoder: Encoder, extractors: Mapping[str, nn.Module],
-           sources: Mapping[str, str], settings: EmbedSettings) -> dict[str, Embeddings]:
-    return embed_folder(folder, encoder.view_config, extractors, sources, settings.batch_size,
-                        settings.num_workers, torch.device(settings.device), settings.progress)
+def _embed(
+    folder: Path,
+    encoder: Encoder,
+    extractors: Mapping[str, nn.Module],
+    sources: Mapping[str, str],
+    settings: EmbedSettings,
+) -> dict[str, Embeddings]:
+    return embed_folder(
+        folder,
+        encoder.view_config,
+        extractors,
+        sources,
+        settings.batch_size,
+        settings.num_workers,
+        torch.device(settings.device),
+        settings.progress,
+    )
 
 
 def _recorded_encoder(train: str | os.PathLike) -> Encoder:

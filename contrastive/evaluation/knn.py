@@ -70,16 +70,20 @@ def knn_rankings(
     rows = chunk_size or max(1, _CHUNK_ELEMENTS // max(1, train.shape[0]))
     rankings: dict[int, list[Tensor]] = {k: [] for k in ks}
     for start in range(0, test.shape[0], rows):
-        chunk = test[start:start + rows]
-        weights, neighbour_labels = _neighbours(chunk, train_t, train_squared_norms, labels,
-                                                largest_k, temperature)
+        chunk = test[start : start + rows]
+        weights, neighbour_labels = _neighbours(
+            chunk, train_t, train_squared_norms, labels, largest_k, temperature
+        )
         for k in ks:
-            scores = torch.zeros(chunk.shape[0], num_classes, dtype=weights.dtype,
-                                 device=weights.device)
+            scores = torch.zeros(
+                chunk.shape[0], num_classes, dtype=weights.dtype, device=weights.device
+            )
             scores.scatter_add_(1, neighbour_labels[:, :k], weights[:, :k])
             rankings[k].append(scores.argsort(dim=1, descending=True))
-    return {k: torch.cat(parts) if parts else torch.empty(0, num_classes, dtype=torch.long)
-            for k, parts in rankings.items()}
+    return {
+        k: torch.cat(parts) if parts else torch.empty(0, num_classes, dtype=torch.long)
+        for k, parts in rankings.items()
+    }
 
 
 def knn_classify(
@@ -96,8 +100,9 @@ def knn_classify(
     Returns:
         ``(M, C)`` int64 class indices, most voted first (``[:, 0]`` is the prediction).
     """
-    return knn_rankings(train_features, train_labels, test_features, (k,), temperature,
-                        num_classes, metric)[k]
+    return knn_rankings(
+        train_features, train_labels, test_features, (k,), temperature, num_classes, metric
+    )[k]
 
 
 def _prepared(features: Tensor, metric: str) -> Tensor:
@@ -105,8 +110,14 @@ def _prepared(features: Tensor, metric: str) -> Tensor:
     return F.normalize(features, dim=1) if metric == "cosine" else features
 
 
-def _neighbours(chunk: Tensor, train_t: Tensor, train_squared_norms: Tensor | None,
-                labels: Tensor, k: int, temperature: float) -> tuple[Tensor, Tensor]:
+def _neighbours(
+    chunk: Tensor,
+    train_t: Tensor,
+    train_squared_norms: Tensor | None,
+    labels: Tensor,
+    k: int,
+    temperature: float,
+) -> tuple[Tensor, Tensor]:
     """Weights and labels ``(B, k)`` of the ``k`` nearest training rows, nearest first."""
     similarity = chunk @ train_t
     if train_squared_norms is None:
@@ -122,8 +133,14 @@ def _neighbours(chunk: Tensor, train_t: Tensor, train_squared_norms: Tensor | No
     return weights, labels[indices]
 
 
-def _check_inputs(train_features: Tensor, train_labels: Tensor, test_features: Tensor,
-                  ks: Sequence[int], temperature: float, metric: str) -> None:
+def _check_inputs(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    ks: Sequence[int],
+    temperature: float,
+    metric: str,
+) -> None:
     if train_features.ndim != 2 or test_features.ndim != 2:
         raise ContrastiveError("kNN features must be 2-D (samples x dimensions)")
     if train_features.shape[1] != test_features.shape[1]:

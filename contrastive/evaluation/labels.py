@@ -36,8 +36,9 @@ class LabeledPair:
     classes: list[str]
 
 
-def labeled_pair(train: Embeddings, test: Embeddings, train_name: str = "--train",
-                 test_name: str = "--test") -> LabeledPair:
+def labeled_pair(
+    train: Embeddings, test: Embeddings, train_name: str = "--train", test_name: str = "--test"
+) -> LabeledPair:
     """Validates a train/test pair and expresses test labels in the training classes.
 
     Args:
@@ -57,8 +58,7 @@ def labeled_pair(train: Embeddings, test: Embeddings, train_name: str = "--train
             f"embedding widths differ: {train_name} has {train.embeddings.shape[1]}-d, "
             f"{test_name} has {test.embeddings.shape[1]}-d features"
         )
-    test_labels = align_test_labels(train.classes, test.labels, test.classes, train_name,
-                                    test_name)
+    test_labels = align_test_labels(train.classes, test.labels, test.classes, train_name, test_name)
     return LabeledPair(
         train_features=torch.from_numpy(np.ascontiguousarray(train.embeddings, np.float32)),
         train_labels=torch.from_numpy(train.labels.astype(np.int64)),
@@ -93,9 +93,13 @@ def check_labels(labels: np.ndarray, classes: Sequence[str], name: str) -> None:
         raise ContrastiveError(f"{name}: labels index past its {len(classes)} classes")
 
 
-def align_test_labels(train_classes: Sequence[str], test_labels: np.ndarray,
-                      test_classes: Sequence[str], train_name: str = "--train",
-                      test_name: str = "--test") -> np.ndarray:
+def align_test_labels(
+    train_classes: Sequence[str],
+    test_labels: np.ndarray,
+    test_classes: Sequence[str],
+    train_name: str = "--train",
+    test_name: str = "--test",
+) -> np.ndarray:
     """Renumbers test labels by class name into the training classes.
 
     Args:

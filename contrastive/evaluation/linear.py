@@ -103,9 +103,15 @@ def fit_logistic_regression(
         weight, bias = (t.detach().clone() for t in initial)
     weight.requires_grad_(True)
     bias.requires_grad_(True)
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iterations,
-                                  history_size=20, tolerance_grad=1e-5,
-                                  tolerance_change=1e-9, line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS(
+        [weight, bias],
+        lr=1.0,
+        max_iter=max_iterations,
+        history_size=20,
+        tolerance_grad=1e-5,
+        tolerance_change=1e-9,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure() -> Tensor:
         optimizer.zero_grad()
@@ -175,15 +181,19 @@ def select_weight_decay(
     solutions: dict[float, tuple[Tensor, Tensor]] = {}
     solution = None
     for weight_decay in sorted(weight_decays, reverse=True):
-        solution = fit_logistic_regression(fit_features, fit_labels, num_classes, weight_decay,
-                                           max_iterations, solution)
+        solution = fit_logistic_regression(
+            fit_features, fit_labels, num_classes, weight_decay, max_iterations, solution
+        )
         predicted = (validation_features @ solution[0].T + solution[1]).argmax(dim=1)
         accuracies[weight_decay] = (predicted == validation_labels).float().mean().item()
         solutions[weight_decay] = solution
     best = max(accuracies, key=lambda wd: (accuracies[wd], wd))
     if len(accuracies) > 1 and best in (min(accuracies), max(accuracies)):
-        log.warning("the chosen weight decay %g is at the edge of the grid %s; consider "
-                    "widening it", best, sorted(accuracies))
+        log.warning(
+            "the chosen weight decay %g is at the edge of the grid %s; consider widening it",
+            best,
+            sorted(accuracies),
+        )
     return best, accuracies, solutions
 
 
@@ -229,12 +239,19 @@ def linear_probe(
         weight_decay = float(weight_decays[0])
     else:
         weight_decay, validation_accuracy, solutions = select_weight_decay(
-            train_standard, labels, num_classes, weight_decays, validation_fraction, seed,
-            max_iterations)
+            train_standard,
+            labels,
+            num_classes,
+            weight_decays,
+            validation_fraction,
+            seed,
+            max_iterations,
+        )
         # The validation fit saw 90% of the same data: a close warm start.
         start = solutions[weight_decay]
-    weight, bias = fit_logistic_regression(train_standard, labels, num_classes, weight_decay,
-                                           max_iterations, start)
+    weight, bias = fit_logistic_regression(
+        train_standard, labels, num_classes, weight_decay, max_iterations, start
+    )
     classifier = LinearClassifier(weight, bias, mean, std)
     logits = classifier.logits(test_features)
     ranked = logits.topk(min(5, num_classes), dim=1).indices
@@ -242,8 +259,13 @@ def linear_probe(
     return LinearProbeResult(summary, weight_decay, validation_accuracy, classifier)
 
 
-def _check_inputs(train_features: Tensor, train_labels: Tensor, test_features: Tensor,
-                  test_labels: Tensor, weight_decays: Sequence[float]) -> None:
+def _check_inputs(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
+    weight_decays: Sequence[float],
+) -> None:
     if train_features.ndim != 2 or test_features.ndim != 2:
         raise ContrastiveError("linear-probe features must be 2-D (samples x dimensions)")
     if train_features.shape[1] != test_features.shape[1]:
@@ -251,8 +273,9 @@ def _check_inputs(train_features: Tensor, train_labels: Tensor, test_features: T
             f"train and test features differ in width: {train_features.shape[1]} vs "
             f"{test_features.shape[1]}"
         )
-    if train_labels.shape != (train_features.shape[0],) or \
-            test_labels.shape != (test_features.shape[0],):
+    if train_labels.shape != (train_features.shape[0],) or test_labels.shape != (
+        test_features.shape[0],
+    ):
         raise ContrastiveError("the linear probe needs one label per feature row")
     if min(int(train_labels.min()), int(test_labels.min())) < 0:
         raise ContrastiveError("linear-probe labels must be >= 0 (-1 marks unlabeled images)")

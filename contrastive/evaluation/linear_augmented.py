@@ -52,16 +52,19 @@ class AugmentedLinearSettings:
     seed: int = 0
 
 
-def augmented_train_transform(view_config: ViewConfig,
-                              crop_scale: tuple[float, float] = (0.08, 1.0)) -> T.Compose:
+def augmented_train_transform(
+    view_config: ViewConfig, crop_scale: tuple[float, float] = (0.08, 1.0)
+) -> T.Compose:
     """Random-resized crop to the input size and horizontal flip, then the run's normalisation."""
-    return T.Compose([
-        T.RandomResizedCrop(view_config.input_size, scale=crop_scale, antialias=True),
-        T.RandomHorizontalFlip(),
-        T.ToImage(),
-        T.ToDtype(torch.float32, scale=True),
-        T.Normalize(list(view_config.mean), list(view_config.std)),
-    ])
+    return T.Compose(
+        [
+            T.RandomResizedCrop(view_config.input_size, scale=crop_scale, antialias=True),
+            T.RandomHorizontalFlip(),
+            T.ToImage(),
+            T.ToDtype(torch.float32, scale=True),
+            T.Normalize(list(view_config.mean), list(view_config.std)),
+        ]
+    )
 
 
 def train_augmented_linear(
@@ -100,14 +103,22 @@ def train_augmented_linear(
     test_labels = align_test_labels(classes, test_labels, test_classes)
     generator = torch.Generator().manual_seed(settings.seed)
     train_loader = torch.utils.data.DataLoader(
-        ImageDataset(train_folder.paths, augmented_train_transform(view_config,
-                                                                   settings.crop_scale),
-                     train_labels),
-        batch_size=settings.batch_size, shuffle=True, generator=generator,
-        drop_last=len(train_folder) > settings.batch_size, num_workers=settings.num_workers)
+        ImageDataset(
+            train_folder.paths,
+            augmented_train_transform(view_config, settings.crop_scale),
+            train_labels,
+        ),
+        batch_size=settings.batch_size,
+        shuffle=True,
+        generator=generator,
+        drop_last=len(train_folder) > settings.batch_size,
+        num_workers=settings.num_workers,
+    )
     test_loader = torch.utils.data.DataLoader(
         ImageDataset(test_folder.paths, eval_transform(view_config), test_labels),
-        batch_size=settings.batch_size, num_workers=settings.num_workers)
+        batch_size=settings.batch_size,
+        num_workers=settings.num_workers,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
         head = nn.Linear(feature_dim, len(classes)).to(device)
@@ -121,20 +132,34 @@ def train_augmented_linear(
     return summary
 
 
-def _train(features: nn.Module, head: nn.Linear, loader: torch.utils.data.DataLoader,
-           settings: AugmentedLinearSettings, device: str | torch.device,
-           progress: bool) -> float:
+def _train(
+    features: nn.Module,
+    head: nn.Linear,
+    loader: torch.utils.data.DataLoader,
+    settings: AugmentedLinearSettings,
+    device: str | torch.device,
+    progress: bool,
+) -> float:
     learning_rate = settings.base_learning_rate * settings.batch_size / 256
-    optimizer = torch.optim.SGD(head.parameters(), lr=learning_rate,
-                                momentum=settings.momentum, weight_decay=settings.weight_decay)
+    optimizer = torch.optim.SGD(
+        head.parameters(),
+        lr=learning_rate,
+        momentum=settings.momentum,
+        weight_decay=settings.weight_decay,
+    )
     total_steps = max(1, settings.epochs * len(loader))
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) /
-                                                    total_steps)))
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    )
     loss_value = float("nan")
     with evaluation_mode(features):
-        for _epoch in tqdm(range(settings.epochs), desc="linear (augmented)", unit="epoch",
-                          disable=not progress, leave=False):
+        for _epoch in tqdm(
+            range(settings.epochs),
+            desc="linear (augmented)",
+            unit="epoch",
+            disable=not progress,
+            leave=False,
+        ):
             for images, labels, _indices in loader:
                 with torch.no_grad():
                     batch_features = features(images.to(device)).flatten(start_dim=1)
@@ -147,8 +172,12 @@ def _train(features: nn.Module, head: nn.Linear, loader: torch.utils.data.DataLo
     return loss_value
 
 
-def _predict(features: nn.Module, head: nn.Linear, loader: torch.utils.data.DataLoader,
-             device: str | torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _predict(
+    features: nn.Module,
+    head: nn.Linear,
+    loader: torch.utils.data.DataLoader,
+    device: str | torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
     logits, targets = [], []
     with evaluation_mode(features, head), torch.no_grad():
         for images, labels, _indices in loader:
@@ -164,4 +193,3 @@ def feature_width(features: nn.Module, input_size: int) -> int:
     with evaluation_mode(features), torch.no_grad():
         device = next(iter(features.parameters()), torch.zeros(0)).device
         return int(features(torch.zeros(1, 3, input_size, input_size, device=device)).shape[1])
-

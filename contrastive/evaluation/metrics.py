@@ -8,8 +8,9 @@ import torch
 from torch import Tensor
 
 
-def topk_accuracy(ranked_classes: Tensor, targets: Tensor,
-                  topk: Sequence[int] = (1, 5)) -> dict[int, float]:
+def topk_accuracy(
+    ranked_classes: Tensor, targets: Tensor, topk: Sequence[int] = (1, 5)
+) -> dict[int, float]:
     """Fraction of samples whose true class is among the first ``k`` ranked classes.
 
     Args:
@@ -55,8 +56,9 @@ def per_class_accuracy(confusion: Tensor) -> Tensor:
     return torch.where(totals > 0, correct / totals.clamp_min(1), torch.nan)
 
 
-def classification_summary(ranked_classes: Tensor, targets: Tensor, num_classes: int,
-                           topk: Sequence[int] = (1, 5)) -> dict[str, object]:
+def classification_summary(
+    ranked_classes: Tensor, targets: Tensor, num_classes: int, topk: Sequence[int] = (1, 5)
+) -> dict[str, object]:
     """Top-k accuracies, per-class accuracy and confusion matrix in one JSON-ready dict.
 
     Args:

@@ -18,8 +18,13 @@ from contrastive.files import write_text_atomic
 ROW_NAMES = {"model": "model", "random_init": "random init", "raw_pixels": "raw pixels"}
 
 
-def build_report(protocol: str, settings: Mapping[str, Any], data: Mapping[str, Any],
-                 checkpoint: str, results: Mapping[str, Any]) -> dict[str, Any]:
+def build_report(
+    protocol: str,
+    settings: Mapping[str, Any],
+    data: Mapping[str, Any],
+    checkpoint: str,
+    results: Mapping[str, Any],
+) -> dict[str, Any]:
     """Assembles a report dict; every value ends up JSON-ready.
 
     Args:
@@ -29,14 +34,16 @@ def build_report(protocol: str, settings: Mapping[str, Any], data: Mapping[str, 
         checkpoint: What was evaluated.
         results: ``{feature set: numbers}``.
     """
-    return to_jsonable({
-        "protocol": protocol,
-        "settings": dict(settings),
-        "checkpoint": checkpoint,
-        "data": dict(data),
-        "results": dict(results),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    })
+    return to_jsonable(
+        {
+            "protocol": protocol,
+            "settings": dict(settings),
+            "checkpoint": checkpoint,
+            "data": dict(data),
+            "results": dict(results),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
 
 
 def to_jsonable(value: Any) -> Any:
@@ -74,8 +81,10 @@ def dumps(value: Any, indent: int = 2, level: int = 0) -> str:
     """
     inner = " " * (indent * (level + 1))
     if isinstance(value, Mapping) and value:
-        items = [f"{inner}{json.dumps(key)}: {dumps(item, indent, level + 1)}"
-                 for key, item in value.items()]
+        items = [
+            f"{inner}{json.dumps(key)}: {dumps(item, indent, level + 1)}"
+            for key, item in value.items()
+        ]
         return "{\n" + ",\n".join(items) + "\n" + " " * (indent * level) + "}"
     if isinstance(value, list) and any(isinstance(item, (list, Mapping)) for item in value):
         items = [inner + dumps(item, indent, level + 1) for item in value]
@@ -107,9 +116,13 @@ def knn_table(results: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
     """
     ks = list(next(iter(results.values())))
     header = ["features", *(f"{k} {metric}" for k in ks for metric in ("top1", "top5"))]
-    rows = [[ROW_NAMES.get(name, name),
-             *(percent(per_k[k].get(metric)) for k in ks for metric in ("top1", "top5"))]
-            for name, per_k in results.items()]
+    rows = [
+        [
+            ROW_NAMES.get(name, name),
+            *(percent(per_k[k].get(metric)) for k in ks for metric in ("top1", "top5")),
+        ]
+        for name, per_k in results.items()
+    ]
     return format_table(header, rows)
 
 
@@ -120,7 +133,13 @@ def linear_table(results: Mapping[str, Mapping[str, Any]]) -> str:
         results: ``{feature set: {"top1": .., "top5": .., "weight_decay": ..}}``.
     """
     header = ["features", "top1", "top5", "weight decay"]
-    rows = [[ROW_NAMES.get(name, name), percent(numbers.get("top1")),
-             percent(numbers.get("top5")), f"{numbers.get('weight_decay', 0.0):g}"]
-            for name, numbers in results.items()]
+    rows = [
+        [
+            ROW_NAMES.get(name, name),
+            percent(numbers.get("top1")),
+            percent(numbers.get("top5")),
+            f"{numbers.get('weight_decay', 0.0):g}",
+        ]
+        for name, numbers in results.items()
+    ]
     return format_table(header, rows)

@@ -24,8 +24,9 @@ from contrastive.views.per_image import view_transform
 ImageSource = str | os.PathLike | Image.Image
 
 
-def sample_views(image: Image.Image, config: ViewConfig, num_views: int,
-                 seed: int = 0) -> np.ndarray:
+def sample_views(
+    image: Image.Image, config: ViewConfig, num_views: int, seed: int = 0
+) -> np.ndarray:
     """Draws views of one image without disturbing the global random state.
 
     The per-image pipeline draws from torch's and (for Lightly's blur) numpy's global
@@ -46,15 +47,17 @@ def sample_views(image: Image.Image, config: ViewConfig, num_views: int,
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             np.random.seed(seed)
-            views = [denormalise(transform(image), config.mean, config.std)
-                     for _ in range(num_views)]
+            views = [
+                denormalise(transform(image), config.mean, config.std) for _ in range(num_views)
+            ]
     finally:
         np.random.set_state(numpy_state)
     return np.stack(views)
 
 
-def plot_augmentations(images: Sequence[ImageSource], config: ViewConfig,
-                       num_views: int = 6, seed: int = 0) -> Figure:
+def plot_augmentations(
+    images: Sequence[ImageSource], config: ViewConfig, num_views: int = 6, seed: int = 0
+) -> Figure:
     """One row per image: the original, then ``num_views`` random views.
 
     Args:
@@ -76,12 +79,14 @@ def plot_augmentations(images: Sequence[ImageSource], config: ViewConfig,
     figure, axes = grid_figure(len(images), num_views + 1, title_lines=1)
     for row, source in enumerate(images):
         image = _as_image(source)
-        show_image(axes[row, 0], square_thumbnail(image, config.input_size), "original",
-                   bold=True)
+        show_image(axes[row, 0], square_thumbnail(image, config.input_size), "original", bold=True)
         for col, view in enumerate(sample_views(image, config, num_views, seed + row)):
             show_image(axes[row, col + 1], view, f"view {col + 1}")
-    figure.suptitle(f"views at {config.input_size} px: crop scale {config.crop_scale}, "
-                    f"jitter strength {config.color_jitter_strength}", fontsize=9)
+    figure.suptitle(
+        f"views at {config.input_size} px: crop scale {config.crop_scale}, "
+        f"jitter strength {config.color_jitter_strength}",
+        fontsize=9,
+    )
     return figure
 
 

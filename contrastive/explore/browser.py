@@ -24,8 +24,13 @@ from contrastive.explore.similarity import top_k_similar, unit_rows
 ALL_CLASSES = -1
 
 
-def neighbour_browser(dataset: EmbeddingSet, k: int = 8, start: int = 0,
-                      image_size: int = 64, fallback_queries: int = 4) -> Any:
+def neighbour_browser(
+    dataset: EmbeddingSet,
+    k: int = 8,
+    start: int = 0,
+    image_size: int = 64,
+    fallback_queries: int = 4,
+) -> Any:
     """A widget to pick an image and see its ``k`` nearest neighbours.
 
     Args:
@@ -50,8 +55,11 @@ def neighbour_browser(dataset: EmbeddingSet, k: int = 8, start: int = 0,
     try:
         import ipywidgets
     except ImportError:
-        warnings.warn("ipywidgets is not installed (pip install contrastive[notebooks]); "
-                      "showing a static neighbour grid instead", stacklevel=2)
+        warnings.warn(
+            "ipywidgets is not installed (pip install contrastive[notebooks]); "
+            "showing a static neighbour grid instead",
+            stacklevel=2,
+        )
         queries = np.arange(start, min(start + max(fallback_queries, 1), len(dataset)))
         return plot_neighbours(dataset, queries, k, image_size)
     return _Browser(dataset, k, start, image_size, ipywidgets).widget
@@ -60,37 +68,49 @@ def neighbour_browser(dataset: EmbeddingSet, k: int = 8, start: int = 0,
 class _Browser:
     """Holds the widgets and redraws the neighbours when the selection changes."""
 
-    def __init__(self, dataset: EmbeddingSet, k: int, start: int, image_size: int,
-                 widgets: ModuleType) -> None:
+    def __init__(
+        self, dataset: EmbeddingSet, k: int, start: int, image_size: int, widgets: ModuleType
+    ) -> None:
         self.dataset, self.k, self.image_size = dataset, k, image_size
         # Normalised once: each redraw is then one matrix-vector product.
         self.unit = unit_rows(dataset.embeddings)
         self.rows = np.arange(len(dataset))
         self.updating = False
         self.class_filter = widgets.Dropdown(
-            options=self._class_options(), value=ALL_CLASSES, description="class",
-            layout=widgets.Layout(display=None if dataset.is_labeled else "none"))
-        self.slider = widgets.IntSlider(value=start, min=0, max=len(dataset) - 1,
-                                        description="image", continuous_update=False)
+            options=self._class_options(),
+            value=ALL_CLASSES,
+            description="class",
+            layout=widgets.Layout(display=None if dataset.is_labeled else "none"),
+        )
+        self.slider = widgets.IntSlider(
+            value=start, min=0, max=len(dataset) - 1, description="image", continuous_update=False
+        )
         self.caption = widgets.HTML()
         self.image = widgets.Image(format="png")
         self.class_filter.observe(self._on_class, names="value")
         self.slider.observe(lambda _change: self.render(), names="value")
-        self.widget = widgets.VBox([widgets.HBox([self.class_filter, self.slider]),
-                                    self.caption, self.image])
+        self.widget = widgets.VBox(
+            [widgets.HBox([self.class_filter, self.slider]), self.caption, self.image]
+        )
         self.render()
 
     def _class_options(self) -> list[tuple[str, int]]:
-        counts = np.bincount(self.dataset.labels[self.dataset.labels >= 0],
-                             minlength=len(self.dataset.classes))
+        counts = np.bincount(
+            self.dataset.labels[self.dataset.labels >= 0], minlength=len(self.dataset.classes)
+        )
         return [("all classes", ALL_CLASSES)] + [
             (f"{name} ({count})", label)
-            for label, (name, count) in enumerate(zip(self.dataset.classes, counts)) if count]
+            for label, (name, count) in enumerate(zip(self.dataset.classes, counts))
+            if count
+        ]
 
     def _on_class(self, change: dict) -> None:
         label = change["new"]
-        self.rows = (np.arange(len(self.dataset)) if label == ALL_CLASSES
-                     else np.flatnonzero(self.dataset.labels == label))
+        self.rows = (
+            np.arange(len(self.dataset))
+            if label == ALL_CLASSES
+            else np.flatnonzero(self.dataset.labels == label)
+        )
         # Changing max and value fires the slider's observer; draw once at the end.
         self.updating = True
         try:
@@ -110,13 +130,17 @@ class _Browser:
         if self.updating:
             return
         query = self.query
-        indices, similarities = top_k_similar(self.unit[[query]], self.unit, self.k,
-                                              exclude=[query], normalise=False)
-        figure = draw_neighbour_rows(self.dataset, np.array([query]), indices, similarities,
-                                     self.image_size)
+        indices, similarities = top_k_similar(
+            self.unit[[query]], self.unit, self.k, exclude=[query], normalise=False
+        )
+        figure = draw_neighbour_rows(
+            self.dataset, np.array([query]), indices, similarities, self.image_size
+        )
         self.image.value = _png_bytes(figure)
-        self.caption.value = (f"<b>#{query}</b> {html.escape(self.dataset.paths[query])} "
-                              f"({html.escape(self.dataset.label_name(query))})")
+        self.caption.value = (
+            f"<b>#{query}</b> {html.escape(self.dataset.paths[query])} "
+            f"({html.escape(self.dataset.label_name(query))})"
+        )
 
 
 def _png_bytes(figure: Figure) -> bytes:

@@ -34,8 +34,7 @@ class Clustering:
         return np.bincount(self.assignments, minlength=len(self.centres))
 
 
-def cluster_embeddings(embeddings: np.ndarray, n_clusters: int,
-                       seed: int = 0) -> Clustering:
+def cluster_embeddings(embeddings: np.ndarray, n_clusters: int, seed: int = 0) -> Clustering:
     """k-means on unit-normalised embeddings (so clusters follow cosine similarity).
 
     Args:
@@ -48,16 +47,26 @@ def cluster_embeddings(embeddings: np.ndarray, n_clusters: int,
     """
     unit = unit_rows(embeddings)
     if not 1 <= n_clusters <= len(unit):
-        raise ContrastiveError(f"n_clusters must be between 1 and {len(unit)} (the number of "
-                               f"embeddings), got {n_clusters}")
+        raise ContrastiveError(
+            f"n_clusters must be between 1 and {len(unit)} (the number of "
+            f"embeddings), got {n_clusters}"
+        )
     kmeans = KMeans(n_clusters=n_clusters, n_init=4, random_state=seed).fit(unit)
-    return Clustering(assignments=kmeans.labels_.astype(np.int64),
-                      centres=kmeans.cluster_centers_.astype(np.float32))
+    return Clustering(
+        assignments=kmeans.labels_.astype(np.int64),
+        centres=kmeans.cluster_centers_.astype(np.float32),
+    )
 
 
-def plot_clusters(dataset: EmbeddingSet, assignments: np.ndarray, per_cluster: int = 8,
-                  max_clusters: int = 20, pick: str = "random", seed: int = 0,
-                  image_size: int = 64) -> Figure:
+def plot_clusters(
+    dataset: EmbeddingSet,
+    assignments: np.ndarray,
+    per_cluster: int = 8,
+    max_clusters: int = 20,
+    pick: str = "random",
+    seed: int = 0,
+    image_size: int = 64,
+) -> Figure:
     """One row of sample images per cluster, largest clusters first.
 
     Each row is titled with the cluster number, its size and, for labelled sets, its most
@@ -78,11 +87,12 @@ def plot_clusters(dataset: EmbeddingSet, assignments: np.ndarray, per_cluster: i
     """
     clusters = np.asarray(assignments, dtype=np.int64).reshape(-1)
     if clusters.shape != (len(dataset),):
-        raise ContrastiveError(f"assignments must have one cluster per image "
-                               f"({len(dataset)}), got shape {clusters.shape}")
+        raise ContrastiveError(
+            f"assignments must have one cluster per image "
+            f"({len(dataset)}), got shape {clusters.shape}"
+        )
     if pick not in CLUSTER_PICKS:
-        raise ContrastiveError(f"unknown pick {pick!r}; choose one of "
-                               f"{', '.join(CLUSTER_PICKS)}")
+        raise ContrastiveError(f"unknown pick {pick!r}; choose one of {', '.join(CLUSTER_PICKS)}")
     ids, sizes = np.unique(clusters, return_counts=True)
     shown = ids[np.argsort(-sizes, kind="stable")][:max_clusters]
     rng = np.random.default_rng(seed)
@@ -91,15 +101,14 @@ def plot_clusters(dataset: EmbeddingSet, assignments: np.ndarray, per_cluster: i
         members = np.flatnonzero(clusters == cluster)
         chosen = _pick_members(dataset, members, per_cluster, pick, rng)
         for col, index in enumerate(chosen):
-            show_image(axes[row, col], load_thumbnail(dataset.image_path(int(index)),
-                                                      image_size))
-        axes[row, 0].set_title(_describe(dataset, int(cluster), members), loc="left",
-                               fontsize=8)
+            show_image(axes[row, col], load_thumbnail(dataset.image_path(int(index)), image_size))
+        axes[row, 0].set_title(_describe(dataset, int(cluster), members), loc="left", fontsize=8)
     return figure
 
 
-def _pick_members(dataset: EmbeddingSet, members: np.ndarray, count: int, pick: str,
-                  rng: np.random.Generator) -> np.ndarray:
+def _pick_members(
+    dataset: EmbeddingSet, members: np.ndarray, count: int, pick: str, rng: np.random.Generator
+) -> np.ndarray:
     if len(members) <= count:
         return members
     if pick == "random":

@@ -46,7 +46,8 @@ class EmbeddingSet:
         self.paths = [str(p) for p in np.asarray(self.paths, dtype=str).reshape(-1)]
         if len(self.paths) != count:
             raise ContrastiveError(
-                f"paths has {len(self.paths)} entries but embeddings has {count} rows")
+                f"paths has {len(self.paths)} entries but embeddings has {count} rows"
+            )
         self.classes = [str(c) for c in np.asarray(self.classes, dtype=str).reshape(-1)]
         self.labels = _check_labels(self.labels, count, len(self.classes))
         if self.data_root is not None:
@@ -71,8 +72,8 @@ class EmbeddingSet:
             return path
         if self.data_root is None:
             raise ContrastiveError(
-                f"cannot find image {path}: no data_root known; pass data_root= to "
-                "load_embeddings")
+                f"cannot find image {path}: no data_root known; pass data_root= to load_embeddings"
+            )
         return self.data_root / path
 
     def label_name(self, index: int) -> str:
@@ -81,8 +82,10 @@ class EmbeddingSet:
         return self.classes[label] if label >= 0 else "unlabeled"
 
 
-def load_embeddings(path_or_npz: str | os.PathLike | Mapping[str, Any] | Any,
-                    data_root: str | os.PathLike | None = None) -> EmbeddingSet:
+def load_embeddings(
+    path_or_npz: str | os.PathLike | Mapping[str, Any] | Any,
+    data_root: str | os.PathLike | None = None,
+) -> EmbeddingSet:
     """Loads and checks an embeddings file.
 
     Args:
@@ -117,8 +120,9 @@ def load_embeddings(path_or_npz: str | os.PathLike | Mapping[str, Any] | Any,
         raise ContrastiveError(f"cannot read embeddings file {file}: {error}") from error
 
 
-def _from_mapping(arrays: Mapping[str, Any], source: str,
-                  data_root: str | os.PathLike | None) -> EmbeddingSet:
+def _from_mapping(
+    arrays: Mapping[str, Any], source: str, data_root: str | os.PathLike | None
+) -> EmbeddingSet:
     for key in ("embeddings", "paths"):
         if key not in arrays:
             raise ContrastiveError(f"{source} has no '{key}' array")
@@ -129,15 +133,17 @@ def _from_mapping(arrays: Mapping[str, Any], source: str,
             paths=list(np.asarray(arrays["paths"], dtype=str).reshape(-1)),
             labels=np.asarray(arrays["labels"]) if "labels" in arrays else None,
             classes=list(np.asarray(arrays["classes"], dtype=str).reshape(-1))
-            if "classes" in arrays else [],
+            if "classes" in arrays
+            else [],
             data_root=root,
         )
     except ContrastiveError as error:
         raise ContrastiveError(f"{source}: {error}") from error
 
 
-def _resolve_root(arrays: Mapping[str, Any], source: str,
-                  data_root: str | os.PathLike | None) -> Path | None:
+def _resolve_root(
+    arrays: Mapping[str, Any], source: str, data_root: str | os.PathLike | None
+) -> Path | None:
     if data_root is not None:
         root = Path(data_root).expanduser()
         if not root.is_dir():
@@ -145,30 +151,36 @@ def _resolve_root(arrays: Mapping[str, Any], source: str,
         return root
     if "data_root" not in arrays:
         return None
-    stored = str(np.asarray(arrays["data_root"]).reshape(-1)[0]) if np.size(
-        arrays["data_root"]) else ""
+    stored = (
+        str(np.asarray(arrays["data_root"]).reshape(-1)[0]) if np.size(arrays["data_root"]) else ""
+    )
     if not stored:
         return None
     root = Path(stored).expanduser()
     if not root.is_dir():
         # Embeddings are often moved between machines: numbers still work, images don't.
-        warnings.warn(f"data_root stored in {source} is not a folder here: {root}; pass "
-                      "data_root= to load_embeddings to show images", stacklevel=3)
+        warnings.warn(
+            f"data_root stored in {source} is not a folder here: {root}; pass "
+            "data_root= to load_embeddings to show images",
+            stacklevel=3,
+        )
     return root
 
 
 def _check_embeddings(embeddings: Any) -> np.ndarray:
     array = np.asarray(embeddings)
     if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
-        raise ContrastiveError(f"embeddings must be a non-empty N x D array, got shape "
-                               f"{array.shape}")
+        raise ContrastiveError(
+            f"embeddings must be a non-empty N x D array, got shape {array.shape}"
+        )
     if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
         raise ContrastiveError(f"embeddings must be real numbers, got dtype {array.dtype}")
     array = array.astype(np.float32, copy=False)
     bad_rows = np.flatnonzero(~np.isfinite(array).all(axis=1))
     if len(bad_rows):
-        raise ContrastiveError(f"embeddings contain NaN or inf in {len(bad_rows)} row(s), "
-                               f"first row {bad_rows[0]}")
+        raise ContrastiveError(
+            f"embeddings contain NaN or inf in {len(bad_rows)} row(s), first row {bad_rows[0]}"
+        )
     return array
 
 
@@ -183,6 +195,8 @@ def _check_labels(labels: Any, count: int, num_classes: int) -> np.ndarray:
     out_of_range = (array < UNLABELED) | (array >= num_classes)
     if out_of_range.any():
         first = int(np.flatnonzero(out_of_range)[0])
-        raise ContrastiveError(f"label {int(array[first])} of row {first} is not -1 or a "
-                               f"class index below {num_classes}")
+        raise ContrastiveError(
+            f"label {int(array[first])} of row {first} is not -1 or a "
+            f"class index below {num_classes}"
+        )
     return array.astype(np.int64, copy=False)

@@ -19,8 +19,12 @@ from contrastive.explore.images import (
 from contrastive.explore.similarity import nearest_neighbours
 
 
-def plot_neighbours(dataset: EmbeddingSet, query_indices: Sequence[int] | np.ndarray,
-                    k: int = 8, image_size: int = 64) -> Figure:
+def plot_neighbours(
+    dataset: EmbeddingSet,
+    query_indices: Sequence[int] | np.ndarray,
+    k: int = 8,
+    image_size: int = 64,
+) -> Figure:
     """One row per query: the query image, then its ``k`` most cosine-similar images.
 
     Neighbour titles give the similarity and class, green when the class matches the
@@ -40,8 +44,13 @@ def plot_neighbours(dataset: EmbeddingSet, query_indices: Sequence[int] | np.nda
     return draw_neighbour_rows(dataset, queries, indices, similarities, image_size)
 
 
-def draw_neighbour_rows(dataset: EmbeddingSet, queries: np.ndarray, indices: np.ndarray,
-                        similarities: np.ndarray, image_size: int = 64) -> Figure:
+def draw_neighbour_rows(
+    dataset: EmbeddingSet,
+    queries: np.ndarray,
+    indices: np.ndarray,
+    similarities: np.ndarray,
+    image_size: int = 64,
+) -> Figure:
     """Draws precomputed neighbours; see :func:`plot_neighbours`.
 
     Args:
@@ -53,18 +62,29 @@ def draw_neighbour_rows(dataset: EmbeddingSet, queries: np.ndarray, indices: np.
     """
     figure, axes = grid_figure(len(queries), indices.shape[1] + 1)
     for row, query in enumerate(queries):
-        show_image(axes[row, 0], load_thumbnail(dataset.image_path(int(query)), image_size),
-                   f"query #{int(query)}\n{dataset.label_name(int(query))}", bold=True)
+        show_image(
+            axes[row, 0],
+            load_thumbnail(dataset.image_path(int(query)), image_size),
+            f"query #{int(query)}\n{dataset.label_name(int(query))}",
+            bold=True,
+        )
         for col, (neighbour, similarity) in enumerate(zip(indices[row], similarities[row])):
-            show_image(axes[row, col + 1],
-                       load_thumbnail(dataset.image_path(int(neighbour)), image_size),
-                       f"{similarity:.3f}\n{dataset.label_name(int(neighbour))}",
-                       _match_colour(dataset, int(query), int(neighbour)))
+            show_image(
+                axes[row, col + 1],
+                load_thumbnail(dataset.image_path(int(neighbour)), image_size),
+                f"{similarity:.3f}\n{dataset.label_name(int(neighbour))}",
+                _match_colour(dataset, int(query), int(neighbour)),
+            )
     return figure
 
 
-def plot_pairs(dataset: EmbeddingSet, pairs: np.ndarray, similarities: np.ndarray,
-               max_pairs: int = 8, image_size: int = 64) -> Figure:
+def plot_pairs(
+    dataset: EmbeddingSet,
+    pairs: np.ndarray,
+    similarities: np.ndarray,
+    max_pairs: int = 8,
+    image_size: int = 64,
+) -> Figure:
     """Image pairs side by side, e.g. from
     :func:`~contrastive.explore.similarity.near_duplicates`.
 
@@ -86,16 +106,22 @@ def plot_pairs(dataset: EmbeddingSet, pairs: np.ndarray, similarities: np.ndarra
     for slot, ((first, second), similarity) in enumerate(zip(shown, similarities)):
         row, col = divmod(slot, pairs_per_row)
         for offset, index in enumerate((first, second)):
-            show_image(axes[row, 2 * col + offset],
-                       load_thumbnail(dataset.image_path(int(index)), image_size),
-                       f"#{index} {dataset.label_name(int(index))}"
-                       + (f"\nsim {similarity:.4f}" if offset == 0 else "\n"))
+            show_image(
+                axes[row, 2 * col + offset],
+                load_thumbnail(dataset.image_path(int(index)), image_size),
+                f"#{index} {dataset.label_name(int(index))}"
+                + (f"\nsim {similarity:.4f}" if offset == 0 else "\n"),
+            )
     return figure
 
 
-def plot_images(dataset: EmbeddingSet, indices: Sequence[int] | np.ndarray,
-                captions: Sequence[str] | None = None, cols: int = 8,
-                image_size: int = 64) -> Figure:
+def plot_images(
+    dataset: EmbeddingSet,
+    indices: Sequence[int] | np.ndarray,
+    captions: Sequence[str] | None = None,
+    cols: int = 8,
+    image_size: int = 64,
+) -> Figure:
     """A plain grid of images, e.g. the outliers, with optional captions.
 
     Args:
@@ -113,10 +139,14 @@ def plot_images(dataset: EmbeddingSet, indices: Sequence[int] | np.ndarray,
     cols = max(1, min(cols, len(chosen)))
     figure, axes = grid_figure(-(-len(chosen) // cols), cols)
     for slot, index in enumerate(chosen):
-        caption = (captions[slot] if captions is not None
-                   else f"#{index}\n{dataset.label_name(int(index))}")
-        show_image(axes.flat[slot], load_thumbnail(dataset.image_path(int(index)),
-                                                   image_size), caption)
+        caption = (
+            captions[slot]
+            if captions is not None
+            else f"#{index}\n{dataset.label_name(int(index))}"
+        )
+        show_image(
+            axes.flat[slot], load_thumbnail(dataset.image_path(int(index)), image_size), caption
+        )
     return figure
 
 

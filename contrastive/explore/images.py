@@ -65,8 +65,9 @@ def load_thumbnail(path: str | os.PathLike, size: int) -> np.ndarray:
     return square_thumbnail(read_image(path), size)
 
 
-def load_thumbnails(dataset: EmbeddingSet, indices: Sequence[int] | np.ndarray,
-                    size: int) -> np.ndarray:
+def load_thumbnails(
+    dataset: EmbeddingSet, indices: Sequence[int] | np.ndarray, size: int
+) -> np.ndarray:
     """Thumbnails of several images of a set.
 
     Returns:
@@ -78,8 +79,7 @@ def load_thumbnails(dataset: EmbeddingSet, indices: Sequence[int] | np.ndarray,
     return thumbnails
 
 
-def denormalise(view: torch.Tensor, mean: Sequence[float],
-                std: Sequence[float]) -> np.ndarray:
+def denormalise(view: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """Undoes per-channel normalisation of a view for display.
 
     Args:
@@ -121,30 +121,42 @@ def class_palette(num_classes: int) -> np.ndarray:
     return colormaps["turbo"](np.linspace(0.05, 0.95, num_classes))
 
 
-def grid_figure(rows: int, cols: int, cell_inches: float = 1.3,
-                title_lines: int = 2) -> tuple[Figure, np.ndarray]:
+def grid_figure(
+    rows: int, cols: int, cell_inches: float = 1.3, title_lines: int = 2
+) -> tuple[Figure, np.ndarray]:
     """A figure with a ``rows x cols`` grid of image axes, all axes hidden.
 
     Returns:
         ``(figure, axes)`` with ``axes`` a ``(rows, cols)`` object array.
     """
     title_inches = 0.17 * title_lines
-    figure = Figure(figsize=(cols * cell_inches, rows * (cell_inches + title_inches)),
-                    layout="constrained")
+    figure = Figure(
+        figsize=(cols * cell_inches, rows * (cell_inches + title_inches)), layout="constrained"
+    )
     axes = np.asarray(figure.subplots(rows, cols, squeeze=False))
     for ax in axes.flat:
         ax.set_axis_off()
     return figure, axes
 
 
-def show_image(ax: Axes, image: np.ndarray, title: str | None = None,
-               colour: str | None = None, fontsize: float = 7.0, bold: bool = False) -> None:
+def show_image(
+    ax: Axes,
+    image: np.ndarray,
+    title: str | None = None,
+    colour: str | None = None,
+    fontsize: float = 7.0,
+    bold: bool = False,
+) -> None:
     """Draws one image in ``ax`` with an optional coloured title."""
     ax.imshow(image)
     ax.set_axis_off()
     if title is not None:
-        ax.set_title(title, fontsize=fontsize, color=colour or "black",
-                     fontweight="bold" if bold else "normal")
+        ax.set_title(
+            title,
+            fontsize=fontsize,
+            color=colour or "black",
+            fontweight="bold" if bold else "normal",
+        )
 
 
 def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:

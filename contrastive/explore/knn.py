@@ -55,8 +55,9 @@ class KnnReport:
         return per_class_accuracy(torch.from_numpy(self.confusion)).numpy()
 
 
-def knn_report(train: EmbeddingSet, test: EmbeddingSet | None = None, k: int = 20,
-               temperature: float = 0.1) -> KnnReport:
+def knn_report(
+    train: EmbeddingSet, test: EmbeddingSet | None = None, k: int = 20, temperature: float = 0.1
+) -> KnnReport:
     """Classifies each labelled image by a weighted vote of its ``k`` nearest neighbours.
 
     Args:
@@ -79,27 +80,42 @@ def knn_report(train: EmbeddingSet, test: EmbeddingSet | None = None, k: int = 2
     num_classes = len(train.classes)
     if test is None:
         queries = voters
-        predictions = _leave_one_out(train.embeddings[voters], train.labels[voters], k,
-                                     temperature, num_classes)
+        predictions = _leave_one_out(
+            train.embeddings[voters], train.labels[voters], k, temperature, num_classes
+        )
         targets = train.labels[voters]
     else:
         if list(test.classes) != list(train.classes):
-            raise ContrastiveError("train and test embeddings have different class lists; "
-                                   "kNN needs the same classes in the same order")
+            raise ContrastiveError(
+                "train and test embeddings have different class lists; "
+                "kNN needs the same classes in the same order"
+            )
         queries = _labelled_rows(test, "test")
         targets = test.labels[queries]
         if not 1 <= k <= len(voters):
-            raise ContrastiveError(f"k must be between 1 and {len(voters)} (the labelled "
-                                   f"train images), got {k}")
-        ranking = knn_classify(torch.from_numpy(train.embeddings[voters]),
-                               torch.from_numpy(train.labels[voters]),
-                               torch.from_numpy(test.embeddings[queries]), k=k,
-                               temperature=temperature, num_classes=num_classes)
+            raise ContrastiveError(
+                f"k must be between 1 and {len(voters)} (the labelled train images), got {k}"
+            )
+        ranking = knn_classify(
+            torch.from_numpy(train.embeddings[voters]),
+            torch.from_numpy(train.labels[voters]),
+            torch.from_numpy(test.embeddings[queries]),
+            k=k,
+            temperature=temperature,
+            num_classes=num_classes,
+        )
         predictions = ranking[:, 0].numpy()
-    confusion = confusion_matrix(torch.from_numpy(predictions), torch.from_numpy(targets),
-                                 num_classes).numpy()
-    return KnnReport(classes=list(train.classes), indices=queries, targets=targets,
-                     predictions=predictions.astype(np.int64), confusion=confusion, k=k)
+    confusion = confusion_matrix(
+        torch.from_numpy(predictions), torch.from_numpy(targets), num_classes
+    ).numpy()
+    return KnnReport(
+        classes=list(train.classes),
+        indices=queries,
+        targets=targets,
+        predictions=predictions.astype(np.int64),
+        confusion=confusion,
+        k=k,
+    )
 
 
 def _labelled_rows(dataset: EmbeddingSet, role: str) -> np.ndarray:
@@ -109,8 +125,9 @@ def _labelled_rows(dataset: EmbeddingSet, role: str) -> np.ndarray:
     return rows
 
 
-def _leave_one_out(embeddings: np.ndarray, labels: np.ndarray, k: int, temperature: float,
-                   num_classes: int) -> np.ndarray:
+def _leave_one_out(
+    embeddings: np.ndarray, labels: np.ndarray, k: int, temperature: float, num_classes: int
+) -> np.ndarray:
     neighbours, similarities = nearest_neighbours(embeddings, k)
     weights = np.exp(similarities.astype(np.float64) / temperature)
     scores = np.zeros((len(embeddings), num_classes))
@@ -130,19 +147,28 @@ def plot_confusion(report: KnnReport, normalise: bool = True) -> Figure:
     """
     counts = report.confusion.astype(np.float64)
     totals = counts.sum(axis=1, keepdims=True)
-    values = np.divide(counts, totals, out=np.zeros_like(counts),
-                       where=totals > 0) if normalise else counts
+    values = (
+        np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+        if normalise
+        else counts
+    )
     num_classes = len(report.classes)
     side = max(4.0, 0.55 * num_classes + 2.5)
     figure = Figure(figsize=(side + 1.5, side), layout="constrained")
     ax = figure.subplots()
     image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalise else None)
-    figure.colorbar(image, ax=ax, shrink=0.8,
-                    label="fraction of true class" if normalise else "images")
+    figure.colorbar(
+        image, ax=ax, shrink=0.8, label="fraction of true class" if normalise else "images"
+    )
     accuracies = report.per_class_accuracy
-    ax.set_yticks(range(num_classes), [
-        f"{name} ({acc:.0%})" if not np.isnan(acc) else f"{name} (-)"
-        for name, acc in zip(report.classes, accuracies)], fontsize=8)
+    ax.set_yticks(
+        range(num_classes),
+        [
+            f"{name} ({acc:.0%})" if not np.isnan(acc) else f"{name} (-)"
+            for name, acc in zip(report.classes, accuracies)
+        ],
+        fontsize=8,
+    )
     ax.set_xticks(range(num_classes), report.classes, rotation=45, ha="right", fontsize=8)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class (accuracy)")
@@ -150,8 +176,16 @@ def plot_confusion(report: KnnReport, normalise: bool = True) -> Figure:
         for (row, col), value in np.ndenumerate(values):
             if counts[row, col]:
                 text = f"{value:.2f}" if normalise else f"{int(value)}"
-                ax.text(col, row, text, ha="center", va="center", fontsize=7,
-                        color="white" if value > 0.6 * values.max() else "black")
-    ax.set_title(f"kNN (k={report.k}) accuracy {report.accuracy:.1%} on "
-                 f"{len(report.targets)} images")
+                ax.text(
+                    col,
+                    row,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if value > 0.6 * values.max() else "black",
+                )
+    ax.set_title(
+        f"kNN (k={report.k}) accuracy {report.accuracy:.1%} on {len(report.targets)} images"
+    )
     return figure

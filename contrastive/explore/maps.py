@@ -41,8 +41,9 @@ def spread_subsample(coordinates: np.ndarray, count: int, seed: int = 0) -> np.n
     cells_per_side = 2 * math.ceil(math.sqrt(count))
     low = coordinates.min(axis=0)
     span = np.maximum(coordinates.max(axis=0) - low, np.finfo(np.float32).eps)
-    cells = np.minimum(((coordinates - low) / span * cells_per_side).astype(np.int64),
-                       cells_per_side - 1)
+    cells = np.minimum(
+        ((coordinates - low) / span * cells_per_side).astype(np.int64), cells_per_side - 1
+    )
     cell_ids = cells[:, 0] * cells_per_side + cells[:, 1]
     order = np.random.default_rng(seed).permutation(len(coordinates))
     _, first = np.unique(cell_ids[order], return_index=True)
@@ -50,10 +51,16 @@ def spread_subsample(coordinates: np.ndarray, count: int, seed: int = 0) -> np.n
     return np.sort(chosen)
 
 
-def plot_projection(dataset: EmbeddingSet, coordinates: np.ndarray,
-                    max_thumbnails: int = 150, thumbnail_size: int = 32,
-                    zoom: float | None = None, seed: int = 0, title: str | None = None,
-                    figsize: tuple[float, float] = (11.0, 9.0)) -> Figure:
+def plot_projection(
+    dataset: EmbeddingSet,
+    coordinates: np.ndarray,
+    max_thumbnails: int = 150,
+    thumbnail_size: int = 32,
+    zoom: float | None = None,
+    seed: int = 0,
+    title: str | None = None,
+    figsize: tuple[float, float] = (11.0, 9.0),
+) -> Figure:
     """Scatter of a 2-D projection coloured by label, with thumbnails at some points.
 
     Args:
@@ -77,8 +84,10 @@ def plot_projection(dataset: EmbeddingSet, coordinates: np.ndarray,
     """
     points = np.asarray(coordinates, dtype=np.float32)
     if points.shape != (len(dataset), 2):
-        raise ContrastiveError(f"coordinates must have shape ({len(dataset)}, 2) to match "
-                               f"the embeddings, got {points.shape}")
+        raise ContrastiveError(
+            f"coordinates must have shape ({len(dataset)}, 2) to match "
+            f"the embeddings, got {points.shape}"
+        )
     figure = Figure(figsize=figsize, layout="constrained")
     ax = figure.subplots()
     colours = label_colours(dataset.labels, len(dataset.classes))
@@ -86,12 +95,15 @@ def plot_projection(dataset: EmbeddingSet, coordinates: np.ndarray,
     chosen = spread_subsample(points, min(max_thumbnails, len(points)), seed)
     if len(chosen):
         thumbnails = load_thumbnails(dataset, chosen, thumbnail_size)
-        scale = zoom if zoom is not None else _auto_zoom(figure, max_thumbnails,
-                                                         thumbnail_size)
+        scale = zoom if zoom is not None else _auto_zoom(figure, max_thumbnails, thumbnail_size)
         for index, thumbnail in zip(chosen, thumbnails):
-            box = AnnotationBbox(OffsetImage(thumbnail, zoom=scale), points[index],
-                                 pad=0.15, frameon=True,
-                                 bboxprops={"edgecolor": colours[index], "linewidth": 1.5})
+            box = AnnotationBbox(
+                OffsetImage(thumbnail, zoom=scale),
+                points[index],
+                pad=0.15,
+                frameon=True,
+                bboxprops={"edgecolor": colours[index], "linewidth": 1.5},
+            )
             ax.add_artist(box)
     # Half a thumbnail of room on each side keeps thumbnails at the edge inside the axes.
     ax.margins(0.6 / (2 * math.ceil(math.sqrt(max(max_thumbnails, 1)))) + 0.02)
@@ -114,9 +126,18 @@ def _add_legend(ax, dataset: EmbeddingSet) -> None:
     if present == [-1] or len(present) > _MAX_LEGEND_ENTRIES:
         return
     palette = class_palette(len(dataset.classes))
-    handles = [Line2D([], [], marker="o", linestyle="", markersize=7,
-                      color=palette[label] if label >= 0 else UNLABELED_COLOUR,
-                      label=dataset.classes[label] if label >= 0 else "unlabeled")
-               for label in present]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
-              frameon=False)
+    handles = [
+        Line2D(
+            [],
+            [],
+            marker="o",
+            linestyle="",
+            markersize=7,
+            color=palette[label] if label >= 0 else UNLABELED_COLOUR,
+            label=dataset.classes[label] if label >= 0 else "unlabeled",
+        )
+        for label in present
+    ]
+    ax.legend(
+        handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False
+    )

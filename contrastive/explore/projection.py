@@ -18,8 +18,13 @@ PROJECTIONS = ("pca", "tsne", "umap")
 _TSNE_INPUT_DIMS = 50
 
 
-def project_2d(embeddings: np.ndarray, method: str = "pca", seed: int = 0,
-               normalise: bool = True, **options: Any) -> np.ndarray:
+def project_2d(
+    embeddings: np.ndarray,
+    method: str = "pca",
+    seed: int = 0,
+    normalise: bool = True,
+    **options: Any,
+) -> np.ndarray:
     """Projects embeddings to two dimensions.
 
     Args:
@@ -40,11 +45,13 @@ def project_2d(embeddings: np.ndarray, method: str = "pca", seed: int = 0,
     """
     array = np.asarray(embeddings, dtype=np.float32)
     if array.ndim != 2 or len(array) < 3:
-        raise ContrastiveError(f"need an N x D embeddings array with N >= 3 to project, got "
-                               f"shape {array.shape}")
+        raise ContrastiveError(
+            f"need an N x D embeddings array with N >= 3 to project, got shape {array.shape}"
+        )
     if method not in PROJECTIONS:
-        raise ContrastiveError(f"unknown projection {method!r}; choose one of "
-                               f"{', '.join(PROJECTIONS)}")
+        raise ContrastiveError(
+            f"unknown projection {method!r}; choose one of {', '.join(PROJECTIONS)}"
+        )
     if normalise:
         array = unit_rows(array)
     if method == "pca":
@@ -68,8 +75,12 @@ def _pca(array: np.ndarray, dims: int, seed: int, **options: Any) -> np.ndarray:
 def _tsne(array: np.ndarray, seed: int, **options: Any) -> np.ndarray:
     if array.shape[1] > _TSNE_INPUT_DIMS and len(array) > _TSNE_INPUT_DIMS:
         array = _pca(array, _TSNE_INPUT_DIMS, seed)
-    settings = {"perplexity": min(30.0, (len(array) - 1) / 3), "init": "pca",
-                "learning_rate": "auto", "random_state": seed}
+    settings = {
+        "perplexity": min(30.0, (len(array) - 1) / 3),
+        "init": "pca",
+        "learning_rate": "auto",
+        "random_state": seed,
+    }
     settings.update(options)
     return TSNE(n_components=2, **settings).fit_transform(array)
 
@@ -78,10 +89,10 @@ def _umap(array: np.ndarray, seed: int, **options: Any) -> np.ndarray:
     try:
         import umap
     except ImportError as error:
-        raise ContrastiveError("UMAP needs the umap extra: pip install contrastive[umap]"
-                               ) from error
-    settings = {"n_neighbors": min(15, len(array) - 1), "metric": "cosine",
-                "random_state": seed}
+        raise ContrastiveError(
+            "UMAP needs the umap extra: pip install contrastive[umap]"
+        ) from error
+    settings = {"n_neighbors": min(15, len(array) - 1), "metric": "cosine", "random_state": seed}
     settings.update(options)
     with warnings.catch_warnings():
         # Seeding is deliberate (repeatable maps); UMAP warns that it then runs one thread.

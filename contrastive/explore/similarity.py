@@ -42,10 +42,14 @@ def _chunks(count: int, chunk_rows: int) -> Iterator[slice]:
         yield slice(start, min(start + chunk_rows, count))
 
 
-def top_k_similar(queries: np.ndarray, keys: np.ndarray, k: int,
-                  exclude: Sequence[int] | np.ndarray | None = None,
-                  normalise: bool = True,
-                  chunk_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def top_k_similar(
+    queries: np.ndarray,
+    keys: np.ndarray,
+    k: int,
+    exclude: Sequence[int] | np.ndarray | None = None,
+    normalise: bool = True,
+    chunk_rows: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` keys most cosine-similar to each query, most similar first.
 
     Args:
@@ -67,12 +71,12 @@ def top_k_similar(queries: np.ndarray, keys: np.ndarray, k: int,
     if normalise:
         queries, keys = unit_rows(queries), unit_rows(keys)
     if queries.shape[1] != keys.shape[1]:
-        raise ContrastiveError(f"queries have {queries.shape[1]} dimensions but keys have "
-                               f"{keys.shape[1]}")
+        raise ContrastiveError(
+            f"queries have {queries.shape[1]} dimensions but keys have {keys.shape[1]}"
+        )
     available = len(keys) - (1 if exclude is not None else 0)
     if not 1 <= k <= available:
-        raise ContrastiveError(f"k must be between 1 and {available} (the keys available), "
-                               f"got {k}")
+        raise ContrastiveError(f"k must be between 1 and {available} (the keys available), got {k}")
     excluded = None if exclude is None else np.asarray(exclude, dtype=np.int64)
     indices = np.empty((len(queries), k), dtype=np.int64)
     similarities = np.empty((len(queries), k), dtype=np.float32)
@@ -88,9 +92,12 @@ def top_k_similar(queries: np.ndarray, keys: np.ndarray, k: int,
     return indices, similarities
 
 
-def nearest_neighbours(embeddings: np.ndarray, k: int,
-                       query_indices: Sequence[int] | np.ndarray | None = None,
-                       chunk_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def nearest_neighbours(
+    embeddings: np.ndarray,
+    k: int,
+    query_indices: Sequence[int] | np.ndarray | None = None,
+    chunk_rows: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Each query row's ``k`` most cosine-similar other rows of the same set.
 
     Args:
@@ -103,15 +110,20 @@ def nearest_neighbours(embeddings: np.ndarray, k: int,
         ``(indices, similarities)``, both ``(Q, k)``, most similar first.
     """
     unit = unit_rows(embeddings)
-    queries = (np.arange(len(unit)) if query_indices is None
-               else _check_indices(query_indices, len(unit)))
-    return top_k_similar(unit[queries], unit, k, exclude=queries, normalise=False,
-                         chunk_rows=chunk_rows)
+    queries = (
+        np.arange(len(unit)) if query_indices is None else _check_indices(query_indices, len(unit))
+    )
+    return top_k_similar(
+        unit[queries], unit, k, exclude=queries, normalise=False, chunk_rows=chunk_rows
+    )
 
 
-def near_duplicates(embeddings: np.ndarray, threshold: float = 0.98,
-                    max_pairs: int = 10_000,
-                    chunk_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def near_duplicates(
+    embeddings: np.ndarray,
+    threshold: float = 0.98,
+    max_pairs: int = 10_000,
+    chunk_rows: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Pairs of rows whose cosine similarity is at least ``threshold``.
 
     Args:
@@ -126,8 +138,7 @@ def near_duplicates(embeddings: np.ndarray, threshold: float = 0.98,
         float32 similarities, most similar first.
     """
     if not -1.0 <= threshold <= 1.0:
-        raise ContrastiveError(f"threshold must be a cosine similarity in [-1, 1], got "
-                               f"{threshold}")
+        raise ContrastiveError(f"threshold must be a cosine similarity in [-1, 1], got {threshold}")
     if max_pairs < 1:
         raise ContrastiveError(f"max_pairs must be at least 1, got {max_pairs}")
     unit = unit_rows(embeddings)
@@ -137,7 +148,7 @@ def near_duplicates(embeddings: np.ndarray, threshold: float = 0.98,
     dropped = False
     for rows in _chunks(count, chunk_rows or rows_per_chunk(count)):
         # Only the upper triangle: keys from the chunk's first row on, columns past the row.
-        block = unit[rows] @ unit[rows.start:].T
+        block = unit[rows] @ unit[rows.start :].T
         local_rows, local_cols = np.nonzero(block >= threshold)
         upper = local_cols > local_rows
         local_rows, local_cols = local_rows[upper], local_cols[upper]
@@ -148,14 +159,18 @@ def near_duplicates(embeddings: np.ndarray, threshold: float = 0.98,
             keep = np.argpartition(-sims, max_pairs - 1)[:max_pairs]
             pairs, sims, dropped = pairs[keep], sims[keep], True
     if dropped:
-        warnings.warn(f"more than {max_pairs} pairs reach similarity {threshold}; kept the "
-                      f"{max_pairs} most similar (raise threshold or max_pairs)", stacklevel=2)
+        warnings.warn(
+            f"more than {max_pairs} pairs reach similarity {threshold}; kept the "
+            f"{max_pairs} most similar (raise threshold or max_pairs)",
+            stacklevel=2,
+        )
     order = np.lexsort((pairs[:, 1], pairs[:, 0], -sims))
     return pairs[order], sims[order]
 
 
-def outliers(embeddings: np.ndarray, k: int = 10, count: int = 20,
-             chunk_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def outliers(
+    embeddings: np.ndarray, k: int = 10, count: int = 20, chunk_rows: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The rows least similar to their own neighbourhood.
 
     A row's score is its mean cosine similarity to its ``k`` nearest other rows; the

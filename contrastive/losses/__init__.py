@@ -40,17 +40,26 @@ class LossConfig:
             )
 
 
-def build_loss(config: LossConfig, temperature: float,
-               memory_bank_size: int | Sequence[int] = 0,
-               gather_distributed: bool = False) -> nn.Module:
+def build_loss(
+    config: LossConfig,
+    temperature: float,
+    memory_bank_size: int | Sequence[int] = 0,
+    gather_distributed: bool = False,
+) -> nn.Module:
     """Builds the loss module; ``temperature`` is used when ``config.temperature`` is None."""
     tau = config.temperature if config.temperature is not None else temperature
     if config.name == "ntxent":
-        return NTXentLoss(temperature=tau, memory_bank_size=memory_bank_size,
-                          gather_distributed=gather_distributed)
-    return DistanceContrastiveLoss(temperature=tau, distance=config.distance,
-                                   memory_bank_size=memory_bank_size,
-                                   gather_distributed=gather_distributed)
+        return NTXentLoss(
+            temperature=tau,
+            memory_bank_size=memory_bank_size,
+            gather_distributed=gather_distributed,
+        )
+    return DistanceContrastiveLoss(
+        temperature=tau,
+        distance=config.distance,
+        memory_bank_size=memory_bank_size,
+        gather_distributed=gather_distributed,
+    )
 
 
 __all__ = ["DISTANCES", "LOSSES", "DistanceContrastiveLoss", "LossConfig", "build_loss"]

@@ -46,8 +46,9 @@ def pairwise_distance(a: Tensor, b: Tensor, distance: str) -> Tensor:
     """
     if distance == "cosine":
         return 1.0 - nn.functional.normalize(a, dim=1) @ nn.functional.normalize(b, dim=1).T
-    squared = (a.pow(2).sum(1, keepdim=True) + b.pow(2).sum(1).unsqueeze(0)
-               - 2.0 * a @ b.T).clamp_min(0.0)
+    squared = (
+        a.pow(2).sum(1, keepdim=True) + b.pow(2).sum(1).unsqueeze(0) - 2.0 * a @ b.T
+    ).clamp_min(0.0)
     if distance == "squared_euclidean":
         return squared
     return (squared + _EPS).sqrt()
@@ -105,7 +106,8 @@ class DistanceContrastiveLoss(nn.Module):
         self.normalize = normalize
         self.gather_distributed = gather_distributed
         self.memory_bank = MemoryBankModule(
-            size=memory_bank_size, gather_distributed=gather_distributed,
+            size=memory_bank_size,
+            gather_distributed=gather_distributed,
             feature_dim_first=False,
         )
 

@@ -17,8 +17,13 @@ METHODS: dict[str, type[nn.Module]] = {
 }
 
 
-def build_method(config: MethodConfig, loss: LossConfig, backbone: nn.Module,
-                 feature_dim: int, gather_distributed: bool = False) -> nn.Module:
+def build_method(
+    config: MethodConfig,
+    loss: LossConfig,
+    backbone: nn.Module,
+    feature_dim: int,
+    gather_distributed: bool = False,
+) -> nn.Module:
     """Builds a method around ``backbone`` with its loss.
 
     Raises:
@@ -29,10 +34,15 @@ def build_method(config: MethodConfig, loss: LossConfig, backbone: nn.Module,
             f"unknown method {config.name!r}; choose one of {', '.join(METHODS)}"
         )
     method_class = METHODS[config.name]
-    memory_bank_size = ((config.queue_size, config.projection_output_dim)
-                        if method_class.uses_memory_bank else 0)
-    criterion = build_loss(loss, method_class.default_temperature, memory_bank_size,
-                           gather_distributed=gather_distributed)
+    memory_bank_size = (
+        (config.queue_size, config.projection_output_dim) if method_class.uses_memory_bank else 0
+    )
+    criterion = build_loss(
+        loss,
+        method_class.default_temperature,
+        memory_bank_size,
+        gather_distributed=gather_distributed,
+    )
     hidden = config.projection_hidden_dim or feature_dim
     resolved = MethodConfig(**{**config.__dict__, "projection_hidden_dim": hidden})
     return method_class(backbone, feature_dim, resolved, criterion)

@@ -34,8 +34,9 @@ class MoCo(nn.Module):
     default_temperature = 0.2
     uses_memory_bank = True
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, config: MethodConfig,
-                 criterion: nn.Module) -> None:
+    def __init__(
+        self, backbone: nn.Module, feature_dim: int, config: MethodConfig, criterion: nn.Module
+    ) -> None:
         super().__init__()
         self.config = config
         self.backbone = backbone
@@ -50,8 +51,9 @@ class MoCo(nn.Module):
 
     def momentum(self, progress: float) -> float:
         """Key-encoder momentum at ``progress`` in [0, 1] (cosine from start to end)."""
-        return cosine_schedule(int(progress * 10_000), 10_000,
-                               self.config.momentum_start, self.config.momentum_end)
+        return cosine_schedule(
+            int(progress * 10_000), 10_000, self.config.momentum_start, self.config.momentum_end
+        )
 
     def training_loss(self, views: list[Tensor], progress: float) -> Tensor:
         """Loss of one batch; also updates the key encoder and the queue.

@@ -26,8 +26,9 @@ class SimCLR(nn.Module):
     default_temperature = 0.5
     uses_memory_bank = False
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, config: MethodConfig,
-                 criterion: nn.Module) -> None:
+    def __init__(
+        self, backbone: nn.Module, feature_dim: int, config: MethodConfig, criterion: nn.Module
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.projection_head = SimCLRProjectionHead(
@@ -47,4 +48,3 @@ class SimCLR(nn.Module):
         both = self.projection_head(self.backbone(torch.cat(views[:2])))
         first, second = both.chunk(2)
         return self.criterion(first, second)
-

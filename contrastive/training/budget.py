@@ -57,8 +57,9 @@ class BudgetPlan:
     epochs: int
 
 
-def plan_budget(remaining_seconds: float, seconds_per_step: float,
-                steps_per_epoch: int) -> BudgetPlan:
+def plan_budget(
+    remaining_seconds: float, seconds_per_step: float, steps_per_epoch: int
+) -> BudgetPlan:
     """Steps (and the epochs that contain them) that fill ``remaining_seconds``.
 
     Raises:
@@ -73,8 +74,9 @@ def plan_budget(remaining_seconds: float, seconds_per_step: float,
     return BudgetPlan(seconds_per_step, steps, max(1, math.ceil(steps / steps_per_epoch)))
 
 
-def measure_seconds_per_step(module: torch.nn.Module, batches: Iterable, precision: str,
-                             device: torch.device, steps: int = 3) -> float:
+def measure_seconds_per_step(
+    module: torch.nn.Module, batches: Iterable, precision: str, device: torch.device, steps: int = 3
+) -> float:
     """Times full training steps on a throw-away copy of ``module`` (weights untouched).
 
     The first step is a warm-up and not counted.
@@ -120,8 +122,9 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     """
     if precision != "auto":
         return precision
-    use_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto"
-                                                 and torch.cuda.is_available())
+    use_gpu = accelerator in ("gpu", "cuda") or (
+        accelerator == "auto" and torch.cuda.is_available()
+    )
     if use_gpu:
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
     return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"

@@ -29,8 +29,11 @@ def explained_write_errors(target: str | os.PathLike, what: str = "file") -> Ite
         yield
     except OSError as error:
         reason = error.strerror or str(error)
-        hint = "; free some disk space or choose another --out" \
-            if error.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        hint = (
+            "; free some disk space or choose another --out"
+            if error.errno in (errno.ENOSPC, errno.EDQUOT)
+            else ""
+        )
         raise ContrastiveError(
             f"cannot write {what} {target}: {reason} (the previous {what}, if any, is "
             f"unchanged){hint}"
@@ -47,10 +50,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes to a temporary file and renames it over the target; loads with
     ``weights_only=True`` so a tampered checkpoint cannot run code."""
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
-                        storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
         save_torch_file(checkpoint, path, what="checkpoint")
 
-    def load_checkpoint(self, path: Any, map_location: Callable | None = None,
-                        weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: Any, map_location: Callable | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         return load_torch_safely(path)

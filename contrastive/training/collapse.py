@@ -36,8 +36,9 @@ class CollapseMonitor(pl.Callback):
         threshold_fraction: Warn when ``std < threshold_fraction / sqrt(d)``.
     """
 
-    def __init__(self, check_every_n_steps: int = 50,
-                 threshold_fraction: float = DEFAULT_THRESHOLD_FRACTION) -> None:
+    def __init__(
+        self, check_every_n_steps: int = 50, threshold_fraction: float = DEFAULT_THRESHOLD_FRACTION
+    ) -> None:
         self.check_every_n_steps = max(1, check_every_n_steps)
         self.threshold_fraction = threshold_fraction
         self.warned = False
@@ -54,8 +55,9 @@ class CollapseMonitor(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._remove_hook()
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                     exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
         self._remove_hook()
 
     def _remove_hook(self) -> None:
@@ -64,8 +66,14 @@ class CollapseMonitor(pl.Callback):
             self._hook = None
         self._embeddings = None
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         embeddings, self._embeddings = self._embeddings, None
         if embeddings is None or embeddings.ndim != 2 or embeddings.shape[0] < 2:
             return
@@ -83,5 +91,6 @@ class CollapseMonitor(pl.Callback):
                 f"representation collapse at step {step}: std of normalised embeddings "
                 f"{value:.2g} < {threshold:.2g} (healthy ~{1 / math.sqrt(dim):.2g}); try a lower "
                 f"learning rate, a higher temperature or stronger augmentations",
-                RepresentationCollapseWarning, stacklevel=2,
+                RepresentationCollapseWarning,
+                stacklevel=2,
             )

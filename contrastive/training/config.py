@@ -149,8 +149,10 @@ class TrainConfig:
         if self.max_steps is not None and self.max_steps < 1:
             raise ContrastiveError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.view_pipeline not in VIEW_PIPELINES:
-            raise ContrastiveError(f"unknown view pipeline {self.view_pipeline!r}; choose one "
-                                   f"of {', '.join(VIEW_PIPELINES)}")
+            raise ContrastiveError(
+                f"unknown view pipeline {self.view_pipeline!r}; choose one "
+                f"of {', '.join(VIEW_PIPELINES)}"
+            )
         if (self.val_train is None) != (self.val_test is None):
             raise ContrastiveError("give both val_train and val_test, or neither")
 
@@ -180,8 +182,12 @@ class TrainConfig:
         unknown = set(values) - known
         if unknown:
             raise ContrastiveError(f"unknown config key(s): {', '.join(sorted(unknown))}")
-        components = {"backbone": BackboneConfig, "method": MethodConfig,
-                      "loss": LossConfig, "optim": OptimConfig}
+        components = {
+            "backbone": BackboneConfig,
+            "method": MethodConfig,
+            "loss": LossConfig,
+            "optim": OptimConfig,
+        }
         kwargs: dict[str, Any] = {}
         for key, value in values.items():
             if key == "views" and isinstance(value, dict):

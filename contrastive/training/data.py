@@ -22,12 +22,14 @@ from contrastive.views.per_image import MultiView
 
 def per_image_loader(paths: list[Path], config: TrainConfig) -> DataLoader:
     """Decodes and augments each image in workers; batches hold ``([view0, view1], ...)``."""
-    return _worker_loader(ImageDataset(paths, transform=MultiView(config.views, num_views=2)),
-                          config)
+    return _worker_loader(
+        ImageDataset(paths, transform=MultiView(config.views, num_views=2)), config
+    )
 
 
-def batched_loader(paths: list[Path], config: TrainConfig, rank: int = 0,
-                   world_size: int = 1) -> tuple[Iterable, dict[Path, str]]:
+def batched_loader(
+    paths: list[Path], config: TrainConfig, rank: int = 0, world_size: int = 1
+) -> tuple[Iterable, dict[Path, str]]:
     """uint8 image batches ``(images (B, 3, S, S), indices (B,))`` for on-device views.
 
     Returns:
@@ -37,11 +39,19 @@ def batched_loader(paths: list[Path], config: TrainConfig, rank: int = 0,
     if not config.cache_images:
         dataset = ImageDataset(paths, transform=ToSquareUint8(size))
         return _worker_loader(dataset, config, drop_label=True), {}
-    cache = load_or_build_cache(paths, size, directory=config.cache_dir,
-                                workers=max(1, config.num_workers))
-    loader = CachedImageLoader(cache, config.batch_size, shuffle=True, drop_last=True,
-                               seed=config.seed, rank=rank, world_size=world_size,
-                               pin_memory=torch.cuda.is_available())
+    cache = load_or_build_cache(
+        paths, size, directory=config.cache_dir, workers=max(1, config.num_workers)
+    )
+    loader = CachedImageLoader(
+        cache,
+        config.batch_size,
+        shuffle=True,
+        drop_last=True,
+        seed=config.seed,
+        rank=rank,
+        world_size=world_size,
+        pin_memory=torch.cuda.is_available(),
+    )
     skipped = {Path(path): "failed to decode" for path in cache.skipped}
     return loader, skipped
 
@@ -60,8 +70,9 @@ class _DropLabel(torch.utils.data.Dataset):
         return image, file_index
 
 
-def _worker_loader(dataset: ImageDataset, config: TrainConfig,
-                   drop_label: bool = False) -> DataLoader:
+def _worker_loader(
+    dataset: ImageDataset, config: TrainConfig, drop_label: bool = False
+) -> DataLoader:
     generator = torch.Generator().manual_seed(config.seed)
     return DataLoader(
         _DropLabel(dataset) if drop_label else dataset,

@@ -74,8 +74,10 @@ class GracefulInterrupt(pl.Callback):
         previous = signal.getsignal(signal.SIGINT)
         # Handlers can only be set from the main thread; a process started with Ctrl-C
         # ignored (``nohup``, a background job) keeps ignoring it; None: set outside Python.
-        catch = (threading.current_thread() is threading.main_thread()
-                 and previous not in (signal.SIG_IGN, None))
+        catch = threading.current_thread() is threading.main_thread() and previous not in (
+            signal.SIG_IGN,
+            None,
+        )
         if catch:
             self._previous_handler = previous
             signal.signal(signal.SIGINT, self._on_sigint)
@@ -84,8 +86,9 @@ class GracefulInterrupt(pl.Callback):
         except _StoppedAfterSaveError:
             raise TrainingInterrupted(self._message(signal.SIGINT)) from None
         except SIGTERMException:
-            raise TrainingInterrupted(self._message(signal.SIGTERM),
-                                      EXIT_CODES[signal.SIGTERM]) from None
+            raise TrainingInterrupted(
+                self._message(signal.SIGTERM), EXIT_CODES[signal.SIGTERM]
+            ) from None
         except SystemExit:
             # Lightning ends a KeyboardInterrupt it caught with sys.exit(1).
             if not self._stopped_at_once:
@@ -96,8 +99,9 @@ class GracefulInterrupt(pl.Callback):
                 # Lightning leaves SIGINT ignored after it handled a KeyboardInterrupt.
                 signal.signal(signal.SIGINT, self._previous_handler)
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                             batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         requested = self.requested
         if trainer.world_size > 1:
             # Ranks see the signal at different steps; they must stop at the same one.
@@ -108,8 +112,9 @@ class GracefulInterrupt(pl.Callback):
             self._save(trainer)
             raise _StoppedAfterSaveError
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                     exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
         if isinstance(exception, SIGTERMException):
             # Raised by Lightning at the end of a step, so the state is consistent.
             self._save(trainer)

@@ -59,10 +59,18 @@ class KNNMonitor(pl.Callback):
             folder has classes the train folder lacks.
     """
 
-    def __init__(self, train_dir: str | os.PathLike, test_dir: str | os.PathLike,
-                 view_config: ViewConfig, every_n_epochs: int = 1, k: int = 200,
-                 temperature: float = 0.1, batch_size: int = 256, num_workers: int = 0,
-                 cache_bytes: int = 2**30) -> None:
+    def __init__(
+        self,
+        train_dir: str | os.PathLike,
+        test_dir: str | os.PathLike,
+        view_config: ViewConfig,
+        every_n_epochs: int = 1,
+        k: int = 200,
+        temperature: float = 0.1,
+        batch_size: int = 256,
+        num_workers: int = 0,
+        cache_bytes: int = 2**30,
+    ) -> None:
         super().__init__()
         self.train_dir, self.test_dir = train_dir, test_dir
         self.view_config = view_config
@@ -85,8 +93,13 @@ class KNNMonitor(pl.Callback):
             return
         top1 = self.measure(pl_module.backbone, pl_module.device)
         pl_module.log(METRIC_NAME, top1, prog_bar=True, logger=True, on_epoch=True)
-        log.info("online monitor (kNN k=%d on %s, not a final evaluation): epoch %d top-1 "
-                 "%.2f%%", self.k, self.test_dir, epoch, 100 * top1)
+        log.info(
+            "online monitor (kNN k=%d on %s, not a final evaluation): epoch %d top-1 %.2f%%",
+            self.k,
+            self.test_dir,
+            epoch,
+            100 * top1,
+        )
 
     def measure(self, backbone: torch.nn.Module, device: torch.device | str = "cpu") -> float:
         """kNN top-1 of ``backbone`` features; the backbone's modes and statistics are kept.
@@ -98,10 +111,17 @@ class KNNMonitor(pl.Callback):
             self._splits = self._scan()
         extractor = EncoderFeatures(backbone)
         (train_features, train_labels), (test_features, test_labels) = (
-            self._features(split, extractor, device) for split in self._splits)
+            self._features(split, extractor, device) for split in self._splits
+        )
         k = min(self.k, len(train_labels))
-        rankings = knn_rankings(train_features, train_labels, test_features, (k,),
-                                self.temperature, num_classes=int(train_labels.max()) + 1)
+        rankings = knn_rankings(
+            train_features,
+            train_labels,
+            test_features,
+            (k,),
+            self.temperature,
+            num_classes=int(train_labels.max()) + 1,
+        )
         return topk_accuracy(rankings[k], test_labels, (1,))[1]
 
     def _scan(self) -> tuple[_Split, _Split]:
@@ -111,26 +131,28 @@ class KNNMonitor(pl.Callback):
         test_labels, test_classes = test_folder.labels()
         check_labels(train_labels, classes, "--val-train")
         check_labels(test_labels, test_classes, "--val-test")
-        test_labels = align_test_labels(classes, test_labels, test_classes, "--val-train",
-                                        "--val-test")
+        test_labels = align_test_labels(
+            classes, test_labels, test_classes, "--val-train", "--val-test"
+        )
         return _Split(train_folder, train_labels), _Split(test_folder, test_labels)
 
-    def _features(self, split: _Split, extractor: torch.nn.Module,
-                  device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _features(
+        self, split: _Split, extractor: torch.nn.Module, device: torch.device | str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Features ``(N, D)`` and labels ``(N,)`` of one folder."""
         if split.images is None and self._fits_cache(split):
-            split.images, split.labels = _decode_all(split.folder, split.labels,
-                                                     self.view_config, self.batch_size,
-                                                     self.num_workers)
+            split.images, split.labels = _decode_all(
+                split.folder, split.labels, self.view_config, self.batch_size, self.num_workers
+            )
         if split.images is not None:
             indices = torch.arange(len(split.images))
             dataset = torch.utils.data.TensorDataset(split.images, indices, indices)
             loader = torch.utils.data.DataLoader(dataset, batch_size=self.batch_size)
         else:
-            loader = image_loader(split.folder, self.view_config, self.batch_size,
-                                  self.num_workers)
-        features, indices = extract_features(loader, {"backbone": extractor}, device,
-                                             progress=False)
+            loader = image_loader(split.folder, self.view_config, self.batch_size, self.num_workers)
+        features, indices = extract_features(
+            loader, {"backbone": extractor}, device, progress=False
+        )
         # Rows of unreadable images hold their successor: take labels by returned index.
         return torch.from_numpy(features["backbone"]), torch.from_numpy(split.labels[indices])
 
@@ -139,8 +161,13 @@ class KNNMonitor(pl.Callback):
         return len(split.folder) * 3 * side * side * 4 <= self.cache_bytes
 
 
-def _decode_all(folder: ImageFolder, labels: np.ndarray, view_config: ViewConfig,
-                batch_size: int, num_workers: int) -> tuple[torch.Tensor, np.ndarray]:
+def _decode_all(
+    folder: ImageFolder,
+    labels: np.ndarray,
+    view_config: ViewConfig,
+    batch_size: int,
+    num_workers: int,
+) -> tuple[torch.Tensor, np.ndarray]:
     """All images of a folder through the evaluation transform, with their labels.
 
     Returns:
@@ -148,8 +175,9 @@ def _decode_all(folder: ImageFolder, labels: np.ndarray, view_config: ViewConfig
         successor, and the label follows the image actually decoded.
     """
     images, indices = [], []
-    for batch_images, _labels, batch_indices in image_loader(folder, view_config, batch_size,
-                                                             num_workers):
+    for batch_images, _labels, batch_indices in image_loader(
+        folder, view_config, batch_size, num_workers
+    ):
         images.append(batch_images)
         indices.append(batch_indices.numpy())
     return torch.cat(images), labels[np.concatenate(indices)]

@@ -44,8 +44,13 @@ class ContrastiveModule(pl.LightningModule):
         backbone, self.feature_dim = build_backbone(self.config.backbone)
         # Gathering negatives across processes is a no-op in a single process, so it is
         # always on: DDP then sees the negatives of the global batch.
-        method = build_method(self.config.method, self.config.loss, backbone,
-                              self.feature_dim, gather_distributed=True)
+        method = build_method(
+            self.config.method,
+            self.config.loss,
+            backbone,
+            self.feature_dim,
+            gather_distributed=True,
+        )
         for name, child in method.named_children():
             self.add_module(name, child)
         # Registered through its children above; stored unregistered to avoid duplicate keys.
@@ -80,8 +85,9 @@ class ContrastiveModule(pl.LightningModule):
             images, indices = batch
             # Seeded by position, not by the global random state, so a resumed run makes
             # the same views as an unbroken one.
-            generator = step_generator(self.config.seed, self.global_step, self.global_rank,
-                                       images.device)
+            generator = step_generator(
+                self.config.seed, self.global_step, self.global_rank, images.device
+            )
             batch = self.view_maker(images, generator), indices
         if self.config.channels_last:
             views = [view.contiguous(memory_format=torch.channels_last) for view in batch[0]]
@@ -105,8 +111,11 @@ class ContrastiveModule(pl.LightningModule):
         if self._last_step_time is not None:
             rate = batch_size * self.trainer.world_size / max(now - self._last_step_time, 1e-9)
             # Smoothed so the progress bar is readable.
-            self._images_per_second = (rate if self._images_per_second == 0.0
-                                       else 0.9 * self._images_per_second + 0.1 * rate)
+            self._images_per_second = (
+                rate
+                if self._images_per_second == 0.0
+                else 0.9 * self._images_per_second + 0.1 * rate
+            )
         self._last_step_time = now
         learning_rate = self.trainer.optimizers[0].param_groups[0]["lr"]
         self.log("loss", loss, prog_bar=True)
@@ -119,13 +128,16 @@ class ContrastiveModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         batch = self.config.batch_size * self.trainer.world_size
-        trainable = [m for m in self.method.children() if any(p.requires_grad
-                                                                for p in m.parameters())]
+        trainable = [
+            m for m in self.method.children() if any(p.requires_grad for p in m.parameters())
+        ]
         optimizer = build_optimizer(trainable, self.config.optim, batch)
         total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
         scheduler = build_scheduler(optimizer, self.config.optim, total_steps)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lightly's memory bank keeps its queue in non-persistent buffers.

@@ -11,8 +11,9 @@ from torch import nn
 from contrastive.training.config import OptimConfig
 
 
-def build_optimizer(modules: list[nn.Module], config: OptimConfig,
-                    batch_size: int) -> torch.optim.Optimizer:
+def build_optimizer(
+    modules: list[nn.Module], config: OptimConfig, batch_size: int
+) -> torch.optim.Optimizer:
     """SGD or LARS over ``modules``; biases and normalisation layers get no weight decay."""
     with_decay, without_decay = get_weight_decay_parameters(modules)
     # Momentum encoders are updated by averaging, not by the optimiser.
@@ -24,15 +25,19 @@ def build_optimizer(modules: list[nn.Module], config: OptimConfig,
     ]
     learning_rate = config.learning_rate(batch_size)
     if config.optimizer == "lars":
-        return LARS(groups, lr=learning_rate, momentum=config.momentum,
-                    weight_decay=config.weight_decay)
-    return torch.optim.SGD(groups, lr=learning_rate, momentum=config.momentum,
-                           weight_decay=config.weight_decay)
+        return LARS(
+            groups, lr=learning_rate, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    return torch.optim.SGD(
+        groups, lr=learning_rate, momentum=config.momentum, weight_decay=config.weight_decay
+    )
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig,
-                    total_steps: int) -> CosineWarmupScheduler:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: OptimConfig, total_steps: int
+) -> CosineWarmupScheduler:
     """Lightly's warm-up + cosine schedule, stepped once per optimiser step."""
     warmup_steps = int(round(config.warmup_fraction * total_steps))
-    return CosineWarmupScheduler(optimizer, warmup_epochs=warmup_steps,
-                                 max_epochs=max(total_steps, 1))
+    return CosineWarmupScheduler(
+        optimizer, warmup_epochs=warmup_steps, max_epochs=max(total_steps, 1)
+    )

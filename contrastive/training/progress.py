@@ -16,12 +16,23 @@ class EpochSummary(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         metrics = trainer.callback_metrics
-        parts = [f"{name} {float(metrics[name]):.4g}" for name in ("loss", "lr", "img_per_s")
-                 if name in metrics]
-        parts += [f"{name} {float(value):.4f}" for name, value in metrics.items()
-                  if name.startswith("monitor/")]
-        log.info("epoch %d/%d (step %d): %s", trainer.current_epoch + 1, trainer.max_epochs,
-                 trainer.global_step, ", ".join(parts))
+        parts = [
+            f"{name} {float(metrics[name]):.4g}"
+            for name in ("loss", "lr", "img_per_s")
+            if name in metrics
+        ]
+        parts += [
+            f"{name} {float(value):.4f}"
+            for name, value in metrics.items()
+            if name.startswith("monitor/")
+        ]
+        log.info(
+            "epoch %d/%d (step %d): %s",
+            trainer.current_epoch + 1,
+            trainer.max_epochs,
+            trainer.global_step,
+            ", ".join(parts),
+        )
 
 
 def progress_callbacks() -> list[pl.Callback]:

@@ -75,8 +75,9 @@ class LoaderPosition(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.loader.set_epoch(trainer.current_epoch)
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         epoch = trainer.current_epoch
         # Batches of this epoch whose optimiser step is done: the resumed run starts after them.
         done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
@@ -84,8 +85,9 @@ class LoaderPosition(pl.Callback):
             epoch, done = epoch + 1, 0
         checkpoint[CHECKPOINT_KEY] = {"epoch": epoch, "batch": done}
 
-    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           checkpoint: dict[str, Any]) -> None:
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         position = checkpoint.get(CHECKPOINT_KEY)
         if position is not None:
             self.loader.start_at(int(position["epoch"]), int(position["batch"]))

@@ -152,8 +152,9 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     trainer = _build_trainer(config, steps)
     _check_sync_batchnorm(config, trainer)
     if config.view_pipeline == "batched":
-        loader, decode_failures = batched_loader(paths, config, rank=trainer.global_rank,
-                                                 world_size=trainer.world_size)
+        loader, decode_failures = batched_loader(
+            paths, config, rank=trainer.global_rank, world_size=trainer.world_size
+        )
         if isinstance(loader, CachedImageLoader):
             loader = ResumableLoader(loader)
             trainer.callbacks.append(LoaderPosition(loader))
@@ -170,36 +171,53 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         trainer.fit_loop.max_epochs = max(1, math.ceil(config.max_steps / steps))
     if checkpoint is not None:
         trainer.callbacks.append(KeepMetricsHistory(run_dir / "metrics.csv"))
-    interrupt = GracefulInterrupt(run_dir / LAST_CHECKPOINT,
-                                  resume_hint=f"contrastive train --resume --out {run_dir}")
+    interrupt = GracefulInterrupt(
+        run_dir / LAST_CHECKPOINT, resume_hint=f"contrastive train --resume --out {run_dir}"
+    )
     trainer.callbacks.append(interrupt)
     with warnings.catch_warnings(), interrupt.stopping_cleanly():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*The number of training batches.*")
-        trainer.fit(module, train_dataloaders=loader,
-                    ckpt_path=str(checkpoint) if checkpoint else None)
+        trainer.fit(
+            module, train_dataloaders=loader, ckpt_path=str(checkpoint) if checkpoint else None
+        )
     module.to("cpu")
     # Every DDP process ends here with the same weights; one writes them.
     if trainer.is_global_zero:
-        save_torch_file(module.backbone.state_dict(), run_dir / "backbone.pt",
-                        what="backbone weights")
+        save_torch_file(
+            module.backbone.state_dict(), run_dir / "backbone.pt", what="backbone weights"
+        )
         # Files that passed the quick header check but failed to decode (main process only).
         dataset = getattr(loader, "dataset", None)
-        late = {path: "failed to decode during training"
-                for path in getattr(dataset, "skipped", ())}
+        late = {
+            path: "failed to decode during training" for path in getattr(dataset, "skipped", ())
+        }
         _write_skipped(run_dir, {**skipped, **decode_failures, **late})
     return TrainResult(run_dir=run_dir, module=module, config=config, num_images=len(paths))
 
 
-def _plan_for_budget(config: TrainConfig, module: ContrastiveModule, loader: Iterable,
-                     trainer: pl.Trainer, steps_per_epoch: int, started: float) -> TrainConfig:
+def _plan_for_budget(
+    config: TrainConfig,
+    module: ContrastiveModule,
+    loader: Iterable,
+    trainer: pl.Trainer,
+    steps_per_epoch: int,
+    started: float,
+) -> TrainConfig:
     """Measures the step time and returns the config with the steps that fill the budget."""
     budget = parse_duration(config.time_budget or 0)
-    per_step = measure_seconds_per_step(module, loader, str(trainer.precision),
-                                        trainer.strategy.root_device)
+    per_step = measure_seconds_per_step(
+        module, loader, str(trainer.precision), trainer.strategy.root_device
+    )
     plan = plan_budget(budget - (time.perf_counter() - started), per_step, steps_per_epoch)
-    log.info("time budget %s: %.3f s/step -> %d steps (%d epochs of %d steps)",
-             config.time_budget, per_step, plan.max_steps, plan.epochs, steps_per_epoch)
+    log.info(
+        "time budget %s: %.3f s/step -> %d steps (%d epochs of %d steps)",
+        config.time_budget,
+        per_step,
+        plan.max_steps,
+        plan.epochs,
+        steps_per_epoch,
+    )
     planned = config.with_overrides(max_steps=plan.max_steps, epochs=plan.epochs)
     _write_config(config.run_dir / "config.yaml", planned)
     return planned
@@ -213,8 +231,10 @@ def _write_config(path: Path, config: TrainConfig) -> None:
 def _write_skipped(run_dir: Path, skipped: dict) -> None:
     """Names every image that could not be decoded, with the reason, in the run directory."""
     if skipped:
-        lines = [f"{path}\t{reason}" for path, reason in sorted(skipped.items(),
-                                                                 key=lambda item: str(item[0]))]
+        lines = [
+            f"{path}\t{reason}"
+            for path, reason in sorted(skipped.items(), key=lambda item: str(item[0]))
+        ]
         target = run_dir / "skipped_files.txt"
         with explained_write_errors(target, "list of skipped files"):
             write_text_atomic(target, "\n".join(lines) + "\n")
@@ -222,10 +242,15 @@ def _write_skipped(run_dir: Path, skipped: dict) -> None:
 
 def _check_sync_batchnorm(config: TrainConfig, trainer: pl.Trainer) -> None:
     """Refuses synchronised batch norm where PyTorch would fail inside the first step."""
-    if config.sync_batchnorm and trainer.world_size > 1 and \
-            isinstance(trainer.accelerator, CPUAccelerator):
-        raise ContrastiveError("--sync-batchnorm needs GPUs (PyTorch's SyncBatchNorm has no "
-                               "CPU version); drop it to train on CPUs")
+    if (
+        config.sync_batchnorm
+        and trainer.world_size > 1
+        and isinstance(trainer.accelerator, CPUAccelerator)
+    ):
+        raise ContrastiveError(
+            "--sync-batchnorm needs GPUs (PyTorch's SyncBatchNorm has no "
+            "CPU version); drop it to train on CPUs"
+        )
 
 
 def _expected_world_size(config: TrainConfig) -> int:
@@ -244,13 +269,22 @@ def _build_trainer(config: TrainConfig, steps_per_epoch: int) -> pl.Trainer:
         save_last=True,
     )
     log_every = max(1, min(50, steps_per_epoch))
-    callbacks: list[pl.Callback] = [checkpoints, *progress_callbacks(),
-                                    CollapseMonitor(check_every_n_steps=log_every)]
+    callbacks: list[pl.Callback] = [
+        checkpoints,
+        *progress_callbacks(),
+        CollapseMonitor(check_every_n_steps=log_every),
+    ]
     if config.val_train is not None and config.val_test is not None:
         from contrastive.training.knn_monitor import KNNMonitor
 
-        callbacks.append(KNNMonitor(config.val_train, config.val_test, config.views,
-                                    every_n_epochs=config.monitor_every_n_epochs))
+        callbacks.append(
+            KNNMonitor(
+                config.val_train,
+                config.val_test,
+                config.views,
+                every_n_epochs=config.monitor_every_n_epochs,
+            )
+        )
     return pl.Trainer(
         default_root_dir=run_dir,
         max_epochs=config.epochs,

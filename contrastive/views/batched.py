@@ -38,14 +38,23 @@ from contrastive.views.config import ViewConfig
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 
 
-def _uniform(shape: tuple[int, ...], low: float, high: float, generator: torch.Generator | None,
-             device: torch.device | str | None) -> torch.Tensor:
+def _uniform(
+    shape: tuple[int, ...],
+    low: float,
+    high: float,
+    generator: torch.Generator | None,
+    device: torch.device | str | None,
+) -> torch.Tensor:
     values = torch.rand(shape, generator=generator, device=device)
     return values.mul_(high - low).add_(low)
 
 
-def sample_bernoulli(batch: int, probability: float, generator: torch.Generator | None = None,
-                     device: torch.device | str | None = None) -> torch.Tensor:
+def sample_bernoulli(
+    batch: int,
+    probability: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
     """Independent coin flips.
 
     Returns:
@@ -54,8 +63,7 @@ def sample_bernoulli(batch: int, probability: float, generator: torch.Generator 
     return torch.rand(batch, generator=generator, device=device) < probability
 
 
-def _fallback_crop_size(height: int, width: int,
-                        ratio: tuple[float, float]) -> tuple[int, int]:
+def _fallback_crop_size(height: int, width: int, ratio: tuple[float, float]) -> tuple[int, int]:
     """torchvision's center-crop fallback: the largest box with a ratio inside the range."""
     image_ratio = width / height
     if image_ratio < min(ratio):
@@ -65,9 +73,16 @@ def _fallback_crop_size(height: int, width: int,
     return height, width
 
 
-def sample_crop_boxes(batch: int, height: int, width: int, scale: tuple[float, float],
-                      ratio: tuple[float, float], generator: torch.Generator | None = None,
-                      device: torch.device | str | None = None, tries: int = 10) -> torch.Tensor:
+def sample_crop_boxes(
+    batch: int,
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    tries: int = 10,
+) -> torch.Tensor:
     """Crop boxes drawn like torchvision's ``RandomResizedCrop.get_params``, all at once.
 
     Each of ``tries`` attempts draws an area fraction uniformly from ``scale`` and an aspect
@@ -90,8 +105,9 @@ def sample_crop_boxes(batch: int, height: int, width: int, scale: tuple[float, f
     """
     area = height * width
     target_area = _uniform((batch, tries), scale[0], scale[1], generator, device).mul_(area)
-    aspect = _uniform((batch, tries), math.log(ratio[0]), math.log(ratio[1]), generator,
-                      device).exp_()
+    aspect = _uniform(
+        (batch, tries), math.log(ratio[0]), math.log(ratio[1]), generator, device
+    ).exp_()
     widths = torch.round(torch.sqrt(target_area * aspect))
     heights = torch.round(torch.sqrt(target_area / aspect))
     fits = (widths > 0) & (widths <= width) & (heights > 0) & (heights <= height)
@@ -123,9 +139,13 @@ class JitterFactors(NamedTuple):
     applied: torch.Tensor
 
 
-def sample_jitter_factors(batch: int, amounts: tuple[float, float, float, float],
-                          probability: float, generator: torch.Generator | None = None,
-                          device: torch.device | str | None = None) -> JitterFactors:
+def sample_jitter_factors(
+    batch: int,
+    amounts: tuple[float, float, float, float],
+    probability: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> JitterFactors:
     """Color jitter factors as torchvision's ``ColorJitter`` draws them, per sample.
 
     Brightness, contrast and saturation factors are uniform in ``[max(0, 1 - a), 1 + a]``,
@@ -151,9 +171,13 @@ def sample_jitter_factors(batch: int, amounts: tuple[float, float, float, float]
     return JitterFactors(*factors, torch.where(applied, hue, 0.0), applied)
 
 
-def sample_sigmas(batch: int, sigma_range: tuple[float, float], probability: float,
-                  generator: torch.Generator | None = None,
-                  device: torch.device | str | None = None) -> torch.Tensor:
+def sample_sigmas(
+    batch: int,
+    sigma_range: tuple[float, float],
+    probability: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
     """Per-sample standard deviations for blur or noise.
 
     Returns:
@@ -164,8 +188,9 @@ def sample_sigmas(batch: int, sigma_range: tuple[float, float], probability: flo
     return torch.where(applied, sigmas, 0.0)
 
 
-def resize_weights(starts: torch.Tensor, lengths: torch.Tensor, in_size: int, out_size: int,
-                   antialias: bool = True) -> torch.Tensor:
+def resize_weights(
+    starts: torch.Tensor, lengths: torch.Tensor, in_size: int, out_size: int, antialias: bool = True
+) -> torch.Tensor:
     """Interpolation matrices that crop ``[start, start + length)`` and resize it.
 
     Bilinear (triangle) weights with torchvision's ``align_corners=False`` geometry. With
@@ -195,9 +220,15 @@ def resize_weights(starts: torch.Tensor, lengths: torch.Tensor, in_size: int, ou
     return weights / weights.sum(dim=-1, keepdim=True)
 
 
-def crop_resize_flip(images: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor,
-                     out_size: int, dtype: torch.dtype = torch.float32, pixel_scale: float = 1.0,
-                     antialias: bool = True) -> torch.Tensor:
+def crop_resize_flip(
+    images: torch.Tensor,
+    boxes: torch.Tensor,
+    flips: torch.Tensor,
+    out_size: int,
+    dtype: torch.dtype = torch.float32,
+    pixel_scale: float = 1.0,
+    antialias: bool = True,
+) -> torch.Tensor:
     """Resized crops of every image, ``num_views`` boxes per image, in one batched resample.
 
     Args:
@@ -226,8 +257,10 @@ def crop_resize_flip(images: torch.Tensor, boxes: torch.Tensor, flips: torch.Ten
     pixels = pixels.expand(views, -1, -1, -1).reshape(views * batch, channels * height, width)
     resampled = torch.bmm(pixels, column_weights)
     row_weights = row_weights.to(dtype).unsqueeze(1).expand(-1, channels, -1, -1)
-    resampled = torch.bmm(row_weights.reshape(views * batch * channels, out_size, height),
-                          resampled.view(views * batch * channels, height, out_size))
+    resampled = torch.bmm(
+        row_weights.reshape(views * batch * channels, out_size, height),
+        resampled.view(views * batch * channels, height, out_size),
+    )
     return resampled.view(views * batch, channels, out_size, out_size)
 
 
@@ -282,9 +315,15 @@ def adjust_hue(images: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     high = torch.maximum(torch.maximum(red, green), blue)
     spread = high - torch.minimum(torch.minimum(red, green), blue)
     # Hue in sixths of a turn, times the spread; gray pixels give 0 / tiny = 0.
-    hue = torch.where(high == red, green - blue,
-                      torch.where(high == green, (blue - red).add_(spread, alpha=2.0),
-                                  (red - green).add_(spread, alpha=4.0)))
+    hue = torch.where(
+        high == red,
+        green - blue,
+        torch.where(
+            high == green,
+            (blue - red).add_(spread, alpha=2.0),
+            (red - green).add_(spread, alpha=4.0),
+        ),
+    )
     hue.div_(spread.clamp(min=torch.finfo(images.dtype).tiny))
     hue.add_(6.0 * shifts.to(images.dtype).view(-1, 1, 1)).remainder_(6.0)
     channels = []
@@ -318,8 +357,9 @@ def blur_weights(sigmas: torch.Tensor, size: int, radius: int) -> torch.Tensor:
     taps = torch.where(taps > size - 1, 2 * (size - 1) - taps, taps)
     batch = sigmas.shape[0]
     weights = torch.zeros(batch, size, size, device=device)
-    return weights.scatter_add_(2, taps.expand(batch, -1, -1),
-                                kernel[:, None, :].expand(-1, size, -1))
+    return weights.scatter_add_(
+        2, taps.expand(batch, -1, -1), kernel[:, None, :].expand(-1, size, -1)
+    )
 
 
 def gaussian_blur(images: torch.Tensor, sigmas: torch.Tensor, radius: int) -> torch.Tensor:
@@ -343,17 +383,16 @@ def gaussian_blur(images: torch.Tensor, sigmas: torch.Tensor, radius: int) -> to
     columns = blur_weights(sigmas, width, radius).to(images.dtype).transpose(1, 2)
     rows = blur_weights(sigmas, height, radius).to(images.dtype)
     blurred = torch.bmm(images.reshape(batch, channels * height, width), columns.contiguous())
-    rows = rows.unsqueeze(1).expand(-1, channels, -1, -1).reshape(batch * channels, height,
-                                                                  height)
+    rows = rows.unsqueeze(1).expand(-1, channels, -1, -1).reshape(batch * channels, height, height)
     blurred = torch.bmm(rows, blurred.view(batch * channels, height, width))
     return blurred.view(batch, channels, height, width)
 
 
-def add_gaussian_noise(images: torch.Tensor, sigmas: torch.Tensor,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
+def add_gaussian_noise(
+    images: torch.Tensor, sigmas: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """torchvision's ``gaussian_noise(clip=True)`` with a per-sample sigma ``(B,)``."""
-    noise = torch.randn(images.shape, generator=generator, device=images.device,
-                        dtype=images.dtype)
+    noise = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
     return (images + noise * _per_sample(sigmas, images.dtype)).clamp_(0.0, 1.0)
 
 
@@ -386,8 +425,13 @@ class BatchedViews(nn.Module):
         antialias: Antialias when a crop is shrunk (torchvision's default, True).
     """
 
-    def __init__(self, config: ViewConfig, num_views: int = 2, dtype: torch.dtype = torch.float32,
-                 antialias: bool = True) -> None:
+    def __init__(
+        self,
+        config: ViewConfig,
+        num_views: int = 2,
+        dtype: torch.dtype = torch.float32,
+        antialias: bool = True,
+    ) -> None:
         super().__init__()
         if num_views < 1:
             raise ContrastiveError(f"num_views must be at least 1, got {num_views}")
@@ -405,8 +449,9 @@ class BatchedViews(nn.Module):
         self.register_buffer("shift", -mean / std, persistent=False)
 
     @torch.no_grad()
-    def forward(self, images: torch.Tensor,
-                generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    def forward(
+        self, images: torch.Tensor, generator: torch.Generator | None = None
+    ) -> list[torch.Tensor]:
         """Makes the views.
 
         Args:
@@ -422,37 +467,44 @@ class BatchedViews(nn.Module):
             ContrastiveError: If ``images`` is not a ``(B, 3, H, W)`` batch.
         """
         if images.dim() != 4 or images.shape[1] != 3:
-            raise ContrastiveError(f"BatchedViews expects images (B, 3, H, W), got "
-                                   f"{tuple(images.shape)}")
+            raise ContrastiveError(
+                f"BatchedViews expects images (B, 3, H, W), got {tuple(images.shape)}"
+            )
         config, device = self.config, images.device
         batch, _, height, width = images.shape
         count = batch * self.num_views
-        boxes = sample_crop_boxes(count, height, width, config.crop_scale, config.crop_ratio,
-                                  generator, device)
+        boxes = sample_crop_boxes(
+            count, height, width, config.crop_scale, config.crop_ratio, generator, device
+        )
         flips = sample_bernoulli(count, config.horizontal_flip_probability, generator, device)
         pixel_scale = 1.0 / 255.0 if images.dtype == torch.uint8 else 1.0
-        views = crop_resize_flip(images, boxes, flips, config.input_size, self.dtype,
-                                 pixel_scale, self.antialias)
+        views = crop_resize_flip(
+            images, boxes, flips, config.input_size, self.dtype, pixel_scale, self.antialias
+        )
         if config.color_jitter_probability > 0:
-            factors = sample_jitter_factors(count, config.jitter_amounts,
-                                            config.color_jitter_probability, generator, device)
+            factors = sample_jitter_factors(
+                count, config.jitter_amounts, config.color_jitter_probability, generator, device
+            )
             views = self._jitter(views, factors, generator)
         if config.grayscale_probability > 0:
             gray = sample_bernoulli(count, config.grayscale_probability, generator, device)
             views = torch.where(gray.view(-1, 1, 1, 1), grayscale(views), views)
         if config.blur_probability > 0:
-            sigmas = sample_sigmas(count, config.blur_sigma, config.blur_probability, generator,
-                                   device)
+            sigmas = sample_sigmas(
+                count, config.blur_sigma, config.blur_probability, generator, device
+            )
             views = gaussian_blur(views, sigmas, self.blur_radius)
         if config.noise_probability > 0:
-            sigmas = sample_sigmas(count, config.noise_sigma, config.noise_probability,
-                                   generator, device)
+            sigmas = sample_sigmas(
+                count, config.noise_sigma, config.noise_probability, generator, device
+            )
             views = add_gaussian_noise(views, sigmas, generator)
         views = views * self.scale.to(device, self.dtype) + self.shift.to(device, self.dtype)
         return list(views.chunk(self.num_views, dim=0))
 
-    def _jitter(self, views: torch.Tensor, factors: JitterFactors,
-                generator: torch.Generator | None) -> torch.Tensor:
+    def _jitter(
+        self, views: torch.Tensor, factors: JitterFactors, generator: torch.Generator | None
+    ) -> torch.Tensor:
         brightness, contrast, saturation, hue = self.config.jitter_amounts
         operations = [
             (brightness, adjust_brightness, factors.brightness),

@@ -48,19 +48,24 @@ def view_transform(config: ViewConfig) -> T.Compose:
     noise (on the 0..1 scale) and normalisation.
     """
     brightness, contrast, saturation, hue = config.jitter_amounts
-    return T.Compose([
-        T.RandomResizedCrop(config.input_size, scale=config.crop_scale, ratio=config.crop_ratio,
-                            antialias=True),
-        T.RandomHorizontalFlip(config.horizontal_flip_probability),
-        T.RandomApply([T.ColorJitter(brightness, contrast, saturation, hue)],
-                      p=config.color_jitter_probability),
-        T.RandomGrayscale(config.grayscale_probability),
-        GaussianBlur(prob=config.blur_probability, sigmas=config.blur_sigma),
-        T.ToImage(),
-        T.ToDtype(torch.float32, scale=True),
-        RandomGaussianNoise(config.noise_sigma, config.noise_probability),
-        T.Normalize(list(config.mean), list(config.std)),
-    ])
+    return T.Compose(
+        [
+            T.RandomResizedCrop(
+                config.input_size, scale=config.crop_scale, ratio=config.crop_ratio, antialias=True
+            ),
+            T.RandomHorizontalFlip(config.horizontal_flip_probability),
+            T.RandomApply(
+                [T.ColorJitter(brightness, contrast, saturation, hue)],
+                p=config.color_jitter_probability,
+            ),
+            T.RandomGrayscale(config.grayscale_probability),
+            GaussianBlur(prob=config.blur_probability, sigmas=config.blur_sigma),
+            T.ToImage(),
+            T.ToDtype(torch.float32, scale=True),
+            RandomGaussianNoise(config.noise_sigma, config.noise_probability),
+            T.Normalize(list(config.mean), list(config.std)),
+        ]
+    )
 
 
 def eval_transform(config: ViewConfig) -> T.Compose:
@@ -72,13 +77,15 @@ def eval_transform(config: ViewConfig) -> T.Compose:
     """
     size = config.input_size
     resize = size if size < 64 else int(round(size / 0.875))
-    return T.Compose([
-        T.Resize(resize, antialias=True),
-        T.CenterCrop(size),
-        T.ToImage(),
-        T.ToDtype(torch.float32, scale=True),
-        T.Normalize(list(config.mean), list(config.std)),
-    ])
+    return T.Compose(
+        [
+            T.Resize(resize, antialias=True),
+            T.CenterCrop(size),
+            T.ToImage(),
+            T.ToDtype(torch.float32, scale=True),
+            T.Normalize(list(config.mean), list(config.std)),
+        ]
+    )
 
 
 class MultiView:

@@ -60,8 +60,12 @@ def png_header_only(width: int, height: int) -> bytes:
     Lets tests meet a decompression bomb without allocating one.
     """
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header)
-            + png_chunk(b"IDAT", zlib.compress(b"\0")) + png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(b"\0"))
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def rotated_photo(orientation: int) -> Image.Image:

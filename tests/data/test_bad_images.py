@@ -17,13 +17,27 @@ from contrastive.errors import ContrastiveError
 from .conftest import BLUE, RED, BadImageCorpus
 
 DECODABLE_CASES = [
-    "rgb_jpeg", "palette_transparent_png", "rgba_png", "rgb_colour_key_png", "gray16_png",
-    "cmyk_jpeg", "grayscale_jpeg", "one_pixel_png", "exif_orientation_6_jpeg",
-    "exif_orientation_8_jpeg", "space_in_name", "non_ascii_name", "non_utf8_name",
+    "rgb_jpeg",
+    "palette_transparent_png",
+    "rgba_png",
+    "rgb_colour_key_png",
+    "gray16_png",
+    "cmyk_jpeg",
+    "grayscale_jpeg",
+    "one_pixel_png",
+    "exif_orientation_6_jpeg",
+    "exif_orientation_8_jpeg",
+    "space_in_name",
+    "non_ascii_name",
+    "non_utf8_name",
     "inside_folder_named_like_image",
 ]
 UNDECODABLE_CASES = [
-    "zero_bytes", "truncated_jpeg", "truncated_png", "text_named_jpg", "decompression_bomb_png",
+    "zero_bytes",
+    "truncated_jpeg",
+    "truncated_png",
+    "text_named_jpg",
+    "decompression_bomb_png",
 ]
 # JPEG bodies are not checked by ``Image.verify``; only a full decode finds the truncation.
 MISSED_BY_VERIFY = {"truncated_jpeg"}
@@ -49,9 +63,7 @@ def test_list_images_lists_each_regular_image_file_once(
 
 
 @pytest.mark.parametrize("case", DECODABLE_CASES)
-def test_load_rgb_decodes_every_decodable_case(
-    bad_image_corpus: BadImageCorpus, case: str
-) -> None:
+def test_load_rgb_decodes_every_decodable_case(bad_image_corpus: BadImageCorpus, case: str) -> None:
     image = load_rgb(bad_image_corpus.decodable[case])
 
     assert image.mode == "RGB"
@@ -217,8 +229,9 @@ def test_dataset_with_nothing_readable_raises_a_clear_error(
 
 def test_check_readable_skips_what_verify_can_see(bad_image_corpus: BadImageCorpus) -> None:
     listed = list_images(bad_image_corpus.root)
-    expected_bad = {bad_image_corpus.undecodable[c] for c in UNDECODABLE_CASES
-                    if c not in MISSED_BY_VERIFY}
+    expected_bad = {
+        bad_image_corpus.undecodable[c] for c in UNDECODABLE_CASES if c not in MISSED_BY_VERIFY
+    }
 
     with pytest.warns(UserWarning, match=f"skipping {len(expected_bad)} of {len(listed)}"):
         good, skipped = check_readable(listed, max_bad_fraction=0.5)
@@ -232,8 +245,9 @@ def test_check_readable_with_decode_finds_truncated_jpegs(
     bad_image_corpus: BadImageCorpus,
 ) -> None:
     with pytest.warns(UserWarning):
-        _good, skipped = check_readable(list_images(bad_image_corpus.root),
-                                        max_bad_fraction=0.5, decode=True)
+        _good, skipped = check_readable(
+            list_images(bad_image_corpus.root), max_bad_fraction=0.5, decode=True
+        )
 
     assert set(skipped) == set(bad_image_corpus.undecodable.values())
     assert "truncated" in skipped[bad_image_corpus.undecodable["truncated_jpeg"]]
@@ -242,8 +256,11 @@ def test_check_readable_with_decode_finds_truncated_jpegs(
 def test_check_readable_fails_over_the_bad_fraction(bad_image_corpus: BadImageCorpus) -> None:
     listed = list_images(bad_image_corpus.root)
 
-    with pytest.raises(ContrastiveError, match=rf"4 of {len(listed)} images .* cannot be read, "
-                       r"more than max_bad_fraction=0.1 allows: .*and 1 more"):
+    with pytest.raises(
+        ContrastiveError,
+        match=rf"4 of {len(listed)} images .* cannot be read, "
+        r"more than max_bad_fraction=0.1 allows: .*and 1 more",
+    ):
         check_readable(listed, max_bad_fraction=0.1)
 
 
@@ -284,8 +301,9 @@ def test_chmod_000_file_is_skipped(bad_image_corpus: BadImageCorpus) -> None:
         if os.access(locked, os.R_OK):
             pytest.skip("running with privileges that ignore file permissions (root)")
         with pytest.warns(UserWarning, match="Permission denied"):
-            _good, skipped = check_readable([locked, bad_image_corpus.decodable["rgba_png"]],
-                                            max_bad_fraction=0.5)
+            _good, skipped = check_readable(
+                [locked, bad_image_corpus.decodable["rgba_png"]], max_bad_fraction=0.5
+            )
         assert list(skipped) == [locked]
     finally:
         locked.chmod(0o644)

@@ -88,8 +88,9 @@ def test_bad_file_skipped_and_labels_stay_aligned(image_folder: Path, tmp_path: 
     assert reused.skipped == cache.skipped
 
 
-def test_reuse_does_not_decode(image_folder: Path, tmp_path: Path,
-                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reuse_does_not_decode(
+    image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     paths = list_images(image_folder)
     first = _build(paths, tmp_path / "cache")
     modified = first.data_path.stat().st_mtime_ns
@@ -118,13 +119,15 @@ def test_rebuild_after_a_file_changes(image_folder: Path, tmp_path: Path) -> Non
     assert not first.data_path.exists(), "the stale cache of the same file list is removed"
     row = int(np.flatnonzero(second.valid == paths.index(changed))[0])
     assert abs(second.images[row].astype(int) - np.array([10, 200, 30])[:, None, None]).max() < 3
-    np.testing.assert_array_equal(np.delete(second.images, row, axis=0),
-                                  np.delete(old_rows, row, axis=0))
+    np.testing.assert_array_equal(
+        np.delete(second.images, row, axis=0), np.delete(old_rows, row, axis=0)
+    )
 
 
 @pytest.mark.filterwarnings("ignore:skipping unreadable image")
-def test_killed_build_leaves_nothing_trusted(image_folder: Path, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_killed_build_leaves_nothing_trusted(
+    image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     paths = list_images(image_folder)
     decode, calls = cache_module._decode, []
 
@@ -153,8 +156,9 @@ def test_metadata_without_matching_data_is_rebuilt(image_folder: Path, tmp_path:
     np.testing.assert_array_equal(second.images, expected)
 
 
-def test_worker_pool_gives_the_same_cache(image_folder: Path, tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_worker_pool_gives_the_same_cache(
+    image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     paths = list_images(image_folder)
     serial = _build(paths, tmp_path / "serial")
     monkeypatch.setattr(cache_module, "_MIN_FILES_FOR_POOL", 0)
@@ -172,8 +176,10 @@ def test_bad_arguments(tmp_path: Path) -> None:
         load_or_build_cache([tmp_path / "a.jpg"], 0, tmp_path)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"nope")
-    with pytest.warns(UserWarning, match="broken.png"), \
-            pytest.raises(ContrastiveError, match="none of the 1 images"):
+    with (
+        pytest.warns(UserWarning, match="broken.png"),
+        pytest.raises(ContrastiveError, match="none of the 1 images"),
+    ):
         load_or_build_cache([broken], 32, tmp_path / "cache", workers=0)
     assert list((tmp_path / "cache").iterdir()) == []
 
@@ -210,8 +216,10 @@ def test_loader_shuffles_per_epoch_reproducibly(cifar_cache) -> None:
 
 
 def test_loader_shards_are_disjoint(cifar_cache) -> None:
-    shards = [CachedImageLoader(cifar_cache, batch_size=7, seed=1, rank=rank, world_size=3)
-              for rank in range(3)]
+    shards = [
+        CachedImageLoader(cifar_cache, batch_size=7, seed=1, rank=rank, world_size=3)
+        for rank in range(3)
+    ]
     rows = [shard.epoch_rows(0) for shard in shards]
     assert [len(r) for r in rows] == [33, 33, 33]
     assert len(set(torch.cat(rows).tolist())) == 99

@@ -42,8 +42,9 @@ def test_list_images_is_recursive_sorted_and_case_insensitive(class_folders: Pat
     assert listed == ["cat/a.JPG", "cat/b.png", "dog/deep/c.webp", "flat.bmp"]
 
 
-def test_list_images_returns_absolute_paths(class_folders: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_list_images_returns_absolute_paths(
+    class_folders: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(class_folders)
 
     assert all(p.is_absolute() for p in list_images("."))

@@ -17,8 +17,9 @@ from contrastive.views.config import ViewConfig
 COLOURS = {"blue": (20, 40, 220), "green": (30, 200, 40), "red": (220, 30, 30)}
 
 
-def write_colour_folder(root: Path, per_class: int, seed: int,
-                        classes: tuple[str, ...] = tuple(COLOURS), size: int = 18) -> Path:
+def write_colour_folder(
+    root: Path, per_class: int, seed: int, classes: tuple[str, ...] = tuple(COLOURS), size: int = 18
+) -> Path:
     """Class folders of noisy single-colour PNGs."""
     rng = np.random.default_rng(seed)
     for name in classes:
@@ -39,8 +40,10 @@ def make_colour_folder() -> object:
 @pytest.fixture
 def colour_folders(tmp_path: Path) -> dict[str, Path]:
     """``train`` (6 per class) and ``test`` (3 per class) folders of three colour classes."""
-    return {"train": write_colour_folder(tmp_path / "train", 6, seed=0),
-            "test": write_colour_folder(tmp_path / "test", 3, seed=1)}
+    return {
+        "train": write_colour_folder(tmp_path / "train", 6, seed=0),
+        "test": write_colour_folder(tmp_path / "test", 3, seed=1),
+    }
 
 
 @pytest.fixture
@@ -49,9 +52,11 @@ def run_dir(tmp_path: Path) -> Path:
     run = tmp_path / "run"
     run.mkdir()
     backbone_config = BackboneConfig("resnet18_quarter")
-    config = {"views": ViewConfig(input_size=16).to_dict(),
-              "backbone": {"name": backbone_config.name, "small_image_stem": False},
-              "method": {"name": "simclr"}}
+    config = {
+        "views": ViewConfig(input_size=16).to_dict(),
+        "backbone": {"name": backbone_config.name, "small_image_stem": False},
+        "method": {"name": "simclr"},
+    }
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     torch.manual_seed(7)
     backbone, _ = build_backbone(backbone_config)

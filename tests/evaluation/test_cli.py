@@ -27,20 +27,33 @@ def run_cli(*arguments: object) -> int:
 
 
 def embed(run_dir: Path, folder: Path, out: Path) -> Path:
-    assert run_cli("embed", "--run", run_dir, "--data", folder, "--out", out,
-                   "--no-progress") == 0
+    assert run_cli("embed", "--run", run_dir, "--data", folder, "--out", out, "--no-progress") == 0
     return out
 
 
-def test_embed_then_knn_with_baselines(run_dir: Path, colour_folders: dict[str, Path],
-                                       tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_embed_then_knn_with_baselines(
+    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     train = embed(run_dir, colour_folders["train"], tmp_path / "train.npz")
     test = embed(run_dir, colour_folders["test"], tmp_path / "test.npz")
     embedded = load_embeddings(train)
     assert embedded.embeddings.shape == (18, 128) and embedded.source == str(run_dir)
     capsys.readouterr()
-    assert run_cli("eval", "knn", "--train", train, "--test", test, "--k", "1,5",
-                   "--baselines", "--no-progress") == 0
+    assert (
+        run_cli(
+            "eval",
+            "knn",
+            "--train",
+            train,
+            "--test",
+            test,
+            "--k",
+            "1,5",
+            "--baselines",
+            "--no-progress",
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "| raw pixels" in printed and "k=5 top1" in printed
     report = json.loads((tmp_path / "train.knn.json").read_text())
@@ -51,11 +64,25 @@ def test_embed_then_knn_with_baselines(run_dir: Path, colour_folders: dict[str, 
     assert report["data"]["train_count"] == 18 and report["data"]["test_count"] == 9
 
 
-def test_linear_on_folders_writes_into_the_run(run_dir: Path,
-                                               colour_folders: dict[str, Path]) -> None:
-    assert run_cli("eval", "linear", "--train", colour_folders["train"], "--test",
-                   colour_folders["test"], "--run", run_dir, "--weight-decay", "1e-3,1e-1",
-                   "--no-progress") == 0
+def test_linear_on_folders_writes_into_the_run(
+    run_dir: Path, colour_folders: dict[str, Path]
+) -> None:
+    assert (
+        run_cli(
+            "eval",
+            "linear",
+            "--train",
+            colour_folders["train"],
+            "--test",
+            colour_folders["test"],
+            "--run",
+            run_dir,
+            "--weight-decay",
+            "1e-3,1e-1",
+            "--no-progress",
+        )
+        == 0
+    )
     report = json.loads((run_dir / "evaluation" / "linear.json").read_text())
     model = report["results"]["model"]
     assert len(model["confusion_matrix"]) == 3 and len(model["per_class_accuracy"]) == 3
@@ -63,12 +90,33 @@ def test_linear_on_folders_writes_into_the_run(run_dir: Path,
     assert report["settings"]["weight_decay_grid"] == [1e-3, 1e-1]
 
 
-def test_lightly_protocol_runs_one_epoch(run_dir: Path, colour_folders: dict[str, Path],
-                                         tmp_path: Path) -> None:
+def test_lightly_protocol_runs_one_epoch(
+    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path
+) -> None:
     out = tmp_path / "lightly.json"
-    assert run_cli("eval", "linear", "--protocol", "lightly", "--epochs", "1", "--train",
-                   colour_folders["train"], "--test", colour_folders["test"], "--run", run_dir,
-                   "--baselines", "--batch-size", "8", "--out", out, "--no-progress") == 0
+    assert (
+        run_cli(
+            "eval",
+            "linear",
+            "--protocol",
+            "lightly",
+            "--epochs",
+            "1",
+            "--train",
+            colour_folders["train"],
+            "--test",
+            colour_folders["test"],
+            "--run",
+            run_dir,
+            "--baselines",
+            "--batch-size",
+            "8",
+            "--out",
+            out,
+            "--no-progress",
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     assert report["protocol"].startswith("linear (lightly")
     assert report["settings"]["lightly"]["epochs"] == 1
@@ -82,66 +130,132 @@ def one_line_error(capsys: pytest.CaptureFixture, *arguments: object) -> str:
     return error
 
 
-def test_unlabeled_folder_is_refused(run_dir: Path, colour_folders: dict[str, Path],
-                                     tmp_path: Path, capsys: pytest.CaptureFixture,
-                                     make_colour_folder: Callable[..., Path]) -> None:
+def test_unlabeled_folder_is_refused(
+    run_dir: Path,
+    colour_folders: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    make_colour_folder: Callable[..., Path],
+) -> None:
     flat = make_colour_folder(tmp_path / "flat", 2, seed=3)
     for image in flat.glob("*/*.png"):
         image.rename(flat / f"{image.parent.name}_{image.name}")
-    error = one_line_error(capsys, "eval", "knn", "--train", colour_folders["train"],
-                           "--test", flat, "--run", run_dir, "--no-progress")
+    error = one_line_error(
+        capsys,
+        "eval",
+        "knn",
+        "--train",
+        colour_folders["train"],
+        "--test",
+        flat,
+        "--run",
+        run_dir,
+        "--no-progress",
+    )
     assert "--test" in error and "unlabeled" in error
 
 
-def test_unseen_test_class_is_refused(run_dir: Path, tmp_path: Path,
-                                      capsys: pytest.CaptureFixture,
-                                      make_colour_folder: Callable[..., Path]) -> None:
+def test_unseen_test_class_is_refused(
+    run_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    make_colour_folder: Callable[..., Path],
+) -> None:
     train = make_colour_folder(tmp_path / "train", 2, seed=0, classes=("blue", "green"))
     test = make_colour_folder(tmp_path / "test", 2, seed=1, classes=("blue", "red"))
-    error = one_line_error(capsys, "eval", "knn", "--train", train, "--test", test, "--run",
-                           run_dir, "--k", "1", "--no-progress")
+    error = one_line_error(
+        capsys,
+        "eval",
+        "knn",
+        "--train",
+        train,
+        "--test",
+        test,
+        "--run",
+        run_dir,
+        "--k",
+        "1",
+        "--no-progress",
+    )
     assert "not in --train" in error and "red" in error
 
 
-def test_mismatched_widths_are_refused(run_dir: Path, colour_folders: dict[str, Path],
-                                       tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_mismatched_widths_are_refused(
+    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     train = embed(run_dir, colour_folders["train"], tmp_path / "train.npz")
     narrow = load_embeddings(train)
-    np.savez(tmp_path / "narrow.npz", embeddings=narrow.embeddings[:, :10], paths=narrow.paths,
-             labels=narrow.labels, classes=narrow.classes)
-    error = one_line_error(capsys, "eval", "linear", "--train", train, "--test",
-                           tmp_path / "narrow.npz")
+    np.savez(
+        tmp_path / "narrow.npz",
+        embeddings=narrow.embeddings[:, :10],
+        paths=narrow.paths,
+        labels=narrow.labels,
+        classes=narrow.classes,
+    )
+    error = one_line_error(
+        capsys, "eval", "linear", "--train", train, "--test", tmp_path / "narrow.npz"
+    )
     assert "128-d" in error and "10-d" in error
 
 
 def test_checkpoint_of_another_architecture_is_refused(
-        run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path,
-        capsys: pytest.CaptureFixture) -> None:
-    error = one_line_error(capsys, "embed", "--checkpoint", run_dir / "backbone.pt",
-                           "--backbone", "resnet18", "--input-size", "16", "--data",
-                           colour_folders["test"], "--out", tmp_path / "x.npz")
+    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    error = one_line_error(
+        capsys,
+        "embed",
+        "--checkpoint",
+        run_dir / "backbone.pt",
+        "--backbone",
+        "resnet18",
+        "--input-size",
+        "16",
+        "--data",
+        colour_folders["test"],
+        "--out",
+        tmp_path / "x.npz",
+    )
     assert "does not fit backbone resnet18" in error
 
 
-def test_folder_without_encoder_is_refused(colour_folders: dict[str, Path],
-                                           capsys: pytest.CaptureFixture) -> None:
-    error = one_line_error(capsys, "eval", "knn", "--train", colour_folders["train"],
-                           "--test", colour_folders["test"])
+def test_folder_without_encoder_is_refused(
+    colour_folders: dict[str, Path], capsys: pytest.CaptureFixture
+) -> None:
+    error = one_line_error(
+        capsys, "eval", "knn", "--train", colour_folders["train"], "--test", colour_folders["test"]
+    )
     assert "give --run or --checkpoint" in error
 
 
-def test_projector_from_checkpoint(run_dir: Path, colour_folders: dict[str, Path],
-                                   tmp_path: Path) -> None:
+def test_projector_from_checkpoint(
+    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path
+) -> None:
     backbone = torch.load(run_dir / "backbone.pt", weights_only=True)
     head = SimCLRProjectionHead(128, 64, 32)
-    state = {**{f"backbone.{k}": v for k, v in backbone.items()},
-             **{f"projection_head.{k}": v for k, v in head.state_dict().items()}}
+    state = {
+        **{f"backbone.{k}": v for k, v in backbone.items()},
+        **{f"projection_head.{k}": v for k, v in head.state_dict().items()},
+    }
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     (run_dir / "checkpoints").mkdir()
-    torch.save({"state_dict": state, "hyper_parameters": {"config": config}},
-               run_dir / "checkpoints" / "last.ckpt")
+    torch.save(
+        {"state_dict": state, "hyper_parameters": {"config": config}},
+        run_dir / "checkpoints" / "last.ckpt",
+    )
     out = tmp_path / "projected.npz"
-    assert run_cli("embed", "--run", run_dir, "--data", colour_folders["test"], "--out", out,
-                   "--projection-head", "--no-progress") == 0
+    assert (
+        run_cli(
+            "embed",
+            "--run",
+            run_dir,
+            "--data",
+            colour_folders["test"],
+            "--out",
+            out,
+            "--projection-head",
+            "--no-progress",
+        )
+        == 0
+    )
     projected = load_embeddings(out)
     assert projected.embeddings.shape == (9, 32) and projected.feature == "projector"

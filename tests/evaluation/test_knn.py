@@ -47,11 +47,18 @@ def test_low_temperature_lets_the_nearest_neighbour_win() -> None:
 def test_identical_to_lightly_knn_predict(num_classes: int, dim: int) -> None:
     train, train_labels = clustered(num_classes, 1500, dim, seed=num_classes)
     test, _ = clustered(num_classes, 300, dim, seed=num_classes + 1)
-    ours = knn_rankings(train, train_labels, test, ks=(1, 20, 200), num_classes=num_classes,
-                        chunk_size=64)
+    ours = knn_rankings(
+        train, train_labels, test, ks=(1, 20, 200), num_classes=num_classes, chunk_size=64
+    )
     for k in (1, 20, 200):
-        reference = knn_predict(F.normalize(test, dim=1), F.normalize(train, dim=1).T,
-                                train_labels, num_classes, knn_k=k, knn_t=0.1)
+        reference = knn_predict(
+            F.normalize(test, dim=1),
+            F.normalize(train, dim=1).T,
+            train_labels,
+            num_classes,
+            knn_k=k,
+            knn_t=0.1,
+        )
         assert torch.equal(ours[k], reference), f"k={k}"
 
 

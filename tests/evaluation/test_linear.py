@@ -18,8 +18,9 @@ from contrastive.evaluation.linear import (
 )
 
 
-def clustered(count: int, seed: int, num_classes: int = 5, dim: int = 32,
-              spread: float = 0.35) -> tuple[torch.Tensor, torch.Tensor]:
+def clustered(
+    count: int, seed: int, num_classes: int = 5, dim: int = 32, spread: float = 0.35
+) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     centers = spread * torch.randn(num_classes, dim, generator=torch.Generator().manual_seed(0))
     labels = torch.randint(0, num_classes, (count,), generator=generator)
@@ -53,7 +54,7 @@ def test_agrees_with_scikit_learn_on_the_same_objective(weight_decay: float) -> 
     # sklearn minimises C * sum(CE) + |W|^2 / 2, i.e. ours with wd = 1 / (C N).
     reference = LogisticRegression(C=1 / (weight_decay * len(train)), max_iter=2000, tol=1e-8)
     reference.fit(((train - mean) / std).numpy(), train_labels.numpy())
-    reference_top1 = (reference.predict(((test - mean) / std).numpy()) == test_labels.numpy())
+    reference_top1 = reference.predict(((test - mean) / std).numpy()) == test_labels.numpy()
     assert abs(ours.summary["top1"] - reference_top1.mean()) <= 0.01
     assert np.allclose(ours.classifier.weight.numpy(), reference.coef_, atol=0.01)
 
@@ -66,7 +67,7 @@ def test_selected_weight_decay_agrees_with_scikit_learn_within_a_point() -> None
     mean, std = train.mean(0), train.std(0, correction=0)
     reference = LogisticRegression(C=1 / (ours.weight_decay * len(train)), max_iter=2000)
     reference.fit(((train - mean) / std).numpy(), train_labels.numpy())
-    reference_top1 = (reference.predict(((test - mean) / std).numpy()) == test_labels.numpy())
+    reference_top1 = reference.predict(((test - mean) / std).numpy()) == test_labels.numpy()
     assert abs(ours.summary["top1"] - reference_top1.mean()) <= 0.01
 
 
@@ -106,8 +107,14 @@ def test_selection_rejects_a_penalty_that_flattens_the_classifier() -> None:
         (torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), [], "--weight-decay"),
     ],
 )
-def test_bad_input_raises_one_line_errors(test_features: torch.Tensor, test_labels: torch.Tensor,
-                                          grid: list[float], message: str) -> None:
+def test_bad_input_raises_one_line_errors(
+    test_features: torch.Tensor, test_labels: torch.Tensor, grid: list[float], message: str
+) -> None:
     with pytest.raises(ContrastiveError, match=message):
-        linear_probe(torch.zeros(4, 2), torch.tensor([0, 1, 0, 1]), test_features, test_labels,
-                     weight_decays=grid)
+        linear_probe(
+            torch.zeros(4, 2),
+            torch.tensor([0, 1, 0, 1]),
+            test_features,
+            test_labels,
+            weight_decays=grid,
+        )

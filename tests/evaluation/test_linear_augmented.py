@@ -34,10 +34,15 @@ def test_transform_crops_to_input_size_and_normalises() -> None:
 def test_learns_colour_classes_from_raw_pixels(colour_folders: dict[str, Path]) -> None:
     settings = AugmentedLinearSettings(epochs=8, batch_size=6, base_learning_rate=20.0)
     pixels = RawPixels()
-    result = train_augmented_linear(pixels, feature_width(pixels, 16), VIEWS,
-                                    ImageFolder.scan(colour_folders["train"]),
-                                    ImageFolder.scan(colour_folders["test"]), settings,
-                                    progress=False)
+    result = train_augmented_linear(
+        pixels,
+        feature_width(pixels, 16),
+        VIEWS,
+        ImageFolder.scan(colour_folders["train"]),
+        ImageFolder.scan(colour_folders["test"]),
+        settings,
+        progress=False,
+    )
     assert result["top1"] == 1.0
     assert result["confusion_matrix"] == [[3, 0, 0], [0, 3, 0], [0, 0, 3]]
     assert result["settings"]["epochs"] == 8
@@ -47,11 +52,15 @@ def test_backbone_stays_frozen(colour_folders: dict[str, Path]) -> None:
     backbone, width = build_backbone(BackboneConfig("resnet18_quarter"))
     backbone.train()
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
-    result = train_augmented_linear(EncoderFeatures(backbone), width, VIEWS,
-                                    ImageFolder.scan(colour_folders["train"]),
-                                    ImageFolder.scan(colour_folders["test"]),
-                                    AugmentedLinearSettings(epochs=1, batch_size=8),
-                                    progress=False)
+    result = train_augmented_linear(
+        EncoderFeatures(backbone),
+        width,
+        VIEWS,
+        ImageFolder.scan(colour_folders["train"]),
+        ImageFolder.scan(colour_folders["test"]),
+        AugmentedLinearSettings(epochs=1, batch_size=8),
+        progress=False,
+    )
     assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
     assert backbone.training
     assert result["final_train_loss"] == pytest.approx(result["final_train_loss"])  # not NaN

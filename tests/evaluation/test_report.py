@@ -19,15 +19,22 @@ from contrastive.evaluation.report import (
 
 
 def test_report_is_strict_json_with_plain_values(tmp_path: Path) -> None:
-    results = {"model": {"top1": np.float32(0.5), "per_class_accuracy": [math.nan, 1.0],
-                         "confusion_matrix": torch.tensor([[1, 0], [2, 3]])}}
-    report = build_report("knn", {"k": (20, 200)}, {"train": tmp_path / "a.npz"}, "run",
-                          results)
+    results = {
+        "model": {
+            "top1": np.float32(0.5),
+            "per_class_accuracy": [math.nan, 1.0],
+            "confusion_matrix": torch.tensor([[1, 0], [2, 3]]),
+        }
+    }
+    report = build_report("knn", {"k": (20, 200)}, {"train": tmp_path / "a.npz"}, "run", results)
     write_report(report, tmp_path / "out" / "knn.json")
     text = (tmp_path / "out" / "knn.json").read_text()
     loaded = json.loads(text)
-    assert loaded["results"]["model"] == {"top1": 0.5, "per_class_accuracy": [None, 1.0],
-                                          "confusion_matrix": [[1, 0], [2, 3]]}
+    assert loaded["results"]["model"] == {
+        "top1": 0.5,
+        "per_class_accuracy": [None, 1.0],
+        "confusion_matrix": [[1, 0], [2, 3]],
+    }
     assert loaded["settings"] == {"k": [20, 200]}
     assert loaded["data"]["train"] == str(tmp_path / "a.npz")
     assert loaded["protocol"] == "knn" and loaded["checkpoint"] == "run" and loaded["created"]
@@ -35,8 +42,12 @@ def test_report_is_strict_json_with_plain_values(tmp_path: Path) -> None:
 
 
 def test_tables_show_percentages_per_row() -> None:
-    knn = knn_table({"model": {"k=20": {"top1": 0.8123, "top5": 0.99}},
-                     "raw_pixels": {"k=20": {"top1": 0.3, "top5": 0.7}}})
+    knn = knn_table(
+        {
+            "model": {"k=20": {"top1": 0.8123, "top5": 0.99}},
+            "raw_pixels": {"k=20": {"top1": 0.3, "top5": 0.7}},
+        }
+    )
     assert knn.splitlines() == [
         "| features   | k=20 top1 | k=20 top5 |",
         "|------------|-----------|-----------|",

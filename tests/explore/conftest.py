@@ -38,8 +38,13 @@ def toy_embeddings(seed: int = 0) -> np.ndarray:
 @pytest.fixture
 def roles() -> SimpleNamespace:
     """The rows of ``toy`` by role (test modules cannot import conftest constants)."""
-    return SimpleNamespace(cluster_a=CLUSTER_A, cluster_b=CLUSTER_B, duplicate_of_0=DUPLICATE_OF_0,
-                           outlier=OUTLIER, mislabelled=MISLABELLED)
+    return SimpleNamespace(
+        cluster_a=CLUSTER_A,
+        cluster_b=CLUSTER_B,
+        duplicate_of_0=DUPLICATE_OF_0,
+        outlier=OUTLIER,
+        mislabelled=MISLABELLED,
+    )
 
 
 @pytest.fixture
@@ -63,14 +68,21 @@ def cifar_set(cifar10_small: dict[str, Path]) -> EmbeddingSet:
     rng = np.random.default_rng(1)
     axes = np.eye(16, dtype=np.float32)
     centres = axes[:10].copy()
-    centres[classes.index("dog")] = 0.6 * axes[classes.index("cat")] + 0.8 * axes[
-        classes.index("dog")]
-    centres[classes.index("truck")] = 0.6 * axes[classes.index("automobile")] + 0.8 * axes[
-        classes.index("truck")]
+    centres[classes.index("dog")] = (
+        0.6 * axes[classes.index("cat")] + 0.8 * axes[classes.index("dog")]
+    )
+    centres[classes.index("truck")] = (
+        0.6 * axes[classes.index("automobile")] + 0.8 * axes[classes.index("truck")]
+    )
     embeddings = centres[labels] + 0.3 * rng.standard_normal((len(labels), 16))
     embeddings[1] = embeddings[0]
-    return EmbeddingSet(embeddings.astype(np.float32), folder.relative_paths(), labels,
-                        classes, data_root=folder.root)
+    return EmbeddingSet(
+        embeddings.astype(np.float32),
+        folder.relative_paths(),
+        labels,
+        classes,
+        data_root=folder.root,
+    )
 
 
 @pytest.fixture(scope="session")

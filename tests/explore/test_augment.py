@@ -14,9 +14,15 @@ from contrastive.explore.images import denormalise, read_image
 from contrastive.views.config import ViewConfig, view_preset
 
 # Every random step switched off: a view is the image itself, normalised.
-IDENTITY = ViewConfig(input_size=32, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0),
-                      horizontal_flip_probability=0.0, color_jitter_probability=0.0,
-                      grayscale_probability=0.0, blur_probability=0.0)
+IDENTITY = ViewConfig(
+    input_size=32,
+    crop_scale=(1.0, 1.0),
+    crop_ratio=(1.0, 1.0),
+    horizontal_flip_probability=0.0,
+    color_jitter_probability=0.0,
+    grayscale_probability=0.0,
+    blur_probability=0.0,
+)
 
 
 def test_identity_views_undo_the_normalisation(cifar_set: EmbeddingSet) -> None:
@@ -31,8 +37,9 @@ def test_denormalise_inverts_normalise() -> None:
     pixels = torch.rand(3, 4, 5)
     mean, std = (0.1, 0.5, 0.9), (0.2, 0.3, 0.4)
     normalised = (pixels - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
-    np.testing.assert_allclose(denormalise(normalised, mean, std),
-                               pixels.permute(1, 2, 0).numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        denormalise(normalised, mean, std), pixels.permute(1, 2, 0).numpy(), atol=1e-6
+    )
 
 
 def test_views_repeat_with_the_seed_and_leave_global_rng_alone(cifar_set: EmbeddingSet) -> None:
@@ -56,7 +63,8 @@ def test_preview_grid_has_original_then_views(cifar_set: EmbeddingSet, artifacts
     image_axes = [ax for ax in figure.axes if ax.images]
     assert len(image_axes) == 4 * 6
     assert [ax.get_title() for ax in image_axes[:6]] == ["original"] + [
-        f"view {i}" for i in range(1, 6)]
+        f"view {i}" for i in range(1, 6)
+    ]
     assert all(ax.images[0].get_array().shape == (64, 64, 3) for ax in image_axes)
     first_row_views = sample_views(read_image(paths[0]), config, 5, seed=0)
     np.testing.assert_array_equal(image_axes[1].images[0].get_array(), first_row_views[0])

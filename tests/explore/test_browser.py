@@ -13,9 +13,9 @@ from contrastive.errors import ContrastiveError
 from contrastive.explore import EmbeddingSet, neighbour_browser, save_figure
 
 
-def test_without_ipywidgets_a_static_grid_is_returned(monkeypatch: pytest.MonkeyPatch,
-                                                      cifar_set: EmbeddingSet,
-                                                      artifacts: Path) -> None:
+def test_without_ipywidgets_a_static_grid_is_returned(
+    monkeypatch: pytest.MonkeyPatch, cifar_set: EmbeddingSet, artifacts: Path
+) -> None:
     monkeypatch.setitem(sys.modules, "ipywidgets", None)  # import ipywidgets -> ImportError
     with pytest.warns(UserWarning, match="ipywidgets is not installed"):
         figure = neighbour_browser(cifar_set, k=4, start=10, fallback_queries=3)
@@ -24,11 +24,15 @@ def test_without_ipywidgets_a_static_grid_is_returned(monkeypatch: pytest.Monkey
     image_axes = [ax for ax in figure.axes if ax.images]
     assert len(image_axes) == 3 * 5
     assert [image_axes[5 * row].get_title().split("\n")[0] for row in range(3)] == [
-        "query #10", "query #11", "query #12"]
+        "query #10",
+        "query #11",
+        "query #12",
+    ]
 
 
-def test_widget_redraws_when_the_selection_changes(cifar_set: EmbeddingSet,
-                                                   artifacts: Path) -> None:
+def test_widget_redraws_when_the_selection_changes(
+    cifar_set: EmbeddingSet, artifacts: Path
+) -> None:
     pytest.importorskip("ipywidgets")
     box = neighbour_browser(cifar_set, k=3, start=4)
     (class_filter, slider), caption, image = box.children[0].children, *box.children[1:]

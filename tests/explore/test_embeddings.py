@@ -59,13 +59,16 @@ def test_accepts_loaded_mappings_and_defaults_missing_labels() -> None:
         loaded.image_path(0)
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"paths": np.array(["a.jpg"])}, "paths has 1 entries but embeddings has 4 rows"),
-    ({"labels": np.array([0, 1, 2, 0])}, "label 2 of row 2"),
-    ({"labels": np.array([0.0, 1.0, 1.0, 0.0])}, "labels must be integers"),
-    ({"embeddings": np.zeros(4)}, "N x D"),
-    ({"embeddings": np.array([[0.0, 1.0, 2.0]] * 3 + [[np.nan, 0.0, 0.0]])}, "first row 3"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"paths": np.array(["a.jpg"])}, "paths has 1 entries but embeddings has 4 rows"),
+        ({"labels": np.array([0, 1, 2, 0])}, "label 2 of row 2"),
+        ({"labels": np.array([0.0, 1.0, 1.0, 0.0])}, "labels must be integers"),
+        ({"embeddings": np.zeros(4)}, "N x D"),
+        ({"embeddings": np.array([[0.0, 1.0, 2.0]] * 3 + [[np.nan, 0.0, 0.0]])}, "first row 3"),
+    ],
+)
 def test_inconsistent_arrays_are_refused(change: dict, message: str) -> None:
     with pytest.raises(ContrastiveError, match=message):
         load_embeddings({**_arrays(), **change})
@@ -107,9 +110,18 @@ def test_reads_files_written_by_contrastive_embed(tmp_path: Path) -> None:
     writer = pytest.importorskip("contrastive.embeddings")
     arrays = _arrays()
     file = tmp_path / "written.npz"
-    writer.save_embeddings(writer.Embeddings(
-        arrays["embeddings"], arrays["paths"], arrays["labels"], arrays["classes"],
-        data_root=str(tmp_path), source="run/last.ckpt", feature="backbone"), file)
+    writer.save_embeddings(
+        writer.Embeddings(
+            arrays["embeddings"],
+            arrays["paths"],
+            arrays["labels"],
+            arrays["classes"],
+            data_root=str(tmp_path),
+            source="run/last.ckpt",
+            feature="backbone",
+        ),
+        file,
+    )
     loaded = load_embeddings(file)
     np.testing.assert_array_equal(loaded.embeddings, arrays["embeddings"].astype(np.float32))
     assert loaded.paths == arrays["paths"].tolist()

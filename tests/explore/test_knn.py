@@ -12,8 +12,9 @@ from contrastive.errors import ContrastiveError
 from contrastive.explore import EmbeddingSet, knn_report, plot_confusion, save_figure
 
 
-def test_leave_one_out_catches_the_mislabelled_point(toy: EmbeddingSet,
-                                                     roles: SimpleNamespace) -> None:
+def test_leave_one_out_catches_the_mislabelled_point(
+    toy: EmbeddingSet, roles: SimpleNamespace
+) -> None:
     report = knn_report(toy, k=5)
     # The unlabeled outlier is not scored; the e0 point labelled "b" is voted "a".
     assert roles.outlier not in report.indices and len(report.indices) == 22
@@ -29,8 +30,7 @@ def test_train_test_pair_uses_the_train_votes(toy: EmbeddingSet) -> None:
     eye = np.eye(8, dtype=np.float32)
     queries = np.stack([eye[0]] * 3 + [eye[1]] * 3) + 0.1 * rng.standard_normal((6, 8))
     labels = np.array([0, 0, 0, 1, 1, 0])  # the last one is really a "b"
-    test = EmbeddingSet(queries.astype(np.float32), [f"q{i}" for i in range(6)], labels,
-                        ["a", "b"])
+    test = EmbeddingSet(queries.astype(np.float32), [f"q{i}" for i in range(6)], labels, ["a", "b"])
     report = knn_report(toy, test, k=5)
     assert report.predictions.tolist() == [0, 0, 0, 1, 1, 1]
     assert report.confusion.tolist() == [[3, 1], [0, 2]]
@@ -56,15 +56,17 @@ def test_bad_inputs_are_refused(toy: EmbeddingSet) -> None:
         knn_report(toy, temperature=0)
 
 
-def test_confusion_figure_labels_rows_with_accuracy(cifar_set: EmbeddingSet,
-                                                   artifacts: Path) -> None:
+def test_confusion_figure_labels_rows_with_accuracy(
+    cifar_set: EmbeddingSet, artifacts: Path
+) -> None:
     report = knn_report(cifar_set, k=10)
     figure = plot_confusion(report)
     save_figure(figure, artifacts / "confusion.png")
     ax = figure.axes[0]
     rows = [label.get_text() for label in ax.get_yticklabels()]
-    expected = [f"{name} ({acc:.0%})"
-                for name, acc in zip(cifar_set.classes, report.per_class_accuracy)]
+    expected = [
+        f"{name} ({acc:.0%})" for name, acc in zip(cifar_set.classes, report.per_class_accuracy)
+    ]
     assert rows == expected
     np.testing.assert_allclose(ax.images[0].get_array().sum(axis=1), 1.0)
     assert f"{report.accuracy:.1%}" in ax.get_title()
@@ -80,8 +82,12 @@ def test_leave_one_out_votes_like_the_evaluation_knn(toy: EmbeddingSet) -> None:
     report = knn_report(toy, k=4, temperature=0.2)
     for row, prediction in zip(report.indices, report.predictions):
         others = np.setdiff1d(report.indices, [row])
-        ranking = knn_classify(torch.from_numpy(toy.embeddings[others]),
-                               torch.from_numpy(toy.labels[others]),
-                               torch.from_numpy(toy.embeddings[[row]]), k=4,
-                               temperature=0.2, num_classes=2)
+        ranking = knn_classify(
+            torch.from_numpy(toy.embeddings[others]),
+            torch.from_numpy(toy.labels[others]),
+            torch.from_numpy(toy.embeddings[[row]]),
+            k=4,
+            temperature=0.2,
+            num_classes=2,
+        )
         assert ranking[0, 0].item() == prediction

@@ -50,8 +50,9 @@ def test_spread_subsample_keeps_every_point_of_a_sparse_lattice() -> None:
 
 
 @pytest.mark.parametrize("method", ["pca", "tsne"])
-def test_projection_map_draws_framed_thumbnails(cifar_set: EmbeddingSet, artifacts: Path,
-                                                method: str) -> None:
+def test_projection_map_draws_framed_thumbnails(
+    cifar_set: EmbeddingSet, artifacts: Path, method: str
+) -> None:
     coordinates = project_2d(cifar_set.embeddings, method)
     figure = plot_projection(cifar_set, coordinates, max_thumbnails=40, title=method)
     save_figure(figure, artifacts / f"map_{method}.png")
@@ -69,8 +70,9 @@ def test_projection_map_draws_framed_thumbnails(cifar_set: EmbeddingSet, artifac
 
 
 def test_points_only_map_needs_no_images(cifar_set: EmbeddingSet) -> None:
-    no_images = EmbeddingSet(cifar_set.embeddings, cifar_set.paths, cifar_set.labels,
-                             cifar_set.classes)
+    no_images = EmbeddingSet(
+        cifar_set.embeddings, cifar_set.paths, cifar_set.labels, cifar_set.classes
+    )
     figure = plot_projection(no_images, project_2d(no_images.embeddings), max_thumbnails=0)
     assert not figure.axes[0].artists
     with pytest.raises(ContrastiveError, match="no data_root"):
@@ -79,8 +81,9 @@ def test_points_only_map_needs_no_images(cifar_set: EmbeddingSet) -> None:
         plot_projection(no_images, np.zeros((3, 2)))
 
 
-def test_neighbour_grid_shows_query_then_ranked_neighbours(cifar_set: EmbeddingSet,
-                                                           artifacts: Path) -> None:
+def test_neighbour_grid_shows_query_then_ranked_neighbours(
+    cifar_set: EmbeddingSet, artifacts: Path
+) -> None:
     queries = [0, 35, 52, 90]
     figure = plot_neighbours(cifar_set, queries, k=6)
     save_figure(figure, artifacts / "neighbours.png")
@@ -88,13 +91,13 @@ def test_neighbour_grid_shows_query_then_ranked_neighbours(cifar_set: EmbeddingS
     indices, sims = nearest_neighbours(cifar_set.embeddings, 6, queries)
     for row, query in enumerate(queries):
         assert grid[row, 0].get_title() == f"query #{query}\n{cifar_set.label_name(query)}"
-        np.testing.assert_array_equal(grid[row, 0].images[0].get_array(),
-                                      load_thumbnail(cifar_set.image_path(query), 64))
+        np.testing.assert_array_equal(
+            grid[row, 0].images[0].get_array(), load_thumbnail(cifar_set.image_path(query), 64)
+        )
         for col in range(6):
             neighbour = indices[row, col]
             title = grid[row, col + 1].title
-            assert title.get_text() == (f"{sims[row, col]:.3f}\n"
-                                        f"{cifar_set.label_name(neighbour)}")
+            assert title.get_text() == (f"{sims[row, col]:.3f}\n{cifar_set.label_name(neighbour)}")
             same = cifar_set.labels[neighbour] == cifar_set.labels[query]
             assert title.get_color() == (SAME_CLASS_COLOUR if same else OTHER_CLASS_COLOUR)
     # Image 1 is an exact copy of image 0's embedding.
@@ -116,8 +119,9 @@ def test_duplicate_pairs_and_outliers_grids(cifar_set: EmbeddingSet, artifacts: 
     assert [ax.get_title() for ax in _image_axes(figure)] == [f"{s:.2f}" for s in scores]
 
 
-def test_clusters_recover_the_classes_and_grid_has_one_row_each(cifar_set: EmbeddingSet,
-                                                                artifacts: Path) -> None:
+def test_clusters_recover_the_classes_and_grid_has_one_row_each(
+    cifar_set: EmbeddingSet, artifacts: Path
+) -> None:
     clustering = cluster_embeddings(cifar_set.embeddings, n_clusters=10)
     assert adjusted_rand_score(cifar_set.labels, clustering.assignments) > 0.6
     assert clustering.sizes.sum() == len(cifar_set)

@@ -28,8 +28,9 @@ def test_pca_separates_the_two_clusters(toy: EmbeddingSet, roles: SimpleNamespac
     np.testing.assert_array_equal(coordinates, project_2d(embeddings, "pca"))
 
 
-def test_tsne_keeps_each_point_next_to_its_own_cluster(toy: EmbeddingSet,
-                                                       roles: SimpleNamespace) -> None:
+def test_tsne_keeps_each_point_next_to_its_own_cluster(
+    toy: EmbeddingSet, roles: SimpleNamespace
+) -> None:
     embeddings, cluster = _clusters_only(toy, roles)
     coordinates = project_2d(embeddings, "tsne", seed=3, max_iter=250)
     assert coordinates.shape == (20, 2) and np.isfinite(coordinates).all()
@@ -38,15 +39,17 @@ def test_tsne_keeps_each_point_next_to_its_own_cluster(toy: EmbeddingSet,
     assert np.array_equal(cluster[distances.argmin(axis=1)], cluster)
 
 
-def test_umap_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch,
-                                         toy: EmbeddingSet) -> None:
+def test_umap_without_the_extra_names_it(
+    monkeypatch: pytest.MonkeyPatch, toy: EmbeddingSet
+) -> None:
     monkeypatch.setitem(sys.modules, "umap", None)  # import umap now raises ImportError
     with pytest.raises(ContrastiveError, match=r"pip install contrastive\[umap\]"):
         project_2d(toy.embeddings, "umap")
 
 
-def test_umap_gets_cosine_settings_and_options(monkeypatch: pytest.MonkeyPatch,
-                                               toy: EmbeddingSet) -> None:
+def test_umap_gets_cosine_settings_and_options(
+    monkeypatch: pytest.MonkeyPatch, toy: EmbeddingSet
+) -> None:
     calls: list[dict] = []
 
     class FakeUMAP:
@@ -58,8 +61,15 @@ def test_umap_gets_cosine_settings_and_options(monkeypatch: pytest.MonkeyPatch,
 
     monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FakeUMAP))
     coordinates = project_2d(toy.embeddings, "umap", seed=5, min_dist=0.3)
-    assert calls == [{"n_components": 2, "n_neighbors": 15, "metric": "cosine",
-                      "random_state": 5, "min_dist": 0.3}]
+    assert calls == [
+        {
+            "n_components": 2,
+            "n_neighbors": 15,
+            "metric": "cosine",
+            "random_state": 5,
+            "min_dist": 0.3,
+        }
+    ]
     unit = toy.embeddings / np.linalg.norm(toy.embeddings, axis=1, keepdims=True)
     np.testing.assert_allclose(coordinates, unit[:, :2] * 2, rtol=1e-6)
 

@@ -35,16 +35,18 @@ def test_top_k_checks_k_and_dimensions() -> None:
         top_k_similar(np.ones((1, 2)), keys, k=1)
 
 
-def test_nearest_neighbour_of_a_copy_is_the_original(toy: EmbeddingSet,
-                                                     roles: SimpleNamespace) -> None:
+def test_nearest_neighbour_of_a_copy_is_the_original(
+    toy: EmbeddingSet, roles: SimpleNamespace
+) -> None:
     copy = roles.duplicate_of_0
     indices, sims = nearest_neighbours(toy.embeddings, k=1, query_indices=[0, copy])
     assert indices[:, 0].tolist() == [copy, 0]
     np.testing.assert_allclose(sims[:, 0], 1.0, atol=1e-6)
 
 
-def test_neighbours_stay_in_their_cluster_and_exclude_self(toy: EmbeddingSet,
-                                                           roles: SimpleNamespace) -> None:
+def test_neighbours_stay_in_their_cluster_and_exclude_self(
+    toy: EmbeddingSet, roles: SimpleNamespace
+) -> None:
     indices, _ = nearest_neighbours(toy.embeddings, k=5, query_indices=roles.cluster_b)
     assert set(indices.ravel()) <= set(roles.cluster_b)
     assert all(query not in row for query, row in zip(roles.cluster_b, indices))

@@ -21,8 +21,9 @@ def reference_distance(a: torch.Tensor, b: torch.Tensor, distance: str) -> torch
     return euclidean if distance == "euclidean" else euclidean.pow(2)
 
 
-def brute_force_loss(out0: torch.Tensor, out1: torch.Tensor, tau: float,
-                     distance: str) -> torch.Tensor:
+def brute_force_loss(
+    out0: torch.Tensor, out1: torch.Tensor, tau: float, distance: str
+) -> torch.Tensor:
     """Loops over all 2N views: positive = the other view of the same image, negatives =
     both views of every other image; mean of ``d_pos / tau + log sum exp(-d_neg / tau)``."""
     out0 = nn.functional.normalize(out0, dim=1)
@@ -31,10 +32,11 @@ def brute_force_loss(out0: torch.Tensor, out1: torch.Tensor, tau: float,
     terms = []
     for anchors, positives in ((out0, out1), (out1, out0)):
         for i in range(n):
-            d_pos = reference_distance(anchors[i:i + 1], positives[i:i + 1], distance)[0, 0]
+            d_pos = reference_distance(anchors[i : i + 1], positives[i : i + 1], distance)[0, 0]
             negatives = torch.stack(
-                [view[j] for j in range(n) if j != i for view in (anchors, positives)])
-            d_neg = reference_distance(anchors[i:i + 1], negatives, distance)[0]
+                [view[j] for j in range(n) if j != i for view in (anchors, positives)]
+            )
+            d_neg = reference_distance(anchors[i : i + 1], negatives, distance)[0]
             terms.append(d_pos / tau + torch.log(torch.exp(-d_neg / tau).sum()))
     return torch.stack(terms).mean()
 
@@ -186,15 +188,17 @@ def test_memory_bank_uses_queue_as_negatives_and_enqueues_normalised_keys(distan
 @pytest.mark.parametrize("distance", DISTANCES)
 @pytest.mark.parametrize("memory_bank_size", [0, (6, 3)])
 @pytest.mark.parametrize("normalize", [True, False])
-def test_finite_gradients_when_embeddings_coincide(distance: str, memory_bank_size: object,
-                                                   normalize: bool) -> None:
+def test_finite_gradients_when_embeddings_coincide(
+    distance: str, memory_bank_size: object, normalize: bool
+) -> None:
     # Views 0 and 1 equal each other and their positives: zero positive and zero negative
     # distances, where d sqrt(x)/dx is infinite without the epsilon.
     v = torch.tensor([[0.6, 0.8, 0.0]])
     out0 = torch.cat([v, v, torch.tensor([[0.0, 0.0, 1.0]])]).requires_grad_(True)
     out1 = torch.cat([v, v, torch.tensor([[1.0, 0.0, 0.0]])]).requires_grad_(True)
-    loss = DistanceContrastiveLoss(temperature=0.1, distance=distance, normalize=normalize,
-                                   memory_bank_size=memory_bank_size)
+    loss = DistanceContrastiveLoss(
+        temperature=0.1, distance=distance, normalize=normalize, memory_bank_size=memory_bank_size
+    )
     if memory_bank_size:
         loss.memory_bank.bank[:] = torch.cat([v, v, v, v, v, v])  # negatives equal the queries
     value = loss(out0, out1)
@@ -232,16 +236,18 @@ def literal_document_loss(out0: torch.Tensor, out1: torch.Tensor, distance: str)
     total = 0.0
     for anchors, positives in ((out0, out1), (out1, out0)):
         d_pos = reference_distance(anchors, positives, distance).diagonal()
-        d_neg = torch.cat([
-            reference_distance(anchors, anchors, distance)[other].view(n, -1),
-            reference_distance(anchors, positives, distance)[other].view(n, -1),
-        ], dim=1)
+        d_neg = torch.cat(
+            [
+                reference_distance(anchors, anchors, distance)[other].view(n, -1),
+                reference_distance(anchors, positives, distance)[other].view(n, -1),
+            ],
+            dim=1,
+        )
         total = total + 0.5 * (d_pos - torch.logsumexp(-d_neg, dim=1)).mean()
     return total
 
 
-def mean_distances(out0: torch.Tensor, out1: torch.Tensor,
-                   distance: str) -> tuple[float, float]:
+def mean_distances(out0: torch.Tensor, out1: torch.Tensor, distance: str) -> tuple[float, float]:
     """(mean positive distance, mean distance between views of different images)."""
     out0, out1 = _unit(out0, out1)
     views = torch.cat([out0, out1])
@@ -249,14 +255,17 @@ def mean_distances(out0: torch.Tensor, out1: torch.Tensor,
     image = torch.arange(2 * n) % n
     different = image[:, None] != image[None, :]
     d = reference_distance(views, views, distance)
-    return (reference_distance(out0, out1, distance).diagonal().mean().item(),
-            d[different].mean().item())
+    return (
+        reference_distance(out0, out1, distance).diagonal().mean().item(),
+        d[different].mean().item(),
+    )
 
 
 @pytest.mark.parametrize("distance", DISTANCES)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_sign_literal_formula_pulls_negatives_together_corrected_pushes_apart(
-        distance: str, seed: int) -> None:
+    distance: str, seed: int
+) -> None:
     out0, out1 = random_pair(8, 4, seed=seed)
     out1 = out0 + 0.6 * (out1 - out0)  # positives a little closer than random
     corrected = DistanceContrastiveLoss(temperature=1.0, distance=distance)
@@ -265,11 +274,14 @@ def test_sign_literal_formula_pulls_negatives_together_corrected_pushes_apart(
     d_pos, d_neg = mean_distances(out0, out1, distance)
     torch.testing.assert_close(
         literal_document_loss(out0, out1, distance) + corrected(out0, out1),
-        torch.tensor(2 * d_pos, dtype=torch.float64))
+        torch.tensor(2 * d_pos, dtype=torch.float64),
+    )
 
     after = {}
-    for name, loss_fn in (("literal", lambda a, b: literal_document_loss(a, b, distance)),
-                          ("corrected", corrected)):
+    for name, loss_fn in (
+        ("literal", lambda a, b: literal_document_loss(a, b, distance)),
+        ("corrected", corrected),
+    ):
         z0, z1 = out0.clone().requires_grad_(True), out1.clone().requires_grad_(True)
         loss_fn(z0, z1).backward()
         with torch.no_grad():  # one gradient-descent step on the embeddings

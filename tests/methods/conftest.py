@@ -25,8 +25,9 @@ def smooth_images(count: int, size: int = 40, seed: int = 0) -> torch.Tensor:
     """``count`` distinct smooth colour patterns (5x5 noise upsampled), ``(count, 3, s, s)``."""
     generator = torch.Generator().manual_seed(seed)
     coarse = torch.rand(count, 3, 5, 5, generator=generator)
-    return nn.functional.interpolate(coarse, size=(size, size), mode="bilinear",
-                                     align_corners=False)
+    return nn.functional.interpolate(
+        coarse, size=(size, size), mode="bilinear", align_corners=False
+    )
 
 
 def crop_flip(images: torch.Tensor, generator: torch.Generator, crop: int = 32) -> torch.Tensor:
@@ -36,7 +37,7 @@ def crop_flip(images: torch.Tensor, generator: torch.Generator, crop: int = 32) 
     for image in images:
         top = int(torch.randint(0, height - crop + 1, (1,), generator=generator))
         left = int(torch.randint(0, width - crop + 1, (1,), generator=generator))
-        view = image[:, top:top + crop, left:left + crop]
+        view = image[:, top : top + crop, left : left + crop]
         if torch.rand((), generator=generator) < 0.5:
             view = view.flip(-1)
         views.append(view)
@@ -55,19 +56,25 @@ def two_views(images: torch.Tensor, seed: int = 0) -> list[torch.Tensor]:
     return [crop_flip(images, generator), crop_flip(images, generator)]
 
 
-def train_losses(method: nn.Module, steps: int = 24, batch_size: int = 16,
-                 learning_rate: float = 0.02, seed: int = 0) -> list[float]:
+def train_losses(
+    method: nn.Module,
+    steps: int = 24,
+    batch_size: int = 16,
+    learning_rate: float = 0.02,
+    seed: int = 0,
+) -> list[float]:
     """Plain SGD on 64 fixed images in 4 batches of 16, fresh crops/flips every step.
 
     Four batches (not one) so that MoCo's one-batch queue holds keys of *other* images.
     """
     images = smooth_images(4 * batch_size, seed=seed)
     generator = torch.Generator().manual_seed(seed + 1)
-    optimizer = torch.optim.SGD([p for p in method.parameters() if p.requires_grad],
-                                lr=learning_rate)
+    optimizer = torch.optim.SGD(
+        [p for p in method.parameters() if p.requires_grad], lr=learning_rate
+    )
     losses = []
     for step in range(steps):
-        batch = images[(step % 4) * batch_size:(step % 4 + 1) * batch_size]
+        batch = images[(step % 4) * batch_size : (step % 4 + 1) * batch_size]
         views = [crop_flip(batch, generator), crop_flip(batch, generator)]
         loss = method.training_loss(views, progress=step / steps)
         optimizer.zero_grad()
@@ -95,9 +102,11 @@ def images() -> torch.Tensor:
 @pytest.fixture
 def method_factory() -> Callable[..., nn.Module]:
     """``method_factory(name, loss, **config)``, seeded."""
+
     def factory(name: str, loss: LossConfig, **config: object) -> nn.Module:
         torch.manual_seed(0)
         return make_method(name, loss, **config)
+
     return factory
 
 

@@ -17,8 +17,7 @@ from .conftest import LOSS_CASES, LOSS_IDS
 
 
 @pytest.mark.parametrize("loss", LOSS_CASES, ids=LOSS_IDS)
-def test_loss_goes_down(loss: LossConfig, method_factory: Callable,
-                        train: Callable) -> None:
+def test_loss_goes_down(loss: LossConfig, method_factory: Callable, train: Callable) -> None:
     losses = train(method_factory("simclr", loss))
     first, last = sum(losses[1:5]) / 4, sum(losses[-4:]) / 4
     # Seeds 0-2 give last / first between 0.81 and 0.93.
@@ -26,9 +25,9 @@ def test_loss_goes_down(loss: LossConfig, method_factory: Callable,
 
 
 @pytest.mark.parametrize("loss", LOSS_CASES, ids=LOSS_IDS)
-def test_gradients_reach_every_trainable_parameter(loss: LossConfig, method_factory: Callable,
-                                                   images: torch.Tensor,
-                                                   views_of: Callable) -> None:
+def test_gradients_reach_every_trainable_parameter(
+    loss: LossConfig, method_factory: Callable, images: torch.Tensor, views_of: Callable
+) -> None:
     method = method_factory("simclr", loss)
     method.training_loss(views_of(images), progress=0.0).backward()
     names = [name for name, p in method.named_parameters() if p.requires_grad]
@@ -40,17 +39,20 @@ def test_gradients_reach_every_trainable_parameter(loss: LossConfig, method_fact
         assert parameter.grad.abs().sum() > 0, name
 
 
-def test_loss_is_symmetric_in_the_two_views(method_factory: Callable, images: torch.Tensor,
-                                            views_of: Callable) -> None:
+def test_loss_is_symmetric_in_the_two_views(
+    method_factory: Callable, images: torch.Tensor, views_of: Callable
+) -> None:
     # Batch-norm statistics are over both views together and NT-Xent is symmetric.
     method = method_factory("simclr", LossConfig("ntxent"))
     first, second = views_of(images)
-    torch.testing.assert_close(method.training_loss([first, second], 0.0),
-                               method.training_loss([second, first], 0.0))
+    torch.testing.assert_close(
+        method.training_loss([first, second], 0.0), method.training_loss([second, first], 0.0)
+    )
 
 
 def test_both_views_get_the_same_gradients_when_swapped(
-        method_factory: Callable, images: torch.Tensor, views_of: Callable) -> None:
+    method_factory: Callable, images: torch.Tensor, views_of: Callable
+) -> None:
     # The gradient that view a gets as the first view equals the one it gets as the second:
     # neither view is treated as a fixed target.
     method = method_factory("simclr", LossConfig("distance", distance="euclidean"))
@@ -65,7 +67,8 @@ def test_both_views_get_the_same_gradients_when_swapped(
 
 
 def test_identical_views_give_lower_loss_than_different_images(
-        method_factory: Callable, images: torch.Tensor, views_of: Callable) -> None:
+    method_factory: Callable, images: torch.Tensor, views_of: Callable
+) -> None:
     method = method_factory("simclr", LossConfig("ntxent")).eval()
     first, _ = views_of(images)
     with torch.no_grad():
@@ -74,13 +77,15 @@ def test_identical_views_give_lower_loss_than_different_images(
     assert same < shuffled
 
 
-@pytest.mark.parametrize(("loss", "expected_type", "expected_tau"), [
-    (LossConfig("ntxent"), NTXentLoss, 0.5),
-    (LossConfig("ntxent", temperature=0.1), NTXentLoss, 0.1),
-    (LossConfig("distance"), DistanceContrastiveLoss, 0.5),
-])
-def test_build_method_criterion(loss: LossConfig, expected_type: type,
-                                expected_tau: float) -> None:
+@pytest.mark.parametrize(
+    ("loss", "expected_type", "expected_tau"),
+    [
+        (LossConfig("ntxent"), NTXentLoss, 0.5),
+        (LossConfig("ntxent", temperature=0.1), NTXentLoss, 0.1),
+        (LossConfig("distance"), DistanceContrastiveLoss, 0.5),
+    ],
+)
+def test_build_method_criterion(loss: LossConfig, expected_type: type, expected_tau: float) -> None:
     method = build_method(MethodConfig("simclr"), loss, nn.Flatten(), feature_dim=12)
     assert isinstance(method, SimCLR)
     assert type(method.criterion) is expected_type
@@ -93,8 +98,10 @@ def test_projection_head_sizes(hidden: int | None, expected_hidden: int) -> None
     config = MethodConfig("simclr", projection_hidden_dim=hidden, projection_output_dim=5)
     method = build_method(config, LossConfig(), nn.Flatten(), feature_dim=12)
     linears = [m for m in method.projection_head.modules() if isinstance(m, nn.Linear)]
-    assert [(m.in_features, m.out_features) for m in linears] == [(12, expected_hidden),
-                                                                  (expected_hidden, 5)]
+    assert [(m.in_features, m.out_features) for m in linears] == [
+        (12, expected_hidden),
+        (expected_hidden, 5),
+    ]
 
 
 def test_unknown_method_raises() -> None:

@@ -41,8 +41,9 @@ IMAGES_PER_CLASS, BATCH_SIZE, EPOCHS = 16, 8, 3
 _FORKS = "fork" in multiprocessing.get_all_start_methods()
 
 
-def _install_stalls(ready: Any, interrupt_seen: Any, stall_at_step: int | None,
-                    stall_in_save: int | None) -> None:
+def _install_stalls(
+    ready: Any, interrupt_seen: Any, stall_at_step: int | None, stall_in_save: int | None
+) -> None:
     """Wraps the training step and ``torch.save`` (in the child only) to stop on cue."""
     from contrastive.training.interrupt import GracefulInterrupt
     from contrastive.training.module import ContrastiveModule
@@ -60,8 +61,9 @@ def _install_stalls(ready: Any, interrupt_seen: Any, stall_at_step: int | None,
             stop = next(c for c in self.trainer.callbacks if isinstance(c, GracefulInterrupt))
             ready.set()
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not (stop.requested
-                                                       or self.trainer.received_sigterm):
+            while time.monotonic() < deadline and not (
+                stop.requested or self.trainer.received_sigterm
+            ):
                 time.sleep(0.01)
         return training_step(self, batch, batch_idx)
 
@@ -79,8 +81,14 @@ def _install_stalls(ready: Any, interrupt_seen: Any, stall_at_step: int | None,
     torch.save = stalling_save
 
 
-def _child(args: list[str], log: str, ready: Any, interrupt_seen: Any,
-           stall_at_step: int | None, stall_in_save: int | None) -> None:
+def _child(
+    args: list[str],
+    log: str,
+    ready: Any,
+    interrupt_seen: Any,
+    stall_at_step: int | None,
+    stall_in_save: int | None,
+) -> None:
     with open(log, "w") as output:
         os.dup2(output.fileno(), 1)
         os.dup2(output.fileno(), 2)
@@ -106,14 +114,20 @@ class TrainingChild:
         interrupt_seen: Set when the child's Ctrl-C handler ran.
     """
 
-    def __init__(self, args: list[str], log: Path, stall_at_step: int | None = None,
-                 stall_in_save: int | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        log: Path,
+        stall_at_step: int | None = None,
+        stall_in_save: int | None = None,
+    ) -> None:
         self.log = log
         fork = multiprocessing.get_context("fork")
         self.ready, self.interrupt_seen = fork.Event(), fork.Event()
-        self.process = fork.Process(target=_child, args=(args, str(log), self.ready,
-                                                         self.interrupt_seen, stall_at_step,
-                                                         stall_in_save))
+        self.process = fork.Process(
+            target=_child,
+            args=(args, str(log), self.ready, self.interrupt_seen, stall_at_step, stall_in_save),
+        )
         self.process.start()
 
     def wait_until_ready(self) -> None:
@@ -127,8 +141,9 @@ class TrainingChild:
     def _wait_for(self, event: Any, what: str) -> None:
         while not event.wait(timeout=0.1):
             if not self.process.is_alive():
-                raise AssertionError(f"child ended (exit {self.process.exitcode}) before "
-                                     f"{what}:\n{self.output()}")
+                raise AssertionError(
+                    f"child ended (exit {self.process.exitcode}) before {what}:\n{self.output()}"
+                )
 
     def finish(self) -> int:
         """Waits for the child and returns its exit code."""
@@ -163,11 +178,32 @@ class TrainingRuns:
     """
 
     def __init__(self, images: Path, cache: Path) -> None:
-        self.args = ["train", "--data", str(images), "--backbone", "resnet18_quarter",
-                     "--batch-size", str(BATCH_SIZE), "--epochs", str(EPOCHS),
-                     "--input-size", "32", "--num-workers", "0", "--cache-dir", str(cache),
-                     "--checkpoint-every", "1", "--accelerator", "cpu",
-                     "--precision", "32-true", "--deterministic", "--seed", "3"]
+        self.args = [
+            "train",
+            "--data",
+            str(images),
+            "--backbone",
+            "resnet18_quarter",
+            "--batch-size",
+            str(BATCH_SIZE),
+            "--epochs",
+            str(EPOCHS),
+            "--input-size",
+            "32",
+            "--num-workers",
+            "0",
+            "--cache-dir",
+            str(cache),
+            "--checkpoint-every",
+            "1",
+            "--accelerator",
+            "cpu",
+            "--precision",
+            "32-true",
+            "--deterministic",
+            "--seed",
+            "3",
+        ]
 
     def start(self, run_dir: Path, *extra: str, **stalls: int) -> TrainingChild:
         """Starts the run into ``run_dir``; ``extra`` flags win; ``stalls`` see the module."""
@@ -245,19 +281,29 @@ def one_thread() -> Iterator[None]:
 
 
 @pytest.fixture
-def tiny_config(one_thread: None, tiny_images: Path, decoded_cache: Path,
-                tmp_path: Path) -> TrainConfig:
+def tiny_config(
+    one_thread: None, tiny_images: Path, decoded_cache: Path, tmp_path: Path
+) -> TrainConfig:
     """One epoch (4 steps) of the tiny configuration, for ``train()`` in this process."""
-    return TrainConfig(data=str(tiny_images), out=str(tmp_path / "run"),
-                       views=ViewConfig(input_size=32), backbone=BackboneConfig("resnet18_quarter"),
-                       batch_size=BATCH_SIZE, epochs=1, num_workers=0, accelerator="cpu",
-                       precision="32-true", checkpoint_every_n_epochs=1,
-                       cache_dir=str(decoded_cache))
+    return TrainConfig(
+        data=str(tiny_images),
+        out=str(tmp_path / "run"),
+        views=ViewConfig(input_size=32),
+        backbone=BackboneConfig("resnet18_quarter"),
+        batch_size=BATCH_SIZE,
+        epochs=1,
+        num_workers=0,
+        accelerator="cpu",
+        precision="32-true",
+        checkpoint_every_n_epochs=1,
+        cache_dir=str(decoded_cache),
+    )
 
 
 @pytest.fixture(scope="session")
-def reference_run(training: TrainingRuns,
-                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReferenceRun]:
+def reference_run(
+    training: TrainingRuns, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ReferenceRun]:
     """The uninterrupted run of the tiny deterministic configuration."""
     reference = ReferenceRun(training, tmp_path_factory.mktemp("reference") / "run")
     yield reference
@@ -266,8 +312,7 @@ def reference_run(training: TrainingRuns,
     reference.child.process.join()
 
 
-def assert_same_weights(actual: dict[str, torch.Tensor],
-                        expected: dict[str, torch.Tensor]) -> None:
+def assert_same_weights(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
     """Every tensor bit for bit equal."""
     assert actual.keys() == expected.keys()
     different = [name for name in expected if not torch.equal(actual[name], expected[name])]
@@ -278,4 +323,3 @@ def assert_same_weights(actual: dict[str, torch.Tensor],
 def same_weights() -> Any:
     """:func:`assert_same_weights`, for the test modules."""
     return assert_same_weights
-

@@ -33,28 +33,34 @@ IN_BATCH = {
     "distance-cosine": LossConfig("distance", distance="cosine"),
     "distance-euclidean": LossConfig("distance", distance="euclidean"),
 }
-WITH_QUEUE = {"ntxent-queue": LossConfig("ntxent"),
-              "distance-queue": LossConfig("distance", distance="cosine")}
+WITH_QUEUE = {
+    "ntxent-queue": LossConfig("ntxent"),
+    "distance-queue": LossConfig("distance", distance="cosine"),
+}
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def embeddings() -> tuple[torch.Tensor, torch.Tensor]:
     """The whole batch: two views ``(WORLD * PER_RANK, DIM)``, the same in every process."""
     generator = torch.Generator().manual_seed(0)
-    return (torch.randn(WORLD * PER_RANK, DIM, generator=generator),
-            torch.randn(WORLD * PER_RANK, DIM, generator=generator))
+    return (
+        torch.randn(WORLD * PER_RANK, DIM, generator=generator),
+        torch.randn(WORLD * PER_RANK, DIM, generator=generator),
+    )
 
 
-def loss_and_grads(criterion: torch.nn.Module, first: torch.Tensor,
-                   second: torch.Tensor) -> dict[str, torch.Tensor]:
+def loss_and_grads(
+    criterion: torch.nn.Module, first: torch.Tensor, second: torch.Tensor
+) -> dict[str, torch.Tensor]:
     first, second = first.clone().requires_grad_(True), second.clone().requires_grad_(True)
     loss = criterion(first, second)
     loss.backward()
     return {"loss": loss.detach(), "grad_first": first.grad, "grad_second": second.grad}
 
 
-def queue_step(criterion: torch.nn.Module, queries: torch.Tensor,
-               keys: torch.Tensor) -> dict[str, torch.Tensor]:
+def queue_step(
+    criterion: torch.nn.Module, queries: torch.Tensor, keys: torch.Tensor
+) -> dict[str, torch.Tensor]:
     loss = criterion(queries.clone().requires_grad_(True), keys)
     bank = criterion.memory_bank
     return {"loss": loss.detach(), "bank": bank.bank.clone(), "ptr": bank.bank_ptr.clone()}
@@ -68,20 +74,24 @@ def new_queue_loss(config: LossConfig, gather: bool) -> torch.nn.Module:
 
 def rank_worker(rank: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=WORLD)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD
+    )
     try:
         first, second = embeddings()
         rows = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
         results = {
-            name: loss_and_grads(build_loss(config, 0.5, gather_distributed=True),
-                                 first[rows], second[rows])
+            name: loss_and_grads(
+                build_loss(config, 0.5, gather_distributed=True), first[rows], second[rows]
+            )
             for name, config in IN_BATCH.items()
         }
-        results.update({
-            name: queue_step(new_queue_loss(config, gather=True), first[rows], second[rows])
-            for name, config in WITH_QUEUE.items()
-        })
+        results.update(
+            {
+                name: queue_step(new_queue_loss(config, gather=True), first[rows], second[rows])
+                for name, config in WITH_QUEUE.items()
+            }
+        )
         torch.save(results, out)
     finally:
         dist.destroy_process_group()
@@ -101,8 +111,10 @@ def per_rank(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     folder, port = tmp_path_factory.mktemp("ranks"), free_port()
     fork = multiprocessing.get_context("fork")
     outputs = [folder / f"rank{rank}.pt" for rank in range(WORLD)]
-    ranks = [fork.Process(target=rank_worker, args=(rank, port, str(outputs[rank])))
-             for rank in range(WORLD)]
+    ranks = [
+        fork.Process(target=rank_worker, args=(rank, port, str(outputs[rank])))
+        for rank in range(WORLD)
+    ]
     for process in ranks:
         process.start()
     for process in ranks:
@@ -125,8 +137,7 @@ def test_gathered_in_batch_loss_equals_one_big_batch(per_rank: list[dict], name:
 
 
 @pytest.mark.parametrize("name", WITH_QUEUE)
-def test_queue_is_filled_with_every_rank_keys_identically(per_rank: list[dict],
-                                                          name: str) -> None:
+def test_queue_is_filled_with_every_rank_keys_identically(per_rank: list[dict], name: str) -> None:
     expected = queue_step(new_queue_loss(WITH_QUEUE[name], gather=False), *embeddings())
 
     first_rank, second_rank = per_rank[0][name], per_rank[1][name]
@@ -139,8 +150,9 @@ def test_queue_is_filled_with_every_rank_keys_identically(per_rank: list[dict],
 
 @pytest.mark.parametrize("method", ["simclr", "moco"])
 def test_training_module_gathers_negatives(method: str) -> None:
-    config = TrainConfig(backbone=BackboneConfig("resnet18_quarter"),
-                         method=MethodConfig(method, queue_size=64))
+    config = TrainConfig(
+        backbone=BackboneConfig("resnet18_quarter"), method=MethodConfig(method, queue_size=64)
+    )
     criterion = ContrastiveModule(config.to_dict()).method.criterion
     assert criterion.gather_distributed
     if method == "moco":
@@ -156,18 +168,45 @@ def test_sync_batchnorm_on_cpus_is_refused_before_training(tiny_config: TrainCon
 
 
 @pytest.mark.slow
-def test_two_process_ddp_training_on_cpu(tiny_images: Path, decoded_cache: Path,
-                                         tmp_path: Path) -> None:
+def test_two_process_ddp_training_on_cpu(
+    tiny_images: Path, decoded_cache: Path, tmp_path: Path
+) -> None:
     # Lightning's DDP launcher re-runs the command line for rank 1: a real CLI process.
     run_dir = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "contrastive", "train", "--data", str(tiny_images),
-         "--out", str(run_dir), "--backbone", "resnet18_quarter", "--batch-size", "4",
-         "--epochs", "2", "--input-size", "32", "--num-workers", "0",
-         "--cache-dir", str(decoded_cache), "--accelerator", "cpu", "--devices", "2",
-         "--precision", "32-true"],
-        cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"},
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "contrastive",
+            "train",
+            "--data",
+            str(tiny_images),
+            "--out",
+            str(run_dir),
+            "--backbone",
+            "resnet18_quarter",
+            "--batch-size",
+            "4",
+            "--epochs",
+            "2",
+            "--input-size",
+            "32",
+            "--num-workers",
+            "0",
+            "--cache-dir",
+            str(decoded_cache),
+            "--accelerator",
+            "cpu",
+            "--devices",
+            "2",
+            "--precision",
+            "32-true",
+        ],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)

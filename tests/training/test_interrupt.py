@@ -17,8 +17,9 @@ from contrastive.training.checkpoint_io import AtomicCheckpointIO
 MID_SECOND_EPOCH = 6
 
 
-def assert_one_line_resume_message(output: str, run_dir: Path, saved: bool,
-                                   signal_name: str = "SIGINT") -> None:
+def assert_one_line_resume_message(
+    output: str, run_dir: Path, saved: bool, signal_name: str = "SIGINT"
+) -> None:
     assert "Traceback" not in output
     message = output.strip().splitlines()[-1]
     assert message.startswith(f"training stopped by {signal_name}")
@@ -26,8 +27,9 @@ def assert_one_line_resume_message(output: str, run_dir: Path, saved: bool,
     assert ("saved" in message) == saved, message
 
 
-def test_ctrl_c_saves_and_resumes_to_the_same_weights(training, reference_run, same_weights,
-                                                      tmp_path: Path) -> None:
+def test_ctrl_c_saves_and_resumes_to_the_same_weights(
+    training, reference_run, same_weights, tmp_path: Path
+) -> None:
     run_dir = tmp_path / "run"
     child = training.start(run_dir, stall_at_step=MID_SECOND_EPOCH)
     child.wait_until_ready()
@@ -47,7 +49,8 @@ def test_ctrl_c_saves_and_resumes_to_the_same_weights(training, reference_run, s
 
 
 def test_second_ctrl_c_stops_at_once_keeping_the_last_checkpoint(
-        training, reference_run, same_weights, tmp_path: Path) -> None:
+    training, reference_run, same_weights, tmp_path: Path
+) -> None:
     run_dir = tmp_path / "run"
     checkpoints = run_dir / "checkpoints"
     # Hangs while writing last.ckpt at the end of epoch 2: only a second Ctrl-C ends it.
@@ -71,7 +74,8 @@ def test_second_ctrl_c_stops_at_once_keeping_the_last_checkpoint(
 
 
 def test_sigterm_saves_at_the_step_end_and_resumes_to_the_same_weights(
-        training, reference_run, same_weights, tmp_path: Path) -> None:
+    training, reference_run, same_weights, tmp_path: Path
+) -> None:
     run_dir = tmp_path / "run"
     child = training.start(run_dir, stall_at_step=MID_SECOND_EPOCH)
     child.wait_until_ready()

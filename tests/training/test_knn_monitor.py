@@ -41,8 +41,12 @@ def offline_top1(model: nn.Module, train: Path, test: Path, k: int) -> float:
     extractor = {"f": EncoderFeatures(model)}
     bank = embed_folder(train, VIEWS, extractor, progress=False)["f"]
     queries = embed_folder(test, VIEWS, extractor, progress=False)["f"]
-    ranking = knn_classify(torch.from_numpy(bank.embeddings), torch.from_numpy(bank.labels),
-                           torch.from_numpy(queries.embeddings), k=k)
+    ranking = knn_classify(
+        torch.from_numpy(bank.embeddings),
+        torch.from_numpy(bank.labels),
+        torch.from_numpy(queries.embeddings),
+        k=k,
+    )
     return (ranking[:, 0].numpy() == queries.labels).mean()
 
 
@@ -72,7 +76,8 @@ class TinyModule(pl.LightningModule):
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
-            torch.utils.data.TensorDataset(torch.randn(4, 3, 16, 16)), batch_size=4)
+            torch.utils.data.TensorDataset(torch.randn(4, 3, 16, 16)), batch_size=4
+        )
 
 
 def test_logs_the_online_monitor_during_fit(tmp_path: Path) -> None:
@@ -80,10 +85,16 @@ def test_logs_the_online_monitor_during_fit(tmp_path: Path) -> None:
     monitor = KNNMonitor(train, test, VIEWS, every_n_epochs=2, k=3)
     module = TinyModule()
     logger = pl.loggers.CSVLogger(tmp_path / "logs", name="", version="")
-    trainer = pl.Trainer(max_epochs=2, logger=logger, enable_checkpointing=False,
-                         log_every_n_steps=1, enable_progress_bar=False,
-                         enable_model_summary=False,
-                         callbacks=[monitor], accelerator="cpu")
+    trainer = pl.Trainer(
+        max_epochs=2,
+        logger=logger,
+        enable_checkpointing=False,
+        log_every_n_steps=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[monitor],
+        accelerator="cpu",
+    )
     trainer.fit(module)
     logged = trainer.callback_metrics[METRIC_NAME].item()
     assert 0.0 <= logged <= 1.0

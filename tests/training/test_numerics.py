@@ -46,18 +46,24 @@ def test_absurd_learning_rate_stops_with_one_line(training, tmp_path: Path) -> N
     assert "Traceback" not in output
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1
-    assert re.fullmatch(r"error: loss became (nan|inf|-inf) at step \d+ \(epoch 0\); "
-                        r"try a lower learning rate \(--lr\)", errors[0])
+    assert re.fullmatch(
+        r"error: loss became (nan|inf|-inf) at step \d+ \(epoch 0\); "
+        r"try a lower learning rate \(--lr\)",
+        errors[0],
+    )
     assert not (run_dir / "backbone.pt").exists()
 
 
 def test_collapsed_embeddings_are_logged_and_warned_once(
-        tiny_config: TrainConfig, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("contrastive.training.module.build_backbone",
-                        lambda config: (ConstantBackbone(16), 16))
+    tiny_config: TrainConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        "contrastive.training.module.build_backbone", lambda config: (ConstantBackbone(16), 16)
+    )
 
-    with pytest.warns(RepresentationCollapseWarning,
-                      match=r"representation collapse at step 4") as caught:
+    with pytest.warns(
+        RepresentationCollapseWarning, match=r"representation collapse at step 4"
+    ) as caught:
         train(tiny_config)
 
     assert len([w for w in caught if w.category is RepresentationCollapseWarning]) == 1

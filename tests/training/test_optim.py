@@ -16,14 +16,24 @@ from contrastive.training.optim import build_optimizer, build_scheduler
 
 
 def small_network() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
-                         nn.Linear(4 * 6 * 6, 5),
-                         nn.LayerNorm(5), nn.Linear(5, 2, bias=False))
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 6 * 6, 5),
+        nn.LayerNorm(5),
+        nn.Linear(5, 2, bias=False),
+    )
 
 
 def moco() -> nn.Module:
-    return build_method(MethodConfig("moco", projection_output_dim=4, queue_size=8),
-                        LossConfig(), small_network(), feature_dim=2)
+    return build_method(
+        MethodConfig("moco", projection_output_dim=4, queue_size=8),
+        LossConfig(),
+        small_network(),
+        feature_dim=2,
+    )
 
 
 def learning_rates(config: OptimConfig, total_steps: int) -> list[float]:
@@ -79,15 +89,19 @@ def test_groups_split_weights_from_biases_and_norm_parameters() -> None:
     assert groups["no_weight_decay"]["weight_decay"] == 0.0
     assert all(group["lr"] == pytest.approx(0.06) for group in optimizer.param_groups)
 
-    owner = {id(p): (f"{module_name}.{name}".lstrip("."), type(module), name)
-             for module_name, module in model.named_modules()
-             for name, p in module.named_parameters(recurse=False)}
+    owner = {
+        id(p): (f"{module_name}.{name}".lstrip("."), type(module), name)
+        for module_name, module in model.named_modules()
+        for name, p in module.named_parameters(recurse=False)
+    }
     decayed = [owner[id(p)] for p in groups["weight_decay"]["params"]]
     not_decayed = [owner[id(p)] for p in groups["no_weight_decay"]["params"]]
     # Conv and linear weights are decayed; biases, batch-norm and layer-norm are not.
     assert all(kind in (nn.Conv2d, nn.Linear) and name == "weight" for _, kind, name in decayed)
-    assert all(name == "bias" or kind in (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)
-               for _, kind, name in not_decayed)
+    assert all(
+        name == "bias" or kind in (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)
+        for _, kind, name in not_decayed
+    )
     decayed = [full for full, _, _ in decayed]
     not_decayed = [full for full, _, _ in not_decayed]
     assert {"backbone.1.weight", "backbone.5.weight", "backbone.0.bias"} <= set(not_decayed)
@@ -116,8 +130,7 @@ def test_weight_decay_acts_only_on_the_decayed_group() -> None:
         torch.testing.assert_close(parameter.detach(), before[name] * factor)
 
 
-@pytest.mark.parametrize(("optimizer", "expected_type"), [("sgd", torch.optim.SGD),
-                                                          ("lars", LARS)])
+@pytest.mark.parametrize(("optimizer", "expected_type"), [("sgd", torch.optim.SGD), ("lars", LARS)])
 def test_optimizer_type_and_settings(optimizer: str, expected_type: type) -> None:
     config = OptimConfig(optimizer=optimizer, momentum=0.8, weight_decay=1e-5)
     built = build_optimizer([small_network()], config, batch_size=512)

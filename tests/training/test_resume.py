@@ -20,12 +20,14 @@ MID_SECOND_EPOCH = 6
 def logged_losses(run_dir: Path) -> list[tuple[str, str, str]]:
     """``(epoch, step, loss)`` of every row of ``metrics.csv`` that logged a loss."""
     with open(run_dir / "metrics.csv", newline="") as file:
-        return [(row["epoch"], row["step"], row["loss"]) for row in csv.DictReader(file)
-                if row["loss"]]
+        return [
+            (row["epoch"], row["step"], row["loss"]) for row in csv.DictReader(file) if row["loss"]
+        ]
 
 
-def test_killed_mid_epoch_resumes_to_the_same_weights(training, reference_run, same_weights,
-                                                      tmp_path: Path) -> None:
+def test_killed_mid_epoch_resumes_to_the_same_weights(
+    training, reference_run, same_weights, tmp_path: Path
+) -> None:
     run_dir = tmp_path / "run"
     child = training.start(run_dir, stall_at_step=MID_SECOND_EPOCH)
     child.wait_until_ready()
@@ -42,7 +44,8 @@ def test_killed_mid_epoch_resumes_to_the_same_weights(training, reference_run, s
 
 
 def test_kill_while_writing_last_checkpoint_keeps_the_previous_one(
-        training, reference_run, same_weights, tmp_path: Path) -> None:
+    training, reference_run, same_weights, tmp_path: Path
+) -> None:
     run_dir = tmp_path / "run"
     checkpoints = run_dir / "checkpoints"
     # The second write of last.ckpt, at the end of epoch 2, is killed half-written.

@@ -41,7 +41,8 @@ def hidden_files(folder: Path) -> list[str]:
 
 
 def test_full_disk_at_a_checkpoint_names_it_and_keeps_the_previous(
-        tiny_config: TrainConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    tiny_config: TrainConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = tiny_config.with_overrides(epochs=2)
     checkpoints = config.run_dir / "checkpoints"
     # Epoch 1 writes epoch=000.ckpt and last.ckpt; the disk is full from the third save on.
@@ -52,8 +53,9 @@ def test_full_disk_at_a_checkpoint_names_it_and_keeps_the_previous(
 
     message = str(raised.value)
     assert "\n" not in message
-    assert message.startswith(f"cannot write checkpoint {checkpoints / 'epoch=001.ckpt'}: "
-                              f"No space left on device")
+    assert message.startswith(
+        f"cannot write checkpoint {checkpoints / 'epoch=001.ckpt'}: No space left on device"
+    )
     assert message.endswith("free some disk space or choose another --out")
     monkeypatch.undo()
     state = AtomicCheckpointIO().load_checkpoint(checkpoints / "last.ckpt")
@@ -62,11 +64,15 @@ def test_full_disk_at_a_checkpoint_names_it_and_keeps_the_previous(
 
 
 def test_full_disk_at_export_keeps_the_checkpoint_and_resume_exports(
-        tiny_config: TrainConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    tiny_config: TrainConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fill_disk_when(monkeypatch, lambda name, number: ".backbone.pt." in name)
 
-    with pytest.raises(ContrastiveError, match=r"^cannot write backbone weights .*backbone\.pt: "
-                                               r"No space left on device"):
+    with pytest.raises(
+        ContrastiveError,
+        match=r"^cannot write backbone weights .*backbone\.pt: "
+        r"No space left on device",
+    ):
         train(tiny_config)
     monkeypatch.undo()
 
@@ -76,7 +82,8 @@ def test_full_disk_at_export_keeps_the_checkpoint_and_resume_exports(
 
 
 def test_output_folder_that_cannot_be_created_fails_before_training(
-        tiny_config: TrainConfig, tmp_path: Path) -> None:
+    tiny_config: TrainConfig, tmp_path: Path
+) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     config = tiny_config.with_overrides(out=str(blocker / "run"))
@@ -86,7 +93,8 @@ def test_output_folder_that_cannot_be_created_fails_before_training(
 
 
 def test_too_little_free_space_fails_before_training(
-        tiny_config: TrainConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    tiny_config: TrainConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
     usage = contrastive.files.shutil.disk_usage
 
     def nearly_full(path: Any) -> Any:

@@ -37,9 +37,17 @@ SAMPLES = 20_000
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 #: Every augmentation off and no normalisation: a view is just the resized image.
-PLAIN = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), horizontal_flip_probability=0.0,
-             color_jitter_probability=0.0, grayscale_probability=0.0, blur_probability=0.0,
-             noise_probability=0.0, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+PLAIN = dict(
+    crop_scale=(1.0, 1.0),
+    crop_ratio=(1.0, 1.0),
+    horizontal_flip_probability=0.0,
+    color_jitter_probability=0.0,
+    grayscale_probability=0.0,
+    blur_probability=0.0,
+    noise_probability=0.0,
+    mean=(0.0, 0.0, 0.0),
+    std=(1.0, 1.0, 1.0),
+)
 
 
 def _generator(seed: int = 0) -> torch.Generator:
@@ -74,10 +82,12 @@ def test_crop_boxes_match_torchvision_on_cifar_sized_images() -> None:
     # Small images reject some tries (w or h > 32) and round to pixels: compare to the source.
     torch.manual_seed(0)
     count = 5000
-    reference = torch.tensor([
-        T.RandomResizedCrop.get_params(torch.empty(3, 32, 32), [0.08, 1.0], [3 / 4, 4 / 3])
-        for _ in range(count)
-    ]).double()
+    reference = torch.tensor(
+        [
+            T.RandomResizedCrop.get_params(torch.empty(3, 32, 32), [0.08, 1.0], [3 / 4, 4 / 3])
+            for _ in range(count)
+        ]
+    ).double()
     boxes = sample_crop_boxes(count, 32, 32, (0.08, 1.0), (3 / 4, 4 / 3), _generator()).double()
     for column, name in enumerate(["top", "left", "height", "width"]):
         result = stats.ks_2samp(boxes[:, column].numpy(), reference[:, column].numpy())
@@ -102,8 +112,12 @@ def test_jitter_factors_ranges_uniformity_and_probability() -> None:
     factors = sample_jitter_factors(SAMPLES, amounts, 0.8, _generator())
     applied = factors.applied
     assert abs(applied.float().mean().item() - 0.8) < _binomial_tolerance(0.8, SAMPLES)
-    ranges = {"brightness": (0.6, 1.4), "contrast": (0.0, 2.5), "saturation": (0.6, 1.4),
-              "hue": (-0.1, 0.1)}
+    ranges = {
+        "brightness": (0.6, 1.4),
+        "contrast": (0.0, 2.5),
+        "saturation": (0.6, 1.4),
+        "hue": (-0.1, 0.1),
+    }
     for name, (low, high) in ranges.items():
         values = getattr(factors, name)
         drawn = values[applied].numpy()
@@ -128,15 +142,18 @@ def test_sigmas_range_and_probability() -> None:
 @pytest.mark.parametrize(("size", "out_size"), [(32, 32), (32, 48), (64, 24)])
 def test_crop_resize_flip_equals_torchvision_resized_crop(size: int, out_size: int) -> None:
     generator = _generator(size + out_size)
-    images = torch.randint(0, 256, (6, 3, size, size + 5), dtype=torch.uint8,
-                           generator=generator)
+    images = torch.randint(0, 256, (6, 3, size, size + 5), dtype=torch.uint8, generator=generator)
     boxes = sample_crop_boxes(12, size, size + 5, (0.08, 1.0), (3 / 4, 4 / 3), generator)
     flips = sample_bernoulli(12, 0.5, generator)
     views = crop_resize_flip(images, boxes, flips, out_size, pixel_scale=1 / 255)
     assert views.shape == (12, 3, out_size, out_size)
     for index in range(12):
-        expected = TF.resized_crop(images[index % 6].float() / 255, *boxes[index].tolist(),
-                                   [out_size, out_size], antialias=True)
+        expected = TF.resized_crop(
+            images[index % 6].float() / 255,
+            *boxes[index].tolist(),
+            [out_size, out_size],
+            antialias=True,
+        )
         if flips[index]:
             expected = expected.flip(-1)
         torch.testing.assert_close(views[index], expected, atol=1e-5, rtol=0)
@@ -149,16 +166,20 @@ def test_color_operations_equal_torchvision() -> None:
     images[1, :2] = 0.7  # ties between channels
     factors = torch.rand(12, generator=generator) * 2
     shifts = torch.rand(12, generator=generator) - 0.5
-    pairs = [(adjust_brightness, TF.adjust_brightness, factors),
-             (adjust_contrast, TF.adjust_contrast, factors),
-             (adjust_saturation, TF.adjust_saturation, factors),
-             (adjust_hue, TF.adjust_hue, shifts)]
+    pairs = [
+        (adjust_brightness, TF.adjust_brightness, factors),
+        (adjust_contrast, TF.adjust_contrast, factors),
+        (adjust_saturation, TF.adjust_saturation, factors),
+        (adjust_hue, TF.adjust_hue, shifts),
+    ]
     for batched, reference, values in pairs:
-        expected = torch.stack([reference(image, float(value))
-                                for image, value in zip(images, values)])
+        expected = torch.stack(
+            [reference(image, float(value)) for image, value in zip(images, values)]
+        )
         torch.testing.assert_close(batched(images, values), expected, atol=1e-5, rtol=0)
-    torch.testing.assert_close(grayscale(images).expand(-1, 3, -1, -1),
-                               TF.rgb_to_grayscale(images, num_output_channels=3))
+    torch.testing.assert_close(
+        grayscale(images).expand(-1, 3, -1, -1), TF.rgb_to_grayscale(images, num_output_channels=3)
+    )
 
 
 def test_brightness_multiplies_pixels() -> None:
@@ -185,8 +206,9 @@ def test_blur_equals_torchvision_and_sigma_zero_is_identity() -> None:
 
 
 def _uint8_images(count: int, size: int, seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, 256, (count, 3, size, size), dtype=torch.uint8,
-                         generator=_generator(seed))
+    return torch.randint(
+        0, 256, (count, 3, size, size), dtype=torch.uint8, generator=_generator(seed)
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -218,8 +240,9 @@ def test_flip_grayscale_and_jitter_probabilities() -> None:
     plain = images.float() / 255
     count = 2 * len(images)
     # Random images are never symmetric, gray or jitter-invariant, so each effect is visible.
-    flipped = BatchedViews(ViewConfig(input_size=8,
-                                      **{**PLAIN, "horizontal_flip_probability": 0.3}))
+    flipped = BatchedViews(
+        ViewConfig(input_size=8, **{**PLAIN, "horizontal_flip_probability": 0.3})
+    )
     views = torch.cat(flipped(images, _generator(1)))
     mirrored = (views - plain.repeat(2, 1, 1, 1).flip(-1)).abs().amax(dim=(1, 2, 3)) < 1e-5
     assert abs(mirrored.float().mean().item() - 0.3) < _binomial_tolerance(0.3, count)
@@ -230,17 +253,28 @@ def test_flip_grayscale_and_jitter_probabilities() -> None:
     assert abs(is_gray.float().mean().item() - 0.2) < _binomial_tolerance(0.2, count)
     torch.testing.assert_close(views[is_gray][:, :1], grayscale(plain.repeat(2, 1, 1, 1))[is_gray])
 
-    jitter = BatchedViews(ViewConfig(input_size=8, **{**PLAIN, "color_jitter_probability": 0.8,
-                                                     "brightness": 0.5, "contrast": 0.0,
-                                                     "saturation": 0.0, "hue": 0.0}))
+    jitter = BatchedViews(
+        ViewConfig(
+            input_size=8,
+            **{
+                **PLAIN,
+                "color_jitter_probability": 0.8,
+                "brightness": 0.5,
+                "contrast": 0.0,
+                "saturation": 0.0,
+                "hue": 0.0,
+            },
+        )
+    )
     views = torch.cat(jitter(images, _generator(3)))
     changed = (views - plain.repeat(2, 1, 1, 1)).abs().amax(dim=(1, 2, 3)) > 1e-6
     assert abs(changed.float().mean().item() - 0.8) < _binomial_tolerance(0.8, count)
 
 
 def test_noise_std_matches_sigma() -> None:
-    config = ViewConfig(input_size=32, **{**PLAIN, "noise_probability": 1.0,
-                                          "noise_sigma": (0.04, 0.04)})
+    config = ViewConfig(
+        input_size=32, **{**PLAIN, "noise_probability": 1.0, "noise_sigma": (0.04, 0.04)}
+    )
     images = torch.full((50, 3, 32, 32), 128, dtype=torch.uint8)  # mid-gray: no clipping
     noise = torch.cat(BatchedViews(config)(images, _generator())) - 128 / 255
     assert abs(noise.mean().item()) < 1e-3
@@ -268,14 +302,16 @@ def test_bad_input_raises() -> None:
         BatchedViews(view_preset("cifar"), dtype=torch.int32)
 
 
-def test_matches_per_image_pipeline_on_cifar(cifar10_small: dict[str, Path],
-                                             tmp_path: Path) -> None:
+def test_matches_per_image_pipeline_on_cifar(
+    cifar10_small: dict[str, Path], tmp_path: Path
+) -> None:
     """Same images through both pipelines: alike statistics, and a PNG grid to look at.
 
     Grid rows: originals, two per-image views, two batched views (denormalised).
     """
-    config = view_preset("cifar", blur_probability=0.5, blur_sigma=(0.1, 1.0),
-                         noise_probability=0.5)
+    config = view_preset(
+        "cifar", blur_probability=0.5, blur_sigma=(0.1, 1.0), noise_probability=0.5
+    )
     paths = list_images(cifar10_small["train"])[::2][:128]
     cache = load_or_build_cache(paths, 32, tmp_path, workers=0)
     images = torch.from_numpy(np.array(cache.images))
@@ -291,17 +327,22 @@ def test_matches_per_image_pipeline_on_cifar(cifar10_small: dict[str, Path],
     batched_pixels = torch.cat(batched) * std + mean
     for statistic in (torch.mean, torch.std):
         expected = statistic(per_image_pixels, dim=(0, 2, 3))
-        torch.testing.assert_close(statistic(batched_pixels, dim=(0, 2, 3)), expected,
-                                   atol=0.03, rtol=0)
+        torch.testing.assert_close(
+            statistic(batched_pixels, dim=(0, 2, 3)), expected, atol=0.03, rtol=0
+        )
     # Per-view contrast (std within a view) has the same spread across views.
     per_view_std = [p.std(dim=(1, 2, 3)) for p in (per_image_pixels, batched_pixels)]
     assert stats.ks_2samp(per_view_std[0].numpy(), per_view_std[1].numpy()).pvalue > 1e-3
 
     shown = torch.arange(0, len(paths), 11)  # spread over the classes
-    rows = [images[shown].float() / 255,
-            *(view[shown] * std + mean for view in per_image),
-            *(view[shown] * std + mean for view in batched)]
+    rows = [
+        images[shown].float() / 255,
+        *(view[shown] * std + mean for view in per_image),
+        *(view[shown] * std + mean for view in batched),
+    ]
     grid = make_grid(torch.cat(rows).clamp(0, 1), nrow=len(shown), padding=2, pad_value=1.0)
     ARTIFACTS.mkdir(exist_ok=True)
-    save_image(torch.nn.functional.interpolate(grid[None], scale_factor=3, mode="nearest"),
-               ARTIFACTS / "views_grid.png")
+    save_image(
+        torch.nn.functional.interpolate(grid[None], scale_factor=3, mode="nearest"),
+        ARTIFACTS / "views_grid.png",
+    )

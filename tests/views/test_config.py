@@ -16,8 +16,10 @@ from contrastive.views.config import VIEW_PRESETS, ViewConfig, view_preset
 def lightly_view_fields(transform: type, **arguments: object) -> dict[str, object]:
     """What a Lightly transform does with ``arguments`` (others at their defaults), in
     ViewConfig's field names."""
-    values = {name: parameter.default
-              for name, parameter in inspect.signature(transform).parameters.items()}
+    values = {
+        name: parameter.default
+        for name, parameter in inspect.signature(transform).parameters.items()
+    }
     values.update(arguments)
     # Lightly has no vertical flip or rotation in ViewConfig; they must be off by default.
     assert values["vf_prob"] == 0.0
@@ -43,13 +45,17 @@ def lightly_view_fields(transform: type, **arguments: object) -> dict[str, objec
     }
 
 
-@pytest.mark.parametrize(("preset", "transform", "arguments"), [
-    ("simclr", SimCLRTransform, {}),
-    ("mocov2", MoCoV2Transform, {}),
-    ("cifar", SimCLRTransform, {"input_size": 32, "cj_strength": 0.5, "gaussian_blur": 0.0}),
-])
-def test_presets_equal_lightly_transforms(preset: str, transform: type,
-                                          arguments: dict[str, object]) -> None:
+@pytest.mark.parametrize(
+    ("preset", "transform", "arguments"),
+    [
+        ("simclr", SimCLRTransform, {}),
+        ("mocov2", MoCoV2Transform, {}),
+        ("cifar", SimCLRTransform, {"input_size": 32, "cj_strength": 0.5, "gaussian_blur": 0.0}),
+    ],
+)
+def test_presets_equal_lightly_transforms(
+    preset: str, transform: type, arguments: dict[str, object]
+) -> None:
     config = VIEW_PRESETS[preset]
     for name, expected in lightly_view_fields(transform, **arguments).items():
         assert getattr(config, name) == pytest.approx(expected), name
@@ -57,7 +63,8 @@ def test_presets_equal_lightly_transforms(preset: str, transform: type,
 
 def test_every_field_is_compared_with_lightly() -> None:
     assert set(lightly_view_fields(SimCLRTransform)) | {"noise_sigma"} == set(
-        ViewConfig.__dataclass_fields__)
+        ViewConfig.__dataclass_fields__
+    )
 
 
 def test_jitter_amounts_apply_the_strength() -> None:
@@ -74,10 +81,20 @@ def test_view_preset_overrides_and_unknown_name() -> None:
         view_preset("imagenet")
 
 
-@pytest.mark.parametrize("config", [*VIEW_PRESETS.values(),
-                                    ViewConfig(input_size=48, crop_scale=(0.3, 0.9),
-                                               noise_probability=0.4, noise_sigma=(0.0, 0.2),
-                                               mean=(0.5, 0.5, 0.5), std=(0.2, 0.3, 0.4))])
+@pytest.mark.parametrize(
+    "config",
+    [
+        *VIEW_PRESETS.values(),
+        ViewConfig(
+            input_size=48,
+            crop_scale=(0.3, 0.9),
+            noise_probability=0.4,
+            noise_sigma=(0.0, 0.2),
+            mean=(0.5, 0.5, 0.5),
+            std=(0.2, 0.3, 0.4),
+        ),
+    ],
+)
 def test_dict_round_trip(config: ViewConfig) -> None:
     values = config.to_dict()
     assert isinstance(values["crop_scale"], list)  # JSON/YAML friendly
@@ -89,41 +106,47 @@ def test_from_dict_names_unknown_keys() -> None:
         ViewConfig.from_dict({"input_size": 32, "crop_size": 28})
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("input_size", 4),
-    ("crop_scale", (0.0, 1.0)),
-    ("crop_scale", (0.5, 0.2)),
-    ("crop_scale", (0.2, 1.5)),
-    ("crop_scale", (0.2,)),
-    ("crop_ratio", (0.0, 1.0)),
-    ("crop_ratio", (2.0, 0.5)),
-    ("blur_sigma", (-0.1, 1.0)),
-    ("noise_sigma", (0.2, 0.1)),
-    ("horizontal_flip_probability", 1.5),
-    ("color_jitter_probability", -0.1),
-    ("grayscale_probability", 2.0),
-    ("blur_probability", -1.0),
-    ("noise_probability", 1.01),
-    ("color_jitter_strength", -1.0),
-    ("brightness", -0.1),
-    ("contrast", -0.1),
-    ("saturation", -0.1),
-    ("hue", 0.6),
-    ("mean", (0.5, 0.5)),
-    ("std", (0.2, 0.0, 0.2)),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("input_size", 4),
+        ("crop_scale", (0.0, 1.0)),
+        ("crop_scale", (0.5, 0.2)),
+        ("crop_scale", (0.2, 1.5)),
+        ("crop_scale", (0.2,)),
+        ("crop_ratio", (0.0, 1.0)),
+        ("crop_ratio", (2.0, 0.5)),
+        ("blur_sigma", (-0.1, 1.0)),
+        ("noise_sigma", (0.2, 0.1)),
+        ("horizontal_flip_probability", 1.5),
+        ("color_jitter_probability", -0.1),
+        ("grayscale_probability", 2.0),
+        ("blur_probability", -1.0),
+        ("noise_probability", 1.01),
+        ("color_jitter_strength", -1.0),
+        ("brightness", -0.1),
+        ("contrast", -0.1),
+        ("saturation", -0.1),
+        ("hue", 0.6),
+        ("mean", (0.5, 0.5)),
+        ("std", (0.2, 0.0, 0.2)),
+    ],
+)
 def test_invalid_values_raise_naming_the_field(field: str, value: object) -> None:
     with pytest.raises(ContrastiveError, match=field):
         ViewConfig(**{field: value})
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("input_size", 8),
-    ("crop_scale", (1.0, 1.0)),
-    ("horizontal_flip_probability", 0.0),
-    ("grayscale_probability", 1.0),
-    ("hue", 0.5),
-    ("blur_sigma", (0.0, 0.0)),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("input_size", 8),
+        ("crop_scale", (1.0, 1.0)),
+        ("horizontal_flip_probability", 0.0),
+        ("grayscale_probability", 1.0),
+        ("hue", 0.5),
+        ("blur_sigma", (0.0, 0.0)),
+    ],
+)
 def test_boundary_values_are_accepted(field: str, value: object) -> None:
     assert getattr(ViewConfig(**{field: value}), field) == value

@@ -19,8 +19,12 @@ from contrastive.views.per_image import (
 
 # Every random augmentation switched off: a view is the resized image, normalised.
 NO_AUGMENTATION = {
-    "crop_scale": (1.0, 1.0), "crop_ratio": (1.0, 1.0), "horizontal_flip_probability": 0.0,
-    "color_jitter_probability": 0.0, "grayscale_probability": 0.0, "blur_probability": 0.0,
+    "crop_scale": (1.0, 1.0),
+    "crop_ratio": (1.0, 1.0),
+    "horizontal_flip_probability": 0.0,
+    "color_jitter_probability": 0.0,
+    "grayscale_probability": 0.0,
+    "blur_probability": 0.0,
     "noise_probability": 0.0,
 }
 
@@ -43,15 +47,18 @@ def test_view_is_a_normalised_float_tensor(preset: str, size: int) -> None:
     assert view.shape == (3, size, size)
     assert view.dtype == torch.float32
     # Undoing the ImageNet normalisation gives pixels in [0, 1].
-    pixels = view * torch.tensor(IMAGENET_STD)[:, None, None] + torch.tensor(
-        IMAGENET_MEAN)[:, None, None]
+    pixels = (
+        view * torch.tensor(IMAGENET_STD)[:, None, None]
+        + torch.tensor(IMAGENET_MEAN)[:, None, None]
+    )
     assert pixels.min() >= -1e-5
     assert pixels.max() <= 1 + 1e-5
 
 
 def test_view_uses_the_configured_normalisation() -> None:
-    config = ViewConfig(input_size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1.0),
-                        **NO_AUGMENTATION)
+    config = ViewConfig(
+        input_size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1.0), **NO_AUGMENTATION
+    )
     view = view_transform(config)(constant_image((51, 102, 204)))
     # (51, 102, 204) / 255 = (0.2, 0.4, 0.8); minus 0.5, over (0.25, 0.5, 1.0)
     # = (-1.2, -0.2, 0.3)
@@ -74,7 +81,8 @@ def test_eval_transform_keeps_a_small_image_of_the_input_size_as_is() -> None:
     image = random_image(32, 32, seed=1)
     pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255
     expected = (pixels - torch.tensor([0.1, 0.2, 0.3])[:, None, None]) / torch.tensor(
-        [0.5, 0.6, 0.7])[:, None, None]
+        [0.5, 0.6, 0.7]
+    )[:, None, None]
     torch.testing.assert_close(eval_transform(config)(image), expected)
 
 
@@ -127,9 +135,12 @@ def test_gaussian_noise_probability_is_respected() -> None:
 def test_noise_in_the_view_is_on_the_pixel_scale() -> None:
     # Noise comes before normalisation: after undoing std = 0.5 it has std 0.1 again.
     torch.manual_seed(0)
-    config = ViewConfig(input_size=64, mean=(0.0, 0.0, 0.0), std=(0.5, 0.5, 0.5),
-                        **{**NO_AUGMENTATION, "noise_probability": 1.0,
-                           "noise_sigma": (0.1, 0.1)})
+    config = ViewConfig(
+        input_size=64,
+        mean=(0.0, 0.0, 0.0),
+        std=(0.5, 0.5, 0.5),
+        **{**NO_AUGMENTATION, "noise_probability": 1.0, "noise_sigma": (0.1, 0.1)},
+    )
     view = view_transform(config)(constant_image((128, 128, 128), size=64))
     pixels = view * 0.5
     assert (pixels - 128 / 255).std().item() == pytest.approx(0.1, abs=0.003)
