@@ -49,9 +49,8 @@ from contrastive.evaluation.linear import linear_probe
 from contrastive.evaluation.metrics import topk_accuracy
 from contrastive.evaluation.report import format_table
 from contrastive.losses import LossConfig
-from contrastive.methods.config import MethodConfig
 from contrastive.recipes import cpu_budget_recipe, lightly_cifar10_protocol
-from contrastive.training.config import OptimConfig, TrainConfig
+from contrastive.training.config import TrainConfig
 from contrastive.views.config import view_preset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,16 +68,30 @@ def machine() -> dict:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "gpu": gpu, "torch": torch.__version__}
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": gpu,
+        "torch": torch.__version__,
+    }
 
 
 def git_commit() -> str:
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
-                                capture_output=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=REPO, text=True, capture_output=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            text=True,
+            capture_output=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            text=True,
+            capture_output=True,
+        ).stdout.strip()
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -92,31 +105,51 @@ def peak_memory_mib() -> float:
 
 
 # ------------------------------------------------------------------------------ evaluation
-def evaluate(backbone: torch.nn.Module | None, root: Path, input_size: int = 32,
-             linear: bool = True, batch_size: int = 512) -> dict:
+def evaluate(
+    backbone: torch.nn.Module | None,
+    root: Path,
+    input_size: int = 32,
+    linear: bool = True,
+    batch_size: int = 512,
+) -> dict:
     """kNN (k=200, T=0.1) and linear probe on the full train/test folders, final weights."""
     views = view_preset("cifar", input_size=input_size)
     extractor = RawPixels() if backbone is None else backbone
     started = time.perf_counter()
-    train = embed_folder(root / "train", views, {"f": extractor}, batch_size=batch_size,
-                         progress=False)["f"]
-    test = embed_folder(root / "test", views, {"f": extractor}, batch_size=batch_size,
-                        progress=False)["f"]
+    train = embed_folder(
+        root / "train", views, {"f": extractor}, batch_size=batch_size, progress=False
+    )["f"]
+    test = embed_folder(
+        root / "test", views, {"f": extractor}, batch_size=batch_size, progress=False
+    )["f"]
     pair = labeled_pair(train, test)
     result: dict = {"embed_s": round(time.perf_counter() - started, 1)}
     started = time.perf_counter()
     if backbone is None:  # raw pixels: the anchors' 1-NN (L2) floor, plus k=200 cosine
-        ranked = knn_rankings(pair.train_features, pair.train_labels, pair.test_features,
-                              (1,), 0.1, len(pair.classes), metric="euclidean")[1]
-        result["raw_1nn_l2"] = topk_accuracy(ranked, pair.test_labels, 1)
-    ranked = knn_rankings(pair.train_features, pair.train_labels, pair.test_features, (200,),
-                          0.1, len(pair.classes))[200]
-    result["knn_top1"] = topk_accuracy(ranked, pair.test_labels, 1)
+        ranked = knn_rankings(
+            pair.train_features,
+            pair.train_labels,
+            pair.test_features,
+            (1,),
+            0.1,
+            len(pair.classes),
+            metric="euclidean",
+        )[1]
+        result["raw_1nn_l2"] = topk_accuracy(ranked, pair.test_labels, (1,))[1]
+    ranked = knn_rankings(
+        pair.train_features, pair.train_labels, pair.test_features, (200,), 0.1, len(pair.classes)
+    )[200]
+    result["knn_top1"] = topk_accuracy(ranked, pair.test_labels, (1,))[1]
     result["knn_s"] = round(time.perf_counter() - started, 1)
     if linear:
         started = time.perf_counter()
-        probe = linear_probe(pair.train_features, pair.train_labels, pair.test_features,
-                             pair.test_labels, len(pair.classes))
+        probe = linear_probe(
+            pair.train_features,
+            pair.train_labels,
+            pair.test_features,
+            pair.test_labels,
+            len(pair.classes),
+        )
         result["linear_top1"] = probe.summary["top1"]
         result["linear_wd"] = probe.weight_decay
         result["linear_s"] = round(time.perf_counter() - started, 1)
@@ -124,8 +157,9 @@ def evaluate(backbone: torch.nn.Module | None, root: Path, input_size: int = 32,
 
 
 # ------------------------------------------------------------------------- peer baseline
-def peer_baseline(train_dir: Path, budget_s: float, batch_size: int = 256, workers: int = 2,
-                  seed: int = 0) -> tuple[torch.nn.Module, dict]:
+def peer_baseline(
+    train_dir: Path, budget_s: float, batch_size: int = 256, workers: int = 2, seed: int = 0
+) -> tuple[torch.nn.Module, dict]:
     """Lightly's own SimCLR example recipe, written with Lightly's public API, for a budget.
 
     torchvision resnet18 (ImageNet stem, fc removed), ``SimCLRProjectionHead(512, 512, 128)``,
@@ -148,12 +182,18 @@ def peer_baseline(train_dir: Path, budget_s: float, batch_size: int = 256, worke
     model = torch.nn.Sequential(backbone, head)
     transform = SimCLRTransform(input_size=32, cj_strength=0.5, gaussian_blur=0.0)
     dataset = LightlyDataset(input_dir=str(train_dir), transform=transform)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True,
-                                         drop_last=True, num_workers=workers,
-                                         persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
     criterion = NTXentLoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.06 * batch_size / 128, momentum=0.9,
-                                weight_decay=5e-4)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=0.06 * batch_size / 128, momentum=0.9, weight_decay=5e-4
+    )
     peak_lr = optimizer.param_groups[0]["lr"]
     step, planned, probe_start, images = 0, None, None, 0
     done = False
@@ -174,14 +214,19 @@ def peer_baseline(train_dir: Path, budget_s: float, batch_size: int = 256, worke
                 per_step = (time.perf_counter() - probe_start) / 3
                 remaining = budget_s - (time.perf_counter() - started)
                 planned = step + max(1, int(remaining * 0.95 / per_step))
-            if (planned is not None and step >= planned) or \
-                    time.perf_counter() - started >= budget_s:
+            if (
+                planned is not None and step >= planned
+            ) or time.perf_counter() - started >= budget_s:
                 done = True
                 break
     seconds = time.perf_counter() - started
-    return backbone.eval(), {"steps": step, "images_seen": images, "train_s": round(seconds, 1),
-                             "train_images_per_s": round(images / seconds, 1),
-                             "final_loss": round(float(loss), 4)}
+    return backbone.eval(), {
+        "steps": step,
+        "images_seen": images,
+        "train_s": round(seconds, 1),
+        "train_images_per_s": round(images / seconds, 1),
+        "final_loss": round(float(loss), 4),
+    }
 
 
 # ----------------------------------------------------------------------------- our runs
@@ -209,8 +254,9 @@ def build_config(args: argparse.Namespace, train_dir: Path, out: Path) -> TrainC
         method = replace(method, projection_output_dim=args.proj_dim)
     if args.proj_hidden:
         method = replace(method, projection_hidden_dim=args.proj_hidden)
-    loss = LossConfig(args.loss, args.temperature if args.temperature else
-                      config.loss.temperature, args.distance)
+    loss = LossConfig(
+        args.loss, args.temperature if args.temperature else config.loss.temperature, args.distance
+    )
     optim = config.optim
     if args.lr:
         optim = replace(optim, base_learning_rate=args.lr)
@@ -221,10 +267,16 @@ def build_config(args: argparse.Namespace, train_dir: Path, out: Path) -> TrainC
     if args.weight_decay is not None:
         optim = replace(optim, weight_decay=args.weight_decay)
     return config.with_overrides(
-        views=views, backbone=backbone, method=method, loss=loss, optim=optim,
-        batch_size=args.batch_size or config.batch_size, seed=args.seed,
+        views=views,
+        backbone=backbone,
+        method=method,
+        loss=loss,
+        optim=optim,
+        batch_size=args.batch_size or config.batch_size,
+        seed=args.seed,
         precision=args.precision or config.precision,
-        num_workers=args.workers if args.workers is not None else config.num_workers)
+        num_workers=args.workers if args.workers is not None else config.num_workers,
+    )
 
 
 def train_ours(config: TrainConfig) -> tuple[torch.nn.Module, dict]:
@@ -236,15 +288,61 @@ def train_ours(config: TrainConfig) -> tuple[torch.nn.Module, dict]:
     steps = result.config.max_steps or result.module.global_step
     steps = int(result.module.global_step or steps)
     images = steps * config.batch_size
-    return result.backbone.eval(), {"steps": steps, "images_seen": images,
-                                    "epochs_seen": round(images / result.num_images, 2),
-                                    "train_s": round(seconds, 1),
-                                    "train_images_per_s": round(images / seconds, 1)}
+    return result.backbone.eval(), {
+        "steps": steps,
+        "images_seen": images,
+        "epochs_seen": round(images / result.num_images, 2),
+        "train_s": round(seconds, 1),
+        "train_images_per_s": round(images / seconds, 1),
+    }
+
+
+def load_run(run: Path) -> tuple[TrainConfig, torch.nn.Module, dict]:
+    """A finished run's config, final backbone and training stats (from metrics.csv)."""
+    import csv
+
+    from contrastive.backbones import build_backbone
+    from contrastive.training.config import load_config_file
+
+    config = TrainConfig.from_dict(load_config_file(run / "config.yaml"))
+    backbone, _ = build_backbone(config.backbone)
+    backbone.load_state_dict(torch.load(run / "backbone.pt", map_location="cpu"))
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    logged = max(int(r["step"]) for r in rows if r.get("step")) + 1
+    steps = max(config.max_steps or 0, logged)  # metrics are logged every 50 steps
+    seconds = (run / "backbone.pt").stat().st_mtime - (run / "config.yaml").stat().st_ctime
+    images = steps * config.batch_size
+    return (
+        config,
+        backbone.eval(),
+        {
+            "steps": steps,
+            "images_seen": images,
+            "train_s": round(seconds, 1),
+            "train_images_per_s": round(images / seconds, 1),
+            "evaluated_later": True,
+        },
+    )
 
 
 # --------------------------------------------------------------------------- the table
-COLUMNS = ("run", "method", "loss", "backbone", "batch", "budget", "steps", "img/s", "kNN",
-           "linear", "train s", "total s", "peak MiB", "commit", "load")
+COLUMNS = (
+    "run",
+    "method",
+    "loss",
+    "backbone",
+    "batch",
+    "budget",
+    "steps",
+    "img/s",
+    "kNN",
+    "linear",
+    "train s",
+    "total s",
+    "peak MiB",
+    "commit",
+    "load",
+)
 
 
 def write_markdown(jsonl: Path, markdown: Path) -> None:
@@ -254,21 +352,35 @@ def write_markdown(jsonl: Path, markdown: Path) -> None:
             continue
         r = json.loads(line)
         pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
-        rows.append([r.get("name", ""), r.get("method", "-"), r.get("loss", "-"),
-                     r.get("backbone", "-"), str(r.get("batch_size", "-")),
-                     str(r.get("budget", "-")), str(r.get("steps", "-")),
-                     str(r.get("train_images_per_s", "-")), pct(r.get("knn_top1")),
-                     pct(r.get("linear_top1")), str(r.get("train_s", "-")),
-                     str(r.get("total_s", "-")), str(r.get("peak_mib", "-")),
-                     r.get("commit", "?"), str(r.get("load_start", "-"))])
+        rows.append(
+            [
+                r.get("name", ""),
+                r.get("method", "-"),
+                r.get("loss", "-"),
+                r.get("backbone", "-"),
+                str(r.get("batch_size", "-")),
+                str(r.get("budget", "-")),
+                str(r.get("steps", "-")),
+                str(r.get("train_images_per_s", "-")),
+                pct(r.get("knn_top1")),
+                pct(r.get("linear_top1")),
+                str(r.get("train_s", "-")),
+                str(r.get("total_s", "-")),
+                str(r.get("peak_mib", "-")),
+                r.get("commit", "?"),
+                str(r.get("load_start", "-")),
+            ]
+        )
     first = json.loads(jsonl.read_text().splitlines()[0]) if rows else {}
-    header = ("# CIFAR-10 benchmark rows\n\nGenerated by `benchmarks/cifar10.py` from "
-              "`cifar10.jsonl` (one JSON object per run, with the exact command). kNN: "
-              "top-1, k=200, T=0.1, cosine, final weights, 50k train bank, 10k test; linear: "
-              "`linear_probe` on the same embeddings. Machine: "
-              f"{first.get('machine', {}).get('cpu', '?')}, "
-              f"{first.get('machine', {}).get('cores', '?')} cores; load = 1-min load "
-              "average at the start (other jobs share the machine).\n\n")
+    header = (
+        "# CIFAR-10 benchmark rows\n\nGenerated by `benchmarks/cifar10.py` from "
+        "`cifar10.jsonl` (one JSON object per run, with the exact command). kNN: "
+        "top-1, k=200, T=0.1, cosine, final weights, 50k train bank, 10k test; linear: "
+        "`linear_probe` on the same embeddings. Machine: "
+        f"{first.get('machine', {}).get('cpu', '?')}, "
+        f"{first.get('machine', {}).get('cores', '?')} cores; load = 1-min load "
+        "average at the start (other jobs share the machine).\n\n"
+    )
     markdown.write_text(header + format_table(COLUMNS, rows) + "\n")
 
 
@@ -277,16 +389,24 @@ def main() -> None:
     parser.add_argument("--name", default=None, help="row label")
     parser.add_argument("--budget", default="10m", help="training wall-clock budget")
     parser.add_argument("--recipe", default="cpu", choices=["cpu"])
-    parser.add_argument("--protocol", default=None, choices=["lightly-gpu"],
-                        help="Lightly's published CIFAR-10 GPU setting (epochs, not budget)")
+    parser.add_argument(
+        "--protocol",
+        default=None,
+        choices=["lightly-gpu"],
+        help="Lightly's published CIFAR-10 GPU setting (epochs, not budget)",
+    )
     parser.add_argument("--epochs", type=int, default=None, help="train epochs, not a budget")
-    parser.add_argument("--peer-baseline", action="store_true",
-                        help="Lightly's example recipe with Lightly's own API, same budget")
+    parser.add_argument(
+        "--peer-baseline",
+        action="store_true",
+        help="Lightly's example recipe with Lightly's own API, same budget",
+    )
     parser.add_argument("--raw-pixels", action="store_true", help="raw-pixel floor row")
     parser.add_argument("--method", default="simclr", choices=["simclr", "moco"])
     parser.add_argument("--loss", default="ntxent", choices=["ntxent", "distance"])
-    parser.add_argument("--distance", default="cosine",
-                        choices=["cosine", "euclidean", "squared_euclidean"])
+    parser.add_argument(
+        "--distance", default="cosine", choices=["cosine", "euclidean", "squared_euclidean"]
+    )
     parser.add_argument("--temperature", type=float, default=None)
     parser.add_argument("--backbone", default=None, choices=BACKBONES)
     parser.add_argument("--small-image-stem", action="store_true")
@@ -304,11 +424,26 @@ def main() -> None:
     parser.add_argument("--precision", default=None)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--subset", type=int, default=None,
-                        help="train on this many images per class (evaluation stays full)")
+    parser.add_argument(
+        "--subset",
+        type=int,
+        default=None,
+        help="train on this many images per class (evaluation stays full)",
+    )
     parser.add_argument("--no-linear", action="store_true", help="skip the linear probe")
-    parser.add_argument("--eval-subset", type=int, default=None,
-                        help="kNN bank of this many train images per class (quick looks)")
+    parser.add_argument(
+        "--eval-subset",
+        type=int,
+        default=None,
+        help="evaluate on this many train (bank) and test images per class "
+        "(quick checks; default: all 50k / 10k)",
+    )
+    parser.add_argument(
+        "--evaluate-run",
+        default=None,
+        help="evaluate the backbone.pt of a finished run directory instead "
+        "of training (its config.yaml and metrics.csv give the row)",
+    )
     parser.add_argument("--results", default=str(RESULTS / "cifar10.jsonl"))
     parser.add_argument("--runs", default=None, help="run directories (default: a temp dir)")
     args = parser.parse_args()
@@ -328,31 +463,49 @@ def main() -> None:
         eval_root = scratch / f"eval{args.eval_subset}"
         if not (eval_root / "train").exists():
             subset(root / "train", eval_root / "train", args.eval_subset, seed=0)
-            (eval_root / "test").symlink_to(root / "test")
+            subset(root / "test", eval_root / "test", min(args.eval_subset, 1000), seed=0)
 
-    row: dict = {"command": command, "commit": git_commit(), "machine": machine(),
-                 "load_start": load_start, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    row: dict = {
+        "command": command,
+        "commit": git_commit(),
+        "machine": machine(),
+        "load_start": load_start,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     input_size = 32
     if args.raw_pixels:
         backbone, stats = None, {}
         row.update(name=args.name or "raw pixels", method="-", loss="-", backbone="raw pixels")
     elif args.peer_baseline:
-        backbone, stats = peer_baseline(train_dir, budget_seconds(args.budget),
-                                        seed=args.seed)
-        row.update(name=args.name or "Lightly example (peer baseline)", method="simclr",
-                   loss="ntxent", backbone="resnet18 (ImageNet stem)", batch_size=256,
-                   budget=args.budget, precision="32-true", lr=0.12)
+        backbone, stats = peer_baseline(train_dir, budget_seconds(args.budget), seed=args.seed)
+        row.update(
+            name=args.name or "Lightly example (peer baseline)",
+            method="simclr",
+            loss="ntxent",
+            backbone="resnet18 (ImageNet stem)",
+            batch_size=256,
+            budget=args.budget,
+            precision="32-true",
+            lr=0.12,
+        )
     else:
-        config = build_config(args, train_dir, scratch / f"run-{time.time_ns()}")
-        backbone, stats = train_ours(config)
+        if args.evaluate_run:
+            config, backbone, stats = load_run(Path(args.evaluate_run))
+        else:
+            config = build_config(args, train_dir, scratch / f"run-{time.time_ns()}")
+            backbone, stats = train_ours(config)
         input_size = config.views.input_size
         stem = "CIFAR stem" if config.backbone.small_image_stem else "stem as named"
-        row.update(name=args.name or f"{config.method.name}+{config.loss.name}",
-                   method=config.method.name,
-                   loss=config.loss.name + (f"({config.loss.distance})"
-                                            if config.loss.name == "distance" else ""),
-                   backbone=f"{config.backbone.name} ({stem})", batch_size=config.batch_size,
-                   budget=config.time_budget or f"{config.epochs} ep", config=config.to_dict())
+        row.update(
+            name=args.name or f"{config.method.name}+{config.loss.name}",
+            method=config.method.name,
+            loss=config.loss.name
+            + (f"({config.loss.distance})" if config.loss.name == "distance" else ""),
+            backbone=f"{config.backbone.name} ({stem})",
+            batch_size=config.batch_size,
+            budget=config.time_budget or f"{config.epochs} ep",
+            config=config.to_dict(),
+        )
     row.update(stats)
     row.update(evaluate(backbone, eval_root, input_size, linear=not args.no_linear))
     row["total_s"] = round(time.perf_counter() - started, 1)

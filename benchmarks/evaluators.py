@@ -27,8 +27,9 @@ from contrastive.evaluation.metrics import topk_accuracy
 from contrastive.views.config import view_preset
 
 
-def clustered_features(count: int, dim: int, num_classes: int,
-                       seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def clustered_features(
+    count: int, dim: int, num_classes: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Non-negative features around class centres (a stand-in for pooled ReLU features)."""
     generator = torch.Generator().manual_seed(seed)
     centers = 0.15 * torch.randn(num_classes, dim, generator=torch.Generator().manual_seed(0))
@@ -36,8 +37,13 @@ def clustered_features(count: int, dim: int, num_classes: int,
     return torch.relu(centers[labels] + torch.randn(count, dim, generator=generator)), labels
 
 
-def time_knn(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor,
-             test_labels: torch.Tensor, ks: tuple[int, ...]) -> tuple[float, dict[int, float]]:
+def time_knn(
+    train: torch.Tensor,
+    train_labels: torch.Tensor,
+    test: torch.Tensor,
+    test_labels: torch.Tensor,
+    ks: tuple[int, ...],
+) -> tuple[float, dict[int, float]]:
     """Seconds for one kNN pass over all ``ks``, and top-1 per k."""
     knn_rankings(train[:2000], train_labels[:2000], test[:200], ks)  # warm-up
     started = time.perf_counter()
@@ -46,8 +52,9 @@ def time_knn(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor
     return seconds, {k: topk_accuracy(rankings[k], test_labels, (1,))[1] for k in ks}
 
 
-def time_linear(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor,
-                test_labels: torch.Tensor) -> tuple[float, float, float]:
+def time_linear(
+    train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor, test_labels: torch.Tensor
+) -> tuple[float, float, float]:
     """Seconds for the whole probe (weight-decay selection + final fit), top-1, chosen wd."""
     started = time.perf_counter()
     result = linear_probe(train, train_labels, test, test_labels)
@@ -57,13 +64,16 @@ def time_linear(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Ten
 def raw_pixel_one_nn(cifar: Path, batch_size: int, num_workers: int) -> float:
     """Top-1 of 1-NN in L2 on the eval-transformed CIFAR-10 pixels (train -> test)."""
     views = view_preset("cifar")
-    train = embed_folder(cifar / "train", views, {"p": RawPixels()}, batch_size=batch_size,
-                         num_workers=num_workers)["p"]
-    test = embed_folder(cifar / "test", views, {"p": RawPixels()}, batch_size=batch_size,
-                        num_workers=num_workers)["p"]
+    train = embed_folder(
+        cifar / "train", views, {"p": RawPixels()}, batch_size=batch_size, num_workers=num_workers
+    )["p"]
+    test = embed_folder(
+        cifar / "test", views, {"p": RawPixels()}, batch_size=batch_size, num_workers=num_workers
+    )["p"]
     pair = labeled_pair(train, test)
-    ranking = knn_rankings(pair.train_features, pair.train_labels, pair.test_features, (1,),
-                           metric="euclidean")[1]
+    ranking = knn_rankings(
+        pair.train_features, pair.train_labels, pair.test_features, (1,), metric="euclidean"
+    )[1]
     return topk_accuracy(ranking, pair.test_labels, (1,))[1]
 
 
@@ -89,20 +99,29 @@ def main() -> None:
             data = (pair.train_features, pair.train_labels, pair.test_features, pair.test_labels)
             source = f"{args.train.name}/{args.test.name}"
         else:
-            data = (*clustered_features(args.num_train, args.dim, args.classes, seed=1),
-                    *clustered_features(args.num_test, args.dim, args.classes, seed=2))
+            data = (
+                *clustered_features(args.num_train, args.dim, args.classes, seed=1),
+                *clustered_features(args.num_test, args.dim, args.classes, seed=2),
+            )
             source = "random clustered"
         shape = f"{len(data[0])} x {len(data[2])} x {data[0].shape[1]}"
         knn_seconds, knn_top1 = time_knn(*data, ks=(20, 200))
-        row = [source, str(torch.get_num_threads()), shape, f"{knn_seconds:.2f}",
-               f"{100 * knn_top1[200]:.2f}"]
+        row = [
+            source,
+            str(torch.get_num_threads()),
+            shape,
+            f"{knn_seconds:.2f}",
+            f"{100 * knn_top1[200]:.2f}",
+        ]
         if args.skip_linear:
             row += ["-", "-", "-"]
         else:
             linear_seconds, linear_top1, weight_decay = time_linear(*data)
             row += [f"{linear_seconds:.1f}", f"{100 * linear_top1:.2f}", f"{weight_decay:g}"]
-        print("| features | threads | train x test x dim | kNN s (k=20,200) | kNN k=200 top1 "
-              "| linear s | linear top1 | wd |")
+        print(
+            "| features | threads | train x test x dim | kNN s (k=20,200) | kNN k=200 top1 "
+            "| linear s | linear top1 | wd |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         print("| " + " | ".join(row) + " |")
     if args.cifar:

@@ -47,9 +47,14 @@ def _views_per_second(batches: Iterable, make_views, seconds: float, warmup: int
                 return produced / (time.perf_counter() - started)
 
 
-def batched_views_per_second(cache: DecodedCache, config: ViewConfig, batch_size: int = 256,
-                             dtype: torch.dtype = torch.float32, seconds: float = 3.0,
-                             device: str = "cpu") -> float:
+def batched_views_per_second(
+    cache: DecodedCache,
+    config: ViewConfig,
+    batch_size: int = 256,
+    dtype: torch.dtype = torch.float32,
+    seconds: float = 3.0,
+    device: str = "cpu",
+) -> float:
     """Views/s of cache loading + :class:`BatchedViews` (2 views) on ``device``."""
     views = BatchedViews(config, num_views=2, dtype=dtype).to(device)
     loader = CachedImageLoader(cache, batch_size, shuffle=True, drop_last=True)
@@ -63,14 +68,23 @@ def batched_views_per_second(cache: DecodedCache, config: ViewConfig, batch_size
     return _views_per_second(loader, make_views, seconds)
 
 
-def per_image_views_per_second(paths: Sequence[Path], config: ViewConfig,
-                               batch_size: int = 256, workers: int = 2,
-                               seconds: float = 3.0) -> float:
+def per_image_views_per_second(
+    paths: Sequence[Path],
+    config: ViewConfig,
+    batch_size: int = 256,
+    workers: int = 2,
+    seconds: float = 3.0,
+) -> float:
     """Views/s of the per-image pipeline (decode + MultiView in DataLoader workers)."""
     dataset = ImageDataset(paths, transform=MultiView(config, num_views=2))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True,
-                                         num_workers=workers, drop_last=True,
-                                         persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+        persistent_workers=workers > 0,
+    )
     return _views_per_second(loader, lambda batch: batch[0], seconds)
 
 
@@ -91,14 +105,16 @@ def main() -> None:
     config = view_preset(args.preset)
     paths = list_images(args.root)[: args.images]
     cache = load_or_build_cache(paths, size=32 if args.preset == "cifar" else config.input_size)
-    print(f"{len(paths)} images, batch {args.batch_size}, preset {args.preset}, "
-          f"{torch.get_num_threads()} torch threads")
+    print(
+        f"{len(paths)} images, batch {args.batch_size}, preset {args.preset}, "
+        f"{torch.get_num_threads()} torch threads"
+    )
     for dtype in (torch.float32, torch.bfloat16):
-        rate = batched_views_per_second(cache, config, args.batch_size, dtype, args.seconds,
-                                        args.device)
+        rate = batched_views_per_second(
+            cache, config, args.batch_size, dtype, args.seconds, args.device
+        )
         print(f"BatchedViews {str(dtype):15s} on {args.device}: {rate:9.0f} views/s")
-    rate = per_image_views_per_second(paths, config, args.batch_size, args.workers,
-                                      args.seconds)
+    rate = per_image_views_per_second(paths, config, args.batch_size, args.workers, args.seconds)
     print(f"per-image MultiView, {args.workers} workers:   {rate:9.0f} views/s")
 
 

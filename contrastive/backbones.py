@@ -27,12 +27,15 @@ def _narrow_resnet(base_width: int, layers: list[int]) -> torchvision.models.Res
     model.conv1 = nn.Conv2d(3, base_width, kernel_size=7, stride=2, padding=3, bias=False)
     model.bn1 = nn.BatchNorm2d(base_width)
     model.layer1 = model._make_layer(torchvision.models.resnet.BasicBlock, base_width, layers[0])
-    model.layer2 = model._make_layer(torchvision.models.resnet.BasicBlock, base_width * 2,
-                                     layers[1], stride=2)
-    model.layer3 = model._make_layer(torchvision.models.resnet.BasicBlock, base_width * 4,
-                                     layers[2], stride=2)
-    model.layer4 = model._make_layer(torchvision.models.resnet.BasicBlock, base_width * 8,
-                                     layers[3], stride=2)
+    model.layer2 = model._make_layer(
+        torchvision.models.resnet.BasicBlock, base_width * 2, layers[1], stride=2
+    )
+    model.layer3 = model._make_layer(
+        torchvision.models.resnet.BasicBlock, base_width * 4, layers[2], stride=2
+    )
+    model.layer4 = model._make_layer(
+        torchvision.models.resnet.BasicBlock, base_width * 8, layers[3], stride=2
+    )
     model.fc = nn.Linear(base_width * 8, 1000)
     for module in model.modules():
         if isinstance(module, nn.Conv2d):

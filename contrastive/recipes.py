@@ -16,8 +16,9 @@ from contrastive.training.config import OptimConfig, TrainConfig
 from contrastive.views.config import view_preset
 
 
-def cpu_budget_recipe(data: str = "", out: str = "runs/cpu-budget",
-                      time_budget: str | None = "10m") -> TrainConfig:
+def cpu_budget_recipe(
+    data: str = "", out: str = "runs/cpu-budget", time_budget: str | None = "10m"
+) -> TrainConfig:
     """SimCLR for minutes of training on a few CPU cores, 32 px images.
 
     Why each choice (measured on CIFAR-10, 2 cores; ``benchmarks/README.md``):
@@ -55,8 +56,9 @@ def cpu_budget_recipe(data: str = "", out: str = "runs/cpu-budget",
     )
 
 
-def lightly_cifar10_protocol(data: str = "", out: str = "runs/lightly-cifar10",
-                             epochs: int = 200) -> TrainConfig:
+def lightly_cifar10_protocol(
+    data: str = "", out: str = "runs/lightly-cifar10", epochs: int = 200
+) -> TrainConfig:
     """Lightly's CIFAR-10 benchmark setting (``cifar10_benchmark.py``), for one GPU.
 
     ResNet-18 with the CIFAR stem (3x3 conv, no max-pool), SimCLR + NT-Xent (T=0.5),

@@ -64,8 +64,13 @@ class ViewConfig:
         _check_range("crop_ratio", self.crop_ratio, 0.0, float("inf"), low_open=True)
         _check_range("blur_sigma", self.blur_sigma, 0.0, float("inf"))
         _check_range("noise_sigma", self.noise_sigma, 0.0, float("inf"))
-        for name in ("horizontal_flip_probability", "color_jitter_probability",
-                     "grayscale_probability", "blur_probability", "noise_probability"):
+        for name in (
+            "horizontal_flip_probability",
+            "color_jitter_probability",
+            "grayscale_probability",
+            "blur_probability",
+            "noise_probability",
+        ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ContrastiveError(f"{name} must be in [0, 1], got {value}")
@@ -96,8 +101,9 @@ class ViewConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
-def _check_range(name: str, value: tuple[float, float], low: float, high: float,
-                 low_open: bool = False) -> None:
+def _check_range(
+    name: str, value: tuple[float, float], low: float, high: float, low_open: bool = False
+) -> None:
     if len(value) != 2 or value[0] > value[1]:
         raise ContrastiveError(f"{name} must be a (min, max) pair with min <= max, got {value}")
     too_low = value[0] <= low if low_open else value[0] < low
@@ -111,10 +117,16 @@ def _check_range(name: str, value: tuple[float, float], low: float, high: float,
 VIEW_PRESETS: dict[str, ViewConfig] = {
     "simclr": ViewConfig(),
     "mocov2": ViewConfig(
-        crop_scale=(0.2, 1.0), brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1,
+        crop_scale=(0.2, 1.0),
+        brightness=0.4,
+        contrast=0.4,
+        saturation=0.4,
+        hue=0.1,
     ),
     "cifar": ViewConfig(
-        input_size=32, color_jitter_strength=0.5, blur_probability=0.0,
+        input_size=32,
+        color_jitter_strength=0.5,
+        blur_probability=0.0,
     ),
 }
 
