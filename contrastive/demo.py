@@ -51,7 +51,7 @@ def demo_config(out: str | Path | None = None, data: str | Path | None = None) -
         batch_size=128,
         # Fixed epochs rather than a time budget, so the demo's result does not depend on
         # how busy the machine is.
-        epochs=8,
+        epochs=25,
         num_workers=0,
         checkpoint_every_n_epochs=10,
     )

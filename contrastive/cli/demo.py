@@ -10,7 +10,7 @@ HELP = "train on the built-in digits data set and print kNN accuracy vs random i
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help=HELP, description=HELP)
     parser.add_argument("--out", help="run directory (default: a new folder in the cache)")
-    parser.add_argument("--epochs", type=int, help="training epochs (default 8)")
+    parser.add_argument("--epochs", type=int, help="training epochs (default 25)")
     parser.add_argument("--time-budget", help="train for a wall-clock budget instead, e.g. 5m")
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
     parser.set_defaults(func=run)
