@@ -7,7 +7,6 @@ checkpoint state (MoCo's queue).
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -151,8 +150,3 @@ class ContrastiveModule(pl.LightningModule):
         if state is not None and bank is not None:
             bank.bank = state["bank"].to(bank.bank.device)
             bank.bank_ptr = state["ptr"].to(bank.bank_ptr.device)
-
-
-def steps_per_epoch(num_images: int, batch_size: int, world_size: int = 1) -> int:
-    """Optimiser steps in one epoch with ``drop_last``."""
-    return math.floor(num_images / (batch_size * world_size))
