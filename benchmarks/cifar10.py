@@ -240,6 +240,8 @@ def build_config(args: argparse.Namespace, train_dir: Path, out: Path) -> TrainC
     views = config.views
     if args.input_size:
         views = replace(views, input_size=args.input_size)
+    if args.eval_input_size:
+        views = replace(views, eval_input_size=args.eval_input_size)
     if args.crop_min is not None:
         views = replace(views, crop_scale=(args.crop_min, 1.0))
     if args.jitter is not None:
@@ -276,6 +278,7 @@ def build_config(args: argparse.Namespace, train_dir: Path, out: Path) -> TrainC
         seed=args.seed,
         precision=args.precision or config.precision,
         num_workers=args.workers if args.workers is not None else config.num_workers,
+        stored_size=args.stored_size or config.stored_size,
     )
 
 
@@ -417,6 +420,9 @@ def main() -> None:
     parser.add_argument("--weight-decay", type=float, default=None)
     parser.add_argument("--input-size", type=int, default=None)
     parser.add_argument("--crop-min", type=float, default=None)
+    parser.add_argument(
+        "--stored-size", type=int, default=None, help="side of the decoded cache's images"
+    )
     parser.add_argument("--jitter", type=float, default=None, help="color jitter strength")
     parser.add_argument("--queue-size", type=int, default=None)
     parser.add_argument("--proj-dim", type=int, default=None)
@@ -431,6 +437,12 @@ def main() -> None:
         help="train on this many images per class (evaluation stays full)",
     )
     parser.add_argument("--no-linear", action="store_true", help="skip the linear probe")
+    parser.add_argument(
+        "--eval-input-size",
+        type=int,
+        default=None,
+        help="image size for evaluation (default: the training view size)",
+    )
     parser.add_argument(
         "--eval-subset",
         type=int,
@@ -494,7 +506,7 @@ def main() -> None:
         else:
             config = build_config(args, train_dir, scratch / f"run-{time.time_ns()}")
             backbone, stats = train_ours(config)
-        input_size = config.views.input_size
+        input_size = config.views.evaluation_size
         stem = "CIFAR stem" if config.backbone.small_image_stem else "stem as named"
         row.update(
             name=args.name or f"{config.method.name}+{config.loss.name}",
@@ -507,6 +519,8 @@ def main() -> None:
             config=config.to_dict(),
         )
     row.update(stats)
+    input_size = args.eval_input_size or input_size
+    row["eval_input_size"] = input_size
     row.update(evaluate(backbone, eval_root, input_size, linear=not args.no_linear))
     row["total_s"] = round(time.perf_counter() - started, 1)
     row["peak_mib"] = round(peak_memory_mib())

@@ -92,7 +92,7 @@ def encoder_from_args(args: argparse.Namespace) -> Encoder | None:
     )
     if args.input_size is not None and view_config is None:
         encoder = replace(
-            encoder, view_config=replace(encoder.view_config, input_size=args.input_size)
+            encoder, view_config=replace(encoder.view_config, eval_input_size=args.input_size)
         )
     return encoder
 

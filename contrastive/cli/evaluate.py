@@ -214,7 +214,7 @@ def _run_linear_augmented(args: argparse.Namespace, encoder: Encoder | None) -> 
     device = resolve_device(args.device)
     results: dict[str, Any] = {}
     for name, module in modules.items():
-        width = feature_width(module, encoder.view_config.input_size)
+        width = feature_width(module, encoder.view_config.evaluation_size)
         results[name] = train_augmented_linear(
             module,
             width,

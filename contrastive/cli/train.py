@@ -11,6 +11,7 @@ from typing import Any
 from contrastive.backbones import BACKBONES
 from contrastive.losses import DISTANCES, LOSSES
 from contrastive.methods import METHODS
+from contrastive.recipes import RECIPES, choose_recipe
 from contrastive.training.config import (
     OPTIMIZERS,
     VIEW_PIPELINES,
@@ -39,6 +40,15 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--data", help="folder of training images, read recursively")
     data.add_argument("--out", help="run directory to create (or continue with --resume)")
     data.add_argument("--config", help="YAML/JSON file with a (partial) TrainConfig")
+    data.add_argument(
+        "--recipe",
+        choices=["auto", *RECIPES],
+        default="auto",
+        help="base settings that --config and flags override. cpu-budget: tuned for short "
+        "--time-budget runs on a few CPU cores (32 px views, half-width ResNet-18); "
+        "lightly-cifar10: Lightly's CIFAR-10 GPU benchmark; default: plain ResNet-18 "
+        "SimCLR. auto = cpu-budget when --time-budget is given and no GPU is used",
+    )
     data.add_argument(
         "--resume", action="store_true", help="continue the run in --out from checkpoints/last.ckpt"
     )
@@ -70,6 +80,11 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "--views", choices=sorted(VIEW_PRESETS), help="augmentation preset (default simclr)"
     )
     views.add_argument("--input-size", type=int, help="view size in pixels")
+    views.add_argument(
+        "--eval-input-size",
+        type=int,
+        help="image size for evaluation and embedding (default: --input-size)",
+    )
     views.add_argument("--noise-probability", type=float, help="Gaussian-noise probability")
     views.add_argument(
         "--noise-sigma",
@@ -140,6 +155,10 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
     view_changes: dict[str, Any] = {}
     if args.input_size is not None:
         view_changes["input_size"] = args.input_size
+        # A recipe's evaluation size belongs to its own view size, not to this one.
+        view_changes["eval_input_size"] = None
+    if getattr(args, "eval_input_size", None) is not None:
+        view_changes["eval_input_size"] = args.eval_input_size
     if args.noise_probability is not None:
         view_changes["noise_probability"] = args.noise_probability
     if args.noise_sigma is not None:
@@ -182,6 +201,9 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
         "deterministic": args.deterministic,
         "sync_batchnorm": args.sync_batchnorm,
     }
+    if args.input_size is not None:
+        # Likewise the recipe's cache resolution: derive it from the new view size.
+        config = replace(config, stored_size=None)
     return replace(
         config,
         views=views,
@@ -214,12 +236,30 @@ def _saved_config(args: argparse.Namespace) -> TrainConfig | None:
     return TrainConfig.from_dict(load_config_file(saved)) if args.out and saved.is_file() else None
 
 
+def _recipe_config(args: argparse.Namespace) -> TrainConfig:
+    """The base configuration named by ``--recipe`` (``auto``: see :func:`choose_recipe`)."""
+    import torch
+
+    name = getattr(args, "recipe", "auto")
+    accelerator = args.accelerator or "auto"
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    chosen = choose_recipe(name, args.time_budget, on_gpu)
+    if name == "auto" and chosen != "default":
+        print(
+            f"using the {chosen} recipe for a --time-budget run on CPU "
+            "(flags override it; --recipe default for plain settings)",
+            file=sys.stderr,
+        )
+    return RECIPES[chosen]()
+
+
 def run(args: argparse.Namespace) -> int:
     from contrastive.errors import ContrastiveError
     from contrastive.training.interrupt import TrainingInterrupted
     from contrastive.training.train import train
 
-    config = config_from_args(args, base=_saved_config(args) if args.resume else None)
+    base = _saved_config(args) if args.resume else _recipe_config(args)
+    config = config_from_args(args, base=base)
     if not config.data and not args.resume:
         raise ContrastiveError("--data is required (or run `contrastive demo`)")
     if not args.out and not (args.config and "out" in load_config_file(args.config)):
@@ -230,6 +270,9 @@ def run(args: argparse.Namespace) -> int:
         # One line saying how to continue, instead of the generic "interrupted".
         print(stop, file=sys.stderr)
         return stop.exit_code
-    print(f"trained on {result.num_images} images; run directory: {result.run_dir}")
-    print(f"backbone weights (plain torchvision state_dict): {result.backbone_path}")
+    from pytorch_lightning.utilities import rank_zero_only
+
+    if rank_zero_only.rank == 0:  # one summary, not one per DDP process
+        print(f"trained on {result.num_images} images; run directory: {result.run_dir}")
+        print(f"backbone weights (plain torchvision state_dict): {result.backbone_path}")
     return 0

@@ -4,22 +4,30 @@
 for a few steps, then sets the number of optimiser steps so the whole run, warm-up and
 cosine decay included, ends at the budget. Every schedule (learning rate, MoCo momentum)
 is defined over those steps, so the run ends well-formed rather than cut off mid-schedule.
+
+A probe of a few steps misjudges the steady-state rate (first-touch page faults, kernel
+selection, other load), so :class:`FillTimeBudget` re-measures the rate inside the training
+loop a few times early in the run and moves the end of the schedule to the deadline.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import pytorch_lightning as pl
 import torch
 
 from contrastive.errors import ContrastiveError
 
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}
+log = logging.getLogger(__name__)
+
 # Share of the budget the planner fills: leaves room for Lightning's per-step overhead
 # (logging), checkpoints and the final export, which the step probe does not see.
 _FILL = 0.9
@@ -72,6 +80,97 @@ def plan_budget(
             f"({seconds_per_step:.1f} s); give a larger --time-budget or a smaller model"
         )
     return BudgetPlan(seconds_per_step, steps, max(1, math.ceil(steps / steps_per_epoch)))
+
+
+class FillTimeBudget(pl.Callback):
+    """Re-plans the number of steps during training so the run ends at its deadline.
+
+    At a few fractions of the planned steps it measures the step rate of the loop since the
+    previous re-plan and sets the total steps to what fits before ``deadline``. The
+    learning-rate and momentum schedules follow (both are functions of step / total), so the
+    run still ends with a finished cosine decay. The step rate drifts during a run (epoch
+    ends, checkpoints, other load), so re-plans continue until ``fractions[-1]``; late ones
+    change the total by a few percent where the learning rate is already small. In DDP
+    every process adopts rank 0's plan.
+
+    Args:
+        deadline: ``time.perf_counter()`` value at which training should end.
+        fractions: Points (share of the planned steps) at which to re-plan.
+        min_window_steps: Steps a measurement window needs before it is trusted.
+        reserve_seconds: Time kept free before the deadline for the final checkpoint.
+        on_replan: Called with the new total steps (on rank 0), e.g. to record it in the
+            run's configuration so that ``--resume`` continues the same schedule.
+    """
+
+    def __init__(
+        self,
+        deadline: float,
+        fractions: tuple[float, ...] = (0.05, 0.15, 0.3, 0.5, 0.7, 0.85, 0.95),
+        min_window_steps: int = 10,
+        reserve_seconds: float = 3.0,
+        on_replan: Callable[[int], None] | None = None,
+    ) -> None:
+        self.deadline = deadline
+        self.on_replan = on_replan
+        self.fractions = fractions
+        self.min_window_steps = min_window_steps
+        self.reserve_seconds = reserve_seconds
+        self.replans: list[tuple[int, int]] = []
+        self._window: tuple[int, float] | None = None
+        self._next = 0
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: object
+    ) -> None:
+        step, now = trainer.global_step, time.perf_counter()
+        if self._window is None:
+            # The first step pays one-off costs (allocations, kernel choice): not counted.
+            self._window = (step, now)
+            return
+        total = trainer.fit_loop.epoch_loop.max_steps
+        window_step, window_time = self._window
+        if (
+            self._next >= len(self.fractions)
+            or step < self.fractions[self._next] * total
+            or step - window_step < self.min_window_steps
+        ):
+            return
+        self._next += 1
+        seconds_per_step = (now - window_time) / (step - window_step)
+        remaining = self.deadline - now - self.reserve_seconds
+        new_total = step + max(1, int(remaining / seconds_per_step))
+        new_total = trainer.strategy.broadcast(new_total, src=0)
+        self._window = (step, now)
+        if abs(new_total - total) > 0.01 * total:
+            set_total_steps(trainer, new_total)
+            self.replans.append((step, new_total))
+            if self.on_replan is not None and trainer.is_global_zero:
+                self.on_replan(new_total)
+            log.info(
+                "time budget: %.3f s/step measured at step %d -> %d steps in total (was %d)",
+                seconds_per_step,
+                step,
+                new_total,
+                total,
+            )
+
+
+def set_total_steps(trainer: pl.Trainer, total_steps: int) -> None:
+    """Moves the end of training (and of the warm-up + cosine schedule) to ``total_steps``.
+
+    The learning rate jumps a little if this happens mid-run; early in a run (where
+    :class:`FillTimeBudget` re-plans) the jump is small next to the gain of using the budget.
+    """
+    trainer.fit_loop.epoch_loop.max_steps = total_steps
+    per_epoch = max(int(trainer.num_training_batches), 1)
+    trainer.fit_loop.max_epochs = max(1, math.ceil(total_steps / per_epoch))
+    for scheduler_config in trainer.lr_scheduler_configs:
+        scheduler = scheduler_config.scheduler
+        if hasattr(scheduler, "max_epochs"):  # Lightly's CosineWarmupScheduler
+            # The warm-up keeps its share of the run.
+            share = scheduler.warmup_epochs / max(scheduler.max_epochs, 1)
+            scheduler.warmup_epochs = int(round(share * total_steps))
+            scheduler.max_epochs = total_steps
 
 
 def measure_seconds_per_step(

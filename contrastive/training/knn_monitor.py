@@ -157,7 +157,7 @@ class KNNMonitor(pl.Callback):
         return torch.from_numpy(features["backbone"]), torch.from_numpy(split.labels[indices])
 
     def _fits_cache(self, split: _Split) -> bool:
-        side = self.view_config.input_size
+        side = self.view_config.evaluation_size
         return len(split.folder) * 3 * side * side * 4 <= self.cache_bytes
 
 

@@ -31,6 +31,7 @@ from contrastive.data.folder import ImageFolder, check_readable
 from contrastive.errors import ContrastiveError
 from contrastive.files import check_writable_dir, write_text_atomic
 from contrastive.training.budget import (
+    FillTimeBudget,
     measure_seconds_per_step,
     parse_duration,
     plan_budget,
@@ -166,6 +167,19 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         config = _plan_for_budget(config, module, loader, trainer, steps, started)
         pl.seed_everything(config.seed, workers=True, verbose=False)
         module = ContrastiveModule(config.to_dict(), view_maker=view_maker)
+        planned = config
+
+        def record_replan(total_steps: int) -> None:
+            epochs = max(1, math.ceil(total_steps / steps))
+            _write_config(
+                run_dir / "config.yaml",
+                planned.with_overrides(max_steps=total_steps, epochs=epochs),
+            )
+
+        replanner = FillTimeBudget(
+            deadline=started + parse_duration(config.time_budget), on_replan=record_replan
+        )
+        trainer.callbacks.append(replanner)
     if config.max_steps is not None:
         trainer.fit_loop.epoch_loop.max_steps = config.max_steps
         trainer.fit_loop.max_epochs = max(1, math.ceil(config.max_steps / steps))
@@ -182,6 +196,11 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
             module, train_dataloaders=loader, ckpt_path=str(checkpoint) if checkpoint else None
         )
     module.to("cpu")
+    final_steps = trainer.fit_loop.epoch_loop.max_steps
+    if config.max_steps is not None and final_steps != config.max_steps:  # re-planned
+        config = config.with_overrides(
+            max_steps=final_steps, epochs=max(1, math.ceil(final_steps / steps))
+        )
     # Every DDP process ends here with the same weights; one writes them.
     if trainer.is_global_zero:
         save_torch_file(

@@ -37,6 +37,10 @@ class ViewConfig:
         noise_sigma: Range of the noise's standard deviation, on the 0..1 pixel scale.
         mean: Per-channel normalisation mean.
         std: Per-channel normalisation standard deviation.
+        eval_input_size: Side of the (uncropped) images the trained encoder is evaluated
+            and used on; None: ``input_size``. Random-resized crops show objects larger
+            than a whole image does, so a model trained on small crops can do better on
+            whole images at a larger size ("FixRes", Touvron et al., 2019).
     """
 
     input_size: int = 224
@@ -56,10 +60,15 @@ class ViewConfig:
     noise_sigma: tuple[float, float] = (0.01, 0.05)
     mean: tuple[float, float, float] = field(default=IMAGENET_MEAN)
     std: tuple[float, float, float] = field(default=IMAGENET_STD)
+    eval_input_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.input_size < 8:
             raise ContrastiveError(f"input_size must be at least 8 pixels, got {self.input_size}")
+        if self.eval_input_size is not None and self.eval_input_size < 8:
+            raise ContrastiveError(
+                f"eval_input_size must be at least 8 pixels, got {self.eval_input_size}"
+            )
         _check_range("crop_scale", self.crop_scale, 0.0, 1.0, low_open=True)
         _check_range("crop_ratio", self.crop_ratio, 0.0, float("inf"), low_open=True)
         _check_range("blur_sigma", self.blur_sigma, 0.0, float("inf"))
@@ -81,6 +90,11 @@ class ViewConfig:
             raise ContrastiveError("hue * color_jitter_strength must be in [0, 0.5]")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ContrastiveError("mean and std need three values, std > 0")
+
+    @property
+    def evaluation_size(self) -> int:
+        """Side of the images at evaluation and embedding time."""
+        return self.eval_input_size or self.input_size
 
     @property
     def jitter_amounts(self) -> tuple[float, float, float, float]:

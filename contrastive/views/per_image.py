@@ -69,13 +69,13 @@ def view_transform(config: ViewConfig) -> T.Compose:
 
 
 def eval_transform(config: ViewConfig) -> T.Compose:
-    """The deterministic evaluation transform: resize + center crop to the input size.
+    """The deterministic evaluation transform: resize + center crop to the evaluation size.
 
     Images are resized so their shorter side is ``input_size / 0.875`` for inputs of 64 px
     and more (the ImageNet convention) and exactly ``input_size`` for small inputs, where
     cropping would throw away much of a CIFAR-sized image.
     """
-    size = config.input_size
+    size = config.evaluation_size
     resize = size if size < 64 else int(round(size / 0.875))
     return T.Compose(
         [

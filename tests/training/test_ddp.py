@@ -213,3 +213,4 @@ def test_two_process_ddp_training_on_cpu(
     # 32 images, 2 processes of 4: 4 steps per epoch.
     assert state["global_step"] == 8
     assert (run_dir / "backbone.pt").is_file()
+    assert result.stdout.count("trained on 32 images") == 1, result.stdout  # rank 0 only

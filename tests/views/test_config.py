@@ -62,7 +62,8 @@ def test_presets_equal_lightly_transforms(
 
 
 def test_every_field_is_compared_with_lightly() -> None:
-    assert set(lightly_view_fields(SimCLRTransform)) | {"noise_sigma"} == set(
+    # Ours only: the noise range and the evaluation size (Lightly has no evaluation views).
+    assert set(lightly_view_fields(SimCLRTransform)) | {"noise_sigma", "eval_input_size"} == set(
         ViewConfig.__dataclass_fields__
     )
 
@@ -110,6 +111,7 @@ def test_from_dict_names_unknown_keys() -> None:
     ("field", "value"),
     [
         ("input_size", 4),
+        ("eval_input_size", 4),
         ("crop_scale", (0.0, 1.0)),
         ("crop_scale", (0.5, 0.2)),
         ("crop_scale", (0.2, 1.5)),
@@ -141,6 +143,7 @@ def test_invalid_values_raise_naming_the_field(field: str, value: object) -> Non
     ("field", "value"),
     [
         ("input_size", 8),
+        ("eval_input_size", 8),
         ("crop_scale", (1.0, 1.0)),
         ("horizontal_flip_probability", 0.0),
         ("grayscale_probability", 1.0),

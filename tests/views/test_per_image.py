@@ -74,6 +74,15 @@ def test_eval_transform_is_deterministic_and_shaped() -> None:
     assert torch.equal(first, second)
 
 
+def test_eval_transform_uses_the_evaluation_size() -> None:
+    # Trained on 24 px crops, evaluated on whole 32 px images.
+    config = view_preset("cifar", input_size=24, eval_input_size=32)
+    assert (config.input_size, config.evaluation_size) == (24, 32)
+    assert eval_transform(config)(random_image(32, 32)).shape == (3, 32, 32)
+    assert view_transform(config)(random_image(32, 32)).shape == (3, 24, 24)
+    assert view_preset("cifar", input_size=24).evaluation_size == 24
+
+
 def test_eval_transform_keeps_a_small_image_of_the_input_size_as_is() -> None:
     # Below 64 px the shorter side is resized to exactly input_size: a 32 px image is only
     # converted and normalised.

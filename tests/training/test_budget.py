@@ -1,0 +1,150 @@
+"""Time budgets: parsing, the up-front plan, and re-planning inside the training loop."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from contrastive.backbones import BackboneConfig
+from contrastive.errors import ContrastiveError
+from contrastive.training.budget import (
+    FillTimeBudget,
+    parse_duration,
+    plan_budget,
+    set_total_steps,
+)
+from contrastive.training.config import OptimConfig, TrainConfig, load_config_file
+from contrastive.training.optim import build_optimizer, build_scheduler
+from contrastive.training.train import train
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90", 90), ("90s", 90), ("10m", 600), ("1.5h", 5400), ("1h30m", 5400), (45, 45)],
+)
+def test_parse_duration(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "ten minutes", "10x", "0s", "-5m", "5m later"])
+def test_parse_duration_rejects_bad_text(text: str) -> None:
+    with pytest.raises(ContrastiveError, match="time"):
+        parse_duration(text)
+
+
+def test_plan_fills_ninety_percent_of_the_remaining_time() -> None:
+    # 100 s at 0.3 s/step: floor(90 / 0.3) = 300 steps, 7 epochs of 45 steps.
+    plan = plan_budget(100.0, 0.3, steps_per_epoch=45)
+    assert (plan.max_steps, plan.epochs) == (300, 7)
+    with pytest.raises(ContrastiveError, match="less than one training step"):
+        plan_budget(1.0, 5.0, steps_per_epoch=10)
+
+
+class SleepyModule(pl.LightningModule):
+    """Each step sleeps ``seconds_per_step``; records the learning rate of every step."""
+
+    def __init__(self, seconds_per_step: float, planned_steps: int) -> None:
+        super().__init__()
+        self.layer = nn.Linear(2, 1)
+        self.seconds_per_step = seconds_per_step
+        self.planned_steps = planned_steps
+        self.rates: list[float] = []
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        time.sleep(self.seconds_per_step)
+        self.rates.append(self.trainer.optimizers[0].param_groups[0]["lr"])
+        return self.layer(batch).square().mean()
+
+    def configure_optimizers(self) -> dict:
+        optimizer = build_optimizer([self.layer], OptimConfig(warmup_fraction=0.1), 256)
+        scheduler = build_scheduler(optimizer, OptimConfig(warmup_fraction=0.1), self.planned_steps)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+
+def fit_sleepy(planned_steps: int, budget: float) -> tuple[SleepyModule, FillTimeBudget, float]:
+    module = SleepyModule(seconds_per_step=0.02, planned_steps=planned_steps)
+    recorded: list[int] = []
+    started = time.perf_counter()
+    replanner = FillTimeBudget(
+        deadline=started + budget, reserve_seconds=0.0, on_replan=recorded.append
+    )
+    trainer = pl.Trainer(
+        max_steps=planned_steps,
+        max_epochs=1000,
+        callbacks=[replanner],
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    loader = torch.utils.data.DataLoader(torch.randn(40, 2), batch_size=4)
+    trainer.fit(module, loader)
+    assert [total for _, total in replanner.replans] == recorded
+    return module, replanner, time.perf_counter() - started
+
+
+@pytest.mark.parametrize("planned_steps", [40, 300])
+def test_replanning_moves_the_end_of_training_to_the_deadline(planned_steps: int) -> None:
+    # Steps take ~20 ms, so ~100 fit in 2 s; the plan says 40 (too few) or 300 (too many).
+    module, replanner, elapsed = fit_sleepy(planned_steps, budget=2.0)
+    trained = len(module.rates)
+    assert replanner.replans, "the plan was far off and should have been corrected"
+    assert trained == replanner.replans[-1][1]
+    assert 60 <= trained <= 110  # sleeps only overshoot, so fewer than 100 steps fit
+    assert 1.5 <= elapsed <= 3.0
+    # The cosine schedule still ends at (almost) zero on the last step.
+    peak = max(module.rates)
+    assert module.rates[-1] < 0.02 * peak
+    decay = module.rates[int(0.2 * trained) :]
+    assert all(later <= earlier + 1e-12 for earlier, later in zip(decay, decay[1:]))
+
+
+def test_set_total_steps_stretches_the_cosine_schedule() -> None:
+    optimizer = build_optimizer([nn.Linear(2, 2)], OptimConfig(warmup_fraction=0.0), 256)
+    scheduler = build_scheduler(optimizer, OptimConfig(warmup_fraction=0.0), total_steps=10)
+
+    class FakeLoop:
+        max_steps = 10
+
+    class FakeTrainer:
+        num_training_batches = 4
+        lr_scheduler_configs = [type("Config", (), {"scheduler": scheduler})()]
+        fit_loop = type("FitLoop", (), {"epoch_loop": FakeLoop(), "max_epochs": 3})()
+
+    trainer = FakeTrainer()
+    set_total_steps(trainer, 20)  # type: ignore[arg-type]
+    assert (trainer.fit_loop.epoch_loop.max_steps, trainer.fit_loop.max_epochs) == (20, 5)
+    for _ in range(10):
+        optimizer.step()
+        scheduler.step()
+    # Half-way through a 20-step cosine from 0.12 the rate is about half the peak.
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.06, rel=0.1)
+
+
+def test_budget_run_records_the_steps_it_trained(tiny_images: Path, tmp_path: Path) -> None:
+    config = TrainConfig(
+        data=str(tiny_images),
+        out=str(tmp_path / "run"),
+        backbone=BackboneConfig("resnet18_quarter"),
+        batch_size=8,
+        time_budget="10s",
+        num_workers=0,
+        cache_dir=str(tmp_path / "cache"),
+        precision="32-true",
+    )
+    started = time.perf_counter()
+    result = train(config)
+    elapsed = time.perf_counter() - started
+    saved = load_config_file(result.run_dir / "config.yaml")
+    # What --resume would continue: the schedule as re-planned, which is what was trained.
+    assert saved["max_steps"] == result.config.max_steps == result.module.global_step
+    assert 5 <= elapsed < 15
