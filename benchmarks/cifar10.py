@@ -313,7 +313,10 @@ def load_run(run: Path) -> tuple[TrainConfig, torch.nn.Module, dict]:
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     logged = max(int(r["step"]) for r in rows if r.get("step")) + 1
     steps = max(config.max_steps or 0, logged)  # metrics are logged every 50 steps
-    seconds = (run / "backbone.pt").stat().st_mtime - (run / "config.yaml").stat().st_ctime
+    # config.yaml is rewritten when a time budget is re-planned; Lightning writes
+    # hparams.yaml once, when fitting starts (after the step probe: a slight undercount).
+    start_marker = run / "hparams.yaml" if (run / "hparams.yaml").exists() else run / "config.yaml"
+    seconds = (run / "backbone.pt").stat().st_mtime - start_marker.stat().st_mtime
     images = steps * config.batch_size
     return (
         config,
