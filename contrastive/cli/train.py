@@ -45,7 +45,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["auto", *RECIPES],
         default="auto",
         help="base settings that --config and flags override. cpu-budget: tuned for short "
-        "--time-budget runs on a few CPU cores (32 px views, half-width ResNet-18); "
+        "--time-budget runs on a few CPU cores (quarter-width ResNet-18, 24 px views "
+        "evaluated at 32 px); "
         "lightly-cifar10: Lightly's CIFAR-10 GPU benchmark; default: plain ResNet-18 "
         "SimCLR. auto = cpu-budget when --time-budget is given and no GPU is used",
     )
@@ -155,9 +156,10 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
     view_changes: dict[str, Any] = {}
     if args.input_size is not None:
         view_changes["input_size"] = args.input_size
-        # A recipe's evaluation size belongs to its own view size, not to this one.
+        # A recipe's evaluation and cache sizes belong to its own view size, not this one.
         view_changes["eval_input_size"] = None
-    if getattr(args, "eval_input_size", None) is not None:
+        config = replace(config, stored_size=None)
+    if args.eval_input_size is not None:
         view_changes["eval_input_size"] = args.eval_input_size
     if args.noise_probability is not None:
         view_changes["noise_probability"] = args.noise_probability
@@ -201,9 +203,6 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
         "deterministic": args.deterministic,
         "sync_batchnorm": args.sync_batchnorm,
     }
-    if args.input_size is not None:
-        # Likewise the recipe's cache resolution: derive it from the new view size.
-        config = replace(config, stored_size=None)
     return replace(
         config,
         views=views,
@@ -240,7 +239,7 @@ def _recipe_config(args: argparse.Namespace) -> TrainConfig:
     """The base configuration named by ``--recipe`` (``auto``: see :func:`choose_recipe`)."""
     import torch
 
-    name = getattr(args, "recipe", "auto")
+    name = args.recipe
     accelerator = args.accelerator or "auto"
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     chosen = choose_recipe(name, args.time_budget, on_gpu)

@@ -94,12 +94,13 @@ class FillTimeBudget(pl.Callback):
     every process adopts rank 0's plan.
 
     Args:
-        deadline: ``time.perf_counter()`` value at which training should end.
+        deadline: ``clock()`` value at which training should end.
         fractions: Points (share of the planned steps) at which to re-plan.
         min_window_steps: Steps a measurement window needs before it is trusted.
         reserve_seconds: Time kept free before the deadline for the final checkpoint.
         on_replan: Called with the new total steps (on rank 0), e.g. to record it in the
             run's configuration so that ``--resume`` continues the same schedule.
+        clock: Seconds as a float (``time.perf_counter``; tests pass a simulated clock).
     """
 
     def __init__(
@@ -109,8 +110,10 @@ class FillTimeBudget(pl.Callback):
         min_window_steps: int = 10,
         reserve_seconds: float = 3.0,
         on_replan: Callable[[int], None] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.deadline = deadline
+        self.clock = clock
         self.on_replan = on_replan
         self.fractions = fractions
         self.min_window_steps = min_window_steps
@@ -122,7 +125,7 @@ class FillTimeBudget(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: object
     ) -> None:
-        step, now = trainer.global_step, time.perf_counter()
+        step, now = trainer.global_step, self.clock()
         if self._window is None:
             # The first step pays one-off costs (allocations, kernel choice): not counted.
             self._window = (step, now)
