@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,8 @@ def list_images(root: str | os.PathLike) -> list[Path]:
 
     Symbolic links to files are followed; symbolic links to directories are not, so link
     loops cannot hang the scan. Directories whose names look like images are ignored.
+    Files with other extensions are counted by extension and named in one warning, so
+    nothing is left out silently.
 
     Args:
         root: Folder to scan.
@@ -72,12 +75,24 @@ def list_images(root: str | os.PathLike) -> list[Path]:
     if not root_path.is_dir():
         raise ContrastiveError(f"data path is not a folder: {root_path}")
     found: list[Path] = []
+    ignored: Counter[str] = Counter()
     for dirpath, _dirnames, filenames in os.walk(root_path, onerror=_warn_walk_error):
         for name in filenames:
-            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+            extension = os.path.splitext(name)[1].lower()
+            if extension in IMAGE_EXTENSIONS:
                 path = Path(dirpath) / name
                 if path.is_file():
                     found.append(path.absolute())
+            else:
+                # ".DS_Store" has no extension to Python; its name says more than "none".
+                ignored[extension or (name if name.startswith(".") else "no extension")] += 1
+    if ignored:
+        counts = ", ".join(f"{count} {kind}" for kind, count in sorted(ignored.items()))
+        warnings.warn(
+            f"ignored {sum(ignored.values())} non-image file(s) in {root_path}: {counts} "
+            f"(images are {', '.join(sorted(IMAGE_EXTENSIONS))})",
+            stacklevel=2,
+        )
     found.sort(key=lambda p: _relative_key(p, root_path))
     return found
 

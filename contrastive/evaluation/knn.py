@@ -15,12 +15,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from contrastive.errors import ContrastiveError
+from contrastive.neighbours import top_k
 
 METRICS = ("cosine", "euclidean")
-
-# Similarity entries per chunk: 2**25 floats = 128 MiB, small enough for any machine and
-# large enough that the matrix product stays efficient.
-_CHUNK_ELEMENTS = 2**25
 
 
 def knn_rankings(
@@ -32,6 +29,7 @@ def knn_rankings(
     num_classes: int | None = None,
     metric: str = "cosine",
     chunk_size: int | None = None,
+    exclude: Tensor | None = None,
 ) -> dict[int, Tensor]:
     """Weighted kNN class rankings for several ``k`` from one neighbour search.
 
@@ -39,6 +37,7 @@ def knn_rankings(
     neighbour weighs ``exp(sim / T)``. For ``metric="euclidean"`` neighbours are the closest
     in L2 distance ``d`` and weigh ``exp(-(d - d_nearest) / T)``: the shift by the nearest
     distance changes no ranking but keeps the weights from underflowing on raw pixels.
+    Neighbours come from :func:`contrastive.neighbours.top_k` (exact, ties by index).
     Tied class scores (classes without votes) are ordered by ``torch.argsort``, as Lightly
     orders them, so the whole ranking matches ``knn_predict``.
 
@@ -51,6 +50,8 @@ def knn_rankings(
         num_classes: ``C``; defaults to ``max(train_labels) + 1``.
         metric: ``"cosine"`` or ``"euclidean"``.
         chunk_size: Test rows per chunk; defaults to about 128 MiB of similarities.
+        exclude: Optional ``(M,)`` bank row that may not vote for each test row
+            (leave-one-out scoring when the test features are the bank).
 
     Returns:
         ``{k: (M, C) int64}``: class indices sorted by weighted vote, most voted first.
@@ -59,31 +60,30 @@ def knn_rankings(
         ContrastiveError: On mismatched shapes, bad ``k``, ``T`` or metric.
     """
     _check_inputs(train_features, train_labels, test_features, ks, temperature, metric)
+    if exclude is not None and max(ks) > train_features.shape[0] - 1:
+        raise ContrastiveError(
+            f"--k values must lie in [1, {train_features.shape[0] - 1}] when each image is "
+            f"left out of its own vote, got {list(ks)}"
+        )
     if num_classes is None:
         num_classes = int(train_labels.max()) + 1
     ks = sorted(set(int(k) for k in ks))
-    largest_k = ks[-1]
-    labels = train_labels.long()
-    train, test = _prepared(train_features, metric), _prepared(test_features, metric)
-    train_t = train.T.contiguous()
-    train_squared_norms = (train * train).sum(dim=1) if metric == "euclidean" else None
-    rows = chunk_size or max(1, _CHUNK_ELEMENTS // max(1, train.shape[0]))
-    rankings: dict[int, list[Tensor]] = {k: [] for k in ks}
-    for start in range(0, test.shape[0], rows):
-        chunk = test[start : start + rows]
-        weights, neighbour_labels = _neighbours(
-            chunk, train_t, train_squared_norms, labels, largest_k, temperature
-        )
-        for k in ks:
-            scores = torch.zeros(
-                chunk.shape[0], num_classes, dtype=weights.dtype, device=weights.device
-            )
-            scores.scatter_add_(1, neighbour_labels[:, :k], weights[:, :k])
-            rankings[k].append(scores.argsort(dim=1, descending=True))
-    return {
-        k: torch.cat(parts) if parts else torch.empty(0, num_classes, dtype=torch.long)
-        for k, parts in rankings.items()
-    }
+    weights, neighbour_labels = _neighbours(
+        train_features,
+        train_labels.long(),
+        test_features,
+        ks[-1],
+        temperature,
+        metric,
+        chunk_size,
+        exclude,
+    )
+    rankings: dict[int, Tensor] = {}
+    for k in ks:
+        scores = torch.zeros(weights.shape[0], num_classes, dtype=weights.dtype)
+        scores.scatter_add_(1, neighbour_labels[:, :k], weights[:, :k])
+        rankings[k] = scores.argsort(dim=1, descending=True)
+    return rankings
 
 
 def knn_classify(
@@ -94,6 +94,7 @@ def knn_classify(
     temperature: float = 0.1,
     num_classes: int | None = None,
     metric: str = "cosine",
+    exclude: Tensor | None = None,
 ) -> Tensor:
     """Weighted kNN class ranking for one ``k``; see :func:`knn_rankings`.
 
@@ -101,33 +102,44 @@ def knn_classify(
         ``(M, C)`` int64 class indices, most voted first (``[:, 0]`` is the prediction).
     """
     return knn_rankings(
-        train_features, train_labels, test_features, (k,), temperature, num_classes, metric
+        train_features,
+        train_labels,
+        test_features,
+        (k,),
+        temperature,
+        num_classes,
+        metric,
+        exclude=exclude,
     )[k]
 
 
-def _prepared(features: Tensor, metric: str) -> Tensor:
-    features = features.float()
-    return F.normalize(features, dim=1) if metric == "cosine" else features
-
-
 def _neighbours(
-    chunk: Tensor,
-    train_t: Tensor,
-    train_squared_norms: Tensor | None,
+    train_features: Tensor,
     labels: Tensor,
+    test_features: Tensor,
     k: int,
     temperature: float,
+    metric: str,
+    chunk_size: int | None,
+    exclude: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
-    """Weights and labels ``(B, k)`` of the ``k`` nearest training rows, nearest first."""
-    similarity = chunk @ train_t
-    if train_squared_norms is None:
-        nearest_similarity, indices = similarity.topk(k, dim=1)
-        weights = (nearest_similarity / temperature).exp()
+    """Vote weights and labels ``(M, k)`` of the ``k`` nearest training rows, nearest first."""
+    train, test = train_features.float(), test_features.float()
+    if metric == "cosine":
+        train, test = F.normalize(train, dim=1), F.normalize(test, dim=1)
+        indices, similarity = top_k(test, train, k, exclude=exclude, chunk_rows=chunk_size)
+        weights = (similarity / temperature).exp()
     else:
-        # -|x - y|^2 = 2 x.y - |y|^2 - |x|^2; the last term is constant per row.
-        similarity.mul_(2).sub_(train_squared_norms)
-        negative_squared, indices = similarity.topk(k, dim=1)
-        squared = (chunk * chunk).sum(dim=1, keepdim=True) - negative_squared
+        # -|x - y|^2 = 2 x.y - |y|^2 - |x|^2; the last term is constant per query.
+        indices, negative_squared = top_k(
+            2 * test,
+            train,
+            k,
+            key_bias=-(train * train).sum(dim=1),
+            exclude=exclude,
+            chunk_rows=chunk_size,
+        )
+        squared = (test * test).sum(dim=1, keepdim=True) - negative_squared
         distance = squared.clamp_min(0).sqrt()
         weights = (-(distance - distance[:, :1]) / temperature).exp()
     return weights, labels[indices]

@@ -18,7 +18,6 @@ from contrastive.errors import ContrastiveError
 from contrastive.evaluation.knn import knn_classify
 from contrastive.evaluation.metrics import confusion_matrix, per_class_accuracy
 from contrastive.explore.embeddings import EmbeddingSet
-from contrastive.explore.similarity import nearest_neighbours
 
 # Cells are annotated with their value only while the text still fits.
 _MAX_ANNOTATED_CLASSES = 20
@@ -128,11 +127,21 @@ def _labelled_rows(dataset: EmbeddingSet, role: str) -> np.ndarray:
 def _leave_one_out(
     embeddings: np.ndarray, labels: np.ndarray, k: int, temperature: float, num_classes: int
 ) -> np.ndarray:
-    neighbours, similarities = nearest_neighbours(embeddings, k)
-    weights = np.exp(similarities.astype(np.float64) / temperature)
-    scores = np.zeros((len(embeddings), num_classes))
-    np.add.at(scores, (np.arange(len(embeddings))[:, None], labels[neighbours]), weights)
-    return np.argmax(scores, axis=1)
+    if not 1 <= k <= len(embeddings) - 1:
+        raise ContrastiveError(
+            f"k must be between 1 and {len(embeddings) - 1} (the other labelled images), got {k}"
+        )
+    features = torch.from_numpy(embeddings)
+    ranking = knn_classify(
+        features,
+        torch.from_numpy(labels),
+        features,
+        k=k,
+        temperature=temperature,
+        num_classes=num_classes,
+        exclude=torch.arange(len(embeddings)),
+    )
+    return ranking[:, 0].numpy()
 
 
 def plot_confusion(report: KnnReport, normalise: bool = True) -> Figure:

@@ -1,8 +1,9 @@
 """Cosine similarity search in memory-bounded chunks: neighbours, duplicates, outliers.
 
-Nothing here builds the full N x N similarity matrix: queries are processed in row chunks
-sized so that one chunk's similarity block stays under :data:`BLOCK_ELEMENTS` floats
-(64 MiB), which keeps 50k x 512 embeddings comfortable on a laptop.
+Nothing here builds the full N x N similarity matrix: neighbours come from the package's one
+search, :func:`contrastive.neighbours.top_k`, and the duplicate scan runs in row chunks sized
+so that one chunk's similarity block stays under :data:`BLOCK_ELEMENTS` floats (64 MiB),
+which keeps 50k x 512 embeddings comfortable on a laptop.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+import torch
 
 from contrastive.errors import ContrastiveError
+from contrastive.neighbours import top_k
 
 #: Largest similarity block computed at once, in float32 elements.
 BLOCK_ELEMENTS = 1 << 24
@@ -52,6 +55,9 @@ def top_k_similar(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` keys most cosine-similar to each query, most similar first.
 
+    A NumPy front to :func:`contrastive.neighbours.top_k`: exact, chunked, ties broken by
+    key index whatever the chunking or machine.
+
     Args:
         queries: ``(Q, D)`` query vectors.
         keys: ``(N, D)`` vectors searched.
@@ -59,37 +65,25 @@ def top_k_similar(
         exclude: ``(Q,)`` key index to skip for each query (the query itself when queries
             are rows of ``keys``), or None.
         normalise: Set False when both arrays already have unit rows.
-        chunk_rows: Queries per block; default keeps blocks under :data:`BLOCK_ELEMENTS`.
+        chunk_rows: Queries per block; default keeps blocks under 128 MiB.
 
     Returns:
         ``(indices, similarities)``: ``(Q, k)`` int64 key indices and ``(Q, k)`` float32
-        cosine similarities, sorted by decreasing similarity.
+        cosine similarities, sorted by decreasing similarity, then increasing index.
 
     Raises:
         ContrastiveError: If ``k`` is not in ``[1, available keys]`` or dimensions differ.
     """
     if normalise:
         queries, keys = unit_rows(queries), unit_rows(keys)
-    if queries.shape[1] != keys.shape[1]:
-        raise ContrastiveError(
-            f"queries have {queries.shape[1]} dimensions but keys have {keys.shape[1]}"
-        )
-    available = len(keys) - (1 if exclude is not None else 0)
-    if not 1 <= k <= available:
-        raise ContrastiveError(f"k must be between 1 and {available} (the keys available), got {k}")
-    excluded = None if exclude is None else np.asarray(exclude, dtype=np.int64)
-    indices = np.empty((len(queries), k), dtype=np.int64)
-    similarities = np.empty((len(queries), k), dtype=np.float32)
-    for rows in _chunks(len(queries), chunk_rows or rows_per_chunk(len(keys))):
-        block = queries[rows] @ keys.T
-        if excluded is not None:
-            block[np.arange(block.shape[0]), excluded[rows]] = -np.inf
-        top = np.argpartition(block, block.shape[1] - k, axis=1)[:, -k:]
-        top_sims = np.take_along_axis(block, top, axis=1)
-        order = np.argsort(-top_sims, axis=1, kind="stable")
-        indices[rows] = np.take_along_axis(top, order, axis=1)
-        similarities[rows] = np.take_along_axis(top_sims, order, axis=1)
-    return indices, similarities
+    indices, similarities = top_k(
+        torch.from_numpy(np.asarray(queries, dtype=np.float32)),
+        torch.from_numpy(np.asarray(keys, dtype=np.float32)),
+        k,
+        exclude=None if exclude is None else torch.as_tensor(np.asarray(exclude, dtype=np.int64)),
+        chunk_rows=chunk_rows,
+    )
+    return indices.numpy(), similarities.numpy()
 
 
 def nearest_neighbours(

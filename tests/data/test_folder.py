@@ -64,6 +64,24 @@ def test_scan_of_a_folder_without_images_names_the_extensions(tmp_path: Path) ->
         ImageFolder.scan(tmp_path)
 
 
+def test_ignored_files_are_counted_by_extension_in_one_warning(tmp_path: Path) -> None:
+    Image.new("RGB", (4, 4)).save(tmp_path / "kept.png")
+    frames = [Image.new("P", (4, 4), colour) for colour in (1, 2)]
+    frames[0].save(tmp_path / "moving.gif", save_all=True, append_images=frames[1:])
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "more.TXT").write_text("x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / ".DS_Store").write_bytes(b"x")
+    (tmp_path / "sub" / "README").write_text("x")
+    with pytest.warns(UserWarning) as caught:
+        paths = list_images(tmp_path)
+    assert [p.name for p in paths] == ["kept.png"]
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1
+    assert "ignored 5 non-image file(s)" in messages[0] and str(tmp_path) in messages[0]
+    assert "1 .DS_Store, 1 .gif, 2 .txt, 1 no extension" in messages[0]
+
+
 def test_labels_come_from_the_first_folder_level(class_folders: Path) -> None:
     folder = ImageFolder.scan(class_folders)
 

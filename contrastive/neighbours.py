@@ -1,0 +1,160 @@
+"""Exact nearest-neighbour search in memory-bounded chunks, with deterministic ties.
+
+The one neighbour search of the package: the kNN evaluator, exploration (neighbours,
+duplicates, outliers, leave-one-out kNN) and curation all call :func:`top_k`.
+
+Queries are processed in row chunks so that one chunk's ``(chunk, keys)`` score block stays
+under :data:`BLOCK_ELEMENTS` floats; nothing builds the whole query x key matrix.
+
+Ties are broken by key index, whatever the chunking, thread count or BLAS: a matrix product
+may round the same dot product differently depending on the block shape it runs in, so two
+identical keys can come out a last bit apart and swap places from one machine to the next.
+Candidates whose scores lie within :data:`TIE_TOLERANCE` of a neighbour's are therefore
+scored again, one pair at a time, in float64 (products of float32 numbers are exact there
+and the sum runs in one fixed order), and the final order is (score descending, index
+ascending). The rare row where the tie reaches past the candidates is scored whole in
+float64.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from contrastive.errors import ContrastiveError
+
+#: Largest score block computed at once, in float32 elements (128 MiB).
+BLOCK_ELEMENTS = 1 << 25
+
+#: Scores closer than this (relative to the largest absolute score of the row, at least 1)
+#: count as possibly tied and are recomputed exactly. Rounding of a float32 matrix product
+#: of unit vectors stays orders of magnitude below it.
+TIE_TOLERANCE = 1e-5
+
+#: Candidates kept beyond ``k`` so that a tie at the k-th place is seen whole.
+_EXTRA_CANDIDATES = 8
+
+
+def top_k(
+    queries: Tensor,
+    keys: Tensor,
+    k: int,
+    key_bias: Tensor | None = None,
+    exclude: Tensor | None = None,
+    chunk_rows: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The ``k`` keys of largest score ``queries @ keys.T + key_bias`` for each query.
+
+    Cosine similarity is the score of L2-normalised rows; negative squared Euclidean
+    distance up to a per-query constant is ``(2 * queries) @ keys.T - |keys|^2``.
+
+    Args:
+        queries: ``(Q, D)`` float tensor.
+        keys: ``(N, D)`` float tensor.
+        k: Neighbours per query, in ``[1, N]`` (``[1, N - 1]`` with ``exclude``).
+        key_bias: Optional ``(N,)`` term added to every score of a key.
+        exclude: Optional ``(Q,)`` int64 key index never returned for each query (the
+            query itself when queries are rows of ``keys``).
+        chunk_rows: Queries per block; by default blocks stay under :data:`BLOCK_ELEMENTS`.
+
+    Returns:
+        ``(indices, scores)``: ``(Q, k)`` int64 key indices and their ``(Q, k)`` float32
+        scores, ordered by score descending, then by key index ascending.
+
+    Raises:
+        ContrastiveError: If ``k`` is out of range or the widths differ.
+    """
+    if queries.ndim != 2 or keys.ndim != 2 or queries.shape[1] != keys.shape[1]:
+        raise ContrastiveError(
+            f"queries {tuple(queries.shape)} and keys {tuple(keys.shape)} must be 2-D "
+            "with the same number of dimensions (columns)"
+        )
+    available = keys.shape[0] - (1 if exclude is not None else 0)
+    if not 1 <= k <= available:
+        raise ContrastiveError(f"k must be between 1 and {available} (the keys available), got {k}")
+    queries, keys = queries.float(), keys.float()
+    bias = None if key_bias is None else key_bias.float()
+    keys_t = keys.T.contiguous()
+    candidates = min(k + _EXTRA_CANDIDATES, available)
+    rows = chunk_rows or max(1, BLOCK_ELEMENTS // max(1, keys.shape[0]))
+    indices = torch.empty(queries.shape[0], k, dtype=torch.long, device=queries.device)
+    scores = torch.empty(queries.shape[0], k, dtype=torch.float32, device=queries.device)
+    for start in range(0, queries.shape[0], rows):
+        chunk = slice(start, min(start + rows, queries.shape[0]))
+        block = queries[chunk] @ keys_t
+        if bias is not None:
+            block += bias
+        if exclude is not None:
+            block[torch.arange(block.shape[0], device=block.device), exclude[chunk]] = -torch.inf
+        top_scores, top_indices = block.topk(candidates, dim=1)
+        del block
+        top_indices, top_scores = _settle_ties(
+            queries[chunk], keys, bias, exclude, chunk, top_indices, top_scores, k
+        )
+        indices[chunk], scores[chunk] = top_indices[:, :k], top_scores[:, :k].float()
+    return indices, scores
+
+
+def _settle_ties(
+    queries: Tensor,
+    keys: Tensor,
+    bias: Tensor | None,
+    exclude: Tensor | None,
+    chunk: slice,
+    indices: Tensor,
+    scores: Tensor,
+    k: int,
+) -> tuple[Tensor, Tensor]:
+    """Rescores near-tied candidates exactly and orders by (score desc, index asc)."""
+    scores = scores.double()
+    indices, scores = _order(indices, scores)
+    scale = scores.abs().amax(dim=1, keepdim=True).clamp_min(1.0)
+    close = (scores[:, :-1] - scores[:, 1:]) <= TIE_TOLERANCE * scale
+    if close.any():
+        tied = torch.zeros_like(close[:, :1]).expand(-1, scores.shape[1]).clone()
+        tied[:, :-1] |= close
+        tied[:, 1:] |= close
+        rows, columns = tied.nonzero(as_tuple=True)
+        picked = indices[rows, columns]
+        scores[rows, columns] = _exact_scores(queries[rows], keys[picked], bias, picked)
+        indices, scores = _order(indices, scores)
+        # A tie reaching from the k-th to the last candidate may continue past the candidates.
+        last = scores.shape[1] - 1
+        spill = (scores[:, k - 1] - scores[:, last]) <= TIE_TOLERANCE * scale[:, 0]
+        available = keys.shape[0] - (1 if exclude is not None else 0)
+        if last + 1 < available:
+            for row in spill.nonzero().flatten().tolist():
+                indices[row, :k], scores[row, :k] = _whole_row(
+                    queries[row], keys, bias, None if exclude is None else exclude[chunk][row], k
+                )
+    return indices, scores
+
+
+def _order(indices: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
+    """Sorts each row by index, then stably by score descending."""
+    by_index = indices.argsort(dim=1)
+    indices, scores = indices.gather(1, by_index), scores.gather(1, by_index)
+    by_score = scores.argsort(dim=1, descending=True, stable=True)
+    return indices.gather(1, by_score), scores.gather(1, by_score)
+
+
+def _exact_scores(
+    queries: Tensor, keys: Tensor, bias: Tensor | None, key_indices: Tensor
+) -> Tensor:
+    """Row-wise dot products in float64 (exact products, one summation order)."""
+    exact = (queries.double() * keys.double()).sum(dim=1)
+    if bias is not None:
+        exact += bias[key_indices].double()
+    return exact
+
+
+def _whole_row(
+    query: Tensor, keys: Tensor, bias: Tensor | None, excluded: Tensor | None, k: int
+) -> tuple[Tensor, Tensor]:
+    """The exact top ``k`` of one query against every key, ties by index."""
+    every = torch.arange(keys.shape[0], device=keys.device)
+    exact = _exact_scores(query.expand_as(keys), keys, bias, every)
+    if excluded is not None:
+        exact[excluded] = -torch.inf
+    order = exact.argsort(descending=True, stable=True)[:k]
+    return order, exact[order]

@@ -1,0 +1,115 @@
+"""The one neighbour search: exact answers, ties by index whatever the chunking or threads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from contrastive.errors import ContrastiveError
+from contrastive.neighbours import _settle_ties, top_k
+
+
+def reference_top_k(
+    queries: torch.Tensor, keys: torch.Tensor, k: int, bias: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float64 scores of every pair, sorted by (score descending, index ascending)."""
+    scores = queries.double() @ keys.double().T
+    if bias is not None:
+        scores += bias.double()
+    order = scores.argsort(dim=1, descending=True, stable=True)[:, :k]
+    return order, scores.gather(1, order)
+
+
+def keys_with_copies(seed: int = 0) -> torch.Tensor:
+    """60 unit keys where 10 and 35 copy key 3, and 50 copies key 20, bit for bit."""
+    generator = torch.Generator().manual_seed(seed)
+    keys = F.normalize(torch.randn(60, 16, generator=generator), dim=1)
+    keys[10] = keys[3]
+    keys[35] = keys[3]
+    keys[50] = keys[20]
+    return keys
+
+
+def test_matches_a_float64_reference_on_untied_data() -> None:
+    generator = torch.Generator().manual_seed(1)
+    queries, keys = (
+        torch.randn(37, 24, generator=generator),
+        torch.randn(500, 24, generator=generator),
+    )
+    indices, scores = top_k(queries, keys, k=9)
+    expected_indices, expected_scores = reference_top_k(queries, keys, 9)
+    assert torch.equal(indices, expected_indices)
+    torch.testing.assert_close(scores.double(), expected_scores, rtol=1e-5, atol=1e-5)
+    assert scores.dtype == torch.float32 and indices.dtype == torch.long
+
+
+def test_identical_keys_come_in_index_order() -> None:
+    keys = keys_with_copies()
+    indices, scores = top_k(keys[[3, 20]], keys, k=4)
+    assert indices[0, :3].tolist() == [3, 10, 35]
+    assert indices[1, :2].tolist() == [20, 50]
+    assert scores[0, 0] == scores[0, 1] == scores[0, 2]
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 3, 7, 60])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_chunking_and_threads_give_the_same_answer(chunk_rows: int, threads: int) -> None:
+    keys = keys_with_copies()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        indices, scores = top_k(keys, keys, k=5, exclude=torch.arange(60), chunk_rows=chunk_rows)
+    finally:
+        torch.set_num_threads(before)
+    expected, expected_scores = reference_top_k(keys, keys, 6)
+    # Without the query itself, in the reference's (score, index) order.
+    for row in range(60):
+        kept = [int(i) for i in expected[row] if int(i) != row][:5]
+        assert indices[row].tolist() == kept, f"row {row}"
+    assert indices[3, :2].tolist() == [10, 35] and indices[10, :2].tolist() == [3, 35]
+    assert indices[50, 0] == 20 and indices[20, 0] == 50
+    assert not (indices == torch.arange(60)[:, None]).any()
+    assert torch.isfinite(scores).all() and expected_scores.shape == (60, 6)
+
+
+def test_a_tie_wider_than_the_candidates_still_takes_the_lowest_indices() -> None:
+    # 30 copies of one key, more than k plus the spare candidates: the k lowest win.
+    base = F.normalize(torch.randn(1, 8, generator=torch.Generator().manual_seed(2)), dim=1)
+    others = F.normalize(torch.randn(20, 8, generator=torch.Generator().manual_seed(3)), dim=1)
+    keys = torch.cat([others[:10], base.expand(30, -1), others[10:]])
+    order = torch.randperm(len(keys), generator=torch.Generator().manual_seed(4))
+    shuffled = keys[order]
+    copies = sorted(int(i) for i in torch.nonzero(order.ge(10) & order.lt(40)).flatten())
+    indices, _ = top_k(base, shuffled, k=5, chunk_rows=1)
+    assert indices[0].tolist() == copies[:5]
+
+
+def test_key_bias_gives_euclidean_neighbours() -> None:
+    generator = torch.Generator().manual_seed(5)
+    queries, keys = torch.randn(11, 6, generator=generator), torch.randn(90, 6, generator=generator)
+    indices, _ = top_k(2 * queries, keys, k=4, key_bias=-(keys * keys).sum(dim=1))
+    expected = torch.cdist(queries.double(), keys.double()).argsort(dim=1, stable=True)[:, :4]
+    assert torch.equal(indices, expected)
+
+
+def test_bad_k_and_widths_are_one_line_errors() -> None:
+    keys = torch.eye(3)
+    with pytest.raises(ContrastiveError, match="k must be between 1 and 2"):
+        top_k(keys[:1], keys, k=3, exclude=torch.tensor([0]))
+    with pytest.raises(ContrastiveError, match="k must be between 1 and 3"):
+        top_k(keys[:1], keys, k=0)
+    with pytest.raises(ContrastiveError, match="same number of dimensions"):
+        top_k(torch.ones(1, 2), keys, k=1)
+
+
+def test_scores_a_last_bit_apart_are_rescored_and_ordered_by_index() -> None:
+    # What a BLAS may hand over for identical keys: the same score, a rounding apart.
+    keys = keys_with_copies()
+    query = keys[3:4]
+    candidates = torch.tensor([[35, 10, 3, 7]])
+    exact = (query.double() @ keys[candidates[0]].double().T).float()
+    jittered = exact + torch.tensor([[3e-7, 2e-7, 0.0, 0.0]])
+    indices, scores = _settle_ties(query, keys, None, None, slice(0, 1), candidates, jittered, 3)
+    assert indices[0, :3].tolist() == [3, 10, 35]
+    assert scores[0, 0] == scores[0, 1] == scores[0, 2]
