@@ -4,15 +4,120 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Callable
+from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import TQDMProgressBar
 
+from contrastive.training.budget import FillTimeBudget
+
 log = logging.getLogger(__name__)
+
+#: Runs expected to take longer than this get the one-line alternative printed.
+LONG_RUN_SECONDS = 30 * 60
+
+
+def format_duration(seconds: float) -> str:
+    """``"7 h 52 min"``, ``"12 min 5 s"`` or ``"40 s"``."""
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes} min"
+    if minutes:
+        return f"{minutes} min {secs} s"
+    return f"{secs} s"
+
+
+class DurationForecast(pl.Callback):
+    """Says how long a run without a time budget will take, once the step rate is known.
+
+    The first ``skip_steps`` steps (start-up, allocation, first-batch caching) are not
+    timed; after at least ``min_steps`` more steps and ``min_seconds``, the expected
+    duration of the whole run is logged once, with the images/s behind it, and where it is
+    longer than :data:`LONG_RUN_SECONDS` the shorter alternative. From then on
+    :attr:`seconds_left` feeds the progress line. Runs with a time budget
+    (:class:`FillTimeBudget`) already end on time and get no forecast.
+
+    Args:
+        skip_steps: Steps not timed.
+        min_steps: Timed steps needed before forecasting.
+        min_seconds: Timed seconds needed before forecasting.
+        clock: Seconds as a float (tests pass a simulated clock).
+    """
+
+    def __init__(
+        self,
+        skip_steps: int = 3,
+        min_steps: int = 10,
+        min_seconds: float = 5.0,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.skip_steps, self.min_steps, self.min_seconds = skip_steps, min_steps, min_seconds
+        self.clock = clock
+        self.started: tuple[int, float] | None = None
+        self.seconds_per_step: float | None = None
+        self.seconds_left: float | None = None
+        self.forecast: str | None = None
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
+    ) -> None:
+        if any(isinstance(callback, FillTimeBudget) for callback in trainer.callbacks):
+            return
+        step, now = trainer.global_step, self.clock()
+        if self.started is None:
+            if step >= self.skip_steps:
+                self.started = (step, now)
+            return
+        timed_steps, timed_seconds = step - self.started[0], now - self.started[1]
+        total = total_steps(trainer)
+        if total is None or timed_steps <= 0:
+            return
+        if self.seconds_per_step is None:
+            if timed_steps < self.min_steps or timed_seconds < self.min_seconds:
+                return
+            self.seconds_per_step = timed_seconds / timed_steps
+            self._announce(trainer, self.seconds_per_step, total)
+        else:
+            self.seconds_per_step = timed_seconds / timed_steps
+        self.seconds_left = max(0, total - step) * self.seconds_per_step
+
+    def _announce(self, trainer: pl.Trainer, seconds_per_step: float, total: int) -> None:
+        config = getattr(trainer.lightning_module, "config", None)
+        batch = getattr(config, "batch_size", None)
+        rate = f", {batch * trainer.world_size / seconds_per_step:,.0f} images/s" if batch else ""
+        expected = total * seconds_per_step
+        self.forecast = (
+            f"expected training time: {format_duration(expected)} ({total:,} steps at "
+            f"{seconds_per_step:.3g} s/step{rate} on this machine)"
+        )
+        if expected > LONG_RUN_SECONDS:
+            self.forecast += (
+                "; that is long here: stop with Ctrl-C (a checkpoint is kept) and try "
+                "`--time-budget 10m`, which plans a smaller setting that ends on time"
+            )
+        if trainer.is_global_zero:
+            log.info("%s", self.forecast)
+
+
+def total_steps(trainer: pl.Trainer) -> int | None:
+    """The steps the run will take: ``max_steps``, else epochs x batches per epoch."""
+    if trainer.max_steps and trainer.max_steps > 0:
+        return int(trainer.max_steps)
+    batches = trainer.num_training_batches
+    if trainer.max_epochs is None or not isinstance(batches, int) or batches <= 0:
+        return None
+    return int(trainer.max_epochs) * batches
 
 
 class EpochSummary(pl.Callback):
-    """Logs ``epoch N/M: loss, lr, images/s`` at the end of every epoch."""
+    """Logs ``epoch N/M: loss, lr, images/s, time left`` at the end of every epoch."""
+
+    def __init__(self, forecast: DurationForecast | None = None) -> None:
+        self.forecast = forecast
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         metrics = trainer.callback_metrics
@@ -26,6 +131,8 @@ class EpochSummary(pl.Callback):
             for name, value in metrics.items()
             if name.startswith("monitor/")
         ]
+        if self.forecast is not None and self.forecast.seconds_left is not None:
+            parts.append(f"about {format_duration(self.forecast.seconds_left)} left")
         log.info(
             "epoch %d/%d (step %d): %s",
             trainer.current_epoch + 1,
@@ -35,8 +142,26 @@ class EpochSummary(pl.Callback):
         )
 
 
+class ProgressBarWithTimeLeft(TQDMProgressBar):
+    """Lightning's bar, plus the whole run's time left (the bar itself counts one epoch)."""
+
+    def __init__(self, forecast: DurationForecast, refresh_rate: int = 1) -> None:
+        super().__init__(refresh_rate=refresh_rate)
+        self.forecast = forecast
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        if self.forecast.seconds_left is not None:
+            metrics["run left"] = format_duration(self.forecast.seconds_left)
+        return metrics
+
+
 def progress_callbacks() -> list[pl.Callback]:
-    """A progress bar (loss, lr, images/s) when attached to a terminal, else epoch lines."""
+    """A progress bar (loss, lr, images/s) when attached to a terminal, else epoch lines.
+
+    Both show the time left of a run without a budget (:class:`DurationForecast`).
+    """
+    forecast = DurationForecast()
     if sys.stderr.isatty():
-        return [TQDMProgressBar(refresh_rate=1)]
-    return [EpochSummary()]
+        return [forecast, ProgressBarWithTimeLeft(forecast)]
+    return [forecast, EpochSummary(forecast)]

@@ -1,0 +1,87 @@
+"""Duration forecast and time left, on a simulated clock and a stand-in trainer."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+import pytest
+
+from contrastive.training.budget import FillTimeBudget
+from contrastive.training.progress import DurationForecast, EpochSummary, format_duration
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def fake_trainer(max_steps: int = -1, epochs: int = 100, batches: int = 40) -> SimpleNamespace:
+    return SimpleNamespace(
+        global_step=0,
+        callbacks=[],
+        max_steps=max_steps,
+        max_epochs=epochs,
+        num_training_batches=batches,
+        world_size=1,
+        is_global_zero=True,
+        current_epoch=0,
+        callback_metrics={},
+        lightning_module=SimpleNamespace(config=SimpleNamespace(batch_size=128)),
+    )
+
+
+def run_steps(forecast: DurationForecast, trainer, clock: Clock, steps: int, seconds: float):
+    for _ in range(steps):
+        trainer.global_step += 1
+        clock.now += seconds
+        forecast.on_train_batch_end(trainer, trainer.lightning_module)
+
+
+def test_format_duration() -> None:
+    assert format_duration(40.4) == "40 s"
+    assert format_duration(725) == "12 min 5 s"
+    assert format_duration(7 * 3600 + 52 * 60 + 10) == "7 h 52 min"
+
+
+def test_long_run_is_forecast_once_with_rate_and_alternative(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock, trainer = Clock(), fake_trainer(epochs=100, batches=40)  # 4,000 steps
+    forecast = DurationForecast(skip_steps=3, min_steps=10, min_seconds=5.0, clock=clock)
+    with caplog.at_level(logging.INFO, logger="contrastive.training.progress"):
+        run_steps(forecast, trainer, clock, steps=3, seconds=9.0)  # start-up: not timed
+        run_steps(forecast, trainer, clock, steps=9, seconds=2.0)
+        assert forecast.forecast is None  # 9 timed steps: not yet
+        run_steps(forecast, trainer, clock, steps=30, seconds=2.0)
+    messages = [
+        r.getMessage() for r in caplog.records if "expected training time" in r.getMessage()
+    ]
+    assert len(messages) == 1
+    assert "2 h 13 min (4,000 steps at 2 s/step, 64 images/s" in messages[0]
+    assert "--time-budget 10m" in messages[0]
+    assert forecast.seconds_left == pytest.approx((4000 - 42) * 2.0)
+
+
+def test_short_run_gets_no_alternative_and_time_left_reaches_the_epoch_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock, trainer = Clock(), fake_trainer(max_steps=100)
+    forecast = DurationForecast(skip_steps=1, min_steps=5, min_seconds=1.0, clock=clock)
+    run_steps(forecast, trainer, clock, steps=20, seconds=0.5)
+    assert forecast.forecast is not None and "--time-budget" not in forecast.forecast
+    assert "50 s (100 steps at 0.5 s/step, 256 images/s" in forecast.forecast
+    with caplog.at_level(logging.INFO, logger="contrastive.training.progress"):
+        EpochSummary(forecast).on_train_epoch_end(trainer, trainer.lightning_module)
+    assert "about 40 s left" in caplog.records[-1].getMessage()
+
+
+def test_budget_runs_get_no_forecast() -> None:
+    clock, trainer = Clock(), fake_trainer()
+    trainer.callbacks.append(FillTimeBudget(deadline=100.0, clock=clock))
+    forecast = DurationForecast(skip_steps=0, min_steps=1, min_seconds=0.0, clock=clock)
+    run_steps(forecast, trainer, clock, steps=20, seconds=1.0)
+    assert forecast.forecast is None and forecast.seconds_left is None
