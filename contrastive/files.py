@@ -9,6 +9,7 @@ file where the previous good one was. A kill can leave the hidden temporary file
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -26,15 +27,23 @@ from contrastive.errors import ContrastiveError
 log = logging.getLogger(__name__)
 
 
-def _read_umask() -> int:
-    # The umask can only be read by setting it; done once at import, before any threads.
+@functools.cache
+def _file_mode() -> int:
+    """``0o666`` less the process umask: the mode ``open()`` would give a new file.
+
+    ``mkstemp`` creates files readable by the owner only; artefacts get the usual
+    permissions. Linux reports the umask in ``/proc``; elsewhere it can only be read by
+    setting it, which is done once, on the first write rather than at import.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     umask = os.umask(0o022)
     os.umask(umask)
-    return umask
-
-
-# ``mkstemp`` creates files readable by the owner only; artefacts get the usual permissions.
-_FILE_MODE = 0o666 & ~_read_umask()
+    return 0o666 & ~umask
 
 
 @contextlib.contextmanager
@@ -60,7 +69,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     temporary_path = Path(temporary)
     try:
         yield temporary_path
-        os.chmod(temporary_path, _FILE_MODE)
+        os.chmod(temporary_path, _file_mode())
         with open(temporary_path, "rb+") as written:
             os.fsync(written.fileno())
         os.replace(temporary_path, target_path)

@@ -255,3 +255,16 @@ def test_check_writable_dir_with_too_little_free_space(tmp_path: Path) -> None:
         r"need at least 1000000000.00 GB",
     ):
         check_writable_dir(tmp_path, min_free_bytes=10**18)
+
+
+def test_atomic_writes_get_the_mode_the_umask_allows(tmp_path: Path) -> None:
+    import contrastive.files as files
+
+    previous = os.umask(0o027)
+    files._file_mode.cache_clear()
+    try:
+        write_text_atomic(tmp_path / "report.txt", "x")
+    finally:
+        os.umask(previous)
+        files._file_mode.cache_clear()
+    assert (tmp_path / "report.txt").stat().st_mode & 0o777 == 0o640
