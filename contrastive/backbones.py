@@ -76,7 +76,7 @@ class BackboneConfig:
     """Which backbone to build.
 
     Attributes:
-        name: One of :data:`BACKBONES`.
+        name: The network, a key of :data:`BACKBONES`.
         small_image_stem: Replace the 7x7/2 stem and max-pool by a 3x3/1 conv, as is
             usual for 32-64 px inputs (CIFAR); costs ~16x the FLOPs at the same input size.
     """

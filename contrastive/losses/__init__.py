@@ -21,8 +21,10 @@ class LossConfig:
     Attributes:
         name: ``ntxent`` (Lightly's ``NTXentLoss``) or ``distance``
             (:class:`DistanceContrastiveLoss`).
-        temperature: Softmax temperature; ``None`` picks the method's usual value.
-        distance: For ``distance``: ``cosine``, ``euclidean`` or ``squared_euclidean``.
+        temperature: Softmax temperature; ``None``: the method's usual value (SimCLR 0.5,
+            MoCo 0.2).
+        distance: Distance of the ``distance`` loss: ``cosine``, ``euclidean`` or
+            ``squared_euclidean``.
     """
 
     name: str = "ntxent"

@@ -12,7 +12,7 @@ class MethodConfig:
     """Which method, and its parameters.
 
     Attributes:
-        name: A key of :data:`contrastive.methods.METHODS` (``simclr`` or ``moco``).
+        name: The method, a key of :data:`contrastive.methods.METHODS`: ``simclr`` or ``moco``.
         projection_hidden_dim: Hidden width of the projection head (``None``: the
             backbone's feature width).
         projection_output_dim: Output width of the projection head.

@@ -90,7 +90,7 @@ class TrainConfig:
         monitor_every_n_epochs: How often the online kNN monitor runs.
         sync_batchnorm: Synchronise batch-norm statistics across processes (DDP).
         max_bad_fraction: Fail when more than this fraction of images cannot be decoded.
-        view_pipeline: ``batched`` (default): views made per batch by tensor operations on
+        view_pipeline: ``batched``: views made per batch by tensor operations on
             the training device from decoded uint8 images; ``per_image``: the classic
             torchvision/PIL pipeline in DataLoader workers.
         cache_images: Decode every image once into a memory-mapped uint8 cache reused by
