@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
 import torchvision
 from torch import nn
 
@@ -43,19 +42,6 @@ def _narrow_resnet(base_width: int, layers: list[int]) -> torchvision.models.Res
     return model
 
 
-def _pooled_stem(model: torchvision.models.ResNet) -> torchvision.models.ResNet:
-    """A 3x3 stride-1 stem conv that keeps the max-pool: 32 px enters layer1 at 16 px.
-
-    Between the ImageNet stem (32 -> 8 px, too coarse for CIFAR) and the small-image stem
-    (32 -> 32 px, 16x the FLOPs); with half width it costs about the ImageNet-stem
-    ResNet-18's FLOPs at 32 px.
-    """
-    width = model.conv1.out_channels
-    model.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
-    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
-    return model
-
-
 _BUILDERS: dict[str, Callable[[], nn.Module]] = {
     "resnet18": lambda: torchvision.models.resnet18(weights=None),
     "resnet34": lambda: torchvision.models.resnet34(weights=None),
@@ -63,9 +49,6 @@ _BUILDERS: dict[str, Callable[[], nn.Module]] = {
     # Narrower ResNet-18s for small CPU budgets: same depth, fewer channels.
     "resnet18_half": lambda: _narrow_resnet(32, [2, 2, 2, 2]),
     "resnet18_quarter": lambda: _narrow_resnet(16, [2, 2, 2, 2]),
-    # CPU-budget variants for 32-64 px images: 3x3 stride-1 stem conv, max-pool kept.
-    "resnet18_pooled": lambda: _pooled_stem(torchvision.models.resnet18(weights=None)),
-    "resnet18_half_pooled": lambda: _pooled_stem(_narrow_resnet(32, [2, 2, 2, 2])),
 }
 
 BACKBONES = tuple(_BUILDERS)
@@ -113,13 +96,3 @@ def build_backbone(config: BackboneConfig) -> tuple[nn.Module, int]:
     feature_dim = model.fc.in_features
     model.fc = nn.Identity()
     return model, feature_dim
-
-
-def feature_dim_of(model: nn.Module, input_size: int = 32) -> int:
-    """Measures the output width of a backbone with one dummy forward pass."""
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        width = model(torch.zeros(1, 3, input_size, input_size)).shape[1]
-    model.train(was_training)
-    return int(width)
