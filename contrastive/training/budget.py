@@ -22,8 +22,11 @@ from dataclasses import dataclass
 
 import pytorch_lightning as pl
 import torch
+from lightly.utils.scheduler import CosineWarmupScheduler
 
 from contrastive.errors import ContrastiveError
+from contrastive.training.lightning_compat import set_step_limit
+from contrastive.training.optim import stretch_schedule
 
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}
 log = logging.getLogger(__name__)
@@ -130,7 +133,7 @@ class FillTimeBudget(pl.Callback):
             # The first step pays one-off costs (allocations, kernel choice): not counted.
             self._window = (step, now)
             return
-        total = trainer.fit_loop.epoch_loop.max_steps
+        total = trainer.max_steps
         window_step, window_time = self._window
         if (
             self._next >= len(self.fractions)
@@ -164,16 +167,10 @@ def set_total_steps(trainer: pl.Trainer, total_steps: int) -> None:
     The learning rate jumps a little if this happens mid-run; early in a run (where
     :class:`FillTimeBudget` re-plans) the jump is small next to the gain of using the budget.
     """
-    trainer.fit_loop.epoch_loop.max_steps = total_steps
-    per_epoch = max(int(trainer.num_training_batches), 1)
-    trainer.fit_loop.max_epochs = max(1, math.ceil(total_steps / per_epoch))
+    set_step_limit(trainer, total_steps, int(trainer.num_training_batches))
     for scheduler_config in trainer.lr_scheduler_configs:
-        scheduler = scheduler_config.scheduler
-        if hasattr(scheduler, "max_epochs"):  # Lightly's CosineWarmupScheduler
-            # The warm-up keeps its share of the run.
-            share = scheduler.warmup_epochs / max(scheduler.max_epochs, 1)
-            scheduler.warmup_epochs = int(round(share * total_steps))
-            scheduler.max_epochs = total_steps
+        if isinstance(scheduler_config.scheduler, CosineWarmupScheduler):
+            stretch_schedule(scheduler_config.scheduler, total_steps)
 
 
 def measure_seconds_per_step(

@@ -34,8 +34,21 @@ class KeepMetricsHistory(pl.Callback):
             return
         # Logged steps count finished optimiser steps from 0, like ``global_step``.
         kept = [row for row in rows if _step(row) < trainer.global_step]
-        # Rows not yet written: the logger's next save writes them, with the new ones.
-        trainer.logger.experiment.metrics[:0] = kept
+        # Nothing is logged before training starts, so these rows come first; the logger's
+        # next save writes them with the new ones.
+        for row in kept:
+            values = {key: _number(value) for key, value in row.items() if key != "step" and value}
+            trainer.logger.log_metrics(values, step=int(_step(row)))
+
+
+def _number(text: str) -> float | int | str:
+    """The value a CSV cell was written from, so that it is written back unchanged."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _step(row: dict[str, str]) -> float:

@@ -41,3 +41,14 @@ def build_scheduler(
     return CosineWarmupScheduler(
         optimizer, warmup_epochs=warmup_steps, max_epochs=max(total_steps, 1)
     )
+
+
+def stretch_schedule(scheduler: CosineWarmupScheduler, total_steps: int) -> None:
+    """Makes ``scheduler`` end at ``total_steps``; the warm-up keeps its share of the run.
+
+    Lightly's scheduler reads its public ``warmup_epochs`` and ``max_epochs`` (steps here) at
+    every step, so the change applies from the next step on.
+    """
+    share = scheduler.warmup_epochs / max(scheduler.max_epochs, 1)
+    scheduler.warmup_epochs = int(round(share * total_steps))
+    scheduler.max_epochs = max(total_steps, 1)

@@ -16,6 +16,7 @@ from typing import Any
 import pytorch_lightning as pl
 
 from contrastive.data.cache import CachedImageLoader
+from contrastive.training.lightning_compat import batches_done_this_epoch
 
 CHECKPOINT_KEY = "loader_position"
 
@@ -80,7 +81,7 @@ class LoaderPosition(pl.Callback):
     ) -> None:
         epoch = trainer.current_epoch
         # Batches of this epoch whose optimiser step is done: the resumed run starts after them.
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        done = batches_done_this_epoch(trainer)
         if done >= len(self.loader):
             epoch, done = epoch + 1, 0
         checkpoint[CHECKPOINT_KEY] = {"epoch": epoch, "batch": done}

@@ -46,6 +46,7 @@ from contrastive.training.collapse import CollapseMonitor
 from contrastive.training.config import TrainConfig, dump_config, load_config_file
 from contrastive.training.data import batched_loader, per_image_loader
 from contrastive.training.interrupt import GracefulInterrupt
+from contrastive.training.lightning_compat import set_step_limit
 from contrastive.training.metrics_history import KeepMetricsHistory
 from contrastive.training.module import ContrastiveModule
 from contrastive.training.progress import progress_callbacks
@@ -180,9 +181,6 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
             deadline=started + parse_duration(config.time_budget), on_replan=record_replan
         )
         trainer.callbacks.append(replanner)
-    if config.max_steps is not None:
-        trainer.fit_loop.epoch_loop.max_steps = config.max_steps
-        trainer.fit_loop.max_epochs = max(1, math.ceil(config.max_steps / steps))
     if checkpoint is not None:
         trainer.callbacks.append(KeepMetricsHistory(run_dir / "metrics.csv"))
     interrupt = GracefulInterrupt(
@@ -196,7 +194,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
             module, train_dataloaders=loader, ckpt_path=str(checkpoint) if checkpoint else None
         )
     module.to("cpu")
-    final_steps = trainer.fit_loop.epoch_loop.max_steps
+    final_steps = trainer.max_steps
     if config.max_steps is not None and final_steps != config.max_steps:  # re-planned
         config = config.with_overrides(
             max_steps=final_steps, epochs=max(1, math.ceil(final_steps / steps))
@@ -223,7 +221,8 @@ def _plan_for_budget(
     steps_per_epoch: int,
     started: float,
 ) -> TrainConfig:
-    """Measures the step time and returns the config with the steps that fill the budget."""
+    """Measures the step time, sets ``trainer``'s end and returns the config with the steps
+    that fill the budget."""
     budget = parse_duration(config.time_budget or 0)
     per_step = measure_seconds_per_step(
         module, loader, str(trainer.precision), trainer.strategy.root_device
@@ -238,6 +237,8 @@ def _plan_for_budget(
         steps_per_epoch,
     )
     planned = config.with_overrides(max_steps=plan.max_steps, epochs=plan.epochs)
+    # The Trainer runs the step probe, so it exists before the plan: move its end there.
+    set_step_limit(trainer, plan.max_steps, steps_per_epoch)
     _write_config(config.run_dir / "config.yaml", planned)
     return planned
 
@@ -304,9 +305,13 @@ def _build_trainer(config: TrainConfig, steps_per_epoch: int) -> pl.Trainer:
                 every_n_epochs=config.monitor_every_n_epochs,
             )
         )
+    max_epochs = config.epochs
+    if config.max_steps is not None:  # a step limit ends training in the epoch that holds it
+        max_epochs = max(1, math.ceil(config.max_steps / steps_per_epoch))
     return pl.Trainer(
         default_root_dir=run_dir,
-        max_epochs=config.epochs,
+        max_epochs=max_epochs,
+        max_steps=config.max_steps if config.max_steps is not None else -1,
         accelerator=config.accelerator,
         devices=config.devices,
         num_nodes=config.num_nodes,

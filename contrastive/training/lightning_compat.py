@@ -1,0 +1,77 @@
+"""The Lightning internals training relies on, in one place.
+
+Lightning has no public API for two things training needs:
+
+* moving the end of a run while ``fit`` runs (:class:`~contrastive.training.budget.FillTimeBudget`
+  re-plans the steps that fit a time budget): ``Trainer(max_steps=...)`` is read-only after
+  construction, so the fit loop's ``max_steps`` and ``max_epochs`` are set directly;
+* how many batches of the current epoch have finished their optimiser step, which a checkpoint
+  saved mid-epoch stores so a resumed run starts at the next batch
+  (:class:`~contrastive.training.resumable.LoaderPosition`).
+
+Everything else uses public API (``trainer.max_steps``, ``CSVLogger.log_metrics``, callbacks).
+``tests/training/test_lightning_contract.py`` checks every path in :data:`INTERNALS` against
+the installed Lightning, so an upgrade that moves one fails there, naming the attribute.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+
+from contrastive.errors import ContrastiveError
+
+#: Each private attribute path (from the ``Trainer``) this module reads or writes.
+INTERNALS = (
+    "fit_loop.epoch_loop.max_steps",
+    "fit_loop.max_epochs",
+    "fit_loop.epoch_loop.batch_progress.current.processed",
+)
+
+
+def set_step_limit(trainer: pl.Trainer, max_steps: int, steps_per_epoch: int) -> None:
+    """Ends training after ``max_steps`` optimiser steps; takes effect also during ``fit``.
+
+    ``max_epochs`` follows, so that a longer run is not cut at the old last epoch.
+
+    Args:
+        trainer: The trainer, before or during ``fit``.
+        max_steps: Total optimiser steps of the run.
+        steps_per_epoch: Optimiser steps in one epoch.
+    """
+    _parent(trainer, "fit_loop.epoch_loop.max_steps").max_steps = max_steps
+    epochs = max(1, math.ceil(max_steps / max(steps_per_epoch, 1)))
+    _parent(trainer, "fit_loop.max_epochs").max_epochs = epochs
+
+
+def batches_done_this_epoch(trainer: pl.Trainer) -> int:
+    """Batches of the current epoch whose optimiser step is complete (also after a resume)."""
+    return int(_resolve(trainer, "fit_loop.epoch_loop.batch_progress.current.processed"))
+
+
+def _parent(trainer: pl.Trainer, path: str) -> Any:
+    """The object holding the last attribute of ``path``, checked to have it."""
+    parent_path, _, name = path.rpartition(".")
+    parent = _resolve(trainer, parent_path)
+    if not hasattr(parent, name):
+        raise _missing(path)
+    return parent
+
+
+def _resolve(trainer: pl.Trainer, path: str) -> Any:
+    try:
+        return functools.reduce(getattr, path.split("."), trainer)
+    except AttributeError:
+        raise _missing(path) from None
+
+
+def _missing(path: str) -> ContrastiveError:
+    # A Lightning the project was not tested with: the user can fix it by installing the pin.
+    return ContrastiveError(
+        f"pytorch-lightning {pl.__version__} has no Trainer.{path}, which "
+        "contrastive/training/lightning_compat.py relies on; install the version pinned in "
+        ".ci/constraints.txt or adapt that module"
+    )
