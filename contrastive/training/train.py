@@ -116,8 +116,25 @@ def _remove_partial_writes(run_dir: Path) -> None:
             partial.unlink(missing_ok=True)
 
 
+@dataclass
+class _Run:
+    """What :func:`train` builds before fitting: the pieces Lightning wires together."""
+
+    config: TrainConfig
+    checkpoint: Path | None
+    paths: list[Path]
+    skipped: dict
+    steps_per_epoch: int
+    trainer: pl.Trainer
+    loader: Iterable
+    decode_failures: dict
+    module: ContrastiveModule
+
+
 def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     """Trains an encoder on ``config.data`` and writes the run directory ``config.out``.
+
+    Plan (resume, inputs), build (trainer, data, module), plan the budget, fit, export.
 
     Args:
         config: The run's configuration.
@@ -135,6 +152,29 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     """
     started = time.perf_counter()
     config, checkpoint = resolve_resume(config, resume)
+    run = _build(config, checkpoint, *_checked_inputs(config))
+    budgeted = config.time_budget is not None and config.max_steps is None
+    if budgeted:
+        run.config = _plan_for_budget(run, started)
+    _write_config(run.config)
+    try:
+        _fit(run, started if budgeted else None)
+    finally:
+        if budgeted and run.trainer.is_global_zero:
+            # The budget plan is final once training stops (re-planned, or interrupted):
+            # recorded so that --resume continues the same schedule.
+            run.config = _with_steps(run.config, run.trainer.max_steps, run.steps_per_epoch)
+            _write_config(run.config)
+    return _export(run)
+
+
+def _checked_inputs(config: TrainConfig) -> tuple[list[Path], dict, int]:
+    """Scans and checks the data and the run folder before anything is built.
+
+    Returns:
+        ``(paths, skipped, steps_per_epoch)``: readable images, the unreadable ones with
+        their reasons, and optimiser steps per epoch.
+    """
     folder = ImageFolder.scan(config.data)
     world = _expected_world_size(config)
     if config.batch_size * world > len(folder):
@@ -143,15 +183,22 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
             f"is larger than the data set ({len(folder)} images in {folder.root}); "
             f"use --batch-size {max(2, len(folder) // world)} or less"
         )
-    run_dir = config.run_dir
-    check_writable_dir(run_dir, min_free_bytes=MIN_FREE_BYTES)
+    check_writable_dir(config.run_dir, min_free_bytes=MIN_FREE_BYTES)
     paths, skipped = check_readable(folder.paths, config.max_bad_fraction)
     log.info("training on %d images from %s", len(paths), folder.root)
-    _write_config(run_dir / "config.yaml", config)
+    return paths, skipped, max(1, len(paths) // (config.batch_size * world))
 
+
+def _build(
+    config: TrainConfig,
+    checkpoint: Path | None,
+    paths: list[Path],
+    skipped: dict,
+    steps_per_epoch: int,
+) -> _Run:
+    """The trainer (with its callbacks), the data loader and the module, seeded."""
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    steps = max(1, len(paths) // (config.batch_size * world))
-    trainer = _build_trainer(config, steps)
+    trainer = _build_trainer(config, steps_per_epoch)
     _check_sync_batchnorm(config, trainer)
     if config.view_pipeline == "batched":
         loader, decode_failures = batched_loader(
@@ -164,86 +211,90 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     else:
         loader, decode_failures, view_maker = per_image_loader(paths, config), {}, None
     module = ContrastiveModule(config.to_dict(), view_maker=view_maker)
-    if config.time_budget is not None and config.max_steps is None:
-        config = _plan_for_budget(config, module, loader, trainer, steps, started)
-        pl.seed_everything(config.seed, workers=True, verbose=False)
-        module = ContrastiveModule(config.to_dict(), view_maker=view_maker)
-        planned = config
-
-        def record_replan(total_steps: int) -> None:
-            epochs = max(1, math.ceil(total_steps / steps))
-            _write_config(
-                run_dir / "config.yaml",
-                planned.with_overrides(max_steps=total_steps, epochs=epochs),
-            )
-
-        replanner = FillTimeBudget(
-            deadline=started + parse_duration(config.time_budget), on_replan=record_replan
-        )
-        trainer.callbacks.append(replanner)
     if checkpoint is not None:
-        trainer.callbacks.append(KeepMetricsHistory(run_dir / "metrics.csv"))
+        trainer.callbacks.append(KeepMetricsHistory(config.run_dir / "metrics.csv"))
+    return _Run(
+        config,
+        checkpoint,
+        paths,
+        skipped,
+        steps_per_epoch,
+        trainer,
+        loader,
+        decode_failures,
+        module,
+    )
+
+
+def _fit(run: _Run, budget_started: float | None) -> None:
+    """Runs ``trainer.fit``; a budget run re-plans its end as it goes (:class:`FillTimeBudget`)."""
+    trainer = run.trainer
+    if budget_started is not None:
+        deadline = budget_started + parse_duration(run.config.time_budget or 0)
+        trainer.callbacks.append(FillTimeBudget(deadline=deadline))
     interrupt = GracefulInterrupt(
-        run_dir / LAST_CHECKPOINT, resume_hint=f"contrastive train --resume --out {run_dir}"
+        run.config.run_dir / LAST_CHECKPOINT,
+        resume_hint=f"contrastive train --resume --out {run.config.run_dir}",
     )
     trainer.callbacks.append(interrupt)
     with warnings.catch_warnings(), interrupt.stopping_cleanly():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*The number of training batches.*")
         trainer.fit(
-            module, train_dataloaders=loader, ckpt_path=str(checkpoint) if checkpoint else None
+            run.module,
+            train_dataloaders=run.loader,
+            ckpt_path=str(run.checkpoint) if run.checkpoint else None,
         )
-    module.to("cpu")
-    final_steps = trainer.max_steps
-    if config.max_steps is not None and final_steps != config.max_steps:  # re-planned
-        config = config.with_overrides(
-            max_steps=final_steps, epochs=max(1, math.ceil(final_steps / steps))
-        )
+
+
+def _export(run: _Run) -> TrainResult:
+    """Writes ``backbone.pt`` and ``skipped_files.txt`` (one process) and returns the result."""
+    module, run_dir = run.module.to("cpu"), run.config.run_dir
     # Every DDP process ends here with the same weights; one writes them.
-    if trainer.is_global_zero:
+    if run.trainer.is_global_zero:
         save_torch_file(
             module.backbone.state_dict(), run_dir / "backbone.pt", what="backbone weights"
         )
         # Files that passed the quick header check but failed to decode (main process only).
-        dataset = getattr(loader, "dataset", None)
+        dataset = getattr(run.loader, "dataset", None)
         late = {
             path: "failed to decode during training" for path in getattr(dataset, "skipped", ())
         }
-        _write_skipped(run_dir, {**skipped, **decode_failures, **late})
-    return TrainResult(run_dir=run_dir, module=module, config=config, num_images=len(paths))
+        _write_skipped(run_dir, {**run.skipped, **run.decode_failures, **late})
+    return TrainResult(run_dir=run_dir, module=module, config=run.config, num_images=len(run.paths))
 
 
-def _plan_for_budget(
-    config: TrainConfig,
-    module: ContrastiveModule,
-    loader: Iterable,
-    trainer: pl.Trainer,
-    steps_per_epoch: int,
-    started: float,
-) -> TrainConfig:
-    """Measures the step time, sets ``trainer``'s end and returns the config with the steps
-    that fill the budget."""
+def _with_steps(config: TrainConfig, max_steps: int, steps_per_epoch: int) -> TrainConfig:
+    return config.with_overrides(
+        max_steps=max_steps, epochs=max(1, math.ceil(max_steps / steps_per_epoch))
+    )
+
+
+def _plan_for_budget(run: _Run, started: float) -> TrainConfig:
+    """Measures the step time on a copy of the module and moves the trainer's end to the
+    steps that fill what is left of the budget; returns the config with those steps."""
+    config, trainer = run.config, run.trainer
     budget = parse_duration(config.time_budget or 0)
     per_step = measure_seconds_per_step(
-        module, loader, str(trainer.precision), trainer.strategy.root_device
+        run.module, run.loader, str(trainer.precision), trainer.strategy.root_device
     )
-    plan = plan_budget(budget - (time.perf_counter() - started), per_step, steps_per_epoch)
+    plan = plan_budget(budget - (time.perf_counter() - started), per_step, run.steps_per_epoch)
     log.info(
         "time budget %s: %.3f s/step -> %d steps (%d epochs of %d steps)",
         config.time_budget,
         per_step,
         plan.max_steps,
         plan.epochs,
-        steps_per_epoch,
+        run.steps_per_epoch,
     )
-    planned = config.with_overrides(max_steps=plan.max_steps, epochs=plan.epochs)
-    # The Trainer runs the step probe, so it exists before the plan: move its end there.
-    set_step_limit(trainer, plan.max_steps, steps_per_epoch)
-    _write_config(config.run_dir / "config.yaml", planned)
-    return planned
+    set_step_limit(trainer, plan.max_steps, run.steps_per_epoch)
+    # The probe drew random views: training starts from the seed as an unplanned run does.
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    return config.with_overrides(max_steps=plan.max_steps, epochs=plan.epochs)
 
 
-def _write_config(path: Path, config: TrainConfig) -> None:
+def _write_config(config: TrainConfig) -> None:
+    path = config.run_dir / "config.yaml"
     with explained_write_errors(path, "run configuration"):
         write_text_atomic(path, dump_config(config))
 
