@@ -59,12 +59,7 @@ def knn_rankings(
     Raises:
         ContrastiveError: On mismatched shapes, bad ``k``, ``T`` or metric.
     """
-    _check_inputs(train_features, train_labels, test_features, ks, temperature, metric)
-    if exclude is not None and max(ks) > train_features.shape[0] - 1:
-        raise ContrastiveError(
-            f"--k values must lie in [1, {train_features.shape[0] - 1}] when each image is "
-            f"left out of its own vote, got {list(ks)}"
-        )
+    _check_inputs(train_features, train_labels, test_features, ks, temperature, metric, exclude)
     if num_classes is None:
         num_classes = int(train_labels.max()) + 1
     ks = sorted(set(int(k) for k in ks))
@@ -152,6 +147,7 @@ def _check_inputs(
     ks: Sequence[int],
     temperature: float,
     metric: str,
+    exclude: Tensor | None,
 ) -> None:
     if train_features.ndim != 2 or test_features.ndim != 2:
         raise ContrastiveError("kNN features must be 2-D (samples x dimensions)")
@@ -164,10 +160,10 @@ def _check_inputs(
         raise ContrastiveError("kNN needs one train label per train feature")
     if train_labels.numel() and int(train_labels.min()) < 0:
         raise ContrastiveError("kNN train labels must be >= 0 (-1 marks unlabeled images)")
-    if not ks or min(ks) < 1 or max(ks) > train_features.shape[0]:
+    voters = train_features.shape[0] - (0 if exclude is None else 1)
+    if not ks or min(ks) < 1 or max(ks) > voters:
         raise ContrastiveError(
-            f"--k values must lie in [1, {train_features.shape[0]}] (the train size), got "
-            f"{list(ks)}"
+            f"--k values must lie in [1, {voters}] (the train images that vote), got {list(ks)}"
         )
     if not temperature > 0:
         raise ContrastiveError(f"--temperature must be > 0, got {temperature}")

@@ -127,10 +127,6 @@ def _labelled_rows(dataset: EmbeddingSet, role: str) -> np.ndarray:
 def _leave_one_out(
     embeddings: np.ndarray, labels: np.ndarray, k: int, temperature: float, num_classes: int
 ) -> np.ndarray:
-    if not 1 <= k <= len(embeddings) - 1:
-        raise ContrastiveError(
-            f"k must be between 1 and {len(embeddings) - 1} (the other labelled images), got {k}"
-        )
     features = torch.from_numpy(embeddings)
     ranking = knn_classify(
         features,
