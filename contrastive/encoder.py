@@ -20,6 +20,8 @@ from torch import Tensor, nn
 from contrastive.backbones import BackboneConfig, build_backbone
 from contrastive.errors import ContrastiveError
 from contrastive.files import load_torch_safely
+from contrastive.losses import LossConfig
+from contrastive.methods import MethodConfig, build_method
 from contrastive.views.config import ViewConfig
 
 RUN_CONFIG = "config.yaml"
@@ -131,7 +133,7 @@ def load_encoder(
         raise ContrastiveError(
             f"{path} is a plain state_dict without a config: give --backbone and --input-size"
         )
-    return _assemble(content, str(path), backbone_config, view_config, None)
+    return _assemble(content, str(path), backbone_config, view_config)
 
 
 def random_init_encoder(encoder: Encoder, seed: int = 0) -> Encoder:
@@ -160,7 +162,17 @@ def load_backbone_weights(
     Raises:
         ContrastiveError: Naming the file, the architecture, and the first mismatches.
     """
-    expected = backbone.state_dict()
+    problems = _mismatches(backbone, state_dict)
+    if problems:
+        raise ContrastiveError(
+            f"{source} does not fit backbone {config.name} (small_image_stem="
+            f"{config.small_image_stem}): {'; '.join(problems)}"
+        )
+
+
+def _mismatches(module: nn.Module, state_dict: Mapping[str, Tensor]) -> list[str]:
+    """Loads ``state_dict`` strictly into ``module``; returns the problems (none: loaded)."""
+    expected = module.state_dict()
     missing = [key for key in expected if key not in state_dict]
     unexpected = [key for key in state_dict if key not in expected]
     reshaped = [
@@ -176,14 +188,10 @@ def load_backbone_weights(
     problems = [problem for problem in problems if problem]
     if not problems:
         try:
-            backbone.load_state_dict(state_dict, strict=True)
-            return
+            module.load_state_dict(state_dict, strict=True)
         except RuntimeError as error:
             problems = [str(error).strip().splitlines()[0]]
-    raise ContrastiveError(
-        f"{source} does not fit backbone {config.name} (small_image_stem="
-        f"{config.small_image_stem}): {'; '.join(problems)}"
-    )
+    return problems
 
 
 def _describe(items: list[str], what: str) -> str:
@@ -232,7 +240,7 @@ def _load_run(
     if not isinstance(state_dict, Mapping):
         raise ContrastiveError(f"{weights} holds no state_dict")
     return replace(
-        _assemble(state_dict, str(weights), backbone_config, view_config, None), source=str(run)
+        _assemble(state_dict, str(weights), backbone_config, view_config), source=str(run)
     )
 
 
@@ -248,20 +256,51 @@ def _from_lightning(
     if config is None:
         config = (content.get("hyper_parameters") or {}).get("config")
         config_source = f"{source} (hyper_parameters.config)"
-    backbone_config, view_config = _configs(
-        config, config_source or source, backbone_config, view_config
-    )
+    config_source = config_source or source
+    backbone_config, view_config = _configs(config, config_source, backbone_config, view_config)
     state_dict = content["state_dict"]
     backbone_weights = _with_prefix(state_dict, "backbone.")
     if not backbone_weights:
         raise ContrastiveError(f"{source} holds no backbone.* weights")
-    head = None
-    if with_projection_head:
-        head_weights = _with_prefix(state_dict, "projection_head.")
-        if not head_weights:
-            raise ContrastiveError(f"{source} holds no projection_head.* weights")
-        head = projection_head_from_state_dict(head_weights, source)
-    return _assemble(backbone_weights, source, backbone_config, view_config, head)
+    encoder = _assemble(backbone_weights, source, backbone_config, view_config)
+    if not with_projection_head:
+        return encoder
+    head_weights = _with_prefix(state_dict, "projection_head.")
+    if not head_weights:
+        raise ContrastiveError(f"{source} holds no projection_head.* weights")
+    method_config = _method_config(config, config_source)
+    head = projection_head(method_config, encoder.feature_dim, head_weights, source)
+    return replace(encoder, projection_head=head)
+
+
+def projection_head(
+    method_config: MethodConfig, feature_dim: int, state_dict: Mapping[str, Tensor], source: str
+) -> nn.Module:
+    """The run's projection head, rebuilt by :func:`build_method` and loaded strictly.
+
+    Args:
+        method_config: The run's ``method`` section (which head, its widths).
+        feature_dim: Width of the backbone features the head takes.
+        state_dict: The head's weights (``projection_head.*`` with the prefix removed).
+        source: The file named in errors.
+
+    Returns:
+        The head in eval mode.
+
+    Raises:
+        ContrastiveError: If the weights do not fit the configured head, in one line.
+    """
+    # Only the head is kept; the backbone and loss the method wraps are throwaway parts.
+    method = build_method(method_config, LossConfig(), nn.Identity(), feature_dim)
+    head = method.projection_head
+    problems = _mismatches(head, state_dict)
+    if problems:
+        raise ContrastiveError(
+            f"{source}: projection_head.* does not fit the configured {method_config.name} head "
+            f"(hidden {method_config.projection_hidden_dim or feature_dim}, output "
+            f"{method_config.projection_output_dim}): {'; '.join(problems)}"
+        )
+    return head.eval()
 
 
 def _with_prefix(state_dict: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
@@ -294,68 +333,24 @@ def _configs(
     return backbone_config, view_config
 
 
+def _method_config(config: Mapping, source: str) -> MethodConfig:
+    """The ``method`` section; missing means the defaults, as in ``TrainConfig.from_dict``."""
+    values = config.get("method", {})
+    if not isinstance(values, Mapping):
+        raise ContrastiveError(f"{source}: the 'method' section is not a mapping")
+    try:
+        return MethodConfig(**values)
+    except TypeError as error:
+        raise ContrastiveError(f"{source}: bad 'method' section: {error}") from error
+
+
 def _assemble(
     state_dict: Mapping[str, Tensor],
     source: str,
     backbone_config: BackboneConfig,
     view_config: ViewConfig,
-    projection_head: nn.Module | None,
 ) -> Encoder:
     backbone, feature_dim = build_backbone(backbone_config)
     load_backbone_weights(backbone, state_dict, source, backbone_config)
     backbone.eval()
-    if projection_head is not None:
-        first = next(m for m in projection_head.modules() if isinstance(m, nn.Linear))
-        if first.in_features != feature_dim:
-            raise ContrastiveError(
-                f"{source}: projection head expects {first.in_features}-d input but the "
-                f"backbone gives {feature_dim}-d features"
-            )
-        projection_head.eval()
-    return Encoder(backbone, feature_dim, view_config, backbone_config, source, projection_head)
-
-
-def projection_head_from_state_dict(state_dict: Mapping[str, Tensor], source: str) -> nn.Sequential:
-    """Rebuilds a Lightly ``ProjectionHead`` (SimCLR / MoCo) from its weights alone.
-
-    Lightly stores the head as ``layers.<i>``: Linear layers (2-D weight), BatchNorm1d
-    (running statistics) and parameter-free non-linearities, which are ReLU in the SimCLR
-    and MoCo heads; the gaps between parameterised indices are therefore ReLUs.
-
-    Raises:
-        ContrastiveError: If the weights are not laid out that way.
-    """
-    indices = sorted(
-        {
-            int(key.split(".")[1])
-            for key in state_dict
-            if key.startswith("layers.") and key.split(".")[1].isdigit()
-        }
-    )
-    if not indices:
-        raise ContrastiveError(f"{source}: projection head weights are not Lightly 'layers.*'")
-    layers: list[nn.Module] = []
-    for index in range(indices[-1] + 1):
-        prefix = f"layers.{index}."
-        weight = state_dict.get(prefix + "weight")
-        if prefix + "running_mean" in state_dict:
-            width = state_dict[prefix + "running_mean"].shape[0]
-            layers.append(nn.BatchNorm1d(width, affine=weight is not None))
-        elif weight is not None and weight.ndim == 2:
-            layers.append(
-                nn.Linear(weight.shape[1], weight.shape[0], bias=prefix + "bias" in state_dict)
-            )
-        elif index not in indices:
-            layers.append(nn.ReLU())
-        else:
-            raise ContrastiveError(f"{source}: unrecognised projection head layer {index}")
-    head = nn.Sequential(*layers)
-    try:
-        head.load_state_dict(
-            {f"{key[len('layers.') :]}": value for key, value in state_dict.items()}, strict=True
-        )
-    except RuntimeError as error:
-        raise ContrastiveError(
-            f"{source}: cannot load the projection head: {str(error).splitlines()[0]}"
-        ) from error
-    return head
+    return Encoder(backbone, feature_dim, view_config, backbone_config, source)

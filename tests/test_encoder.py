@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from lightly.models.modules import MoCoProjectionHead, SimCLRProjectionHead
+from lightly.models.modules import SimCLRProjectionHead
 from torch import nn
 
 from contrastive.backbones import BackboneConfig, build_backbone
@@ -18,6 +18,8 @@ from contrastive.encoder import (
     random_init_encoder,
 )
 from contrastive.errors import ContrastiveError
+from contrastive.losses import LossConfig
+from contrastive.methods import MethodConfig, build_method
 from contrastive.views.config import ViewConfig, view_preset
 
 BACKBONE = BackboneConfig("resnet18_quarter", small_image_stem=True)
@@ -85,25 +87,40 @@ def test_run_folder_without_backbone_pt_uses_last_checkpoint(tmp_path: Path) -> 
     assert same_weights(load_encoder(run).backbone, trained_backbone())
 
 
-@pytest.mark.parametrize("head_class", [SimCLRProjectionHead, MoCoProjectionHead])
-def test_checkpoint_projection_head_reproduces_lightly_head(
-    tmp_path: Path, head_class: type
-) -> None:
+@pytest.mark.parametrize("method", ["simclr", "moco"])
+def test_checkpoint_projection_head_is_rebuilt_from_the_config(tmp_path: Path, method: str) -> None:
+    # The checkpoint as training writes it: the whole method's weights and its config.
+    config = {
+        **config_dict(),
+        "method": {"name": method, "projection_hidden_dim": 64, "projection_output_dim": 32},
+    }
     torch.manual_seed(2)
-    head = head_class(128, 64, 32)
-    for module in head.modules():
+    trained = build_method(MethodConfig(**config["method"]), LossConfig(), trained_backbone(), 128)
+    for module in trained.projection_head.modules():
         if isinstance(module, nn.BatchNorm1d):
             module.running_mean.uniform_(-1, 1)
-    write_checkpoint(tmp_path / "model.ckpt", trained_backbone(), head)
-    encoder = load_encoder(tmp_path / "model.ckpt", with_projection_head=True)
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": trained.state_dict(), "hyper_parameters": {"config": config}}, path)
+    encoder = load_encoder(path, with_projection_head=True)
+    assert type(encoder.projection_head) is type(trained.projection_head)
     images = torch.randn(4, 3, 32, 32)
-    head.eval()
-    expected = head(trained_backbone().eval()(images))
+    trained.eval()
     with torch.no_grad():
+        expected = trained.projection_head(trained.backbone(images))
         assert torch.allclose(
             feature_extractor(encoder, projector=True)(images), expected, atol=1e-5
         )
         assert feature_extractor(encoder)(images).shape == (4, 128)
+
+
+def test_head_that_does_not_fit_the_config_gives_one_line(tmp_path: Path) -> None:
+    # The config says the default head (128 -> 128 -> 128); the weights are 128 -> 64 -> 32.
+    write_checkpoint(tmp_path / "model.ckpt", trained_backbone(), SimCLRProjectionHead(128, 64, 32))
+    with pytest.raises(ContrastiveError, match="does not fit the configured simclr head") as error:
+        load_encoder(tmp_path / "model.ckpt", with_projection_head=True)
+    assert "\n" not in str(error.value) and "model.ckpt" in str(error.value)
+    # Without the head, the backbone still loads from the same file.
+    assert same_weights(load_encoder(tmp_path / "model.ckpt").backbone, trained_backbone())
 
 
 def test_plain_state_dict_needs_and_uses_given_configs(tmp_path: Path) -> None:

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
-
-from torch import nn
 
 from contrastive.cli.embed import (
     add_compute_arguments,
@@ -16,25 +13,17 @@ from contrastive.cli.embed import (
     encoder_from_args,
     resolve_device,
 )
-from contrastive.data.folder import ImageFolder
 from contrastive.embeddings import Embeddings, RawPixels
-from contrastive.encoder import Encoder, feature_extractor
-from contrastive.errors import ContrastiveError
+from contrastive.encoder import Encoder
 from contrastive.evaluation.inputs import (
     MODEL,
     RAW_PIXELS,
     EmbedSettings,
-    baseline_extractors,
     evaluation_inputs,
 )
 from contrastive.evaluation.knn import METRICS, knn_rankings
 from contrastive.evaluation.labels import labeled_pair
 from contrastive.evaluation.linear import DEFAULT_WEIGHT_DECAYS, linear_probe
-from contrastive.evaluation.linear_augmented import (
-    AugmentedLinearSettings,
-    feature_width,
-    train_augmented_linear,
-)
 from contrastive.evaluation.metrics import topk_accuracy
 from contrastive.evaluation.report import build_report, knn_table, linear_table, write_report
 
@@ -61,30 +50,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     linear = protocols.add_parser("linear", help="linear probe on frozen features")
     _add_common_arguments(linear)
     linear.add_argument(
-        "--protocol",
-        dest="linear_protocol",
-        choices=("cached", "lightly"),
-        default="cached",
-        help="cached: logistic regression on cached features (default); "
-        "lightly: augmented images, SGD, cosine, as Lightly",
-    )
-    linear.add_argument(
         "--weight-decay",
         type=_float_list,
         default=list(DEFAULT_WEIGHT_DECAYS),
-        help="cached: candidate weight decays, chosen on a validation split",
+        help="candidate weight decays, chosen on a validation split",
     )
     linear.add_argument(
         "--val-fraction",
         type=float,
         default=0.1,
-        help="cached: share of each training class held out to choose it",
-    )
-    linear.add_argument(
-        "--epochs",
-        type=int,
-        default=AugmentedLinearSettings.epochs,
-        help="lightly: training epochs",
+        help="share of each training class held out to choose it",
     )
     linear.set_defaults(func=run_linear)
 
@@ -165,10 +140,8 @@ def run_knn(args: argparse.Namespace) -> int:
 
 
 def run_linear(args: argparse.Namespace) -> int:
-    """Linear probe (cached features or Lightly's augmented protocol) on every feature set."""
+    """Linear probe (logistic regression on cached features) on every feature set."""
     encoder = encoder_from_args(args)
-    if args.linear_protocol == "lightly":
-        return _run_linear_augmented(args, encoder)
     sets = evaluation_inputs(args.train, args.test, encoder, args.baselines, _embed_settings(args))
     results: dict[str, Any] = {}
     for name, (train, test) in sets.items():
@@ -196,51 +169,6 @@ def run_linear(args: argparse.Namespace) -> int:
         "seed": args.seed,
     }
     return _finish(args, "linear", settings, sets, results, encoder, linear_table)
-
-
-def _run_linear_augmented(args: argparse.Namespace, encoder: Encoder | None) -> int:
-    if encoder is None:
-        raise ContrastiveError("--protocol lightly needs --run or --checkpoint")
-    for path, name in ((args.train, "--train"), (args.test, "--test")):
-        if not path.is_dir():
-            raise ContrastiveError(f"--protocol lightly needs image folders; {name} {path} is not")
-    train_folder, test_folder = ImageFolder.scan(args.train), ImageFolder.scan(args.test)
-    modules: dict[str, nn.Module] = {MODEL: feature_extractor(encoder, args.projection_head)}
-    if args.baselines:
-        modules.update(baseline_extractors(encoder, args.seed))
-    settings = AugmentedLinearSettings(
-        epochs=args.epochs, batch_size=args.batch_size, num_workers=args.num_workers, seed=args.seed
-    )
-    device = resolve_device(args.device)
-    results: dict[str, Any] = {}
-    for name, module in modules.items():
-        width = feature_width(module, encoder.view_config.evaluation_size)
-        results[name] = train_augmented_linear(
-            module,
-            width,
-            encoder.view_config,
-            train_folder,
-            test_folder,
-            settings,
-            device,
-            not args.no_progress,
-        )
-        results[name]["weight_decay"] = settings.weight_decay
-    data = {
-        "train": str(train_folder.root),
-        "test": str(test_folder.root),
-        "train_count": len(train_folder),
-        "test_count": len(test_folder),
-        "feature": "projector" if args.projection_head else "backbone",
-    }
-    report = build_report(
-        "linear (lightly: augmented, SGD, cosine)",
-        {"lightly": asdict(settings)},
-        data,
-        encoder.source,
-        results,
-    )
-    return _write_and_print(args, "linear_lightly", report, linear_table(results))
 
 
 def _finish(

@@ -1,9 +1,18 @@
-"""Classification metrics shared by the kNN and linear evaluations: top-k, confusion, per class."""
+"""Classification metrics shared by the kNN and linear evaluations: top-k, confusion, per class.
+
+:func:`topk_accuracy` is the package's one top-k (and top-1) accuracy. It scores class
+*rankings* (the kNN vote's and the probe's), not class scores, so the accuracy follows the
+ranking's own tie order: scikit-learn's ``top_k_accuracy_score`` takes ``(M, C)`` scores,
+re-sorts them with its own tie order and refuses 2-D scores for two classes. The confusion
+matrix is scikit-learn's.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+import sklearn.metrics
 import torch
 from torch import Tensor
 
@@ -37,9 +46,12 @@ def confusion_matrix(predicted: Tensor, targets: Tensor, num_classes: int) -> Te
     Returns:
         ``(C, C)`` int64 matrix; row = true class, column = predicted class.
     """
-    flat = targets.long() * num_classes + predicted.long()
-    counts = torch.bincount(flat, minlength=num_classes * num_classes)
-    return counts.reshape(num_classes, num_classes)
+    if targets.numel() == 0:  # scikit-learn refuses empty input
+        return torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    counts = sklearn.metrics.confusion_matrix(
+        targets.cpu().numpy(), predicted.cpu().numpy(), labels=np.arange(num_classes)
+    )
+    return torch.from_numpy(counts.astype(np.int64))
 
 
 def per_class_accuracy(confusion: Tensor) -> Tensor:

@@ -90,37 +90,16 @@ def test_linear_on_folders_writes_into_the_run(
     assert report["settings"]["weight_decay_grid"] == [1e-3, 1e-1]
 
 
-def test_lightly_protocol_runs_one_epoch(
-    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path
+def test_augmented_protocol_is_gone(
+    run_dir: Path, colour_folders: dict[str, Path], capsys: pytest.CaptureFixture
 ) -> None:
-    out = tmp_path / "lightly.json"
-    assert (
-        run_cli(
-            "eval",
-            "linear",
-            "--protocol",
-            "lightly",
-            "--epochs",
-            "1",
-            "--train",
-            colour_folders["train"],
-            "--test",
-            colour_folders["test"],
-            "--run",
-            run_dir,
-            "--baselines",
-            "--batch-size",
-            "8",
-            "--out",
-            out,
-            "--no-progress",
-        )
-        == 0
-    )
-    report = json.loads(out.read_text())
-    assert report["protocol"].startswith("linear (lightly")
-    assert report["settings"]["lightly"]["epochs"] == 1
-    assert set(report["results"]) == {"model", "random_init", "raw_pixels"}
+    # Removed (issue 13): on a CIFAR-10 subset it scored below the cached-feature probe.
+    arguments = ["eval", "linear", "--protocol", "lightly", "--run", run_dir]
+    arguments += ["--train", colour_folders["train"], "--test", colour_folders["test"]]
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(*arguments)
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --protocol lightly" in capsys.readouterr().err
 
 
 def one_line_error(capsys: pytest.CaptureFixture, *arguments: object) -> str:
@@ -237,6 +216,9 @@ def test_projector_from_checkpoint(
         **{f"projection_head.{k}": v for k, v in head.state_dict().items()},
     }
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    # The head is rebuilt from the run's config, which holds the head's widths.
+    config["method"].update(projection_hidden_dim=64, projection_output_dim=32)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     (run_dir / "checkpoints").mkdir()
     torch.save(
         {"state_dict": state, "hyper_parameters": {"config": config}},

@@ -1,10 +1,13 @@
-"""Top-k accuracy, confusion matrix and per-class accuracy on hand-counted examples."""
+"""Top-k accuracy, confusion matrix and per-class accuracy: hand-counted, and as the libraries."""
 
 from __future__ import annotations
 
 import math
 
+import pytest
+import sklearn.metrics
 import torch
+from lightly.utils.benchmarking.topk import mean_topk_accuracy
 
 from contrastive.evaluation.metrics import (
     classification_summary,
@@ -36,3 +39,24 @@ def test_summary_is_json_ready() -> None:
     assert summary["top1"] == 0.25 and summary["top5"] == 1.0
     assert summary["per_class_accuracy"] == [0.5, 0.0, None]
     assert summary["confusion_matrix"] == [[1, 1, 0], [1, 0, 1], [0, 0, 0]]
+
+
+def test_confusion_is_scikit_learns_and_topk_matches_lightly_and_scikit_learn() -> None:
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.rand(500, 7, generator=generator)  # continuous: no ties to break
+    targets = torch.randint(0, 7, (500,), generator=generator)
+    ranked = scores.argsort(dim=1, descending=True)
+    expected = sklearn.metrics.confusion_matrix(targets, ranked[:, 0], labels=range(7))
+    assert confusion_matrix(ranked[:, 0], targets, 7).tolist() == expected.tolist()
+    accuracy = topk_accuracy(ranked, targets, (1, 3, 5))
+    lightly = mean_topk_accuracy(ranked, targets, (1, 3, 5))
+    for k in (1, 3, 5):
+        assert accuracy[k] == pytest.approx(lightly[k].item(), abs=1e-7)
+        assert accuracy[k] == sklearn.metrics.top_k_accuracy_score(
+            targets, scores, k=k, labels=range(7)
+        )
+
+
+def test_empty_test_set_gives_an_empty_confusion() -> None:
+    empty = torch.zeros(0, dtype=torch.long)
+    assert confusion_matrix(empty, empty, 2).tolist() == [[0, 0], [0, 0]]
