@@ -1,4 +1,7 @@
-"""End to end through the CLI on real CIFAR-10 images: train, checkpoint, resume, embed, eval.
+"""End to end through the CLI on real photos: train, checkpoint, resume, embed, eval.
+
+The photos are the ``cifar10_small`` folders: CIFAR-10 when its archives are there, else
+crops of scikit-learn's sample photographs (see ``tests/conftest.py``).
 
 This is the mission in miniature: a folder of real JPEGs in, a trained encoder, its
 embeddings and a kNN report with baselines out.

@@ -20,7 +20,7 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "projector"
 
 @pytest.fixture(scope="module")
 def images(cifar10_small: dict[str, Path]) -> dict:
-    """30 real CIFAR test images (3 per class) with random 5-D embeddings."""
+    """30 of the small photo set's test images (3 per class) with random 5-D embeddings."""
     folder = ImageFolder.scan(cifar10_small["test"])
     labels, classes = folder.labels()
     keep = np.flatnonzero(np.arange(len(labels)) % 10 < 3)

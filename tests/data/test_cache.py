@@ -28,7 +28,7 @@ from contrastive.errors import ContrastiveError
 
 @pytest.fixture
 def image_folder(tmp_path: Path, cifar10_small: dict[str, Path]) -> Path:
-    """24 CIFAR JPEGs, a wide RGBA PNG, a grayscale PNG and one broken file."""
+    """24 small-set 32 px JPEGs, a wide RGBA PNG, a grayscale PNG and one broken file."""
     root = tmp_path / "images"
     root.mkdir()
     cifar = list_images(cifar10_small["train"])[::12][:24]
@@ -59,7 +59,7 @@ def test_rows_equal_load_rgb_plus_resize(image_folder: Path, tmp_path: Path) -> 
         expected = np.asarray(reference(image)).transpose(2, 0, 1)
         np.testing.assert_array_equal(cache.images[row], expected)
         if image.size == (32, 32):
-            # CIFAR is stored natively, pixel for pixel.
+            # 32 px images (the small set) are stored natively, pixel for pixel.
             np.testing.assert_array_equal(cache.images[row], np.asarray(image).transpose(2, 0, 1))
 
 

@@ -302,7 +302,7 @@ def test_bad_input_raises() -> None:
         BatchedViews(view_preset("cifar"), dtype=torch.int32)
 
 
-def test_matches_per_image_pipeline_on_cifar(
+def test_matches_per_image_pipeline_on_real_photos(
     cifar10_small: dict[str, Path], tmp_path: Path
 ) -> None:
     """Same images through both pipelines: alike statistics, and a PNG grid to look at.
