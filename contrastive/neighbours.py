@@ -29,7 +29,7 @@ BLOCK_ELEMENTS = 1 << 25
 #: Scores closer than this (relative to the largest absolute score of the row, at least 1)
 #: count as possibly tied and are recomputed exactly. Rounding of a float32 matrix product
 #: of unit vectors stays orders of magnitude below it.
-TIE_TOLERANCE = 1e-5
+TIE_TOLERANCE = 2e-6
 
 #: Candidates kept beyond ``k`` so that a tie at the k-th place is seen whole.
 _EXTRA_CANDIDATES = 8
@@ -42,6 +42,7 @@ def top_k(
     key_bias: Tensor | None = None,
     exclude: Tensor | None = None,
     chunk_rows: int | None = None,
+    ordered: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """The ``k`` keys of largest score ``queries @ keys.T + key_bias`` for each query.
 
@@ -56,6 +57,9 @@ def top_k(
         exclude: Optional ``(Q,)`` int64 key index never returned for each query (the
             query itself when queries are rows of ``keys``).
         chunk_rows: Queries per block; by default blocks stay under :data:`BLOCK_ELEMENTS`.
+        ordered: With False only *which* keys make the top ``k`` is settled exactly (ties
+            at the k-th place by index); keys inside keep the matrix product's order. A
+            weighted vote needs no more, and dense banks have many near-ties inside.
 
     Returns:
         ``(indices, scores)``: ``(Q, k)`` int64 key indices and their ``(Q, k)`` float32
@@ -89,7 +93,7 @@ def top_k(
         top_scores, top_indices = block.topk(candidates, dim=1)
         del block
         top_indices, top_scores = _settle_ties(
-            queries[chunk], keys, bias, exclude, chunk, top_indices, top_scores, k
+            queries[chunk], keys, bias, exclude, chunk, top_indices, top_scores, k, ordered
         )
         indices[chunk], scores[chunk] = top_indices[:, :k], top_scores[:, :k].float()
     return indices, scores
@@ -104,12 +108,18 @@ def _settle_ties(
     indices: Tensor,
     scores: Tensor,
     k: int,
+    ordered: bool = True,
 ) -> tuple[Tensor, Tensor]:
-    """Rescores near-tied candidates exactly and orders by (score desc, index asc)."""
+    """Rescores near-tied candidates exactly and orders by (score desc, index asc).
+
+    With ``ordered=False`` only the near-tie run that spans the k-th place is rescored.
+    """
     scores = scores.double()
     indices, scores = _order(indices, scores)
     scale = scores.abs().amax(dim=1, keepdim=True).clamp_min(1.0)
     close = (scores[:, :-1] - scores[:, 1:]) <= TIE_TOLERANCE * scale
+    if not ordered:
+        close = _run_across(close, k)
     if close.any():
         tied = torch.zeros_like(close[:, :1]).expand(-1, scores.shape[1]).clone()
         tied[:, :-1] |= close
@@ -128,6 +138,16 @@ def _settle_ties(
                     queries[row], keys, bias, None if exclude is None else exclude[chunk][row], k
                 )
     return indices, scores
+
+
+def _run_across(close: Tensor, k: int) -> Tensor:
+    """Keeps only the unbroken run of near-ties that contains the gap after place ``k``."""
+    if k > close.shape[1]:  # no candidate past the k-th: nothing can cross
+        return torch.zeros_like(close)
+    after = close[:, k - 1 :].long().cumprod(dim=1).bool()
+    before = close[:, : k - 1].flip(1).long().cumprod(dim=1).flip(1).bool()
+    before &= close[:, k - 1 : k]
+    return torch.cat([before, after], dim=1)
 
 
 def _order(indices: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:

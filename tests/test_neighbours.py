@@ -113,3 +113,24 @@ def test_scores_a_last_bit_apart_are_rescored_and_ordered_by_index() -> None:
     indices, scores = _settle_ties(query, keys, None, None, slice(0, 1), candidates, jittered, 3)
     assert indices[0, :3].tolist() == [3, 10, 35]
     assert scores[0, 0] == scores[0, 1] == scores[0, 2]
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7, 60])
+def test_unordered_search_keeps_the_same_members(chunk_rows: int) -> None:
+    keys = keys_with_copies()
+    for k in (1, 2, 3, 5):
+        ordered, _ = top_k(keys, keys, k, exclude=torch.arange(60))
+        members, _ = top_k(
+            keys, keys, k, exclude=torch.arange(60), chunk_rows=chunk_rows, ordered=False
+        )
+        assert torch.equal(members.sort(dim=1).values, ordered.sort(dim=1).values), k
+
+
+def test_only_the_tie_run_across_the_kth_place_is_rescored() -> None:
+    from contrastive.neighbours import _run_across
+
+    # Gaps after places 0..5; the run 2-3-4 spans the gap after place 3 (k = 4).
+    close = torch.tensor([[True, False, True, True, True, False]])
+    assert _run_across(close, 4).tolist() == [[False, False, True, True, True, False]]
+    assert not _run_across(close, 2).any()  # gap after place 1 is clear
+    assert not _run_across(close[:, :3], 4).any()  # no candidate past the 4th

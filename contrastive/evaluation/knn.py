@@ -122,7 +122,10 @@ def _neighbours(
     train, test = train_features.float(), test_features.float()
     if metric == "cosine":
         train, test = F.normalize(train, dim=1), F.normalize(test, dim=1)
-        indices, similarity = top_k(test, train, k, exclude=exclude, chunk_rows=chunk_size)
+        # A vote depends on which neighbours are in, not on their order.
+        indices, similarity = top_k(
+            test, train, k, exclude=exclude, chunk_rows=chunk_size, ordered=False
+        )
         weights = (similarity / temperature).exp()
     else:
         # -|x - y|^2 = 2 x.y - |y|^2 - |x|^2; the last term is constant per query.
@@ -133,6 +136,7 @@ def _neighbours(
             key_bias=-(train * train).sum(dim=1),
             exclude=exclude,
             chunk_rows=chunk_size,
+            ordered=False,
         )
         squared = (test * test).sum(dim=1, keepdim=True) - negative_squared
         distance = squared.clamp_min(0).sqrt()
