@@ -1,14 +1,27 @@
-"""Backbones: torchvision ResNets built without pretrained weights, optional small-image stem.
+"""Backbones by name: any torchvision classification model, narrow ResNet-18s, timm models.
 
-Each builder returns the network with its classifier replaced by ``Identity``, so the
-output is the pooled feature vector, and :func:`build_backbone` reports its width.
-The returned module is a plain torchvision ``ResNet``: its ``state_dict`` loads into
-``torchvision.models.resnet18()`` etc. without this package (for the small-image stem, after
-replacing ``conv1``/``maxpool`` the same way, see :func:`small_image_stem`).
+:func:`build_backbone` builds the network without pretrained weights (nothing is ever
+downloaded), replaces its final classifier layer by ``Identity`` so the output is the pooled
+feature vector, and reports that vector's width, read from the removed layer (no tables).
+
+Names:
+
+* any torchvision classification model (``torchvision.models.list_models(
+  module=torchvision.models)``: ``resnet50``, ``convnext_tiny``, ``efficientnet_b0``,
+  ``mobilenet_v3_small``, ``regnet_y_400mf``, ``vit_b_16``, ...), built by
+  ``torchvision.models.get_model``. Its ``state_dict`` loads into the plain torchvision model
+  whose classifier layer is replaced by ``Identity`` the same way (for the small-image stem,
+  after replacing ``conv1``/``maxpool`` too, see :func:`small_image_stem`);
+* ``resnet18_half`` / ``resnet18_quarter``: ResNet-18s with 1/2 and 1/4 of the channels, for
+  small CPU budgets (torchvision ``ResNet`` modules);
+* ``timm:NAME``: ``timm.create_model(NAME, pretrained=False, num_classes=0)``, with the
+  optional extra ``pip install 'contrastive[timm]'``.
 """
 
 from __future__ import annotations
 
+import functools
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,6 +29,12 @@ import torchvision
 from torch import nn
 
 from contrastive.errors import ContrastiveError
+
+TIMM_PREFIX = "timm:"
+
+# Classifier layers are found by their output width: the models are built with this many
+# classes (torchvision's default, so the state_dict matches the plain model's).
+_NUM_CLASSES = 1000
 
 
 def _narrow_resnet(base_width: int, layers: list[int]) -> torchvision.models.ResNet:
@@ -35,23 +54,35 @@ def _narrow_resnet(base_width: int, layers: list[int]) -> torchvision.models.Res
     model.layer4 = model._make_layer(
         torchvision.models.resnet.BasicBlock, base_width * 8, layers[3], stride=2
     )
-    model.fc = nn.Linear(base_width * 8, 1000)
+    model.fc = nn.Linear(base_width * 8, _NUM_CLASSES)
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
     return model
 
 
-_BUILDERS: dict[str, Callable[[], nn.Module]] = {
-    "resnet18": lambda: torchvision.models.resnet18(weights=None),
-    "resnet34": lambda: torchvision.models.resnet34(weights=None),
-    "resnet50": lambda: torchvision.models.resnet50(weights=None),
-    # Narrower ResNet-18s for small CPU budgets: same depth, fewer channels.
+# Narrower ResNet-18s for small CPU budgets: same depth, fewer channels.
+_NARROW_RESNETS: dict[str, Callable[[], nn.Module]] = {
     "resnet18_half": lambda: _narrow_resnet(32, [2, 2, 2, 2]),
     "resnet18_quarter": lambda: _narrow_resnet(16, [2, 2, 2, 2]),
 }
 
-BACKBONES = tuple(_BUILDERS)
+
+@functools.cache
+def torchvision_backbones() -> tuple[str, ...]:
+    """Every torchvision classification model name (detection, video... models excluded)."""
+    return tuple(torchvision.models.list_models(module=torchvision.models))
+
+
+#: Every built-in name (torchvision classification models and the narrow ResNets); any
+#: ``timm:NAME`` is accepted too when timm is installed.
+BACKBONES = tuple(sorted({*torchvision_backbones(), *_NARROW_RESNETS}))
+
+HOW_TO_LIST = (
+    "use a torchvision classification model (see torchvision.models.list_models("
+    "module=torchvision.models)), resnet18_half, resnet18_quarter, or timm:NAME "
+    "(see timm.list_models(); needs pip install 'contrastive[timm]')"
+)
 
 
 @dataclass(frozen=True)
@@ -59,19 +90,53 @@ class BackboneConfig:
     """Which backbone to build.
 
     Attributes:
-        name: The network, a key of :data:`BACKBONES`.
+        name: The network: any torchvision classification model (``resnet50``,
+            ``convnext_tiny``, ``efficientnet_b0``, ``vit_b_16``...), ``resnet18_half``,
+            ``resnet18_quarter``, or ``timm:NAME`` (needs the timm extra).
         small_image_stem: Replace the 7x7/2 stem and max-pool by a 3x3/1 conv, as is
             usual for 32-64 px inputs (CIFAR); costs ~16x the FLOPs at the same input size.
+            ResNets only.
     """
 
     name: str = "resnet18"
     small_image_stem: bool = False
 
     def __post_init__(self) -> None:
-        if self.name not in _BUILDERS:
+        check_backbone_name(self.name)
+        if self.small_image_stem and not _is_torchvision_resnet(self.name):
             raise ContrastiveError(
-                f"unknown backbone {self.name!r}; choose one of {', '.join(BACKBONES)}"
+                f"small_image_stem applies to torchvision ResNets (resnet18, resnet50, "
+                f"resnext50_32x4d, resnet18_quarter...), not {self.name}"
             )
+
+
+def check_backbone_name(name: str) -> None:
+    """Raises a one-line :class:`ContrastiveError` for a name :func:`build_backbone` can't build."""
+    if name.startswith(TIMM_PREFIX):
+        timm = _import_timm(name)
+        if not timm.is_model(name[len(TIMM_PREFIX) :]):
+            raise ContrastiveError(f"unknown timm model {name!r}; see timm.list_models()")
+    elif name not in BACKBONES:
+        raise ContrastiveError(f"unknown backbone {name!r}; {HOW_TO_LIST}")
+
+
+def _import_timm(name: str) -> types.ModuleType:
+    try:
+        import timm
+    except ImportError:
+        raise ContrastiveError(
+            f"backbone {name} needs timm: pip install 'contrastive[timm]'"
+        ) from None
+    return timm
+
+
+def _is_torchvision_resnet(name: str) -> bool:
+    if name in _NARROW_RESNETS:
+        return True
+    if name.startswith(TIMM_PREFIX):
+        return False
+    builder = torchvision.models.get_model_builder(name)
+    return builder.__module__ == torchvision.models.resnet.__name__
 
 
 def small_image_stem(model: torchvision.models.ResNet) -> torchvision.models.ResNet:
@@ -83,16 +148,60 @@ def small_image_stem(model: torchvision.models.ResNet) -> torchvision.models.Res
     return model
 
 
+def remove_classifier(model: nn.Module) -> tuple[str, int]:
+    """Replaces the final classifier layer of a torchvision model by ``Identity`` in place.
+
+    The classifier is the last ``Linear`` (or 1x1 ``Conv2d``, as in SqueezeNet) with
+    ``_NUM_CLASSES`` outputs; whatever the model does around it (pooling, flattening,
+    a hidden layer as in MobileNetV3's head) stays. Auxiliary classifiers (GoogLeNet,
+    Inception v3) are removed, so training mode returns features too.
+
+    Returns:
+        ``(name, feature_dim)``: the replaced layer's name and its input width.
+
+    Raises:
+        ContrastiveError: If no such layer exists.
+    """
+    for auxiliary in ("aux1", "aux2", "AuxLogits"):
+        if getattr(model, auxiliary, None) is not None:
+            setattr(model, auxiliary, None)
+    if hasattr(model, "aux_logits"):
+        model.aux_logits = False
+    found = [
+        (name, module)
+        for name, module in model.named_modules()
+        if (isinstance(module, nn.Linear) and module.out_features == _NUM_CLASSES)
+        or (isinstance(module, nn.Conv2d) and module.out_channels == _NUM_CLASSES)
+    ]
+    if not found:
+        raise ContrastiveError(
+            f"cannot find the classifier of {type(model).__name__}: no Linear layer with "
+            f"{_NUM_CLASSES} outputs"
+        )
+    name, layer = found[-1]
+    feature_dim = layer.in_features if isinstance(layer, nn.Linear) else layer.in_channels
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name), child, nn.Identity())
+    return name, feature_dim
+
+
 def build_backbone(config: BackboneConfig) -> tuple[nn.Module, int]:
-    """Builds a randomly initialised backbone.
+    """Builds a randomly initialised backbone (never downloads weights).
 
     Returns:
         ``(backbone, feature_dim)``: the network maps ``(B, 3, H, W)`` images to
         ``(B, feature_dim)`` pooled features.
     """
-    model = _BUILDERS[config.name]()
+    if config.name.startswith(TIMM_PREFIX):
+        timm = _import_timm(config.name)
+        model = timm.create_model(config.name[len(TIMM_PREFIX) :], pretrained=False, num_classes=0)
+        # Some timm heads have a hidden layer after pooling (head_hidden_size).
+        return model, int(getattr(model, "head_hidden_size", None) or model.num_features)
+    if config.name in _NARROW_RESNETS:
+        model = _NARROW_RESNETS[config.name]()
+    else:
+        model = torchvision.models.get_model(config.name, weights=None)
     if config.small_image_stem:
         small_image_stem(model)
-    feature_dim = model.fc.in_features
-    model.fc = nn.Identity()
+    _, feature_dim = remove_classifier(model)
     return model, feature_dim

@@ -1,19 +1,23 @@
-"""Embedding files: features of every image of a folder, with paths and labels, as ``.npz``.
+"""Embeddings: features of every image of a folder, with paths and labels; their ``.npz`` file.
 
-A file holds ``embeddings`` (float32, ``N x D``), ``paths`` (relative to the data folder),
-``labels`` (int64, -1 where the image lies directly in the folder) and ``classes`` (the
-sorted class-folder names the labels index into), plus three strings describing where it
-came from: ``data_root``, ``source`` (the checkpoint) and ``feature`` (what was extracted).
-``numpy.load(path)`` reads it; no pickled objects are involved.
+:class:`Embeddings` is the one type for them, checked when built: evaluation, exploration,
+the projector export and the notebooks all take it. A file holds ``embeddings`` (float32,
+``N x D``), ``paths`` (relative to the data folder), ``labels`` (int64, -1 where the image
+lies directly in the folder) and ``classes`` (the sorted class-folder names the labels index
+into), plus three strings describing where it came from: ``data_root``, ``source`` (the
+checkpoint) and ``feature`` (what was extracted). ``numpy.load(path)`` reads it; no pickled
+objects are involved. :func:`embed_folder` and :func:`embed_images` compute them.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+import zipfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,37 +34,190 @@ from contrastive.views.per_image import eval_transform
 
 log = logging.getLogger(__name__)
 
-REQUIRED_KEYS = ("embeddings", "paths", "labels", "classes")
+#: The label of an image outside every class folder.
+UNLABELED = -1
+#: Keys every embeddings file has; ``labels`` and ``classes`` default to unlabeled.
+REQUIRED_KEYS = ("embeddings", "paths")
 
 #: Side of the raw-pixel baseline's images: larger inputs are area-downsampled to it.
 RAW_PIXEL_SIDE = 32
 
 
-@dataclass
+# eq=False: comparing arrays field by field would raise; two sets are equal only if the same.
+@dataclass(eq=False)
 class Embeddings:
-    """The contents of an embeddings file.
+    """Features of a set of images, with where each image is and its class.
+
+    Built from arrays or lists, it converts and checks them: a bad set raises a one-line
+    :class:`~contrastive.errors.ContrastiveError` here rather than a confusing failure
+    later in a plot or a probe.
 
     Attributes:
-        embeddings: ``(N, D)`` float32 features.
-        paths: ``(N,)`` paths relative to ``data_root``.
-        labels: ``(N,)`` int64 indices into ``classes``; -1 for unlabeled images.
-        classes: ``(C,)`` class names.
-        data_root: The embedded folder.
+        embeddings: ``(N, D)`` float32 features, all finite.
+        paths: ``(N,)`` str image paths, relative to ``data_root`` (absolute paths also work).
+        labels: ``(N,)`` int64 indices into ``classes``; -1 for unlabeled images (None
+            makes every image unlabeled).
+        classes: ``(C,)`` str class names.
+        data_root: The folder the paths are relative to, or None when unknown ("" counts
+            as unknown, as in files that record none).
         source: The checkpoint (or baseline) the features come from.
         feature: What was extracted: ``backbone``, ``projector``, ``random_init`` or
             ``raw_pixels``.
+
+    Raises:
+        ContrastiveError: If ``embeddings`` is not a real ``N x D`` array or has NaN or inf
+            rows, ``paths`` or ``labels`` do not have ``N`` entries, or a label is neither
+            -1 nor a class index.
     """
 
     embeddings: np.ndarray
     paths: np.ndarray
-    labels: np.ndarray
-    classes: np.ndarray
-    data_root: str = ""
+    labels: np.ndarray | None = None
+    classes: np.ndarray | Sequence[str] = ()
+    data_root: Path | None = None
     source: str = ""
     feature: str = "backbone"
 
+    def __post_init__(self) -> None:
+        self.embeddings = _checked_features(self.embeddings)
+        count = len(self.embeddings)
+        self.paths = np.asarray(self.paths, dtype=str).reshape(-1)
+        if len(self.paths) != count:
+            raise ContrastiveError(
+                f"paths has {len(self.paths)} entries but embeddings has {count} rows"
+            )
+        self.classes = np.asarray(self.classes, dtype=str).reshape(-1)
+        self.labels = _checked_labels(self.labels, count, len(self.classes))
+        self.data_root = Path(self.data_root).expanduser() if self.data_root else None
+        self.source, self.feature = str(self.source), str(self.feature)
+
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.embeddings)
+
+    @property
+    def is_labeled(self) -> bool:
+        """True when at least one image has a class label."""
+        return bool(np.any(self.labels >= 0))
+
+    def image_path(self, index: int) -> Path:
+        """The file of image ``index``, resolved against ``data_root``.
+
+        Raises:
+            ContrastiveError: If the path is relative and ``data_root`` is unknown or not a
+                folder on this machine.
+        """
+        path = Path(self.paths[index])
+        if path.is_absolute():
+            return path
+        if self.data_root is None:
+            raise ContrastiveError(
+                f"cannot find image {path}: no data_root known; pass data_root= to load_embeddings"
+            )
+        if not self.data_root.is_dir():
+            # Embeddings are often moved between machines: numbers still work, images don't.
+            raise ContrastiveError(
+                f"cannot find image {path}: data_root {self.data_root} is not a folder here; "
+                "pass data_root= to load_embeddings"
+            )
+        return self.data_root / path
+
+    def label_name(self, index: int) -> str:
+        """The class name of image ``index``, or ``"unlabeled"``."""
+        label = int(self.labels[index])
+        return str(self.classes[label]) if label >= 0 else "unlabeled"
+
+
+def _checked_features(embeddings: Any) -> np.ndarray:
+    array = np.asarray(embeddings)
+    if array.ndim != 2:
+        raise ContrastiveError(f"embeddings must be an N x D array, got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise ContrastiveError(f"embeddings must be real numbers, got dtype {array.dtype}")
+    array = array.astype(np.float32, copy=False)
+    bad_rows = np.flatnonzero(~np.isfinite(array).all(axis=1))
+    if len(bad_rows):
+        raise ContrastiveError(
+            f"embeddings contain NaN or inf in {len(bad_rows)} row(s), first row {bad_rows[0]}"
+        )
+    return array
+
+
+def _checked_labels(labels: Any, count: int, num_classes: int) -> np.ndarray:
+    if labels is None:
+        return np.full(count, UNLABELED, dtype=np.int64)
+    array = np.asarray(labels).reshape(-1) if np.ndim(labels) else np.asarray(labels)
+    if array.shape != (count,):
+        raise ContrastiveError(f"labels has shape {array.shape}, expected ({count},)")
+    # An empty list comes in as float64: nothing to be wrong with.
+    if count and not np.issubdtype(array.dtype, np.integer):
+        raise ContrastiveError(f"labels must be integers, got dtype {array.dtype}")
+    out_of_range = (array < UNLABELED) | (array >= num_classes)
+    if out_of_range.any():
+        first = int(np.flatnonzero(out_of_range)[0])
+        raise ContrastiveError(
+            f"label {int(array[first])} of row {first} is not -1 or a "
+            f"class index below {num_classes}"
+        )
+    return array.astype(np.int64, copy=False)
+
+
+def save_embeddings(embeddings: Embeddings, path: str | os.PathLike) -> None:
+    """Writes an embeddings file atomically (uncompressed ``.npz``)."""
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        # A file handle keeps numpy from appending ".npz" to the temporary name.
+        np.savez(
+            handle,
+            embeddings=np.ascontiguousarray(embeddings.embeddings, dtype=np.float32),
+            paths=np.asarray(embeddings.paths, dtype=str),
+            labels=np.asarray(embeddings.labels, dtype=np.int64),
+            classes=np.asarray(embeddings.classes, dtype=str),
+            data_root=np.asarray(str(embeddings.data_root or ""), dtype=str),
+            source=np.asarray(embeddings.source, dtype=str),
+            feature=np.asarray(embeddings.feature, dtype=str),
+        )
+
+
+def load_embeddings(
+    path: str | os.PathLike, data_root: str | os.PathLike | None = None
+) -> Embeddings:
+    """Reads and checks an embeddings file (as written by ``contrastive embed``).
+
+    Args:
+        path: The ``.npz`` file.
+        data_root: Folder the image paths are relative to. Overrides the ``data_root``
+            stored in the file (for files moved from another machine); only images need it.
+
+    Raises:
+        ContrastiveError: If the file is missing, not an ``.npz`` of plain arrays, lacks
+            ``embeddings`` or ``paths``, or fails a check of :class:`Embeddings`; or if
+            ``data_root`` is given but is not a folder.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ContrastiveError(f"embeddings file not found: {file}")
+    if data_root is not None and not Path(data_root).expanduser().is_dir():
+        raise ContrastiveError(f"data_root is not a folder: {Path(data_root).expanduser()}")
+    try:
+        # allow_pickle=False: object arrays could run code when loaded, so they are refused.
+        with np.load(file, allow_pickle=False) as content:
+            arrays = {key: content[key] for key in content.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise ContrastiveError(f"cannot read {file} as an embeddings .npz: {error}") from error
+    missing = [key for key in REQUIRED_KEYS if key not in arrays]
+    if missing:
+        raise ContrastiveError(f"{file} is not an embeddings file: missing {', '.join(missing)}")
+    try:
+        return Embeddings(
+            embeddings=arrays["embeddings"],
+            paths=arrays["paths"],
+            labels=arrays.get("labels"),
+            classes=arrays.get("classes", ()),
+            data_root=data_root if data_root is not None else str(arrays.get("data_root", "")),
+            source=str(arrays.get("source", "")),
+            feature=str(arrays.get("feature", "backbone")),
+        )
+    except ContrastiveError as error:
+        raise ContrastiveError(f"{file}: {error}") from error
 
 
 class RawPixels(nn.Module):
@@ -80,57 +237,6 @@ class RawPixels(nn.Module):
         if images.shape[-1] > self.side or images.shape[-2] > self.side:
             images = F.adaptive_avg_pool2d(images, self.side)
         return images.flatten(start_dim=1)
-
-
-def save_embeddings(embeddings: Embeddings, path: str | os.PathLike) -> None:
-    """Writes an embeddings file atomically (uncompressed ``.npz``)."""
-    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
-        # A file handle keeps numpy from appending ".npz" to the temporary name.
-        np.savez(
-            handle,
-            embeddings=np.ascontiguousarray(embeddings.embeddings, dtype=np.float32),
-            paths=np.asarray(embeddings.paths, dtype=str),
-            labels=np.asarray(embeddings.labels, dtype=np.int64),
-            classes=np.asarray(embeddings.classes, dtype=str),
-            data_root=np.asarray(embeddings.data_root, dtype=str),
-            source=np.asarray(embeddings.source, dtype=str),
-            feature=np.asarray(embeddings.feature, dtype=str),
-        )
-
-
-def load_embeddings(path: str | os.PathLike) -> Embeddings:
-    """Reads and checks an embeddings file.
-
-    Raises:
-        ContrastiveError: If the file is missing, not an ``.npz``, lacks a key, or its
-            arrays disagree in length.
-    """
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise ContrastiveError(f"embeddings file not found: {file}")
-    try:
-        with np.load(file, allow_pickle=False) as content:
-            arrays = {key: content[key] for key in content.files}
-    except (OSError, ValueError) as error:
-        raise ContrastiveError(f"cannot read {file} as an embeddings .npz: {error}") from error
-    missing = [key for key in REQUIRED_KEYS if key not in arrays]
-    if missing:
-        raise ContrastiveError(f"{file} is not an embeddings file: missing {', '.join(missing)}")
-    features = arrays["embeddings"]
-    if features.ndim != 2 or not (len(features) == len(arrays["paths"]) == len(arrays["labels"])):
-        raise ContrastiveError(
-            f"{file}: embeddings {features.shape}, {len(arrays['paths'])} paths and "
-            f"{len(arrays['labels'])} labels do not match"
-        )
-    return Embeddings(
-        embeddings=features.astype(np.float32, copy=False),
-        paths=arrays["paths"].astype(str),
-        labels=arrays["labels"].astype(np.int64),
-        classes=arrays["classes"].astype(str),
-        data_root=str(arrays.get("data_root", "")),
-        source=str(arrays.get("source", "")),
-        feature=str(arrays.get("feature", "backbone")),
-    )
 
 
 def image_loader(
@@ -231,18 +337,21 @@ def embed_folder(
         )
     paths = np.asarray(folder.relative_paths(), dtype=str)[kept]
     sources = sources or {}
-    return {
-        name: Embeddings(
-            values[first_rows],
-            paths,
-            labels[kept],
-            np.asarray(classes, dtype=str),
-            str(folder.root),
-            sources.get(name, ""),
-            name,
-        )
-        for name, values in features.items()
-    }
+    embedded = {}
+    for name, values in features.items():
+        try:
+            embedded[name] = Embeddings(
+                values[first_rows],
+                paths,
+                labels[kept],
+                classes,
+                folder.root,
+                sources.get(name, ""),
+                name,
+            )
+        except ContrastiveError as error:  # e.g. NaN features from a diverged checkpoint
+            raise ContrastiveError(f"{name} features of {folder.root}: {error}") from error
+    return embedded
 
 
 def embed_images(
@@ -268,8 +377,8 @@ def embed_images(
         progress: Show a progress bar.
 
     Returns:
-        The embeddings, ready for :func:`save_embeddings` or
-        :func:`contrastive.explore.load_embeddings`.
+        The embeddings, ready for :func:`save_embeddings` or the functions of
+        :mod:`contrastive.explore`.
     """
     encoder = (
         source

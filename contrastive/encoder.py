@@ -159,15 +159,132 @@ def load_backbone_weights(
 ) -> None:
     """Loads weights strictly, summarising any mismatch in one line.
 
+    The weights of a classifier the backbone replaced by ``Identity`` (``fc.*`` of an
+    ImageNet ``state_dict``) are ignored, so torchvision/timm files load as they are.
+
     Raises:
         ContrastiveError: Naming the file, the architecture, and the first mismatches.
     """
+    state_dict, _ = without_removed_classifier(backbone, state_dict)
     problems = _mismatches(backbone, state_dict)
     if problems:
         raise ContrastiveError(
             f"{source} does not fit backbone {config.name} (small_image_stem="
             f"{config.small_image_stem}): {'; '.join(problems)}"
         )
+
+
+def read_backbone_weights(source: str | os.PathLike) -> dict[str, Tensor]:
+    """The backbone ``state_dict`` held by a file or run folder, whatever its packaging.
+
+    Accepts a run folder (its ``backbone.pt``, else ``checkpoints/last.ckpt``), a Lightning
+    checkpoint (its ``backbone.*`` weights), a plain ``state_dict`` (torchvision, timm, a
+    run's ``backbone.pt``), one wrapped as ``{"state_dict": ...}`` or ``{"model": ...}``,
+    or a ``.safetensors`` file. Nothing is downloaded.
+
+    Raises:
+        ContrastiveError: If the path holds no tensors, in one line naming it.
+    """
+    path = Path(source).expanduser()
+    if path.is_dir():
+        weights, checkpoint = path / RUN_BACKBONE, path / RUN_CHECKPOINT
+        if not weights.is_file() and not checkpoint.is_file():
+            raise ContrastiveError(f"{path} holds no {RUN_BACKBONE} or {RUN_CHECKPOINT}")
+        path = weights if weights.is_file() else checkpoint
+    if path.suffix == ".safetensors" and path.is_file():
+        from safetensors.torch import load_file  # installed with timm
+
+        content: object = load_file(path)
+    else:
+        content = load_torch_safely(path)
+    for wrapper in ("state_dict", "model"):  # Lightning / timm train script / DeiT layouts
+        if isinstance(content, Mapping) and isinstance(content.get(wrapper), Mapping):
+            content = content[wrapper]
+    if not isinstance(content, Mapping) or not all(
+        isinstance(value, Tensor) for value in content.values()
+    ):
+        raise ContrastiveError(f"{path} holds no state_dict of tensors")
+    for prefix in ("backbone.", "module."):  # our Lightning module / a DDP-wrapped model
+        inner = _with_prefix(content, prefix)
+        if inner:
+            return inner
+    return dict(content)
+
+
+def without_removed_classifier(
+    module: nn.Module, state_dict: Mapping[str, Tensor]
+) -> tuple[dict[str, Tensor], list[str]]:
+    """Drops the keys of layers ``module`` replaced by ``Identity`` (the removed classifier).
+
+    Returns:
+        ``(state_dict, dropped keys)``.
+    """
+    expected = module.state_dict()
+    kept: dict[str, Tensor] = {}
+    dropped: list[str] = []
+    for key, value in state_dict.items():
+        owner = key.rpartition(".")[0]
+        try:
+            removed = key not in expected and isinstance(module.get_submodule(owner), nn.Identity)
+        except AttributeError:
+            removed = False
+        if removed:
+            dropped.append(key)
+        else:
+            kept[key] = value
+    return kept, dropped
+
+
+def init_backbone_weights(
+    backbone: nn.Module, source: str | os.PathLike, strict: bool = True
+) -> str:
+    """Loads starting weights into ``backbone`` (see :func:`read_backbone_weights`).
+
+    Args:
+        backbone: The freshly built backbone.
+        source: The weights file or run folder.
+        strict: Refuse missing or unexpected keys; off: load the rest and report them.
+
+    Returns:
+        A one-line report: tensors loaded, classifier keys ignored, keys missing/unexpected.
+
+    Raises:
+        ContrastiveError: On a shape mismatch (always), or missing/unexpected keys (strict),
+            naming the first offending tensors.
+    """
+    state_dict, ignored = without_removed_classifier(backbone, read_backbone_weights(source))
+    expected = backbone.state_dict()
+    reshaped = [
+        f"{key}: file {tuple(state_dict[key].shape)} vs model {tuple(value.shape)}"
+        for key, value in expected.items()
+        if key in state_dict and tuple(state_dict[key].shape) != tuple(value.shape)
+    ]
+    if reshaped:
+        raise ContrastiveError(
+            f"init weights {source} do not fit the backbone: "
+            f"{_describe(reshaped, 'shape mismatch(es)')}"
+        )
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    problems = [
+        problem
+        for problem in (
+            _describe(missing, "missing key(s)"),
+            _describe(unexpected, "unexpected key(s)"),
+        )
+        if problem
+    ]
+    if problems and strict:
+        raise ContrastiveError(
+            f"init weights {source} do not fit the backbone: {'; '.join(problems)} "
+            "(--no-init-weights-strict loads the matching tensors)"
+        )
+    backbone.load_state_dict(state_dict, strict=False)
+    loaded = len(expected) - len(missing)
+    report = [f"initialised the backbone from {source}: {loaded}/{len(expected)} tensors"]
+    if ignored:
+        report.append(f"ignored the classifier ({', '.join(ignored[:2])})")
+    return "; ".join(report + problems)
 
 
 def _mismatches(module: nn.Module, state_dict: Mapping[str, Tensor]) -> list[str]:

@@ -68,14 +68,7 @@ def top_k(
     Raises:
         ContrastiveError: If ``k`` is out of range or the widths differ.
     """
-    if queries.ndim != 2 or keys.ndim != 2 or queries.shape[1] != keys.shape[1]:
-        raise ContrastiveError(
-            f"queries {tuple(queries.shape)} and keys {tuple(keys.shape)} must be 2-D "
-            "with the same number of dimensions (columns)"
-        )
-    available = keys.shape[0] - (1 if exclude is not None else 0)
-    if not 1 <= k <= available:
-        raise ContrastiveError(f"k must be between 1 and {available} (the keys available), got {k}")
+    available = _available_keys(queries, keys, k, exclude)
     queries, keys = queries.float(), keys.float()
     bias = None if key_bias is None else key_bias.float()
     keys_t = keys.T.contiguous()
@@ -97,6 +90,23 @@ def top_k(
         )
         indices[chunk], scores[chunk] = top_indices[:, :k], top_scores[:, :k].float()
     return indices, scores
+
+
+def _available_keys(queries: Tensor, keys: Tensor, k: int, exclude: Tensor | None) -> int:
+    """The keys a query may get (all but an excluded one), after checking shapes and ``k``.
+
+    Raises:
+        ContrastiveError: If ``k`` is out of range or the widths differ.
+    """
+    if queries.ndim != 2 or keys.ndim != 2 or queries.shape[1] != keys.shape[1]:
+        raise ContrastiveError(
+            f"queries {tuple(queries.shape)} and keys {tuple(keys.shape)} must be 2-D "
+            "with the same number of dimensions (columns)"
+        )
+    available = keys.shape[0] - (1 if exclude is not None else 0)
+    if not 1 <= k <= available:
+        raise ContrastiveError(f"k must be between 1 and {available} (the keys available), got {k}")
+    return available
 
 
 def _settle_ties(

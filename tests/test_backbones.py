@@ -1,4 +1,6 @@
-"""Backbones: feature widths, the small-image stem, plain-torchvision compatibility."""
+"""Backbones: feature widths, the small-image stem, plain-torchvision compatibility, and a
+registry check that every listed family trains (one SimCLR step: finite loss, gradients
+reach every parameter)."""
 
 from __future__ import annotations
 
@@ -13,9 +15,12 @@ from contrastive.backbones import (
     BACKBONES,
     BackboneConfig,
     build_backbone,
+    remove_classifier,
     small_image_stem,
 )
 from contrastive.errors import ContrastiveError
+from contrastive.losses import LossConfig
+from contrastive.methods import MethodConfig, build_method
 
 # Final stage width: 512 for BasicBlock ResNets, 4 * 512 for Bottleneck (ResNet-50),
 # 8 * base width for the narrow ResNet-18s (8 * 32, 8 * 16).
@@ -37,8 +42,11 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def test_every_backbone_has_an_expected_width() -> None:
-    assert set(BACKBONES) == set(FEATURE_DIMS)
+def test_every_torchvision_classification_model_is_a_backbone() -> None:
+    assert set(FEATURE_DIMS) <= set(BACKBONES)
+    assert set(torchvision.models.list_models(module=torchvision.models)) <= set(BACKBONES)
+    # Detection/segmentation/video models are not image classifiers with pooled features.
+    assert "fasterrcnn_resnet50_fpn" not in BACKBONES
 
 
 @pytest.mark.parametrize("small_stem", [False, True])
@@ -105,6 +113,91 @@ def test_resnet18_state_dict_loads_into_plain_torchvision(small_stem: bool) -> N
         assert torch.equal(plain(images), model(images))
 
 
-def test_unknown_backbone_raises() -> None:
-    with pytest.raises(ContrastiveError, match="vgg16"):
-        BackboneConfig("vgg16")
+def test_unknown_backbone_raises_with_where_to_find_names() -> None:
+    with pytest.raises(ContrastiveError, match=r"vgg17.*list_models.*timm:NAME") as error:
+        BackboneConfig("vgg17")
+    assert "\n" not in str(error.value)
+
+
+def test_small_image_stem_is_for_resnets_only() -> None:
+    BackboneConfig("resnext50_32x4d", small_image_stem=True)
+    with pytest.raises(ContrastiveError, match="ResNets.*convnext_tiny"):
+        BackboneConfig("convnext_tiny", small_image_stem=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "feature_dim", "classifier"),
+    [
+        ("mobilenet_v3_small", 1024, "classifier.3"),  # after the head's hidden layer
+        ("efficientnet_b0", 1280, "classifier.1"),
+        ("convnext_tiny", 768, "classifier.2"),
+        ("regnet_y_400mf", 440, "fc"),
+        ("squeezenet1_1", 512, "classifier.1"),  # a 1x1 conv classifier
+        ("vit_b_16", 768, "heads.head"),
+    ],
+)
+def test_torchvision_state_dict_loads_into_plain_model(
+    name: str, feature_dim: int, classifier: str
+) -> None:
+    torch.manual_seed(0)
+    model, measured_dim = build_backbone(BackboneConfig(name))
+    assert measured_dim == feature_dim
+    plain = torchvision.models.get_model(name)
+    assert remove_classifier(plain) == (classifier, feature_dim)
+    plain.load_state_dict(model.state_dict(), strict=True)
+    if name != "vit_b_16":  # 224 px only; its forward is covered by the slow registry case
+        images = torch.randn(2, 3, 64, 64)
+        with torch.no_grad():
+            torch.testing.assert_close(plain.eval()(images), model.eval()(images))
+            assert model(images).shape == (2, feature_dim)
+
+
+#: ``(name, input size)``: one backbone per family, at the smallest input it takes.
+REGISTRY = [
+    ("resnet18_quarter", 32),
+    ("mobilenet_v3_small", 32),
+    ("efficientnet_b0", 32),
+    ("regnet_y_400mf", 32),
+    ("convnext_tiny", 32),
+    ("squeezenet1_1", 32),
+    ("timm:resnet18", 32),
+    # ViTs fix their input size (position embeddings): 224 px; ~25 s of CPU for vit_b_16.
+    ("timm:vit_tiny_patch16_224", 224),
+    pytest.param("vit_b_16", 224, marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize(("name", "input_size"), REGISTRY)
+def test_registry_backbone_trains_one_simclr_step(name: str, input_size: int) -> None:
+    if name.startswith("timm:"):
+        pytest.importorskip("timm", reason="the timm extra is not installed")
+    torch.manual_seed(0)
+    backbone, feature_dim = build_backbone(BackboneConfig(name))
+    method = build_method(
+        MethodConfig("simclr", projection_output_dim=16), LossConfig(), backbone, feature_dim
+    )
+    method.train()
+    images = torch.rand(3, 3, input_size, input_size)
+    views = [images, images.flip(-1)]
+    loss = method.training_loss(views, progress=0.0)
+    assert torch.isfinite(loss)
+    loss.backward()
+    without = [n for n, p in method.named_parameters() if p.requires_grad and p.grad is None]
+    assert not without, f"no gradient reaches {without[:3]}"
+    bad = [
+        n
+        for n, p in method.named_parameters()
+        if p.grad is not None and not p.grad.isfinite().all()
+    ]
+    assert not bad, f"non-finite gradients in {bad[:3]}"
+    assert backbone.eval()(images).shape == (3, feature_dim)
+
+
+def test_timm_backbone_gives_pooled_features_and_loads_into_plain_timm() -> None:
+    timm = pytest.importorskip("timm", reason="the timm extra is not installed")
+    model, feature_dim = build_backbone(BackboneConfig("timm:resnet18"))
+    assert feature_dim == 512
+    plain = timm.create_model("resnet18", pretrained=False, num_classes=0)
+    plain.load_state_dict(model.state_dict(), strict=True)
+    with pytest.raises(ContrastiveError, match="timm:resnet_nonexistent"):
+        BackboneConfig("timm:resnet_nonexistent")

@@ -57,11 +57,96 @@ def test_file_round_trip_is_plain_numpy(tmp_path: Path) -> None:
     with np.load(tmp_path / "e.npz", allow_pickle=False) as raw:
         assert raw["embeddings"].dtype == np.float32 and raw["embeddings"].shape == (3, 2)
         assert raw["labels"].dtype == np.int64 and raw["paths"][2] == "loose.png"
-        assert list(raw["classes"]) == ["a"]
+        assert list(raw["classes"]) == ["a"] and str(raw["data_root"]) == "/data"
     loaded = load_embeddings(tmp_path / "e.npz")
     assert np.array_equal(loaded.embeddings, small_embeddings().embeddings)
-    assert (loaded.data_root, loaded.source, loaded.feature) == ("/data", "/runs/x", "backbone")
+    assert loaded.paths.tolist() == small_embeddings().paths.tolist()
+    assert loaded.labels.tolist() == [0, 0, -1] and loaded.classes.tolist() == ["a"]
+    assert (loaded.data_root, loaded.source, loaded.feature) == (
+        Path("/data"),
+        "/runs/x",
+        "backbone",
+    )
     assert list(tmp_path.iterdir()) == [tmp_path / "e.npz"]  # no temporary left behind
+    unknown_root = Embeddings(loaded.embeddings, loaded.paths)
+    save_embeddings(unknown_root, tmp_path / "no_root.npz")
+    assert load_embeddings(tmp_path / "no_root.npz").data_root is None
+
+
+def _arrays(count: int = 4) -> dict[str, np.ndarray]:
+    """The arrays of an embeddings file, float64 features as a user might pass them."""
+    return {
+        "embeddings": np.arange(count * 3, dtype=np.float64).reshape(count, 3),
+        "paths": np.array([f"c{i % 2}/{i}.jpg" for i in range(count)]),
+        "labels": np.array([0, 1, -1, 1][:count], dtype=np.int64),
+        "classes": np.array(["c0", "c1"]),
+    }
+
+
+def test_files_written_by_numpy_load_with_their_data_root(tmp_path: Path) -> None:
+    file = tmp_path / "emb.npz"
+    np.savez(file, **_arrays(), data_root=np.array(str(tmp_path)))
+    loaded = load_embeddings(file)
+    assert loaded.embeddings.dtype == np.float32 and loaded.embeddings.shape == (4, 3)
+    assert loaded.paths.tolist() == ["c0/0.jpg", "c1/1.jpg", "c0/2.jpg", "c1/3.jpg"]
+    assert loaded.labels.tolist() == [0, 1, -1, 1] and loaded.labels.dtype == np.int64
+    assert loaded.classes.tolist() == ["c0", "c1"] and loaded.is_labeled
+    assert (loaded.data_root, loaded.source, loaded.feature) == (tmp_path, "", "backbone")
+    assert loaded.image_path(1) == tmp_path / "c1" / "1.jpg"
+    assert [loaded.label_name(i) for i in range(4)] == ["c0", "c1", "unlabeled", "c1"]
+
+
+def test_data_root_argument_overrides_the_stored_one(tmp_path: Path) -> None:
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    file = tmp_path / "emb.npz"
+    np.savez(file, **_arrays(), data_root=np.array(str(tmp_path)))
+    assert load_embeddings(file, data_root=other).data_root == other
+    with pytest.raises(ContrastiveError, match="data_root is not a folder"):
+        load_embeddings(file, data_root=tmp_path / "nope")
+
+
+def test_moved_files_load_but_cannot_show_images(tmp_path: Path) -> None:
+    file = tmp_path / "emb.npz"
+    np.savez(file, **_arrays(), data_root=np.array("/no/such/folder"))
+    loaded = load_embeddings(file)
+    assert len(loaded) == 4
+    with pytest.raises(ContrastiveError, match="not a folder here; pass data_root="):
+        loaded.image_path(0)
+
+
+def test_labels_and_classes_are_optional(tmp_path: Path) -> None:
+    arrays = _arrays()
+    unlabeled = Embeddings(arrays["embeddings"], list(arrays["paths"]))
+    assert unlabeled.labels.tolist() == [-1] * 4 and unlabeled.classes.tolist() == []
+    assert not unlabeled.is_labeled and unlabeled.data_root is None
+    with pytest.raises(ContrastiveError, match="no data_root known"):
+        unlabeled.image_path(0)
+    np.savez(tmp_path / "bare.npz", embeddings=arrays["embeddings"], paths=arrays["paths"])
+    assert load_embeddings(tmp_path / "bare.npz").labels.tolist() == [-1] * 4
+
+
+def test_absolute_paths_need_no_root(tmp_path: Path) -> None:
+    dataset = Embeddings(np.ones((1, 2)), [str(tmp_path / "x.jpg")])
+    assert dataset.image_path(0) == tmp_path / "x.jpg"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"paths": np.array(["a.jpg"])}, "paths has 1 entries but embeddings has 4 rows"),
+        ({"labels": np.array([0, 1, 2, 0])}, "label 2 of row 2"),
+        ({"labels": np.array([0, 1])}, "labels has shape \\(2,\\), expected \\(4,\\)"),
+        ({"labels": np.array([0.0, 1.0, 1.0, 0.0])}, "labels must be integers"),
+        ({"embeddings": np.zeros(4)}, "N x D"),
+        ({"embeddings": np.array([["a", "b", "c"]] * 4)}, "real numbers"),
+        ({"embeddings": np.array([[0.0, 1.0, 2.0]] * 3 + [[np.nan, 0.0, 0.0]])}, "first row 3"),
+    ],
+)
+def test_inconsistent_arrays_are_refused(change: dict, message: str) -> None:
+    with pytest.raises(ContrastiveError, match=message) as error:
+        Embeddings(**{**_arrays(), **change})
+    assert "\n" not in str(error.value)
 
 
 def test_bad_files_raise_one_line_errors(tmp_path: Path) -> None:
@@ -70,18 +155,18 @@ def test_bad_files_raise_one_line_errors(tmp_path: Path) -> None:
     (tmp_path / "text.npz").write_text("hello")
     with pytest.raises(ContrastiveError, match="cannot read"):
         load_embeddings(tmp_path / "text.npz")
+    np.savez(tmp_path / "pickled.npz", **{**_arrays(), "paths": np.array([object()] * 4)})
+    with pytest.raises(ContrastiveError, match="cannot read"):
+        load_embeddings(tmp_path / "pickled.npz")  # object arrays would need pickle
     np.savez(tmp_path / "partial.npz", embeddings=np.zeros((2, 2)))
-    with pytest.raises(ContrastiveError, match="missing paths, labels, classes"):
+    with pytest.raises(
+        ContrastiveError, match="partial.npz is not an embeddings file: missing paths"
+    ):
         load_embeddings(tmp_path / "partial.npz")
-    np.savez(
-        tmp_path / "short.npz",
-        embeddings=np.zeros((2, 2)),
-        paths=np.array(["a"]),
-        labels=np.zeros(2),
-        classes=np.array(["a"]),
-    )
-    with pytest.raises(ContrastiveError, match="do not match"):
+    np.savez(tmp_path / "short.npz", **{**_arrays(), "paths": np.array(["a"])})
+    with pytest.raises(ContrastiveError, match="short.npz: paths has 1 entries") as error:
         load_embeddings(tmp_path / "short.npz")
+    assert "\n" not in str(error.value)
 
 
 def test_folder_embedding_matches_single_image_inference(tmp_path: Path) -> None:
@@ -106,7 +191,7 @@ def test_folder_embedding_matches_single_image_inference(tmp_path: Path) -> None
     assert (embedded.source, embedded.feature, embedded.data_root) == (
         "run",
         "backbone",
-        str(root.absolute()),
+        root.absolute(),
     )
     image = eval_transform(VIEWS)(load_rgb(root / "dog" / "001.png"))
     with torch.no_grad():

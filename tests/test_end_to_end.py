@@ -130,9 +130,11 @@ def test_embed_and_knn_report_with_baselines(
         tmp_path / "projector",
         "--no-progress",
     )
-    exported = sorted(p.name for p in (tmp_path / "projector").iterdir())
-    assert exported == ["metadata.tsv", "projector_config.pbtxt", "sprite.png", "tensors.tsv"]
-    assert len((tmp_path / "projector" / "tensors.tsv").read_text().splitlines()) == 100
+    assert (tmp_path / "projector" / "projector_config.pbtxt").is_file()
+    exported = sorted(p.name for p in (tmp_path / "projector" / "00000" / "embeddings").iterdir())
+    assert exported == ["metadata.tsv", "sprite.png", "tensors.tsv"]
+    tensors = tmp_path / "projector" / "00000" / "embeddings" / "tensors.tsv"
+    assert len(tensors.read_text().splitlines()) == 100
     report_path = tmp_path / "knn.json"
     contrastive(
         "eval",

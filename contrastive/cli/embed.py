@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from contrastive.backbones import BACKBONES, BackboneConfig
+from contrastive.backbones import BackboneConfig
 from contrastive.embeddings import embed_folder, save_embeddings
 from contrastive.encoder import Encoder, feature_extractor, load_encoder
 from contrastive.errors import ContrastiveError
@@ -34,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         metavar="DIR",
         help="also write a TensorBoard Embedding Projector export (tensors, "
-        "metadata, thumbnail sprite) to DIR",
+        "metadata, thumbnail sprite) to DIR; needs `pip install tensorboard`",
     )
     add_compute_arguments(parser)
     parser.set_defaults(func=run)
@@ -52,8 +52,9 @@ def add_encoder_arguments(parser: argparse.ArgumentParser, required: bool) -> No
     )
     parser.add_argument(
         "--backbone",
-        choices=BACKBONES,
-        help="architecture of a plain state_dict (overrides the run's)",
+        metavar="NAME",
+        help="architecture of a plain state_dict (overrides the run's): a torchvision "
+        "classification model, resnet18_quarter, timm:NAME...",
     )
     parser.add_argument(
         "--small-image-stem",
@@ -126,16 +127,10 @@ def run(args: argparse.Namespace) -> int:
     )[feature]
     save_embeddings(embedded, args.out)
     if args.projector is not None:
-        from contrastive.projector import export_projector
+        # Imported here: the export pulls in matplotlib and TensorBoard; embedding needs neither.
+        from contrastive.explore.projector import export_projector
 
-        export_projector(
-            embedded.embeddings,
-            embedded.paths,
-            embedded.labels,
-            embedded.classes,
-            embedded.data_root,
-            args.projector,
-        )
+        export_projector(embedded, args.projector)
         print(
             f"wrote a TensorBoard projector export to {args.projector} "
             f"(view it with: tensorboard --logdir {args.projector})"

@@ -1,4 +1,4 @@
-"""``contrastive eval knn | linear``: measure representation quality, write a JSON report."""
+"""``contrastive eval knn | linear | fewshot``: measure representation quality, write a report."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from contrastive.cli.embed import (
     encoder_from_args,
     resolve_device,
 )
+from contrastive.cli.fewshot import add_fewshot_arguments, run_fewshot
 from contrastive.embeddings import Embeddings, RawPixels
 from contrastive.encoder import Encoder
 from contrastive.evaluation.inputs import (
@@ -22,14 +23,14 @@ from contrastive.evaluation.inputs import (
     evaluation_inputs,
 )
 from contrastive.evaluation.knn import METRICS, knn_rankings
-from contrastive.evaluation.labels import labeled_pair
+from contrastive.evaluation.labels import LabeledPair, labeled_pair
 from contrastive.evaluation.linear import DEFAULT_WEIGHT_DECAYS, linear_probe
 from contrastive.evaluation.metrics import topk_accuracy
 from contrastive.evaluation.report import build_report, knn_table, linear_table, write_report
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Registers ``eval`` with its ``knn`` and ``linear`` sub-commands."""
+    """Registers ``eval`` with its ``knn``, ``linear`` and ``fewshot`` sub-commands."""
     parser = subparsers.add_parser(
         "eval", help="kNN or linear-probe evaluation", description="Measure representation quality."
     )
@@ -62,6 +63,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="share of each training class held out to choose it",
     )
     linear.set_defaults(func=run_linear)
+
+    fewshot = protocols.add_parser(
+        "fewshot",
+        help="kNN and linear probe with 1, 2, 5, ... labels per class, with error bars",
+    )
+    _add_common_arguments(fewshot)
+    add_fewshot_arguments(fewshot)
+    fewshot.set_defaults(func=lambda args: run_fewshot(args, _embed_settings(args)))
 
 
 def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -109,43 +118,39 @@ def _float_list(text: str) -> list[float]:
 
 def run_knn(args: argparse.Namespace) -> int:
     """Weighted kNN on every feature set; prints the table, writes the report."""
-    encoder = encoder_from_args(args)
-    sets = evaluation_inputs(args.train, args.test, encoder, args.baselines, _embed_settings(args))
-    results: dict[str, Any] = {}
-    for name, (train, test) in sets.items():
-        pair = labeled_pair(train, test, f"--train {args.train}", f"--test {args.test}")
+    ks = sorted(set(args.k))
+
+    def score(pair: LabeledPair) -> dict[str, Any]:
         rankings = knn_rankings(
             pair.train_features,
             pair.train_labels,
             pair.test_features,
-            args.k,
-            args.temperature,
-            len(pair.classes),
-            args.metric,
+            ks=args.k,
+            temperature=args.temperature,
+            num_classes=len(pair.classes),
+            metric=args.metric,
         )
-        results[name] = {
+        return {
             f"k={k}": {
                 f"top{t}": accuracy
                 for t, accuracy in topk_accuracy(rankings[k], pair.test_labels, (1, 5)).items()
             }
-            for k in sorted(set(args.k))
+            for k in ks
         }
+
     settings = {
-        "k": sorted(set(args.k)),
+        "k": ks,
         "temperature": args.temperature,
         "metric": args.metric,
         "weights": "exp(similarity / T)",
     }
-    return _finish(args, "knn", settings, sets, results, encoder, knn_table)
+    return _evaluate_sets(args, "knn", settings, score, knn_table)
 
 
 def run_linear(args: argparse.Namespace) -> int:
     """Linear probe (logistic regression on cached features) on every feature set."""
-    encoder = encoder_from_args(args)
-    sets = evaluation_inputs(args.train, args.test, encoder, args.baselines, _embed_settings(args))
-    results: dict[str, Any] = {}
-    for name, (train, test) in sets.items():
-        pair = labeled_pair(train, test, f"--train {args.train}", f"--test {args.test}")
+
+    def score(pair: LabeledPair) -> dict[str, Any]:
         probe = linear_probe(
             pair.train_features,
             pair.train_labels,
@@ -156,11 +161,12 @@ def run_linear(args: argparse.Namespace) -> int:
             args.val_fraction,
             args.seed,
         )
-        results[name] = {
+        return {
             **probe.summary,
             "weight_decay": probe.weight_decay,
             "validation_accuracy": probe.validation_accuracy,
         }
+
     settings = {
         "method": "multinomial logistic regression, full-batch L-BFGS, standardised "
         "features, loss = mean cross-entropy + wd/2 |W|^2",
@@ -168,7 +174,24 @@ def run_linear(args: argparse.Namespace) -> int:
         "validation_fraction": args.val_fraction,
         "seed": args.seed,
     }
-    return _finish(args, "linear", settings, sets, results, encoder, linear_table)
+    return _evaluate_sets(args, "linear", settings, score, linear_table)
+
+
+def _evaluate_sets(
+    args: argparse.Namespace,
+    protocol: str,
+    settings: dict[str, Any],
+    score: Callable[[LabeledPair], dict[str, Any]],
+    table: Callable[[dict[str, Any]], str],
+) -> int:
+    """Scores the labelled train/test pair of every feature set; prints and writes the report."""
+    encoder = encoder_from_args(args)
+    sets = evaluation_inputs(args.train, args.test, encoder, args.baselines, _embed_settings(args))
+    results: dict[str, Any] = {}
+    for name, (train, test) in sets.items():
+        pair = labeled_pair(train, test, f"--train {args.train}", f"--test {args.test}")
+        results[name] = score(pair)
+    return _finish(args, protocol, settings, sets, results, encoder, table)
 
 
 def _finish(

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from contrastive.backbones import BACKBONES
 from contrastive.cli.config_flags import (
     Flag,
     add_config_flags,
@@ -43,7 +42,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 #: Flags whose name, choices or help differ from what the field alone gives.
 FLAGS = {
     "out": Flag(show_default=False),  # required: every run names its directory
-    "backbone.name": Flag("--backbone", choices=BACKBONES),
+    # Any torchvision classification model or timm:NAME: too many for choices; BackboneConfig
+    # checks the name and says where to find the names.
+    "backbone.name": Flag("--backbone", metavar="NAME"),
     "method.name": Flag("--method", choices=sorted(METHODS)),
     "loss.name": Flag("--loss", choices=LOSSES),
     "loss.distance": Flag(choices=DISTANCES),
@@ -53,12 +54,14 @@ FLAGS = {
     "cache_images": Flag("--cache"),
     "checkpoint_every_n_epochs": Flag("--checkpoint-every"),
     "monitor_every_n_epochs": Flag("--monitor-every"),
+    "init_weights": Flag(metavar="FILE"),
+    "logger": Flag(metavar="NAMES"),
 }
 
 #: ``--help`` sections and the config fields (or whole components) each one lists.
 GROUPS = {
     "data and run": ("data", "out", "seed", "deterministic", "max_bad_fraction"),
-    "method": ("method", "loss", "backbone"),
+    "method": ("method", "loss", "backbone", "init_weights", "init_weights_strict"),
     "views": ("views", "stored_size"),
     "optimisation": ("batch_size", "epochs", "time_budget", "max_steps", "optim"),
     "hardware": (
@@ -79,6 +82,7 @@ GROUPS = {
         "val_train",
         "val_test",
         "monitor_every_n_epochs",
+        "logger",
     ),
 }
 
@@ -176,8 +180,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = train(config, resume=args.resume)
     except TrainingInterrupted as stop:
-        # One line saying how to continue, instead of the generic "interrupted".
-        print(stop, file=sys.stderr)
+        from pytorch_lightning.utilities import rank_zero_only
+
+        # One line saying how to continue, instead of the generic "interrupted"; under DDP
+        # every process stopped at the same step, and one of them says so.
+        if rank_zero_only.rank == 0:
+            print(stop, file=sys.stderr)
         return stop.exit_code
     from pytorch_lightning.utilities import rank_zero_only
 

@@ -22,6 +22,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +31,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from contrastive.data.cifar10 import cache_dir
+from contrastive.cache_root import cache_dir
 from contrastive.data.folder import load_rgb
 from contrastive.errors import ContrastiveError
 from contrastive.files import atomic_path, write_text_atomic
@@ -47,7 +48,7 @@ _POOL_CHUNK = 64
 
 
 def default_cache_dir() -> Path:
-    """``contrastive.data.cifar10.cache_dir()/decoded``."""
+    """``contrastive.cache_root.cache_dir()/decoded``."""
     return cache_dir() / "decoded"
 
 
@@ -229,17 +230,8 @@ def _load(folder: Path, name: str, source_paths: list[Path], size: int) -> Decod
         or data_bytes != row_count * 3 * size * size
     ):
         return None
-    valid = np.setdiff1d(
-        np.arange(len(source_paths), dtype=np.int64), np.asarray(skipped_indices, dtype=np.int64)
-    )
     log.info("reusing decoded cache %s (%d images)", data_path, row_count)
-    return DecodedCache(
-        data_path=data_path,
-        size=size,
-        source_paths=source_paths,
-        valid=valid,
-        skipped=[source_paths[i] for i in skipped_indices],
-    )
+    return _decoded_cache(data_path, size, source_paths, skipped_indices)
 
 
 def _decoded_in_order(
@@ -300,6 +292,13 @@ def _build(
         ),
     )
     log.info("decoded %d images in %.1f s", row, time.perf_counter() - started)
+    return _decoded_cache(data_path, size, source_paths, skipped_indices)
+
+
+def _decoded_cache(
+    data_path: Path, size: int, source_paths: list[Path], skipped_indices: Sequence[int]
+) -> DecodedCache:
+    """The cache of ``data_path``: a row for every source file but the skipped ones."""
     valid = np.setdiff1d(
         np.arange(len(source_paths), dtype=np.int64), np.asarray(skipped_indices, dtype=np.int64)
     )
@@ -320,25 +319,6 @@ def _remove_stale(folder: Path, name: str) -> None:
             stale.unlink(missing_ok=True)
 
 
-class CachedImageDataset(torch.utils.data.Dataset):
-    """Map-style dataset over a :class:`DecodedCache`.
-
-    Item ``r`` is ``(image, file_index)``: ``image`` is ``torch.uint8 (3, S, S)`` and
-    ``file_index = cache.valid[r]`` indexes the cache's ``source_paths`` (and labels built
-    for them).
-    """
-
-    def __init__(self, cache: DecodedCache) -> None:
-        self.cache = cache
-
-    def __len__(self) -> int:
-        return len(self.cache)
-
-    def __getitem__(self, row: int) -> tuple[torch.Tensor, int]:
-        image = torch.from_numpy(np.array(self.cache.images[row]))
-        return image, int(self.cache.valid[row])
-
-
 class CachedImageLoader:
     """Batches of random cache rows without per-sample Python work.
 
@@ -347,6 +327,12 @@ class CachedImageLoader:
     The permutation of an epoch comes from a ``torch.Generator`` seeded with
     ``(seed, epoch)``; each iteration advances the epoch unless :meth:`set_epoch` is called.
     A plain iterable with ``__len__``, so Lightning accepts it as a train dataloader.
+
+    With ``prefetch``, a background thread reads (and pins) the next batch while the
+    training step runs on the current one: the memmap read and the copy into page-locked
+    memory release the GIL, so they overlap the step instead of stalling it. That pays
+    where the step runs on a GPU; on CPU the thread competes with the step for the cores
+    and a batch alone arrives slower (``benchmarks/README.md``, issue 18), so it is off.
 
     Args:
         cache: The decoded images.
@@ -357,6 +343,7 @@ class CachedImageLoader:
         rank: This process's shard, for multi-process training.
         world_size: Number of shards; each gets ``len(cache) // world_size`` rows per epoch.
         pin_memory: Return page-locked tensors, for asynchronous copies to a GPU.
+        prefetch: Read the next batch in a background thread.
 
     Yields:
         ``(images, file_indices)``: ``torch.uint8 (B, 3, S, S)`` and ``torch.int64 (B,)``
@@ -373,6 +360,7 @@ class CachedImageLoader:
         rank: int = 0,
         world_size: int = 1,
         pin_memory: bool = False,
+        prefetch: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ContrastiveError(f"batch_size must be at least 1, got {batch_size}")
@@ -386,6 +374,7 @@ class CachedImageLoader:
         self.rank = rank
         self.world_size = world_size
         self.pin_memory = pin_memory
+        self.prefetch = prefetch
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -415,11 +404,30 @@ class CachedImageLoader:
         order = self.epoch_rows(self.epoch).numpy()
         self.epoch += 1
         valid = torch.from_numpy(self.cache.valid)
-        for batch_number in range(len(self)):
+
+        def read(batch_number: int) -> tuple[torch.Tensor, torch.Tensor]:
             rows = np.sort(
                 order[batch_number * self.batch_size : (batch_number + 1) * self.batch_size]
             )
             images = self.cache.batch(rows)
             if self.pin_memory:
                 images = images.pin_memory()
-            yield images, valid[torch.from_numpy(rows)]
+            return images, valid[torch.from_numpy(rows)]
+
+        if not self.prefetch or len(self) < 2:
+            for batch_number in range(len(self)):
+                yield read(batch_number)
+            return
+        # One batch ahead: the thread reads batch n + 1 while the caller uses batch n.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-prefetch") as pool:
+            pending = pool.submit(read, 0)
+            try:
+                for batch_number in range(1, len(self) + 1):
+                    batch = pending.result()
+                    if batch_number < len(self):
+                        pending = pool.submit(read, batch_number)
+                    yield batch
+            finally:
+                # Stopped early (a resume skipping batches, an interrupt): the read in
+                # flight finishes, its batch is dropped.
+                pending.cancel()

@@ -12,14 +12,10 @@ import shutil
 import tarfile
 from pathlib import Path
 
+from contrastive.cache_root import cache_dir
 from contrastive.errors import ContrastiveError
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
-
-def cache_dir() -> Path:
-    """The toolkit's cache root: ``$CONTRASTIVE_CACHE`` or ``~/.cache/contrastive``."""
-    return Path(os.environ.get("CONTRASTIVE_CACHE", Path.home() / ".cache" / "contrastive"))
 
 
 def default_archive_dir() -> Path:

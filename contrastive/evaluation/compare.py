@@ -12,7 +12,7 @@ validation split), run on the same labelled train/test folders for every encoder
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,9 @@ from contrastive.evaluation.report import ROW_NAMES, format_table, percent
 SCORES = ("knn_top1", "knn_top5", "linear_top1", "linear_top5")
 
 EncoderSource = str | os.PathLike | Encoder
+
+#: Row names of the baselines, which encoders may not take.
+_BASELINE_ROWS = (ROW_NAMES[RANDOM_INIT], ROW_NAMES[RAW_PIXELS])
 
 
 @dataclass
@@ -181,40 +184,62 @@ def compare_encoders(
         ContrastiveError: If no encoder is given, two have the same name, or a folder
             cannot be evaluated.
     """
-    named = _named(encoders)
-    clash = sorted(set(named) & {ROW_NAMES[RANDOM_INIT], ROW_NAMES[RAW_PIXELS]})
-    if baselines and clash:
-        raise ContrastiveError(
-            f"encoder name(s) {', '.join(clash)} are taken by the baselines; choose other names"
-        )
+    named = _named(encoders, reserved=_BASELINE_ROWS if baselines else ())
     settings = EmbedSettings(
         batch_size=batch_size, num_workers=num_workers, device=device, progress=progress, seed=seed
     )
     scores: dict[str, dict[str, float]] = {}
-    baseline_scores: dict[str, dict[str, float]] = {}
+    for row, (train_set, test_set) in _feature_sets(named, train, test, baselines, settings):
+        scores[row] = score_embeddings(
+            train_set, test_set, k, temperature, weight_decays, validation_fraction, seed
+        )
+    return _encoders_first(scores, named, k, str(train), str(test))
+
+
+def _encoders_first(
+    scores: Mapping[str, dict[str, float]],
+    named: Mapping[str, EncoderSource],
+    k: int,
+    train: str,
+    test: str,
+) -> Comparison:
+    """The comparison with the encoders' rows first, then the baselines' rows.
+
+    The baselines are embedded with the first encoder, so they arrive between encoders.
+    """
+    baseline_rows = [row for row in scores if row not in named]
+    return Comparison(
+        scores={row: scores[row] for row in [*named, *baseline_rows]},
+        baselines=baseline_rows,
+        k=k,
+        train=train,
+        test=test,
+    )
+
+
+def _feature_sets(
+    named: Mapping[str, EncoderSource],
+    train: str | os.PathLike,
+    test: str | os.PathLike,
+    baselines: bool,
+    settings: EmbedSettings,
+) -> Iterator[tuple[str, tuple[Embeddings, Embeddings]]]:
+    """``(row name, (train, test) embeddings)`` of each encoder, and of the baselines.
+
+    The baselines are built from the first encoder and embedded in the same pass as it.
+    """
     for index, (name, source) in enumerate(named.items()):
         encoder = source if isinstance(source, Encoder) else load_encoder(source)
         sets = evaluation_inputs(train, test, encoder, baselines and index == 0, settings)
-        for key, (train_set, test_set) in sets.items():
-            numbers = score_embeddings(
-                train_set, test_set, k, temperature, weight_decays, validation_fraction, seed
-            )
-            if key == MODEL:
-                scores[name] = numbers
-            else:
-                baseline_scores[ROW_NAMES.get(key, key)] = numbers
-    return Comparison(
-        scores={**scores, **baseline_scores},
-        baselines=list(baseline_scores),
-        k=k,
-        train=str(train),
-        test=str(test),
-    )
+        for key, pair in sets.items():
+            yield (name if key == MODEL else ROW_NAMES.get(key, key)), pair
 
 
 def _named(
     encoders: Mapping[str, EncoderSource] | Sequence[EncoderSource],
+    reserved: Collection[str] = (),
 ) -> dict[str, EncoderSource]:
+    """``{row name: source}``; names must be unique and none of ``reserved``."""
     if isinstance(encoders, str | os.PathLike | Encoder):
         encoders = [encoders]
     if isinstance(encoders, Mapping):
@@ -228,6 +253,11 @@ def _named(
     if len(named) != count:
         raise ContrastiveError(
             "two encoders have the same name; pass {name: run} to name them apart"
+        )
+    clash = sorted(set(named) & set(reserved))
+    if clash:
+        raise ContrastiveError(
+            f"encoder name(s) {', '.join(clash)} are taken by the baselines; choose other names"
         )
     return named
 

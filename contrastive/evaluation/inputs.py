@@ -109,11 +109,11 @@ def _feature_sets(
     model = load_embeddings(path)
     if not extras:
         return {MODEL: model}
-    folder = Path(model.data_root)
-    if not model.data_root or not folder.is_dir():
+    folder = model.data_root
+    if folder is None or not folder.is_dir():
         raise ContrastiveError(
-            f"--baselines: {path} records no existing data folder ({model.data_root!r}); give "
-            f"the image folder as {name}"
+            f"--baselines: {path} records no existing data folder ({str(folder or '')!r}); "
+            f"give the image folder as {name}"
         )
     if encoder is None:
         raise ContrastiveError("--baselines needs --run or --checkpoint")

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from contrastive.errors import ContrastiveError
+from contrastive.evaluation.checks import check_feature_pair
 from contrastive.neighbours import top_k
 
 METRICS = ("cosine", "euclidean")
@@ -153,13 +154,7 @@ def _check_inputs(
     metric: str,
     exclude: Tensor | None,
 ) -> None:
-    if train_features.ndim != 2 or test_features.ndim != 2:
-        raise ContrastiveError("kNN features must be 2-D (samples x dimensions)")
-    if train_features.shape[1] != test_features.shape[1]:
-        raise ContrastiveError(
-            f"train and test features differ in width: {train_features.shape[1]} vs "
-            f"{test_features.shape[1]}"
-        )
+    check_feature_pair(train_features, test_features, "kNN")
     if train_labels.shape != (train_features.shape[0],):
         raise ContrastiveError("kNN needs one train label per train feature")
     if train_labels.numel() and int(train_labels.min()) < 0:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from contrastive.errors import ContrastiveError
+from contrastive.evaluation.checks import check_feature_pair
 from contrastive.evaluation.metrics import classification_summary
 
 log = logging.getLogger(__name__)
@@ -266,13 +267,7 @@ def _check_inputs(
     test_labels: Tensor,
     weight_decays: Sequence[float],
 ) -> None:
-    if train_features.ndim != 2 or test_features.ndim != 2:
-        raise ContrastiveError("linear-probe features must be 2-D (samples x dimensions)")
-    if train_features.shape[1] != test_features.shape[1]:
-        raise ContrastiveError(
-            f"train and test features differ in width: {train_features.shape[1]} vs "
-            f"{test_features.shape[1]}"
-        )
+    check_feature_pair(train_features, test_features, "linear-probe")
     if train_labels.shape != (train_features.shape[0],) or test_labels.shape != (
         test_features.shape[0],
     ):

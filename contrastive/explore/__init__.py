@@ -1,10 +1,10 @@
 """Exploring embeddings in notebooks: maps, neighbours, clusters, duplicates, outliers.
 
-Load a file written by ``contrastive embed`` with :func:`load_embeddings`, then call the
+Load a file written by ``contrastive embed`` with :func:`load_embeddings` (re-exported here
+from :mod:`contrastive.embeddings`, the home of the :class:`Embeddings` type), then call the
 functions below; every plot returns a :class:`matplotlib.figure.Figure` (save it with
 :func:`save_figure`). Modules:
 
-* :mod:`~contrastive.explore.embeddings`: the embeddings file and :class:`EmbeddingSet`.
 * :mod:`~contrastive.explore.similarity`: chunked cosine neighbours, duplicates, outliers.
 * :mod:`~contrastive.explore.projection`: PCA, t-SNE and UMAP projections to 2-D.
 * :mod:`~contrastive.explore.maps`: the projection scatter with thumbnails.
@@ -14,18 +14,20 @@ functions below; every plot returns a :class:`matplotlib.figure.Figure` (save it
 * :mod:`~contrastive.explore.augment`: a preview of the views a ViewConfig makes.
 * :mod:`~contrastive.explore.browser`: the ipywidgets neighbour browser.
 * :mod:`~contrastive.explore.comparison`: a bar chart of encoders against baselines.
+* :mod:`~contrastive.explore.projector`: the TensorBoard Embedding Projector export.
 """
 
+from contrastive.embeddings import Embeddings, load_embeddings
 from contrastive.explore.augment import plot_augmentations, sample_views
 from contrastive.explore.browser import neighbour_browser
 from contrastive.explore.clusters import Clustering, cluster_embeddings, plot_clusters
 from contrastive.explore.comparison import plot_comparison
-from contrastive.explore.embeddings import EmbeddingSet, load_embeddings
 from contrastive.explore.grids import plot_images, plot_neighbours, plot_pairs
 from contrastive.explore.images import load_thumbnail, save_figure
 from contrastive.explore.knn import KnnReport, knn_report, plot_confusion
 from contrastive.explore.maps import plot_projection
 from contrastive.explore.projection import PROJECTIONS, project_2d
+from contrastive.explore.projector import ProjectorExport, export_projector
 from contrastive.explore.similarity import (
     near_duplicates,
     nearest_neighbours,
@@ -36,9 +38,11 @@ from contrastive.explore.similarity import (
 __all__ = [
     "PROJECTIONS",
     "Clustering",
-    "EmbeddingSet",
+    "Embeddings",
     "KnnReport",
+    "ProjectorExport",
     "cluster_embeddings",
+    "export_projector",
     "knn_report",
     "load_embeddings",
     "load_thumbnail",

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from contrastive.embeddings import Embeddings
 from contrastive.errors import ContrastiveError
-from contrastive.explore.embeddings import EmbeddingSet
 from contrastive.explore.grids import draw_neighbour_rows, plot_neighbours
 from contrastive.explore.similarity import top_k_similar, unit_rows
 
@@ -25,7 +25,7 @@ ALL_CLASSES = -1
 
 
 def neighbour_browser(
-    dataset: EmbeddingSet,
+    dataset: Embeddings,
     k: int = 8,
     start: int = 0,
     image_size: int = 64,
@@ -69,7 +69,7 @@ class _Browser:
     """Holds the widgets and redraws the neighbours when the selection changes."""
 
     def __init__(
-        self, dataset: EmbeddingSet, k: int, start: int, image_size: int, widgets: ModuleType
+        self, dataset: Embeddings, k: int, start: int, image_size: int, widgets: ModuleType
     ) -> None:
         self.dataset, self.k, self.image_size = dataset, k, image_size
         # Normalised once: each redraw is then one matrix-vector product.

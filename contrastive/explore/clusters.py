@@ -8,8 +8,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.cluster import KMeans
 
+from contrastive.embeddings import Embeddings
 from contrastive.errors import ContrastiveError
-from contrastive.explore.embeddings import EmbeddingSet
 from contrastive.explore.images import grid_figure, load_thumbnail, show_image
 from contrastive.explore.similarity import unit_rows
 
@@ -59,7 +59,7 @@ def cluster_embeddings(embeddings: np.ndarray, n_clusters: int, seed: int = 0) -
 
 
 def plot_clusters(
-    dataset: EmbeddingSet,
+    dataset: Embeddings,
     assignments: np.ndarray,
     per_cluster: int = 8,
     max_clusters: int = 20,
@@ -107,7 +107,7 @@ def plot_clusters(
 
 
 def _pick_members(
-    dataset: EmbeddingSet, members: np.ndarray, count: int, pick: str, rng: np.random.Generator
+    dataset: Embeddings, members: np.ndarray, count: int, pick: str, rng: np.random.Generator
 ) -> np.ndarray:
     if len(members) <= count:
         return members
@@ -118,7 +118,7 @@ def _pick_members(
     return members[np.argsort(-(unit @ centre), kind="stable")[:count]]
 
 
-def _describe(dataset: EmbeddingSet, cluster: int, members: np.ndarray) -> str:
+def _describe(dataset: Embeddings, cluster: int, members: np.ndarray) -> str:
     text = f"cluster {cluster}: {len(members)} images"
     labels = dataset.labels[members]
     labels = labels[labels >= 0]

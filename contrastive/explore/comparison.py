@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from contrastive.errors import ContrastiveError
@@ -42,11 +43,7 @@ def plot_comparison(
     Raises:
         ContrastiveError: For an unknown metric or an empty comparison.
     """
-    unknown = [metric for metric in metrics if metric not in SCORES]
-    if unknown or not metrics:
-        raise ContrastiveError(
-            f"unknown metric(s) {unknown or list(metrics)}; choose from {', '.join(SCORES)}"
-        )
+    _check_metrics(metrics)
     names = list(comparison.scores)
     if not names:
         raise ContrastiveError("the comparison holds no scores to plot")
@@ -65,17 +62,7 @@ def plot_comparison(
                 bar.set_hatch("//")
         ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
     ax.set_xticks(positions, names, rotation=15 if len(names) > 4 else 0, ha="center")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, 109)
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_axisbelow(True)
-    ax.legend(
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.12),
-        ncol=len(metrics),
-        frameon=False,
-        fontsize=8,
-    )
+    _dress_axes(ax, len(metrics))
     ax.set_title(
         title
         or f"kNN (k={comparison.k}) and linear probe on "
@@ -83,6 +70,29 @@ def plot_comparison(
         fontsize=10,
     )
     return figure
+
+
+def _check_metrics(metrics: Sequence[str]) -> None:
+    unknown = [metric for metric in metrics if metric not in SCORES]
+    if unknown or not metrics:
+        raise ContrastiveError(
+            f"unknown metric(s) {unknown or list(metrics)}; choose from {', '.join(SCORES)}"
+        )
+
+
+def _dress_axes(ax: Axes, metric_count: int) -> None:
+    """Percent axis with a light grid, and the legend in one row below the plot."""
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 109)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.legend(
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.12),
+        ncol=metric_count,
+        frameon=False,
+        fontsize=8,
+    )
 
 
 def _short(path: str) -> str:

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from contrastive.embeddings import Embeddings
 from contrastive.errors import ContrastiveError
-from contrastive.explore.embeddings import EmbeddingSet
 from contrastive.explore.images import (
     OTHER_CLASS_COLOUR,
     SAME_CLASS_COLOUR,
@@ -20,7 +20,7 @@ from contrastive.explore.similarity import nearest_neighbours
 
 
 def plot_neighbours(
-    dataset: EmbeddingSet,
+    dataset: Embeddings,
     query_indices: Sequence[int] | np.ndarray,
     k: int = 8,
     image_size: int = 64,
@@ -45,7 +45,7 @@ def plot_neighbours(
 
 
 def draw_neighbour_rows(
-    dataset: EmbeddingSet,
+    dataset: Embeddings,
     queries: np.ndarray,
     indices: np.ndarray,
     similarities: np.ndarray,
@@ -79,7 +79,7 @@ def draw_neighbour_rows(
 
 
 def plot_pairs(
-    dataset: EmbeddingSet,
+    dataset: Embeddings,
     pairs: np.ndarray,
     similarities: np.ndarray,
     max_pairs: int = 8,
@@ -116,7 +116,7 @@ def plot_pairs(
 
 
 def plot_images(
-    dataset: EmbeddingSet,
+    dataset: Embeddings,
     indices: Sequence[int] | np.ndarray,
     captions: Sequence[str] | None = None,
     cols: int = 8,
@@ -150,7 +150,7 @@ def plot_images(
     return figure
 
 
-def _match_colour(dataset: EmbeddingSet, query: int, neighbour: int) -> str:
+def _match_colour(dataset: Embeddings, query: int, neighbour: int) -> str:
     query_label, neighbour_label = dataset.labels[query], dataset.labels[neighbour]
     if query_label < 0 or neighbour_label < 0:
         return "black"

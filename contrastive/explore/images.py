@@ -19,8 +19,8 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageOps
 
 from contrastive.data.folder import load_rgb
+from contrastive.embeddings import Embeddings
 from contrastive.errors import ContrastiveError
-from contrastive.explore.embeddings import EmbeddingSet
 from contrastive.files import atomic_path
 
 #: Colour of unlabeled points.
@@ -66,7 +66,7 @@ def load_thumbnail(path: str | os.PathLike, size: int) -> np.ndarray:
 
 
 def load_thumbnails(
-    dataset: EmbeddingSet, indices: Sequence[int] | np.ndarray, size: int
+    dataset: Embeddings, indices: Sequence[int] | np.ndarray, size: int
 ) -> np.ndarray:
     """Thumbnails of several images of a set.
 

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from contrastive.embeddings import Embeddings
 from contrastive.errors import ContrastiveError
 from contrastive.evaluation.knn import knn_classify
 from contrastive.evaluation.metrics import confusion_matrix, per_class_accuracy
-from contrastive.explore.embeddings import EmbeddingSet
 
 # Cells are annotated with their value only while the text still fits.
 _MAX_ANNOTATED_CLASSES = 20
@@ -55,7 +55,7 @@ class KnnReport:
 
 
 def knn_report(
-    train: EmbeddingSet, test: EmbeddingSet | None = None, k: int = 20, temperature: float = 0.1
+    train: Embeddings, test: Embeddings | None = None, k: int = 20, temperature: float = 0.1
 ) -> KnnReport:
     """Classifies each labelled image by a weighted vote of its ``k`` nearest neighbours.
 
@@ -84,31 +84,12 @@ def knn_report(
         )
         targets = train.labels[voters]
     else:
-        if list(test.classes) != list(train.classes):
-            raise ContrastiveError(
-                "train and test embeddings have different class lists; "
-                "kNN needs the same classes in the same order"
-            )
-        queries = _labelled_rows(test, "test")
-        targets = test.labels[queries]
-        if not 1 <= k <= len(voters):
-            raise ContrastiveError(
-                f"k must be between 1 and {len(voters)} (the labelled train images), got {k}"
-            )
-        ranking = knn_classify(
-            torch.from_numpy(train.embeddings[voters]),
-            torch.from_numpy(train.labels[voters]),
-            torch.from_numpy(test.embeddings[queries]),
-            k=k,
-            temperature=temperature,
-            num_classes=num_classes,
-        )
-        predictions = ranking[:, 0].numpy()
+        queries, targets, predictions = _classify_test(train, voters, test, k, temperature)
     confusion = confusion_matrix(
         torch.from_numpy(predictions), torch.from_numpy(targets), num_classes
     ).numpy()
     return KnnReport(
-        classes=list(train.classes),
+        classes=train.classes.tolist(),
         indices=queries,
         targets=targets,
         predictions=predictions.astype(np.int64),
@@ -117,7 +98,40 @@ def knn_report(
     )
 
 
-def _labelled_rows(dataset: EmbeddingSet, role: str) -> np.ndarray:
+def _classify_test(
+    train: Embeddings, voters: np.ndarray, test: Embeddings, k: int, temperature: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """kNN predictions of the labelled ``test`` rows by the ``voters`` rows of ``train``.
+
+    Returns:
+        ``(rows, targets, predictions)`` of the labelled test images.
+
+    Raises:
+        ContrastiveError: If the class lists differ, the test set has no labelled images
+            or ``k`` exceeds the voters.
+    """
+    if list(test.classes) != list(train.classes):
+        raise ContrastiveError(
+            "train and test embeddings have different class lists; "
+            "kNN needs the same classes in the same order"
+        )
+    queries = _labelled_rows(test, "test")
+    if not 1 <= k <= len(voters):
+        raise ContrastiveError(
+            f"k must be between 1 and {len(voters)} (the labelled train images), got {k}"
+        )
+    ranking = knn_classify(
+        torch.from_numpy(train.embeddings[voters]),
+        torch.from_numpy(train.labels[voters]),
+        torch.from_numpy(test.embeddings[queries]),
+        k=k,
+        temperature=temperature,
+        num_classes=len(train.classes),
+    )
+    return queries, test.labels[queries], ranking[:, 0].numpy()
+
+
+def _labelled_rows(dataset: Embeddings, role: str) -> np.ndarray:
     rows = np.flatnonzero(dataset.labels >= 0)
     if len(rows) == 0:
         raise ContrastiveError(f"the {role} embeddings have no labelled images to score")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
+from contrastive.embeddings import Embeddings
 from contrastive.errors import ContrastiveError
-from contrastive.explore.embeddings import EmbeddingSet
 from contrastive.explore.images import (
     UNLABELED_COLOUR,
     class_palette,
@@ -52,7 +53,7 @@ def spread_subsample(coordinates: np.ndarray, count: int, seed: int = 0) -> np.n
 
 
 def plot_projection(
-    dataset: EmbeddingSet,
+    dataset: Embeddings,
     coordinates: np.ndarray,
     max_thumbnails: int = 150,
     thumbnail_size: int = 32,
@@ -94,17 +95,8 @@ def plot_projection(
     ax.scatter(points[:, 0], points[:, 1], c=colours, s=8, alpha=0.6, linewidths=0)
     chosen = spread_subsample(points, min(max_thumbnails, len(points)), seed)
     if len(chosen):
-        thumbnails = load_thumbnails(dataset, chosen, thumbnail_size)
         scale = zoom if zoom is not None else _auto_zoom(figure, max_thumbnails, thumbnail_size)
-        for index, thumbnail in zip(chosen, thumbnails):
-            box = AnnotationBbox(
-                OffsetImage(thumbnail, zoom=scale),
-                points[index],
-                pad=0.15,
-                frameon=True,
-                bboxprops={"edgecolor": colours[index], "linewidth": 1.5},
-            )
-            ax.add_artist(box)
+        _add_thumbnails(ax, dataset, points, colours, chosen, thumbnail_size, scale)
     # Half a thumbnail of room on each side keeps thumbnails at the edge inside the axes.
     ax.margins(0.6 / (2 * math.ceil(math.sqrt(max(max_thumbnails, 1)))) + 0.02)
     _add_legend(ax, dataset)
@@ -114,6 +106,28 @@ def plot_projection(
     return figure
 
 
+def _add_thumbnails(
+    ax: Axes,
+    dataset: Embeddings,
+    points: np.ndarray,
+    colours: np.ndarray,
+    chosen: np.ndarray,
+    thumbnail_size: int,
+    scale: float,
+) -> None:
+    """Draws the thumbnails of the ``chosen`` rows at their points, framed in their colour."""
+    thumbnails = load_thumbnails(dataset, chosen, thumbnail_size)
+    for index, thumbnail in zip(chosen, thumbnails):
+        box = AnnotationBbox(
+            OffsetImage(thumbnail, zoom=scale),
+            points[index],
+            pad=0.15,
+            frameon=True,
+            bboxprops={"edgecolor": colours[index], "linewidth": 1.5},
+        )
+        ax.add_artist(box)
+
+
 def _auto_zoom(figure: Figure, max_thumbnails: int, thumbnail_size: int) -> float:
     cells_per_side = 2 * math.ceil(math.sqrt(max(max_thumbnails, 1)))
     # About 80% of the figure width is axes; a thumbnail fills about one grid cell.
@@ -121,7 +135,7 @@ def _auto_zoom(figure: Figure, max_thumbnails: int, thumbnail_size: int) -> floa
     return float(np.clip(cell_pixels / thumbnail_size, 0.25, 2.0))
 
 
-def _add_legend(ax, dataset: EmbeddingSet) -> None:
+def _add_legend(ax, dataset: Embeddings) -> None:
     present = sorted(set(dataset.labels.tolist()))
     if present == [-1] or len(present) > _MAX_LEGEND_ENTRIES:
         return

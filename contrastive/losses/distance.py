@@ -133,23 +133,41 @@ class DistanceContrastiveLoss(nn.Module):
         return 0.5 * (self._in_batch(out0, out1) + self._in_batch(out1, out0))
 
     def _in_batch(self, anchors: Tensor, positives: Tensor) -> Tensor:
+        batch_size = anchors.shape[0]
         if self.gather_distributed and dist.world_size() > 1:
             anchors_all = torch.cat(dist.gather(anchors), 0)
             positives_all = torch.cat(dist.gather(positives), 0)
-            same_image = dist.eye_rank(anchors.shape[0], device=anchors.device)
+            first_own = dist.rank() * batch_size  # this rank's rows in the gathered batch
         else:
-            anchors_all, positives_all = anchors, positives
-            same_image = torch.eye(anchors.shape[0], device=anchors.device, dtype=torch.bool)
-        batch_size = anchors.shape[0]
+            anchors_all, positives_all, first_own = anchors, positives, 0
+        own_column = torch.arange(first_own, first_own + batch_size, device=anchors.device)
         # Negatives: every view of every other image, both augmentations.
-        to_anchors = pairwise_distance(anchors, anchors_all, self.distance)[~same_image]
-        to_positives = pairwise_distance(anchors, positives_all, self.distance)[~same_image]
-        negative_distances = torch.cat(
-            [to_anchors.view(batch_size, -1), to_positives.view(batch_size, -1)], dim=1
+        to_anchors = _without_own_column(
+            pairwise_distance(anchors, anchors_all, self.distance), own_column
         )
-        return self._loss(anchors, positives, negative_distances)
+        to_positives = _without_own_column(
+            pairwise_distance(anchors, positives_all, self.distance), own_column
+        )
+        return self._loss(anchors, positives, torch.cat([to_anchors, to_positives], dim=1))
 
     def _loss(self, anchors: Tensor, positives: Tensor, negative_distances: Tensor) -> Tensor:
         positive_term = paired_distance(anchors, positives, self.distance) / self.temperature
         negative_term = torch.logsumexp(-negative_distances / self.temperature, dim=1)
         return (positive_term + negative_term).mean()
+
+
+def _without_own_column(distances: Tensor, own_column: Tensor) -> Tensor:
+    """Each row of ``distances`` ``(B, N)`` without the column of its own image: ``(B, N - 1)``.
+
+    A gather with indices computed on the device, where boolean-mask indexing would wait
+    for the device to count the selected elements (a host-device sync every step).
+
+    Args:
+        distances: Distances of each anchor to every gathered view.
+        own_column: ``(B,)`` column of each row's own image.
+    """
+    others = torch.arange(distances.shape[1] - 1, device=distances.device).expand(
+        distances.shape[0], -1
+    )
+    others = others + (others >= own_column[:, None]).to(others.dtype)
+    return torch.gather(distances, 1, others)

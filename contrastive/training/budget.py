@@ -5,6 +5,9 @@ for a few steps, then sets the number of optimiser steps so the whole run, warm-
 cosine decay included, ends at the budget. Every schedule (learning rate, MoCo momentum)
 is defined over those steps, so the run ends well-formed rather than cut off mid-schedule.
 
+The plan is made inside ``fit`` (:class:`PlanTimeBudget`), where the processes of a DDP run
+exist: rank 0's measurement decides the steps of every rank, so all of them end together.
+
 A probe of a few steps misjudges the steady-state rate (first-touch page faults, kernel
 selection, other load), so :class:`FillTimeBudget` re-measures the rate inside the training
 loop a few times early in the run and moves the end of the schedule to the deadline.
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 import pytorch_lightning as pl
 import torch
 from lightly.utils.scheduler import CosineWarmupScheduler
+from pytorch_lightning.utilities.seed import isolate_rng
 
 from contrastive.errors import ContrastiveError
 from contrastive.training.lightning_compat import set_step_limit
@@ -85,6 +89,75 @@ def plan_budget(
     return BudgetPlan(seconds_per_step, steps, max(1, math.ceil(steps / steps_per_epoch)))
 
 
+class PlanTimeBudget(pl.Callback):
+    """Measures the training step and sets the run's steps once ``fit`` has set up its processes.
+
+    Runs in ``setup``: after the DDP process group exists (so rank 0's numbers can be
+    broadcast) and before the optimiser and schedule are built (so they are built for the
+    planned steps). Every rank runs the probe, because the loss gathers negatives across
+    ranks and a probe on rank 0 alone would wait for the others; rank 0's step time and
+    remaining budget are broadcast and every rank plans from them, so all ranks get the same
+    steps (or the same error). The probe runs on a copy of the module with the random state
+    put back afterwards: training starts from the seed as an unplanned run does.
+
+    Args:
+        budget_seconds: The whole run's budget.
+        started: ``clock()`` value at which the budget started.
+        steps_per_epoch: Optimiser steps in one epoch (per rank).
+        batches: The training loader, read for the probe's batches.
+        time_budget: The budget as the user wrote it, for the log line.
+        on_plan: Called with the planned steps on rank 0 (e.g. to record them in the run's
+            configuration, so ``--resume`` continues the same schedule).
+        clock: Seconds as a float.
+
+    Attributes:
+        plan: The plan every rank adopted, once ``setup`` ran.
+    """
+
+    def __init__(
+        self,
+        budget_seconds: float,
+        started: float,
+        steps_per_epoch: int,
+        batches: Iterable,
+        time_budget: str = "",
+        on_plan: Callable[[BudgetPlan], None] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.budget_seconds = budget_seconds
+        self.started = started
+        self.steps_per_epoch = steps_per_epoch
+        self.batches = batches
+        self.time_budget = time_budget or f"{budget_seconds:g}s"
+        self.on_plan = on_plan
+        self.clock = clock
+        self.plan: BudgetPlan | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit" or self.plan is not None:
+            return
+        with isolate_rng():
+            per_step = measure_seconds_per_step(
+                pl_module, self.batches, str(trainer.precision), trainer.strategy.root_device
+            )
+        remaining = self.budget_seconds - (self.clock() - self.started)
+        # One set of numbers for every rank: the plan (or its error) is the same everywhere.
+        per_step, remaining = trainer.strategy.broadcast((per_step, remaining), src=0)
+        self.plan = plan_budget(remaining, per_step, self.steps_per_epoch)
+        set_step_limit(trainer, self.plan.max_steps, self.steps_per_epoch)
+        if trainer.is_global_zero:
+            log.info(
+                "time budget %s: %.3f s/step -> %d steps (%d epochs of %d steps)",
+                self.time_budget,
+                per_step,
+                self.plan.max_steps,
+                self.plan.epochs,
+                self.steps_per_epoch,
+            )
+            if self.on_plan is not None:
+                self.on_plan(self.plan)
+
+
 class FillTimeBudget(pl.Callback):
     """Re-plans the number of steps during training so the run ends at its deadline.
 
@@ -94,7 +167,9 @@ class FillTimeBudget(pl.Callback):
     run still ends with a finished cosine decay. The step rate drifts during a run (epoch
     ends, checkpoints, other load), so re-plans continue until ``fractions[-1]``; late ones
     change the total by a few percent where the learning rate is already small. In DDP
-    every process adopts rank 0's plan.
+    every process adopts rank 0's plan: the ranks start from one plan (:class:`PlanTimeBudget`)
+    and count the same global steps, so they reach every re-plan at the same step, where rank
+    0's new total is broadcast.
 
     Args:
         deadline: ``clock()`` value at which training should end.
@@ -150,7 +225,9 @@ class FillTimeBudget(pl.Callback):
         if abs(new_total - total) > 0.01 * total:
             set_total_steps(trainer, new_total)
             self.replans.append((step, new_total))
-            if self.on_replan is not None and trainer.is_global_zero:
+            if not trainer.is_global_zero:
+                return
+            if self.on_replan is not None:
                 self.on_replan(new_total)
             log.info(
                 "time budget: %.3f s/step measured at step %d -> %d steps in total (was %d)",
@@ -215,9 +292,14 @@ def _to_device(batch: object, device: torch.device) -> object:
 def resolve_precision(precision: str, accelerator: str) -> str:
     """``auto``: bf16 mixed precision where the hardware runs it natively, else fp32.
 
-    On CPUs with native bf16 (AVX512-BF16/AMX) and on GPUs with bf16 support that is the
-    fastest safe choice; fp16 is avoided by default because contrastive logits at low
-    temperature overflow its range without loss scaling.
+    On CPUs with native bf16 (AVX512-BF16/AMX) and on GPUs with bf16 units (compute
+    capability 8.0 or newer) that is the fastest safe choice; GPUs that only emulate bf16
+    (T4, V100) train slower in it and get fp32. fp16 is avoided by default because
+    contrastive logits at low temperature overflow its range without loss scaling.
+
+    This runs before Lightning starts its processes, so it must not initialise CUDA (a
+    forked process cannot use CUDA initialised before the fork): the GPUs are asked
+    through NVML instead.
     """
     if precision != "auto":
         return precision
@@ -225,5 +307,55 @@ def resolve_precision(precision: str, accelerator: str) -> str:
         accelerator == "auto" and torch.cuda.is_available()
     )
     if use_gpu:
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+        return "bf16-mixed" if _gpus_run_bf16_natively() else "32-true"
     return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
+
+
+def _gpus_run_bf16_natively() -> bool:
+    """Whether every NVIDIA GPU has native bf16 (compute capability >= 8.0).
+
+    Every GPU of the machine counts (NVML does not know ``CUDA_VISIBLE_DEVICES``): one old
+    GPU makes it fp32, the safe side. Without NVML (no NVIDIA driver, ROCm) the answer is
+    no, unless CUDA is already initialised in this process and can say so itself.
+    """
+    if torch.cuda.is_initialized():
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # PyTorch < 2.4 has no emulation flag and does not count it
+            return torch.cuda.is_bf16_supported()
+    capabilities = gpu_compute_capabilities()
+    return bool(capabilities) and min(capabilities) >= (8, 0)
+
+
+def gpu_compute_capabilities() -> list[tuple[int, int]]:
+    """``(major, minor)`` compute capability of every NVIDIA GPU, read through NVML.
+
+    NVML is the driver's management library: asking it leaves CUDA uninitialised, so
+    processes forked afterwards (Lightning's DDP in notebooks) can still use the GPUs.
+
+    Returns:
+        One entry per GPU; empty where NVML is missing or fails.
+    """
+    from ctypes import CDLL, byref, c_int, c_void_p
+
+    try:
+        nvml = CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return []
+    if nvml.nvmlInit_v2() != 0:
+        return []
+    try:
+        count = c_int(0)
+        if nvml.nvmlDeviceGetCount_v2(byref(count)) != 0:
+            return []
+        capabilities = []
+        for index in range(count.value):
+            handle, major, minor = c_void_p(), c_int(0), c_int(0)
+            if nvml.nvmlDeviceGetHandleByIndex_v2(index, byref(handle)) != 0:
+                return []
+            if nvml.nvmlDeviceGetCudaComputeCapability(handle, byref(major), byref(minor)) != 0:
+                return []
+            capabilities.append((major.value, minor.value))
+        return capabilities
+    finally:
+        nvml.nvmlShutdown()

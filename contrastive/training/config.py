@@ -21,6 +21,8 @@ from contrastive.views.config import ViewConfig
 
 OPTIMIZERS = ("sgd", "lars")
 VIEW_PIPELINES = ("batched", "per_image")
+#: Metric loggers (Lightning's); ``auto`` is csv plus tensorboard when it is installed.
+LOGGERS = ("auto", "csv", "tensorboard", "mlflow", "wandb")
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,23 @@ class TrainConfig:
             the number of steps is planned to fill it. Overrides ``epochs``.
         max_steps: Stop after this many optimiser steps (set by the time-budget planner;
             schedules are defined over it).
+        health_every_n_steps: Steps between label-free health measurements (RankMe,
+            alignment/uniformity, neighbour stability on a fixed image sample; rounded up
+            to the logging interval); 0: only at the end of training.
+        health_sample_size: Training images in the fixed health sample; 0 switches the
+            health measures off.
+        keep_best: Keep the checkpoint that is best by this label-free measure (``rank``,
+            ``rank_projection``, ``alignment``, ``uniformity``, ``sample_std``,
+            ``stability``) as ``checkpoints/best.ckpt`` and ``backbone_best.pt``.
+        init_weights: Start the backbone from these weights instead of random ones: a
+            torchvision/timm ``state_dict`` file (its classifier is ignored), a run folder or
+            its ``backbone.pt``, or a Lightning ``.ckpt`` (its ``backbone.*``). Nothing is
+            downloaded.
+        init_weights_strict: Refuse init weights with missing or unexpected keys (off: load
+            the matching tensors and report the rest); a shape mismatch is always refused.
+        logger: Where metrics go, comma-separated: ``csv`` (always on: ``metrics.csv``),
+            ``tensorboard``, ``mlflow`` (``RUN/mlruns``), ``wandb`` (offline, ``RUN/wandb``);
+            ``auto``: csv, plus tensorboard when it is installed.
     """
 
     data: str = ""
@@ -136,8 +155,20 @@ class TrainConfig:
     compile: bool = False
     time_budget: str | None = None
     max_steps: int | None = None
+    health_every_n_steps: int = 400
+    health_sample_size: int = 2048
+    keep_best: str | None = None
+    init_weights: str | None = None
+    init_weights_strict: bool = True
+    logger: str = "auto"
 
     def __post_init__(self) -> None:
+        unknown_loggers = set(self.logger_names) - set(LOGGERS)
+        if unknown_loggers or not self.logger.strip():
+            raise ContrastiveError(
+                f"unknown logger {', '.join(sorted(unknown_loggers)) or repr(self.logger)}; "
+                f"use auto or a comma-separated list of {', '.join(LOGGERS)}"
+            )
         if self.batch_size < 2:
             raise ContrastiveError(f"batch_size must be >= 2, got {self.batch_size}")
         if self.epochs < 1:
@@ -155,6 +186,28 @@ class TrainConfig:
             )
         if (self.val_train is None) != (self.val_test is None):
             raise ContrastiveError("give both val_train and val_test, or neither")
+        if self.health_every_n_steps < 0 or self.health_sample_size < 0:
+            raise ContrastiveError("health_every_n_steps and health_sample_size must be >= 0")
+        if self.health_sample_size == 1:
+            raise ContrastiveError("health_sample_size must be 0 (off) or at least 2 images")
+        if self.keep_best is not None:
+            from contrastive.training.health import MEASURES  # a heavy import, only if needed
+
+            if self.keep_best not in MEASURES:
+                raise ContrastiveError(
+                    f"unknown keep_best measure {self.keep_best!r}; choose one of "
+                    f"{', '.join(MEASURES)}"
+                )
+            if self.health_sample_size == 0:
+                raise ContrastiveError(
+                    "keep_best needs the health measures (health_sample_size > 0)"
+                )
+
+    @property
+    def logger_names(self) -> tuple[str, ...]:
+        """The requested loggers, ``csv`` first (``auto`` resolves at training time)."""
+        names = [name.strip().lower() for name in self.logger.split(",") if name.strip()]
+        return tuple(dict.fromkeys(["csv", *names]))
 
     @property
     def run_dir(self) -> Path:

@@ -42,6 +42,7 @@ def batched_loader(
     cache = load_or_build_cache(
         paths, size, directory=config.cache_dir, workers=max(1, config.num_workers)
     )
+    on_gpu = config.accelerator != "cpu" and torch.cuda.is_available()
     loader = CachedImageLoader(
         cache,
         config.batch_size,
@@ -50,7 +51,9 @@ def batched_loader(
         seed=config.seed,
         rank=rank,
         world_size=world_size,
-        pin_memory=torch.cuda.is_available(),
+        # Page-locked memory and reading ahead pay only where the step runs on a GPU.
+        pin_memory=on_gpu,
+        prefetch=on_gpu,
     )
     skipped = {Path(path): "failed to decode" for path in cache.skipped}
     return loader, skipped

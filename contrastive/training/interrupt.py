@@ -4,7 +4,12 @@ The first Ctrl-C only raises a flag: the step in flight finishes, the next one d
 start, the run's state is saved to ``checkpoints/last.ckpt`` and :class:`TrainingInterrupted`
 tells how to continue. A second Ctrl-C stops at once (Lightning's own handling) and the last
 periodic checkpoint is what remains. SIGTERM (a scheduler's or ``kill``'s polite stop) is
-turned by Lightning into an exception at the end of a step; the state is saved there too.
+handled the same way; a second SIGTERM ends the process at once.
+
+Under DDP a signal reaches one process, or all of them at different steps. The request is
+reduced across processes before every step, so all stop at the same step and save one
+checkpoint together. (Lightning's own SIGTERM handling is replaced while training runs: it
+broadcasts from inside the signal handler, a collective the other processes do not join.)
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from types import FrameType
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 #: Shell convention for "terminated by signal N": 128 + N.
@@ -54,6 +60,8 @@ class GracefulInterrupt(pl.Callback):
         self.checkpoint = checkpoint
         self.resume_hint = resume_hint
         self.requested = False
+        #: The signal that asked to stop (SIGTERM wins over Ctrl-C, in any process).
+        self.signal = signal.SIGINT
         self._saved_at: int | None = None
         self._stopped_at_once = False
         self._previous_handler: Any = signal.default_int_handler
@@ -62,6 +70,12 @@ class GracefulInterrupt(pl.Callback):
         self.requested = True
         # A second Ctrl-C must still stop a step that hangs.
         signal.signal(signal.SIGINT, self._previous_handler)
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+        self.signal = signal.SIGTERM
+        # A second SIGTERM ends a process that hangs (a collective, a stuck write) at once.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     @contextlib.contextmanager
     def stopping_cleanly(self) -> Iterator[None]:
@@ -84,7 +98,7 @@ class GracefulInterrupt(pl.Callback):
         try:
             yield
         except _StoppedAfterSaveError:
-            raise TrainingInterrupted(self._message(signal.SIGINT)) from None
+            raise TrainingInterrupted(self._message(self.signal), EXIT_CODES[self.signal]) from None
         except SIGTERMException:
             raise TrainingInterrupted(
                 self._message(signal.SIGTERM), EXIT_CODES[signal.SIGTERM]
@@ -99,13 +113,28 @@ class GracefulInterrupt(pl.Callback):
                 # Lightning leaves SIGINT ignored after it handled a KeyboardInterrupt.
                 signal.signal(signal.SIGINT, self._previous_handler)
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning installed its SIGTERM handler just before this hook; Lightning puts the
+        # handlers it found back when fit ends.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_sigterm)
+
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         requested = self.requested
         if trainer.world_size > 1:
-            # Ranks see the signal at different steps; they must stop at the same one.
-            requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
+            # Ranks see a signal at different steps (or only one sees it): all stop at the
+            # same step, named after the strongest signal any of them received.
+            asked = int(self.signal) if self.requested else 0
+            asked = int(
+                trainer.strategy.reduce(
+                    torch.tensor(asked, device=trainer.strategy.root_device), reduce_op="max"
+                ).item()
+            )
+            requested = asked > 0
+            if requested:
+                self.signal = signal.Signals(asked)
         if requested:
             # The previous step is complete (optimiser and schedule) and this one has not
             # begun: the state a resumed run continues from exactly.
@@ -115,8 +144,9 @@ class GracefulInterrupt(pl.Callback):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        if isinstance(exception, SIGTERMException):
-            # Raised by Lightning at the end of a step, so the state is consistent.
+        if isinstance(exception, SIGTERMException) and trainer.world_size == 1:
+            # Raised by Lightning at the end of a step (a SIGTERM before training started),
+            # so the state is consistent. Under DDP the other processes would not join.
             self._save(trainer)
         elif isinstance(exception, KeyboardInterrupt):
             # Raised anywhere, possibly mid-step: not a state worth saving.

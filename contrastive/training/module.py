@@ -61,6 +61,9 @@ class ContrastiveModule(pl.LightningModule):
             self.method.backbone.compile()
         self._last_step_time: float | None = None
         self._images_per_second = 0.0
+        # The first non-finite loss, kept on the device: step (-1 while every loss was
+        # finite), epoch and value.
+        self._first_bad: tuple[Tensor, Tensor, Tensor] | None = None
 
     @property
     def backbone(self) -> nn.Module:  # type: ignore[override]
@@ -97,13 +100,64 @@ class ContrastiveModule(pl.LightningModule):
         views = batch[0]
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         loss = self.method.training_loss(views, progress=min(self.global_step / total, 1.0))
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"loss became {loss.item()} at step {self.global_step} (epoch "
-                f"{self.current_epoch}); try a lower learning rate (--lr)"
-            )
+        self._note_if_not_finite(loss.detach())
+        if self._on_interval():
+            self.check_loss_finite()
         self._log_step(loss, batch_size=views[0].shape[0])
         return loss
+
+    def _on_interval(self) -> bool:
+        """Whether this step is one of the every-N steps (Lightning's ``log_every_n_steps``)
+        at which the host reads device values: the rest queue their work without waiting."""
+        return (self.global_step + 1) % max(self.trainer.log_every_n_steps, 1) == 0
+
+    def _note_if_not_finite(self, loss: Tensor) -> None:
+        """Records the first non-finite loss on the device: no host-device sync."""
+        if self._first_bad is None or self._first_bad[0].device != loss.device:
+            never = torch.full((), -1, dtype=torch.long, device=loss.device)
+            self._first_bad = (never, never, torch.zeros_like(loss))
+        step, epoch, value = self._first_bad
+        first = (step < 0) & ~torch.isfinite(loss)
+        # Python numbers enter device kernels as arguments: no copy from the host.
+        self._first_bad = (
+            torch.where(first, self.global_step, step),
+            torch.where(first, self.current_epoch, epoch),
+            torch.where(first, loss, value),
+        )
+
+    def check_loss_finite(self) -> None:
+        """Stops the run if any loss so far was NaN or infinite (one host-device sync).
+
+        Called every ``log_every_n_steps`` steps and when training ends, on every DDP
+        process at the same step: the decision is shared, so all processes stop together.
+
+        Raises:
+            NonFiniteLossError: Naming the first bad loss, its step and epoch.
+        """
+        if self._first_bad is None:
+            return
+        step, epoch, value = (tensor.item() for tensor in self._first_bad)
+        bad = step >= 0
+        if self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if not bad:
+            return
+        if step < 0:
+            raise NonFiniteLossError(
+                f"loss became non-finite in another process by step {self.global_step} "
+                f"(epoch {self.current_epoch}); try a lower learning rate (--lr)"
+            )
+        raise NonFiniteLossError(
+            f"loss became {value} at step {step} (epoch {epoch}); try a lower learning rate (--lr)"
+        )
+
+    def on_train_epoch_end(self) -> None:
+        # Before the epoch's checkpoint (Lightning saves after this hook): none holds NaNs.
+        self.check_loss_finite()
+
+    def on_train_end(self) -> None:
+        # The last steps since the final interval are checked too.
+        self.check_loss_finite()
 
     def _log_step(self, loss: Tensor, batch_size: int) -> None:
         now = time.perf_counter()
@@ -116,8 +170,11 @@ class ContrastiveModule(pl.LightningModule):
                 else 0.9 * self._images_per_second + 0.1 * rate
             )
         self._last_step_time = now
-        learning_rate = self.trainer.optimizers[0].param_groups[0]["lr"]
+        # The loss stays on the device; floats are copied to it only on the logging interval.
         self.log("loss", loss, prog_bar=True)
+        if not self._on_interval():
+            return
+        learning_rate = self.trainer.optimizers[0].param_groups[0]["lr"]
         self.log("lr", learning_rate, prog_bar=True)
         if self._images_per_second > 0:
             self.log("img_per_s", self._images_per_second, prog_bar=True)

@@ -120,6 +120,8 @@ class EpochSummary(pl.Callback):
         self.forecast = forecast
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:  # one set of epoch lines, not one per DDP process
+            return
         metrics = trainer.callback_metrics
         parts = [
             f"{name} {float(metrics[name]):.4g}"
@@ -143,16 +145,40 @@ class EpochSummary(pl.Callback):
 
 
 class ProgressBarWithTimeLeft(TQDMProgressBar):
-    """Lightning's bar, plus the whole run's time left (the bar itself counts one epoch)."""
+    """Lightning's bar, plus the whole run's time left (the bar itself counts one epoch).
 
-    def __init__(self, forecast: DurationForecast, refresh_rate: int = 1) -> None:
+    The bar moves every step, but its numbers (loss, lr, images/s) are read from the device
+    at most every ``metrics_interval`` seconds: each read waits for the device to finish
+    its queued work, which on a fast GPU would stall every step.
+
+    Args:
+        forecast: Supplies the time left.
+        refresh_rate: Steps between bar updates.
+        metrics_interval: Seconds between reads of the shown numbers.
+        clock: Seconds as a float (tests pass a simulated clock).
+    """
+
+    def __init__(
+        self,
+        forecast: DurationForecast,
+        refresh_rate: int = 1,
+        metrics_interval: float = 1.0,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         super().__init__(refresh_rate=refresh_rate)
         self.forecast = forecast
+        self.metrics_interval = metrics_interval
+        self.clock = clock
+        self._shown: tuple[float, dict[str, Any]] | None = None
 
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        now = self.clock()
+        if self._shown is not None and now - self._shown[0] < self.metrics_interval:
+            return self._shown[1]
         metrics = super().get_metrics(trainer, pl_module)
         if self.forecast.seconds_left is not None:
             metrics["run left"] = format_duration(self.forecast.seconds_left)
+        self._shown = (now, metrics)
         return metrics
 
 

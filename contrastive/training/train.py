@@ -4,6 +4,7 @@ Run directory layout::
 
     RUN_DIR/config.yaml              resolved TrainConfig
     RUN_DIR/metrics.csv              loss, lr, images/s, monitor kNN and collapse (CSVLogger)
+    RUN_DIR/tensorboard/             the same scalars for TensorBoard (see --logger)
     RUN_DIR/checkpoints/last.ckpt    Lightning checkpoint (optimizer, scheduler, queue)
     RUN_DIR/checkpoints/epoch=NNN.ckpt  periodic checkpoints
     RUN_DIR/backbone.pt              plain torchvision state_dict of the trained backbone
@@ -12,6 +13,7 @@ Run directory layout::
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import time
@@ -24,17 +26,23 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
-from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers import (
+    CSVLogger,
+    Logger,
+    MLFlowLogger,
+    TensorBoardLogger,
+    WandbLogger,
+)
 
 from contrastive.data.cache import CachedImageLoader
 from contrastive.data.folder import ImageFolder, check_readable
 from contrastive.errors import ContrastiveError
 from contrastive.files import check_writable_dir, write_text_atomic
 from contrastive.training.budget import (
+    BudgetPlan,
     FillTimeBudget,
-    measure_seconds_per_step,
+    PlanTimeBudget,
     parse_duration,
-    plan_budget,
     resolve_precision,
 )
 from contrastive.training.checkpoint_io import (
@@ -45,8 +53,8 @@ from contrastive.training.checkpoint_io import (
 from contrastive.training.collapse import CollapseMonitor
 from contrastive.training.config import TrainConfig, dump_config, load_config_file
 from contrastive.training.data import batched_loader, per_image_loader
+from contrastive.training.health import health_callbacks
 from contrastive.training.interrupt import GracefulInterrupt
-from contrastive.training.lightning_compat import set_step_limit
 from contrastive.training.metrics_history import KeepMetricsHistory
 from contrastive.training.module import ContrastiveModule
 from contrastive.training.progress import progress_callbacks
@@ -134,7 +142,8 @@ class _Run:
 def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     """Trains an encoder on ``config.data`` and writes the run directory ``config.out``.
 
-    Plan (resume, inputs), build (trainer, data, module), plan the budget, fit, export.
+    Check (resume, inputs) -> build (trainer, data, module) -> fit (a budget run plans its
+    steps when fit starts) -> export.
 
     Args:
         config: The run's configuration.
@@ -154,17 +163,17 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     config, checkpoint = resolve_resume(config, resume)
     run = _build(config, checkpoint, *_checked_inputs(config))
     budgeted = config.time_budget is not None and config.max_steps is None
-    if budgeted:
-        run.config = _plan_for_budget(run, started)
-    _write_config(run.config)
+    if not budgeted:  # a budget run writes its config once planned, inside fit
+        _write_config(run.config)
     try:
         _fit(run, started if budgeted else None)
     finally:
-        if budgeted and run.trainer.is_global_zero:
+        if budgeted and run.trainer.max_steps > 0:
             # The budget plan is final once training stops (re-planned, or interrupted):
             # recorded so that --resume continues the same schedule.
             run.config = _with_steps(run.config, run.trainer.max_steps, run.steps_per_epoch)
-            _write_config(run.config)
+            if run.trainer.is_global_zero:
+                _write_config(run.config)
     return _export(run)
 
 
@@ -200,6 +209,7 @@ def _build(
     pl.seed_everything(config.seed, workers=True, verbose=False)
     trainer = _build_trainer(config, steps_per_epoch)
     _check_sync_batchnorm(config, trainer)
+    trainer.callbacks.extend(health_callbacks(config, paths))
     if config.view_pipeline == "batched":
         loader, decode_failures = batched_loader(
             paths, config, rank=trainer.global_rank, world_size=trainer.world_size
@@ -211,6 +221,8 @@ def _build(
     else:
         loader, decode_failures, view_maker = per_image_loader(paths, config), {}, None
     module = ContrastiveModule(config.to_dict(), view_maker=view_maker)
+    if config.init_weights and checkpoint is None:  # a resumed run has its own weights
+        _init_backbone(module, config)
     if checkpoint is not None:
         trainer.callbacks.append(KeepMetricsHistory(config.run_dir / "metrics.csv"))
     return _Run(
@@ -230,8 +242,23 @@ def _fit(run: _Run, budget_started: float | None) -> None:
     """Runs ``trainer.fit``; a budget run re-plans its end as it goes (:class:`FillTimeBudget`)."""
     trainer = run.trainer
     if budget_started is not None:
-        deadline = budget_started + parse_duration(run.config.time_budget or 0)
-        trainer.callbacks.append(FillTimeBudget(deadline=deadline))
+        budget = parse_duration(run.config.time_budget or 0)
+
+        def record_plan(plan: BudgetPlan) -> None:
+            _write_config(_with_steps(run.config, plan.max_steps, run.steps_per_epoch))
+
+        # The plan is made inside fit, where rank 0's numbers reach every DDP process.
+        trainer.callbacks.append(
+            PlanTimeBudget(
+                budget,
+                budget_started,
+                run.steps_per_epoch,
+                run.loader,
+                time_budget=str(run.config.time_budget),
+                on_plan=record_plan,
+            )
+        )
+        trainer.callbacks.append(FillTimeBudget(deadline=budget_started + budget))
     interrupt = GracefulInterrupt(
         run.config.run_dir / LAST_CHECKPOINT,
         resume_hint=f"contrastive train --resume --out {run.config.run_dir}",
@@ -270,29 +297,6 @@ def _with_steps(config: TrainConfig, max_steps: int, steps_per_epoch: int) -> Tr
     )
 
 
-def _plan_for_budget(run: _Run, started: float) -> TrainConfig:
-    """Measures the step time on a copy of the module and moves the trainer's end to the
-    steps that fill what is left of the budget; returns the config with those steps."""
-    config, trainer = run.config, run.trainer
-    budget = parse_duration(config.time_budget or 0)
-    per_step = measure_seconds_per_step(
-        run.module, run.loader, str(trainer.precision), trainer.strategy.root_device
-    )
-    plan = plan_budget(budget - (time.perf_counter() - started), per_step, run.steps_per_epoch)
-    log.info(
-        "time budget %s: %.3f s/step -> %d steps (%d epochs of %d steps)",
-        config.time_budget,
-        per_step,
-        plan.max_steps,
-        plan.epochs,
-        run.steps_per_epoch,
-    )
-    set_step_limit(trainer, plan.max_steps, run.steps_per_epoch)
-    # The probe drew random views: training starts from the seed as an unplanned run does.
-    pl.seed_everything(config.seed, workers=True, verbose=False)
-    return config.with_overrides(max_steps=plan.max_steps, epochs=plan.epochs)
-
-
 def _write_config(config: TrainConfig) -> None:
     path = config.run_dir / "config.yaml"
     with explained_write_errors(path, "run configuration"):
@@ -327,6 +331,58 @@ def _check_sync_batchnorm(config: TrainConfig, trainer: pl.Trainer) -> None:
 def _expected_world_size(config: TrainConfig) -> int:
     devices = config.devices if isinstance(config.devices, int) else 1
     return max(devices, 1) * max(config.num_nodes, 1)
+
+
+def _init_backbone(module: ContrastiveModule, config: TrainConfig) -> None:
+    """Loads ``config.init_weights`` into the backbone (and MoCo's momentum copy of it)."""
+    from contrastive.encoder import init_backbone_weights
+
+    report = init_backbone_weights(
+        module.backbone, config.init_weights or "", strict=config.init_weights_strict
+    )
+    log.info("%s", report)
+    momentum_backbone = getattr(module.method, "momentum_backbone", None)
+    if momentum_backbone is not None:  # a copy made at construction: it must start equal
+        momentum_backbone.load_state_dict(module.backbone.state_dict())
+
+
+def _build_loggers(config: TrainConfig) -> list[Logger]:
+    """Lightning's loggers for ``config.logger``; CSV first, so ``metrics.csv`` and
+    ``trainer.logger`` stay the run's record whatever else is added."""
+    run_dir = config.run_dir
+    names = list(config.logger_names)
+    if "auto" in names:
+        names.remove("auto")
+        if importlib.util.find_spec("tensorboard") is not None and "tensorboard" not in names:
+            names.append("tensorboard")
+    loggers: list[Logger] = [CSVLogger(save_dir=run_dir, name="", version="")]
+    for name in names[1:]:
+        package = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}[name]
+        if importlib.util.find_spec(package) is None:
+            raise ContrastiveError(
+                f"--logger {name} needs the {package} package: pip install {package}"
+            )
+        if name == "tensorboard":
+            loggers.append(
+                TensorBoardLogger(
+                    save_dir=run_dir, name="tensorboard", version="", default_hp_metric=False
+                )
+            )
+        elif name == "mlflow":
+            loggers.append(
+                MLFlowLogger(
+                    experiment_name="contrastive",
+                    run_name=run_dir.name,
+                    tracking_uri=(run_dir / "mlruns").absolute().as_uri(),
+                )
+            )
+        else:  # offline: nothing leaves the machine; `wandb sync RUN/wandb` uploads later
+            loggers.append(
+                WandbLogger(
+                    name=run_dir.name, save_dir=run_dir, offline=True, project="contrastive"
+                )
+            )
+    return loggers
 
 
 def _build_trainer(config: TrainConfig, steps_per_epoch: int) -> pl.Trainer:
@@ -371,7 +427,7 @@ def _build_trainer(config: TrainConfig, steps_per_epoch: int) -> pl.Trainer:
         # "warn": GPU ops without a deterministic kernel (adaptive pooling's backward) warn
         # instead of failing; on CPU every op of these models is deterministic.
         deterministic="warn" if config.deterministic else None,
-        logger=CSVLogger(save_dir=run_dir, name="", version=""),
+        logger=_build_loggers(config),
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=log_every,

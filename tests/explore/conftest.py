@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from contrastive.data.folder import ImageFolder
-from contrastive.explore import EmbeddingSet
+from contrastive.explore import Embeddings
 
 matplotlib.use("Agg")
 
@@ -48,15 +48,15 @@ def roles() -> SimpleNamespace:
 
 
 @pytest.fixture
-def toy() -> EmbeddingSet:
+def toy() -> Embeddings:
     """Labels: A = 0, B = 1, the duplicate 0, the outlier unlabeled, the last one 1."""
     labels = np.array([0] * 10 + [1] * 10 + [0, -1, 1], dtype=np.int64)
     paths = [f"toy/{i:02d}.jpg" for i in range(len(labels))]
-    return EmbeddingSet(toy_embeddings(), paths, labels, ["a", "b"])
+    return Embeddings(toy_embeddings(), paths, labels, ["a", "b"])
 
 
 @pytest.fixture(scope="session")
-def cifar_set(cifar10_small: dict[str, Path]) -> EmbeddingSet:
+def cifar_set(cifar10_small: dict[str, Path]) -> Embeddings:
     """The 100 small-set test images (10 per class) with structured fake embeddings.
 
     Each image sits near its class's axis; class 5 leans towards class 3 and class 9
@@ -72,7 +72,7 @@ def cifar_set(cifar10_small: dict[str, Path]) -> EmbeddingSet:
         centres[leaning] = 0.6 * axes[towards] + 0.8 * axes[leaning]
     embeddings = centres[labels] + 0.3 * rng.standard_normal((len(labels), 16))
     embeddings[1] = embeddings[0]
-    return EmbeddingSet(
+    return Embeddings(
         embeddings.astype(np.float32),
         folder.relative_paths(),
         labels,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from contrastive.errors import ContrastiveError
-from contrastive.explore import EmbeddingSet, plot_augmentations, sample_views, save_figure
+from contrastive.explore import Embeddings, plot_augmentations, sample_views, save_figure
 from contrastive.explore.images import denormalise, read_image
 from contrastive.views.config import ViewConfig, view_preset
 
@@ -25,7 +25,7 @@ IDENTITY = ViewConfig(
 )
 
 
-def test_identity_views_undo_the_normalisation(cifar_set: EmbeddingSet) -> None:
+def test_identity_views_undo_the_normalisation(cifar_set: Embeddings) -> None:
     image = read_image(cifar_set.image_path(0))
     views = sample_views(image, IDENTITY, num_views=2)
     original = np.asarray(image, dtype=np.float32) / 255
@@ -42,7 +42,7 @@ def test_denormalise_inverts_normalise() -> None:
     )
 
 
-def test_views_repeat_with_the_seed_and_leave_global_rng_alone(cifar_set: EmbeddingSet) -> None:
+def test_views_repeat_with_the_seed_and_leave_global_rng_alone(cifar_set: Embeddings) -> None:
     image = read_image(cifar_set.image_path(3))
     config = view_preset("cifar")
     torch_state, numpy_state = torch.get_rng_state(), np.random.get_state()
@@ -55,7 +55,7 @@ def test_views_repeat_with_the_seed_and_leave_global_rng_alone(cifar_set: Embedd
     assert first.min() >= 0.0 and first.max() <= 1.0
 
 
-def test_preview_grid_has_original_then_views(cifar_set: EmbeddingSet, artifacts: Path) -> None:
+def test_preview_grid_has_original_then_views(cifar_set: Embeddings, artifacts: Path) -> None:
     paths = [cifar_set.image_path(i) for i in (0, 25, 47, 81)]
     config = view_preset("cifar", input_size=64)
     figure = plot_augmentations(paths, config, num_views=5)

@@ -10,11 +10,11 @@ import pytest
 from matplotlib.figure import Figure
 
 from contrastive.errors import ContrastiveError
-from contrastive.explore import EmbeddingSet, neighbour_browser, save_figure
+from contrastive.explore import Embeddings, neighbour_browser, save_figure
 
 
 def test_without_ipywidgets_a_static_grid_is_returned(
-    monkeypatch: pytest.MonkeyPatch, cifar_set: EmbeddingSet, artifacts: Path
+    monkeypatch: pytest.MonkeyPatch, cifar_set: Embeddings, artifacts: Path
 ) -> None:
     monkeypatch.setitem(sys.modules, "ipywidgets", None)  # import ipywidgets -> ImportError
     with pytest.warns(UserWarning, match="ipywidgets is not installed"):
@@ -30,9 +30,7 @@ def test_without_ipywidgets_a_static_grid_is_returned(
     ]
 
 
-def test_widget_redraws_when_the_selection_changes(
-    cifar_set: EmbeddingSet, artifacts: Path
-) -> None:
+def test_widget_redraws_when_the_selection_changes(cifar_set: Embeddings, artifacts: Path) -> None:
     pytest.importorskip("ipywidgets")
     box = neighbour_browser(cifar_set, k=3, start=4)
     (class_filter, slider), caption, image = box.children[0].children, *box.children[1:]
@@ -52,7 +50,7 @@ def test_widget_redraws_when_the_selection_changes(
     assert f"#{members[2]}</b>" in caption.value
 
 
-def test_bad_start_or_k(cifar_set: EmbeddingSet) -> None:
+def test_bad_start_or_k(cifar_set: Embeddings) -> None:
     with pytest.raises(ContrastiveError, match="start"):
         neighbour_browser(cifar_set, start=len(cifar_set))
     with pytest.raises(ContrastiveError, match="k must be"):

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from contrastive.errors import ContrastiveError
-from contrastive.explore import EmbeddingSet, knn_report, plot_confusion, save_figure
+from contrastive.explore import Embeddings, knn_report, plot_confusion, save_figure
 
 
 def test_leave_one_out_catches_the_mislabelled_point(
-    toy: EmbeddingSet, roles: SimpleNamespace
+    toy: Embeddings, roles: SimpleNamespace
 ) -> None:
     report = knn_report(toy, k=5)
     # The unlabeled outlier is not scored; the e0 point labelled "b" is voted "a".
@@ -25,29 +25,29 @@ def test_leave_one_out_catches_the_mislabelled_point(
     assert wrong.tolist() == [roles.mislabelled]
 
 
-def test_train_test_pair_uses_the_train_votes(toy: EmbeddingSet) -> None:
+def test_train_test_pair_uses_the_train_votes(toy: Embeddings) -> None:
     rng = np.random.default_rng(7)
     eye = np.eye(8, dtype=np.float32)
     queries = np.stack([eye[0]] * 3 + [eye[1]] * 3) + 0.1 * rng.standard_normal((6, 8))
     labels = np.array([0, 0, 0, 1, 1, 0])  # the last one is really a "b"
-    test = EmbeddingSet(queries.astype(np.float32), [f"q{i}" for i in range(6)], labels, ["a", "b"])
+    test = Embeddings(queries.astype(np.float32), [f"q{i}" for i in range(6)], labels, ["a", "b"])
     report = knn_report(toy, test, k=5)
     assert report.predictions.tolist() == [0, 0, 0, 1, 1, 1]
     assert report.confusion.tolist() == [[3, 1], [0, 2]]
     np.testing.assert_allclose(report.per_class_accuracy, [0.75, 1.0])
 
 
-def test_classes_without_images_have_no_accuracy(toy: EmbeddingSet) -> None:
-    three = EmbeddingSet(toy.embeddings, toy.paths, toy.labels, ["a", "b", "c"])
+def test_classes_without_images_have_no_accuracy(toy: Embeddings) -> None:
+    three = Embeddings(toy.embeddings, toy.paths, toy.labels, ["a", "b", "c"])
     accuracy = knn_report(three, k=3).per_class_accuracy
     assert np.isnan(accuracy[2]) and accuracy[0] == 1.0
 
 
-def test_bad_inputs_are_refused(toy: EmbeddingSet) -> None:
-    unlabeled = EmbeddingSet(toy.embeddings, toy.paths)
+def test_bad_inputs_are_refused(toy: Embeddings) -> None:
+    unlabeled = Embeddings(toy.embeddings, toy.paths)
     with pytest.raises(ContrastiveError, match="train embeddings have no labelled images"):
         knn_report(unlabeled)
-    other = EmbeddingSet(toy.embeddings, toy.paths, toy.labels, ["x", "y"])
+    other = Embeddings(toy.embeddings, toy.paths, toy.labels, ["x", "y"])
     with pytest.raises(ContrastiveError, match="different class lists"):
         knn_report(toy, other)
     with pytest.raises(ContrastiveError, match="k must be between 1 and 22"):
@@ -56,9 +56,7 @@ def test_bad_inputs_are_refused(toy: EmbeddingSet) -> None:
         knn_report(toy, temperature=0)
 
 
-def test_confusion_figure_labels_rows_with_accuracy(
-    cifar_set: EmbeddingSet, artifacts: Path
-) -> None:
+def test_confusion_figure_labels_rows_with_accuracy(cifar_set: Embeddings, artifacts: Path) -> None:
     report = knn_report(cifar_set, k=10)
     figure = plot_confusion(report)
     save_figure(figure, artifacts / "confusion.png")
@@ -74,7 +72,7 @@ def test_confusion_figure_labels_rows_with_accuracy(
     np.testing.assert_array_equal(counts, report.confusion)
 
 
-def test_leave_one_out_votes_like_the_evaluation_knn(toy: EmbeddingSet) -> None:
+def test_leave_one_out_votes_like_the_evaluation_knn(toy: Embeddings) -> None:
     import torch
 
     from contrastive.evaluation.knn import knn_classify

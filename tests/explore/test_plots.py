@@ -13,7 +13,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from contrastive.errors import ContrastiveError
 from contrastive.explore import (
-    EmbeddingSet,
+    Embeddings,
     cluster_embeddings,
     load_thumbnail,
     near_duplicates,
@@ -51,7 +51,7 @@ def test_spread_subsample_keeps_every_point_of_a_sparse_lattice() -> None:
 
 @pytest.mark.parametrize("method", ["pca", "tsne"])
 def test_projection_map_draws_framed_thumbnails(
-    cifar_set: EmbeddingSet, artifacts: Path, method: str
+    cifar_set: Embeddings, artifacts: Path, method: str
 ) -> None:
     coordinates = project_2d(cifar_set.embeddings, method)
     figure = plot_projection(cifar_set, coordinates, max_thumbnails=40, title=method)
@@ -66,11 +66,11 @@ def test_projection_map_draws_framed_thumbnails(
         np.testing.assert_allclose(box.patch.get_edgecolor(), palette[cifar_set.labels[index]])
         assert box.offsetbox.get_data().shape == (32, 32, 3)
     legend = [text.get_text() for text in ax.get_legend().get_texts()]
-    assert legend == cifar_set.classes
+    assert legend == cifar_set.classes.tolist()
 
 
-def test_points_only_map_needs_no_images(cifar_set: EmbeddingSet) -> None:
-    no_images = EmbeddingSet(
+def test_points_only_map_needs_no_images(cifar_set: Embeddings) -> None:
+    no_images = Embeddings(
         cifar_set.embeddings, cifar_set.paths, cifar_set.labels, cifar_set.classes
     )
     figure = plot_projection(no_images, project_2d(no_images.embeddings), max_thumbnails=0)
@@ -82,7 +82,7 @@ def test_points_only_map_needs_no_images(cifar_set: EmbeddingSet) -> None:
 
 
 def test_neighbour_grid_shows_query_then_ranked_neighbours(
-    cifar_set: EmbeddingSet, artifacts: Path
+    cifar_set: Embeddings, artifacts: Path
 ) -> None:
     queries = [0, 35, 52, 90]
     figure = plot_neighbours(cifar_set, queries, k=6)
@@ -104,7 +104,7 @@ def test_neighbour_grid_shows_query_then_ranked_neighbours(
     assert grid[0, 1].get_title() == f"1.000\n{cifar_set.label_name(1)}"
 
 
-def test_duplicate_pairs_and_outliers_grids(cifar_set: EmbeddingSet, artifacts: Path) -> None:
+def test_duplicate_pairs_and_outliers_grids(cifar_set: Embeddings, artifacts: Path) -> None:
     pairs, sims = near_duplicates(cifar_set.embeddings, threshold=0.999)
     assert pairs.tolist() == [[0, 1]]
     figure = plot_pairs(cifar_set, pairs, sims)
@@ -120,7 +120,7 @@ def test_duplicate_pairs_and_outliers_grids(cifar_set: EmbeddingSet, artifacts: 
 
 
 def test_clusters_recover_the_classes_and_grid_has_one_row_each(
-    cifar_set: EmbeddingSet, artifacts: Path
+    cifar_set: Embeddings, artifacts: Path
 ) -> None:
     clustering = cluster_embeddings(cifar_set.embeddings, n_clusters=10)
     assert adjusted_rand_score(cifar_set.labels, clustering.assignments) > 0.6
@@ -133,7 +133,7 @@ def test_clusters_recover_the_classes_and_grid_has_one_row_each(
     assert sizes == sorted(sizes, reverse=True) and sum(sizes) == len(cifar_set)
 
 
-def test_cluster_grid_of_known_toy_clusters(toy: EmbeddingSet) -> None:
+def test_cluster_grid_of_known_toy_clusters(toy: Embeddings) -> None:
     rows = list(range(20))
     clustering = cluster_embeddings(toy.embeddings[rows], n_clusters=2)
     assert len(set(clustering.assignments[:10])) == 1

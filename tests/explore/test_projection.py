@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 
 from contrastive.errors import ContrastiveError
-from contrastive.explore import EmbeddingSet, project_2d
+from contrastive.explore import Embeddings, project_2d
 
 
-def _clusters_only(toy: EmbeddingSet, roles: SimpleNamespace) -> tuple[np.ndarray, np.ndarray]:
+def _clusters_only(toy: Embeddings, roles: SimpleNamespace) -> tuple[np.ndarray, np.ndarray]:
     rows = roles.cluster_a + roles.cluster_b
     return toy.embeddings[rows], np.array([0] * 10 + [1] * 10)
 
 
-def test_pca_separates_the_two_clusters(toy: EmbeddingSet, roles: SimpleNamespace) -> None:
+def test_pca_separates_the_two_clusters(toy: Embeddings, roles: SimpleNamespace) -> None:
     embeddings, cluster = _clusters_only(toy, roles)
     coordinates = project_2d(embeddings, "pca")
     assert coordinates.shape == (20, 2) and coordinates.dtype == np.float32
@@ -29,7 +29,7 @@ def test_pca_separates_the_two_clusters(toy: EmbeddingSet, roles: SimpleNamespac
 
 
 def test_tsne_keeps_each_point_next_to_its_own_cluster(
-    toy: EmbeddingSet, roles: SimpleNamespace
+    toy: Embeddings, roles: SimpleNamespace
 ) -> None:
     embeddings, cluster = _clusters_only(toy, roles)
     coordinates = project_2d(embeddings, "tsne", seed=3, max_iter=250)
@@ -39,16 +39,14 @@ def test_tsne_keeps_each_point_next_to_its_own_cluster(
     assert np.array_equal(cluster[distances.argmin(axis=1)], cluster)
 
 
-def test_umap_without_the_extra_names_it(
-    monkeypatch: pytest.MonkeyPatch, toy: EmbeddingSet
-) -> None:
+def test_umap_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch, toy: Embeddings) -> None:
     monkeypatch.setitem(sys.modules, "umap", None)  # import umap now raises ImportError
     with pytest.raises(ContrastiveError, match=r"pip install contrastive\[umap\]"):
         project_2d(toy.embeddings, "umap")
 
 
 def test_umap_gets_cosine_settings_and_options(
-    monkeypatch: pytest.MonkeyPatch, toy: EmbeddingSet
+    monkeypatch: pytest.MonkeyPatch, toy: Embeddings
 ) -> None:
     calls: list[dict] = []
 
@@ -75,12 +73,12 @@ def test_umap_gets_cosine_settings_and_options(
 
 
 @pytest.mark.slow  # numba compiles UMAP on first use: about a minute on two cores
-def test_real_umap_when_installed(toy: EmbeddingSet) -> None:
+def test_real_umap_when_installed(toy: Embeddings) -> None:
     pytest.importorskip("umap")
     assert project_2d(toy.embeddings, "umap").shape == (len(toy), 2)
 
 
-def test_bad_requests_are_refused(toy: EmbeddingSet) -> None:
+def test_bad_requests_are_refused(toy: Embeddings) -> None:
     with pytest.raises(ContrastiveError, match="unknown projection 'mds'"):
         project_2d(toy.embeddings, "mds")
     with pytest.raises(ContrastiveError, match="N >= 3"):

@@ -10,7 +10,7 @@ import pytest
 
 from contrastive.errors import ContrastiveError
 from contrastive.explore import (
-    EmbeddingSet,
+    Embeddings,
     near_duplicates,
     nearest_neighbours,
     outliers,
@@ -36,7 +36,7 @@ def test_top_k_checks_k_and_dimensions() -> None:
 
 
 def test_nearest_neighbour_of_a_copy_is_the_original(
-    toy: EmbeddingSet, roles: SimpleNamespace
+    toy: Embeddings, roles: SimpleNamespace
 ) -> None:
     copy = roles.duplicate_of_0
     indices, sims = nearest_neighbours(toy.embeddings, k=1, query_indices=[0, copy])
@@ -45,21 +45,21 @@ def test_nearest_neighbour_of_a_copy_is_the_original(
 
 
 def test_neighbours_stay_in_their_cluster_and_exclude_self(
-    toy: EmbeddingSet, roles: SimpleNamespace
+    toy: Embeddings, roles: SimpleNamespace
 ) -> None:
     indices, _ = nearest_neighbours(toy.embeddings, k=5, query_indices=roles.cluster_b)
     assert set(indices.ravel()) <= set(roles.cluster_b)
     assert all(query not in row for query, row in zip(roles.cluster_b, indices))
 
 
-def test_chunking_does_not_change_neighbours(toy: EmbeddingSet, roles: SimpleNamespace) -> None:
+def test_chunking_does_not_change_neighbours(toy: Embeddings, roles: SimpleNamespace) -> None:
     whole = nearest_neighbours(toy.embeddings, k=4)
     chunked = nearest_neighbours(toy.embeddings, k=4, chunk_rows=3)
     np.testing.assert_array_equal(whole[0], chunked[0])
     np.testing.assert_allclose(whole[1], chunked[1])
 
 
-def test_near_duplicates_finds_exactly_the_copy(toy: EmbeddingSet, roles: SimpleNamespace) -> None:
+def test_near_duplicates_finds_exactly_the_copy(toy: Embeddings, roles: SimpleNamespace) -> None:
     pairs, sims = near_duplicates(toy.embeddings, threshold=0.999)
     assert pairs.tolist() == [[0, roles.duplicate_of_0]]
     np.testing.assert_allclose(sims, [1.0], atol=1e-6)
@@ -110,7 +110,7 @@ def test_default_chunks_fit_the_block_budget_for_50k() -> None:
     assert similarity.rows_per_chunk(10**9) == 1
 
 
-def test_outlier_is_the_lonely_point(toy: EmbeddingSet, roles: SimpleNamespace) -> None:
+def test_outlier_is_the_lonely_point(toy: Embeddings, roles: SimpleNamespace) -> None:
     indices, scores = outliers(toy.embeddings, k=3, count=3)
     assert indices[0] == roles.outlier
     assert scores[0] < 0.5 < scores[1]

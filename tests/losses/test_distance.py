@@ -294,3 +294,17 @@ def test_sign_literal_formula_pulls_negatives_together_corrected_pushes_apart(
     # one pushes them out.
     assert after["literal"][1] < d_neg
     assert after["corrected"][1] > d_neg
+
+
+@pytest.mark.parametrize("first_own", [0, 3])
+def test_negatives_are_gathered_without_boolean_masks(first_own: int) -> None:
+    # The device-side gather must select exactly what the boolean mask selected.
+    from contrastive.losses.distance import _without_own_column
+
+    distances = torch.randn(3, 9)
+    own_column = torch.arange(first_own, first_own + 3)
+    mask = torch.zeros(3, 9, dtype=torch.bool)
+    mask[torch.arange(3), own_column] = True
+
+    expected = distances[~mask].view(3, 8)
+    assert torch.equal(_without_own_column(distances, own_column), expected)

@@ -20,6 +20,7 @@ from contrastive.training.budget import (
 from contrastive.training.config import OptimConfig, TrainConfig, load_config_file
 from contrastive.training.optim import build_optimizer, build_scheduler
 from contrastive.training.train import train
+from contrastive.views.config import ViewConfig
 
 
 @pytest.mark.parametrize(
@@ -146,6 +147,7 @@ def test_budget_run_records_the_steps_it_trained(tiny_images: Path, tmp_path: Pa
         data=str(tiny_images),
         out=str(tmp_path / "run"),
         backbone=BackboneConfig("resnet18_quarter"),
+        views=ViewConfig(input_size=32),  # cheap steps: the plan fits on a busy machine
         batch_size=8,
         time_budget="10s",
         num_workers=0,

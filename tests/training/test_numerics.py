@@ -81,3 +81,37 @@ def test_healthy_embeddings_do_not_warn(tiny_config: TrainConfig) -> None:
     healthy = 1 / math.sqrt(tiny_config.method.projection_output_dim)
     values = logged_collapse_std(tiny_config.run_dir)
     assert values and all(0.3 * healthy < value < 2 * healthy for value in values)
+
+
+def test_non_finite_loss_stops_the_run_within_the_check_interval(
+    tiny_config: TrainConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The loss is checked on the device every log_every_n_steps steps (4 here: one epoch),
+    # not read by the host each step; the error still names the first bad step.
+    from contrastive.training import module as module_lib
+
+    build_method, nan_from, interval, losses = module_lib.build_method, 5, 4, []
+
+    def build_poisoned(*args, **kwargs):
+        method = build_method(*args, **kwargs)
+        training_loss = method.training_loss
+
+        def poisoned(views, progress):
+            loss = training_loss(views, progress)
+            losses.append(loss)
+            return loss * float("nan") if len(losses) > nan_from else loss
+
+        method.training_loss = poisoned
+        return method
+
+    monkeypatch.setattr(module_lib, "build_method", build_poisoned)
+    config = tiny_config.with_overrides(epochs=5)  # 20 steps
+
+    with pytest.raises(module_lib.NonFiniteLossError) as raised:
+        train(config)
+
+    assert str(raised.value) == (
+        f"loss became nan at step {nan_from} (epoch 1); try a lower learning rate (--lr)"
+    )
+    assert nan_from < len(losses) <= nan_from + interval
+    assert not (config.run_dir / "backbone.pt").exists()

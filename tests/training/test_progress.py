@@ -85,3 +85,24 @@ def test_budget_runs_get_no_forecast() -> None:
     forecast = DurationForecast(skip_steps=0, min_steps=1, min_seconds=0.0, clock=clock)
     run_steps(forecast, trainer, clock, steps=20, seconds=1.0)
     assert forecast.forecast is None and forecast.seconds_left is None
+
+
+def test_progress_bar_reads_the_metrics_at_most_once_per_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each read of the shown numbers waits for the device: not on every step.
+    from pytorch_lightning.callbacks import TQDMProgressBar
+
+    from contrastive.training.progress import ProgressBarWithTimeLeft
+
+    reads: list[float] = []
+    clock = Clock()
+    monkeypatch.setattr(
+        TQDMProgressBar, "get_metrics", lambda self, trainer, module: reads.append(clock.now) or {}
+    )
+    bar = ProgressBarWithTimeLeft(DurationForecast(), metrics_interval=1.0, clock=clock)
+    for _ in range(100):  # 100 steps of 50 ms
+        bar.get_metrics(None, None)  # type: ignore[arg-type]
+        clock.now += 0.05
+    assert len(reads) == 5
+    assert all(later - earlier >= 1.0 for earlier, later in zip(reads, reads[1:]))

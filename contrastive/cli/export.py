@@ -1,0 +1,88 @@
+"""``contrastive export RUN --format onnx|torchscript|state_dict``: deployable backbone files."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import yaml
+
+from contrastive.errors import ContrastiveError
+
+HELP = "export a run's backbone to ONNX, TorchScript or a state_dict, checked on real images"
+
+#: Real images the export is checked on.
+CHECK_IMAGES = 5
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from contrastive.export import EXPORT_FORMATS
+
+    parser = subparsers.add_parser("export", help=HELP, description=HELP + ".")
+    parser.add_argument("run", type=Path, help="run folder or Lightning .ckpt")
+    parser.add_argument("--format", choices=EXPORT_FORMATS, default="onnx", help="(default: onnx)")
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        metavar="PX",
+        help="side of the square input images (default: the run's evaluation size)",
+    )
+    parser.add_argument(
+        "--fold-normalization",
+        action="store_true",
+        help="the exported model takes RGB in [0, 1] and applies the run's mean/std itself",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="file to write (default: RUN/export/backbone.onnx etc.)"
+    )
+    parser.add_argument(
+        "--images",
+        type=Path,
+        metavar="DIR",
+        help="folder of images to check the export on (default: the run's training data)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from contrastive.data.folder import ImageFolder
+    from contrastive.encoder import load_encoder
+    from contrastive.export import default_export_path, export_backbone, load_check_images
+
+    encoder = load_encoder(args.run)
+    input_size = args.input_size or encoder.view_config.evaluation_size
+    if input_size < 8:
+        raise ContrastiveError(f"--input-size {input_size}: need at least 8 pixels")
+    folder = args.images or _training_data(args.run)
+    paths = ImageFolder.scan(folder).paths[:CHECK_IMAGES]
+    out = args.out or default_export_path(args.run, args.format)
+    result = export_backbone(
+        encoder,
+        out,
+        args.format,
+        load_check_images(paths, input_size),
+        fold_normalization=args.fold_normalization,
+    )
+    takes = "RGB in [0, 1]" if result.fold_normalization else "normalised images"
+    print(
+        f"wrote {result.path} ({result.format}, input (batch, 3, {input_size}, {input_size}) "
+        f"{takes}, output (batch, {encoder.feature_dim}))"
+    )
+    print(
+        f"checked on {result.num_images} images from {folder}: max abs difference "
+        f"{result.max_abs_difference:.2e} vs PyTorch"
+    )
+    return 0
+
+
+def _training_data(source: Path) -> Path:
+    """The ``data`` folder recorded in a run's ``config.yaml``."""
+    config_file = (source if source.is_dir() else source.parent.parent) / "config.yaml"
+    data = None
+    if config_file.is_file():
+        data = (yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}).get("data")
+    if not data or not Path(data).is_dir():
+        raise ContrastiveError(
+            f"cannot find the training images of {source}: give --images DIR to check the export"
+        )
+    return Path(data)

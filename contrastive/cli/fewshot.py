@@ -1,0 +1,227 @@
+"""``contrastive eval fewshot``: accuracy with 1, 2, 5, ... labels per class, with error bars.
+
+Writes ``fewshot.json`` (every draw's number, settings, leak check), ``fewshot.md`` (the
+table) and ``fewshot.png`` (accuracy vs labels per class) into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+from contrastive.backbones import BackboneConfig
+from contrastive.cli.embed import encoder_from_args
+from contrastive.data.near_copies import DEFAULT_THRESHOLD
+from contrastive.embeddings import Embeddings
+from contrastive.encoder import Encoder, load_encoder
+from contrastive.errors import ContrastiveError
+from contrastive.evaluation.fewshot import (
+    DEFAULT_COUNTS,
+    DEFAULT_DRAWS,
+    FewShotResult,
+    parse_counts,
+)
+from contrastive.evaluation.fewshot_report import (
+    CLEAN,
+    LeakCheck,
+    few_label_comparison,
+    fewshot_table,
+    plot_fewshot,
+)
+from contrastive.evaluation.inputs import MODEL, EmbedSettings, evaluation_inputs
+from contrastive.evaluation.report import build_report, write_report
+from contrastive.files import write_text_atomic
+from contrastive.views.config import ViewConfig
+
+
+def add_fewshot_arguments(parser: argparse.ArgumentParser) -> None:
+    """The few-label flags (the common ``eval`` flags are added by the caller)."""
+    parser.add_argument(
+        "--encoder",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="another encoder to put side by side (repeatable): a run folder, a Lightning "
+        ".ckpt, or a plain .pt backbone state_dict (architecture from --backbone, input "
+        "size from --input-size or the first encoder); needs image folders",
+    )
+    parser.add_argument(
+        "--counts",
+        type=parse_counts,
+        default=list(DEFAULT_COUNTS),
+        help="labeled images per class, e.g. 1,10,100,all (default 1,2,5,10,25,100,all)",
+    )
+    parser.add_argument("--draws", type=int, default=DEFAULT_DRAWS, help="random draws per count")
+    parser.add_argument("--k", type=int, default=200, help="kNN neighbours (capped at the labels)")
+    parser.add_argument("--temperature", type=float, default=0.1, help="kNN vote temperature T")
+    parser.add_argument(
+        "--unlabeled",
+        type=Path,
+        help="unlabeled training folder, also searched for near-copies of test images",
+    )
+    parser.add_argument(
+        "--near-copy-threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help="fingerprint cosine similarity from which images count as near-copies",
+    )
+    parser.add_argument(
+        "--no-leak-check", action="store_true", help="skip the pixel-space near-copy check"
+    )
+
+
+def run_fewshot(args: argparse.Namespace, settings: EmbedSettings) -> int:
+    """Embeds (or loads) every feature set, scores them, writes JSON, Markdown and PNG."""
+    encoder = encoder_from_args(args)
+    sets = evaluation_inputs(args.train, args.test, encoder, args.baselines, settings)
+    named = _extra_encoders(args, encoder, sets[MODEL])
+    for name, extra in named.items():
+        train_folder, test_folder = _folders(args, sets[MODEL])
+        extra_sets = evaluation_inputs(train_folder, test_folder, extra, False, settings)
+        sets[name] = extra_sets[MODEL]
+    # Encoders first, baselines last.
+    order = [MODEL, *named, *(name for name in sets if name != MODEL and name not in named)]
+    sets = {name: sets[name] for name in order}
+    comparison = few_label_comparison(
+        sets,
+        args.counts,
+        args.draws,
+        args.seed,
+        args.k,
+        args.temperature,
+        check_leaks=not args.no_leak_check,
+        unlabeled=args.unlabeled,
+        threshold=args.near_copy_threshold,
+        progress=not args.no_progress,
+    )
+    out = args.out or _default_out(args)
+    out.mkdir(parents=True, exist_ok=True)
+    train, test = sets[MODEL]
+    settings_report = {
+        "counts": [str(c) for c in args.counts],
+        "draws": args.draws,
+        "seed": args.seed,
+        "interval": "95% Student-t interval over draws (spread of which images are labeled)",
+        "knn": f"weighted kNN, cosine, exp(sim/T), T={args.temperature}, "
+        f"k=min({args.k}, labeled images)",
+        "linear": "logistic regression on features standardised with the whole training "
+        "pool; wd = 1/labeled images; at 'all' wd chosen on a validation split",
+        "encoders": {name: _source(sets[name][0]) for name in sets},
+    }
+    data = {
+        "train": str(args.train),
+        "test": str(args.test),
+        "train_count": len(train),
+        "test_count": len(test),
+        "classes": comparison.classes,
+    }
+    report = build_report(
+        "fewshot", settings_report, data, _source(train), comparison.to_dict()["results"]
+    )
+    report["leak_check"] = comparison.to_dict()["leak_check"]
+    write_report(report, out / "fewshot.json")
+    markdown = _markdown(comparison.results, comparison.leak_check)
+    write_text_atomic(out / "fewshot.md", markdown)
+    from contrastive.explore.images import save_figure  # matplotlib only when writing
+
+    save_figure(plot_fewshot(comparison.results), out / "fewshot.png")
+    if comparison.leak_check is not None and comparison.leak_check.leaked:
+        save_figure(plot_fewshot(comparison.results, CLEAN), out / "fewshot_without_copies.png")
+    print(markdown)
+    print(f"report: {out / 'fewshot.json'} (+ fewshot.md, fewshot.png)")
+    return 0
+
+
+def _markdown(results: dict[str, FewShotResult], check: LeakCheck | None) -> str:
+    first = next(iter(results.values()))
+    lines = [
+        f"Test top-1 (%), mean [95% interval] over {first.draws} draws (seed {first.seed}).",
+        "",
+        fewshot_table(results),
+    ]
+    short = {c: s for c, s in first.short_classes.items() if s}
+    if short:
+        lines += ["", "Classes with fewer images than a count (all of theirs used): " + str(short)]
+    if check is not None:
+        lines += [
+            "",
+            f"Leak check: {len(check.leaked)} of {check.test_count} test images have a "
+            f"pixel-space near-copy in {' / '.join(check.searched)} "
+            f"(fingerprint cosine >= {check.threshold}).",
+        ]
+        if check.leaked:
+            lines += ["", "Without them:", "", fewshot_table(results, CLEAN)]
+            shown = list(check.leaked.items())[:20]
+            lines += ["", *(f"- {test} ~ {matches[0][0]}" for test, matches in shown)]
+    return "\n".join(lines) + "\n"
+
+
+def _extra_encoders(
+    args: argparse.Namespace, first: Encoder | None, model: tuple[Embeddings, Embeddings]
+) -> dict[str, Encoder]:
+    """Loads each ``--encoder NAME=PATH``; plain weights take --backbone and the input size."""
+    encoders: dict[str, Encoder] = {}
+    for item in args.encoder:
+        name, separator, path = item.partition("=")
+        if not separator or not name or not path:
+            raise ContrastiveError(f"--encoder expects NAME=PATH, got {item!r}")
+        if name in encoders or name in (MODEL, "random_init", "raw_pixels"):
+            raise ContrastiveError(f"--encoder name {name!r} is used twice or taken")
+        source = Path(path).expanduser()
+        if not source.exists():
+            raise ContrastiveError(f"--encoder {name}: {source} does not exist")
+        backbone_config = view_config = None
+        if source.is_file() and source.suffix != ".ckpt":
+            reference = first if first is not None else _recorded(model[0])
+            backbone_config = (
+                BackboneConfig(args.backbone, args.small_image_stem)
+                if args.backbone
+                else (reference.backbone_config if reference is not None else None)
+            )
+            if reference is not None:
+                view_config = reference.view_config
+            if args.input_size is not None:
+                view_config = replace(
+                    view_config or ViewConfig(input_size=args.input_size),
+                    eval_input_size=args.input_size,
+                )
+            if backbone_config is None or view_config is None:
+                raise ContrastiveError(
+                    f"--encoder {name}: {source} is a plain state_dict; give --backbone and "
+                    "--input-size"
+                )
+        encoders[name] = load_encoder(source, backbone_config, view_config)
+    return encoders
+
+
+def _recorded(train: Embeddings) -> Encoder | None:
+    return load_encoder(train.source) if train.source and Path(train.source).exists() else None
+
+
+def _folders(args: argparse.Namespace, model: tuple[Embeddings, Embeddings]) -> tuple[Path, Path]:
+    """The labeled image folders: given directly, or recorded in the embeddings files."""
+    folders = []
+    for given, embedded, flag in (
+        (args.train, model[0], "--train"),
+        (args.test, model[1], "--test"),
+    ):
+        folder = given if given.is_dir() else embedded.data_root
+        if folder is None or not folder.is_dir():
+            raise ContrastiveError(
+                f"--encoder needs image folders: {flag} {given} records none that exists"
+            )
+        folders.append(folder)
+    return folders[0], folders[1]
+
+
+def _source(embeddings: Embeddings) -> str:
+    return embeddings.source or embeddings.feature
+
+
+def _default_out(args: argparse.Namespace) -> Path:
+    if args.run is not None:
+        return args.run / "evaluation" / "fewshot"
+    if args.train.is_file():
+        return args.train.with_name(f"{args.train.stem}.fewshot")
+    return Path("fewshot")

@@ -1,0 +1,68 @@
+"""``contrastive health RUN`` and ``contrastive compare-runs RUN...``: label-free run health."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HEALTH_HELP = "plot a run's label-free health (rank, alignment/uniformity, stability); verdict"
+COMPARE_HELP = "rank finished runs by a label-free measure (no labels needed)"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Registers ``health`` and ``compare-runs``."""
+    health = subparsers.add_parser("health", help=HEALTH_HELP, description=HEALTH_HELP + ".")
+    health.add_argument("run", type=Path, help="run directory (holds metrics.csv)")
+    health.add_argument(
+        "--out", type=Path, help="figure to write (default: RUN/health.png; .png, .pdf, .svg)"
+    )
+    health.set_defaults(func=run_health)
+
+    compare = subparsers.add_parser("compare-runs", help=COMPARE_HELP, description=COMPARE_HELP)
+    compare.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="run directories")
+    compare.add_argument(
+        "--by",
+        metavar="MEASURE",
+        help="measure to rank by: rank, rank_projection, alignment, uniformity, sample_std, "
+        "stability (default: rank, RankMe of the backbone features)",
+    )
+    compare.set_defaults(func=run_compare)
+
+
+def run_health(args: argparse.Namespace) -> int:
+    from contrastive.evaluation.run_health import plot_run_health, read_run_health, verdict
+    from contrastive.explore.images import save_figure
+
+    run = read_run_health(args.run)
+    target = save_figure(plot_run_health(run), args.out or args.run / "health.png")
+    print(verdict(run))
+    print(f"figure: {target}")
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from contrastive.errors import ContrastiveError
+    from contrastive.evaluation.run_health import (
+        RANKING_MEASURE,
+        comparison_table,
+        rank_runs,
+        read_run_health,
+    )
+
+    if len(args.runs) < 2:
+        raise ContrastiveError("compare-runs needs at least two run directories")
+    measure = args.by or RANKING_MEASURE
+    runs = [read_run_health(run) for run in args.runs]
+    folders = {run.data for run in runs if run.data}
+    if len(folders) > 1:
+        print(
+            "warning: the runs trained on different folders; their measures are not "
+            "comparable: " + ", ".join(sorted(folders)),
+            file=sys.stderr,
+        )
+    unfinished = [str(run.run_dir) for run in runs if not run.finished]
+    if unfinished:
+        print(f"warning: unfinished run(s): {', '.join(unfinished)}", file=sys.stderr)
+    print(comparison_table(rank_runs(runs, measure), measure))
+    return 0

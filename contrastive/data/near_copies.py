@@ -1,0 +1,199 @@
+"""Near-copies in pixel space: the same picture resized, re-encoded or slightly cropped.
+
+Encoder-independent by design (a leak check must not depend on the encoder under test, and
+curation wants duplicates before any training). Each image becomes a *fingerprint*: its
+grayscale version area-downsampled to ``side x side`` pixels, minus its mean, divided by
+its norm. Two images are near-copies when the cosine similarity of their fingerprints is
+at least ``threshold``. Downsampling removes what resizing and JPEG re-encoding change
+(high frequencies); the mean/norm removes brightness and contrast shifts; a crop of a few
+percent moves content by a fraction of a fingerprint pixel. Neighbours come from
+:func:`contrastive.neighbours.top_k`, so sets of 10^5 images take seconds.
+
+This is the idea of the ciFAIR study (Barz & Denzler, "Do we train on test data? Purging
+CIFAR of near-duplicates", 2020), which found 3.3% of CIFAR-10's test images to have a
+near-duplicate in its training set, with a pixel-space rather than a learned metric.
+
+Flat images (a single colour, or nearly: a clear sky) have no reliable fingerprint
+direction; they match nothing. Heavy JPEG re-encoding of such images changes them more
+than their content.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse
+import scipy.sparse.csgraph
+import torch
+from PIL import Image
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from contrastive.data.folder import load_rgb
+from contrastive.errors import ContrastiveError
+from contrastive.neighbours import top_k
+
+#: Fingerprint side in pixels: coarse enough to ignore resizing and JPEG artefacts.
+FINGERPRINT_SIDE = 12
+
+#: Cosine similarity of fingerprints from which two images count as near-copies. Planted
+#: copies of photo crops score 0.99-1.0 (resized, JPEG quality 20) and 0.94-0.96 (5% crop);
+#: distinct crops of the same two photos score at most 0.77.
+DEFAULT_THRESHOLD = 0.92
+
+#: Images whose fingerprint thumbnail varies less than this (gray levels, standard
+#: deviation) count as flat: their normalised shape would be JPEG noise, so they match nothing.
+FLAT_STD = 2.0
+
+#: Candidates examined per image; more near-copies of one image than this are not all listed.
+DEFAULT_CANDIDATES = 10
+
+
+@dataclass
+class NearCopies:
+    """Near-copy pairs between a query set and a reference set (or within one set).
+
+    Attributes:
+        query: ``(P,)`` int64 indices into the query images.
+        reference: ``(P,)`` int64 indices into the reference images (the query images
+            themselves for a search within one set, where ``query < reference``).
+        similarity: ``(P,)`` float32 fingerprint cosine similarities.
+    """
+
+    query: Tensor
+    reference: Tensor
+    similarity: Tensor
+
+    def __len__(self) -> int:
+        return int(self.query.numel())
+
+    def queries_with_copies(self, count: int) -> Tensor:
+        """``(count,)`` bool mask of the query images that have at least one near-copy."""
+        mask = torch.zeros(count, dtype=torch.bool)
+        mask[self.query] = True
+        return mask
+
+
+def fingerprint(image: Image.Image, side: int = FINGERPRINT_SIDE) -> np.ndarray:
+    """The ``side * side`` unit-norm, zero-mean grayscale thumbnail of an image (float32).
+
+    A flat image (thumbnail standard deviation under :data:`FLAT_STD`) gives the zero vector.
+    """
+    gray = image.convert("L")
+    if hasattr(gray, "reduce") and min(gray.size) >= 4 * side:
+        # A cheap integer pre-shrink before the exact area resize.
+        gray = gray.reduce(max(1, min(gray.size) // (2 * side)))
+    small = np.asarray(gray.resize((side, side), Image.Resampling.BOX), dtype=np.float32)
+    small = small.flatten() - small.mean()
+    norm = float(np.linalg.norm(small))
+    return small / norm if norm > FLAT_STD * side else np.zeros_like(small)
+
+
+def image_fingerprints(
+    paths: Sequence[str | os.PathLike],
+    side: int = FINGERPRINT_SIDE,
+    progress: bool = False,
+) -> Tensor:
+    """Fingerprints ``(N, side * side)`` of image files; unreadable ones get the zero vector.
+
+    Args:
+        paths: Image files.
+        side: Fingerprint side in pixels.
+        progress: Show a progress bar.
+    """
+    rows = np.zeros((len(paths), side * side), dtype=np.float32)
+    for row, path in enumerate(tqdm(paths, desc="fingerprints", disable=not progress)):
+        try:
+            rows[row] = fingerprint(load_rgb(path), side)
+        except Exception:  # noqa: BLE001 - an unreadable file simply matches nothing
+            continue
+    return torch.from_numpy(rows)
+
+
+def near_copy_pairs(
+    queries: Tensor,
+    references: Tensor | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    candidates: int = DEFAULT_CANDIDATES,
+) -> NearCopies:
+    """Near-copy pairs between two fingerprint sets, or within one.
+
+    Args:
+        queries: ``(Q, F)`` fingerprints (see :func:`image_fingerprints`).
+        references: ``(R, F)`` fingerprints; ``None`` searches within ``queries`` (each pair
+            once, ``query < reference``, an image never pairs with itself).
+        threshold: Minimum fingerprint cosine similarity, in ``(0, 1]``.
+        candidates: Nearest references examined per query.
+
+    Returns:
+        The pairs, sorted by query index, then similarity descending.
+
+    Raises:
+        ContrastiveError: On a threshold outside ``(0, 1]`` or mismatched widths.
+    """
+    if not 0 < threshold <= 1:
+        raise ContrastiveError(f"near-copy threshold must be in (0, 1], got {threshold}")
+    within = references is None
+    keys = queries if within else references
+    if queries.ndim != 2 or keys.ndim != 2 or queries.shape[1] != keys.shape[1]:
+        raise ContrastiveError("near-copy fingerprints must be 2-D with the same width")
+    available = keys.shape[0] - (1 if within else 0)
+    empty = NearCopies(
+        torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0)
+    )
+    if queries.shape[0] == 0 or available < 1:
+        return empty
+    k = min(candidates, available)
+    exclude = torch.arange(queries.shape[0]) if within else None
+    indices, scores = top_k(queries.float(), keys.float(), k, exclude=exclude)
+    rows, columns = torch.nonzero(scores >= threshold - 1e-6, as_tuple=True)
+    query, reference, similarity = rows, indices[rows, columns], scores[rows, columns]
+    if within:
+        # Each unordered pair once, from its smaller index.
+        first, second = torch.minimum(query, reference), torch.maximum(query, reference)
+        unique, position = np.unique(
+            torch.stack([first, second], 1).numpy(), axis=0, return_index=True
+        )
+        query = torch.from_numpy(unique[:, 0]).long()
+        reference = torch.from_numpy(unique[:, 1]).long()
+        similarity = similarity[torch.from_numpy(position)]
+    return NearCopies(query, reference, similarity.float())
+
+
+def near_copy_groups(pairs: NearCopies, count: int) -> list[list[int]]:
+    """Groups of images linked by near-copy pairs within one set (connected components).
+
+    Args:
+        pairs: Pairs from a search within one set of ``count`` images.
+        count: Images in the set.
+
+    Returns:
+        Sorted index lists of the groups with two or more images, largest first.
+    """
+    graph = scipy.sparse.coo_matrix(
+        (np.ones(len(pairs)), (pairs.query.numpy(), pairs.reference.numpy())), shape=(count, count)
+    )
+    _, component = scipy.sparse.csgraph.connected_components(graph, directed=False)
+    groups: dict[int, list[int]] = {}
+    for index, label in enumerate(component.tolist()):
+        groups.setdefault(label, []).append(index)
+    return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: (-len(g), g[0]))
+
+
+def find_near_copies(
+    query_paths: Sequence[str | os.PathLike],
+    reference_paths: Sequence[str | os.PathLike] | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    side: int = FINGERPRINT_SIDE,
+    candidates: int = DEFAULT_CANDIDATES,
+    progress: bool = False,
+) -> NearCopies:
+    """Near-copies between two lists of image files, or within one; see :func:`near_copy_pairs`."""
+    queries = image_fingerprints(query_paths, side, progress)
+    references = (
+        None if reference_paths is None else image_fingerprints(reference_paths, side, progress)
+    )
+    return near_copy_pairs(queries, references, threshold, candidates)

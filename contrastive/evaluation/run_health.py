@@ -1,0 +1,239 @@
+"""A finished (or running) run's label-free health: read, plotted, judged and compared.
+
+The measures are the ``monitor/*`` columns that
+:class:`~contrastive.training.health.HealthMonitor` wrote to ``RUN/metrics.csv``;
+``contrastive health RUN`` and ``contrastive compare-runs RUN...`` are built on this module.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from contrastive.errors import ContrastiveError
+from contrastive.training.health import MEASURES, Finding, diagnose
+
+#: The measure ``compare-runs`` ranks by. Provisional: RankMe, which Garrido et al. (2023)
+#: found to track downstream accuracy; ``benchmarks/label_free.py`` measures which of our
+#: measures tracks kNN top-1 best, and this should follow its result.
+RANKING_MEASURE = "rank"
+
+
+@dataclass
+class RunHealth:
+    """The health history of one run.
+
+    Attributes:
+        run_dir: The run directory.
+        history: Measurements in step order: ``step`` and the :data:`MEASURES` short names
+            (NaN where a value was not logged).
+        loss: ``(step, loss)`` pairs.
+        data: The run's training folder (from ``config.yaml``; empty if unknown).
+        feature_dim: Width of the backbone features (0 if unknown).
+        projection_dim: Width of the projections (0 if unknown).
+        finished: Whether the run exported its backbone.
+    """
+
+    run_dir: Path
+    history: list[dict[str, float]]
+    loss: list[tuple[int, float]] = field(default_factory=list)
+    data: str = ""
+    feature_dim: int = 0
+    projection_dim: int = 0
+    finished: bool = False
+
+    def final(self, measure: str) -> float:
+        """The last logged value of a measure (NaN if never logged)."""
+        values = [point[measure] for point in self.history if math.isfinite(point[measure])]
+        return values[-1] if values else math.nan
+
+
+def read_run_health(run_dir: str | os.PathLike) -> RunHealth:
+    """Reads a run's health history from ``RUN/metrics.csv`` (and widths from its config).
+
+    Raises:
+        ContrastiveError: If the folder, its metrics file or the measures are missing.
+    """
+    folder = Path(run_dir)
+    metrics = folder / "metrics.csv"
+    if not folder.is_dir():
+        raise ContrastiveError(f"run directory not found: {folder}")
+    if not metrics.is_file():
+        raise ContrastiveError(f"{folder} holds no metrics.csv: not a run directory")
+    columns = {name: measure.metric for name, measure in MEASURES.items()}
+    history: dict[int, dict[str, float]] = {}
+    loss = []
+    try:
+        with open(metrics, newline="", encoding="utf-8") as file:
+            for row in csv.DictReader(file):
+                step = int(float(row.get("step") or 0)) + 1  # the CSV step is global_step - 1
+                if row.get("loss"):
+                    loss.append((step, float(row["loss"])))
+                for name, column in columns.items():
+                    if row.get(column):
+                        point = history.setdefault(
+                            step, {"step": float(step), **dict.fromkeys(columns, math.nan)}
+                        )
+                        point[name] = float(row[column])
+    except (OSError, ValueError, csv.Error) as error:
+        raise ContrastiveError(f"cannot read {metrics}: {error}") from error
+    if not history:
+        raise ContrastiveError(
+            f"{metrics} has no label-free measures (monitor/rank ...): the run was trained "
+            "without them (--health-sample-size 0) or before they existed"
+        )
+    data, feature_dim, projection_dim = _widths(folder)
+    return RunHealth(
+        run_dir=folder,
+        history=[history[step] for step in sorted(history)],
+        loss=loss,
+        data=data,
+        feature_dim=feature_dim,
+        projection_dim=projection_dim,
+        finished=(folder / "backbone.pt").is_file(),
+    )
+
+
+def _widths(folder: Path) -> tuple[str, int, int]:
+    """The run's data folder and feature and projection widths, from ``config.yaml``."""
+    config_file = folder / "config.yaml"
+    if not config_file.is_file():
+        return "", 0, 0
+    from contrastive.backbones import build_backbone
+    from contrastive.training.config import TrainConfig, load_config_file
+
+    config = TrainConfig.from_dict(load_config_file(config_file))
+    _backbone, feature_dim = build_backbone(config.backbone)
+    return config.data, feature_dim, config.method.projection_output_dim
+
+
+def findings(run: RunHealth) -> list[Finding]:
+    """The first finding of each kind over the run's history (each prefix diagnosed)."""
+    total = int(run.history[-1]["step"]) if run.finished else None
+    first: dict[str, Finding] = {}
+    for end in range(1, len(run.history) + 1):
+        for finding in diagnose(
+            run.history[:end],
+            run.feature_dim,
+            run.projection_dim,
+            total_steps=total,
+        ):
+            first.setdefault(finding.kind, finding)
+    return list(first.values())
+
+
+def verdict(run: RunHealth) -> str:
+    """A few lines: the final measures, their trend and what to do."""
+    last = run.history[-1]
+    width = f" of {run.feature_dim}" if run.feature_dim else ""
+    lines = [
+        f"{run.run_dir}: {len(run.history)} measurements up to step {int(last['step'])}"
+        f"{'' if run.finished else ' (unfinished)'}",
+        f"  rank {last['rank']:.1f}{width} (projections {last['rank_projection']:.1f}), "
+        f"alignment {last['alignment']:.3f}, uniformity {last['uniformity']:.3f}, "
+        f"stability {_shown(last['stability'])}",
+    ]
+    found = findings(run)
+    kinds = {finding.kind for finding in found}
+    if "collapse" in kinds or "dimensional_collapse" in kinds:
+        word = "collapsed" if "collapse" in kinds else "dimensional collapse"
+        lines.append(f"verdict: {word}, not learning a useful representation")
+    elif "plateau" in kinds:
+        lines.append("verdict: learning, but it plateaued well before the end")
+    elif (
+        len(run.history) >= 2
+        and run.history[0]["rank"] < last["rank"]
+        and not (last["stability"] >= 0.9)
+    ):
+        lines.append(
+            "verdict: still learning (rank rising, neighbours still changing); a longer run "
+            "would probably help"
+        )
+    else:
+        lines.append("verdict: healthy; the representation has settled")
+    lines += [f"  - {finding.message}" for finding in found]
+    return "\n".join(lines)
+
+
+def _shown(value: float) -> str:
+    return f"{value:.2f}" if math.isfinite(value) else "-"
+
+
+def plot_run_health(run: RunHealth) -> Figure:
+    """Loss, rank, alignment/uniformity and stability over training, as one figure."""
+    figure = Figure(figsize=(11, 7), layout="constrained")
+    axes = figure.subplots(2, 2)
+    steps = [point["step"] for point in run.history]
+
+    def series(name: str) -> list[float]:
+        return [point[name] for point in run.history]
+
+    loss_axes, rank_axes, geometry_axes, stability_axes = axes.flatten()
+    if run.loss:
+        loss_axes.plot(*zip(*run.loss), color="tab:gray")
+    loss_axes.set(title="training loss", xlabel="step")
+    rank_axes.plot(steps, series("rank"), marker="o", label="backbone features")
+    rank_axes.plot(steps, series("rank_projection"), marker="o", label="projections")
+    if run.feature_dim:
+        rank_axes.axhline(run.feature_dim, color="tab:blue", linestyle=":", linewidth=1)
+    rank_axes.set(title="effective rank (RankMe), higher is better", xlabel="step")
+    rank_axes.legend()
+    geometry_axes.plot(steps, series("alignment"), marker="o", label="alignment", color="tab:red")
+    geometry_axes.plot(
+        steps, series("uniformity"), marker="o", label="uniformity", color="tab:purple"
+    )
+    geometry_axes.set(title="alignment / uniformity, lower is better", xlabel="step")
+    geometry_axes.legend()
+    stability_axes.plot(steps, series("stability"), marker="o", color="tab:green")
+    stability_axes.set(
+        title="neighbour stability (1 = neighbours no longer change)", xlabel="step", ylim=(0, 1.05)
+    )
+    figure.suptitle(f"label-free health of {run.run_dir.name}")
+    return figure
+
+
+@dataclass(frozen=True)
+class RankedRun:
+    """One run in a comparison.
+
+    Attributes:
+        run: Its health.
+        value: Its final value of the ranking measure.
+    """
+
+    run: RunHealth
+    value: float
+
+
+def rank_runs(runs: Sequence[RunHealth], measure: str = RANKING_MEASURE) -> list[RankedRun]:
+    """Runs ordered best first by the final value of a label-free measure.
+
+    Raises:
+        ContrastiveError: For an unknown measure.
+    """
+    if measure not in MEASURES:
+        raise ContrastiveError(f"unknown measure {measure!r}; choose one of {', '.join(MEASURES)}")
+    sign = -1.0 if MEASURES[measure].higher_is_better else 1.0
+    ranked = [RankedRun(run, run.final(measure)) for run in runs]
+    # Runs without the value go last.
+    return sorted(
+        ranked,
+        key=lambda r: (not math.isfinite(r.value), sign * r.value if math.isfinite(r.value) else 0),
+    )
+
+
+def comparison_table(ranked: Sequence[RankedRun], measure: str) -> str:
+    """A text table of ranked runs with every final measure."""
+    names = list(MEASURES)
+    header = f"{'#':>2}  {'run':<30}" + "".join(f"{name:>16}" for name in names)
+    lines = [f"ranked by {measure} ({MEASURES[measure].description}), best first:", header]
+    for place, entry in enumerate(ranked, start=1):
+        values = "".join(f"{entry.run.final(name):>16.4g}" for name in names)
+        lines.append(f"{place:>2}  {str(entry.run.run_dir):<30}{values}")
+    return "\n".join(lines)

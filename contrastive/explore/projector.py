@@ -1,0 +1,167 @@
+"""Export embeddings for TensorBoard's Embedding Projector (``tensorboard --logdir DIR``).
+
+:meth:`torch.utils.tensorboard.SummaryWriter.add_embedding` writes the files: in ``DIR``,
+``projector_config.pbtxt`` (and an empty event file); in ``DIR/00000/embeddings/``,
+``tensors.tsv`` (one embedding per line), ``metadata.tsv`` (a header and one
+``index, path, class, label`` line per point) and ``sprite.png`` (the thumbnails in a square
+grid, row-major in point order). TensorBoard is an optional dependency
+(``pip install tensorboard``).
+
+The projector reads sprites of at most 8192 x 8192 pixels, so at most
+``(8192 // thumbnail_size) ** 2`` points can have a thumbnail (65,536 at 32 px). Larger
+sets are subsampled to that many points, with a warning; pass a smaller ``thumbnail_size``
+to keep more. TensorBoard builds the sprite in memory as floats: about 5 GB at that limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from contrastive.embeddings import Embeddings
+from contrastive.errors import ContrastiveError
+from contrastive.explore.images import load_thumbnails
+
+log = logging.getLogger(__name__)
+
+#: The projector's largest sprite side, in pixels (its ``MAX_SPRITE_IMAGE_SIZE``).
+SPRITE_MAX_SIDE = 8192
+#: The tensor's name in the projector (``add_embedding``'s tag; step 0).
+TAG = "embeddings"
+METADATA_HEADER = ["index", "path", "class", "label"]
+
+
+@dataclass
+class ProjectorExport:
+    """What :func:`export_projector` wrote.
+
+    Attributes:
+        out_dir: The folder to pass to ``tensorboard --logdir``.
+        config_path: ``projector_config.pbtxt``.
+        tensors_path: ``tensors.tsv``.
+        metadata_path: ``metadata.tsv``.
+        sprite_path: ``sprite.png``, or None when no images were exported.
+        indices: ``(M,)`` rows of the input that were exported, in file order.
+    """
+
+    out_dir: Path
+    config_path: Path
+    tensors_path: Path
+    metadata_path: Path
+    sprite_path: Path | None
+    indices: np.ndarray
+
+
+def max_sprite_images(thumbnail_size: int) -> int:
+    """How many thumbnails of ``thumbnail_size`` px fit in the projector's largest sprite."""
+    return (SPRITE_MAX_SIDE // thumbnail_size) ** 2
+
+
+def export_projector(
+    embeddings: Embeddings,
+    out_dir: str | os.PathLike,
+    thumbnail_size: int | None = 32,
+    seed: int = 0,
+) -> ProjectorExport:
+    """Writes the Embedding Projector files for a set of embeddings.
+
+    Args:
+        embeddings: The points; their images become the sprite when ``data_root`` is known.
+        out_dir: Folder to write (created if needed; an earlier export there is replaced).
+        thumbnail_size: Side of each sprite thumbnail in pixels; None exports no sprite.
+        seed: Random seed for the subsample taken when the sprite cannot hold every point.
+
+    Returns:
+        The written paths and the exported rows.
+
+    Raises:
+        ContrastiveError: If TensorBoard is not installed, ``thumbnail_size`` is out of
+            range, ``data_root`` is not a folder or an image cannot be read.
+    """
+    summary_writer = _summary_writer_class()
+    with_images = thumbnail_size is not None and embeddings.data_root is not None
+    if with_images and not 1 <= thumbnail_size <= SPRITE_MAX_SIDE:
+        raise ContrastiveError(
+            f"thumbnail_size must be between 1 and {SPRITE_MAX_SIDE} pixels, got {thumbnail_size}"
+        )
+    if with_images and not embeddings.data_root.is_dir():
+        raise ContrastiveError(f"data_root is not a folder: {embeddings.data_root}")
+    indices = _exported_rows(len(embeddings), thumbnail_size if with_images else None, seed)
+    # Thumbnails first: reading images is what fails, and then nothing is written.
+    label_images = _label_images(embeddings, indices, thumbnail_size) if with_images else None
+    folder = Path(out_dir).expanduser()
+    tensor_dir = folder / f"{0:05d}" / TAG  # where add_embedding writes step 0 of TAG
+    _remove_earlier_export(tensor_dir)
+    with summary_writer(str(folder)) as writer:
+        writer.add_embedding(
+            embeddings.embeddings[indices],
+            metadata=[_metadata_row(embeddings, int(index)) for index in indices],
+            label_img=label_images,
+            tag=TAG,
+            metadata_header=METADATA_HEADER,
+        )
+    log.info("wrote the projector files for %d points to %s", len(indices), folder)
+    return ProjectorExport(
+        out_dir=folder,
+        config_path=folder / "projector_config.pbtxt",
+        tensors_path=tensor_dir / "tensors.tsv",
+        metadata_path=tensor_dir / "metadata.tsv",
+        sprite_path=tensor_dir / "sprite.png" if with_images else None,
+        indices=indices,
+    )
+
+
+def _remove_earlier_export(tensor_dir: Path) -> None:
+    """Deletes what an earlier export wrote there (a stale sprite would otherwise stay)."""
+    for name in ("tensors.tsv", "metadata.tsv", "sprite.png"):
+        (tensor_dir / name).unlink(missing_ok=True)
+    # An empty folder spares add_embedding's "Embedding dir exists" message on stdout.
+    with contextlib.suppress(OSError):
+        tensor_dir.rmdir()
+
+
+def _summary_writer_class() -> type:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as error:
+        raise ContrastiveError(
+            "the projector export needs TensorBoard: pip install tensorboard"
+        ) from error
+    return SummaryWriter
+
+
+def _exported_rows(count: int, thumbnail_size: int | None, seed: int) -> np.ndarray:
+    if thumbnail_size is None or count <= max_sprite_images(thumbnail_size):
+        return np.arange(count)
+    capacity = max_sprite_images(thumbnail_size)
+    warnings.warn(
+        f"the projector's sprite is limited to {SPRITE_MAX_SIDE}x{SPRITE_MAX_SIDE} "
+        f"px, which holds {capacity} thumbnails of {thumbnail_size} px: exporting a "
+        f"random {capacity} of {count} points (use a smaller thumbnail_size to "
+        "export more)",
+        stacklevel=3,
+    )
+    chosen = np.random.default_rng(seed).choice(count, size=capacity, replace=False)
+    return np.sort(chosen)
+
+
+def _label_images(embeddings: Embeddings, indices: np.ndarray, size: int) -> torch.Tensor:
+    """``(M, 3, size, size)`` float thumbnails in ``[0, 1]``, as ``add_embedding`` takes them."""
+    thumbnails = load_thumbnails(embeddings, indices, size)
+    # add_embedding truncates ``x * 255`` to uint8: half a level up makes the round trip exact.
+    levels = (thumbnails.astype(np.float32) + 0.5) / 255.0
+    return torch.from_numpy(levels).permute(0, 3, 1, 2)
+
+
+def _metadata_row(embeddings: Embeddings, index: int) -> list[str]:
+    path, label = embeddings.paths[index], embeddings.labels[index]
+    fields = (index, path, embeddings.label_name(index), label)
+    # Tabs and newlines would shift columns or rows in the projector's parser.
+    return [str(field).replace("\t", " ").replace("\n", " ").replace("\r", " ") for field in fields]

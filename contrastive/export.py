@@ -1,0 +1,276 @@
+"""Export a trained backbone for deployment (ONNX, TorchScript, plain ``state_dict``), checked.
+
+Every export is verified before it is reported: the written file is loaded back
+(onnxruntime, ``torch.jit.load``, or a freshly built backbone) and run on a few real images
+at a batch size other than the one traced, and its features are compared with the PyTorch
+backbone's (:attr:`ExportResult.max_abs_difference`). The batch dimension is dynamic.
+
+With ``fold_normalization`` the exported model takes RGB images scaled to ``[0, 1]`` and
+normalises them itself (the run's mean/std become its first operation), so a deployment
+does not need to know them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision.transforms.v2 as T
+from PIL import Image
+from torch import Tensor, nn
+
+from contrastive.backbones import build_backbone
+from contrastive.encoder import Encoder, evaluation_mode, load_backbone_weights
+from contrastive.errors import ContrastiveError
+from contrastive.views.per_image import eval_transform
+
+EXPORT_FORMATS = ("onnx", "torchscript", "state_dict")
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "state_dict": ".pt"}
+
+# Traced at this batch size and checked at another, so a batch size baked in is caught.
+_TRACE_BATCH = 2
+
+
+class NormalizedBackbone(nn.Module):
+    """``backbone((images - mean) / std)`` for images in ``[0, 1]``: ``(B, 3, H, W) -> (B, D)``."""
+
+    def __init__(self, backbone: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.backbone = backbone
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.backbone((images - self.mean) / self.std).flatten(start_dim=1)
+
+
+class _Features(nn.Module):
+    """The backbone with its output flattened to ``(B, D)``."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.backbone(images).flatten(start_dim=1)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """A written and verified export.
+
+    Attributes:
+        path: The written file.
+        format: ``onnx``, ``torchscript`` or ``state_dict``.
+        input_size: Side of the square input images in pixels.
+        fold_normalization: Whether the file takes ``[0, 1]`` images (else normalised ones).
+        num_images: Real images the check ran on.
+        max_abs_difference: Largest absolute difference between the export's features and
+            the PyTorch backbone's on those images.
+    """
+
+    path: Path
+    format: str
+    input_size: int
+    fold_normalization: bool
+    num_images: int
+    max_abs_difference: float
+
+
+def load_check_images(paths: list[Path], input_size: int) -> Tensor:
+    """Images resized and centre-cropped as at evaluation, RGB in ``[0, 1]``: ``(N, 3, S, S)``."""
+    from contrastive.views.config import ViewConfig
+
+    # The evaluation transform without its final normalisation.
+    transform = T.Compose(eval_transform(ViewConfig(input_size=input_size)).transforms[:-1])
+    images = []
+    for path in paths:
+        with Image.open(path) as image:
+            images.append(transform(image.convert("RGB")))
+    return torch.stack(images)
+
+
+def export_backbone(
+    encoder: Encoder,
+    out: Path,
+    export_format: str,
+    check_images: Tensor,
+    fold_normalization: bool = False,
+) -> ExportResult:
+    """Writes the encoder's backbone to ``out`` and verifies the file on ``check_images``.
+
+    Args:
+        encoder: The trained encoder (its view config gives mean and std).
+        out: The file to write.
+        export_format: One of :data:`EXPORT_FORMATS`.
+        check_images: ``(N, 3, S, S)`` RGB images in ``[0, 1]``; ``S`` is the export size.
+        fold_normalization: Put the normalisation into the exported model.
+
+    Raises:
+        ContrastiveError: For an unknown format, a missing optional package, a layer that
+            cannot be exported (named), or an unwritable file.
+    """
+    if export_format not in EXPORT_FORMATS:
+        raise ContrastiveError(
+            f"unknown export format {export_format!r}; choose one of {', '.join(EXPORT_FORMATS)}"
+        )
+    if fold_normalization and export_format == "state_dict":
+        raise ContrastiveError(
+            "--fold-normalization needs --format onnx or torchscript (a state_dict holds "
+            "only the backbone's own weights)"
+        )
+    views = encoder.view_config
+    normalized = (check_images - torch.tensor(views.mean).view(1, 3, 1, 1)) / torch.tensor(
+        views.std
+    ).view(1, 3, 1, 1)
+    inputs = check_images if fold_normalization else normalized
+    model = (
+        NormalizedBackbone(encoder.backbone, views.mean, views.std)
+        if fold_normalization
+        else _Features(encoder.backbone)
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with evaluation_mode(model), torch.no_grad():
+        model = model.float().to(memory_format=torch.contiguous_format)
+        expected = _Features(encoder.backbone)(normalized)
+        example = inputs[:_TRACE_BATCH]
+        if export_format == "onnx":
+            actual = _export_onnx(model, example, inputs, out)
+        elif export_format == "torchscript":
+            actual = _export_torchscript(model, example, inputs, out)
+        else:
+            actual = _export_state_dict(encoder, normalized, out)
+    return ExportResult(
+        path=out,
+        format=export_format,
+        input_size=int(check_images.shape[-1]),
+        fold_normalization=fold_normalization,
+        num_images=len(check_images),
+        max_abs_difference=float((actual - expected).abs().max()),
+    )
+
+
+def _export_onnx(model: nn.Module, example: Tensor, inputs: Tensor, out: Path) -> Tensor:
+    missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ContrastiveError(
+            f"--format onnx needs {' and '.join(missing)}: pip install 'contrastive[export]'"
+        )
+    import onnxruntime
+
+    try:
+        # The exporter prints its whole graph on failure; the error below says what matters.
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")  # tracer warnings about Python values
+            # The TorchScript-based exporter: the dynamo one needs onnxscript, and these are
+            # plain feed-forward networks it handles fully.
+            torch.onnx.export(
+                model,
+                (example,),
+                str(out),
+                dynamo=False,
+                input_names=["images"],
+                output_names=["features"],
+                dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
+            )
+    except Exception as error:  # noqa: BLE001 - any exporter failure is reported by layer
+        raise _not_exportable("ONNX", model, example, error) from error
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (features,) = session.run(["features"], {"images": inputs.numpy()})
+    return torch.from_numpy(features)
+
+
+def _export_torchscript(model: nn.Module, example: Tensor, inputs: Tensor, out: Path) -> Tensor:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(model, example, check_trace=False)
+        traced.save(str(out))
+    except Exception as error:  # noqa: BLE001 - any tracer failure is reported by layer
+        raise _not_exportable("TorchScript", model, example, error) from error
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "torch.jit.load is deprecated": it is the check here
+        return torch.jit.load(str(out), map_location="cpu")(inputs)
+
+
+def _export_state_dict(encoder: Encoder, normalized: Tensor, out: Path) -> Tensor:
+    torch.save(encoder.backbone.state_dict(), out)
+    # Checked by loading into a backbone built from the name alone, as a user would.
+    rebuilt, _ = build_backbone(encoder.backbone_config)
+    load_backbone_weights(
+        rebuilt, torch.load(out, weights_only=True), str(out), encoder.backbone_config
+    )
+    return _Features(rebuilt.eval())(normalized)
+
+
+def _not_exportable(
+    what: str, model: nn.Module, example: Tensor, error: Exception
+) -> ContrastiveError:
+    """One line naming the layer that could not be exported, and why."""
+    layer = _layer_running_during(model, example, error) or _layer_of_operator(
+        model, example, error
+    )
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    where = f"layer {layer}" if layer else "the backbone"
+    return ContrastiveError(f"cannot export to {what}: {where}: {reason}")
+
+
+def _describe_layer(model: nn.Module, name: str) -> str:
+    """``name (Class)`` of a submodule, without the wrapper's ``backbone.`` prefix."""
+    module = model.get_submodule(name)
+    return f"{name.removeprefix('backbone.')} ({type(module).__name__})"
+
+
+def _layer_running_during(model: nn.Module, example: Tensor, error: Exception) -> str | None:
+    """The innermost module whose forward raises ``error``'s kind of error when traced."""
+    stack: list[str] = []
+    failed: list[str] = []
+
+    def enter(name: str):  # noqa: ANN202 - a forward pre-hook
+        return lambda *_: stack.append(name)
+
+    def leave(*_: object) -> None:
+        stack.pop()
+
+    handles = []
+    for name, module in model.named_modules():
+        if name:
+            handles.append(module.register_forward_pre_hook(enter(name)))
+            handles.append(module.register_forward_hook(leave))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.jit.trace(model, example, check_trace=False)
+    except Exception:  # noqa: BLE001 - the failure being located
+        failed = list(stack)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return _describe_layer(model, failed[-1]) if failed else None
+
+
+def _layer_of_operator(model: nn.Module, example: Tensor, error: Exception) -> str | None:
+    """The module holding the operator an exporter refused (``'aten::name'`` in the error)."""
+    operator = re.search(r"'(\w+::\w+)'", str(error))
+    if not operator:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = torch.jit.trace(model, example, check_trace=False).inlined_graph
+    for node in graph.nodes():
+        if node.kind() == operator.group(1):
+            scope = node.scopeName().rpartition("/")[2].removeprefix("__module.")
+            return _describe_layer(model, scope) if scope else None
+    return None
+
+
+def default_export_path(source: Path, export_format: str) -> Path:
+    """``RUN/export/backbone<suffix>`` (next to a checkpoint file's folder for a ``.ckpt``)."""
+    run_dir = source if source.is_dir() else source.parent
+    return run_dir / "export" / f"backbone{SUFFIXES[export_format]}"

@@ -1,0 +1,523 @@
+"""Label-free health of a run: measures on a fixed image sample, warnings that say what to do.
+
+Every ``health_every_n_steps`` steps and at the end of training, :class:`HealthMonitor`
+embeds the same ``health_sample_size`` training images (eval mode, no gradients, the
+training RNG untouched) and logs, as ``monitor/*`` metrics (``metrics.csv``, any other
+logger, and the epoch line):
+
+* ``monitor/rank``: RankMe of the backbone features of the whole images;
+* ``monitor/rank_projection``: RankMe of their projections;
+* ``monitor/alignment`` and ``monitor/uniformity`` of the projections of two fixed random
+  views (the run's view distributions, the same views every time) of the first 512 sample
+  images;
+* ``monitor/sample_std``: Lightly's ``std_of_l2_normalized`` of the projections;
+* ``monitor/stability``: the share of each image's 10 nearest neighbours (backbone
+  features, cosine) kept since the previous measurement.
+
+:func:`diagnose` turns the history into warnings (collapse, dimensional collapse, plateau)
+with remedies; ``contrastive health RUN`` applies the same rules to a finished run.
+The measures live in :mod:`contrastive.evaluation.label_free`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torchvision.transforms.v2 as T
+from torch import Tensor, nn
+
+from contrastive.data.cache import square_uint8
+from contrastive.data.folder import load_rgb
+from contrastive.encoder import evaluation_mode
+from contrastive.errors import ContrastiveError
+from contrastive.evaluation.label_free import (
+    alignment,
+    effective_rank,
+    nearest_neighbours,
+    neighbour_overlap,
+    normalized_std,
+    uniformity,
+)
+from contrastive.training.checkpoint_io import save_torch_file
+from contrastive.views.batched import BatchedViews
+from contrastive.views.config import ViewConfig
+from contrastive.views.per_image import eval_transform
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One label-free measure as logged.
+
+    Attributes:
+        metric: Column in ``metrics.csv``.
+        higher_is_better: Direction in which the measure improves.
+        description: What it is, for tables and plots.
+    """
+
+    metric: str
+    higher_is_better: bool
+    description: str
+
+
+#: The measures by short name (the names ``--keep-best`` and ``compare-runs`` accept).
+MEASURES: dict[str, Measure] = {
+    "rank": Measure("monitor/rank", True, "RankMe of backbone features"),
+    "rank_projection": Measure("monitor/rank_projection", True, "RankMe of projections"),
+    "alignment": Measure("monitor/alignment", False, "alignment of two views (projections)"),
+    "uniformity": Measure("monitor/uniformity", False, "uniformity (projections)"),
+    "sample_std": Measure("monitor/sample_std", True, "std of L2-normalised projections"),
+    "stability": Measure("monitor/stability", True, "kNN overlap with previous measurement"),
+}
+
+#: Sample images whose two views give alignment and uniformity.
+VIEW_SAMPLE_SIZE = 512
+#: Neighbours per image for the stability measure.
+STABILITY_K = 10
+#: Collapse: rank below this, or normalised std below this fraction of ``1/sqrt(d)``.
+COLLAPSE_RANK = 2.0
+COLLAPSE_STD_FRACTION = 0.1
+#: Dimensional collapse: feature rank below this fraction of the feature width.
+DIMENSIONAL_COLLAPSE_FRACTION = 0.02
+#: Plateau: this many consecutive measurements with stability above the threshold and
+#: feature rank within ``PLATEAU_RANK_CHANGE`` (relative) of each other, while more than
+#: ``PLATEAU_MIN_LEFT`` of the run is still ahead (a plateau at the end is the schedule).
+PLATEAU_MEASUREMENTS = 4
+PLATEAU_STABILITY = 0.9
+PLATEAU_RANK_CHANGE = 0.03
+PLATEAU_MIN_LEFT = 0.25
+
+
+class RunHealthWarning(UserWarning):
+    """A label-free measure says the run is not learning well; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One diagnosis.
+
+    Attributes:
+        kind: ``collapse``, ``dimensional_collapse`` or ``plateau``.
+        step: The step at which it was seen.
+        message: What was seen and what to do.
+    """
+
+    kind: str
+    step: int
+    message: str
+
+
+def diagnose(
+    history: Sequence[dict[str, float]],
+    feature_dim: int,
+    projection_dim: int,
+    total_steps: int | None = None,
+) -> list[Finding]:
+    """What the latest measurements of a run say, as findings with remedies.
+
+    Args:
+        history: Measurements in step order: dicts with ``step`` and the :data:`MEASURES`
+            short names (``stability`` may be missing or NaN for the first).
+        feature_dim: Width of the backbone features (0: unknown, no dimensional check).
+        projection_dim: Width of the projections (0: unknown, no std check).
+        total_steps: Planned steps of the run (for the plateau rule); None: unknown.
+
+    Returns:
+        At most one finding per kind; empty for a healthy run.
+    """
+    if not history:
+        return []
+    step = int(history[-1]["step"])
+    collapse = _collapse_finding(history[-1], step, feature_dim, projection_dim)
+    if collapse is not None:
+        # A collapsed run is flat too; the plateau advice would only mislead.
+        return [collapse]
+    plateau = _plateau_finding(history, step, total_steps)
+    return [] if plateau is None else [plateau]
+
+
+def _collapse_finding(
+    last: dict[str, float], step: int, feature_dim: int, projection_dim: int
+) -> Finding | None:
+    """Full collapse (ranks or spread near zero), else dimensional collapse, else None."""
+    std_floor = COLLAPSE_STD_FRACTION / math.sqrt(projection_dim) if projection_dim else 0.0
+    if (
+        last["rank"] < COLLAPSE_RANK
+        or last["rank_projection"] < COLLAPSE_RANK
+        or last["sample_std"] < std_floor
+    ):
+        return Finding(
+            "collapse",
+            step,
+            f"representation collapse at step {step}: feature rank {last['rank']:.2f}, "
+            f"projection rank {last['rank_projection']:.2f}, normalised std "
+            f"{last['sample_std']:.2g} (collapsed < {std_floor:.2g}); every image gets "
+            "nearly the same embedding. Try a lower learning rate (--lr), a higher "
+            "temperature (--temperature), stronger views or a larger batch; this run "
+            "will not recover by itself",
+        )
+    if feature_dim and last["rank"] < DIMENSIONAL_COLLAPSE_FRACTION * feature_dim:
+        return Finding(
+            "dimensional_collapse",
+            step,
+            f"dimensional collapse at step {step}: the features use about "
+            f"{last['rank']:.1f} of their {feature_dim} dimensions (RankMe). Try stronger "
+            "views (--views, --color-jitter-strength), a lower learning rate (--lr) or a "
+            "larger batch (--batch-size)",
+        )
+    return None
+
+
+def _plateau_finding(
+    history: Sequence[dict[str, float]], step: int, total_steps: int | None
+) -> Finding | None:
+    """A plateau finding if the last measurements show one, else None.
+
+    A plateau: stable neighbours and a flat rank over the last measurements, with enough
+    steps left for stopping early to save time.
+    """
+    recent = history[-PLATEAU_MEASUREMENTS:]
+    left = None if not total_steps else 1 - step / total_steps
+    if not (
+        len(recent) == PLATEAU_MEASUREMENTS
+        and all(_finite(point.get("stability")) for point in recent)
+        and min(point["stability"] for point in recent) >= PLATEAU_STABILITY
+        and _relative_range([point["rank"] for point in recent]) <= PLATEAU_RANK_CHANGE
+        and (left is None or left > PLATEAU_MIN_LEFT)
+    ):
+        return None
+    start = int(recent[0]["step"])
+    remaining = f" with {left:.0%} of the steps still to go" if left is not None else ""
+    return Finding(
+        "plateau",
+        step,
+        f"plateau since step {start}{remaining}: the neighbours of the sample images "
+        f"no longer change (stability >= {PLATEAU_STABILITY}) and the feature rank "
+        f"is flat at {history[-1]['rank']:.1f}. If quality is enough, stop early (Ctrl-C "
+        "keeps a checkpoint); to learn more, try stronger views, a larger batch or a "
+        "higher learning rate",
+    )
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _relative_range(values: Sequence[float]) -> float:
+    return (max(values) - min(values)) / max(abs(max(values)), 1e-12)
+
+
+class HealthSample:
+    """A fixed sample of training images, decoded once, for repeated measurement.
+
+    Args:
+        paths: The training images.
+        view_config: The run's views (evaluation transform and view distributions).
+        size: Images in the sample (all of them if fewer).
+        seed: Chooses the sample and the views; the same seed gives the same images and views.
+        stored_size: Side the views are cropped from (the batched pipeline's stored size).
+
+    Raises:
+        ContrastiveError: If fewer than two sample images can be decoded.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike],
+        view_config: ViewConfig,
+        size: int = 2048,
+        seed: int = 0,
+        stored_size: int | None = None,
+    ) -> None:
+        self.view_config = view_config
+        self.seed = seed
+        generator = torch.Generator().manual_seed(seed)
+        order = torch.randperm(len(paths), generator=generator).tolist()
+        clean_transform = T.Compose(eval_transform(view_config).transforms[:2])
+        side = stored_size or view_config.input_size
+        clean, source = [], []
+        for index in order:
+            if len(clean) == size:
+                break
+            try:
+                image = load_rgb(paths[index])
+            except Exception:  # noqa: BLE001 - an unreadable image is just not sampled
+                continue
+            clean.append(np.asarray(clean_transform(image), dtype=np.uint8).transpose(2, 0, 1))
+            source.append(square_uint8(image, side))
+        if len(clean) < 2:
+            raise ContrastiveError(
+                f"the health sample needs at least 2 readable images, found {len(clean)}"
+            )
+        self.clean = torch.from_numpy(np.stack(clean))
+        self.source = torch.from_numpy(np.stack(source))
+        self.views = BatchedViews(view_config, num_views=2)
+        mean = torch.tensor(view_config.mean).view(1, 3, 1, 1)
+        std = torch.tensor(view_config.std).view(1, 3, 1, 1)
+        self._scale, self._shift = 1.0 / (255.0 * std), -mean / std
+
+    def __len__(self) -> int:
+        return len(self.clean)
+
+    def clean_batch(self, rows: slice, device: torch.device) -> Tensor:
+        """Whole images through the evaluation transform, normalised ``(B, 3, s, s)``."""
+        images = self.clean[rows].to(device).float()
+        return images * self._scale.to(device) + self._shift.to(device)
+
+    def view_batch(self, rows: slice, device: torch.device) -> list[Tensor]:
+        """Two random views of the images, the same every call."""
+        generator = torch.Generator(device=device).manual_seed(self.seed + rows.start)
+        return self.views.to(device)(self.source[rows].to(device), generator)
+
+
+@torch.no_grad()
+def measure_health(
+    backbone: nn.Module,
+    projection_head: nn.Module,
+    sample: HealthSample,
+    previous_neighbours: Tensor | None = None,
+    device: torch.device | str = "cpu",
+    batch_size: int = 256,
+    channels_last: bool = False,
+) -> tuple[dict[str, float], Tensor, tuple[int, int]]:
+    """The label-free measures of an encoder on a sample, in eval mode without gradients.
+
+    Modes are restored afterwards and batch-norm statistics are not updated.
+
+    Returns:
+        ``({short name: value}, neighbour indices (N, k) for the next stability,
+        (feature width, projection width))``; ``stability`` is NaN without
+        ``previous_neighbours``.
+    """
+    device = torch.device(device)
+
+    def embed(images: Tensor) -> tuple[Tensor, Tensor]:
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        features = backbone(images).flatten(start_dim=1)
+        return features.float(), projection_head(features).float()
+
+    # Alignment and uniformity settle on far fewer images than the rank needs; two views
+    # of the whole sample would double the cost.
+    views_size = min(len(sample), VIEW_SAMPLE_SIZE)
+    features, projections, first, second = [], [], [], []
+    with evaluation_mode(backbone, projection_head):
+        for start in range(0, len(sample), batch_size):
+            rows = slice(start, min(start + batch_size, len(sample)))
+            batch_features, batch_projections = embed(sample.clean_batch(rows, device))
+            features.append(batch_features)
+            projections.append(batch_projections)
+            if start < views_size:
+                rows = slice(start, min(start + batch_size, views_size))
+                view_one, view_two = sample.view_batch(rows, device)
+                first.append(embed(view_one)[1])
+                second.append(embed(view_two)[1])
+    all_features, all_projections = torch.cat(features), torch.cat(projections)
+    first_views, second_views = torch.cat(first), torch.cat(second)
+    neighbours = nearest_neighbours(all_features, STABILITY_K)
+    values = {
+        "rank": effective_rank(all_features),
+        "rank_projection": effective_rank(all_projections),
+        "alignment": alignment(first_views, second_views),
+        "uniformity": (uniformity(first_views) + uniformity(second_views)) / 2,
+        "sample_std": normalized_std(all_projections),
+        "stability": (
+            neighbour_overlap(previous_neighbours, neighbours)
+            if previous_neighbours is not None
+            else math.nan
+        ),
+    }
+    return values, neighbours.cpu(), (all_features.shape[1], all_projections.shape[1])
+
+
+class HealthMonitor(pl.Callback):
+    """Measures, logs and diagnoses the label-free health of a run (see the module docstring).
+
+    Args:
+        paths: The training images the fixed sample is drawn from.
+        view_config: The run's views.
+        every_n_steps: Steps between measurements, rounded up to a multiple of the trainer's
+            logging interval so every value reaches the metrics file; 0: only at the end.
+        sample_size: Images in the sample.
+        seed: Chooses the sample and its views.
+        stored_size: Side the views are cropped from.
+        keep_best: A :data:`MEASURES` name: after each measurement that improves it, save
+            ``RUN/checkpoints/best.ckpt`` and ``RUN/backbone_best.pt``.
+        run_dir: The run directory (needed with ``keep_best``).
+        batch_size: Images per forward pass.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike],
+        view_config: ViewConfig,
+        every_n_steps: int = 400,
+        sample_size: int = 2048,
+        seed: int = 0,
+        stored_size: int | None = None,
+        keep_best: str | None = None,
+        run_dir: str | os.PathLike | None = None,
+        batch_size: int = 256,
+    ) -> None:
+        if keep_best is not None and keep_best not in MEASURES:
+            raise ContrastiveError(
+                f"unknown --keep-best measure {keep_best!r}; choose one of {', '.join(MEASURES)}"
+            )
+        if keep_best is not None and run_dir is None:
+            raise ContrastiveError("keep_best needs the run directory")
+        self.paths = list(paths)
+        self.view_config = view_config
+        self.every_n_steps = max(0, every_n_steps)
+        self.sample_size, self.seed, self.stored_size = sample_size, seed, stored_size
+        self.keep_best = keep_best
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.batch_size = batch_size
+        self.sample: HealthSample | None = None
+        self.interval = 0
+        self.history: list[dict[str, float]] = []
+        self.neighbours: Tensor | None = None
+        self.best: float | None = None
+        self.warned: set[str] = set()
+        self.seconds = 0.0
+        self.widths = (1, 1)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Decodes the sample once, before training, so bad input fails early."""
+        if self.sample is None:
+            self.sample = HealthSample(
+                self.paths, self.view_config, self.sample_size, self.seed, self.stored_size
+            )
+        log_every = max(1, trainer.log_every_n_steps)
+        self.interval = math.ceil(self.every_n_steps / log_every) * log_every
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
+    ) -> None:
+        step = trainer.global_step
+        if self.interval and step % self.interval == 0 and not self._measured(step):
+            self._measure_and_log(trainer, pl_module, on_step=True)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        last_epoch = (
+            trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
+        )
+        out_of_steps = (
+            trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step
+        )
+        if (last_epoch or out_of_steps or trainer.should_stop) and not self._measured(
+            trainer.global_step
+        ):
+            self._measure_and_log(trainer, pl_module, on_step=False)
+
+    def _measured(self, step: int) -> bool:
+        return bool(self.history) and int(self.history[-1]["step"]) == step
+
+    def _measure_and_log(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, on_step: bool
+    ) -> None:
+        started = time.perf_counter()
+        method = pl_module.method  # type: ignore[attr-defined]
+        assert self.sample is not None
+        values, self.neighbours, self.widths = measure_health(
+            method.backbone,
+            method.projection_head,
+            self.sample,
+            self.neighbours,
+            pl_module.device,
+            self.batch_size,
+            channels_last=getattr(getattr(pl_module, "config", None), "channels_last", False),
+        )
+        step = trainer.global_step
+        self.history.append({"step": float(step), **values})
+        for name, value in values.items():
+            if math.isfinite(value):
+                pl_module.log(MEASURES[name].metric, value, on_step=on_step, on_epoch=not on_step)
+        self._keep_best(trainer, pl_module, values)
+        self.seconds += time.perf_counter() - started
+        if trainer.is_global_zero:
+            self._warn(trainer, pl_module)
+
+    def _keep_best(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, values: dict[str, float]
+    ) -> None:
+        if self.keep_best is None or self.run_dir is None:
+            return
+        value = values[self.keep_best]
+        sign = 1 if MEASURES[self.keep_best].higher_is_better else -1
+        if not math.isfinite(value) or (self.best is not None and sign * value <= sign * self.best):
+            return
+        self.best = value
+        trainer.save_checkpoint(self.run_dir / "checkpoints" / "best.ckpt")
+        if trainer.is_global_zero:
+            backbone = pl_module.method.backbone  # type: ignore[attr-defined]
+            save_torch_file(
+                backbone.state_dict(), self.run_dir / "backbone_best.pt", what="best backbone"
+            )
+            log.info(
+                "best %s so far (%.4g) at step %d: saved",
+                self.keep_best,
+                value,
+                trainer.global_step,
+            )
+
+    def _warn(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from contrastive.training.progress import total_steps
+
+        feature_dim, projection_dim = self.widths
+        for finding in diagnose(self.history, feature_dim, projection_dim, total_steps(trainer)):
+            if finding.kind not in self.warned:
+                self.warned.add(finding.kind)
+                warnings.warn(finding.message, RunHealthWarning, stacklevel=2)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "history": self.history,
+            "neighbours": self.neighbours,
+            "best": self.best,
+            "warned": sorted(self.warned),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict.get("history", []))
+        self.neighbours = state_dict.get("neighbours")
+        self.best = state_dict.get("best")
+        self.warned = set(state_dict.get("warned", []))
+
+
+def health_callbacks(config: Any, paths: Sequence[str | os.PathLike]) -> list[pl.Callback]:
+    """The label-free health monitor of a run, as configured (empty when switched off).
+
+    Args:
+        config: The run's :class:`~contrastive.training.config.TrainConfig`.
+        paths: The readable training images.
+    """
+    if config.health_sample_size == 0:
+        if config.keep_best is not None:
+            raise ContrastiveError(
+                "--keep-best needs the health measures: set --health-sample-size > 0"
+            )
+        return []
+    return [
+        HealthMonitor(
+            paths,
+            config.views,
+            every_n_steps=config.health_every_n_steps,
+            sample_size=config.health_sample_size,
+            seed=config.seed,
+            stored_size=config.resolved_stored_size,
+            keep_best=config.keep_best,
+            run_dir=config.run_dir,
+        )
+    ]

@@ -1,0 +1,100 @@
+"""Pixel-space near-copies: planted resized, JPEG q=20 and 5%-cropped copies are found."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.datasets import load_sample_images
+
+from contrastive.data.near_copies import (
+    find_near_copies,
+    image_fingerprints,
+    near_copy_groups,
+    near_copy_pairs,
+)
+from contrastive.errors import ContrastiveError
+
+
+def originals(count: int = 9, side: int = 64) -> list[Image.Image]:
+    """Distinct natural-image crops: a grid of windows over scikit-learn's two photos."""
+    crops = []
+    for photo in load_sample_images().images:
+        for row in range(2):
+            for column in range(3):
+                top, left = 60 + row * 150, 40 + column * 170
+                crops.append(Image.fromarray(photo[top : top + 120, left : left + 120]))
+    # Textured crops only: a clear-sky crop is flat, and flat images match nothing by design.
+    textured = [c for c in crops if np.asarray(c.convert("L"), dtype=float).std() > 20]
+    return [crop.resize((side, side), Image.Resampling.BICUBIC) for crop in textured[:count]]
+
+
+def planted_copies(image: Image.Image) -> dict[str, Image.Image]:
+    """The three edits a leak goes through: resizing, low-quality JPEG, a 5% crop."""
+    side = image.width
+    margin = round(0.05 * side)
+    return {
+        "resized": image.resize((side // 2, side // 2), Image.Resampling.BILINEAR),
+        "jpeg": image,  # saved below at quality 20
+        "cropped": image.crop((margin, 0, side, side - margin)).resize((side, side)),
+    }
+
+
+@pytest.fixture
+def planted(tmp_path: Path) -> dict[str, object]:
+    """``train/``: 6 originals; ``test/``: copies of the first 2 plus 3 unrelated originals."""
+    images = originals()
+    train, test = tmp_path / "train", tmp_path / "test"
+    train.mkdir()
+    test.mkdir()
+    train_paths = []
+    for index, image in enumerate(images[:6]):
+        train_paths.append(train / f"{index:02d}.png")
+        image.save(train_paths[-1])
+    test_paths, leaked = [], []
+    for index in range(2):
+        for kind, copy in planted_copies(images[index]).items():
+            path = test / f"copy{index}_{kind}.jpg"
+            copy.save(path, quality=20 if kind == "jpeg" else 90)
+            test_paths.append(path)
+            leaked.append(len(test_paths) - 1)
+    for index, image in enumerate(images[6:9]):
+        test_paths.append(test / f"new{index}.png")
+        image.save(test_paths[-1])
+    return {"train": train_paths, "test": test_paths, "leaked": leaked}
+
+
+def test_planted_copies_are_found_and_nothing_else(planted: dict[str, object]) -> None:
+    pairs = find_near_copies(planted["test"], planted["train"])
+    flagged = pairs.queries_with_copies(len(planted["test"]))
+    assert torch.nonzero(flagged).flatten().tolist() == planted["leaked"]
+    # Each copy points at its own original: copies 0-2 -> train 0, copies 3-5 -> train 1.
+    assert pairs.reference.tolist() == [0, 0, 0, 1, 1, 1]
+    assert bool((pairs.similarity >= 0.92).all())
+
+
+def test_within_one_set_pairs_and_groups(planted: dict[str, object]) -> None:
+    paths = [*planted["train"], *planted["test"]]
+    pairs = find_near_copies(paths)
+    assert bool((pairs.query < pairs.reference).all())
+    groups = near_copy_groups(pairs, len(paths))
+    # Original 0 with its three copies, original 1 with its three; nothing else groups.
+    assert groups == [[0, 6, 7, 8], [1, 9, 10, 11]]
+
+
+def test_flat_and_unreadable_images_match_nothing(tmp_path: Path) -> None:
+    flat = tmp_path / "flat.png"
+    Image.new("RGB", (20, 20), (90, 90, 90)).save(flat)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    fingerprints = image_fingerprints([flat, broken, flat])
+    assert bool((fingerprints == 0).all())
+    assert len(near_copy_pairs(fingerprints)) == 0
+
+
+def test_bad_threshold_is_one_line_error() -> None:
+    with pytest.raises(ContrastiveError, match="threshold"):
+        near_copy_pairs(torch.zeros(2, 4), threshold=1.5)

@@ -1,0 +1,162 @@
+"""Few-label evaluation: references at 'all', seeded draws, shrinking intervals, CLI, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import contrastive.cli as cli
+from contrastive.errors import ContrastiveError
+from contrastive.evaluation.fewshot import (
+    ALL,
+    draw_labeled,
+    few_label_evaluation,
+    parse_counts,
+    t_interval,
+)
+from contrastive.evaluation.knn import knn_classify
+from contrastive.evaluation.linear import linear_probe
+
+
+def blobs(per_class: int, classes: int = 3, dim: int = 8, spread: float = 2.0, seed: int = 0):
+    """Gaussian classes with overlapping clouds: accuracy well between chance and 100%."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, dim, generator=torch.Generator().manual_seed(99)) * 1.5
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    features = centres[labels] + spread * torch.randn(len(labels), dim, generator=generator)
+    return features, labels
+
+
+def test_all_labels_agree_with_knn_and_linear_probe() -> None:
+    train, train_labels = blobs(60)
+    test, test_labels = blobs(40, seed=1)
+    grid = (1e-3, 1e-2, 1e-1)
+    result = few_label_evaluation(
+        train, train_labels, test, test_labels, [ALL], k=20, weight_decays=grid
+    )
+    knn = knn_classify(train, train_labels, test, k=20)[:, 0]
+    probe = linear_probe(train, train_labels, test, test_labels, weight_decays=grid)
+    scores = result.scores[ALL]
+    assert scores["knn"][ALL].mean == pytest.approx((knn == test_labels).float().mean().item())
+    assert scores["linear"][ALL].mean == pytest.approx(probe.summary["top1"])
+    assert scores["knn"][ALL].accuracies == [scores["knn"][ALL].mean]  # one draw at 'all'
+    assert result.weight_decay[ALL] == probe.weight_decay
+
+
+def test_draws_depend_on_labels_and_seed_only() -> None:
+    labels = torch.tensor([0, 1, 2] * 10 + [2, 2])
+    first = draw_labeled(labels, 2, draws=4, seed=3)
+    assert [d.tolist() for d in first] == [d.tolist() for d in draw_labeled(labels, 2, 4, 3)]
+    assert [d.tolist() for d in first] != [d.tolist() for d in draw_labeled(labels, 2, 4, 4)]
+    for draw in first:
+        assert torch.bincount(labels[draw]).tolist() == [2, 2, 2]
+    # Nested across counts: the 5-per-class sets extend the 2-per-class ones.
+    for small, large in zip(first, draw_labeled(labels, 5, 4, 3)):
+        assert set(small.tolist()) <= set(large.tolist())
+    # Two encoders (different features, same labels) score the same labeled images: scaled
+    # features (the same cosines) give identical kNN answers draw by draw.
+    train, train_labels = blobs(10)
+    test, test_labels = blobs(10, seed=1)
+    a = few_label_evaluation(train, train_labels, test, test_labels, [1, 3], draws=3, seed=5)
+    b = few_label_evaluation(2 * train, train_labels, 3 * test, test_labels, [1, 3], 3, 5)
+    assert a.scores[ALL]["knn"][1].accuracies == b.scores[ALL]["knn"][1].accuracies
+
+
+def test_short_classes_use_all_they_have_and_are_reported() -> None:
+    train, train_labels = blobs(10)
+    keep = torch.cat([torch.arange(20), torch.tensor([20, 21])])  # class 2 keeps 2 images
+    result = few_label_evaluation(
+        train[keep], train_labels[keep], *blobs(5, seed=1), counts=[1, 5], draws=2
+    )
+    assert result.short_classes[5] == {2: 2} and result.short_classes[1] == {}
+    assert result.labeled == {1: 3, 5: 12}
+    assert result.k == {1: 3, 5: 12}  # k capped at the labeled images
+
+
+def test_intervals_shrink_with_draws_and_cover_the_known_answer() -> None:
+    train, train_labels = blobs(100, spread=2.5)
+    test, test_labels = blobs(100, seed=1, spread=2.5)
+
+    def score(draws: int, seed: int):
+        result = few_label_evaluation(
+            train, train_labels, test, test_labels, [2], draws, seed, protocols=["knn"]
+        )
+        return result.scores[ALL]["knn"][2]
+
+    # The known answer: the mean over many draws.
+    truth = score(120, 1000).mean
+    few, many = score(4, 0), score(40, 0)
+    assert many.high - many.low < 0.6 * (few.high - few.low)
+    assert many.low <= truth <= many.high
+
+
+def test_t_interval_matches_scipy() -> None:
+    import scipy.stats
+
+    values = [0.5, 0.6, 0.55, 0.7, 0.65]
+    expected = scipy.stats.t.interval(
+        0.95, len(values) - 1, loc=sum(values) / 5, scale=scipy.stats.sem(values)
+    )
+    assert t_interval(values) == pytest.approx(expected)
+    assert t_interval([0.4]) == (0.4, 0.4)
+
+
+@pytest.mark.parametrize(
+    ("counts", "labels", "message"),
+    [
+        ([50], torch.arange(3).repeat_interleave(10), "exceed every class"),
+        ([1], torch.zeros(30, dtype=torch.long), "at least two classes"),
+    ],
+)
+def test_bad_input_is_one_line_error(counts, labels, message: str) -> None:
+    with pytest.raises(ContrastiveError, match=message):
+        few_label_evaluation(torch.randn(30, 4), labels, torch.randn(5, 4), labels[:5], counts)
+    with pytest.raises(ContrastiveError, match="positive integers or 'all'"):
+        parse_counts("1,0")
+
+
+def test_cli_writes_report_table_and_plot(
+    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("embed", "evaluate"))
+    out = tmp_path / "fewshot"
+    # A plain state_dict as a second encoder (--backbone names its architecture).
+    weights = tmp_path / "other.pt"
+    weights.write_bytes((run_dir / "backbone.pt").read_bytes())
+    arguments = [
+        "eval", "fewshot", "--run", run_dir, "--train", colour_folders["train"],
+        "--test", colour_folders["test"], "--baselines", "--counts", "1,2,all", "--draws", "3",
+        "--encoder", f"other={weights}", "--backbone", "resnet18_quarter", "--out", out,
+        "--no-progress",
+    ]  # fmt: skip
+    assert cli.main([str(a) for a in arguments]) == 0
+    report = json.loads((out / "fewshot.json").read_text())
+    assert list(report["results"]) == ["model", "other", "random_init", "raw_pixels"]
+    raw = report["results"]["raw_pixels"]["scores"]["all"]
+    assert raw["knn"]["all"]["mean"] == 1.0  # colour classes: pixels separate them
+    assert len(raw["linear"]["2"]["draws"]) == 3
+    # The same weights give the same numbers: the draws are shared.
+    assert report["results"]["other"]["scores"] == report["results"]["model"]["scores"]
+    assert report["leak_check"]["test_images"] == 9
+    assert "| raw pixels" in (out / "fewshot.md").read_text()
+    assert (out / "fewshot.png").stat().st_size > 10_000
+
+
+def test_cli_unlabeled_test_folder_is_one_line_error(
+    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("embed", "evaluate"))
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for path in (colour_folders["test"] / "red").iterdir():
+        (flat / path.name).write_bytes(path.read_bytes())
+    arguments = [
+        "eval", "fewshot", "--run", run_dir, "--train", colour_folders["train"],
+        "--test", flat, "--counts", "1", "--no-progress", "--out", tmp_path / "out",
+    ]  # fmt: skip
+    assert cli.main([str(a) for a in arguments]) == 2
+    error = capsys.readouterr().err
+    assert "unlabeled" in error and error.count("\n") == 1

@@ -1,0 +1,113 @@
+"""Reading, judging, plotting and ranking runs by their logged label-free measures, and the
+``contrastive health`` / ``compare-runs`` commands, on hand-written ``metrics.csv`` files."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from contrastive.cli import main
+from contrastive.evaluation.run_health import (
+    RANKING_MEASURE,
+    rank_runs,
+    read_run_health,
+    verdict,
+)
+from contrastive.training.health import MEASURES
+
+
+def write_run(
+    folder: Path, ranks: list[float], stability: float = 0.5, finished: bool = True
+) -> Path:
+    """A run directory whose metrics.csv holds loss rows and one measurement per rank."""
+    folder.mkdir(parents=True)
+    columns = ["step", "epoch", "loss", *(measure.metric for measure in MEASURES.values())]
+    with open(folder / "metrics.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, columns)
+        writer.writeheader()
+        for index, rank in enumerate(ranks):
+            step = 10 * (index + 1) - 1
+            writer.writerow({"step": step, "epoch": 0, "loss": 5.0 - index})
+            writer.writerow(
+                {
+                    "step": step,
+                    "epoch": 0,
+                    "monitor/rank": rank,
+                    "monitor/rank_projection": rank / 2,
+                    "monitor/alignment": 0.5,
+                    "monitor/uniformity": -2.0 - rank / 100,
+                    "monitor/sample_std": 0.08,
+                    "monitor/stability": "" if index == 0 else stability,
+                }
+            )
+    if finished:
+        (folder / "backbone.pt").write_bytes(b"")
+    return folder
+
+
+def test_history_is_read_with_global_steps(tmp_path: Path) -> None:
+    run = read_run_health(write_run(tmp_path / "a", [10.0, 20.0, 30.0]))
+
+    assert [point["step"] for point in run.history] == [10, 20, 30]
+    assert run.final("rank") == 30.0 and run.final("stability") == 0.5
+    assert run.loss == [(10, 5.0), (20, 4.0), (30, 3.0)]
+
+
+def test_compare_runs_orders_best_first_by_the_measure(tmp_path: Path, capsys) -> None:
+    runs = {
+        name: write_run(tmp_path / name, [5.0, rank])
+        for name, rank in (("middle", 40.0), ("best", 60.0), ("worst", 3.0))
+    }
+
+    ranked = rank_runs([read_run_health(path) for path in runs.values()], "rank")
+    assert [entry.run.run_dir.name for entry in ranked] == ["best", "middle", "worst"]
+    # Lower uniformity is better: the same order.
+    ranked = rank_runs([read_run_health(path) for path in runs.values()], "uniformity")
+    assert [entry.run.run_dir.name for entry in ranked] == ["best", "middle", "worst"]
+
+    assert main(["compare-runs", *map(str, runs.values())]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"ranked by {RANKING_MEASURE}")
+    assert [line.split()[1].rsplit("/", 1)[-1] for line in lines[2:]] == ["best", "middle", "worst"]
+
+
+def test_health_command_writes_the_figure_and_a_verdict(tmp_path: Path, capsys) -> None:
+    run_dir = write_run(tmp_path / "run", [5.0, 20.0, 40.0])
+
+    assert main(["health", str(run_dir)]) == 0
+
+    output = capsys.readouterr().out
+    assert "verdict: still learning" in output
+    assert (run_dir / "health.png").stat().st_size > 10_000
+
+
+def test_verdict_names_collapse(tmp_path: Path) -> None:
+    run = read_run_health(write_run(tmp_path / "run", [5.0, 1.0]))
+
+    text = verdict(run)
+    assert "verdict: collapsed" in text and "lower learning rate" in text
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["health", "{tmp}/missing"], "run directory not found"),
+        (["health", "{tmp}"], "holds no metrics.csv"),
+        (["compare-runs", "{tmp}/a"], "at least two run directories"),
+        (["compare-runs", "{tmp}/a", "{tmp}/a", "--by", "accuracy"], "unknown measure 'accuracy'"),
+        (["health", "{tmp}/old"], "has no label-free measures"),
+    ],
+)
+def test_bad_input_gets_one_line_errors(
+    tmp_path: Path, capsys, args: list[str], message: str
+) -> None:
+    write_run(tmp_path / "a", [5.0, 6.0])
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "metrics.csv").write_text("step,loss\n0,5.0\n")
+
+    assert main([arg.format(tmp=tmp_path) for arg in args]) == 2
+
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("error:") and message in error[0]

@@ -1,0 +1,100 @@
+"""Starting weights: torchvision/timm state_dicts, run folders and Lightning checkpoints load
+into a backbone strictly (classifier ignored), and bad files fail in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from contrastive.backbones import BackboneConfig, build_backbone, remove_classifier
+from contrastive.encoder import init_backbone_weights, load_encoder, read_backbone_weights
+from contrastive.errors import ContrastiveError
+from contrastive.views.config import ViewConfig
+
+
+def imagenet_style_file(tmp_path: Path, name: str = "resnet18") -> tuple[Path, nn.Module]:
+    """A plain torchvision model's full state_dict (classifier included), as downloaded."""
+    torch.manual_seed(3)
+    plain = torchvision.models.get_model(name)
+    path = tmp_path / f"{name}_imagenet.pth"
+    torch.save(plain.state_dict(), path)
+    return path, plain
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])
+def test_torchvision_state_dict_loads_and_gives_the_plain_models_features(
+    tmp_path: Path, name: str
+) -> None:
+    path, plain = imagenet_style_file(tmp_path, name)
+    backbone, _ = build_backbone(BackboneConfig(name))
+    report = init_backbone_weights(backbone, path)
+    assert "ignored the classifier" in report
+    assert "missing" not in report and "\n" not in report
+    remove_classifier(plain)
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(backbone.eval()(images), plain.eval()(images))
+
+
+def test_lightning_checkpoint_and_run_folder_give_the_backbone(tmp_path: Path) -> None:
+    source, _ = build_backbone(BackboneConfig("resnet18_quarter"))
+    weights = source.state_dict()
+    checkpoint = {
+        "state_dict": {
+            **{f"backbone.{k}": v for k, v in weights.items()},
+            "projection_head.layer.weight": torch.zeros(3, 3),
+        },
+        "hyper_parameters": {"config": {}},
+    }
+    torch.save(checkpoint, tmp_path / "last.ckpt")
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(weights, run / "backbone.pt")
+    for file in (tmp_path / "last.ckpt", run, run / "backbone.pt"):
+        loaded = read_backbone_weights(file)
+        assert loaded.keys() == weights.keys()
+        assert all(torch.equal(loaded[key], weights[key]) for key in weights)
+
+
+def test_shape_mismatch_is_refused_naming_the_tensor(tmp_path: Path) -> None:
+    path, _ = imagenet_style_file(tmp_path)
+    small_stem, _ = build_backbone(BackboneConfig("resnet18", small_image_stem=True))
+    with pytest.raises(ContrastiveError, match=r"conv1\.weight: file \(64, 3, 7, 7\)") as error:
+        init_backbone_weights(small_stem, path, strict=False)
+    assert "\n" not in str(error.value)
+
+
+def test_missing_keys_fail_strictly_and_are_reported_otherwise(tmp_path: Path) -> None:
+    backbone, _ = build_backbone(BackboneConfig("resnet18_quarter"))
+    weights = backbone.state_dict()
+    del weights["layer4.1.bn2.weight"]
+    weights["extra.weight"] = torch.zeros(2)
+    torch.save(weights, tmp_path / "partial.pt")
+    with pytest.raises(ContrastiveError, match=r"1 missing key.*layer4\.1\.bn2\.weight.*extra"):
+        init_backbone_weights(backbone, tmp_path / "partial.pt")
+    fresh, _ = build_backbone(BackboneConfig("resnet18_quarter"))
+    report = init_backbone_weights(fresh, tmp_path / "partial.pt", strict=False)
+    assert "1 missing key(s)" in report and "1 unexpected key(s)" in report
+    assert torch.equal(fresh.conv1.weight, backbone.conv1.weight)
+
+
+def test_timm_state_dict_loads(tmp_path: Path) -> None:
+    timm = pytest.importorskip("timm", reason="the timm extra is not installed")
+    plain = timm.create_model("resnet18", pretrained=False)  # with its classifier
+    torch.save(plain.state_dict(), tmp_path / "timm.pth")
+    backbone, _ = build_backbone(BackboneConfig("timm:resnet18"))
+    assert "ignored the classifier (fc.weight, fc.bias)" in init_backbone_weights(
+        backbone, tmp_path / "timm.pth"
+    )
+    assert torch.equal(backbone.conv1.weight, plain.conv1.weight)
+
+
+def test_imagenet_file_is_a_reference_encoder(tmp_path: Path) -> None:
+    path, plain = imagenet_style_file(tmp_path)
+    encoder = load_encoder(path, BackboneConfig("resnet18"), ViewConfig(input_size=64))
+    assert torch.equal(encoder.backbone.conv1.weight, plain.conv1.weight)
+    assert encoder.feature_dim == 512

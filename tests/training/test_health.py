@@ -1,0 +1,149 @@
+"""Label-free health monitor: logged measures, warnings with remedies, keep-best, no effect
+on training.
+
+The tests calling ``train()`` need the health hook in ``contrastive/training/train.py``
+(``trainer.callbacks.extend(health_callbacks(config, paths))``). Fixtures:
+``tests/training/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from contrastive.errors import ContrastiveError
+from contrastive.training.config import TrainConfig
+from contrastive.training.health import MEASURES, RunHealthWarning, diagnose
+from contrastive.training.train import train
+
+
+class ConstantBackbone(nn.Module):
+    """Maps every image to the same features: a fully collapsed encoder."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.features = nn.Parameter(torch.ones(dim))
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.features.expand(images.shape[0], -1)
+
+
+def logged(run_dir: Path, name: str) -> list[tuple[int, float]]:
+    """``(step, value)`` rows of one metric in ``metrics.csv``."""
+    column = MEASURES[name].metric
+    with open(run_dir / "metrics.csv", newline="") as file:
+        return [
+            (int(row["step"]), float(row[column]))
+            for row in csv.DictReader(file)
+            if row.get(column)
+        ]
+
+
+def point(step: int, rank: float = 40.0, stability: float = 0.5, **values: float) -> dict:
+    return {
+        "step": step,
+        "rank": rank,
+        "rank_projection": 30.0,
+        "alignment": 0.5,
+        "uniformity": -3.0,
+        "sample_std": 0.08,
+        "stability": stability,
+        **values,
+    }
+
+
+def test_collapse_is_warned_with_remedies(
+    tiny_config: TrainConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        "contrastive.training.module.build_backbone", lambda config: (ConstantBackbone(16), 16)
+    )
+
+    with pytest.warns(RunHealthWarning, match=r"representation collapse at step 4") as caught:
+        train(tiny_config.with_overrides(epochs=2, health_every_n_steps=4))
+
+    messages = [str(w.message) for w in caught if w.category is RunHealthWarning]
+    assert len(messages) == 1  # once, although collapsed at both measurements (steps 4, 8)
+    assert "lower learning rate" in messages[0] and "temperature" in messages[0]
+    ranks = logged(tiny_config.run_dir, "rank")
+    assert ranks and all(value == pytest.approx(1.0, abs=1e-3) for _step, value in ranks)
+
+
+def test_healthy_short_run_is_silent_and_logs_every_measure(tiny_config: TrainConfig) -> None:
+    config = tiny_config.with_overrides(epochs=2, health_every_n_steps=4)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(config)
+
+    assert not [w for w in caught if w.category is RunHealthWarning]
+    # Measured at steps 4 and 8 (the end); the CSV step column is global_step - 1.
+    assert [step for step, _value in logged(config.run_dir, "rank")] == [3, 7]
+    for name in ("rank", "rank_projection", "alignment", "uniformity", "sample_std"):
+        assert all(math.isfinite(value) for _step, value in logged(config.run_dir, name))
+    (stability,) = logged(config.run_dir, "stability")  # needs a previous measurement
+    assert 0 <= stability[1] <= 1
+
+
+def test_health_measures_do_not_change_training(tiny_config: TrainConfig, same_weights) -> None:
+    base = tiny_config.with_overrides(deterministic=True, epochs=2)
+    plain = train(base.with_overrides(out=str(base.run_dir) + "-plain", health_sample_size=0))
+    watched = train(base.with_overrides(health_every_n_steps=1, keep_best="rank"))
+
+    assert logged(watched.run_dir, "rank")
+    assert not (plain.run_dir / "metrics.csv").read_text().count("monitor/rank")
+    same_weights(watched.backbone.state_dict(), plain.backbone.state_dict())
+
+
+def test_keep_best_writes_the_best_checkpoint_and_backbone(tiny_config: TrainConfig) -> None:
+    result = train(tiny_config.with_overrides(health_every_n_steps=4, keep_best="rank"))
+
+    best = torch.load(result.run_dir / "backbone_best.pt", weights_only=True)
+    assert best.keys() == result.backbone.state_dict().keys()
+    checkpoint = torch.load(
+        result.run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False
+    )
+    assert "state_dict" in checkpoint
+
+
+def test_diagnose_plateau_only_with_much_of_the_run_left() -> None:
+    flat = [
+        point(step, rank=50.0 + 0.1 * index, stability=0.95)
+        for index, step in enumerate((100, 200, 300, 400))
+    ]
+
+    (finding,) = diagnose(flat, feature_dim=128, projection_dim=128, total_steps=2000)
+    assert finding.kind == "plateau" and "since step 100" in finding.message
+    assert "stop early" in finding.message
+    assert diagnose(flat, 128, 128, total_steps=450) == []  # the schedule's own end
+    moving = [{**p, "stability": 0.5} for p in flat]
+    assert diagnose(moving, 128, 128, total_steps=2000) == []
+
+
+def test_diagnose_dimensional_collapse_and_collapse() -> None:
+    (dimensional,) = diagnose([point(10, rank=3.0)], feature_dim=512, projection_dim=128)
+    assert dimensional.kind == "dimensional_collapse" and "stronger views" in dimensional.message
+
+    (collapse,) = diagnose([point(10, sample_std=0.001)], feature_dim=512, projection_dim=128)
+    assert collapse.kind == "collapse"
+    assert diagnose([point(10)], feature_dim=512, projection_dim=128) == []
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"keep_best": "accuracy"}, "unknown keep_best measure 'accuracy'"),
+        ({"health_every_n_steps": -1}, "must be >= 0"),
+        ({"keep_best": "rank", "health_sample_size": 0}, "keep_best needs"),
+    ],
+)
+def test_bad_health_settings_get_one_line_errors(overrides: dict, message: str) -> None:
+    with pytest.raises(ContrastiveError, match=message) as error:
+        TrainConfig(**overrides)
+    assert "\n" not in str(error.value)

@@ -1,0 +1,91 @@
+"""``init_weights`` starts a run from earlier weights; ``logger`` adds Lightning's loggers
+(TensorBoard read back with its own event reader) next to ``metrics.csv``."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from contrastive.errors import ContrastiveError
+from contrastive.methods.config import MethodConfig
+from contrastive.training.config import TrainConfig
+from contrastive.training.train import _build, _checked_inputs, train
+
+
+def test_init_weights_load_into_backbone_and_momentum_copy(
+    tiny_config: TrainConfig, tmp_path: Path
+) -> None:
+    torch.manual_seed(5)
+    weights = {
+        key: value + torch.randn_like(value.float()).to(value.dtype)
+        for key, value in _built(tiny_config).backbone.state_dict().items()
+    }
+    torch.save(weights, tmp_path / "backbone.pt")
+    config = replace(
+        tiny_config,
+        init_weights=str(tmp_path / "backbone.pt"),
+        method=MethodConfig("moco", queue_size=16),
+    )
+    module = _built(config)
+    for part in (module.backbone, module.method.momentum_backbone):
+        state = part.state_dict()
+        assert all(torch.equal(state[key], weights[key]) for key in weights)
+
+
+def test_init_weights_of_another_architecture_fail_in_one_line(
+    tiny_config: TrainConfig, tmp_path: Path
+) -> None:
+    torch.save({"conv1.weight": torch.zeros(8, 3, 3, 3)}, tmp_path / "other.pt")
+    config = replace(tiny_config, init_weights=str(tmp_path / "other.pt"))
+    with pytest.raises(ContrastiveError, match=r"conv1\.weight: file \(8, 3, 3, 3\)"):
+        _built(config)
+
+
+def _built(config: TrainConfig):  # noqa: ANN202 - the ContrastiveModule
+    return _build(config, None, *_checked_inputs(config)).module
+
+
+def test_tensorboard_event_files_hold_the_scalars(tiny_config: TrainConfig) -> None:
+    event_accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator"
+    )
+    config = replace(tiny_config, logger="csv,tensorboard", health_sample_size=0)
+    train(config)
+    assert (config.run_dir / "metrics.csv").is_file()
+    reader = event_accumulator.EventAccumulator(str(config.run_dir / "tensorboard"))
+    reader.Reload()
+    tags = set(reader.Tags()["scalars"])
+    assert {"loss", "lr"} <= tags, tags
+    losses = [event.value for event in reader.Scalars("loss")]
+    assert losses and all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_auto_logger_adds_tensorboard_when_installed(tiny_config: TrainConfig) -> None:
+    from contrastive.training.train import _build_loggers
+
+    names = [type(logger).__name__ for logger in _build_loggers(tiny_config)]
+    assert names[0] == "CSVLogger"
+    try:
+        import tensorboard  # noqa: F401
+
+        assert names == ["CSVLogger", "TensorBoardLogger"]
+    except ImportError:
+        assert names == ["CSVLogger"]
+
+
+@pytest.mark.parametrize("name", ["mlflow", "wandb"])
+def test_optional_loggers_are_built_offline(tiny_config: TrainConfig, name: str) -> None:
+    pytest.importorskip(name, reason=f"{name} is not installed")
+    from contrastive.training.train import _build_loggers
+
+    loggers = _build_loggers(replace(tiny_config, logger=name))
+    assert [type(logger).__name__ for logger in loggers][0] == "CSVLogger"
+    assert len(loggers) == 2
+
+
+def test_unknown_logger_is_refused() -> None:
+    with pytest.raises(ContrastiveError, match="unknown logger comet; use auto or"):
+        TrainConfig(logger="csv,comet")
