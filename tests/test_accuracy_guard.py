@@ -30,6 +30,7 @@ from contrastive import BackboneConfig, TrainConfig, build_backbone, train, view
 from contrastive.data.cifar10 import subset
 from contrastive.embeddings import RawPixels, embed_folder
 from contrastive.evaluation.knn import knn_classify
+from contrastive.evaluation.metrics import topk_accuracy
 
 pytestmark = pytest.mark.e2e
 
@@ -45,7 +46,7 @@ def top1(bank, queries, k: int, metric: str) -> float:
         temperature=0.1,
         metric=metric,
     )
-    return float((ranking[:, 0] == torch.from_numpy(queries.labels)).float().mean())
+    return topk_accuracy(ranking, torch.from_numpy(queries.labels), (1,))[1]
 
 
 def test_short_training_beats_random_init_and_raw_pixels(
