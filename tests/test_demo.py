@@ -67,8 +67,9 @@ def test_quick_train_budget_epochs_and_overrides(
     assert precision.precision == "bf16-mixed" and precision.time_budget == "30s"
 
 
-#: Smallest accepted lead of trained over each baseline, in points of top-1. A regression
-#: guard below the leads measured for seeds 0-2 of this run (benchmarks/README.md, "Demo").
+#: Smallest accepted lead of trained over each baseline, in points of top-1: a regression
+#: guard under the leads seeds 0-2 of this run gave (over raw pixels +5.0, +3.1, +6.4; over
+#: random init +27 or more; benchmarks/README.md, "Demo").
 MARGIN_POINTS = 2.0
 
 
