@@ -68,7 +68,7 @@ def test_quick_train_budget_epochs_and_overrides(
 
 
 #: Smallest accepted lead of trained over each baseline, in points of top-1: a regression
-#: guard under the leads seeds 0-2 of this run gave (over raw pixels +5.0, +3.1, +6.4; over
+#: guard under the leads seeds 0-2 of this run gave (over raw pixels +6.4, +3.1, +6.4; over
 #: random init +27 or more; benchmarks/README.md, "Demo").
 MARGIN_POINTS = 2.0
 
