@@ -114,12 +114,16 @@ def nearest_neighbours(features: Tensor, k: int) -> Tensor:
     """Each row's ``k`` nearest other rows by cosine similarity (``contrastive.neighbours``).
 
     Returns:
-        ``(N, k)`` int64 row indices, nearest first (ties by index).
+        ``(N, k)`` int64 row indices: which rows are the ``k`` nearest is exact (ties at the
+        k-th place by index); their order inside is the similarity product's, since
+        :func:`neighbour_overlap` compares sets.
     """
     _check_matrix(features, "features")
     normalised = torch.nn.functional.normalize(features.float(), dim=1)
     rows = torch.arange(normalised.shape[0], device=normalised.device)
-    indices, _scores = top_k(normalised, normalised, min(k, len(rows) - 1), exclude=rows)
+    indices, _scores = top_k(
+        normalised, normalised, min(k, len(rows) - 1), exclude=rows, ordered=False
+    )
     return indices
 
 

@@ -61,11 +61,14 @@ class DurationForecast(pl.Callback):
         self.seconds_per_step: float | None = None
         self.seconds_left: float | None = None
         self.forecast: str | None = None
+        self._budgeted: bool | None = None
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
     ) -> None:
-        if any(isinstance(callback, FillTimeBudget) for callback in trainer.callbacks):
+        if self._budgeted is None:  # callbacks are fixed once fit runs: look once
+            self._budgeted = any(isinstance(c, FillTimeBudget) for c in trainer.callbacks)
+        if self._budgeted:
             return
         step, now = trainer.global_step, self.clock()
         if self.started is None:
