@@ -26,12 +26,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import platform
-import resource
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,12 +35,22 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from common import (
+    RESULTS,
+    append_row,
+    budget_seconds,
+    embed_pair,
+    git_commit,
+    knn_top1,
+    load_run,
+    machine,
+    peer_baseline,
+)
 
 from contrastive.backbones import BACKBONES, BackboneConfig
 from contrastive.data.cifar10 import ensure_cifar10, subset
-from contrastive.embeddings import RawPixels, embed_folder
+from contrastive.embeddings import RawPixels
 from contrastive.evaluation.knn import knn_rankings
-from contrastive.evaluation.labels import labeled_pair
 from contrastive.evaluation.linear import linear_probe
 from contrastive.evaluation.metrics import topk_accuracy
 from contrastive.evaluation.report import format_table
@@ -52,56 +58,6 @@ from contrastive.losses import LossConfig
 from contrastive.recipes import cpu_budget_recipe, lightly_cifar10_protocol
 from contrastive.training.config import TrainConfig
 from contrastive.views.config import view_preset
-
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
-
-
-# ----------------------------------------------------------------------------- provenance
-def machine() -> dict:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "gpu": gpu,
-        "torch": torch.__version__,
-    }
-
-
-def git_commit() -> str:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO,
-            text=True,
-            capture_output=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO,
-            text=True,
-            capture_output=True,
-        ).stdout.strip()
-        return commit + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def peak_memory_mib() -> float:
-    """Peak resident memory of this process and of its (waited-for) children, MiB."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return (own + children) / 1024  # Linux reports KiB
 
 
 # ------------------------------------------------------------------------------ evaluation
@@ -116,13 +72,7 @@ def evaluate(
     views = view_preset("cifar", input_size=input_size)
     extractor = RawPixels() if backbone is None else backbone
     started = time.perf_counter()
-    train = embed_folder(
-        root / "train", views, {"f": extractor}, batch_size=batch_size, progress=False
-    )["f"]
-    test = embed_folder(
-        root / "test", views, {"f": extractor}, batch_size=batch_size, progress=False
-    )["f"]
-    pair = labeled_pair(train, test)
+    pair = embed_pair(extractor, root / "train", root / "test", views, batch_size)
     result: dict = {"embed_s": round(time.perf_counter() - started, 1)}
     started = time.perf_counter()
     if backbone is None:  # raw pixels: the anchors' 1-NN (L2) floor, plus k=200 cosine
@@ -136,10 +86,7 @@ def evaluate(
             metric="euclidean",
         )[1]
         result["raw_1nn_l2"] = topk_accuracy(ranked, pair.test_labels, (1,))[1]
-    ranked = knn_rankings(
-        pair.train_features, pair.train_labels, pair.test_features, (200,), 0.1, len(pair.classes)
-    )[200]
-    result["knn_top1"] = topk_accuracy(ranked, pair.test_labels, (1,))[1]
+    result["knn_top1"] = knn_top1(pair)
     result["knn_s"] = round(time.perf_counter() - started, 1)
     if linear:
         started = time.perf_counter()
@@ -154,79 +101,6 @@ def evaluate(
         result["linear_wd"] = probe.weight_decay
         result["linear_s"] = round(time.perf_counter() - started, 1)
     return result
-
-
-# ------------------------------------------------------------------------- peer baseline
-def peer_baseline(
-    train_dir: Path, budget_s: float, batch_size: int = 256, workers: int = 2, seed: int = 0
-) -> tuple[torch.nn.Module, dict]:
-    """Lightly's own SimCLR example recipe, written with Lightly's public API, for a budget.
-
-    torchvision resnet18 (ImageNet stem, fc removed), ``SimCLRProjectionHead(512, 512, 128)``,
-    ``NTXentLoss``, ``SimCLRTransform(input_size=32, cj_strength=0.5, gaussian_blur=0.0)``
-    over ``LightlyDataset`` in a DataLoader, SGD lr 0.06 x batch/128 (momentum 0.9, wd 5e-4,
-    Lightly's CIFAR-10 benchmark), fp32, cosine schedule over the steps that fit the budget
-    (measured on the first steps, as our planner does).
-    """
-    import torchvision
-    from lightly.data import LightlyDataset
-    from lightly.loss import NTXentLoss
-    from lightly.models.modules import SimCLRProjectionHead
-    from lightly.transforms import SimCLRTransform
-
-    started = time.perf_counter()
-    torch.manual_seed(seed)
-    resnet = torchvision.models.resnet18()
-    backbone = torch.nn.Sequential(*list(resnet.children())[:-1], torch.nn.Flatten())
-    head = SimCLRProjectionHead(512, 512, 128)
-    model = torch.nn.Sequential(backbone, head)
-    transform = SimCLRTransform(input_size=32, cj_strength=0.5, gaussian_blur=0.0)
-    dataset = LightlyDataset(input_dir=str(train_dir), transform=transform)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=True,
-        drop_last=True,
-        num_workers=workers,
-        persistent_workers=workers > 0,
-    )
-    criterion = NTXentLoss()
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=0.06 * batch_size / 128, momentum=0.9, weight_decay=5e-4
-    )
-    peak_lr = optimizer.param_groups[0]["lr"]
-    step, planned, probe_start, images = 0, None, None, 0
-    done = False
-    while not done:
-        for (view0, view1), _, _ in loader:
-            if planned is not None:
-                progress = min(step / planned, 1.0)
-                optimizer.param_groups[0]["lr"] = peak_lr * 0.5 * (1 + math.cos(math.pi * progress))
-            loss = criterion(model(view0), model(view1))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            step += 1
-            images += view0.shape[0]
-            if step == 2:
-                probe_start = time.perf_counter()
-            elif step == 5 and planned is None:
-                per_step = (time.perf_counter() - probe_start) / 3
-                remaining = budget_s - (time.perf_counter() - started)
-                planned = step + max(1, int(remaining * 0.95 / per_step))
-            if (
-                planned is not None and step >= planned
-            ) or time.perf_counter() - started >= budget_s:
-                done = True
-                break
-    seconds = time.perf_counter() - started
-    return backbone.eval(), {
-        "steps": step,
-        "images_seen": images,
-        "train_s": round(seconds, 1),
-        "train_images_per_s": round(images / seconds, 1),
-        "final_loss": round(float(loss), 4),
-    }
 
 
 # ----------------------------------------------------------------------------- our runs
@@ -298,37 +172,6 @@ def train_ours(config: TrainConfig) -> tuple[torch.nn.Module, dict]:
         "train_s": round(seconds, 1),
         "train_images_per_s": round(images / seconds, 1),
     }
-
-
-def load_run(run: Path) -> tuple[TrainConfig, torch.nn.Module, dict]:
-    """A finished run's config, final backbone and training stats (from metrics.csv)."""
-    import csv
-
-    from contrastive.backbones import build_backbone
-    from contrastive.training.config import load_config_file
-
-    config = TrainConfig.from_dict(load_config_file(run / "config.yaml"))
-    backbone, _ = build_backbone(config.backbone)
-    backbone.load_state_dict(torch.load(run / "backbone.pt", map_location="cpu"))
-    rows = list(csv.DictReader((run / "metrics.csv").open()))
-    logged = max(int(r["step"]) for r in rows if r.get("step")) + 1
-    steps = max(config.max_steps or 0, logged)  # metrics are logged every 50 steps
-    # config.yaml is rewritten when a time budget is re-planned; Lightning writes
-    # hparams.yaml once, when fitting starts (after the step probe: a slight undercount).
-    start_marker = run / "hparams.yaml" if (run / "hparams.yaml").exists() else run / "config.yaml"
-    seconds = (run / "backbone.pt").stat().st_mtime - start_marker.stat().st_mtime
-    images = steps * config.batch_size
-    return (
-        config,
-        backbone.eval(),
-        {
-            "steps": steps,
-            "images_seen": images,
-            "train_s": round(seconds, 1),
-            "train_images_per_s": round(images / seconds, 1),
-            "evaluated_later": True,
-        },
-    )
 
 
 # --------------------------------------------------------------------------- the table
@@ -526,20 +369,7 @@ def main() -> None:
     row["eval_input_size"] = input_size
     row.update(evaluate(backbone, eval_root, input_size, linear=not args.no_linear))
     row["total_s"] = round(time.perf_counter() - started, 1)
-    row["peak_mib"] = round(peak_memory_mib())
-    row["load_end"] = round(os.getloadavg()[0], 2)
-    results = Path(args.results)
-    results.parent.mkdir(parents=True, exist_ok=True)
-    with results.open("a") as file:
-        file.write(json.dumps(row) + "\n")
-    write_markdown(results, results.with_suffix(".md"))
-    print(json.dumps({k: v for k, v in row.items() if k not in ("config", "machine")}))
-
-
-def budget_seconds(text: str) -> float:
-    from contrastive.training.budget import parse_duration
-
-    return parse_duration(text)
+    append_row(row, Path(args.results), write_markdown)
 
 
 if __name__ == "__main__":

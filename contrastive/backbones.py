@@ -96,18 +96,26 @@ class BackboneConfig:
         small_image_stem: Replace the 7x7/2 stem and max-pool by a 3x3/1 conv, as is
             usual for 32-64 px inputs (CIFAR); costs ~16x the FLOPs at the same input size.
             ResNets only.
+        stem_stride: Stride of the small-image stem's conv: 2 halves the feature maps, so
+            views of twice the side cost about what the stride-1 stem costs at half the side
+            (more image detail for the same compute).
     """
 
     name: str = "resnet18"
     small_image_stem: bool = False
+    stem_stride: int = 1
 
     def __post_init__(self) -> None:
         check_backbone_name(self.name)
-        if self.small_image_stem and not _is_torchvision_resnet(self.name):
+        if self.small_image_stem and not is_torchvision_resnet(self.name):
             raise ContrastiveError(
                 f"small_image_stem applies to torchvision ResNets (resnet18, resnet50, "
                 f"resnext50_32x4d, resnet18_quarter...), not {self.name}"
             )
+        if self.stem_stride not in (1, 2):
+            raise ContrastiveError(f"stem_stride must be 1 or 2, got {self.stem_stride}")
+        if self.stem_stride != 1 and not self.small_image_stem:
+            raise ContrastiveError("stem_stride applies to the small-image stem only")
 
 
 def check_backbone_name(name: str) -> None:
@@ -130,7 +138,7 @@ def _import_timm(name: str) -> types.ModuleType:
     return timm
 
 
-def _is_torchvision_resnet(name: str) -> bool:
+def is_torchvision_resnet(name: str) -> bool:
     if name in _NARROW_RESNETS:
         return True
     if name.startswith(TIMM_PREFIX):
@@ -139,10 +147,12 @@ def _is_torchvision_resnet(name: str) -> bool:
     return builder.__module__ == torchvision.models.resnet.__name__
 
 
-def small_image_stem(model: torchvision.models.ResNet) -> torchvision.models.ResNet:
-    """Replaces the ImageNet stem in place by a 3x3 stride-1 conv without max-pool."""
+def small_image_stem(
+    model: torchvision.models.ResNet, stride: int = 1
+) -> torchvision.models.ResNet:
+    """Replaces the ImageNet stem in place by a 3x3 conv (``stride``) without max-pool."""
     width = model.conv1.out_channels
-    model.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
+    model.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=stride, padding=1, bias=False)
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     model.maxpool = nn.Identity()
     return model
@@ -202,6 +212,6 @@ def build_backbone(config: BackboneConfig) -> tuple[nn.Module, int]:
     else:
         model = torchvision.models.get_model(config.name, weights=None)
     if config.small_image_stem:
-        small_image_stem(model)
+        small_image_stem(model, config.stem_stride)
     _, feature_dim = remove_classifier(model)
     return model, feature_dim

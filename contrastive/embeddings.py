@@ -12,6 +12,7 @@ objects are involved. :func:`embed_folder` and :func:`embed_images` compute them
 from __future__ import annotations
 
 import logging
+import math
 import os
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -29,6 +30,7 @@ from contrastive.data.folder import ImageDataset, ImageFolder
 from contrastive.encoder import Encoder, evaluation_mode, feature_extractor, load_encoder
 from contrastive.errors import ContrastiveError
 from contrastive.files import atomic_path
+from contrastive.hardware import usable_cores
 from contrastive.views.config import ViewConfig
 from contrastive.views.per_image import eval_transform
 
@@ -239,17 +241,57 @@ class RawPixels(nn.Module):
         return images.flatten(start_dim=1)
 
 
+#: The most DataLoader workers chosen automatically: more rarely repay their start-up and memory.
+MAX_AUTO_WORKERS = 8
+
+
+def loader_workers(requested: int | None, batches: int) -> int:
+    """DataLoader workers for a pass over ``batches`` batches.
+
+    Args:
+        requested: A number of workers, or None to choose: one per usable core (at most
+            :data:`MAX_AUTO_WORKERS`), but no more than ``batches - 1``, since a worker only
+            pays by decoding a batch while another one is embedded (a folder of one batch
+            is decoded in this process, without starting any).
+        batches: Batches in the pass.
+
+    Returns:
+        Worker processes, 0 meaning this process decodes.
+
+    Raises:
+        ContrastiveError: If ``requested`` is negative.
+    """
+    if requested is not None:
+        if requested < 0:
+            raise ContrastiveError(f"--num-workers must be 0 or more, got {requested}")
+        return requested
+    return max(0, min(usable_cores(), MAX_AUTO_WORKERS, batches - 1))
+
+
 def image_loader(
-    folder: ImageFolder, view_config: ViewConfig, batch_size: int = 256, num_workers: int = 0
+    folder: ImageFolder,
+    view_config: ViewConfig,
+    batch_size: int = 256,
+    num_workers: int | None = 0,
+    pin_memory: bool = False,
 ) -> torch.utils.data.DataLoader:
-    """Batches ``(images (B, 3, s, s), labels (B,), indices (B,))`` in folder order."""
+    """Batches ``(images (B, 3, s, s), labels (B,), indices (B,))`` in folder order.
+
+    Args:
+        folder: The images.
+        view_config: Defines the evaluation transform.
+        batch_size: Images per batch.
+        num_workers: DataLoader workers; None chooses (:func:`loader_workers`).
+        pin_memory: Page-locked batches, for asynchronous copies to a GPU (only then).
+    """
     labels, _classes = folder.labels()
     dataset = ImageDataset(folder.paths, eval_transform(view_config), labels)
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=False,
-        num_workers=num_workers,
+        num_workers=loader_workers(num_workers, math.ceil(len(dataset) / batch_size)),
+        pin_memory=pin_memory,
         persistent_workers=False,
     )
 
@@ -302,7 +344,7 @@ def embed_folder(
     extractors: Mapping[str, nn.Module],
     sources: Mapping[str, str] | None = None,
     batch_size: int = 256,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> dict[str, Embeddings]:
@@ -314,8 +356,8 @@ def embed_folder(
         extractors: ``{feature name: module}``; see :func:`extract_features`.
         sources: ``{feature name: checkpoint description}`` stored in each result.
         batch_size: Images per batch.
-        num_workers: DataLoader worker processes.
-        device: Where to compute.
+        num_workers: DataLoader worker processes; None chooses (:func:`loader_workers`).
+        device: Where to compute; on a GPU, batches are page-locked for asynchronous copies.
         progress: Show a progress bar.
 
     Returns:
@@ -323,7 +365,8 @@ def embed_folder(
     """
     folder = ImageFolder.scan(data_dir)
     labels, classes = folder.labels()
-    loader = image_loader(folder, view_config, batch_size, num_workers)
+    on_gpu = torch.device(device).type == "cuda"
+    loader = image_loader(folder, view_config, batch_size, num_workers, pin_memory=on_gpu)
     features, indices = extract_features(
         loader, extractors, device, progress, description=f"embedding {folder.root.name}"
     )
@@ -359,7 +402,7 @@ def embed_images(
     data_dir: str | os.PathLike,
     projection_head: bool = False,
     batch_size: int = 256,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> Embeddings:
@@ -372,7 +415,7 @@ def embed_images(
         projection_head: Embed with the projection head's output instead of the backbone
             features (needs a Lightning checkpoint), as ``embed --projection-head``.
         batch_size: Images per batch.
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes; None chooses (:func:`loader_workers`).
         device: Where to compute.
         progress: Show a progress bar.
 

@@ -71,7 +71,7 @@ def top_k(
     available = _available_keys(queries, keys, k, exclude)
     queries, keys = queries.float(), keys.float()
     bias = None if key_bias is None else key_bias.float()
-    keys_t = keys.T.contiguous()
+    keys_t = keys.T  # a transposed view: BLAS reads it as is, no copy of the bank
     candidates = min(k + _EXTRA_CANDIDATES, available)
     rows = chunk_rows or max(1, BLOCK_ELEMENTS // max(1, keys.shape[0]))
     indices = torch.empty(queries.shape[0], k, dtype=torch.long, device=queries.device)
@@ -123,30 +123,83 @@ def _settle_ties(
     """Rescores near-tied candidates exactly and orders by (score desc, index asc).
 
     With ``ordered=False`` only the near-tie run that spans the k-th place is rescored.
+    A row without a near-tie (where it matters) is already in its final order once sorted
+    by score, so only the rows with one are rescored and reordered: a handful per thousand.
+
+    Returns:
+        ``(indices, scores)`` of the candidates, ``scores`` in float32.
     """
-    scores = scores.double()
+    scores = scores.float()
+    if not bool((scores[:, :-1] >= scores[:, 1:]).all()):  # topk's output already is
+        scores, by_score = scores.sort(dim=1, descending=True)
+        indices = indices.gather(1, by_score)
+    scale = scores.abs().amax(dim=1, keepdim=True).double().clamp_min(1.0)
+    close = (scores[:, :-1].double() - scores[:, 1:].double()) <= TIE_TOLERANCE * scale
+    if ordered:
+        rows = close.any(dim=1).nonzero().flatten()
+    elif k <= close.shape[1]:  # a run that matters crosses the gap after place k
+        rows = close[:, k - 1].nonzero().flatten()
+    else:  # no candidate past the k-th: nothing can cross
+        return indices, scores
+    if rows.numel() == 0:
+        return indices, scores
+    close = close[rows] if ordered else _run_across(close[rows], k)
+    row_indices, row_scores = _rescore_ties(
+        queries[rows],
+        keys,
+        bias,
+        None if exclude is None else exclude[chunk][rows],
+        indices[rows],
+        scores[rows].double(),
+        scale[rows],
+        close,
+        k,
+    )
+    indices, scores = indices.clone(), scores.clone()
+    indices[rows], scores[rows] = row_indices, row_scores.float()
+    return indices, scores
+
+
+def _rescore_ties(
+    queries: Tensor,
+    keys: Tensor,
+    bias: Tensor | None,
+    exclude: Tensor | None,
+    indices: Tensor,
+    scores: Tensor,
+    scale: Tensor,
+    close: Tensor,
+    k: int,
+) -> tuple[Tensor, Tensor]:
+    """Rescores the candidates on either side of each ``close`` gap in float64 and reorders.
+
+    Args:
+        queries: ``(R, D)`` queries of the rows with a near-tie.
+        keys: ``(N, D)`` all keys.
+        bias: Optional ``(N,)`` key bias.
+        exclude: Optional ``(R,)`` excluded key of each row.
+        indices: ``(R, C)`` candidate keys, by score descending.
+        scores: ``(R, C)`` their float64 scores.
+        scale: ``(R, 1)`` the rows' tolerance scale.
+        close: ``(R, C - 1)`` gaps to settle.
+        k: Neighbours wanted.
+    """
+    tied = torch.zeros_like(close[:, :1]).expand(-1, scores.shape[1]).clone()
+    tied[:, :-1] |= close
+    tied[:, 1:] |= close
+    rows, columns = tied.nonzero(as_tuple=True)
+    picked = indices[rows, columns]
+    scores[rows, columns] = _exact_scores(queries[rows], keys[picked], bias, picked)
     indices, scores = _order(indices, scores)
-    scale = scores.abs().amax(dim=1, keepdim=True).clamp_min(1.0)
-    close = (scores[:, :-1] - scores[:, 1:]) <= TIE_TOLERANCE * scale
-    if not ordered:
-        close = _run_across(close, k)
-    if close.any():
-        tied = torch.zeros_like(close[:, :1]).expand(-1, scores.shape[1]).clone()
-        tied[:, :-1] |= close
-        tied[:, 1:] |= close
-        rows, columns = tied.nonzero(as_tuple=True)
-        picked = indices[rows, columns]
-        scores[rows, columns] = _exact_scores(queries[rows], keys[picked], bias, picked)
-        indices, scores = _order(indices, scores)
-        # A tie reaching from the k-th to the last candidate may continue past the candidates.
-        last = scores.shape[1] - 1
+    # A tie reaching from the k-th to the last candidate may continue past the candidates.
+    last = scores.shape[1] - 1
+    available = keys.shape[0] - (1 if exclude is not None else 0)
+    if last + 1 < available:
         spill = (scores[:, k - 1] - scores[:, last]) <= TIE_TOLERANCE * scale[:, 0]
-        available = keys.shape[0] - (1 if exclude is not None else 0)
-        if last + 1 < available:
-            for row in spill.nonzero().flatten().tolist():
-                indices[row, :k], scores[row, :k] = _whole_row(
-                    queries[row], keys, bias, None if exclude is None else exclude[chunk][row], k
-                )
+        for row in spill.nonzero().flatten().tolist():
+            indices[row, :k], scores[row, :k] = _whole_row(
+                queries[row], keys, bias, None if exclude is None else exclude[row], k
+            )
     return indices, scores
 
 

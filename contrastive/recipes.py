@@ -99,14 +99,15 @@ RECIPES: dict[str, Callable[[], TrainConfig]] = {
 }
 
 
-def choose_recipe(name: str, time_budget: str | None, on_gpu: bool) -> str:
-    """Resolves ``auto``: the CPU-budget recipe for ``--time-budget`` runs without a GPU.
+def choose_recipe(name: str, time_budget: str | None) -> str:
+    """Resolves ``auto``: for a ``--time-budget`` run, the CPU-budget recipe as the base that
+    the recipe planner (:mod:`contrastive.planning`) fills in for the folder and hardware.
 
     Raises:
         ValueError: For a name that is neither ``auto`` nor in :data:`RECIPES`.
     """
     if name == "auto":
-        return "cpu-budget" if time_budget is not None and not on_gpu else "default"
+        return "cpu-budget" if time_budget is not None else "default"
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose from auto, {', '.join(RECIPES)}")
     return name

@@ -91,6 +91,21 @@ def test_small_image_stem(name: str) -> None:
     assert stem(torch.zeros(2, 3, 32, 32)).shape[-2:] == (8, 8)
 
 
+def test_stride_two_stem_shows_twice_the_view_for_the_same_feature_maps() -> None:
+    strided, _ = build_backbone(BackboneConfig("resnet18_quarter", True, stem_stride=2))
+    plain, _ = build_backbone(BackboneConfig("resnet18_quarter", True))
+    assert strided.conv1.stride == (2, 2)
+    maps = {}
+    for name, model, size in (("strided", strided, 48), ("plain", plain, 24)):
+        stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
+        maps[name] = stem(torch.zeros(1, 3, size, size)).shape
+    assert maps["strided"] == maps["plain"] == (1, 16, 24, 24)
+    with pytest.raises(ContrastiveError, match="stem_stride must be 1 or 2"):
+        BackboneConfig("resnet18", True, stem_stride=3)
+    with pytest.raises(ContrastiveError, match="small-image stem only"):
+        BackboneConfig("resnet18", stem_stride=2)
+
+
 @pytest.mark.parametrize("small_stem", [False, True])
 def test_resnet18_state_dict_loads_into_plain_torchvision(small_stem: bool) -> None:
     torch.manual_seed(0)

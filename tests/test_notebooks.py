@@ -22,7 +22,7 @@ from contrastive.data.demo import ensure_demo_digits
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
-# Sorted by name: 02 and 03 reuse the run 01 trains.
+# Sorted by name: 02, 03 and 04 reuse the run 01 trains.
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 ARTIFACTS = ROOT / "test-artifacts" / "notebooks"
 KERNEL = "contrastive-test"
@@ -38,6 +38,9 @@ EXPECTED_FIGURES = [
     "explore/figures/confusion.png",
     "explore/figures/augmentations.png",
     "benchmark/figures/benchmark.png",
+    "curate/report/outliers.png",
+    "curate/report/label_issues.png",
+    "curate/report/selection.png",
 ]
 
 
@@ -46,6 +49,7 @@ def test_notebooks_have_no_outputs() -> None:
         "01_quickstart.ipynb",
         "02_explore_embeddings.ipynb",
         "03_linear_probe_benchmark.ipynb",
+        "04_curate.ipynb",
     ]
     for path in NOTEBOOKS:
         book = nbformat.read(path, as_version=4)
@@ -153,5 +157,6 @@ def test_notebooks_run(
         assert list(scores) == rows
         assert all(0.0 <= numbers["knn_top1"] <= 1.0 for numbers in scores.values())
     assert (out / "explore" / "projector" / "projector_config.pbtxt").is_file()
-    # The explore and benchmark notebooks reuse the quickstart's run instead of training.
+    # The explore, benchmark and curate notebooks reuse the quickstart's run instead of training.
     assert not (out / "explore" / "run").exists() and not (out / "benchmark" / "ntxent").exists()
+    assert not (out / "curate" / "run").exists()

@@ -1,4 +1,4 @@
-"""Command-line interface: ``contrastive train | demo | embed | eval | health | export``.
+"""Command-line interface: ``contrastive train | demo | embed | eval | health | export | curate``.
 
 Each subcommand lives in its own module exposing ``add_parser(subparsers)``, which registers
 the subcommand and sets ``func`` to a ``run(args) -> int`` function. The CLI stays thin: it
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from contrastive.errors import ContrastiveError
 
-SUBCOMMAND_MODULES = ("train", "demo", "embed", "evaluate", "health", "export")
+SUBCOMMAND_MODULES = ("train", "demo", "embed", "evaluate", "health", "export", "curate")
 
 
 class OneLineErrorParser(argparse.ArgumentParser):

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from contrastive.backbones import BackboneConfig
-from contrastive.embeddings import embed_folder, save_embeddings
+from contrastive.embeddings import MAX_AUTO_WORKERS, Embeddings, embed_folder, save_embeddings
 from contrastive.encoder import Encoder, feature_extractor, load_encoder
 from contrastive.errors import ContrastiveError
 from contrastive.views.config import ViewConfig
@@ -72,7 +72,12 @@ def add_encoder_arguments(parser: argparse.ArgumentParser, required: bool) -> No
 def add_compute_arguments(parser: argparse.ArgumentParser) -> None:
     """Batch size, workers, device and progress flags."""
     parser.add_argument("--batch-size", type=int, default=256, help="images per batch")
-    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
+    parser.add_argument(
+        "--num-workers",
+        type=int,
+        help="DataLoader workers decoding images (default: one per CPU core, at most "
+        f"{MAX_AUTO_WORKERS}, none for a single batch)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -114,17 +119,7 @@ def run(args: argparse.Namespace) -> int:
     encoder = encoder_from_args(args)
     if encoder is None:
         raise ContrastiveError("embed needs --run or --checkpoint")
-    feature = "projector" if args.projection_head else "backbone"
-    embedded = embed_folder(
-        args.data,
-        encoder.view_config,
-        {feature: feature_extractor(encoder, args.projection_head)},
-        {feature: encoder.source},
-        args.batch_size,
-        args.num_workers,
-        resolve_device(args.device),
-        not args.no_progress,
-    )[feature]
+    embedded = embed_with_args(args, encoder)
     save_embeddings(embedded, args.out)
     if args.projector is not None:
         # Imported here: the export pulls in matplotlib and TensorBoard; embedding needs neither.
@@ -136,8 +131,25 @@ def run(args: argparse.Namespace) -> int:
             f"(view it with: tensorboard --logdir {args.projector})"
         )
     labeled = int((embedded.labels >= 0).sum())
+    feature = "projector" if args.projection_head else "backbone"
     print(
         f"wrote {args.out}: {len(embedded)} images x {embedded.embeddings.shape[1]}-d "
         f"{feature} features, {labeled} labeled in {len(embedded.classes)} classes"
     )
     return 0
+
+
+def embed_with_args(args: argparse.Namespace, encoder: Encoder) -> Embeddings:
+    """Embeds ``args.data`` with ``encoder`` as the embedding flags say (``--projection-head``,
+    ``--batch-size``, ``--num-workers``, ``--device``, ``--no-progress``)."""
+    feature = "projector" if args.projection_head else "backbone"
+    return embed_folder(
+        args.data,
+        encoder.view_config,
+        {feature: feature_extractor(encoder, args.projection_head)},
+        {feature: encoder.source},
+        args.batch_size,
+        args.num_workers,
+        resolve_device(args.device),
+        not args.no_progress,
+    )[feature]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from contrastive.training.config import (
     TrainConfig,
     load_config_file,
 )
-from contrastive.views.config import VIEW_PRESETS, view_preset
+from contrastive.views.config import VIEW_PRESETS, ViewConfig, view_preset
 
 HELP = "train an encoder on a folder of images (no labels needed)"
 
@@ -57,6 +58,9 @@ FLAGS = {
     "init_weights": Flag(metavar="FILE"),
     "logger": Flag(metavar="NAMES"),
 }
+
+#: Fields that are records of a run, not options.
+NO_FLAG = ("plan",)
 
 #: ``--help`` sections and the config fields (or whole components) each one lists.
 GROUPS = {
@@ -97,12 +101,18 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "--recipe",
         choices=["auto", *RECIPES],
         default="auto",
-        help="base settings that --config and flags override. cpu-budget: tuned for short "
-        "--time-budget runs on a few CPU cores (quarter-width ResNet-18, 24 px views "
-        "evaluated at 32 px); "
-        "lightly-cifar10: Lightly's CIFAR-10 GPU benchmark; default: plain ResNet-18 "
-        "SimCLR. auto = cpu-budget when --time-budget is given and no GPU is used "
-        "(default: auto)",
+        help="base settings that --config and flags override. auto (default): with "
+        "--time-budget, a recipe planned for the folder's images and this machine (network, "
+        "view and stored sizes, batch; printed with the reasons and saved in config.yaml; "
+        "flags you give are kept and planned around), else plain ResNet-18 SimCLR; "
+        "cpu-budget: the fixed CPU recipe measured on CIFAR-10 (quarter-width ResNet-18, 24 "
+        "px views evaluated at 32 px); lightly-cifar10: Lightly's CIFAR-10 GPU benchmark; "
+        "default: plain ResNet-18 SimCLR",
+    )
+    run_group.add_argument(
+        "--plan-only",
+        action="store_true",
+        help="with --time-budget: print the planned recipe and its reasons, then stop",
     )
     run_group.add_argument(
         "--resume", action="store_true", help="continue the run in --out from checkpoints/last.ckpt"
@@ -113,7 +123,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         help="augmentation preset that the view flags below modify (default: simclr)",
     )
     pairs = [(groups[title], paths) for title, paths in GROUPS.items()]
-    add_config_flags(parser, TrainConfig, pairs, FLAGS)
+    add_config_flags(parser, TrainConfig, pairs, FLAGS, exclude=NO_FLAG)
 
 
 def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
@@ -128,7 +138,7 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
         # A recipe's evaluation and cache sizes belong to its own view size, not this one.
         values.setdefault("views.eval_input_size", None)
         values.setdefault("stored_size", None)
-    return apply_flags(config, values, config_flags(TrainConfig, FLAGS))
+    return apply_flags(config, values, config_flags(TrainConfig, FLAGS, exclude=NO_FLAG))
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -151,19 +161,42 @@ def _saved_config(args: argparse.Namespace) -> TrainConfig | None:
 
 def _recipe_config(args: argparse.Namespace) -> TrainConfig:
     """The base configuration named by ``--recipe`` (``auto``: see :func:`choose_recipe`)."""
-    import torch
+    return RECIPES[choose_recipe(args.recipe, getattr(args, "time_budget", None))]()
 
-    name = args.recipe
-    accelerator = getattr(args, "accelerator", "auto")
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    chosen = choose_recipe(name, getattr(args, "time_budget", None), on_gpu)
-    if name == "auto" and chosen != "default":
-        print(
-            f"using the {chosen} recipe for a --time-budget run on CPU "
-            "(flags override it; --recipe default for plain settings)",
-            file=sys.stderr,
-        )
-    return RECIPES[chosen]()
+
+def _planned(args: argparse.Namespace) -> bool:
+    """Whether the recipe planner fills in the settings: ``--time-budget`` with the
+    automatic recipe, on a new run."""
+    return (
+        args.recipe == "auto"
+        and getattr(args, "time_budget", None) is not None
+        and not (args.resume)
+    )
+
+
+def user_settings(args: argparse.Namespace) -> frozenset[str]:
+    """Dotted paths of the settings the user chose (flags, ``--config``, ``--views``): the
+    planner keeps them and plans the rest around them."""
+    paths = set(flag_values(args, TrainConfig))
+    if getattr(args, "config", None):
+        paths |= set(_dotted(load_config_file(args.config)))
+    if getattr(args, "views", None):
+        # A preset names the augmentations; the sizes and crops stay the planner's.
+        planned = {"input_size", "eval_input_size", "crop_scale"}
+        paths |= {f"views.{name}" for name in ViewConfig.__dataclass_fields__} - {
+            f"views.{name}" for name in planned
+        }
+    return frozenset(paths)
+
+
+def _dotted(values: dict[str, Any], prefix: str = "") -> list[str]:
+    paths = []
+    for key, value in values.items():
+        if isinstance(value, dict) and key != "plan":
+            paths += _dotted(value, f"{prefix}{key}.")
+        else:
+            paths.append(f"{prefix}{key}")
+    return paths
 
 
 def run(args: argparse.Namespace) -> int:
@@ -171,14 +204,23 @@ def run(args: argparse.Namespace) -> int:
     from contrastive.training.interrupt import TrainingInterrupted
     from contrastive.training.train import train
 
+    budget_started = time.perf_counter()  # planning counts against the budget
     base = _saved_config(args) if args.resume else _recipe_config(args)
     config = config_from_args(args, base=base)
     if not config.data and not args.resume:
         raise ContrastiveError("--data is required (or run `contrastive demo`)")
     if not hasattr(args, "out") and not (args.config and "out" in load_config_file(args.config)):
         raise ContrastiveError("--out is required: the run directory to write")
+    if _planned(args):
+        from contrastive.planning.plan_run import plan_run
+
+        config, _ = plan_run(config, user_settings(args))
+    if getattr(args, "plan_only", False):
+        if not _planned(args):
+            raise ContrastiveError("--plan-only needs --time-budget (and the automatic recipe)")
+        return 0
     try:
-        result = train(config, resume=args.resume)
+        result = train(config, resume=args.resume, budget_started=budget_started)
     except TrainingInterrupted as stop:
         from pytorch_lightning.utilities import rank_zero_only
 

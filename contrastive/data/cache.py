@@ -35,6 +35,7 @@ from contrastive.cache_root import cache_dir
 from contrastive.data.folder import load_rgb
 from contrastive.errors import ContrastiveError
 from contrastive.files import atomic_path, write_text_atomic
+from contrastive.hardware import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ def load_or_build_cache(
     paths: Sequence[str | os.PathLike],
     size: int,
     directory: str | os.PathLike | None = None,
-    workers: int = 2,
+    workers: int | None = None,
 ) -> DecodedCache:
     """Returns the decoded cache of ``paths`` at ``size``, building it if needed.
 
@@ -183,7 +184,9 @@ def load_or_build_cache(
         paths: Image files, e.g. ``ImageFolder.paths``; their order is the cache's order.
         size: Side ``S`` of the stored squares (32 for CIFAR-10 stores it natively).
         directory: Where caches live (default :func:`default_cache_dir`).
-        workers: Decoding processes; 0 or 1 decodes in this process.
+        workers: Decoding processes for a first run; 0 or 1 decodes in this process, None
+            uses every core this process may use (the build is a one-off wait before
+            training, with nothing else to run on the cores).
 
     Returns:
         The cache; files that failed to decode are listed in ``skipped``.
@@ -234,49 +237,103 @@ def _load(folder: Path, name: str, source_paths: list[Path], size: int) -> Decod
     return _decoded_cache(data_path, size, source_paths, skipped_indices)
 
 
-def _decoded_in_order(
-    source_paths: list[Path], size: int, workers: int
-) -> Iterator[tuple[int, np.ndarray | str]]:
-    tasks = ((i, str(p), size) for i, p in enumerate(source_paths))
-    if workers <= 1 or len(source_paths) < _MIN_FILES_FOR_POOL:
-        yield from map(_decode, tasks)
-        return
+# The rows file of the build in progress, opened once per decoding process.
+_worker_rows: np.memmap | None = None
+
+
+def _open_rows(path: str, count: int, size: int) -> None:
+    """Pool initializer: maps the rows file being built, for writing."""
+    global _worker_rows
+    _worker_rows = np.memmap(path, dtype=np.uint8, mode="r+", shape=(count, 3, size, size))
+
+
+def _decode_into_rows(tasks: list[tuple[int, str, int]]) -> list[tuple[int, str]]:
+    """Decodes files into row ``index`` of the shared rows file; returns the failures.
+
+    The pixels never travel back through a pipe (at 128 px and more, pickling them cost
+    the pool its gain): a worker writes the file's shared pages, the parent only collects
+    the failures.
+    """
+    assert _worker_rows is not None, "_open_rows runs first"
+    failures = []
+    for task in tasks:
+        index, decoded = _decode(task)
+        if isinstance(decoded, str):
+            failures.append((index, decoded))
+        else:
+            _worker_rows[index] = decoded
+    return failures
+
+
+def _decode_all(
+    rows: np.memmap, path: Path, source_paths: list[Path], size: int, workers: int | None
+) -> dict[int, str]:
+    """Writes file ``i`` into ``rows[i]``; returns ``{index: error}`` of the files that failed.
+
+    Every row's place is its file's index, so the result does not depend on the order in
+    which the workers finish.
+    """
+    tasks = [(i, str(p), size) for i, p in enumerate(source_paths)]
+    if workers is None:
+        workers = usable_cores()
+    if workers <= 1 or len(tasks) < _MIN_FILES_FOR_POOL:
+        failures = {}
+        for task in tasks:
+            index, decoded = _decode(task)
+            if isinstance(decoded, str):
+                failures[index] = decoded
+            else:
+                rows[index] = decoded
+        return failures
+    rows.flush()  # the workers map the same file
+    chunks = [tasks[start : start + _POOL_CHUNK] for start in range(0, len(tasks), _POOL_CHUNK)]
     # fork starts workers in milliseconds; they only run PIL and numpy, never torch.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with multiprocessing.get_context(method).Pool(workers) as pool:
-        yield from pool.imap(_decode, tasks, chunksize=_POOL_CHUNK)
+    with multiprocessing.get_context(method).Pool(
+        min(workers, len(chunks)), initializer=_open_rows, initargs=(str(path), len(tasks), size)
+    ) as pool:
+        return dict(
+            failure
+            for failures in pool.imap_unordered(_decode_into_rows, chunks)
+            for failure in failures
+        )
 
 
 def _build(
-    folder: Path, name: str, source_paths: list[Path], size: int, workers: int
+    folder: Path, name: str, source_paths: list[Path], size: int, workers: int | None
 ) -> DecodedCache:
-    """Decodes every file into a new cache, one row at a time (memory stays bounded)."""
+    """Decodes every file into a new cache (memory stays bounded: rows go to the file)."""
     meta_path, data_path = folder / f"{name}.json", folder / f"{name}.uint8"
     row_bytes = 3 * size * size
     started = time.perf_counter()
     log.info("decoding %d images into %s", len(source_paths), data_path)
-    skipped_indices: list[int] = []
     with atomic_path(data_path) as temporary:
         rows = np.memmap(
             temporary, dtype=np.uint8, mode="w+", shape=(len(source_paths), 3, size, size)
         )
-        row = 0
-        for index, decoded in _decoded_in_order(source_paths, size, workers):
-            if isinstance(decoded, str):
-                skipped_indices.append(index)
-                warnings.warn(
-                    f"skipping unreadable image {source_paths[index]}: {decoded}", stacklevel=3
-                )
-                continue
-            rows[row] = decoded
-            row += 1
-        rows.flush()
-        del rows
-        if row == 0:
+        failures = _decode_all(rows, Path(temporary), source_paths, size, workers)
+        skipped_indices = sorted(failures)
+        for index in skipped_indices:
+            warnings.warn(
+                f"skipping unreadable image {source_paths[index]}: {failures[index]}",
+                stacklevel=3,
+            )
+        if len(skipped_indices) == len(source_paths):
             raise ContrastiveError(
                 f"none of the {len(source_paths)} images could be decoded "
                 f"(first: {source_paths[0]})"
             )
+        row = len(source_paths) - len(skipped_indices)
+        if skipped_indices:
+            # Rows sit at their file's index: close the gaps of the skipped files, in
+            # order (a row only moves down, onto one already moved or skipped).
+            for target, index in enumerate(
+                np.setdiff1d(np.arange(len(source_paths)), skipped_indices)
+            ):
+                if target != index:
+                    rows[target] = rows[index]
+        rows.flush()
+        del rows
         # Skipped files leave unused rows at the end; the file keeps only the written ones.
         os.truncate(temporary, row * row_bytes)
     write_text_atomic(

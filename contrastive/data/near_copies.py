@@ -173,9 +173,23 @@ def near_copy_groups(pairs: NearCopies, count: int) -> list[list[int]]:
     Returns:
         Sorted index lists of the groups with two or more images, largest first.
     """
-    graph = scipy.sparse.coo_matrix(
-        (np.ones(len(pairs)), (pairs.query.numpy(), pairs.reference.numpy())), shape=(count, count)
-    )
+    return connected_groups(pairs.query.numpy(), pairs.reference.numpy(), count)
+
+
+def connected_groups(first: np.ndarray, second: np.ndarray, count: int) -> list[list[int]]:
+    """Connected components of the graph on ``count`` nodes with edges ``first[i]-second[i]``.
+
+    Args:
+        first: ``(P,)`` node indices.
+        second: ``(P,)`` node indices (an edge links ``first[i]`` and ``second[i]``).
+        count: Number of nodes.
+
+    Returns:
+        Sorted index lists of the components with two or more nodes, largest first, then by
+        smallest node.
+    """
+    first, second = np.asarray(first, dtype=np.int64), np.asarray(second, dtype=np.int64)
+    graph = scipy.sparse.coo_matrix((np.ones(len(first)), (first, second)), shape=(count, count))
     _, component = scipy.sparse.csgraph.connected_components(graph, directed=False)
     groups: dict[int, list[int]] = {}
     for index, label in enumerate(component.tolist()):

@@ -28,7 +28,8 @@ class EmbedSettings:
 
     Attributes:
         batch_size: Images per batch.
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes; None chooses them
+            (:func:`~contrastive.embeddings.loader_workers`).
         device: Where to compute.
         progress: Show progress bars.
         projector: Use the projection head's output instead of backbone features.
@@ -36,7 +37,7 @@ class EmbedSettings:
     """
 
     batch_size: int = 256
-    num_workers: int = 0
+    num_workers: int | None = 0
     device: str = "cpu"
     progress: bool = True
     projector: bool = False

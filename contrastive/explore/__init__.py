@@ -5,7 +5,8 @@ from :mod:`contrastive.embeddings`, the home of the :class:`Embeddings` type), t
 functions below; every plot returns a :class:`matplotlib.figure.Figure` (save it with
 :func:`save_figure`). Modules:
 
-* :mod:`~contrastive.explore.similarity`: chunked cosine neighbours, duplicates, outliers.
+* :mod:`~contrastive.explore.similarity`: chunked cosine neighbours, duplicates, outliers
+  (the last two from :mod:`contrastive.curation`, their home).
 * :mod:`~contrastive.explore.projection`: PCA, t-SNE and UMAP projections to 2-D.
 * :mod:`~contrastive.explore.maps`: the projection scatter with thumbnails.
 * :mod:`~contrastive.explore.grids`: neighbour grids, pair grids, image grids.

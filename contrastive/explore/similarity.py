@@ -1,5 +1,8 @@
 """Cosine similarity search in memory-bounded chunks: neighbours, duplicates, outliers.
 
+Duplicates and outliers live in :mod:`contrastive.curation`; the notebook helpers here
+call it.
+
 Nothing here builds the full N x N similarity matrix: neighbours come from the package's one
 search, :func:`contrastive.neighbours.top_k`, and the duplicate scan runs in row chunks sized
 so that one chunk's similarity block stays under :data:`BLOCK_ELEMENTS` floats (64 MiB),
@@ -8,14 +11,24 @@ which keeps 50k x 512 embeddings comfortable on a laptop.
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from contrastive.curation.duplicates import similar_pairs
+from contrastive.curation.outliers import outliers
 from contrastive.errors import ContrastiveError
 from contrastive.neighbours import top_k
+
+__all__ = [
+    "near_duplicates",
+    "nearest_neighbours",
+    "outliers",
+    "rows_per_chunk",
+    "top_k_similar",
+    "unit_rows",
+]
 
 #: Largest similarity block computed at once, in float32 elements.
 BLOCK_ELEMENTS = 1 << 24
@@ -38,11 +51,6 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
 def rows_per_chunk(num_keys: int) -> int:
     """How many query rows fit in one similarity block against ``num_keys`` keys."""
     return max(1, BLOCK_ELEMENTS // max(num_keys, 1))
-
-
-def _chunks(count: int, chunk_rows: int) -> Iterator[slice]:
-    for start in range(0, count, chunk_rows):
-        yield slice(start, min(start + chunk_rows, count))
 
 
 def top_k_similar(
@@ -120,71 +128,12 @@ def near_duplicates(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pairs of rows whose cosine similarity is at least ``threshold``.
 
-    Args:
-        embeddings: ``(N, D)`` embeddings.
-        threshold: Minimum cosine similarity, in ``[-1, 1]``.
-        max_pairs: At most this many pairs are kept (the most similar), with a warning,
-            so a low threshold cannot exhaust memory.
-        chunk_rows: See :func:`top_k_similar`.
-
-    Returns:
-        ``(pairs, similarities)``: ``(M, 2)`` int64 row pairs with ``i < j`` and ``(M,)``
-        float32 similarities, most similar first.
+    :func:`contrastive.curation.duplicates.similar_pairs` with this module's block budget;
+    see there. Groups of copies in pixel space: :mod:`contrastive.curation.duplicates`.
     """
-    if not -1.0 <= threshold <= 1.0:
-        raise ContrastiveError(f"threshold must be a cosine similarity in [-1, 1], got {threshold}")
-    if max_pairs < 1:
-        raise ContrastiveError(f"max_pairs must be at least 1, got {max_pairs}")
-    unit = unit_rows(embeddings)
-    count = len(unit)
-    pairs = np.empty((0, 2), dtype=np.int64)
-    sims = np.empty(0, dtype=np.float32)
-    dropped = False
-    for rows in _chunks(count, chunk_rows or rows_per_chunk(count)):
-        # Only the upper triangle: keys from the chunk's first row on, columns past the row.
-        block = unit[rows] @ unit[rows.start :].T
-        local_rows, local_cols = np.nonzero(block >= threshold)
-        upper = local_cols > local_rows
-        local_rows, local_cols = local_rows[upper], local_cols[upper]
-        found = np.stack([local_rows + rows.start, local_cols + rows.start], axis=1)
-        pairs = np.concatenate([pairs, found])
-        sims = np.concatenate([sims, block[local_rows, local_cols]])
-        if len(sims) > max_pairs:
-            keep = np.argpartition(-sims, max_pairs - 1)[:max_pairs]
-            pairs, sims, dropped = pairs[keep], sims[keep], True
-    if dropped:
-        warnings.warn(
-            f"more than {max_pairs} pairs reach similarity {threshold}; kept the "
-            f"{max_pairs} most similar (raise threshold or max_pairs)",
-            stacklevel=2,
-        )
-    order = np.lexsort((pairs[:, 1], pairs[:, 0], -sims))
-    return pairs[order], sims[order]
-
-
-def outliers(
-    embeddings: np.ndarray, k: int = 10, count: int = 20, chunk_rows: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """The rows least similar to their own neighbourhood.
-
-    A row's score is its mean cosine similarity to its ``k`` nearest other rows; the
-    ``count`` lowest scores are returned.
-
-    Args:
-        embeddings: ``(N, D)`` embeddings.
-        k: Neighbourhood size.
-        count: How many outliers to return (fewer if the set is smaller).
-        chunk_rows: See :func:`top_k_similar`.
-
-    Returns:
-        ``(indices, scores)``: ``(count,)`` row indices and their scores, lowest first.
-    """
-    if count < 1:
-        raise ContrastiveError(f"count must be at least 1, got {count}")
-    _, sims = nearest_neighbours(embeddings, k, chunk_rows=chunk_rows)
-    scores = sims.mean(axis=1)
-    order = np.argsort(scores, kind="stable")[:count]
-    return order, scores[order]
+    return similar_pairs(
+        embeddings, threshold, max_pairs, chunk_rows or rows_per_chunk(len(embeddings))
+    )
 
 
 def _check_indices(indices: Sequence[int] | np.ndarray, count: int) -> np.ndarray:

@@ -336,26 +336,6 @@ def gpu_compute_capabilities() -> list[tuple[int, int]]:
     Returns:
         One entry per GPU; empty where NVML is missing or fails.
     """
-    from ctypes import CDLL, byref, c_int, c_void_p
+    from contrastive.hardware import nvml_gpus
 
-    try:
-        nvml = CDLL("libnvidia-ml.so.1")
-    except OSError:
-        return []
-    if nvml.nvmlInit_v2() != 0:
-        return []
-    try:
-        count = c_int(0)
-        if nvml.nvmlDeviceGetCount_v2(byref(count)) != 0:
-            return []
-        capabilities = []
-        for index in range(count.value):
-            handle, major, minor = c_void_p(), c_int(0), c_int(0)
-            if nvml.nvmlDeviceGetHandleByIndex_v2(index, byref(handle)) != 0:
-                return []
-            if nvml.nvmlDeviceGetCudaComputeCapability(handle, byref(major), byref(minor)) != 0:
-                return []
-            capabilities.append((major.value, minor.value))
-        return capabilities
-    finally:
-        nvml.nvmlShutdown()
+    return [gpu.compute_capability for gpu in nvml_gpus()]

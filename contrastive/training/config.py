@@ -123,6 +123,8 @@ class TrainConfig:
         logger: Where metrics go, comma-separated: ``csv`` (always on: ``metrics.csv``),
             ``tensorboard``, ``mlflow`` (``RUN/mlruns``), ``wandb`` (offline, ``RUN/wandb``);
             ``auto``: csv, plus tensorboard when it is installed.
+        plan: What the recipe planner decided for a ``--time-budget`` run, and why
+            (``setting -> "value: reason"``); a record, not an input.
     """
 
     data: str = ""
@@ -161,6 +163,7 @@ class TrainConfig:
     init_weights: str | None = None
     init_weights_strict: bool = True
     logger: str = "auto"
+    plan: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         unknown_loggers = set(self.logger_names) - set(LOGGERS)

@@ -39,9 +39,8 @@ def batched_loader(
     if not config.cache_images:
         dataset = ImageDataset(paths, transform=ToSquareUint8(size))
         return _worker_loader(dataset, config, drop_label=True), {}
-    cache = load_or_build_cache(
-        paths, size, directory=config.cache_dir, workers=max(1, config.num_workers)
-    )
+    # A first run decodes on every core: nothing else runs before training starts.
+    cache = load_or_build_cache(paths, size, directory=config.cache_dir)
     on_gpu = config.accelerator != "cpu" and torch.cuda.is_available()
     loader = CachedImageLoader(
         cache,

@@ -8,6 +8,10 @@ on the trained run for reportable numbers.
 The evaluation transform is deterministic, so the decoded, transformed images are kept in
 memory after the first pass when they fit in ``cache_bytes``; later passes only run the
 backbone.
+
+Under DDP only rank 0 measures (every rank holds the same weights after the step's
+all-reduce): the others wait in a broadcast of its number, so every rank logs the same value
+and the images are decoded and held by one process instead of all of them.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch
 from contrastive.data.folder import ImageFolder
 from contrastive.embeddings import extract_features, image_loader
 from contrastive.encoder import EncoderFeatures
+from contrastive.errors import ContrastiveError
 from contrastive.evaluation.knn import knn_rankings
 from contrastive.evaluation.labels import align_test_labels, check_labels
 from contrastive.evaluation.metrics import topk_accuracy
@@ -91,8 +96,10 @@ class KNNMonitor(pl.Callback):
         last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
         if epoch % self.every_n_epochs and not last:
             return
-        top1 = self.measure(pl_module.backbone, pl_module.device)
+        top1 = self._measure_on_rank_zero(trainer, pl_module)
         pl_module.log(METRIC_NAME, top1, prog_bar=True, logger=True, on_epoch=True)
+        if not trainer.is_global_zero:
+            return
         log.info(
             "online monitor (kNN k=%d on %s, not a final evaluation): epoch %d top-1 %.2f%%",
             self.k,
@@ -100,6 +107,29 @@ class KNNMonitor(pl.Callback):
             epoch,
             100 * top1,
         )
+
+    def _measure_on_rank_zero(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> float:
+        """Rank 0's top-1, on every rank; a failure there stops every rank, none waits on.
+
+        Raises:
+            ContrastiveError: On the other ranks, if rank 0's measurement failed (rank 0
+                raises its own error).
+        """
+        if trainer.world_size == 1:
+            return self.measure(pl_module.backbone, pl_module.device)
+        outcome: tuple[float | None, str | None] = (None, None)
+        failure: Exception | None = None
+        if trainer.is_global_zero:
+            try:
+                outcome = (self.measure(pl_module.backbone, pl_module.device), None)
+            except Exception as error:  # noqa: BLE001 - re-raised below, after the others hear
+                failure, outcome = error, (None, f"{type(error).__name__}: {error}")
+        top1, message = trainer.strategy.broadcast(outcome, src=0)
+        if failure is not None:
+            raise failure
+        if message is not None:
+            raise ContrastiveError(f"the online kNN monitor failed in process 0: {message}")
+        return float(top1)
 
     def measure(self, backbone: torch.nn.Module, device: torch.device | str = "cpu") -> float:
         """kNN top-1 of ``backbone`` features; the backbone's modes and statistics are kept.

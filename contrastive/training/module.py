@@ -20,6 +20,7 @@ from contrastive.methods import build_method
 from contrastive.training.config import TrainConfig
 from contrastive.training.optim import build_optimizer, build_scheduler
 from contrastive.training.seeding import step_generator
+from contrastive.training.tensor_float32 import TensorFloat32
 
 
 class NonFiniteLossError(ContrastiveError):
@@ -181,6 +182,11 @@ class ContrastiveModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._last_step_time = None
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        # Any Trainer fitting this module (the CLI's, a notebook's) runs fp32 maths on TF32
+        # tensor cores on a CUDA GPU.
+        return [TensorFloat32()]
 
     def configure_optimizers(self) -> Any:
         batch = self.config.batch_size * self.trainer.world_size

@@ -139,7 +139,9 @@ class _Run:
     module: ContrastiveModule
 
 
-def train(config: TrainConfig, resume: bool = False) -> TrainResult:
+def train(
+    config: TrainConfig, resume: bool = False, budget_started: float | None = None
+) -> TrainResult:
     """Trains an encoder on ``config.data`` and writes the run directory ``config.out``.
 
     Check (resume, inputs) -> build (trainer, data, module) -> fit (a budget run plans its
@@ -148,6 +150,8 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     Args:
         config: The run's configuration.
         resume: Continue the run in ``config.out`` from its last checkpoint.
+        budget_started: ``time.perf_counter()`` at which the time budget started, when
+            work before this call counts against it (the recipe planner); default: now.
 
     Returns:
         The trained module and where everything was written.
@@ -159,7 +163,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         TrainingInterrupted: On Ctrl-C or SIGTERM, after saving ``checkpoints/last.ckpt``
             (a KeyboardInterrupt; the message says how to resume).
     """
-    started = time.perf_counter()
+    started = time.perf_counter() if budget_started is None else budget_started
     config, checkpoint = resolve_resume(config, resume)
     run = _build(config, checkpoint, *_checked_inputs(config))
     budgeted = config.time_budget is not None and config.max_steps is None
@@ -185,7 +189,7 @@ def _checked_inputs(config: TrainConfig) -> tuple[list[Path], dict, int]:
         their reasons, and optimiser steps per epoch.
     """
     folder = ImageFolder.scan(config.data)
-    world = _expected_world_size(config)
+    world = expected_world_size(config)
     if config.batch_size * world > len(folder):
         raise ContrastiveError(
             f"batch size {config.batch_size}{f' x {world} processes' if world > 1 else ''} "
@@ -328,9 +332,29 @@ def _check_sync_batchnorm(config: TrainConfig, trainer: pl.Trainer) -> None:
         )
 
 
-def _expected_world_size(config: TrainConfig) -> int:
-    devices = config.devices if isinstance(config.devices, int) else 1
-    return max(devices, 1) * max(config.num_nodes, 1)
+def expected_world_size(config: TrainConfig) -> int:
+    """Training processes Lightning will start, by its own parsing of ``devices``.
+
+    ``2``, ``"2"``, ``"auto"``, ``-1`` (every GPU) and ``"0,1"`` count what the Trainer will
+    use; flags Lightning rejects count as 1 here, and the Trainer built next names the error.
+    Counting GPUs asks NVML (as the Trainer does), so CUDA stays uninitialised.
+    """
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+    from pytorch_lightning.accelerators import AcceleratorRegistry
+
+    name = config.accelerator
+    try:
+        if name in ("auto", "gpu"):  # Lightning's order of preference
+            gpus = [
+                n for n in ("mps", "cuda") if AcceleratorRegistry[n]["accelerator"].is_available()
+            ]
+            name = gpus[0] if gpus else "cpu" if name == "auto" else "no gpu"
+        accelerator = AcceleratorRegistry[name]["accelerator"]
+        devices = accelerator.auto_device_count() if config.devices == "auto" else config.devices
+        count = len(accelerator.get_parallel_devices(accelerator.parse_devices(devices)))
+    except (KeyError, TypeError, ValueError, MisconfigurationException):
+        count = 1
+    return max(count, 1) * max(config.num_nodes, 1)
 
 
 def _init_backbone(module: ContrastiveModule, config: TrainConfig) -> None:

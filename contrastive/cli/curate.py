@@ -1,0 +1,133 @@
+"""``contrastive curate``: duplicates, outliers, label mistakes and what to label first.
+
+Embeds ``--data`` with a run (or reads embeddings of it), runs
+:func:`contrastive.curation.curate` and writes the report folder of
+:mod:`contrastive.curation.report` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from contrastive.cli.embed import (
+    add_compute_arguments,
+    add_encoder_arguments,
+    embed_with_args,
+    encoder_from_args,
+)
+from contrastive.curation.pipeline import (
+    LABEL_ISSUE_MODES,
+    CurationSettings,
+    check_matches_folder,
+    curate,
+)
+from contrastive.curation.selection import SELECTION_METHODS
+from contrastive.data.near_copies import DEFAULT_THRESHOLD
+from contrastive.embeddings import Embeddings, load_embeddings
+from contrastive.errors import ContrastiveError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Registers ``curate``."""
+    parser = subparsers.add_parser(
+        "curate",
+        help="find duplicates, outliers, label mistakes and what to label first",
+        description="Curate an image folder with its own embeddings: groups of exact and "
+        "near copies (also shared with --against, e.g. train/test leakage), outliers and "
+        "tiny isolated clusters, suspected label mistakes (class sub-folders; cleanlab on "
+        "out-of-fold probe probabilities) and, with --select N, the N images to label "
+        "first. Writes CSV files and PNG contact sheets to --out.",
+    )
+    add_encoder_arguments(parser, required=False)
+    parser.add_argument(
+        "--embeddings",
+        type=Path,
+        metavar="FILE",
+        help="embeddings of --data written by `contrastive embed` (instead of --run)",
+    )
+    parser.add_argument("--data", required=True, type=Path, help="image folder to curate")
+    parser.add_argument("--out", required=True, type=Path, help="report folder to write")
+    parser.add_argument(
+        "--against",
+        type=Path,
+        metavar="OTHER",
+        help="another image folder searched for copies of --data's images (leakage)",
+    )
+    parser.add_argument("--select", type=int, metavar="N", help="pick N images to label first")
+    parser.add_argument(
+        "--select-method",
+        choices=SELECTION_METHODS,
+        default="typiclust",
+        help="typiclust: the most typical image of each of N k-means clusters (default); "
+        "kcenter: k-center greedy, each pick the farthest from the earlier ones",
+    )
+    parser.add_argument(
+        "--link-selected",
+        action="store_true",
+        help="also write OUT/selected/, a folder of links to the selected images",
+    )
+    parser.add_argument(
+        "--label-issues",
+        choices=LABEL_ISSUE_MODES,
+        default="auto",
+        help="look for label mistakes: auto (when --data has class sub-folders), yes, no",
+    )
+    parser.add_argument(
+        "--near-copy-threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help=f"fingerprint cosine similarity from which images are near copies "
+        f"(default {DEFAULT_THRESHOLD})",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of k-means and the folds")
+    parser.add_argument("--no-sheets", action="store_true", help="write CSV files only")
+    add_compute_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def embeddings_from_args(args: argparse.Namespace) -> Embeddings:
+    """Embeds ``--data`` with ``--run``/``--checkpoint``, or reads ``--embeddings``.
+
+    Raises:
+        ContrastiveError: If no source or two are given, or the embeddings are of another
+            folder.
+    """
+    if not args.data.is_dir():
+        raise ContrastiveError(f"--data {args.data} is not a folder")
+    source = args.run or args.checkpoint
+    if source is None and args.embeddings is None:
+        raise ContrastiveError("curate needs --run RUN (or --checkpoint, or --embeddings FILE)")
+    if source is not None and args.embeddings is not None:
+        raise ContrastiveError("give either --run/--checkpoint or --embeddings, not both")
+    if args.embeddings is not None:
+        dataset = load_embeddings(args.embeddings, data_root=args.data)
+        check_matches_folder(dataset, args.data)
+        return dataset
+    return embed_with_args(args, encoder_from_args(args))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Curates ``--data`` and writes the report to ``--out``."""
+    if args.against is not None and not args.against.is_dir():
+        raise ContrastiveError(f"--against {args.against} is not a folder")
+    if args.link_selected and args.select is None:
+        raise ContrastiveError("--link-selected needs --select N")
+    if args.out.exists() and not args.out.is_dir():
+        raise ContrastiveError(f"--out {args.out} is a file, not a folder")
+    settings = CurationSettings(
+        near_copy_threshold=args.near_copy_threshold,
+        select=args.select,
+        select_method=args.select_method,
+        label_issues=args.label_issues,
+        seed=args.seed,
+    )
+    dataset = embeddings_from_args(args)
+    curation = curate(dataset, settings, args.against, progress=not args.no_progress)
+    # Imported here: the report draws with matplotlib; the analyses do not need it.
+    from contrastive.curation.report import summary_text, write_report
+
+    summary = write_report(curation, args.out, args.link_selected, sheets=not args.no_sheets)
+    print(summary_text(summary), end="")
+    print(f"report: {args.out} (summary.md, CSV files, PNG contact sheets)")
+    return 0

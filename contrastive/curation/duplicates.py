@@ -1,0 +1,244 @@
+"""Duplicate groups: exact and near copies within a folder, and across two folders.
+
+Two images are linked when their files have the same bytes (an exact copy) or when their
+pixel-space fingerprints are near-copies (:mod:`contrastive.data.near_copies`: the same
+picture resized, re-encoded, lightly cropped or with its brightness and contrast shifted).
+A *group* is a connected component of those links, so a chain of copies (a ~ b, b ~ c)
+is one group even when a and c are not similar enough to be linked directly.
+
+Across two folders (train/test leakage), the links are found over both folders together
+and the groups that hold images of both are kept.
+
+The embedding-space pair scan :func:`similar_pairs` (images the encoder finds almost
+identical, whatever their pixels) is here too; ``contrastive.explore.near_duplicates``
+calls it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from contrastive.curation.space import unit_tensor
+from contrastive.data.near_copies import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_THRESHOLD,
+    FINGERPRINT_SIDE,
+    connected_groups,
+    image_fingerprints,
+    near_copy_pairs,
+)
+from contrastive.errors import ContrastiveError
+
+#: Bytes read at a time when hashing files.
+_HASH_BLOCK = 1 << 20
+
+
+@dataclass
+class DuplicateGroup:
+    """Images linked by exact or near copies.
+
+    Attributes:
+        members: ``(M,)`` int64 image indices, ascending; the first is the one to keep.
+        similarity: ``(M,)`` float32 fingerprint cosine similarity of each member to the
+            first (1.0 for the first itself).
+        exact: ``(M,)`` bool: the member's file has the same bytes as another member's.
+    """
+
+    members: np.ndarray
+    similarity: np.ndarray
+    exact: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+
+def file_digests(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """SHA-256 of each file's bytes; an unreadable file gets a digest of its own path.
+
+    Raises:
+        ContrastiveError: Never for unreadable files (they simply match nothing).
+    """
+    digests = []
+    for path in paths:
+        digest = hashlib.sha256()
+        try:
+            with open(path, "rb") as handle:
+                while block := handle.read(_HASH_BLOCK):
+                    digest.update(block)
+        except OSError:
+            digest.update(b"unreadable:" + os.fsencode(path))
+        digests.append(digest.hexdigest())
+    return digests
+
+
+def exact_copy_links(digests: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Links each file to the first file with the same digest: ``(first, second)`` indices."""
+    first_seen: dict[str, int] = {}
+    first, second = [], []
+    for index, digest in enumerate(digests):
+        original = first_seen.setdefault(digest, index)
+        if original != index:
+            first.append(original)
+            second.append(index)
+    return np.asarray(first, dtype=np.int64), np.asarray(second, dtype=np.int64)
+
+
+def duplicate_groups(
+    fingerprints: Tensor,
+    digests: Sequence[str] | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    candidates: int = DEFAULT_CANDIDATES,
+) -> list[DuplicateGroup]:
+    """Connected groups of exact and near copies within one set of images.
+
+    Args:
+        fingerprints: ``(N, F)`` fingerprints from
+            :func:`~contrastive.data.near_copies.image_fingerprints`.
+        digests: ``N`` file digests (:func:`file_digests`) to link exact copies, also the
+            flat images that have no fingerprint; None links near copies only.
+        threshold: Fingerprint cosine similarity from which two images are near copies.
+        candidates: Nearest images examined per image.
+
+    Returns:
+        The groups of two or more images, largest first.
+
+    Raises:
+        ContrastiveError: If ``digests`` does not have one entry per fingerprint, or on a
+            threshold outside ``(0, 1]``.
+    """
+    count = fingerprints.shape[0]
+    if digests is not None and len(digests) != count:
+        raise ContrastiveError(f"{len(digests)} file digests for {count} fingerprints")
+    pairs = near_copy_pairs(fingerprints, None, threshold, candidates)
+    first, second = pairs.query.numpy(), pairs.reference.numpy()
+    exact_first, exact_second = (
+        exact_copy_links(digests) if digests is not None else (np.zeros(0, np.int64),) * 2
+    )
+    groups = connected_groups(
+        np.concatenate([first, exact_first]), np.concatenate([second, exact_second]), count
+    )
+    return [_described(members, fingerprints, digests) for members in groups]
+
+
+def _described(
+    members: Sequence[int], fingerprints: Tensor, digests: Sequence[str] | None
+) -> DuplicateGroup:
+    """A group with each member's similarity to the first and its exact-copy flag."""
+    members = np.asarray(members, dtype=np.int64)
+    vectors = fingerprints[torch.from_numpy(members)].float()
+    similarity = (vectors @ vectors[0]).numpy().astype(np.float32)
+    exact = np.zeros(len(members), dtype=bool)
+    if digests is not None:
+        names = [digests[int(member)] for member in members]
+        exact = np.array([names.count(name) > 1 for name in names], dtype=bool)
+        # The same bytes are the same picture, also for flat images (a zero fingerprint).
+        similarity[np.array([name == names[0] for name in names])] = 1.0
+    return DuplicateGroup(members, similarity, exact)
+
+
+def cross_groups(groups: Sequence[DuplicateGroup], split: int) -> list[DuplicateGroup]:
+    """The groups over two concatenated sets that hold images of both.
+
+    Args:
+        groups: Groups over ``first + second`` images (indices below ``split`` are the first).
+        split: Number of images of the first set.
+    """
+    return [g for g in groups if (g.members < split).any() and (g.members >= split).any()]
+
+
+def find_duplicates(
+    paths: Sequence[str | os.PathLike],
+    threshold: float = DEFAULT_THRESHOLD,
+    side: int = FINGERPRINT_SIDE,
+    candidates: int = DEFAULT_CANDIDATES,
+    progress: bool = False,
+) -> list[DuplicateGroup]:
+    """Duplicate groups among image files; see :func:`duplicate_groups`."""
+    fingerprints = image_fingerprints(paths, side, progress)
+    return duplicate_groups(fingerprints, file_digests(paths), threshold, candidates)
+
+
+def find_cross_duplicates(
+    paths: Sequence[str | os.PathLike],
+    other_paths: Sequence[str | os.PathLike],
+    threshold: float = DEFAULT_THRESHOLD,
+    side: int = FINGERPRINT_SIDE,
+    candidates: int = DEFAULT_CANDIDATES,
+    progress: bool = False,
+) -> list[DuplicateGroup]:
+    """Duplicate groups spanning two lists of image files (leakage between two folders).
+
+    Returns:
+        Groups whose member indices run over ``paths`` then ``other_paths`` (an index
+        ``i >= len(paths)`` is ``other_paths[i - len(paths)]``); each holds both.
+    """
+    every = [*paths, *other_paths]
+    groups = duplicate_groups(
+        image_fingerprints(every, side, progress), file_digests(every), threshold, candidates
+    )
+    return cross_groups(groups, len(paths))
+
+
+def similar_pairs(
+    embeddings: np.ndarray,
+    threshold: float = 0.98,
+    max_pairs: int = 10_000,
+    chunk_rows: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of rows whose cosine similarity is at least ``threshold`` (a range scan).
+
+    Runs in row chunks of the upper triangle, so no ``N x N`` matrix is held.
+
+    Args:
+        embeddings: ``(N, D)`` embeddings.
+        threshold: Minimum cosine similarity, in ``[-1, 1]``.
+        max_pairs: At most this many pairs are kept (the most similar), with a warning,
+            so a low threshold cannot exhaust memory.
+        chunk_rows: Rows per chunk; by default a chunk's block stays under 2^24 floats.
+
+    Returns:
+        ``(pairs, similarities)``: ``(M, 2)`` int64 row pairs with ``i < j`` and ``(M,)``
+        float32 similarities, most similar first.
+
+    Raises:
+        ContrastiveError: On a threshold outside ``[-1, 1]`` or ``max_pairs < 1``.
+    """
+    if not -1.0 <= threshold <= 1.0:
+        raise ContrastiveError(f"threshold must be a cosine similarity in [-1, 1], got {threshold}")
+    if max_pairs < 1:
+        raise ContrastiveError(f"max_pairs must be at least 1, got {max_pairs}")
+    unit = unit_tensor(embeddings).numpy()
+    count = len(unit)
+    rows_per_chunk = chunk_rows or max(1, (1 << 24) // max(count, 1))
+    pairs = np.empty((0, 2), dtype=np.int64)
+    sims = np.empty(0, dtype=np.float32)
+    dropped = False
+    for start in range(0, count, rows_per_chunk):
+        rows = slice(start, min(start + rows_per_chunk, count))
+        # Only the upper triangle: keys from the chunk's first row on, columns past the row.
+        block = unit[rows] @ unit[start:].T
+        local_rows, local_cols = np.nonzero(block >= threshold)
+        upper = local_cols > local_rows
+        local_rows, local_cols = local_rows[upper], local_cols[upper]
+        found = np.stack([local_rows + start, local_cols + start], axis=1)
+        pairs = np.concatenate([pairs, found])
+        sims = np.concatenate([sims, block[local_rows, local_cols]])
+        if len(sims) > max_pairs:
+            keep = np.argpartition(-sims, max_pairs - 1)[:max_pairs]
+            pairs, sims, dropped = pairs[keep], sims[keep], True
+    if dropped:
+        warnings.warn(
+            f"more than {max_pairs} pairs reach similarity {threshold}; kept the "
+            f"{max_pairs} most similar (raise threshold or max_pairs)",
+            stacklevel=3,
+        )
+    order = np.lexsort((pairs[:, 1], pairs[:, 0], -sims))
+    return pairs[order], sims[order]

@@ -1,0 +1,250 @@
+"""One pass of curation over an embedded folder: every list ``contrastive curate`` writes.
+
+:func:`curate` runs the analyses of this package on a set of :class:`Embeddings` (and the
+image files they point at) and returns a :class:`Curation`;
+:func:`~contrastive.curation.report.write_report` writes it as CSV files and contact sheets.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from contrastive.curation.duplicates import (
+    DuplicateGroup,
+    cross_groups,
+    duplicate_groups,
+    file_digests,
+)
+from contrastive.curation.label_issues import DEFAULT_FOLDS, LabelIssues, find_label_issues
+from contrastive.curation.outliers import UnusualGroup, neighbourhood_similarity, unusual_groups
+from contrastive.curation.selection import SELECTION_METHODS, Selection, select
+from contrastive.curation.space import centred
+from contrastive.data.folder import ImageFolder
+from contrastive.data.near_copies import DEFAULT_THRESHOLD, image_fingerprints
+from contrastive.embeddings import Embeddings
+from contrastive.errors import ContrastiveError
+
+log = logging.getLogger(__name__)
+
+#: ``label_issues`` modes: run when the folder has classes, always (error without), never.
+LABEL_ISSUE_MODES = ("auto", "yes", "no")
+
+
+@dataclass
+class CurationSettings:
+    """How :func:`curate` looks at a folder.
+
+    Attributes:
+        near_copy_threshold: Fingerprint cosine similarity from which two images are near
+            copies (:mod:`contrastive.data.near_copies`).
+        outlier_k: Neighbours in the outlier score.
+        select: Images to pick for labeling (None: no selection).
+        select_method: ``typiclust`` or ``kcenter``.
+        label_issues: ``auto`` (when the folder has class sub-folders), ``yes`` or ``no``.
+        folds: Folds of the out-of-fold probe probabilities.
+        seed: Seed of k-means and of the folds.
+    """
+
+    near_copy_threshold: float = DEFAULT_THRESHOLD
+    outlier_k: int = 10
+    select: int | None = None
+    select_method: str = "typiclust"
+    label_issues: str = "auto"
+    folds: int = DEFAULT_FOLDS
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.select_method not in SELECTION_METHODS:
+            raise ContrastiveError(
+                f"unknown selection method {self.select_method!r}; choose one of "
+                f"{', '.join(SELECTION_METHODS)}"
+            )
+        if self.label_issues not in LABEL_ISSUE_MODES:
+            raise ContrastiveError(
+                f"label_issues must be one of {', '.join(LABEL_ISSUE_MODES)}, "
+                f"got {self.label_issues!r}"
+            )
+
+
+@dataclass
+class Curation:
+    """Everything found in one folder.
+
+    Attributes:
+        dataset: The embedded images.
+        settings: How they were looked at.
+        duplicates: Groups of exact and near copies within the folder, largest first.
+        outlier_scores: ``(N,)`` mean cosine similarity of each image to its nearest
+            images (centred embeddings); low is an outlier.
+        nearest: ``(N,)`` each image's most similar other image.
+        unusual: Tiny isolated clusters, most isolated first.
+        label_issues: Suspected label mistakes (None when not run).
+        selection: Images to label first (None when not asked).
+        against: The other folder's image files, when one was compared.
+        against_root: That folder.
+        leaks: Duplicate groups holding images of both folders; member indices at or past
+            ``len(dataset)`` are ``against[index - len(dataset)]``.
+        seconds: Wall-clock seconds of each step.
+    """
+
+    dataset: Embeddings
+    settings: CurationSettings
+    duplicates: list[DuplicateGroup]
+    outlier_scores: np.ndarray
+    nearest: np.ndarray
+    unusual: list[UnusualGroup]
+    label_issues: LabelIssues | None = None
+    selection: Selection | None = None
+    against: list[Path] = field(default_factory=list)
+    against_root: Path | None = None
+    leaks: list[DuplicateGroup] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def outlier_order(self) -> np.ndarray:
+        """Image indices from the most to the least outlying (ties by index)."""
+        return np.argsort(self.outlier_scores, kind="stable")
+
+    def path(self, index: int) -> Path:
+        """The file of image ``index`` (an index past the folder is in ``against``)."""
+        count = len(self.dataset)
+        return self.dataset.image_path(index) if index < count else self.against[index - count]
+
+
+def check_matches_folder(dataset: Embeddings, folder: str | os.PathLike) -> None:
+    """Checks that embeddings were made from the images of ``folder``.
+
+    Raises:
+        ContrastiveError: If the embeddings record another folder's images.
+    """
+    images = set(ImageFolder.scan(folder).relative_paths())
+    embedded = {Path(path).as_posix() for path in dataset.paths}
+    missing = embedded - images
+    if missing:
+        example = sorted(missing)[0]
+        raise ContrastiveError(
+            f"the embeddings are not of {folder}: {len(missing)} of their {len(embedded)} "
+            f"images (e.g. {example}) are not in it; embed this folder first"
+        )
+    unembedded = images - embedded
+    if unembedded:
+        raise ContrastiveError(
+            f"the embeddings are not of {folder}: {len(unembedded)} of its {len(images)} "
+            f"images (e.g. {sorted(unembedded)[0]}) have none; embed this folder again"
+        )
+
+
+def _check_curation_inputs(dataset: Embeddings, settings: CurationSettings) -> bool:
+    """Refuses what :func:`curate` cannot do, with one line naming the problem.
+
+    Returns:
+        Whether the folder has labels of at least two classes (for label mistakes).
+    """
+    count = len(dataset)
+    if count < 3:
+        raise ContrastiveError(f"curation needs at least 3 images, got {count}")
+    if settings.select is not None and not 1 <= settings.select <= count:
+        raise ContrastiveError(
+            f"--select {settings.select} is more than the {count} images in the folder"
+            if settings.select > count
+            else f"--select must be at least 1, got {settings.select}"
+        )
+    labeled = dataset.is_labeled and len(np.unique(dataset.labels[dataset.labels >= 0])) >= 2
+    if settings.label_issues == "yes" and not labeled:
+        root = dataset.data_root or "the folder"
+        raise ContrastiveError(
+            f"label-mistake detection needs class sub-folders with at least two classes; "
+            f"{root} has {'one class' if dataset.is_labeled else 'none'}"
+        )
+    return bool(labeled)
+
+
+def _copies(
+    dataset: Embeddings, other: list[Path], threshold: float, progress: bool
+) -> tuple[list, list]:
+    """Duplicate groups within the folder, and leak groups shared with ``other`` images."""
+    count = len(dataset)
+    every = [*(dataset.image_path(index) for index in range(count)), *other]
+    fingerprints = image_fingerprints(every, progress=progress)
+    digests = file_digests(every)
+    duplicates = duplicate_groups(fingerprints[:count], digests[:count], threshold)
+    # Leaks: the groups of both folders searched together that hold images of each.
+    leaks = cross_groups(duplicate_groups(fingerprints, digests, threshold), count) if other else []
+    return duplicates, leaks
+
+
+def curate(
+    dataset: Embeddings,
+    settings: CurationSettings | None = None,
+    against: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> Curation:
+    """Duplicates, outliers, unusual groups, label mistakes and a selection for one folder.
+
+    Args:
+        dataset: Embeddings of the folder's images (their files must be readable: the
+            duplicate search looks at pixels).
+        settings: See :class:`CurationSettings`.
+        against: Another image folder searched for copies of this one's images (leakage).
+        progress: Show progress bars while reading images.
+
+    Returns:
+        The findings.
+
+    Raises:
+        ContrastiveError: If label mistakes are asked for on an unlabeled folder, the
+            selection is larger than the folder, or the folder has fewer than 3 images.
+    """
+    settings = settings or CurationSettings()
+    labeled = _check_curation_inputs(dataset, settings)
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[step] = round(now - clock, 3)
+        clock = now
+
+    other_folder = ImageFolder.scan(against) if against is not None else None
+    other = other_folder.paths if other_folder is not None else []
+    duplicates, leaks = _copies(dataset, other, settings.near_copy_threshold, progress)
+    lap("duplicates")
+    space = centred(dataset.embeddings)
+    scores, nearest = neighbourhood_similarity(space, settings.outlier_k)
+    unusual = unusual_groups(space, seed=settings.seed)
+    lap("outliers")
+    issues = None
+    if settings.label_issues == "yes" or (settings.label_issues == "auto" and labeled):
+        issues = find_label_issues(
+            dataset.embeddings,
+            dataset.labels,
+            len(dataset.classes),
+            folds=settings.folds,
+            seed=settings.seed,
+        )
+        lap("label issues")
+    selection = None
+    if settings.select is not None:
+        selection = select(space, settings.select, settings.select_method, settings.seed)
+        lap("selection")
+    return Curation(
+        dataset,
+        settings,
+        duplicates,
+        scores,
+        nearest,
+        unusual,
+        issues,
+        selection,
+        list(other),
+        other_folder.root if other_folder is not None else None,
+        leaks,
+        seconds,
+    )

@@ -1,0 +1,379 @@
+"""The report folder of ``contrastive curate``: a CSV per list and a contact sheet per list.
+
+Files (each list only when it was computed):
+
+* ``summary.json`` and ``summary.md``: counts, settings and timings.
+* ``duplicates.csv`` / ``duplicates.png``: groups of exact and near copies in the folder.
+* ``leaks.csv`` / ``leaks.png``: groups with images of both folders (``--against``).
+* ``outliers.csv`` / ``outliers.png``: every image, most outlying first.
+* ``unusual_groups.csv`` / ``unusual_groups.png``: tiny isolated clusters.
+* ``label_issues.csv`` / ``label_issues.png``: suspected label mistakes with the suggested class.
+* ``selection.csv`` / ``selection.png``: the images to label first, in order; with
+  ``link_selected`` also ``selected/``, a folder of links to them.
+
+A contact sheet is a PNG grid of thumbnails captioned with their scores, for a person to
+scan in seconds; it shows the top of its list (:data:`SHEET_IMAGES` images).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from contrastive.curation.duplicates import DuplicateGroup
+from contrastive.curation.pipeline import Curation
+from contrastive.errors import ContrastiveError
+from contrastive.explore.images import grid_figure, load_thumbnail, save_figure, show_image
+from contrastive.files import write_text_atomic
+
+#: Images on a flat contact sheet, and columns of every sheet.
+SHEET_IMAGES = 48
+SHEET_COLUMNS = 8
+#: Groups (rows) on a group contact sheet.
+SHEET_GROUPS = 12
+THUMBNAIL = 64
+
+
+def write_report(
+    curation: Curation, out: str | os.PathLike, link_selected: bool = False, sheets: bool = True
+) -> dict[str, object]:
+    """Writes the report folder (see the module docstring).
+
+    Args:
+        curation: The findings of :func:`~contrastive.curation.pipeline.curate`.
+        out: The report folder (created; files of an earlier report are replaced).
+        link_selected: Also write ``selected/``, links to the selected images.
+        sheets: Draw the PNG contact sheets (the CSVs are always written).
+
+    Returns:
+        The summary written to ``summary.json``.
+
+    Raises:
+        ContrastiveError: If ``out`` is a file, or links are asked for without a selection.
+    """
+    folder = Path(out).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ContrastiveError(f"--out {folder} is a file, not a folder")
+    if link_selected and curation.selection is None:
+        raise ContrastiveError("--link-selected needs --select N")
+    folder.mkdir(parents=True, exist_ok=True)
+    rows_written = {
+        "duplicates": _write_groups(curation, curation.duplicates, folder / "duplicates", sheets),
+        "outliers": _write_outliers(curation, folder / "outliers", sheets),
+        "unusual_groups": _write_unusual(curation, folder / "unusual_groups", sheets),
+    }
+    if curation.against:
+        rows_written["leaks"] = _write_groups(curation, curation.leaks, folder / "leaks", sheets)
+    if curation.label_issues is not None:
+        rows_written["label_issues"] = _write_label_issues(
+            curation, folder / "label_issues", sheets
+        )
+    if curation.selection is not None:
+        rows_written["selection"] = _write_selection(curation, folder / "selection", sheets)
+        if link_selected:
+            link_images(
+                [curation.path(int(i)) for i in curation.selection.indices], folder / "selected"
+            )
+    summary = _summary(curation)
+    write_text_atomic(folder / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(folder / "summary.md", summary_text(summary))
+    return summary
+
+
+def link_images(paths: Sequence[Path], folder: Path) -> None:
+    """A folder of links ``0001_<name>`` to ``paths`` in order (copies where links fail).
+
+    An earlier ``folder`` is replaced.
+    """
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    width = max(4, len(str(len(paths))))
+    for rank, path in enumerate(paths, start=1):
+        target = folder / f"{rank:0{width}d}_{Path(path).name}"
+        try:
+            target.symlink_to(Path(path).resolve())
+        except OSError:  # file systems without symbolic links (some Windows set-ups)
+            shutil.copy2(path, target)
+
+
+def summary_text(summary: dict[str, object]) -> str:
+    """The summary as a few lines of Markdown."""
+    counts = summary["counts"]
+    lines = [f"# Curation of {summary['folder']} ({summary['images']} images)", ""]
+    lines.append(
+        f"- duplicate groups: {counts['duplicate_groups']} "
+        f"({counts['duplicate_images']} images, {counts['exact_copies']} exact copies)"
+    )
+    if "leak_groups" in counts:
+        lines.append(
+            f"- groups shared with {summary['against']}: {counts['leak_groups']} "
+            f"({counts['leaked_images']} of this folder's images)"
+        )
+    lines.append(f"- unusual groups (tiny isolated clusters): {counts['unusual_groups']}")
+    lines.append("- outliers: every image ranked in outliers.csv, most outlying first")
+    if "label_issues" in counts:
+        lines.append(
+            f"- suspected label mistakes: {counts['label_issues']} of "
+            f"{counts['labeled_images']} labeled images"
+        )
+    if "selected" in counts:
+        lines.append(
+            f"- selected to label first ({summary['settings']['select_method']}): "
+            f"{counts['selected']} images"
+        )
+    seconds = ", ".join(f"{step} {value:.1f} s" for step, value in summary["seconds"].items())
+    lines += ["", f"Time: {seconds}."]
+    return "\n".join(lines) + "\n"
+
+
+def _summary(curation: Curation) -> dict[str, object]:
+    dataset = curation.dataset
+    duplicate_images = sum(len(g) for g in curation.duplicates)
+    counts: dict[str, int] = {
+        "duplicate_groups": len(curation.duplicates),
+        "duplicate_images": duplicate_images,
+        # Images beyond the first of each set of identical files.
+        "exact_copies": sum(_exact_extras(g) for g in curation.duplicates),
+        "unusual_groups": len(curation.unusual),
+    }
+    if curation.against:
+        counts["leak_groups"] = len(curation.leaks)
+        counts["leaked_images"] = sum(int((g.members < len(dataset)).sum()) for g in curation.leaks)
+    if curation.label_issues is not None:
+        counts["label_issues"] = len(curation.label_issues.issues)
+        counts["labeled_images"] = int((dataset.labels >= 0).sum())
+    if curation.selection is not None:
+        counts["selected"] = len(curation.selection)
+    settings = curation.settings
+    return {
+        "folder": str(dataset.data_root or ""),
+        "against": str(curation.against_root) if curation.against_root else None,
+        "images": len(dataset),
+        "embeddings": {"source": dataset.source, "feature": dataset.feature},
+        "settings": {
+            "near_copy_threshold": settings.near_copy_threshold,
+            "outlier_k": settings.outlier_k,
+            "select": settings.select,
+            "select_method": settings.select_method,
+            "label_issues": settings.label_issues,
+            "folds": settings.folds,
+            "seed": settings.seed,
+        },
+        "counts": counts,
+        "seconds": curation.seconds,
+    }
+
+
+def _exact_extras(group: DuplicateGroup) -> int:
+    """Members that repeat the bytes of an earlier member (0 for a group of near copies)."""
+    return int(group.exact.sum()) - (1 if group.exact.any() else 0)
+
+
+def _relative(curation: Curation, index: int) -> str:
+    count = len(curation.dataset)
+    return str(curation.dataset.paths[index]) if index < count else str(curation.path(index))
+
+
+def _label(curation: Curation, index: int) -> str:
+    return curation.dataset.label_name(index) if index < len(curation.dataset) else ""
+
+
+def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> int:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text_atomic(path, buffer.getvalue())
+    return len(rows)
+
+
+def _write_groups(
+    curation: Curation, groups: Sequence[DuplicateGroup], stem: Path, sheets: bool
+) -> int:
+    count = len(curation.dataset)
+    rows = []
+    for number, group in enumerate(groups, start=1):
+        for member, similarity, exact in zip(group.members, group.similarity, group.exact):
+            member = int(member)
+            rows.append(
+                [
+                    number,
+                    len(group),
+                    "data" if member < count else "against",
+                    _relative(curation, member),
+                    _label(curation, member),
+                    f"{similarity:.4f}",
+                    int(exact),
+                ]
+            )
+    header = ["group", "size", "folder", "path", "label", "similarity_to_first", "exact_copy"]
+    written = _write_csv(stem.with_suffix(".csv"), header, rows)
+    if sheets and groups:
+        sheet = [
+            [
+                (
+                    curation.path(int(member)),
+                    f"g{number} {'=' if exact else f'{similarity:.3f}'}"
+                    + ("\nother" if int(member) >= count else f"\n{_label(curation, int(member))}"),
+                )
+                for member, similarity, exact in list(
+                    zip(group.members, group.similarity, group.exact)
+                )[:SHEET_COLUMNS]
+            ]
+            for number, group in enumerate(groups[:SHEET_GROUPS], start=1)
+        ]
+        _contact_sheet(sheet, stem.with_suffix(".png"))
+    return written
+
+
+def _write_outliers(curation: Curation, stem: Path, sheets: bool) -> int:
+    order = curation.outlier_order
+    rows = [
+        [
+            rank,
+            _relative(curation, int(index)),
+            _label(curation, int(index)),
+            f"{curation.outlier_scores[index]:.4f}",
+            _relative(curation, int(curation.nearest[index])),
+        ]
+        for rank, index in enumerate(order, start=1)
+    ]
+    header = ["rank", "path", "label", "neighbourhood_similarity", "nearest"]
+    written = _write_csv(stem.with_suffix(".csv"), header, rows)
+    if sheets:
+        shown = order[:SHEET_IMAGES]
+        _flat_sheet(
+            curation,
+            shown,
+            [f"#{r} {curation.outlier_scores[i]:.3f}" for r, i in enumerate(shown, start=1)],
+            stem.with_suffix(".png"),
+        )
+    return written
+
+
+def _write_unusual(curation: Curation, stem: Path, sheets: bool) -> int:
+    rows = [
+        [
+            number,
+            len(group.members),
+            f"{group.isolation:.4f}",
+            _relative(curation, int(m)),
+            _label(curation, int(m)),
+        ]
+        for number, group in enumerate(curation.unusual, start=1)
+        for m in group.members
+    ]
+    header = ["group", "size", "similarity_to_nearest_cluster", "path", "label"]
+    written = _write_csv(stem.with_suffix(".csv"), header, rows)
+    if sheets and curation.unusual:
+        sheet = [
+            [
+                (
+                    curation.path(int(m)),
+                    f"u{number} sim {group.isolation:.2f}\n{_label(curation, int(m))}",
+                )
+                for m in group.members[:SHEET_COLUMNS]
+            ]
+            for number, group in enumerate(curation.unusual[:SHEET_GROUPS], start=1)
+        ]
+        _contact_sheet(sheet, stem.with_suffix(".png"))
+    return written
+
+
+def _write_label_issues(curation: Curation, stem: Path, sheets: bool) -> int:
+    issues = curation.label_issues
+    classes = curation.dataset.classes
+    rows = [
+        [
+            rank,
+            _relative(curation, int(index)),
+            _label(curation, int(index)),
+            classes[issues.suggested[index]],
+            f"{issues.quality[index]:.4f}",
+            f"{issues.probabilities[index, issues.suggested[index]]:.4f}",
+        ]
+        for rank, index in enumerate(issues.issues, start=1)
+    ]
+    header = ["rank", "path", "given", "suggested", "given_probability", "suggested_probability"]
+    written = _write_csv(stem.with_suffix(".csv"), header, rows)
+    if sheets and len(issues.issues):
+        shown = issues.issues[:SHEET_IMAGES]
+        captions = [
+            f"{_label(curation, int(i))}->{classes[issues.suggested[i]]}\np={issues.quality[i]:.2f}"
+            for i in shown
+        ]
+        _flat_sheet(curation, shown, captions, stem.with_suffix(".png"), with_label=False)
+    return written
+
+
+def _write_selection(curation: Curation, stem: Path, sheets: bool) -> int:
+    selection = curation.selection
+    clusters = selection.clusters if len(selection.clusters) else np.full(len(selection), -1)
+    sizes = selection.cluster_sizes if len(selection.cluster_sizes) else np.zeros(len(selection))
+    rows = [
+        [
+            rank,
+            _relative(curation, int(index)),
+            _label(curation, int(index)),
+            int(cluster),
+            int(size),
+            f"{score:.4f}",
+            f"{radius:.4f}",
+        ]
+        for rank, (index, cluster, size, score, radius) in enumerate(
+            zip(selection.indices, clusters, sizes, selection.scores, selection.radii), start=1
+        )
+    ]
+    score_name = "typicality" if selection.method == "typiclust" else "distance_when_picked"
+    header = ["rank", "path", "label", "cluster", "cluster_size", score_name, "covering_radius"]
+    written = _write_csv(stem.with_suffix(".csv"), header, rows)
+    if sheets:
+        shown = selection.indices[:SHEET_IMAGES]
+        captions = [
+            f"#{rank} n={int(sizes[rank - 1])}"
+            if selection.method == "typiclust"
+            else f"#{rank} d={selection.scores[rank - 1]:.2f}"
+            for rank in range(1, len(shown) + 1)
+        ]
+        _flat_sheet(curation, shown, captions, stem.with_suffix(".png"))
+    return written
+
+
+def _flat_sheet(
+    curation: Curation,
+    indices: np.ndarray,
+    captions: Sequence[str],
+    path: Path,
+    with_label: bool = True,
+) -> None:
+    """A contact sheet of a ranked list, :data:`SHEET_COLUMNS` images per row."""
+    cells = [
+        (
+            curation.path(int(index)),
+            f"{caption}\n{_label(curation, int(index))}" if with_label else caption,
+        )
+        for index, caption in zip(indices, captions)
+    ]
+    rows = [cells[start : start + SHEET_COLUMNS] for start in range(0, len(cells), SHEET_COLUMNS)]
+    if rows:
+        _contact_sheet(rows, path)
+
+
+def _contact_sheet(rows: Sequence[Sequence[tuple[Path, str]]], path: Path) -> None:
+    """Draws rows of ``(image file, caption)`` cells and saves the PNG."""
+    figure, axes = grid_figure(len(rows), max(len(row) for row in rows), title_lines=3)
+    for row_number, row in enumerate(rows):
+        for column, (image, caption) in enumerate(row):
+            try:
+                thumbnail = load_thumbnail(image, THUMBNAIL)
+            except ContrastiveError:  # a file gone since it was read: leave the cell empty
+                continue
+            show_image(axes[row_number, column], thumbnail, caption)
+    save_figure(figure, path)

@@ -1,0 +1,217 @@
+"""What to label first: images that cover a folder's embedding space.
+
+* **TypiClust** (Hacohen, Dekel & Weinshall, "Active Learning on a Budget: Opposite
+  Strategies Suit High and Low Budgets", ICML 2022): k-means into as many clusters as
+  images to pick, then from each cluster its most *typical* image, the one of highest
+  typicality ``1 / mean distance to its k nearest neighbours`` within the cluster (k = 20
+  as in the paper). With few labels, typical images teach a classifier more than
+  unusual ones; one per cluster keeps them diverse. Picks are listed largest cluster first.
+* **k-center greedy** (Sener & Savarese, "Active Learning for Convolutional Neural
+  Networks: A Core-Set Approach", ICLR 2018): repeatedly pick the image farthest from
+  every image picked so far, which shrinks the largest distance from any image to its
+  nearest pick (the covering radius). It favours coverage, outliers included.
+
+Distances are Euclidean between unit-length rows (``sqrt(2 - 2 cos)``); neighbours come
+from :func:`contrastive.neighbours.top_k`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sklearn.cluster import KMeans
+from torch import Tensor
+
+from contrastive.curation.space import unit_tensor
+from contrastive.errors import ContrastiveError
+from contrastive.neighbours import top_k
+
+SELECTION_METHODS = ("typiclust", "kcenter")
+
+#: Neighbours in TypiClust's typicality (the paper's k).
+TYPICALITY_NEIGHBOURS = 20
+
+
+@dataclass
+class Selection:
+    """Images picked for labeling, in pick order.
+
+    Attributes:
+        indices: ``(S,)`` int64 image indices.
+        method: ``typiclust`` or ``kcenter``.
+        scores: ``(S,)`` float32: the typicality of each pick (TypiClust), or its distance
+            to the nearest earlier pick when it was picked (k-center greedy; inf for the first).
+        clusters: ``(S,)`` int64 k-means cluster of each pick (TypiClust; -1 for a pick that
+            topped up the selection when k-means found fewer distinct clusters).
+        cluster_sizes: ``(S,)`` int64 size of that cluster (0 for a top-up pick).
+        radii: ``(S,)`` float32 covering radius after each pick: the largest distance from
+            any image to its nearest pick so far.
+    """
+
+    indices: np.ndarray
+    method: str
+    scores: np.ndarray
+    clusters: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    cluster_sizes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    radii: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def select(
+    embeddings: np.ndarray, count: int, method: str = "typiclust", seed: int = 0
+) -> Selection:
+    """Picks ``count`` images to label with ``method`` (see the module docstring).
+
+    Raises:
+        ContrastiveError: On an unknown method or ``count`` outside ``[1, N]``.
+    """
+    if method not in SELECTION_METHODS:
+        raise ContrastiveError(
+            f"unknown selection method {method!r}; choose one of {', '.join(SELECTION_METHODS)}"
+        )
+    if method == "typiclust":
+        return typiclust(embeddings, count, seed=seed)
+    return kcenter_greedy(embeddings, count)
+
+
+def typicality(unit: Tensor, k: int = TYPICALITY_NEIGHBOURS) -> np.ndarray:
+    """``(N,)`` inverse mean Euclidean distance of each unit row to its ``k`` nearest others.
+
+    ``k`` is capped at ``N - 1``; a single row has typicality 0.
+    """
+    if len(unit) < 2:
+        return np.zeros(len(unit), dtype=np.float32)
+    _, sims = top_k(
+        unit, unit, min(k, len(unit) - 1), exclude=torch.arange(len(unit)), ordered=False
+    )
+    distances = (2.0 - 2.0 * sims.double()).clamp_min(0.0).sqrt()
+    return (1.0 / (distances.mean(dim=1) + 1e-12)).float().numpy()
+
+
+def typiclust(
+    embeddings: np.ndarray, count: int, k: int = TYPICALITY_NEIGHBOURS, seed: int = 0
+) -> Selection:
+    """TypiClust: the most typical image of each of ``count`` k-means clusters.
+
+    Args:
+        embeddings: ``(N, D)`` embeddings.
+        count: Images to pick (= clusters), in ``[1, N]``.
+        k: Neighbours in the typicality, within each cluster.
+        seed: k-means seed.
+
+    Returns:
+        The picks, largest cluster first. If k-means finds fewer distinct clusters than
+        ``count`` (many identical images), k-center greedy tops the selection up.
+
+    Raises:
+        ContrastiveError: If ``count`` is outside ``[1, N]``.
+    """
+    unit = unit_tensor(embeddings)
+    _check_count(count, len(unit))
+    if count == 1:
+        assignments = np.zeros(len(unit), dtype=np.int64)
+    else:
+        kmeans = KMeans(n_clusters=count, n_init=1, random_state=seed).fit(unit.numpy())
+        assignments = kmeans.labels_.astype(np.int64)
+    sizes = np.bincount(assignments, minlength=count)
+    picks, scores, clusters = [], [], []
+    for cluster in np.flatnonzero(sizes):
+        members = np.flatnonzero(assignments == cluster)
+        typical = typicality(unit[torch.from_numpy(members)], k)
+        best = int(np.argmax(typical))  # the first of equals: the lowest index
+        picks.append(int(members[best]))
+        scores.append(float(typical[best]))
+        clusters.append(int(cluster))
+    order = sorted(range(len(picks)), key=lambda i: (-sizes[clusters[i]], picks[i]))
+    indices = np.asarray([picks[i] for i in order], dtype=np.int64)
+    scores_array = np.asarray([scores[i] for i in order], dtype=np.float32)
+    cluster_array = np.asarray([clusters[i] for i in order], dtype=np.int64)
+    if len(indices) < count:
+        extra = _kcenter(unit, count - len(indices), indices)
+        indices = np.concatenate([indices, extra.indices])
+        scores_array = np.concatenate([scores_array, np.zeros(len(extra), np.float32)])
+        cluster_array = np.concatenate([cluster_array, np.full(len(extra), -1, np.int64)])
+    return Selection(
+        indices,
+        "typiclust",
+        scores_array,
+        cluster_array,
+        np.where(cluster_array >= 0, sizes[cluster_array.clip(0)], 0).astype(np.int64),
+        _covering_radii(unit, indices),
+    )
+
+
+def kcenter_greedy(
+    embeddings: np.ndarray, count: int, initial: np.ndarray | None = None
+) -> Selection:
+    """k-center greedy: each pick is the image farthest from all earlier picks.
+
+    Args:
+        embeddings: ``(N, D)`` embeddings.
+        count: Images to pick, in ``[1, N]`` (``[1, N - len(initial)]`` with ``initial``).
+        initial: Images already labeled, which count as picked; by default the first pick is
+            the image closest to the mean direction.
+
+    Returns:
+        The picks (``initial`` not included) with their distance when picked.
+
+    Raises:
+        ContrastiveError: If ``count`` is out of range.
+    """
+    unit = unit_tensor(embeddings)
+    given = np.zeros(0, np.int64) if initial is None else np.asarray(initial, np.int64)
+    _check_count(count, len(unit) - len(given))
+    return _kcenter(unit, count, given)
+
+
+def _kcenter(unit: Tensor, count: int, given: np.ndarray) -> Selection:
+    nearest = torch.full((len(unit),), torch.inf, dtype=torch.float64)
+    taken = torch.zeros(len(unit), dtype=torch.bool)
+    for index in given.tolist():
+        nearest = torch.minimum(nearest, _distances(unit, index))
+        taken[index] = True
+    picks, scores, radii = [], [], []
+    for _ in range(count):
+        if picks or len(given):
+            # Never a taken image, even where copies leave every distance at 0.
+            candidates = nearest.masked_fill(taken, -1.0)
+            pick = int(torch.argmax(candidates))  # the first of equals: the lowest index
+        else:
+            pick = int(torch.argmax(unit @ unit.mean(dim=0)))
+        picks.append(pick)
+        taken[pick] = True
+        scores.append(float(nearest[pick]))
+        nearest = torch.minimum(nearest, _distances(unit, pick))
+        radii.append(float(nearest.max()))
+    return Selection(
+        np.asarray(picks, dtype=np.int64),
+        "kcenter",
+        np.asarray(scores, dtype=np.float32),
+        radii=np.asarray(radii, dtype=np.float32),
+    )
+
+
+def _distances(unit: Tensor, index: int) -> Tensor:
+    """``(N,)`` float64 Euclidean distances of every unit row to row ``index``."""
+    return (2.0 - 2.0 * (unit @ unit[index]).double()).clamp_min(0.0).sqrt()
+
+
+def _covering_radii(unit: Tensor, picks: np.ndarray) -> np.ndarray:
+    nearest = torch.full((len(unit),), torch.inf, dtype=torch.float64)
+    radii = []
+    for pick in picks.tolist():
+        nearest = torch.minimum(nearest, _distances(unit, pick))
+        radii.append(float(nearest.max()))
+    return np.asarray(radii, dtype=np.float32)
+
+
+def _check_count(count: int, available: int) -> None:
+    if not 1 <= count <= available:
+        raise ContrastiveError(
+            f"cannot select {count} images: choose between 1 and {available} "
+            "(the images in the folder)"
+        )

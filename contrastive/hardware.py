@@ -1,0 +1,130 @@
+"""What the planner may use: CPU cores and bf16, or the GPUs, read without initialising CUDA.
+
+A process that initialised CUDA cannot fork workers that use it (Lightning forks for
+multi-GPU runs in notebooks), so GPUs are described through NVML, the driver's management
+library, as :func:`contrastive.training.budget.resolve_precision` does.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """One NVIDIA GPU as NVML reports it.
+
+    Attributes:
+        name: Marketing name (``NVIDIA H200``).
+        memory_bytes: Total device memory.
+        compute_capability: ``(major, minor)``.
+    """
+
+    name: str
+    memory_bytes: int
+    compute_capability: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """The machine a run will train on.
+
+    Attributes:
+        accelerator: ``cpu`` or ``cuda``.
+        cpu_cores: CPU cores this process may use.
+        bf16: Whether the training device runs bf16 natively.
+        memory_bytes: Host memory (the decoded image cache lives in it).
+        gpus: The GPUs a CUDA run uses (empty on CPU).
+        devices: Processes (GPUs or CPU processes) the run trains on.
+    """
+
+    accelerator: str
+    cpu_cores: int
+    bf16: bool
+    memory_bytes: int
+    gpus: tuple[GpuInfo, ...] = ()
+    devices: int = 1
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.accelerator == "cuda"
+
+    def describe(self) -> str:
+        """One line for the plan's printout."""
+        if self.on_gpu and self.gpus:
+            gpu = self.gpus[0]
+            count = f"{self.devices} x " if self.devices > 1 else ""
+            return (
+                f"{count}{gpu.name} ({gpu.memory_bytes / 2**30:.0f} GiB, "
+                f"{'bf16' if self.bf16 else 'fp32'})"
+            )
+        return (
+            f"{self.cpu_cores} CPU core{'s' if self.cpu_cores != 1 else ''}"
+            f"{' x ' + str(self.devices) + ' processes' if self.devices > 1 else ''}, "
+            f"{'native bf16' if self.bf16 else 'fp32 (no native bf16)'}, "
+            f"{self.memory_bytes / 2**30:.0f} GiB memory"
+        )
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a SLURM or container share)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def detect_hardware(accelerator: str = "auto", devices: int = 1) -> Hardware:
+    """Describes this machine for ``accelerator`` (``auto``, ``cpu``, ``gpu``/``cuda``)."""
+    gpus = tuple(nvml_gpus())
+    use_gpu = accelerator in ("gpu", "cuda") or (
+        accelerator == "auto" and (bool(gpus) or torch.cuda.is_available())
+    )
+    cores = usable_cores()
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if use_gpu:
+        bf16 = bool(gpus) and min(g.compute_capability for g in gpus) >= (8, 0)
+        return Hardware("cuda", cores or 1, bf16, memory, gpus, max(devices, 1))
+    bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return Hardware("cpu", cores or 1, bf16, memory, (), max(devices, 1))
+
+
+def nvml_gpus() -> list[GpuInfo]:
+    """Every NVIDIA GPU of the machine, read through NVML; empty without a driver.
+
+    NVML does not know ``CUDA_VISIBLE_DEVICES``: every GPU of the machine is listed.
+    """
+    from ctypes import CDLL, byref, c_int, c_ulonglong, c_void_p, create_string_buffer
+
+    try:
+        nvml = CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return []
+    if nvml.nvmlInit_v2() != 0:
+        return []
+    try:
+        count = c_int(0)
+        if nvml.nvmlDeviceGetCount_v2(byref(count)) != 0:
+            return []
+        gpus = []
+        for index in range(count.value):
+            handle, major, minor = c_void_p(), c_int(0), c_int(0)
+            if nvml.nvmlDeviceGetHandleByIndex_v2(index, byref(handle)) != 0:
+                return []
+            if nvml.nvmlDeviceGetCudaComputeCapability(handle, byref(major), byref(minor)) != 0:
+                return []
+            name = create_string_buffer(96)
+            nvml.nvmlDeviceGetName(handle, name, 96)
+            # nvmlMemory_t: total, free, used (unsigned long long each).
+            memory = (c_ulonglong * 3)()
+            nvml.nvmlDeviceGetMemoryInfo(handle, byref(memory))
+            gpus.append(
+                GpuInfo(
+                    name.value.decode(errors="replace"), int(memory[0]), (major.value, minor.value)
+                )
+            )
+        return gpus
+    finally:
+        nvml.nvmlShutdown()

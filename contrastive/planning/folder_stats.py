@@ -1,0 +1,87 @@
+"""What a folder holds, read from image headers only: count, sizes and colour.
+
+Reading a header (``PIL.Image.open`` without decoding) takes about 0.05 ms, so a sample of a
+few thousand files describes a folder of a million in well under a second. The planner
+needs distributions, not every file: the sample is spread evenly over the sorted paths.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from contrastive.errors import ContrastiveError
+
+# Modes without colour: a folder of these gets no hue/saturation jitter.
+_GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+
+@dataclass(frozen=True)
+class FolderStats:
+    """Image count, size distribution and colour of a training folder.
+
+    Attributes:
+        num_images: Images in the folder (all of them, not only the sample).
+        sampled: Headers read.
+        short_side_median: Median of ``min(width, height)`` in pixels.
+        short_side_p10: 10th percentile of the short side.
+        short_side_p90: 90th percentile of the short side.
+        median_pixels: Median of ``width * height``.
+        grayscale_fraction: Share of sampled images stored without colour channels.
+    """
+
+    num_images: int
+    sampled: int
+    short_side_median: int
+    short_side_p10: int
+    short_side_p90: int
+    median_pixels: int
+    grayscale_fraction: float
+
+    @classmethod
+    def from_paths(cls, paths: Sequence[str | os.PathLike], sample: int = 2000) -> FolderStats:
+        """Reads the headers of up to ``sample`` images spread evenly over ``paths``.
+
+        Raises:
+            ContrastiveError: If ``paths`` is empty or none of the sampled headers opens.
+        """
+        if not paths:
+            raise ContrastiveError("no images to plan for: the folder is empty")
+        step = max(1, len(paths) // sample)
+        shorts, pixels, gray = [], [], 0
+        for path in list(paths)[::step][:sample]:
+            try:
+                with Image.open(path) as image:
+                    width, height = image.size
+                    gray += image.mode in _GRAY_MODES
+            except (OSError, UnidentifiedImageError, ValueError):
+                continue  # check_readable names bad files; the plan needs only the good ones
+            shorts.append(min(width, height))
+            pixels.append(width * height)
+        if not shorts:
+            raise ContrastiveError(f"could not read any image header in {paths[0]} and others")
+        short = np.asarray(shorts)
+        return cls(
+            num_images=len(paths),
+            sampled=len(shorts),
+            short_side_median=int(np.median(short)),
+            short_side_p10=int(np.percentile(short, 10)),
+            short_side_p90=int(np.percentile(short, 90)),
+            median_pixels=int(np.median(pixels)),
+            grayscale_fraction=gray / len(shorts),
+        )
+
+    def describe(self) -> str:
+        """One line for the plan's printout."""
+        spread = (
+            f"{self.short_side_median} px"
+            if self.short_side_p10 == self.short_side_p90
+            else f"{self.short_side_median} px (10-90%: {self.short_side_p10}-"
+            f"{self.short_side_p90})"
+        )
+        colour = f", {self.grayscale_fraction:.0%} grayscale" if self.grayscale_fraction else ""
+        return f"{self.num_images:,} images, short side {spread}{colour}"

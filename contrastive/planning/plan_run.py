@@ -1,0 +1,52 @@
+"""``plan_run``: the planned configuration of a ``--time-budget`` run, from folder and machine."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from contrastive.data.folder import ImageFolder
+from contrastive.hardware import detect_hardware
+from contrastive.planning.folder_stats import FolderStats
+from contrastive.planning.planner import Plan, plan_recipe
+from contrastive.planning.probe import measured_rate
+from contrastive.training.budget import parse_duration
+from contrastive.training.config import TrainConfig
+from contrastive.training.train import expected_world_size
+
+log = logging.getLogger(__name__)
+
+#: Share of the budget the candidates' probes may take together (at most ``PROBE_SECONDS``).
+PROBE_SHARE = 0.03
+PROBE_SECONDS = 20.0
+
+
+def plan_run(config: TrainConfig, fixed: Iterable[str] = ()) -> tuple[TrainConfig, Plan]:
+    """Plans ``config`` for its ``time_budget`` on its ``data`` and this machine.
+
+    Args:
+        config: A configuration with ``data`` and ``time_budget`` set (the user's flags
+            applied to a recipe).
+        fixed: Dotted paths of the settings the user chose; they are kept.
+
+    Returns:
+        ``(planned configuration, plan)``; the configuration records the plan's decisions
+        in its ``plan`` field (saved in ``config.yaml``).
+
+    Raises:
+        ContrastiveError: For a missing or empty folder, or an unreadable budget.
+    """
+    budget = parse_duration(config.time_budget or 0)
+    folder = ImageFolder.scan(config.data)
+    stats = FolderStats.from_paths(folder.paths)
+    hardware = detect_hardware(config.accelerator, expected_world_size(config))
+    rate = measured_rate(config, hardware, max_seconds=min(PROBE_SHARE * budget, PROBE_SECONDS))
+    plan = plan_recipe(stats, hardware, budget, config, fixed, rate)
+    log.info(
+        "plan for %s on %s in %s:\n%s",
+        stats.describe(),
+        hardware.describe(),
+        config.time_budget,
+        "\n".join(plan.lines()),
+    )
+    return plan.config.with_overrides(plan=plan.as_dict()), plan

@@ -1,0 +1,570 @@
+"""The recipe planner: a training recipe from the folder, the hardware and the time budget.
+
+``contrastive train --data DIR --time-budget T`` asks one question: which network, at which
+resolution, with which batch and schedule, learns most from this folder in ``T`` on this
+machine? The planner answers it with rules over measurable quantities, never a data set's
+name:
+
+* **Images seen decide first.** The budget buys ``images/s x seconds`` images. A network
+  that costs ``k`` times the reference per image (FLOPs) is only worth it when the run still
+  passes over the data ``PASSES_PER_DOUBLING x log2(k)`` times; below that, more passes of a
+  cheaper network learn more (CIFAR-10, 2 cores, 3 minutes: the quarter-width network at 24
+  px beat 32 px views by 2.7 points and the half-width network by 7). A pass counts at most
+  ``PASS_IMAGES`` images: past a CIFAR-sized folder, more images do not slow learning.
+* **Resolution is spent where the images have it.** Work is set by the feature map after
+  the stem (the *working size*); a stride-2 stem shows views twice as large for about the
+  same work, used when the stored images are at least that large.
+* **The rest follows from the choice**: whole images are evaluated 4/3 larger than the views
+  (FixRes), crops of 20-100% while passes are few (tiny crops are mostly noise early), a
+  batch of 128 on CPUs (more updates per second) and 512 on GPUs, NT-Xent at T=0.1, colour
+  jitter without hue/saturation for grayscale folders.
+
+Every choice comes with its reason (:attr:`Plan.decisions`), printed before training and
+saved in the run's ``config.yaml``; a setting the user fixed is kept, and the rest is planned
+around it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from contrastive.backbones import BackboneConfig, build_backbone, is_torchvision_resnet
+from contrastive.errors import ContrastiveError
+from contrastive.hardware import Hardware
+from contrastive.planning.folder_stats import FolderStats
+from contrastive.training.config import TrainConfig
+from contrastive.views.config import ViewConfig, view_preset
+
+#: Passes over the data a network needs per doubling of its per-image FLOPs over the
+#: reference before it beats the reference given the same time (see the module docstring).
+PASSES_PER_DOUBLING = 15.0
+#: A pass counts at most this many images (about CIFAR-10's 50,000) and at least
+#: ``MIN_PASS_IMAGES``: repeating a tiny folder many times is not new data, so a network
+#: is only worth its cost once it has seen enough images in all.
+PASS_IMAGES = 50_000
+MIN_PASS_IMAGES = 5_000
+#: The CPU recipe measured on CIFAR-10 (``benchmarks/README.md``): quarter-width ResNet-18,
+#: small-image stem, 24 px views.
+REFERENCE = ("resnet18_quarter", 24, 1)
+#: The candidate measured first, which prices the others by their FLOPs: the CPU recipe on
+#: CPUs; on GPUs, where small networks are bound by kernel launches rather than FLOPs, a
+#: full-width ResNet-18 on 32 px views.
+ANCHORS = {"cpu": REFERENCE, "cuda": ("resnet18", 32, 1)}
+#: ResNet widths, cheapest first, and working sizes (feature map side after the stem).
+RESNETS = ("resnet18_quarter", "resnet18_half", "resnet18", "resnet50")
+WORKING_SIZES = (24, 32, 48, 64)
+#: View sizes tried for networks with their own stem (not ResNets).
+OTHER_VIEW_SIZES = (32, 64, 96, 128, 160, 224)
+#: View side at which FLOPs are counted (and then scaled by area).
+COUNT_SIZE = 64
+#: Share of the budget that trains: the rest is start-up, checkpoints and export.
+TRAINING_SHARE = 0.9
+#: Share of host memory the decoded image cache may take.
+CACHE_MEMORY_SHARE = 0.5
+#: First-run cache decoding per core: a fixed cost per file (open, header, resize; measured
+#: 6.1 s for 21,600 64 px JPEGs on 2 cores) plus a JPEG decoding rate in pixels/s.
+DECODE_SECONDS_PER_FILE = 0.5e-3
+DECODE_PIXELS_PER_SECOND = 150e6
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A network at one view size: what the planner compares.
+
+    Attributes:
+        backbone: Backbone name.
+        view_size: Side of the training views.
+        stem_stride: 1 or 2 (the small-image stem), 4 (a ResNet's own ImageNet stem), or
+            0 (a network that is not a ResNet: its own stem).
+    """
+
+    backbone: str
+    view_size: int
+    stem_stride: int
+
+    @property
+    def backbone_config(self) -> BackboneConfig:
+        small = self.stem_stride in (1, 2)
+        return BackboneConfig(
+            self.backbone, small_image_stem=small, stem_stride=self.stem_stride if small else 1
+        )
+
+    def describe(self) -> str:
+        stem = {
+            1: "small-image stem",
+            2: "small-image stem with stride 2",
+            4: "ImageNet stem",
+            0: "its own stem",
+        }[self.stem_stride]
+        return f"{self.backbone} ({stem}) on {self.view_size} px views"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One planned setting and why."""
+
+    setting: str
+    value: Any
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The planned recipe.
+
+    Attributes:
+        candidate: The chosen network and view size.
+        batch_size: Images per step and process.
+        stored_size: Side of the decoded cache images.
+        eval_size: Side of whole images at evaluation and embedding.
+        images_per_second: Training rate of the candidate (measured or estimated).
+        passes: Planned passes over ``min(images, PASS_IMAGES)`` images.
+        decisions: Every setting with its reason, in print order.
+        config: The planned configuration (the base with planned fields replaced).
+    """
+
+    candidate: Candidate
+    batch_size: int
+    stored_size: int
+    eval_size: int
+    images_per_second: float
+    passes: float
+    decisions: tuple[Decision, ...]
+    config: TrainConfig
+
+    def lines(self) -> list[str]:
+        """The printout: one line per decision."""
+        return [f"  {d.setting} = {_shown(d.value)}: {d.reason}" for d in self.decisions]
+
+    def as_dict(self) -> dict[str, str]:
+        """``setting -> "value: reason"``, saved in ``config.yaml``."""
+        return {d.setting: f"{_shown(d.value)}: {d.reason}" for d in self.decisions}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "-".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+ImagesPerSecond = Callable[[Candidate, int, int], float]
+
+
+def plan_recipe(
+    stats: FolderStats,
+    hardware: Hardware,
+    budget_seconds: float,
+    base: TrainConfig,
+    fixed: Iterable[str],
+    images_per_second: ImagesPerSecond,
+) -> Plan:
+    """Plans the recipe for ``budget_seconds`` of training on ``stats``' folder.
+
+    Args:
+        stats: The folder, from its headers.
+        hardware: The machine.
+        budget_seconds: The whole run's budget.
+        base: The configuration to plan into (a recipe with the user's flags applied).
+        fixed: Dotted paths of the settings the user set (``views.input_size``,
+            ``backbone.name``...): kept as they are and planned around.
+        images_per_second: ``(candidate, batch_size, stored_size) -> images/s`` of a
+            training step on this hardware (measured: :func:`measured_rate`).
+
+    Returns:
+        The plan, whose ``config`` is ``base`` with every planned setting filled in.
+
+    Raises:
+        ContrastiveError: If the fixed settings leave no network to plan (e.g. a stem
+            stride for a backbone without a small-image stem).
+    """
+    situation = _Situation.of(stats, hardware, budget_seconds, base, frozenset(fixed))
+    choice = _choose(situation, images_per_second)
+    network, decisions = _network_decisions(situation, choice)
+    training, more = _training_decisions(situation, choice)
+    views = _planned_views(situation, network["input_size"], training["crop_scale"])
+    config = base.with_overrides(
+        views=replace(views, eval_input_size=network["eval_input_size"]),
+        backbone=choice.candidate.backbone_config,
+        stored_size=network["stored_size"],
+        batch_size=situation.batch_size,
+        optim=replace(base.optim, base_learning_rate=training["lr"]),
+        loss=replace(base.loss, temperature=training["temperature"]),
+    )
+    return Plan(
+        choice.candidate,
+        situation.batch_size,
+        network["stored_size"],
+        network["eval_input_size"],
+        choice.images_per_second,
+        situation.passes(choice.images_per_second),
+        (*decisions, *more),
+        config,
+    )
+
+
+@dataclass(frozen=True)
+class _Situation:
+    """What the planner knows before choosing: folder, machine, base, budget, fixed settings."""
+
+    stats: FolderStats
+    hardware: Hardware
+    base: TrainConfig
+    fixed: frozenset[str]
+    batch_size: int
+    batch_reason: str
+    decode_seconds: float
+    train_seconds: float
+
+    @classmethod
+    def of(
+        cls,
+        stats: FolderStats,
+        hardware: Hardware,
+        budget_seconds: float,
+        base: TrainConfig,
+        fixed: frozenset[str],
+    ) -> _Situation:
+        batch, reason = _batch_size(stats, hardware, base, fixed)
+        per_file = DECODE_SECONDS_PER_FILE + stats.median_pixels / DECODE_PIXELS_PER_SECOND
+        decode = stats.num_images * per_file / hardware.cpu_cores
+        train = max(budget_seconds * TRAINING_SHARE - min(decode, 0.5 * budget_seconds), 1.0)
+        return cls(stats, hardware, base, fixed, batch, reason, decode, train)
+
+    @property
+    def pass_images(self) -> int:
+        return min(max(self.stats.num_images, MIN_PASS_IMAGES), PASS_IMAGES)
+
+    def passes(self, images_per_second: float) -> float:
+        """Passes over ``pass_images`` at this rate per process (every process trains)."""
+        processes = max(self.hardware.devices, 1)
+        return images_per_second * processes * self.train_seconds / self.pass_images
+
+    def stored_size(self, candidate: Candidate) -> int:
+        return _stored_size(candidate, self.stats, self.base, self.fixed, self.hardware)
+
+    def is_fixed(self, setting: str) -> bool:
+        return setting in self.fixed
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """The chosen candidate with its measured rate, the passes its cost needs, and the passes
+    the CPU recipe's network would get in the same budget."""
+
+    candidate: Candidate
+    images_per_second: float
+    needed_passes: float
+    reference_passes: float
+
+
+def _needed_passes(candidate: Candidate) -> float:
+    ratio = candidate_flops(candidate) / _reference_flops()
+    return PASSES_PER_DOUBLING * max(math.log2(ratio), 0.0)
+
+
+def _choose(situation: _Situation, images_per_second: ImagesPerSecond) -> _Choice:
+    """The costliest candidate that still gets the passes its cost needs, else the cheapest.
+
+    One measurement (the anchor) prices every candidate by its FLOPs; a candidate that
+    looks affordable is measured before it is chosen.
+    """
+    candidates = _candidates(situation.stats, situation.hardware, situation.base, situation.fixed)
+    if not candidates:
+        raise ContrastiveError(
+            "the fixed settings leave no network to plan; check --backbone, "
+            "--small-image-stem and --stem-stride"
+        )
+    measured: dict[Candidate, float] = {}
+
+    def measure(candidate: Candidate) -> float:
+        if candidate not in measured:
+            stored = situation.stored_size(candidate)
+            measured[candidate] = images_per_second(candidate, situation.batch_size, stored)
+        return measured[candidate]
+
+    # Costliest first; among equal cost, the one that sees more of the image's detail.
+    ordered = sorted(candidates, key=lambda c: (-candidate_flops(c), -c.view_size))
+    anchor_flops = candidate_flops(Candidate(*ANCHORS[situation.hardware.accelerator]))
+    anchor = min(ordered, key=lambda c: abs(math.log(candidate_flops(c) / anchor_flops)))
+    work_rate = measure(anchor) * candidate_flops(anchor)
+    chosen = next(
+        (
+            c
+            for c in ordered
+            if situation.passes(work_rate / candidate_flops(c)) >= _needed_passes(c)
+            and situation.passes(measure(c)) >= _needed_passes(c)
+        ),
+        ordered[-1],
+    )
+    reference = situation.passes(work_rate / _reference_flops())
+    return _Choice(chosen, measure(chosen), _needed_passes(chosen), reference)
+
+
+#: Settings that change the network's work per image: the plan says what they cost.
+_SHAPE_SETTINGS = frozenset(
+    {"views.input_size", "backbone.name", "backbone.small_image_stem", "backbone.stem_stride"}
+)
+
+
+def _candidates(
+    stats: FolderStats, hardware: Hardware, base: TrainConfig, fixed: frozenset[str]
+) -> list[Candidate]:
+    """Every (network, view size, stem) the fixed settings allow and the cache can hold."""
+    names = (base.backbone.name,) if "backbone.name" in fixed else RESNETS
+    result = []
+    for name in names:
+        if not is_torchvision_resnet(name):
+            sizes = (base.views.input_size,) if "views.input_size" in fixed else OTHER_VIEW_SIZES
+            result += [Candidate(name, size, 0) for size in sizes]
+            continue
+        for stride in _strides(base, fixed):
+            if "views.input_size" in fixed:
+                sizes: Iterable[int] = (base.views.input_size,)
+            else:
+                sizes = (working * stride for working in WORKING_SIZES)
+            for size in sizes:
+                if size % stride or size // stride < 8:
+                    continue
+                # A strided stem pays off only where the images hold the detail.
+                if (
+                    stride > 1
+                    and "views.input_size" not in fixed
+                    and size > stats.short_side_median
+                ):
+                    continue
+                result.append(Candidate(name, size, stride))
+    cap = _cache_side_cap(stats, hardware)
+    return [
+        c
+        for c in result
+        if (c.view_size <= cap or "views.input_size" in fixed)
+        and not math.isnan(candidate_flops(c))
+    ]
+
+
+def _strides(base: TrainConfig, fixed: frozenset[str]) -> tuple[int, ...]:
+    if "backbone.small_image_stem" in fixed and not base.backbone.small_image_stem:
+        return (4,)
+    if "backbone.stem_stride" in fixed:
+        return (base.backbone.stem_stride,)
+    return (1, 2)
+
+
+def _cache_side_cap(stats: FolderStats, hardware: Hardware) -> int:
+    """Largest stored side whose cache fits into its share of memory."""
+    per_image = CACHE_MEMORY_SHARE * hardware.memory_bytes / max(stats.num_images, 1) / 3
+    return int(math.sqrt(per_image)) // 8 * 8
+
+
+def _stored_size(
+    candidate: Candidate,
+    stats: FolderStats,
+    base: TrainConfig,
+    fixed: frozenset[str],
+    hardware: Hardware,
+) -> int:
+    if "stored_size" in fixed and base.stored_size:
+        return base.stored_size
+    native = max(stats.short_side_median // 8 * 8, 8)
+    stored = max(candidate.view_size, min(_round8(candidate.view_size * 4 / 3), native))
+    return min(stored, max(_cache_side_cap(stats, hardware), candidate.view_size))
+
+
+def _round8(value: float) -> int:
+    return max(8, int(round(value / 8)) * 8)
+
+
+def _batch_size(
+    stats: FolderStats, hardware: Hardware, base: TrainConfig, fixed: frozenset[str]
+) -> tuple[int, str]:
+    if "batch_size" in fixed:
+        return base.batch_size, "set by you"
+    if hardware.on_gpu:
+        memory = min(g.memory_bytes for g in hardware.gpus) if hardware.gpus else 0
+        batch = 512 if memory >= 16 * 2**30 else 256
+        reason = f"a GPU runs large batches at full speed ({batch} fits {memory / 2**30:.0f} GiB)"
+    else:
+        batch = 128
+        reason = "on CPUs twice the updates of batch 256 in the same time (+2.1 points)"
+    # At least 8 steps per epoch and process, so an epoch is not one batch.
+    limit = stats.num_images // (8 * max(hardware.devices, 1))
+    if batch > limit:
+        batch = max(16, 2 ** int(math.log2(max(limit, 1))))
+        batch = min(batch, max(2, stats.num_images // max(hardware.devices, 1)))
+        reason = f"{stats.num_images:,} images: at least 8 steps per epoch"
+    return batch, reason
+
+
+@functools.cache
+def _counted_flops(backbone: BackboneConfig, size: int) -> float:
+    """Forward FLOPs of one ``size`` px view through the backbone, counted by PyTorch on the
+    meta device (shapes only: nothing is computed or allocated); NaN for a network that does
+    not take this size (a ViT built for 224 px)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model, _ = build_backbone(backbone)
+        image = torch.zeros(1, 3, size, size)
+    counter = FlopCounterMode(display=False)
+    try:
+        with torch.no_grad(), counter:
+            model.eval()(image)
+    except (RuntimeError, ValueError, AssertionError):
+        return math.nan
+    return float(counter.get_total_flops())
+
+
+def candidate_flops(candidate: Candidate) -> float:
+    """Forward FLOPs of one view of ``candidate``."""
+    if candidate.stem_stride == 0:
+        return _counted_flops(candidate.backbone_config, candidate.view_size)
+    # A ResNet's convolutions cost in proportion to the area of their feature maps.
+    scale = (candidate.view_size / COUNT_SIZE) ** 2
+    return _counted_flops(candidate.backbone_config, COUNT_SIZE) * scale
+
+
+def _reference_flops() -> float:
+    return candidate_flops(Candidate(*REFERENCE))
+
+
+def _decision(situation: _Situation, setting: str, value: Any, reason: str) -> Decision:
+    return Decision(
+        setting, value, f"set by you; {reason}" if situation.is_fixed(setting) else reason
+    )
+
+
+def _backbone_reason(situation: _Situation, choice: _Choice) -> str:
+    """Rate, passes, and what the network's cost needs (or what a fixed setting costs)."""
+    passes = situation.passes(choice.images_per_second)
+    cost = candidate_flops(choice.candidate) / _reference_flops()
+    why = (
+        f"{choice.images_per_second:,.0f} images/s -> {passes:.1f} passes over "
+        f"{situation.pass_images:,} images in {situation.train_seconds:.0f} s of training"
+    )
+    if situation.fixed & _SHAPE_SETTINGS:
+        # What the user's choice costs: the same budget on the CPU recipe's network.
+        return why + (
+            f"; {cost:.1f}x the CPU recipe's work per image, which would get "
+            f"{choice.reference_passes:.1f} passes"
+        )
+    if choice.needed_passes > 0:
+        return (
+            why + f"; {cost:.1f}x the reference's FLOPs needs >= {choice.needed_passes:.0f} passes"
+        )
+    return why + "; the cheapest network worth training (more passes beat more capacity)"
+
+
+def _network_decisions(
+    situation: _Situation, choice: _Choice
+) -> tuple[dict[str, int], list[Decision]]:
+    """Network, stem, view, stored and evaluation sizes, with their reasons."""
+    chosen, stats, fixed = choice.candidate, situation.stats, situation.fixed
+    why = _backbone_reason(situation, choice)
+    decisions = [_decision(situation, "backbone", chosen.backbone, why)]
+    if chosen.stem_stride:
+        detail = (
+            f"{chosen.view_size} px views"
+            if "views.input_size" in fixed
+            else f"the images ({stats.short_side_median} px) hold detail at {chosen.view_size} px"
+        )
+        stem_reason = {
+            1: "small images: keep full resolution after the stem",
+            2: f"{detail}; stride 2 costs what {chosen.view_size // 2} px views cost",
+            4: "the ResNet's ImageNet stem",
+        }[chosen.stem_stride]
+        decisions.append(_decision(situation, "stem", f"stride {chosen.stem_stride}", stem_reason))
+        view_reason = f"working size {chosen.view_size // chosen.stem_stride} px after the stem"
+    else:
+        view_reason = "the largest view this budget affords"
+    sizes = {
+        "input_size": chosen.view_size,
+        "stored_size": situation.stored_size(chosen),
+        "eval_input_size": situation.base.views.evaluation_size
+        if "views.eval_input_size" in fixed
+        else _round8(chosen.view_size * 4 / 3),
+    }
+    decisions += [
+        _decision(situation, "views.input_size", sizes["input_size"], view_reason),
+        _decision(
+            situation,
+            "stored_size",
+            sizes["stored_size"],
+            f"native short side {stats.short_side_median} px; crops are taken from the "
+            f"decoded cache (first run decodes ~{situation.decode_seconds:.0f} s)",
+        ),
+        _decision(
+            situation,
+            "views.eval_input_size",
+            sizes["eval_input_size"],
+            "4/3 of the views: crops show objects larger than whole images do (FixRes)",
+        ),
+    ]
+    return sizes, decisions
+
+
+def _training_decisions(
+    situation: _Situation, choice: _Choice
+) -> tuple[dict[str, Any], list[Decision]]:
+    """Batch, learning rate, temperature, crop scale and colour, with their reasons."""
+    base, batch, stats = situation.base, situation.batch_size, situation.stats
+    fixed = situation.fixed
+    lr = base.optim.base_learning_rate if "optim.base_learning_rate" in fixed else 0.3
+    temperature = base.loss.temperature if "loss.temperature" in fixed else 0.1
+    many = situation.passes(choice.images_per_second) >= 100
+    default_crop = (0.08, 1.0) if many else (0.2, 1.0)
+    crop = base.views.crop_scale if "views.crop_scale" in fixed else default_crop
+    scaled = lr * batch * max(situation.hardware.devices, 1) / 256
+    decisions = [
+        _decision(situation, "batch_size", batch, situation.batch_reason),
+        _decision(
+            situation,
+            "lr",
+            lr,
+            f"per 256 images, scaled to {scaled:.3g} for the batch; 5% warm-up and cosine "
+            "to the budget's end",
+        ),
+        _decision(
+            situation,
+            "temperature",
+            temperature,
+            "NT-Xent, sharper than SimCLR's 0.5 (+1 point at 0.1 vs 0.2)",
+        ),
+        _decision(
+            situation,
+            "views.crop_scale",
+            crop,
+            "many passes: the usual 8-100% crops"
+            if many
+            else "few passes: tiny crops are mostly noise",
+        ),
+    ]
+    if stats.grayscale_fraction >= 0.9:
+        decisions.append(
+            Decision(
+                "color",
+                "no hue/saturation",
+                f"{stats.grayscale_fraction:.0%} of images are grayscale",
+            )
+        )
+    return {"lr": lr, "temperature": temperature, "crop_scale": crop}, decisions
+
+
+def _planned_views(
+    situation: _Situation, view_size: int, crop_scale: tuple[float, float]
+) -> ViewConfig:
+    """Augmentation strengths for the view size and colour, keeping the fields the user set."""
+    preset = view_preset("cifar") if view_size <= 64 else view_preset("simclr")
+    if situation.stats.grayscale_fraction >= 0.9:
+        preset = replace(preset, saturation=0.0, hue=0.0, grayscale_probability=0.0)
+    kept = {
+        path.split(".", 1)[1]: getattr(situation.base.views, path.split(".", 1)[1])
+        for path in situation.fixed
+        if path.startswith("views.")
+    }
+    return replace(preset, **{"input_size": view_size, "crop_scale": crop_scale, **kept})

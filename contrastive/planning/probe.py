@@ -1,0 +1,79 @@
+"""Measured training rate of a planner candidate on this hardware.
+
+The planner compares networks by what they cost here, not by a table: a candidate's full
+training step (views from uint8 images, forward, backward, optimiser) is timed on synthetic
+images of the stored size, as :class:`contrastive.training.budget.PlanTimeBudget` times the
+chosen one at the start of training.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import torch
+
+from contrastive.hardware import Hardware
+from contrastive.planning.planner import Candidate
+from contrastive.training.budget import measure_seconds_per_step, resolve_precision
+from contrastive.training.config import TrainConfig
+
+
+def measured_rate(
+    base: TrainConfig, hardware: Hardware, max_seconds: float
+) -> Callable[[Candidate, int, int], float]:
+    """A ``(candidate, batch_size, stored_size) -> images/s`` function for :func:`plan_recipe`.
+
+    Args:
+        base: The configuration the candidates are planned into (method, loss, precision).
+        hardware: Where to measure (the first GPU for ``cuda``).
+        max_seconds: Time all measurements together may take; once it is spent, further
+            candidates are estimated from the fastest measured rate per FLOP instead
+            (the planner's probing must not eat the budget it plans).
+    """
+    spent = [0.0]
+    measured: list[tuple[float, float]] = []  # (images/s, FLOPs) of measured candidates
+
+    def rate(candidate: Candidate, batch_size: int, stored_size: int) -> float:
+        from contrastive.planning.planner import candidate_flops
+
+        flops = candidate_flops(candidate)
+        if spent[0] >= max_seconds and measured:
+            # Same work per second as the measured candidate closest in cost.
+            images_per_second, reference = min(measured, key=lambda m: abs(m[1] - flops))
+            return images_per_second * reference / flops
+        started = time.perf_counter()
+        images_per_second = _measure(candidate, batch_size, stored_size, base, hardware)
+        spent[0] += time.perf_counter() - started
+        measured.append((images_per_second, flops))
+        return images_per_second
+
+    return rate
+
+
+def _measure(
+    candidate: Candidate, batch_size: int, stored_size: int, base: TrainConfig, hardware: Hardware
+) -> float:
+    from contrastive.training.module import ContrastiveModule
+    from contrastive.views.batched import BatchedViews
+
+    views = replace(base.views, input_size=candidate.view_size)
+    config = base.with_overrides(
+        backbone=candidate.backbone_config,
+        views=views,
+        batch_size=batch_size,
+        stored_size=stored_size,
+    )
+    module = ContrastiveModule(config.to_dict(), view_maker=BatchedViews(views, num_views=2))
+    if config.channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    device = torch.device("cuda" if hardware.on_gpu else "cpu")
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(
+        0, 256, (batch_size, 3, stored_size, stored_size), dtype=torch.uint8, generator=generator
+    )
+    batches = [(images, torch.arange(batch_size))]
+    precision = resolve_precision(base.precision, "gpu" if hardware.on_gpu else "cpu")
+    seconds = measure_seconds_per_step(module, batches, precision, device, steps=2)
+    return batch_size / max(seconds, 1e-9)

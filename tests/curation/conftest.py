@@ -1,0 +1,57 @@
+"""Fixtures for the curation tests: textured image folders and a fabricated run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from contrastive.backbones import BackboneConfig, build_backbone
+from contrastive.views.config import ViewConfig
+
+
+def textured_image(rng: np.random.Generator, side: int = 48) -> Image.Image:
+    """A random smooth colour image (6x6 random pixels upscaled): distinct from any other."""
+    base = rng.integers(0, 256, size=(6, 6, 3), dtype=np.uint8)
+    return Image.fromarray(base).resize((side, side), Image.Resampling.BICUBIC)
+
+
+def write_textured_folder(root: Path, per_class: dict[str, int], seed: int = 0) -> list[Path]:
+    """Class folders (``{"": n}`` for a flat folder) of distinct textured PNGs, in order."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for name, count in per_class.items():
+        folder = root / name if name else root
+        folder.mkdir(parents=True, exist_ok=True)
+        for index in range(count):
+            paths.append(folder / f"{index:03d}.png")
+            textured_image(rng).save(paths[-1])
+    return paths
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    """A run folder as training writes it: config.yaml and backbone.pt (16 px input)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    backbone_config = BackboneConfig("resnet18_quarter")
+    config = {
+        "views": ViewConfig(input_size=16).to_dict(),
+        "backbone": {"name": backbone_config.name, "small_image_stem": False},
+        "method": {"name": "simclr"},
+    }
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    torch.manual_seed(7)
+    backbone, _ = build_backbone(backbone_config)
+    torch.save(backbone.state_dict(), run / "backbone.pt")
+    return run
+
+
+@pytest.fixture
+def make_textured_folder() -> object:
+    """:func:`write_textured_folder`, for the tests (they cannot import conftest)."""
+    return write_textured_folder

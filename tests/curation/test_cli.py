@@ -1,0 +1,114 @@
+"""``contrastive curate`` end to end on tiny folders, and its one-line errors."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import contrastive.cli as cli
+
+
+@pytest.fixture(autouse=True)
+def only_curation_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Keeps these tests independent of the other commands' imports.
+    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("embed", "curate"))
+
+
+def run_cli(*arguments: object) -> int:
+    return cli.main([str(argument) for argument in arguments])
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture
+def folders(tmp_path: Path, make_textured_folder) -> dict[str, Path]:
+    """``data``: 3 classes x 8 images plus an exact and a resized copy of ``a/000.png``;
+    ``other``: 6 images, one a JPEG copy of ``b/001.png``."""
+    data, other = tmp_path / "data", tmp_path / "other"
+    make_textured_folder(data, {"a": 8, "b": 8, "c": 8}, seed=0)
+    (data / "c" / "copy.png").write_bytes((data / "a" / "000.png").read_bytes())
+    Image.open(data / "a" / "000.png").resize((30, 30)).save(data / "b" / "small.png")
+    make_textured_folder(other, {"": 6}, seed=9)
+    Image.open(data / "b" / "001.png").save(other / "leak.jpg", quality=40)
+    return {"data": data, "other": other}
+
+
+def test_curate_writes_every_list(
+    run_dir: Path, folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "report"
+    arguments = ["curate", "--run", run_dir, "--data", folders["data"], "--out", out]
+    arguments += ["--against", folders["other"], "--select", 4, "--link-selected"]
+    assert run_cli(*arguments, "--no-progress") == 0
+    printed = capsys.readouterr().out
+    assert "duplicate groups: 1 (3 images, 1 exact copies)" in printed
+    duplicates = read_csv(out / "duplicates.csv")
+    assert [row["path"] for row in duplicates] == ["a/000.png", "b/small.png", "c/copy.png"]
+    assert [row["exact_copy"] for row in duplicates] == ["1", "0", "1"]
+    leaks = read_csv(out / "leaks.csv")
+    assert [(row["folder"], Path(row["path"]).name) for row in leaks] == [
+        ("data", "001.png"),
+        ("against", "leak.jpg"),
+    ]
+    assert len(read_csv(out / "outliers.csv")) == 26
+    assert len(read_csv(out / "label_issues.csv")) >= 0
+    selection = read_csv(out / "selection.csv")
+    assert [row["rank"] for row in selection] == ["1", "2", "3", "4"]
+    links = sorted((out / "selected").iterdir())
+    assert [link.name[:5] for link in links] == ["0001_", "0002_", "0003_", "0004_"]
+    assert links[0].resolve() == (folders["data"] / selection[0]["path"]).resolve()
+    for sheet in ("duplicates", "leaks", "outliers", "selection"):
+        assert (out / f"{sheet}.png").stat().st_size > 1000
+    assert (out / "summary.json").is_file() and (out / "summary.md").is_file()
+
+
+def one_line_error(capsys: pytest.CaptureFixture) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("error: ")
+    return err
+
+
+def test_missing_run_or_data_is_one_line(
+    run_dir: Path, folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert run_cli("curate", "--data", folders["data"], "--out", tmp_path / "r") == 2
+    assert "curate needs --run" in one_line_error(capsys)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("curate", "--run", run_dir, "--out", tmp_path / "r")
+    assert exit_info.value.code == 2
+    assert "--data" in one_line_error(capsys)
+
+
+def test_bad_requests_are_named(
+    run_dir: Path, folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    base = ["curate", "--run", run_dir, "--out", tmp_path / "r", "--no-progress"]
+    assert run_cli(*base, "--data", folders["data"], "--select", 100) == 2
+    assert "--select 100 is more than the 26 images" in one_line_error(capsys)
+    assert run_cli(*base, "--data", folders["other"], "--label-issues", "yes") == 2
+    assert "label-mistake detection needs class sub-folders" in one_line_error(capsys)
+    assert run_cli(*base, "--data", folders["data"], "--link-selected") == 2
+    assert "--link-selected needs --select" in one_line_error(capsys)
+
+
+def test_embeddings_of_another_folder_are_refused(
+    run_dir: Path, folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    other = tmp_path / "other.npz"
+    assert run_cli("embed", "--run", run_dir, "--data", folders["other"], "--out", other) == 0
+    capsys.readouterr()
+    arguments = ["curate", "--embeddings", other, "--data", folders["data"]]
+    assert run_cli(*arguments, "--out", tmp_path / "r", "--no-progress") == 2
+    assert "the embeddings are not of" in one_line_error(capsys)
+    mine = tmp_path / "data.npz"
+    assert run_cli("embed", "--run", run_dir, "--data", folders["data"], "--out", mine) == 0
+    arguments = ["curate", "--embeddings", mine, "--data", folders["data"], "--no-sheets"]
+    assert run_cli(*arguments, "--out", tmp_path / "r", "--no-progress") == 0
+    assert (tmp_path / "r" / "outliers.csv").is_file()
+    assert not (tmp_path / "r" / "outliers.png").exists()

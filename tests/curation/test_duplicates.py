@@ -1,0 +1,75 @@
+"""Duplicate groups: connected components of exact and near copies, within and across folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from contrastive.curation.duplicates import (
+    duplicate_groups,
+    exact_copy_links,
+    find_cross_duplicates,
+    find_duplicates,
+)
+from contrastive.errors import ContrastiveError
+
+
+def unit(rows: list[list[float]]) -> torch.Tensor:
+    return torch.nn.functional.normalize(torch.tensor(rows, dtype=torch.float32), dim=1)
+
+
+def test_a_chain_of_copies_is_one_group() -> None:
+    # a ~ b (cos 0.95) and b ~ c (cos 0.95), but a and c only cos 0.81: still one group.
+    angle = np.arccos(0.95)
+    a, b, c = ([np.cos(t), np.sin(t), 0.0] for t in (0.0, angle, 2 * angle))
+    far = [0.0, 0.0, 1.0]
+    groups = duplicate_groups(unit([a, b, c, far]), threshold=0.92)
+    assert [g.members.tolist() for g in groups] == [[0, 1, 2]]
+    assert float(unit([a])[0] @ unit([c])[0]) < 0.92
+    np.testing.assert_allclose(groups[0].similarity, [1.0, 0.95, 0.805], atol=1e-3)
+
+
+def test_exact_copies_link_even_flat_images() -> None:
+    # Zero fingerprints (flat images) match nothing by fingerprint; equal bytes still link.
+    fingerprints = torch.zeros(4, 3)
+    groups = duplicate_groups(fingerprints, ["x", "y", "x", "x"])
+    assert [g.members.tolist() for g in groups] == [[0, 2, 3]]
+    assert groups[0].exact.tolist() == [True, True, True]
+    assert groups[0].similarity.tolist() == [1.0, 1.0, 1.0]
+    first, second = exact_copy_links(["x", "y", "x", "x"])
+    assert first.tolist() == [0, 0] and second.tolist() == [2, 3]
+
+
+def test_digests_must_match_the_fingerprints() -> None:
+    with pytest.raises(ContrastiveError, match="2 file digests for 3"):
+        duplicate_groups(torch.eye(3), ["a", "b"])
+
+
+def test_planted_exact_resized_and_jpeg_copies_are_found(
+    tmp_path: Path, make_textured_folder
+) -> None:
+    paths = make_textured_folder(tmp_path / "data", {"": 20}, seed=1)
+    original = Image.open(paths[3])
+    (tmp_path / "data" / "exact.png").write_bytes(paths[3].read_bytes())
+    original.resize((24, 24), Image.Resampling.BILINEAR).save(tmp_path / "data" / "small.png")
+    Image.open(paths[7]).save(tmp_path / "data" / "low.jpg", quality=30)
+    every = [*paths, *(tmp_path / "data" / n for n in ("exact.png", "small.png", "low.jpg"))]
+    groups = find_duplicates(every)
+    assert [g.members.tolist() for g in groups] == [[3, 20, 21], [7, 22]]
+    assert groups[0].exact.tolist() == [True, True, False]
+    assert (groups[0].similarity >= 0.92).all() and (groups[1].similarity >= 0.92).all()
+
+
+def test_copies_across_two_folders_are_leaks(tmp_path: Path, make_textured_folder) -> None:
+    train = make_textured_folder(tmp_path / "train", {"": 12}, seed=2)
+    test = make_textured_folder(tmp_path / "test", {"": 6}, seed=3)
+    # Test image 0 is a resized copy of train image 5; test 1 and 2 copy each other only.
+    Image.open(train[5]).resize((32, 32)).save(test[0])
+    Image.open(test[1]).save(test[2])
+    groups = find_cross_duplicates(test, train)
+    assert [g.members.tolist() for g in groups] == [[0, len(test) + 5]]
+    assert [g.members.tolist() for g in find_duplicates(test)] == [[1, 2]]

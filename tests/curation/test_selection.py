@@ -1,0 +1,79 @@
+"""TypiClust picks the densest image of each cluster; k-center greedy shrinks the radius."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from contrastive.curation.selection import kcenter_greedy, select, typiclust
+from contrastive.errors import ContrastiveError
+
+BLOBS = 5
+PER_BLOB = 30
+
+
+def blobs_with_centres(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Well-separated unit-vector blobs in 32-D; each holds its exact centre at a random row.
+
+    Returns:
+        ``(embeddings, blob of each row, row of each blob's centre)``.
+    """
+    rng = np.random.default_rng(seed)
+    centres = np.eye(32, dtype=np.float32)[:BLOBS]
+    rows, blob_of = [], []
+    for blob, centre in enumerate(centres):
+        points = centre + 0.08 * rng.standard_normal((PER_BLOB, 32))
+        points[rng.integers(PER_BLOB)] = centre
+        rows.append(points)
+        blob_of += [blob] * PER_BLOB
+    data = np.concatenate(rows).astype(np.float32)
+    order = rng.permutation(len(data))
+    data, blob_of = data[order], np.asarray(blob_of)[order]
+    centre_rows = np.array([np.flatnonzero((data == c).all(axis=1))[0] for c in centres])
+    return data, blob_of, centre_rows
+
+
+def test_typiclust_picks_one_per_cluster_and_its_densest_point() -> None:
+    data, blob_of, centre_rows = blobs_with_centres()
+    selection = typiclust(data, BLOBS)
+    assert sorted(blob_of[selection.indices].tolist()) == list(range(BLOBS))
+    # The exact centre is closest on average to its blob's points: the most typical.
+    assert sorted(selection.indices.tolist()) == sorted(centre_rows.tolist())
+    assert selection.cluster_sizes.tolist() == [PER_BLOB] * BLOBS
+    assert (selection.scores > 0).all()
+
+
+def test_typiclust_tops_up_when_kmeans_finds_fewer_clusters() -> None:
+    data = np.repeat(np.eye(4, dtype=np.float32)[:2], 5, axis=0)  # two distinct points
+    with pytest.warns(Warning):
+        selection = typiclust(data, 3)
+    assert len(selection) == 3 and len(set(selection.indices.tolist())) == 3
+    assert selection.clusters[-1] == -1
+
+
+def test_kcenter_greedy_covers_the_blobs_and_shrinks_the_radius() -> None:
+    data, blob_of, _ = blobs_with_centres(1)
+    selection = kcenter_greedy(data, 12)
+    assert sorted(set(blob_of[selection.indices[:BLOBS]].tolist())) == list(range(BLOBS))
+    assert np.all(np.diff(selection.radii) <= 1e-6)
+    # Once every blob holds a pick, no image is farther than a blob's width from one.
+    assert selection.radii[BLOBS - 1] < 0.6 * selection.radii[BLOBS - 2]
+    # Each pick was the farthest image from the earlier ones: its distance is the radius before.
+    np.testing.assert_allclose(selection.scores[1:], selection.radii[:-1], rtol=1e-5)
+
+
+def test_kcenter_greedy_starts_from_labeled_images() -> None:
+    data, blob_of, _ = blobs_with_centres(2)
+    labeled = np.flatnonzero(blob_of < 3)
+    selection = kcenter_greedy(data, 2, initial=labeled)
+    assert sorted(blob_of[selection.indices].tolist()) == [3, 4]
+
+
+def test_counts_and_methods_are_checked() -> None:
+    data = np.eye(6, dtype=np.float32)
+    with pytest.raises(ContrastiveError, match="cannot select 7 images"):
+        select(data, 7)
+    with pytest.raises(ContrastiveError, match="cannot select 0"):
+        kcenter_greedy(data, 0)
+    with pytest.raises(ContrastiveError, match="unknown selection method 'random'"):
+        select(data, 2, method="random")

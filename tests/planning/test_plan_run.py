@@ -1,0 +1,83 @@
+"""``contrastive train --time-budget``: the planner on a real folder and this machine."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from contrastive.cli import main
+from contrastive.errors import ContrastiveError
+from contrastive.planning import FolderStats
+
+
+def write_images(root: Path, count: int, size: tuple[int, int], mode: str = "RGB") -> Path:
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True)
+    for index in range(count):
+        pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        Image.fromarray(pixels).convert(mode).save(root / f"{index:03d}.png")
+    return root
+
+
+def test_folder_stats_read_sizes_and_colour_from_headers(tmp_path: Path) -> None:
+    colour = write_images(tmp_path / "a", 6, (80, 60))
+    gray = write_images(tmp_path / "b", 2, (40, 100), mode="L")
+    stats = FolderStats.from_paths(sorted([*colour.iterdir(), *gray.iterdir()]))
+    assert (stats.num_images, stats.sampled) == (8, 8)
+    assert stats.short_side_median == 60
+    assert (stats.short_side_p10, stats.short_side_p90) == (40, 60)
+    assert stats.grayscale_fraction == pytest.approx(2 / 8)
+    assert "8 images" in stats.describe()
+    with pytest.raises(ContrastiveError, match="empty"):
+        FolderStats.from_paths([])
+
+
+def test_plan_only_prints_the_plan_and_keeps_what_the_user_set(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
+) -> None:
+    images = write_images(tmp_path / "images", 64, (48, 48))
+    run_dir = tmp_path / "run"
+    args = ["train", "--data", str(images), "--out", str(run_dir), "--accelerator", "cpu"]
+    with caplog.at_level(logging.INFO):
+        code = main([*args, "--time-budget", "30s", "--batch-size", "16", "--plan-only"])
+    assert code == 0
+    text = caplog.text
+    assert "plan for 64 images, short side 48 px" in text
+    assert "batch_size = 16: set by you" in text
+    assert "views.input_size = " in text and "stored_size = " in text
+    assert not (run_dir / "config.yaml").exists()  # a plan only: nothing trained or written
+    assert main([*args, "--plan-only"]) == 2
+    assert "--plan-only needs --time-budget" in capsys.readouterr().err
+
+
+def test_a_planned_run_records_its_plan_in_config_yaml(tmp_path: Path) -> None:
+    images = write_images(tmp_path / "images", 48, (40, 40))
+    run_dir = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            "--data",
+            str(images),
+            "--out",
+            str(run_dir),
+            "--accelerator",
+            "cpu",
+            "--time-budget",
+            "20s",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
+    )
+    assert code == 0
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    plan = saved["plan"]
+    assert plan["batch_size"].startswith(f"{saved['batch_size']}: ")
+    assert plan["views.input_size"].startswith(f"{saved['views']['input_size']}: ")
+    assert saved["backbone"]["name"] == plan["backbone"].split(":")[0]
+    assert saved["max_steps"] >= 1
+    assert (run_dir / "backbone.pt").is_file()

@@ -1,0 +1,171 @@
+"""The recipe planner: rules over folder, hardware and budget, tested against described
+machines (no GPU needed) and a throughput proportional to FLOPs."""
+
+from __future__ import annotations
+
+import pytest
+
+from contrastive.errors import ContrastiveError
+from contrastive.hardware import GpuInfo, Hardware
+from contrastive.planning import FolderStats, plan_recipe
+from contrastive.planning.planner import REFERENCE, Candidate, candidate_flops
+from contrastive.recipes import cpu_budget_recipe
+from contrastive.training.config import TrainConfig
+
+CPU = Hardware("cpu", cpu_cores=2, bf16=True, memory_bytes=24 * 2**30)
+H200 = Hardware(
+    "cuda",
+    cpu_cores=16,
+    bf16=True,
+    memory_bytes=128 * 2**30,
+    gpus=(GpuInfo("NVIDIA H200", 141 * 2**30, (9, 0)),),
+)
+
+
+def folder(images: int, side: int, grayscale: float = 0.0) -> FolderStats:
+    return FolderStats(images, min(images, 2000), side, side, side, side * side, grayscale)
+
+
+class FlopRate:
+    """Images/s in proportion to 1/FLOPs, ``reference_rate`` for the CPU recipe's network;
+    counts the measurements the planner asks for."""
+
+    def __init__(self, reference_rate: float) -> None:
+        self.reference_rate = reference_rate
+        self.calls: list[Candidate] = []
+
+    def __call__(self, candidate: Candidate, batch_size: int, stored_size: int) -> float:
+        self.calls.append(candidate)
+        reference = candidate_flops(Candidate(*REFERENCE))
+        return self.reference_rate * reference / candidate_flops(candidate)
+
+
+def plan(
+    stats: FolderStats, seconds: float, hardware: Hardware = CPU, fixed=(), base=None, rate=800.0
+):
+    base = base or cpu_budget_recipe(data="images", out="run")
+    return plan_recipe(stats, hardware, seconds, base, fixed, FlopRate(rate))
+
+
+def test_cifar_sized_folder_on_two_cores_gets_the_measured_cpu_recipe() -> None:
+    result = plan(folder(50_000, 32), 600)
+    recipe = cpu_budget_recipe()
+    config = result.config
+    assert (config.backbone, config.views.input_size, config.resolved_stored_size) == (
+        recipe.backbone,
+        24,
+        32,
+    )
+    assert config.views.evaluation_size == 32
+    assert (config.batch_size, config.loss.temperature, config.views.crop_scale) == (
+        128,
+        0.1,
+        (0.2, 1.0),
+    )
+    # 800 images/s for 540 s of training, less a first-run decode of 50,000 small files
+    # (~13 s): 8.4 passes over 50,000 images.
+    assert 800 * 500 / 50_000 < result.passes < 800 * 540 / 50_000
+
+
+def test_more_time_buys_a_costlier_network_never_a_cheaper_one() -> None:
+    stats = folder(50_000, 32)
+    costs = [
+        candidate_flops(plan(stats, minutes * 60).candidate) for minutes in (1, 10, 40, 160, 640)
+    ]
+    assert costs == sorted(costs)
+    assert costs[2] > costs[1]  # 40 minutes: more than the 10-minute network
+
+
+def test_images_with_detail_get_a_strided_stem_at_the_same_cost() -> None:
+    result = plan(folder(21_600, 64), 600)
+    assert result.candidate.stem_stride == 2
+    assert result.config.backbone.stem_stride == 2
+    assert result.config.views.input_size == 48
+    assert result.config.resolved_stored_size == 64
+    cost = candidate_flops(result.candidate) / candidate_flops(Candidate(*REFERENCE))
+    assert cost == pytest.approx(1.0, rel=0.05)
+
+
+def test_a_view_size_the_user_sets_is_kept_and_the_stem_planned_around_it() -> None:
+    base = cpu_budget_recipe(data="images", out="run")
+    base = base.with_overrides(views=base.views.__class__(input_size=64))
+    result = plan(folder(5_000, 256), 600, fixed={"views.input_size"}, base=base)
+    assert result.config.views.input_size == 64
+    assert result.candidate.stem_stride == 2  # 32 px of work instead of 64
+    shown = result.as_dict()
+    assert shown["views.input_size"].startswith("64: set by you; ")
+
+
+def test_small_folders_get_smaller_batches_and_grayscale_ones_no_hue() -> None:
+    result = plan(folder(300, 96, grayscale=1.0), 120)
+    assert result.config.batch_size == 32  # at least 8 steps per epoch
+    assert (result.config.views.saturation, result.config.views.hue) == (0.0, 0.0)
+
+
+class GpuRate:
+    """A GPU's images/s: bound by kernel launches for small networks (60,000 images/s) and
+    by 300 TFLOP/s of training work (3x the forward FLOPs, two views) for large ones."""
+
+    def __call__(self, candidate: Candidate, batch_size: int, stored_size: int) -> float:
+        return min(60_000.0, 3e14 / (6 * candidate_flops(candidate)))
+
+
+def test_gpu_plan_for_a_described_device() -> None:
+    base = cpu_budget_recipe(data="images", out="run")
+    result = plan_recipe(folder(50_000, 32), H200, 900, base, (), GpuRate())
+    assert result.config.batch_size == 512
+    reference = candidate_flops(Candidate(*REFERENCE))
+    assert candidate_flops(result.candidate) > 10 * reference  # a full-width network
+    assert "H200" in H200.describe()
+
+
+def test_measures_few_candidates() -> None:
+    rate = FlopRate(800.0)
+    plan_recipe(folder(50_000, 32), CPU, 2400, cpu_budget_recipe(), (), rate)
+    assert 1 <= len(rate.calls) <= 3
+    assert len(set(rate.calls)) == len(rate.calls)
+
+
+def test_the_cache_is_kept_within_memory() -> None:
+    small_machine = Hardware("cpu", 2, True, memory_bytes=4 * 2**30)
+    result = plan(folder(1_000_000, 500), 600, hardware=small_machine)
+    stored = result.config.resolved_stored_size
+    assert 1_000_000 * stored**2 * 3 <= 0.5 * 4 * 2**30
+
+
+def test_the_plan_is_saved_in_the_configuration() -> None:
+    result = plan(folder(50_000, 32), 600)
+    config = result.config.with_overrides(plan=result.as_dict())
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert set(config.plan) >= {"backbone", "views.input_size", "stored_size", "batch_size"}
+    assert all(": " in reason for reason in config.plan.values())
+
+
+def test_a_fixed_backbone_without_a_resnet_stem_plans_the_view_size() -> None:
+    base = cpu_budget_recipe(data="images", out="run").with_overrides(
+        backbone=TrainConfig().backbone.__class__("mobilenet_v3_small")
+    )
+    result = plan(folder(10_000, 256), 600, fixed={"backbone.name"}, base=base)
+    assert result.config.backbone.name == "mobilenet_v3_small"
+    assert not result.config.backbone.small_image_stem
+    assert result.candidate.stem_stride == 0
+
+
+def test_contradictory_fixed_settings_are_refused() -> None:
+    base = cpu_budget_recipe(data="images", out="run")
+    base = base.with_overrides(
+        views=base.views.__class__(input_size=14),
+        backbone=base.backbone.__class__("resnet18", True, 2),
+    )
+    # 14 px views at stride 2 leave a 7 px feature map: too small for a ResNet's stages.
+    with pytest.raises(ContrastiveError, match="no network"):
+        plan(folder(1000, 64), 60, fixed={"views.input_size", "backbone.stem_stride"}, base=base)
+
+
+def test_the_plan_says_what_a_view_size_the_user_set_costs() -> None:
+    base = cpu_budget_recipe(data="images", out="run")
+    base = base.with_overrides(views=base.views.__class__(input_size=64))
+    result = plan(folder(50_000, 32), 600, fixed={"views.input_size"}, base=base)
+    shown = result.as_dict()
+    assert "the CPU recipe's work per image, which would get" in shown["backbone"]
+    assert shown["stem"].startswith("stride 2: 64 px views; stride 2 costs what 32 px")
