@@ -91,7 +91,7 @@ def _decode(task: tuple[int, str, int]) -> tuple[int, np.ndarray | str]:
     """Decodes one file: ``(index, array (3, S, S))`` or ``(index, error message)``."""
     index, path, size = task
     try:
-        return index, square_uint8(load_rgb(path), size)
+        return index, square_uint8(load_rgb(path, min_side=size), size)
     except _DECODE_ERRORS as error:
         return index, str(error)
 

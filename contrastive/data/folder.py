@@ -22,6 +22,7 @@ Bad files are expected in real folders. The policy:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import warnings
 from collections import Counter
@@ -108,7 +109,7 @@ def _warn_walk_error(error: OSError) -> None:
     warnings.warn(f"cannot read folder {error.filename}: {error.strerror}", stacklevel=2)
 
 
-def load_rgb(path: str | os.PathLike) -> Image.Image:
+def load_rgb(path: str | os.PathLike, min_side: int | None = None) -> Image.Image:
     """Decodes an image file of any mode into an 8-bit RGB image.
 
     EXIF orientation is applied; transparency is composited onto white; 16-bit and float
@@ -116,6 +117,9 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
 
     Args:
         path: Image file.
+        min_side: If given, a JPEG may be decoded at 1/2, 1/4 or 1/8 scale in the DCT domain
+            (PIL's ``draft``) as long as its short side stays at least this many pixels:
+            a 4000 px photo stored at 64 px then decodes about 10x faster.
 
     Returns:
         A fully loaded RGB ``PIL.Image``.
@@ -126,6 +130,10 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
             its plugins also raise ``ValueError``, ``SyntaxError``, ``struct.error`` and more.
     """
     with _open_image(path) as image:
+        if min_side is not None and image.format == "JPEG":
+            scale = min_side / max(min(image.size), 1)
+            if scale < 0.5:
+                image.draft(None, (math.ceil(image.width * scale), math.ceil(image.height * scale)))
         image.load()
         image = ImageOps.exif_transpose(image)
         return to_rgb(image)

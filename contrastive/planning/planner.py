@@ -231,7 +231,9 @@ class _Situation:
         fixed: frozenset[str],
     ) -> _Situation:
         batch, reason = _batch_size(stats, hardware, base, fixed)
-        per_file = DECODE_SECONDS_PER_FILE + stats.median_pixels / DECODE_PIXELS_PER_SECOND
+        # Large JPEGs decode at up to 1/8 scale per side (PIL's draft), never below ~128 px.
+        pixels = max(stats.median_pixels / 64, min(stats.median_pixels, 128**2))
+        per_file = DECODE_SECONDS_PER_FILE + pixels / DECODE_PIXELS_PER_SECOND
         decode = stats.num_images * per_file / hardware.cpu_cores
         train = max(budget_seconds * TRAINING_SHARE - min(decode, 0.5 * budget_seconds), 1.0)
         return cls(stats, hardware, base, fixed, batch, reason, decode, train)

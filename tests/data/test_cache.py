@@ -240,3 +240,21 @@ def test_uncached_path_gives_the_same_images(cifar_cache) -> None:
     assert image.dtype == torch.uint8
     np.testing.assert_array_equal(image.numpy(), cifar_cache.images[7])
     assert index == 7
+
+
+def test_large_jpegs_decode_reduced_but_store_the_same_square(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from contrastive.data.cache import square_uint8
+    from contrastive.data.folder import load_rgb
+
+    # A smooth 800x600 photo-like gradient with some texture, saved as JPEG.
+    y, x = np.mgrid[0:600, 0:800]
+    pixels = np.stack([x * 255 // 800, y * 255 // 600, (x + y) % 256], axis=-1).astype(np.uint8)
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(pixels).save(path, quality=95)
+    reduced = load_rgb(path, min_side=64)
+    assert 64 <= min(reduced.size) < 600  # decoded at 1/2..1/8 scale, never below 64 px
+    assert load_rgb(path).size == (800, 600)
+    full, small = square_uint8(load_rgb(path), 64), square_uint8(reduced, 64)
+    assert np.abs(full.astype(int) - small.astype(int)).mean() < 4
