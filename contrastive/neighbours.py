@@ -71,7 +71,9 @@ def top_k(
     available = _available_keys(queries, keys, k, exclude)
     queries, keys = queries.float(), keys.float()
     bias = None if key_bias is None else key_bias.float()
-    keys_t = keys.T  # a transposed view: BLAS reads it as is, no copy of the bank
+    # Contiguous: with a transposed view BLAS picks kernels by chunk shape, and scores
+    # then differ in the last bit between chunk sizes.
+    keys_t = keys.T.contiguous()
     candidates = min(k + _EXTRA_CANDIDATES, available)
     rows = chunk_rows or max(1, BLOCK_ELEMENTS // max(1, keys.shape[0]))
     indices = torch.empty(queries.shape[0], k, dtype=torch.long, device=queries.device)
