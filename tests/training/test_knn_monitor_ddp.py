@@ -122,6 +122,9 @@ def test_a_failure_on_rank_zero_stops_both_ranks(
     with pytest.raises(Exception, match=r"(RuntimeError: )?measurement broke") as raised:
         fit_two_ranks(tmp_path, monitor)
     assert record.read_text().split() == ["0"]
-    assert "the online kNN monitor failed in process 0" in str(raised.value) or isinstance(
-        raised.value, RuntimeError
+    # Rank 1's ContrastiveError names rank 0; rank 0's own error arrives as the RuntimeError
+    # itself or wrapped by the process launcher (its traceback text).
+    text = str(raised.value)
+    assert "the online kNN monitor failed in process 0" in text or (
+        "RuntimeError: measurement broke" in text or isinstance(raised.value, RuntimeError)
     )
