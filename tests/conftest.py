@@ -15,9 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import yaml
 from PIL import Image
 
+from contrastive.backbones import BackboneConfig, build_backbone
 from contrastive.data.cifar10 import default_archive_dir, ensure_cifar10, subset
+from contrastive.views.config import ViewConfig
 
 #: Set to 1 (CI does) to make missing CIFAR-10 archives a failure instead of a skip.
 REQUIRE_CIFAR10 = "CONTRASTIVE_REQUIRE_CIFAR10"
@@ -125,3 +129,21 @@ def cifar10_small(
         "train": subset(cifar10 / "train", base / "train", per_class=30, seed=0),
         "test": subset(cifar10 / "test", base / "test", per_class=10, seed=0),
     }
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    """A run folder as training writes it: config.yaml and backbone.pt (16 px input)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    backbone_config = BackboneConfig("resnet18_quarter")
+    config = {
+        "views": ViewConfig(input_size=16).to_dict(),
+        "backbone": {"name": backbone_config.name, "small_image_stem": False},
+        "method": {"name": "simclr"},
+    }
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    torch.manual_seed(7)
+    backbone, _ = build_backbone(backbone_config)
+    torch.save(backbone.state_dict(), run / "backbone.pt")
+    return run

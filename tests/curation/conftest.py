@@ -6,12 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import yaml
 from PIL import Image
-
-from contrastive.backbones import BackboneConfig, build_backbone
-from contrastive.views.config import ViewConfig
 
 
 def textured_image(rng: np.random.Generator, side: int = 48) -> Image.Image:
@@ -31,24 +26,6 @@ def write_textured_folder(root: Path, per_class: dict[str, int], seed: int = 0) 
             paths.append(folder / f"{index:03d}.png")
             textured_image(rng).save(paths[-1])
     return paths
-
-
-@pytest.fixture
-def run_dir(tmp_path: Path) -> Path:
-    """A run folder as training writes it: config.yaml and backbone.pt (16 px input)."""
-    run = tmp_path / "run"
-    run.mkdir()
-    backbone_config = BackboneConfig("resnet18_quarter")
-    config = {
-        "views": ViewConfig(input_size=16).to_dict(),
-        "backbone": {"name": backbone_config.name, "small_image_stem": False},
-        "method": {"name": "simclr"},
-    }
-    (run / "config.yaml").write_text(yaml.safe_dump(config))
-    torch.manual_seed(7)
-    backbone, _ = build_backbone(backbone_config)
-    torch.save(backbone.state_dict(), run / "backbone.pt")
-    return run
 
 
 @pytest.fixture

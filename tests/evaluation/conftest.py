@@ -6,12 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import yaml
 from PIL import Image
-
-from contrastive.backbones import BackboneConfig, build_backbone
-from contrastive.views.config import ViewConfig
 
 #: Each class is one colour plus noise, so raw pixels separate the classes perfectly.
 COLOURS = {"blue": (20, 40, 220), "green": (30, 200, 40), "red": (220, 30, 30)}
@@ -44,21 +39,3 @@ def colour_folders(tmp_path: Path) -> dict[str, Path]:
         "train": write_colour_folder(tmp_path / "train", 6, seed=0),
         "test": write_colour_folder(tmp_path / "test", 3, seed=1),
     }
-
-
-@pytest.fixture
-def run_dir(tmp_path: Path) -> Path:
-    """A run folder as training writes it: config.yaml and backbone.pt (16 px input)."""
-    run = tmp_path / "run"
-    run.mkdir()
-    backbone_config = BackboneConfig("resnet18_quarter")
-    config = {
-        "views": ViewConfig(input_size=16).to_dict(),
-        "backbone": {"name": backbone_config.name, "small_image_stem": False},
-        "method": {"name": "simclr"},
-    }
-    (run / "config.yaml").write_text(yaml.safe_dump(config))
-    torch.manual_seed(7)
-    backbone, _ = build_backbone(backbone_config)
-    torch.save(backbone.state_dict(), run / "backbone.pt")
-    return run
