@@ -58,12 +58,12 @@ from common import (
     peer_baseline,
 )
 
-from contrastive.backbones import build_backbone
+from contrastive.backbones import BackboneConfig, build_backbone
 from contrastive.data.folder import list_images
 from contrastive.embeddings import RawPixels
 from contrastive.errors import ContrastiveError
 from contrastive.evaluation.report import format_table
-from contrastive.training.config import TrainConfig, load_config_file
+from contrastive.training.config import TrainConfig, dump_config, load_config_file
 from contrastive.views.config import ViewConfig
 
 ROWS = ("ours", "peer32", "peer64", "raw", "random")
@@ -137,6 +137,22 @@ def ours_config(args: argparse.Namespace, train_data: Path, runs: Path) -> tuple
     argv = ["train", "--data", str(train_data), "--out", "unused", "--time-budget", args.budget]
     cli_args = build_parser().parse_args(argv)
     return config_from_args(cli_args, _recipe_config(cli_args)), "CLI defaults (no ours run)"
+
+
+def save_peer_run(backbone: torch.nn.Module, views: ViewConfig, run: Path) -> None:
+    """The peer's weights as a run folder (``config.yaml`` + ``backbone.pt``) that every
+    evaluator loads, e.g. ``eval fewshot --encoder lightly=RUN``."""
+    import torchvision
+
+    names = [name for name, _ in torchvision.models.resnet18().named_children()]
+    state = {
+        f"{names[int(key.split('.', 1)[0])]}.{key.split('.', 1)[1]}": value
+        for key, value in backbone.state_dict().items()
+    }
+    run.mkdir(parents=True, exist_ok=True)
+    torch.save(state, run / "backbone.pt")
+    config = TrainConfig(out=str(run), backbone=BackboneConfig("resnet18"), views=views)
+    (run / "config.yaml").write_text(dump_config(config))
 
 
 def config_summary(config: TrainConfig) -> dict:
@@ -320,6 +336,9 @@ def main(argv: list[str] | None = None) -> dict:
         )
         views = ViewConfig(input_size=size)  # ImageNet normalisation, as SimCLRTransform
         row.update(stats, backbone="resnet18 (ImageNet stem)", batch_size=256)
+        peer_run = runs / f"{args.name}-{args.budget}-{args.row}-{time.strftime('%Y%m%d-%H%M%S')}"
+        save_peer_run(extractor, views, peer_run)
+        row["run"] = str(peer_run)
         row["epochs_seen"] = round(stats["images_seen"] / row["train_data_images"], 2)
     elif args.row == "raw":
         extractor, views = RawPixels(RAW_SIZE), ViewConfig(input_size=RAW_SIZE)

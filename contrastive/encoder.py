@@ -211,6 +211,34 @@ def read_backbone_weights(source: str | os.PathLike) -> dict[str, Tensor]:
     return dict(content)
 
 
+def recorded_backbone_config(source: str | os.PathLike) -> BackboneConfig | None:
+    """The architecture one of our runs recorded beside its weights, if any.
+
+    ``source`` may be a run folder, its ``backbone.pt`` or a checkpoint under
+    ``checkpoints/``: the run's ``config.yaml`` is then found one or two folders up. Weights
+    from elsewhere (torchvision, timm) record nothing.
+
+    Returns:
+        The run's backbone configuration, or ``None`` when no run configuration is found.
+
+    Raises:
+        ContrastiveError: If the run's ``config.yaml`` is unreadable or lacks a backbone.
+    """
+    path = Path(source).expanduser().absolute()
+    folders = (path,) if path.is_dir() else (path.parent, path.parent.parent)
+    for folder in folders:
+        config_file = folder / RUN_CONFIG
+        if config_file.is_file():
+            try:
+                config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+            except yaml.YAMLError as error:
+                message = f"cannot parse {config_file}: {error}".splitlines()[0]
+                raise ContrastiveError(message) from error
+            backbone_config, _ = _configs(config, str(config_file), None, ViewConfig())
+            return backbone_config
+    return None
+
+
 def without_removed_classifier(
     module: nn.Module, state_dict: Mapping[str, Tensor]
 ) -> tuple[dict[str, Tensor], list[str]]:

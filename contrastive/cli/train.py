@@ -87,6 +87,7 @@ GROUPS = {
         "val_test",
         "monitor_every_n_epochs",
         "logger",
+        "projector_sample_size",
     ),
 }
 

@@ -166,9 +166,19 @@ def _check_curation_inputs(dataset: Embeddings, settings: CurationSettings) -> b
 
 
 def _copies(
-    dataset: Embeddings, other: list[Path], threshold: float, progress: bool
-) -> tuple[list, list]:
-    """Duplicate groups within the folder, and leak groups shared with ``other`` images."""
+    dataset: Embeddings,
+    against: str | os.PathLike | None,
+    settings: CurationSettings,
+    progress: bool,
+) -> tuple[list, list, list[Path], Path | None]:
+    """Duplicate groups within the folder, and leak groups shared with the ``against`` folder.
+
+    Returns:
+        ``(duplicate groups, leak groups, the other folder's images, its root)``.
+    """
+    other_folder = ImageFolder.scan(against) if against is not None else None
+    other = other_folder.paths if other_folder is not None else []
+    threshold = settings.near_copy_threshold
     count = len(dataset)
     every = [*(dataset.image_path(index) for index in range(count)), *other]
     fingerprints = image_fingerprints(every, progress=progress)
@@ -176,7 +186,20 @@ def _copies(
     duplicates = duplicate_groups(fingerprints[:count], digests[:count], threshold)
     # Leaks: the groups of both folders searched together that hold images of each.
     leaks = cross_groups(duplicate_groups(fingerprints, digests, threshold), count) if other else []
-    return duplicates, leaks
+    return duplicates, leaks, list(other), other_folder.root if other_folder else None
+
+
+class _Laps:
+    """Seconds spent in each named step, in order."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._clock = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = round(now - self._clock, 3)
+        self._clock = now
 
 
 def curate(
@@ -203,23 +226,13 @@ def curate(
     """
     settings = settings or CurationSettings()
     labeled = _check_curation_inputs(dataset, settings)
-    seconds: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(step: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        seconds[step] = round(now - clock, 3)
-        clock = now
-
-    other_folder = ImageFolder.scan(against) if against is not None else None
-    other = other_folder.paths if other_folder is not None else []
-    duplicates, leaks = _copies(dataset, other, settings.near_copy_threshold, progress)
-    lap("duplicates")
+    laps = _Laps()
+    duplicates, leaks, other, other_root = _copies(dataset, against, settings, progress)
+    laps.lap("duplicates")
     space = centred(dataset.embeddings)
     scores, nearest = neighbourhood_similarity(space, settings.outlier_k)
     unusual = unusual_groups(space, seed=settings.seed)
-    lap("outliers")
+    laps.lap("outliers")
     issues = None
     if settings.label_issues == "yes" or (settings.label_issues == "auto" and labeled):
         issues = find_label_issues(
@@ -229,11 +242,11 @@ def curate(
             folds=settings.folds,
             seed=settings.seed,
         )
-        lap("label issues")
+        laps.lap("label issues")
     selection = None
     if settings.select is not None:
         selection = select(space, settings.select, settings.select_method, settings.seed)
-        lap("selection")
+        laps.lap("selection")
     return Curation(
         dataset,
         settings,
@@ -243,8 +256,8 @@ def curate(
         unusual,
         issues,
         selection,
-        list(other),
-        other_folder.root if other_folder is not None else None,
+        other,
+        other_root,
         leaks,
-        seconds,
+        laps.seconds,
     )

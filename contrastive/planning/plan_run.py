@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import fields, replace
 
+from contrastive.backbones import BackboneConfig
 from contrastive.data.folder import ImageFolder
+from contrastive.encoder import recorded_backbone_config
 from contrastive.hardware import detect_hardware
 from contrastive.planning.folder_stats import FolderStats
 from contrastive.planning.planner import Plan, plan_recipe
@@ -27,7 +30,9 @@ def plan_run(config: TrainConfig, fixed: Iterable[str] = ()) -> tuple[TrainConfi
     Args:
         config: A configuration with ``data`` and ``time_budget`` set (the user's flags
             applied to a recipe).
-        fixed: Dotted paths of the settings the user chose; they are kept.
+        fixed: Dotted paths of the settings the user chose; they are kept. With
+            ``init_weights`` the backbone is kept too: the weights fit one architecture
+            (the run's own, when they come from one of our runs).
 
     Returns:
         ``(planned configuration, plan)``; the configuration records the plan's decisions
@@ -37,6 +42,8 @@ def plan_run(config: TrainConfig, fixed: Iterable[str] = ()) -> tuple[TrainConfi
         ContrastiveError: For a missing or empty folder, or an unreadable budget.
     """
     budget = parse_duration(config.time_budget or 0)
+    if config.init_weights:
+        config, fixed = _keep_architecture_of_weights(config, frozenset(fixed))
     folder = ImageFolder.scan(config.data)
     stats = FolderStats.from_paths(folder.paths)
     hardware = detect_hardware(config.accelerator, expected_world_size(config))
@@ -50,3 +57,22 @@ def plan_run(config: TrainConfig, fixed: Iterable[str] = ()) -> tuple[TrainConfi
         "\n".join(plan.lines()),
     )
     return plan.config.with_overrides(plan=plan.as_dict()), plan
+
+
+def _keep_architecture_of_weights(
+    config: TrainConfig, fixed: frozenset[str]
+) -> tuple[TrainConfig, frozenset[str]]:
+    """``--init-weights`` fits one network: plan around it instead of choosing another.
+
+    Weights from one of our runs bring their recorded backbone (flags the user set still
+    win); weights from elsewhere keep the backbone the flags name.
+    """
+    names = [field.name for field in fields(BackboneConfig)]
+    recorded = recorded_backbone_config(config.init_weights or "")
+    if recorded is not None:
+        chosen = {
+            name: getattr(config.backbone, name) for name in names if f"backbone.{name}" in fixed
+        }
+        config = config.with_overrides(backbone=replace(recorded, **chosen))
+        log.info("planning keeps the backbone of %s: %s", config.init_weights, config.backbone)
+    return config, fixed | {f"backbone.{name}" for name in names}

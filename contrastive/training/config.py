@@ -120,6 +120,9 @@ class TrainConfig:
             downloaded.
         init_weights_strict: Refuse init weights with missing or unexpected keys (off: load
             the matching tensors and report the rest); a shape mismatch is always refused.
+        projector_sample_size: Training images shown in TensorBoard's Embedding Projector
+            at the end of training (their backbone features and thumbnails, in the
+            tensorboard logger's folder); 0: none.
         logger: Where metrics go, comma-separated: ``csv`` (always on: ``metrics.csv``),
             ``tensorboard``, ``mlflow`` (``RUN/mlruns``), ``wandb`` (offline, ``RUN/wandb``);
             ``auto``: csv, plus tensorboard when it is installed.
@@ -162,6 +165,7 @@ class TrainConfig:
     keep_best: str | None = None
     init_weights: str | None = None
     init_weights_strict: bool = True
+    projector_sample_size: int = 1000
     logger: str = "auto"
     plan: dict[str, str] | None = None
 
@@ -191,6 +195,10 @@ class TrainConfig:
             raise ContrastiveError("give both val_train and val_test, or neither")
         if self.health_every_n_steps < 0 or self.health_sample_size < 0:
             raise ContrastiveError("health_every_n_steps and health_sample_size must be >= 0")
+        if self.projector_sample_size < 0:
+            raise ContrastiveError(
+                f"projector_sample_size must be >= 0 (0: none), got {self.projector_sample_size}"
+            )
         if self.health_sample_size == 1:
             raise ContrastiveError("health_sample_size must be 0 (off) or at least 2 images")
         if self.keep_best is not None:

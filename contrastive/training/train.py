@@ -58,6 +58,7 @@ from contrastive.training.interrupt import GracefulInterrupt
 from contrastive.training.metrics_history import KeepMetricsHistory
 from contrastive.training.module import ContrastiveModule
 from contrastive.training.progress import progress_callbacks
+from contrastive.training.projector_at_end import ProjectorAtEnd
 from contrastive.training.resumable import LoaderPosition, ResumableLoader
 from contrastive.views.batched import BatchedViews
 
@@ -214,6 +215,9 @@ def _build(
     trainer = _build_trainer(config, steps_per_epoch)
     _check_sync_batchnorm(config, trainer)
     trainer.callbacks.extend(health_callbacks(config, paths))
+    trainer.callbacks.append(
+        ProjectorAtEnd(config.data, paths, config.views, config.projector_sample_size, config.seed)
+    )
     if config.view_pipeline == "batched":
         loader, decode_failures = batched_loader(
             paths, config, rank=trainer.global_rank, world_size=trainer.world_size

@@ -81,3 +81,29 @@ def test_a_planned_run_records_its_plan_in_config_yaml(tmp_path: Path) -> None:
     assert saved["backbone"]["name"] == plan["backbone"].split(":")[0]
     assert saved["max_steps"] >= 1
     assert (run_dir / "backbone.pt").is_file()
+
+
+def test_init_weights_keep_the_architecture_they_fit(tmp_path: Path) -> None:
+    from contrastive.backbones import BackboneConfig
+    from contrastive.encoder import recorded_backbone_config
+    from contrastive.planning.plan_run import plan_run
+    from contrastive.recipes import cpu_budget_recipe
+
+    images = write_images(tmp_path / "images", 48, (96, 96))
+    earlier = tmp_path / "earlier"
+    (earlier / "checkpoints").mkdir(parents=True)
+    recorded = {"name": "resnet18_half", "small_image_stem": True, "stem_stride": 2}
+    (earlier / "config.yaml").write_text(yaml.safe_dump({"backbone": recorded}))
+    expected = BackboneConfig(**recorded)
+    for source in (earlier, earlier / "backbone.pt", earlier / "checkpoints" / "last.ckpt"):
+        assert recorded_backbone_config(source) == expected
+    assert recorded_backbone_config(tmp_path / "imagenet.pt") is None
+
+    base = cpu_budget_recipe().with_overrides(
+        data=str(images), time_budget="20s", accelerator="cpu"
+    )
+    config, _ = plan_run(base.with_overrides(init_weights=str(earlier / "backbone.pt")))
+    assert config.backbone == expected
+    # Weights from elsewhere: the backbone the flags name is kept, not re-planned.
+    config, _ = plan_run(base.with_overrides(init_weights=str(tmp_path / "imagenet.pt")))
+    assert config.backbone == base.backbone

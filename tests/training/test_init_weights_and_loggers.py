@@ -53,8 +53,10 @@ def test_tensorboard_event_files_hold_the_scalars(tiny_config: TrainConfig) -> N
     event_accumulator = pytest.importorskip(
         "tensorboard.backend.event_processing.event_accumulator"
     )
-    config = replace(tiny_config, logger="csv,tensorboard", health_sample_size=0)
-    train(config)
+    config = replace(
+        tiny_config, logger="csv,tensorboard", health_sample_size=0, projector_sample_size=6
+    )
+    result = train(config)
     assert (config.run_dir / "metrics.csv").is_file()
     reader = event_accumulator.EventAccumulator(str(config.run_dir / "tensorboard"))
     reader.Reload()
@@ -62,6 +64,15 @@ def test_tensorboard_event_files_hold_the_scalars(tiny_config: TrainConfig) -> N
     assert {"loss", "lr"} <= tags, tags
     losses = [event.value for event in reader.Scalars("loss")]
     assert losses and all(torch.isfinite(torch.tensor(losses)))
+    # The projector of the final weights: 6 training images with their classes and thumbnails.
+    projector = config.run_dir / "tensorboard"
+    assert "embeddings" in (projector / "projector_config.pbtxt").read_text()
+    tensors = (projector / "00000" / "embeddings" / "tensors.tsv").read_text().splitlines()
+    assert len(tensors) == 6
+    assert all(len(line.split("\t")) == result.module.feature_dim for line in tensors)
+    metadata = (projector / "00000" / "embeddings" / "metadata.tsv").read_text().splitlines()
+    assert metadata[0].split("\t") == ["index", "path", "class", "label"] and len(metadata) == 7
+    assert (projector / "00000" / "embeddings" / "sprite.png").is_file()
 
 
 def test_auto_logger_adds_tensorboard_when_installed(tiny_config: TrainConfig) -> None:
