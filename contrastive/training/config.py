@@ -124,7 +124,7 @@ class TrainConfig:
             at the end of training (their backbone features and thumbnails, in the
             tensorboard logger's folder); 0: none.
         logger: Where metrics go, comma-separated: ``csv`` (always on: ``metrics.csv``),
-            ``tensorboard``, ``mlflow`` (``RUN/mlruns``), ``wandb`` (offline, ``RUN/wandb``);
+            ``tensorboard``, ``mlflow`` (``RUN/mlflow.db``), ``wandb`` (offline, ``RUN/wandb``);
             ``auto``: csv, plus tensorboard when it is installed.
         plan: What the recipe planner decided for a ``--time-budget`` run, and why
             (``setting -> "value: reason"``); a record, not an input.

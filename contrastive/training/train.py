@@ -374,6 +374,11 @@ def _init_backbone(module: ContrastiveModule, config: TrainConfig) -> None:
         momentum_backbone.load_state_dict(module.backbone.state_dict())
 
 
+def mlflow_tracking_uri(run_dir: Path) -> str:
+    """Where ``--logger mlflow`` records a run: ``mlflow ui --backend-store-uri URI``."""
+    return f"sqlite:///{(run_dir / 'mlflow.db').absolute()}"
+
+
 def _build_loggers(config: TrainConfig) -> list[Logger]:
     """Lightning's loggers for ``config.logger``; CSV first, so ``metrics.csv`` and
     ``trainer.logger`` stay the run's record whatever else is added."""
@@ -398,10 +403,12 @@ def _build_loggers(config: TrainConfig) -> list[Logger]:
             )
         elif name == "mlflow":
             loggers.append(
+                # A database store: MLflow 3 refuses the plain-file one.
                 MLFlowLogger(
                     experiment_name="contrastive",
                     run_name=run_dir.name,
-                    tracking_uri=(run_dir / "mlruns").absolute().as_uri(),
+                    tracking_uri=mlflow_tracking_uri(run_dir),
+                    artifact_location=(run_dir / "mlruns").absolute().as_uri(),
                 )
             )
         else:  # offline: nothing leaves the machine; `wandb sync RUN/wandb` uploads later

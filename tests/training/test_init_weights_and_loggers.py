@@ -105,6 +105,27 @@ def test_optional_loggers_are_built_offline_or_named_as_missing(
     assert len(loggers) == 2
 
 
+@pytest.mark.parametrize("name", ["mlflow", "wandb"])
+def test_optional_loggers_record_a_real_run(tiny_config: TrainConfig, name: str) -> None:
+    pytest.importorskip(name)  # optional extras: `pip install 'contrastive[mlflow]'`
+    config = replace(tiny_config, logger=f"csv,{name}", health_sample_size=0)
+    train(config)
+    if name == "mlflow":
+        from mlflow.tracking import MlflowClient
+
+        from contrastive.training.train import mlflow_tracking_uri
+
+        client = MlflowClient(tracking_uri=mlflow_tracking_uri(config.run_dir))
+        experiment = client.get_experiment_by_name("contrastive")
+        (run,) = client.search_runs([experiment.experiment_id])
+        losses = [metric.value for metric in client.get_metric_history(run.info.run_id, "loss")]
+    else:  # offline: the run's records stay in RUN/wandb until `wandb sync`
+        records = list((config.run_dir / "wandb").rglob("*.wandb"))
+        assert records and all(record.stat().st_size > 0 for record in records)
+        losses = [1.0]
+    assert losses and all(torch.isfinite(torch.tensor(losses)))
+
+
 def test_unknown_logger_is_refused() -> None:
     with pytest.raises(ContrastiveError, match="unknown logger comet; use auto or"):
         TrainConfig(logger="csv,comet")
