@@ -103,3 +103,19 @@ def test_workers_give_the_same_embeddings(folder: Path) -> None:
 
     np.testing.assert_array_equal(alone["f"].embeddings, pooled["f"].embeddings)
     np.testing.assert_array_equal(alone["f"].paths, pooled["f"].paths)
+
+
+def test_reduced_decode_previews_large_jpegs_at_the_evaluation_size(tmp_path: Path) -> None:
+    y, x = np.mgrid[0:600, 0:800]
+    pixels = np.stack([x * 255 // 800, y * 255 // 600, (x + y) % 256], axis=-1).astype(np.uint8)
+    (tmp_path / "photos").mkdir()
+    Image.fromarray(pixels).save(tmp_path / "photos" / "a.jpg", quality=95)
+    folder = ImageFolder.scan(tmp_path / "photos")
+    views = ViewConfig(input_size=64)  # resized to 73 px, cropped to 64
+    whole = next(iter(image_loader(folder, views)))[0]
+    reduced_loader = image_loader(folder, views, reduced_decode=True)
+    reduced = next(iter(reduced_loader))[0]
+    assert reduced_loader.dataset.min_side == 73  # never decoded below the resize
+    assert whole.shape == reduced.shape == (1, 3, 64, 64)
+    # Normalised values: a few grey levels apart (std ~0.225 per 1.0 of intensity).
+    assert (whole - reduced).abs().mean() < 4 / 255 / 0.225

@@ -330,6 +330,8 @@ class ImageDataset(torch.utils.data.Dataset):
         paths: Image files.
         transform: Callable applied to the RGB ``PIL.Image``.
         labels: Optional labels, one per path; ``-1`` when absent.
+        min_side: Large JPEGs may decode at reduced scale down to this short side (see
+            :func:`load_rgb`); None decodes every image whole.
 
     Raises:
         ContrastiveError: From indexing, if no file at all can be decoded.
@@ -340,9 +342,11 @@ class ImageDataset(torch.utils.data.Dataset):
         paths: Sequence[str | os.PathLike],
         transform: Callable[[Image.Image], object] | None = None,
         labels: Sequence[int] | np.ndarray | None = None,
+        min_side: int | None = None,
     ) -> None:
         self.paths = [Path(p) for p in paths]
         self.transform = transform
+        self.min_side = min_side
         self.labels = (
             np.asarray(labels, dtype=np.int64)
             if labels is not None
@@ -363,7 +367,7 @@ class ImageDataset(torch.utils.data.Dataset):
             if str(path) in self.skipped:
                 continue
             try:
-                image = load_rgb(path)
+                image = load_rgb(path, min_side=self.min_side)
             # PIL's plugins raise a wide, undocumented range of exceptions on malformed data;
             # any of them means this file is unusable, not that the epoch should stop.
             except Exception as error:  # noqa: BLE001

@@ -30,14 +30,15 @@ SAME_CLASS_COLOUR = "tab:green"
 OTHER_CLASS_COLOUR = "tab:red"
 
 
-def read_image(path: str | os.PathLike) -> Image.Image:
-    """Decodes an image file to RGB.
+def read_image(path: str | os.PathLike, min_side: int | None = None) -> Image.Image:
+    """Decodes an image file to RGB (a large JPEG at reduced scale when ``min_side`` allows:
+    see :func:`~contrastive.data.folder.load_rgb`).
 
     Raises:
         ContrastiveError: If the file is missing or cannot be decoded.
     """
     try:
-        return load_rgb(path)
+        return load_rgb(path, min_side=min_side)
     # PIL's plugins raise a wide, undocumented range of exceptions on malformed data.
     except Exception as error:  # noqa: BLE001
         raise ContrastiveError(f"cannot read image {path}: {error}") from error
@@ -62,7 +63,7 @@ def load_thumbnail(path: str | os.PathLike, size: int) -> np.ndarray:
     Raises:
         ContrastiveError: If the file is missing or cannot be decoded.
     """
-    return square_thumbnail(read_image(path), size)
+    return square_thumbnail(read_image(path, min_side=size), size)
 
 
 def load_thumbnails(

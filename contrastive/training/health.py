@@ -52,7 +52,7 @@ from contrastive.evaluation.label_free import (
 from contrastive.training.checkpoint_io import save_torch_file
 from contrastive.views.batched import BatchedViews
 from contrastive.views.config import ViewConfig
-from contrastive.views.per_image import eval_transform
+from contrastive.views.per_image import eval_transform, evaluation_resize
 
 log = logging.getLogger(__name__)
 
@@ -247,12 +247,14 @@ class HealthSample:
         order = torch.randperm(len(paths), generator=generator).tolist()
         clean_transform = T.Compose(eval_transform(view_config).transforms[:2])
         side = stored_size or view_config.input_size
+        # Nothing larger than this is kept: large JPEGs decode at reduced scale.
+        needed = max(side, evaluation_resize(view_config))
         clean, source = [], []
         for index in order:
             if len(clean) == size:
                 break
             try:
-                image = load_rgb(paths[index])
+                image = load_rgb(paths[index], min_side=needed)
             except Exception:  # noqa: BLE001 - an unreadable image is just not sampled
                 continue
             clean.append(np.asarray(clean_transform(image), dtype=np.uint8).transpose(2, 0, 1))

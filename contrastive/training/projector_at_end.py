@@ -79,7 +79,7 @@ class ProjectorAtEnd(pl.Callback):
         generator = torch.Generator().manual_seed(self.seed)
         order = torch.randperm(len(self.paths), generator=generator)[: self.sample_size]
         folder = ImageFolder(self.data_root, [self.paths[i] for i in sorted(order.tolist())])
-        loader = image_loader(folder, self.view_config, batch_size=256, num_workers=0)
+        loader = image_loader(folder, self.view_config, 256, 0, reduced_decode=True)
         features, indices = extract_features(
             loader, {"backbone": EncoderFeatures(backbone)}, device, progress=False
         )

@@ -68,6 +68,12 @@ def view_transform(config: ViewConfig) -> T.Compose:
     )
 
 
+def evaluation_resize(config: ViewConfig) -> int:
+    """Short side an image is resized to before :func:`eval_transform`'s centre crop."""
+    size = config.evaluation_size
+    return size if size < 64 else int(round(size / 0.875))
+
+
 def eval_transform(config: ViewConfig) -> T.Compose:
     """The deterministic evaluation transform: resize + center crop to the evaluation size.
 
@@ -76,10 +82,9 @@ def eval_transform(config: ViewConfig) -> T.Compose:
     cropping would throw away much of a CIFAR-sized image.
     """
     size = config.evaluation_size
-    resize = size if size < 64 else int(round(size / 0.875))
     return T.Compose(
         [
-            T.Resize(resize, antialias=True),
+            T.Resize(evaluation_resize(config), antialias=True),
             T.CenterCrop(size),
             T.ToImage(),
             T.ToDtype(torch.float32, scale=True),
