@@ -336,7 +336,8 @@ def main(argv: list[str] | None = None) -> dict:
         )
         views = ViewConfig(input_size=size)  # ImageNet normalisation, as SimCLRTransform
         row.update(stats, backbone="resnet18 (ImageNet stem)", batch_size=256)
-        peer_run = runs / f"{args.name}-{args.budget}-{args.row}-{time.strftime('%Y%m%d-%H%M%S')}"
+        # Not "NAME-BUDGET-*": that pattern finds the newest `ours` run (see ours_config).
+        peer_run = runs / f"{args.row}-{args.name}-{args.budget}-{time.strftime('%Y%m%d-%H%M%S')}"
         save_peer_run(extractor, views, peer_run)
         row["run"] = str(peer_run)
         row["epochs_seen"] = round(stats["images_seen"] / row["train_data_images"], 2)
