@@ -58,3 +58,20 @@ def test_limit_per_class_takes_at_most_n_images_of_each_class(tmp_path: Path) ->
             (tmp_path / "src" / name / f"{index}.jpg").write_bytes(b"x")
     target = folders.limit_per_class(tmp_path / "src", tmp_path / "small", 3)
     assert sorted(len(list((target / c).iterdir())) for c in ("a", "b")) == [2, 3]
+
+
+def test_the_saved_peer_is_a_run_folder_the_evaluators_load(tmp_path: Path) -> None:
+    import torch
+    import torchvision
+
+    from contrastive.encoder import load_encoder
+    from contrastive.views.config import ViewConfig
+
+    resnet = torchvision.models.resnet18()
+    peer = torch.nn.Sequential(*list(resnet.children())[:-1], torch.nn.Flatten()).eval()
+    folders.save_peer_run(peer, ViewConfig(input_size=32), tmp_path / "peer32-tiles-10m")
+    encoder = load_encoder(tmp_path / "peer32-tiles-10m")
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(encoder.backbone(images).flatten(1), peer(images))
+    assert encoder.view_config.input_size == 32
