@@ -12,32 +12,21 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import replace
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 from contrastive.planning.planner import Candidate, candidate_flops
+from contrastive.planning.probe import candidate_module
 from contrastive.recipes import cpu_budget_recipe
-from contrastive.training.module import ContrastiveModule
-from contrastive.views.batched import BatchedViews
 
 PHASES = ("views", "forward + loss", "backward", "optimiser")
 
 
 def build_step(candidate: Candidate, batch_size: int, stored_size: int, compiled: bool):
     """A closure running one bf16 training step; returns ``{phase: seconds}``."""
-    base = cpu_budget_recipe()
-    views = replace(base.views, input_size=candidate.view_size)
-    config = base.with_overrides(
-        backbone=candidate.backbone_config,
-        views=views,
-        batch_size=batch_size,
-        stored_size=stored_size,
-        compile=compiled,
-    )
-    module = ContrastiveModule(config.to_dict(), view_maker=BatchedViews(views, num_views=2))
-    module = module.to(memory_format=torch.channels_last).train()
+    base = cpu_budget_recipe().with_overrides(compile=compiled)
+    module = candidate_module(candidate, batch_size, stored_size, base).train()
     optimizer = torch.optim.SGD(module.parameters(), lr=0.1, momentum=0.9)
     images = torch.randint(0, 256, (batch_size, 3, stored_size, stored_size), dtype=torch.uint8)
 

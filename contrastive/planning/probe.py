@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -18,6 +19,9 @@ from contrastive.hardware import Hardware
 from contrastive.planning.planner import Candidate
 from contrastive.training.budget import measure_seconds_per_step, resolve_precision
 from contrastive.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from contrastive.training.module import ContrastiveModule
 
 
 def measured_rate(
@@ -52,9 +56,10 @@ def measured_rate(
     return rate
 
 
-def _measure(
-    candidate: Candidate, batch_size: int, stored_size: int, base: TrainConfig, hardware: Hardware
-) -> float:
+def candidate_module(
+    candidate: Candidate, batch_size: int, stored_size: int, base: TrainConfig
+) -> ContrastiveModule:
+    """The training module ``base`` becomes with ``candidate``'s network and view size."""
     from contrastive.training.module import ContrastiveModule
     from contrastive.views.batched import BatchedViews
 
@@ -68,6 +73,13 @@ def _measure(
     module = ContrastiveModule(config.to_dict(), view_maker=BatchedViews(views, num_views=2))
     if config.channels_last:
         module = module.to(memory_format=torch.channels_last)
+    return module
+
+
+def _measure(
+    candidate: Candidate, batch_size: int, stored_size: int, base: TrainConfig, hardware: Hardware
+) -> float:
+    module = candidate_module(candidate, batch_size, stored_size, base)
     device = torch.device("cuda" if hardware.on_gpu else "cpu")
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(
