@@ -10,7 +10,7 @@ measure with kNN top-1, and a scatter plot per measure::
     python benchmarks/label_free.py --dataset cifar10 --fresh  # 15 runs of 2 min + kNN
 
 On an idle 2-core CPU the digits runs take ~30-60 s each (the demo's 0.2 s/step), the
-CIFAR-10 ones ~3 min each (2 min training, kNN with the 50k bank): ~15 and ~50 minutes.
+CIFAR-10 ones ~3 min each (2 min training, kNN with the 50k bank): ~15 and ~45 minutes.
 
 Outputs: ``benchmarks/results/label_free_<dataset>.jsonl`` (rows), ``..._<dataset>.png``
 (scatter) and the correlation table on stdout (paste into ``benchmarks/README.md``).
@@ -165,7 +165,8 @@ def knn_accuracy(
 
 
 def correlations(rows: list[dict]) -> dict[str, float]:
-    """Spearman rho of each measure's final value with kNN top-1 (sign: higher = better)."""
+    """Spearman rho of each measure's final value with kNN top-1, as measured: a measure
+    that improves downward (uniformity, alignment) tracks accuracy when its rho is negative."""
     good = [row for row in rows if "knn_top1" in row]
     result = {}
     for measure in MEASURES:

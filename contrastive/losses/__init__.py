@@ -1,17 +1,17 @@
-"""Contrastive losses: Lightly's NT-Xent and the design document's distance loss."""
+"""Contrastive losses: Lightly's NT-Xent and DCL, and the design document's distance loss."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lightly.loss import NTXentLoss
+from lightly.loss import DCLLoss, NTXentLoss
 from torch import nn
 
 from contrastive.errors import ContrastiveError
 from contrastive.losses.distance import DISTANCES, DistanceContrastiveLoss
 
-LOSSES = ("ntxent", "distance")
+LOSSES = ("ntxent", "distance", "dcl")
 
 
 @dataclass(frozen=True)
@@ -19,8 +19,10 @@ class LossConfig:
     """Which loss, and its parameters.
 
     Attributes:
-        name: ``ntxent`` (Lightly's ``NTXentLoss``) or ``distance``
-            (:class:`DistanceContrastiveLoss`).
+        name: ``ntxent`` (Lightly's ``NTXentLoss``), ``distance``
+            (:class:`DistanceContrastiveLoss`) or ``dcl`` (Lightly's ``DCLLoss``: NT-Xent
+            without the positive pair in the denominator; Yeh et al., "Decoupled
+            Contrastive Learning", ECCV 2022; in-batch negatives only).
         temperature: Softmax temperature; ``None``: the method's usual value (SimCLR 0.5,
             MoCo 0.2).
         distance: Distance of the ``distance`` loss: ``cosine``, ``euclidean`` or
@@ -50,6 +52,13 @@ def build_loss(
 ) -> nn.Module:
     """Builds the loss module; ``temperature`` is used when ``config.temperature`` is None."""
     tau = config.temperature if config.temperature is not None else temperature
+    if config.name == "dcl":
+        if memory_bank_size:
+            raise ContrastiveError(
+                "the dcl loss uses in-batch negatives only: use --loss ntxent or distance "
+                "with a memory bank (--method moco)"
+            )
+        return DCLLoss(temperature=tau, gather_distributed=gather_distributed)
     if config.name == "ntxent":
         return NTXentLoss(
             temperature=tau,

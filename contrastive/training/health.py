@@ -393,6 +393,7 @@ class HealthMonitor(pl.Callback):
         self.best: float | None = None
         self.warned: set[str] = set()
         self.seconds = 0.0
+        self.training_started: float | None = None
         self.widths = (1, 1)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -403,6 +404,25 @@ class HealthMonitor(pl.Callback):
             )
         log_every = max(1, trainer.log_every_n_steps)
         self.interval = math.ceil(self.every_n_steps / log_every) * log_every
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.training_started = time.perf_counter()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Says what the measures cost, so a user can weigh the interval against it."""
+        if self.training_started is None or not self.history or not trainer.is_global_zero:
+            return
+        training = time.perf_counter() - self.training_started
+        log.info(
+            "label-free health: %d measurements, %.1f s = %.1f%% of the %.0f s of training "
+            "(--health-every-n-steps %d, --health-sample-size %d)",
+            len(self.history),
+            self.seconds,
+            100 * self.seconds / max(training, 1e-9),
+            training,
+            self.every_n_steps,
+            self.sample_size,
+        )
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any

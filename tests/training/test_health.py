@@ -9,7 +9,9 @@ The tests calling ``train()`` need the health hook in ``contrastive/training/tra
 from __future__ import annotations
 
 import csv
+import logging
 import math
+import re
 import warnings
 from pathlib import Path
 
@@ -75,12 +77,17 @@ def test_collapse_is_warned_with_remedies(
     assert ranks and all(value == pytest.approx(1.0, abs=1e-3) for _step, value in ranks)
 
 
-def test_healthy_short_run_is_silent_and_logs_every_measure(tiny_config: TrainConfig) -> None:
+def test_healthy_short_run_is_silent_and_logs_every_measure(
+    tiny_config: TrainConfig, caplog: pytest.LogCaptureFixture
+) -> None:
     config = tiny_config.with_overrides(epochs=2, health_every_n_steps=4)
 
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
         warnings.simplefilter("always")
         train(config)
+
+    # The run says what the measures cost (two measurements: steps 4 and 8).
+    assert re.search(r"label-free health: 2 measurements, [\d.]+ s = [\d.]+% of", caplog.text)
 
     assert not [w for w in caught if w.category is RunHealthWarning]
     # Measured at steps 4 and 8 (the end); the CSV step column is global_step - 1.
