@@ -37,6 +37,7 @@ EXPECTED_FIGURES = [
     "explore/figures/outliers.png",
     "explore/figures/confusion.png",
     "explore/figures/augmentations.png",
+    "quickstart/health.png",
     "benchmark/figures/benchmark.png",
     "curate/report/outliers.png",
     "curate/report/label_issues.png",

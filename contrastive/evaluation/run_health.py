@@ -148,11 +148,12 @@ def verdict(run: RunHealth) -> str:
         lines.append(f"verdict: {word}, not learning a useful representation")
     elif "plateau" in kinds:
         lines.append("verdict: learning, but it plateaued well before the end")
-    elif (
-        len(run.history) >= 2
-        and run.history[0]["rank"] < last["rank"]
-        and not (last["stability"] >= 0.9)
-    ):
+    elif len(run.history) < 2:
+        lines.append(
+            "verdict: no collapse; one measurement, so no trend to judge (measure more "
+            "often with --health-every-n-steps)"
+        )
+    elif run.history[0]["rank"] < last["rank"] and not (last["stability"] >= 0.9):
         lines.append(
             "verdict: still learning (rank rising, neighbours still changing); a longer run "
             "would probably help"

@@ -83,6 +83,13 @@ def test_health_command_writes_the_figure_and_a_verdict(tmp_path: Path, capsys) 
     assert (run_dir / "health.png").stat().st_size > 10_000
 
 
+def test_one_measurement_claims_no_trend(tmp_path: Path) -> None:
+    text = verdict(read_run_health(write_run(tmp_path / "run", [30.0])))
+
+    assert "verdict: no collapse; one measurement, so no trend" in text
+    assert "settled" not in text
+
+
 def test_verdict_names_collapse(tmp_path: Path) -> None:
     run = read_run_health(write_run(tmp_path / "run", [5.0, 1.0]))
 
