@@ -238,7 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     from contrastive.explore.images import save_figure
 
     figure = save_figure(
-        scatter(rows, rho, args.dataset), RESULTS / f"label_free_{args.dataset}.png"
+        # Low resolution: these two plots are kept in git for benchmarks/README.md.
+        scatter(rows, rho, args.dataset),
+        RESULTS / f"label_free_{args.dataset}.png",
+        dpi=60,
     )
     print(f"rows: {rows_file}\nscatter: {figure}")
     return 0
