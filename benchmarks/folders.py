@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -277,6 +278,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="at most this many bank and test images per class (quick checks only)",
     )
+    parser.add_argument(
+        "--eval-input-size",
+        type=int,
+        default=None,
+        help="ours/random: evaluate whole images at this side instead of the run's own "
+        "(re-evaluating a finished run with --ours-run at other sizes)",
+    )
     parser.add_argument("--eval-batch-size", type=int, default=512)
     parser.add_argument("--results", default=str(RESULTS / "folders.jsonl"))
     parser.add_argument(
@@ -351,6 +359,9 @@ def main(argv: list[str] | None = None) -> dict:
         views = config.views
         row.update(config_summary(config), config_source=source)
 
+    if args.eval_input_size and args.row in ("ours", "random"):
+        views = replace(views, eval_input_size=args.eval_input_size)
+        row["eval_input_size_overridden"] = True
     evaluation_started = time.perf_counter()
     pair = embed_pair(extractor.eval(), bank, test, views, args.eval_batch_size)
     row.update(

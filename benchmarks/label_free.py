@@ -115,7 +115,10 @@ def dataset_setup(
 
         root = ensure_demo_digits()
         base = demo_config(data=root / "train").with_overrides(
-            precision="32-true", health_every_n_steps=33, checkpoint_every_n_epochs=100
+            precision="32-true",
+            health_every_n_steps=33,
+            health_max_share=1.0,
+            checkpoint_every_n_epochs=100,
         )
         return base, {"epochs": length or 12}, root / "train", root / "test", 20
     if name == "cifar10":
@@ -123,7 +126,7 @@ def dataset_setup(
 
         root = ensure_cifar10()
         base = cpu_budget_recipe(data=str(root / "train")).with_overrides(
-            health_every_n_steps=200, checkpoint_every_n_epochs=100
+            health_every_n_steps=200, health_max_share=1.0, checkpoint_every_n_epochs=100
         )
         return base, {"time_budget": f"{length or 120}s"}, root / "train", root / "test", 200
     raise ContrastiveError(f"unknown --dataset {name!r}: digits or cifar10")

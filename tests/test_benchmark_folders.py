@@ -75,3 +75,15 @@ def test_the_saved_peer_is_a_run_folder_the_evaluators_load(tmp_path: Path) -> N
     with torch.no_grad():
         torch.testing.assert_close(encoder.backbone(images).flatten(1), peer(images))
     assert encoder.view_config.input_size == 32
+
+
+def test_eval_input_size_re_evaluates_a_run_at_another_size(
+    run_dir: Path, cifar10_small: dict[str, Path], tmp_path: Path
+) -> None:
+    common = ["--name", "tiles", "--train", str(cifar10_small["train"])]
+    common += ["--test", str(cifar10_small["test"]), "--row", "random", "--ours-run", str(run_dir)]
+    common += ["--results", str(tmp_path / "rows.jsonl"), "--runs", str(tmp_path / "runs")]
+    own = folders.main(common)
+    larger = folders.main([*common, "--eval-input-size", "24"])
+    assert (own["eval_input_size"], larger["eval_input_size"]) == (16, 24)
+    assert larger["eval_input_size_overridden"] and "eval_input_size_overridden" not in own

@@ -111,6 +111,9 @@ class TrainConfig:
             to the logging interval); 0: only at the end of training.
         health_sample_size: Training images in the fixed health sample; 0 switches the
             health measures off.
+        health_max_share: Largest share of the training time the health measures may
+            take: a scheduled measurement is skipped while it would push them above it
+            (the last one is always taken); 1 never skips.
         keep_best: Keep the checkpoint that is best by this label-free measure (``rank``,
             ``rank_projection``, ``alignment``, ``uniformity``, ``sample_std``,
             ``stability``) as ``checkpoints/best.ckpt`` and ``backbone_best.pt``.
@@ -162,6 +165,7 @@ class TrainConfig:
     max_steps: int | None = None
     health_every_n_steps: int = 400
     health_sample_size: int = 2048
+    health_max_share: float = 0.03
     keep_best: str | None = None
     init_weights: str | None = None
     init_weights_strict: bool = True
@@ -195,6 +199,10 @@ class TrainConfig:
             raise ContrastiveError("give both val_train and val_test, or neither")
         if self.health_every_n_steps < 0 or self.health_sample_size < 0:
             raise ContrastiveError("health_every_n_steps and health_sample_size must be >= 0")
+        if not 0 < self.health_max_share <= 1:
+            raise ContrastiveError(
+                f"health_max_share must be in (0, 1], got {self.health_max_share}"
+            )
         if self.projector_sample_size < 0:
             raise ContrastiveError(
                 f"projector_sample_size must be >= 0 (0: none), got {self.projector_sample_size}"

@@ -359,6 +359,9 @@ class HealthMonitor(pl.Callback):
             ``RUN/checkpoints/best.ckpt`` and ``RUN/backbone_best.pt``.
         run_dir: The run directory (needed with ``keep_best``).
         batch_size: Images per forward pass.
+        max_share: Largest share of the training time the measures may take: a scheduled
+            measurement that would push them above it is skipped (the one at the end of
+            training never is); 1 never skips.
     """
 
     def __init__(
@@ -372,6 +375,7 @@ class HealthMonitor(pl.Callback):
         keep_best: str | None = None,
         run_dir: str | os.PathLike | None = None,
         batch_size: int = 256,
+        max_share: float = 1.0,
     ) -> None:
         if keep_best is not None and keep_best not in MEASURES:
             raise ContrastiveError(
@@ -386,6 +390,9 @@ class HealthMonitor(pl.Callback):
         self.keep_best = keep_best
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.batch_size = batch_size
+        self.max_share = max_share
+        self.skipped: set[int] = set()
+        self.last_cost: float | None = None
         self.sample: HealthSample | None = None
         self.interval = 0
         self.history: list[dict[str, float]] = []
@@ -413,15 +420,22 @@ class HealthMonitor(pl.Callback):
         if self.training_started is None or not self.history or not trainer.is_global_zero:
             return
         training = time.perf_counter() - self.training_started
+        skipped = (
+            f"; {len(self.skipped)} scheduled ones skipped to stay under "
+            f"{100 * self.max_share:g}% (--health-max-share)"
+            if self.skipped
+            else ""
+        )
         log.info(
             "label-free health: %d measurements, %.1f s = %.1f%% of the %.0f s of training "
-            "(--health-every-n-steps %d, --health-sample-size %d)",
+            "(--health-every-n-steps %d, --health-sample-size %d%s)",
             len(self.history),
             self.seconds,
             100 * self.seconds / max(training, 1e-9),
             training,
             self.every_n_steps,
             self.sample_size,
+            skipped,
         )
 
     def on_train_batch_end(
@@ -429,7 +443,10 @@ class HealthMonitor(pl.Callback):
     ) -> None:
         step = trainer.global_step
         if self.interval and step % self.interval == 0 and not self._measured(step):
-            self._measure_and_log(trainer, pl_module, on_step=True)
+            if self._affordable(trainer):
+                self._measure_and_log(trainer, pl_module, on_step=True)
+            else:
+                self.skipped.add(step)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         last_epoch = (
@@ -442,6 +459,16 @@ class HealthMonitor(pl.Callback):
             trainer.global_step
         ):
             self._measure_and_log(trainer, pl_module, on_step=False)
+
+    def _affordable(self, trainer: pl.Trainer) -> bool:
+        """Whether one more measurement, priced at the last one, keeps the measures within
+        ``max_share`` of the training time so far (rank 0 decides for every process, so
+        that all of them measure, and save the best checkpoint, at the same steps)."""
+        if self.max_share >= 1 or self.last_cost is None or self.training_started is None:
+            return True
+        elapsed = time.perf_counter() - self.training_started
+        affordable = self.seconds + self.last_cost <= self.max_share * elapsed
+        return bool(trainer.strategy.broadcast(affordable, src=0))
 
     def _measured(self, step: int) -> bool:
         return bool(self.history) and int(self.history[-1]["step"]) == step
@@ -462,12 +489,14 @@ class HealthMonitor(pl.Callback):
             channels_last=getattr(getattr(pl_module, "config", None), "channels_last", False),
         )
         step = trainer.global_step
+        self.skipped.discard(step)
         self.history.append({"step": float(step), **values})
         for name, value in values.items():
             if math.isfinite(value):
                 pl_module.log(MEASURES[name].metric, value, on_step=on_step, on_epoch=not on_step)
         self._keep_best(trainer, pl_module, values)
-        self.seconds += time.perf_counter() - started
+        self.last_cost = time.perf_counter() - started
+        self.seconds += self.last_cost
         if trainer.is_global_zero:
             self._warn(trainer, pl_module)
 
@@ -541,5 +570,6 @@ def health_callbacks(config: Any, paths: Sequence[str | os.PathLike]) -> list[pl
             stored_size=config.resolved_stored_size,
             keep_best=config.keep_best,
             run_dir=config.run_dir,
+            max_share=config.health_max_share,
         )
     ]

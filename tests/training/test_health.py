@@ -108,6 +108,23 @@ def test_health_measures_do_not_change_training(tiny_config: TrainConfig, same_w
     same_weights(watched.backbone.state_dict(), plain.backbone.state_dict())
 
 
+def test_measurements_over_the_cost_share_are_skipped_but_never_the_last(
+    tiny_config: TrainConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    scheduled = tiny_config.with_overrides(epochs=4, health_every_n_steps=4)  # 16 steps
+    cheap = scheduled.with_overrides(out=str(scheduled.run_dir) + "-cheap", health_max_share=1e-6)
+
+    train(scheduled.with_overrides(health_max_share=1.0))
+    with caplog.at_level(logging.INFO):
+        train(cheap)
+
+    # Steps 4, 8, 12 and 16 (the CSV's step column is global_step - 1).
+    assert [step for step, _value in logged(scheduled.run_dir, "rank")] == [3, 7, 11, 15]
+    # The first measurement has nothing to price it by; the last one is always taken.
+    assert [step for step, _value in logged(cheap.run_dir, "rank")] == [3, 15]
+    assert "2 scheduled ones skipped to stay under 0.0001% (--health-max-share)" in caplog.text
+
+
 def test_keep_best_writes_the_best_checkpoint_and_backbone(tiny_config: TrainConfig) -> None:
     result = train(tiny_config.with_overrides(health_every_n_steps=4, keep_best="rank"))
 
@@ -147,6 +164,7 @@ def test_diagnose_dimensional_collapse_and_collapse() -> None:
     [
         ({"keep_best": "accuracy"}, "unknown keep_best measure 'accuracy'"),
         ({"health_every_n_steps": -1}, "must be >= 0"),
+        ({"health_max_share": 0.0}, "health_max_share must be in"),
         ({"keep_best": "rank", "health_sample_size": 0}, "keep_best needs"),
     ],
 )
