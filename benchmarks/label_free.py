@@ -238,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nSpearman rho with kNN top-1 ({args.dataset}, {len(rows)} runs):")
     for measure, value in sorted(rho.items(), key=lambda item: -abs(item[1])):
         print(f"  {measure:<16} {value:+.3f}")
+    from PIL import Image
+
     from contrastive.explore.images import save_figure
 
     figure = save_figure(
@@ -246,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
         RESULTS / f"label_free_{args.dataset}.png",
         dpi=60,
     )
+    # A 64-colour palette keeps each plot ~23 KB in git (80 KB as full-colour PNG).
+    with Image.open(figure) as image:
+        palette = image.convert("RGB").quantize(colors=64, method=Image.Quantize.MEDIANCUT)
+    palette.save(figure, optimize=True)
     print(f"rows: {rows_file}\nscatter: {figure}")
     return 0
 

@@ -375,7 +375,7 @@ class HealthMonitor(pl.Callback):
         keep_best: str | None = None,
         run_dir: str | os.PathLike | None = None,
         batch_size: int = 256,
-        max_share: float = 1.0,
+        max_share: float = 0.03,
     ) -> None:
         if keep_best is not None and keep_best not in MEASURES:
             raise ContrastiveError(
