@@ -3,7 +3,8 @@
 The planner compares networks by what they cost here, not by a table: a candidate's full
 training step (views from uint8 images, forward, backward, optimiser) is timed on synthetic
 images of the stored size, as :class:`contrastive.training.budget.PlanTimeBudget` times the
-chosen one at the start of training.
+chosen one at the start of training; the fastest of four steps counts, so that candidates
+measured moments apart on a noisy host compare fairly.
 """
 
 from __future__ import annotations
@@ -87,5 +88,5 @@ def _measure(
     )
     batches = [(images, torch.arange(batch_size))]
     precision = resolve_precision(base.precision, "gpu" if hardware.on_gpu else "cpu")
-    seconds = measure_seconds_per_step(module, batches, precision, device, steps=2)
+    seconds = measure_seconds_per_step(module, batches, precision, device, steps=4, fastest=True)
     return batch_size / max(seconds, 1e-9)

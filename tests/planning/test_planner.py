@@ -73,7 +73,10 @@ def test_more_time_buys_a_costlier_network_never_a_cheaper_one() -> None:
         candidate_flops(plan(stats, minutes * 60).candidate) for minutes in (1, 10, 40, 160, 640)
     ]
     assert costs == sorted(costs)
-    assert costs[2] > costs[1]  # 40 minutes: more than the 10-minute network
+    # 40 minutes (35 passes of the CPU recipe) still buy passes: measured, 24 px views at 34
+    # passes beat 32 px views at 21. Past an hour the extra time buys a costlier network.
+    assert costs[2] == costs[1]
+    assert costs[3] > costs[1]
 
 
 def test_images_with_detail_get_a_strided_stem_at_the_same_cost() -> None:

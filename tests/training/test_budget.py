@@ -158,3 +158,47 @@ def test_budget_run_records_the_steps_it_trained(tiny_images: Path, tmp_path: Pa
     saved = load_config_file(result.run_dir / "config.yaml")
     # What --resume would continue: the schedule as re-planned, which is what was trained.
     assert saved["max_steps"] == result.config.max_steps == result.module.global_step
+
+
+class SteppedModule(nn.Module):
+    """A training module whose steps take preset times on a simulated clock."""
+
+    def __init__(self, clock: SimulatedClock, step_seconds: list[float]) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1))
+
+        def take_step() -> None:
+            clock.now += step_seconds.pop(0)
+
+        # A function survives the probe's deepcopy as itself: the copy moves the same clock.
+        self.take_step = take_step
+
+    @property
+    def method(self) -> SteppedModule:
+        return self
+
+    def prepare_batch(self, batch: torch.Tensor) -> tuple[torch.Tensor]:
+        return (batch,)
+
+    def training_loss(self, batch: torch.Tensor, progress: float) -> torch.Tensor:
+        self.take_step()
+        return (self.weight * batch).sum()
+
+
+@pytest.mark.parametrize(("fastest", "expected"), [(False, 3.0), (True, 1.0)])
+def test_step_timing_skips_the_warm_up_and_takes_the_mean_or_the_fastest(
+    monkeypatch: pytest.MonkeyPatch, fastest: bool, expected: float
+) -> None:
+    from contrastive.training import budget
+
+    clock = SimulatedClock()
+    monkeypatch.setattr(budget.time, "perf_counter", clock)
+    # Warm-up 10 s (never counted), then 1, 5, 3 s: the mean is 3, the fastest 1.
+    module = SteppedModule(clock, [10.0, 1.0, 5.0, 3.0])
+
+    seconds = budget.measure_seconds_per_step(
+        module, [torch.ones(2)], "32-true", torch.device("cpu"), steps=3, fastest=fastest
+    )
+
+    assert seconds == pytest.approx(expected)
+    assert module.weight.item() == 1.0  # a throw-away copy stepped, not the module
