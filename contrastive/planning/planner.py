@@ -405,6 +405,12 @@ def _batch_size(
         batch = max(16, 2 ** int(math.log2(max(limit, 1))))
         batch = min(batch, max(2, stats.num_images // max(hardware.devices, 1)))
         reason = f"{stats.num_images:,} images: at least 8 steps per epoch"
+        if batch > limit:
+            # The floor of 16 wins: a smaller batch leaves each view too few negatives.
+            reason = (
+                f"{stats.num_images:,} images: the smallest batch planned, "
+                "fewer than 8 steps per epoch"
+            )
     return batch, reason
 
 

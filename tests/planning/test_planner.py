@@ -103,6 +103,9 @@ def test_small_folders_get_smaller_batches_and_grayscale_ones_no_hue() -> None:
     result = plan(folder(300, 96, grayscale=1.0), 120)
     assert result.config.batch_size == 32  # at least 8 steps per epoch
     assert (result.config.views.saturation, result.config.views.hue) == (0.0, 0.0)
+    tiny = plan(folder(40, 96), 120)
+    assert tiny.config.batch_size == 16
+    assert "fewer than 8 steps per epoch" in tiny.as_dict()["batch_size"]
 
 
 class GpuRate:
