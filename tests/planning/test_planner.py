@@ -3,8 +3,11 @@ machines (no GPU needed) and a throughput proportional to FLOPs."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
+from contrastive.backbones import BackboneConfig
 from contrastive.errors import ContrastiveError
 from contrastive.hardware import GpuInfo, Hardware
 from contrastive.planning import FolderStats, plan_recipe
@@ -65,6 +68,25 @@ def test_cifar_sized_folder_on_two_cores_gets_the_measured_cpu_recipe() -> None:
     # 800 images/s for 540 s of training, less a first-run decode of 50,000 small files
     # (~13 s): 8.4 passes over 50,000 images.
     assert 800 * 500 / 50_000 < result.passes < 800 * 540 / 50_000
+
+
+def test_the_projection_head_is_wide_even_for_a_narrow_backbone() -> None:
+    # The quarter-width network has 128-d features; its head still gets 2048 hidden units.
+    assert plan(folder(50_000, 32), 600).config.method.projection_hidden_dim == 2048
+    # A width the user sets is kept, and the plan says so.
+    base = cpu_budget_recipe(data="images", out="run")
+    base = base.with_overrides(method=replace(base.method, projection_hidden_dim=256))
+    kept = plan(folder(50_000, 32), 600, base=base, fixed={"method.projection_hidden_dim"})
+    assert kept.config.method.projection_hidden_dim == 256
+    assert kept.as_dict()["method.projection_hidden_dim"].startswith("256: set by you")
+    # A backbone wider than the minimum (2,560 features) keeps its own width.
+    wide = plan(
+        folder(50_000, 32),
+        600,
+        base=base.with_overrides(backbone=BackboneConfig("efficientnet_b7")),
+        fixed={"backbone.name"},
+    )
+    assert wide.config.method.projection_hidden_dim == 2560
 
 
 def test_more_time_buys_a_costlier_network_never_a_cheaper_one() -> None:
