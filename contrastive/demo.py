@@ -44,9 +44,9 @@ def demo_config(out: str | Path | None = None, data: str | Path | None = None) -
     The digits hold 8x8 pixels of detail, so 16 px views show all of it for a quarter of
     the work of 32 px ones; whole images are evaluated at 20 px (FixRes, as the planner
     does). Flips are off because mirrored digits are different symbols. NT-Xent at T=0.1
-    with a 2048-wide head, as the planner plans: at SimCLR's T=0.5 and a 128-wide head the
-    same 30 epochs reached 80.8% against raw pixels' 81.3%, at T=0.1 90.8% (fp32, AVX2
-    CPU; ``benchmarks/README.md``, "Demo").
+    with a 2048-wide head, as the planner plans: at SimCLR's T=0.5 the same 30 epochs
+    reached 80.8% against raw pixels' 81.3%, at T=0.1 90.8% (fp32, AVX2 CPU;
+    ``benchmarks/README.md``, "Demo").
     """
     root = Path(data) if data is not None else ensure_demo_digits() / "train"
     stamp = time.strftime("%Y%m%d-%H%M%S")
