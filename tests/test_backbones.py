@@ -23,13 +23,14 @@ from contrastive.losses import LossConfig
 from contrastive.methods import MethodConfig, build_method
 
 # Final stage width: 512 for BasicBlock ResNets, 4 * 512 for Bottleneck (ResNet-50),
-# 8 * base width for the narrow ResNet-18s (8 * 32, 8 * 16).
+# 8 * base width for the narrow ResNets (8 * 32, 8 * 16).
 FEATURE_DIMS = {
     "resnet18": 512,
     "resnet34": 512,
     "resnet50": 2048,
     "resnet18_half": 256,
     "resnet18_quarter": 128,
+    "resnet10_quarter": 128,
 }
 
 
@@ -61,18 +62,24 @@ def test_feature_width(name: str, small_stem: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "widths"),
-    [("resnet18_half", [32, 64, 128, 256]), ("resnet18_quarter", [16, 32, 64, 128])],
+    ("name", "widths", "blocks"),
+    [
+        ("resnet18_half", [32, 64, 128, 256], 2),
+        ("resnet18_quarter", [16, 32, 64, 128], 2),
+        ("resnet10_quarter", [16, 32, 64, 128], 1),
+    ],
 )
-def test_narrow_resnets_have_resnet18_depth_and_scaled_widths(name: str, widths: list[int]) -> None:
+def test_narrow_resnets_have_their_depth_and_scaled_widths(
+    name: str, widths: list[int], blocks: int
+) -> None:
     model, _ = build_backbone(BackboneConfig(name))
     stages = [model.layer1, model.layer2, model.layer3, model.layer4]
-    assert [len(stage) for stage in stages] == [2, 2, 2, 2]
+    assert [len(stage) for stage in stages] == [blocks] * 4
     assert [stage[-1].conv2.out_channels for stage in stages] == widths
     assert model.conv1.out_channels == widths[0]
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet18_quarter"])
+@pytest.mark.parametrize("name", ["resnet18", "resnet18_quarter", "resnet10_quarter"])
 def test_small_image_stem(name: str) -> None:
     model, _ = build_backbone(BackboneConfig(name, small_image_stem=True))
     assert model.conv1.kernel_size == (3, 3)

@@ -11,9 +11,10 @@ name:
   cheaper network learn more (2 cores: on CIFAR-10 at 3 minutes the quarter-width network
   at 24 px beat 32 px views by 2.7 points and the half-width network by 7; at 40 minutes 24
   px views, 34 passes, still beat 32 px views, 21 passes, by 1.9; on STL-10 at 10 minutes
-  48 px views through the stride-2 stem, 28 passes, beat 64 px, 17 passes, by 2.8). A pass
-  counts at most ``PASS_IMAGES`` images: past a CIFAR-sized folder, more images do not slow
-  learning.
+  48 px views through the stride-2 stem, 28 passes, beat 64 px, 17 passes, by 2.8; on 2 fp32
+  cores in 4 minutes the quarter-width ResNet-10 beat the ResNet-18 of the same width by
+  3.8 points, 2.1 passes against 1.3). A pass counts at most ``PASS_IMAGES`` images: past a
+  CIFAR-sized folder, more images do not slow learning.
 * **Resolution is spent where the images have it.** Work is set by the feature map after
   the stem (the *working size*); a stride-2 stem shows views twice as large for about the
   same work, used when the stored images are at least that large.
@@ -55,10 +56,12 @@ PASSES_PER_DOUBLING = 30.0
 #: is only worth its cost once it has seen enough images in all.
 PASS_IMAGES = 50_000
 MIN_PASS_IMAGES = 5_000
-#: The CPU recipe measured on CIFAR-10 (``benchmarks/README.md``): quarter-width ResNet-18,
-#: small-image stem, 24 px views.
-REFERENCE = ("resnet18_quarter", 24, 1)
-#: The candidate measured first, which prices the others by their FLOPs: the CPU recipe on
+#: The cheapest network worth training, against which costs are counted: the quarter-width
+#: ResNet-10 (one block per stage), small-image stem, 24 px views. On CIFAR-10 in 4 minutes
+#: on 2 fp32 cores it reached 48.6% at 2.1 passes where the quarter-width ResNet-18 (the
+#: CPU recipe, 2.2x its FLOPs) reached 44.8% at 1.3 passes (``benchmarks/README.md``).
+REFERENCE = ("resnet10_quarter", 24, 1)
+#: The candidate measured first, which prices the others by their FLOPs: the reference on
 #: CPUs; on GPUs, where small networks are bound by kernel launches rather than FLOPs, a
 #: full-width ResNet-18 on 32 px views.
 ANCHORS = {"cpu": REFERENCE, "cuda": ("resnet18", 32, 1)}
@@ -71,7 +74,7 @@ ANCHORS = {"cpu": REFERENCE, "cuda": ("resnet18", 32, 1)}
 #: long ones). 2048 is SimCLR's own width.
 PROJECTION_HIDDEN_WIDTH = 2048
 #: ResNet widths, cheapest first, and working sizes (feature map side after the stem).
-RESNETS = ("resnet18_quarter", "resnet18_half", "resnet18", "resnet50")
+RESNETS = ("resnet10_quarter", "resnet18_quarter", "resnet18_half", "resnet18", "resnet50")
 WORKING_SIZES = (24, 32, 48, 64)
 #: View sizes tried for networks with their own stem (not ResNets).
 OTHER_VIEW_SIZES = (32, 64, 96, 128, 160, 224)
@@ -79,6 +82,13 @@ OTHER_VIEW_SIZES = (32, 64, 96, 128, 160, 224)
 COUNT_SIZE = 64
 #: Share of the budget that trains: the rest is start-up, checkpoints and export.
 TRAINING_SHARE = 0.9
+#: Fewest optimiser steps a run should get: below it the batch is halved, down to
+#: ``MIN_PLANNED_BATCH``. On CIFAR-10 on 2 fp32 cores in 1 minute, 72 steps of 128 images
+#: reached 32.6% kNN top-1, 144 steps of 64 38.9%, 574 steps of 32 39.8%; in 4 minutes 436
+#: steps of 128 and 1,027 of 64 tied (45.4 / 45.5), and at ~1,000 steps of 128 (3 minutes,
+#: bf16) batch 64 lost 1.4 points: early on, updates count more than negatives per update.
+MIN_STEPS = 400
+MIN_PLANNED_BATCH = 32
 #: Share of host memory the decoded image cache may take.
 CACHE_MEMORY_SHARE = 0.5
 #: First-run cache decoding per core: a fixed cost per file (open, header, resize; measured
@@ -199,6 +209,7 @@ def plan_recipe(
     """
     situation = _Situation.of(stats, hardware, budget_seconds, base, frozenset(fixed))
     choice = _choose(situation, images_per_second)
+    situation = _with_enough_steps(situation, choice.images_per_second)
     network, decisions = _network_decisions(situation, choice)
     training, more = _training_decisions(situation, choice)
     views = _planned_views(situation, network["input_size"], training["crop_scale"])
@@ -272,7 +283,7 @@ class _Situation:
 @dataclass(frozen=True)
 class _Choice:
     """The chosen candidate with its measured rate, the passes its cost needs, and the passes
-    the CPU recipe's network would get in the same budget."""
+    the cheapest network would get in the same budget."""
 
     candidate: Candidate
     images_per_second: float
@@ -424,6 +435,28 @@ def _batch_size(
     return batch, reason
 
 
+def _with_enough_steps(situation: _Situation, images_per_second: float) -> _Situation:
+    """Halves the batch while the budget gives fewer than ``MIN_STEPS`` steps (a batch the
+    user set is kept); the measured images/s are taken to hold at the smaller batch."""
+    batch = situation.batch_size
+
+    def steps(size: int) -> float:
+        return images_per_second * situation.train_seconds / size
+
+    if situation.is_fixed("batch_size") or steps(batch) >= MIN_STEPS:
+        return situation
+    planned = batch
+    while planned > MIN_PLANNED_BATCH and steps(planned) < MIN_STEPS:
+        planned //= 2
+    if planned == batch:
+        return situation
+    reason = (
+        f"the budget gives {steps(batch):.0f} steps of {batch}; {steps(planned):.0f} steps of "
+        f"{planned} instead (early on, updates count more than negatives per update)"
+    )
+    return replace(situation, batch_size=planned, batch_reason=reason)
+
+
 @functools.cache
 def _feature_width(backbone: BackboneConfig) -> int:
     """Width of the backbone's pooled features (built on the meta device: no memory)."""
@@ -478,9 +511,9 @@ def _backbone_reason(situation: _Situation, choice: _Choice) -> str:
         f"{situation.pass_images:,} images in {situation.train_seconds:.0f} s of training"
     )
     if situation.fixed & _SHAPE_SETTINGS:
-        # What the user's choice costs: the same budget on the CPU recipe's network.
+        # What the user's choice costs: the same budget on the cheapest network.
         return why + (
-            f"; {cost:.1f}x the CPU recipe's work per image, which would get "
+            f"; {cost:.1f}x the cheapest network's work per image, which would get "
             f"{choice.reference_passes:.1f} passes"
         )
     if choice.needed_passes > 0:

@@ -57,7 +57,7 @@ def test_plan_only_prints_the_plan_and_keeps_what_the_user_set(
 
 
 def flop_proportional_rate(config, hardware, max_seconds: float):
-    """A probe that measures nothing: the CPU recipe's network at 800 images/s, others in
+    """A probe that measures nothing: the cheapest network at 800 images/s, others in
     proportion to their FLOPs (the real probe runs in the other tests here)."""
     reference = candidate_flops(Candidate(*REFERENCE))
     return lambda candidate, batch_size, stored_size: 800.0 * reference / candidate_flops(candidate)

@@ -11,7 +11,13 @@ from contrastive.backbones import BackboneConfig
 from contrastive.errors import ContrastiveError
 from contrastive.hardware import GpuInfo, Hardware
 from contrastive.planning import FolderStats, plan_recipe
-from contrastive.planning.planner import REFERENCE, Candidate, candidate_flops
+from contrastive.planning.planner import (
+    MIN_PLANNED_BATCH,
+    MIN_STEPS,
+    REFERENCE,
+    Candidate,
+    candidate_flops,
+)
 from contrastive.recipes import cpu_budget_recipe
 from contrastive.training.config import TrainConfig
 
@@ -29,6 +35,10 @@ def folder(images: int, side: int, grayscale: float = 0.0) -> FolderStats:
     return FolderStats(images, min(images, 2000), side, side, side, side * side, grayscale)
 
 
+#: The CPU recipe's network (``cpu_budget_recipe``), whose measured rates the tests describe.
+CPU_RECIPE = Candidate("resnet18_quarter", 24, 1)
+
+
 class FlopRate:
     """Images/s in proportion to 1/FLOPs, ``reference_rate`` for the CPU recipe's network;
     counts the measurements the planner asks for."""
@@ -39,8 +49,7 @@ class FlopRate:
 
     def __call__(self, candidate: Candidate, batch_size: int, stored_size: int) -> float:
         self.calls.append(candidate)
-        reference = candidate_flops(Candidate(*REFERENCE))
-        return self.reference_rate * reference / candidate_flops(candidate)
+        return self.reference_rate * candidate_flops(CPU_RECIPE) / candidate_flops(candidate)
 
 
 def plan(
@@ -50,28 +59,30 @@ def plan(
     return plan_recipe(stats, hardware, seconds, base, fixed, FlopRate(rate))
 
 
-def test_cifar_sized_folder_on_two_cores_gets_the_measured_cpu_recipe() -> None:
+def test_cifar_sized_folder_on_two_cores_gets_the_cheapest_network_at_24_px() -> None:
+    # 800 images/s of the CPU recipe's network (a bf16 machine) for 10 minutes: 8.4 passes,
+    # far from the 33 its 2.2x the cheapest network's FLOPs need.
     result = plan(folder(50_000, 32), 600)
-    recipe = cpu_budget_recipe()
     config = result.config
-    assert (config.backbone, config.views.input_size, config.resolved_stored_size) == (
-        recipe.backbone,
-        24,
-        32,
-    )
+    assert result.candidate == Candidate(*REFERENCE)
+    assert config.backbone == BackboneConfig("resnet10_quarter", small_image_stem=True)
+    assert (config.views.input_size, config.resolved_stored_size) == (24, 32)
     assert config.views.evaluation_size == 32
     assert (config.batch_size, config.loss.temperature, config.views.crop_scale) == (
         128,
         0.1,
         (0.2, 1.0),
     )
-    # 800 images/s for 540 s of training, less a first-run decode of 50,000 small files
-    # (~13 s): 8.4 passes over 50,000 images.
-    assert 800 * 500 / 50_000 < result.passes < 800 * 540 / 50_000
+    # 540 s of training, less a first-run decode of 50,000 small files (~13 s), at the
+    # cheapest network's rate.
+    rate = 800 * candidate_flops(CPU_RECIPE) / candidate_flops(result.candidate)
+    assert rate * 500 / 50_000 < result.passes < rate * 540 / 50_000
+    assert "needs" not in result.as_dict()["backbone"]
+    assert "cheapest network worth training" in result.as_dict()["backbone"]
 
 
 def test_the_projection_head_is_wide_even_for_a_narrow_backbone() -> None:
-    # The quarter-width network has 128-d features; its head still gets 2048 hidden units.
+    # The quarter-width networks have 128-d features; the head still gets 2048 hidden units.
     assert plan(folder(50_000, 32), 600).config.method.projection_hidden_dim == 2048
     # A width the user sets is kept, and the plan says so.
     base = cpu_budget_recipe(data="images", out="run")
@@ -95,10 +106,12 @@ def test_more_time_buys_a_costlier_network_never_a_cheaper_one() -> None:
         candidate_flops(plan(stats, minutes * 60).candidate) for minutes in (1, 10, 40, 160, 640)
     ]
     assert costs == sorted(costs)
-    # 40 minutes (35 passes of the CPU recipe) still buy passes: measured, 24 px views at 34
-    # passes beat 32 px views at 21. Past an hour the extra time buys a costlier network.
-    assert costs[2] == costs[1]
-    assert costs[3] > costs[1]
+    # 1 and 10 minutes buy passes of the cheapest network; 40 minutes (35 passes of the CPU
+    # recipe's network) buy that network at 24 px (measured: 24 px views at 34 passes beat
+    # 32 px at 21), and more time a costlier one still.
+    assert costs[0] == costs[1] == candidate_flops(Candidate(*REFERENCE))
+    assert costs[2] == candidate_flops(CPU_RECIPE)
+    assert costs[4] > costs[2]
 
 
 def test_images_with_detail_get_a_strided_stem_at_the_same_cost() -> None:
@@ -128,6 +141,26 @@ def test_small_folders_get_smaller_batches_and_grayscale_ones_no_hue() -> None:
     tiny = plan(folder(40, 96), 120)
     assert tiny.config.batch_size == 16
     assert "fewer than 8 steps per epoch" in tiny.as_dict()["batch_size"]
+
+
+def test_a_budget_of_few_steps_gets_smaller_batches() -> None:
+    # 1 minute (41 s of training after a first-run decode) on a slow fp32 machine: 84 steps
+    # of 128 images; halved until at least MIN_STEPS steps or the smallest planned batch.
+    slow = plan(folder(50_000, 32), 60, rate=120.0)
+    assert slow.config.batch_size == MIN_PLANNED_BATCH
+    assert slow.as_dict()["batch_size"].startswith("32: the budget gives 84 steps of 128")
+    assert "scaled to 0.0375" in slow.as_dict()["lr"]
+    # Three times faster: 277 steps of 128, so 553 steps of 64 suffice.
+    halved_once = plan(folder(50_000, 32), 60, rate=400.0)
+    assert halved_once.config.batch_size == 64
+    rate = 400.0 * candidate_flops(CPU_RECIPE) / candidate_flops(halved_once.candidate)
+    steps = rate * 41 / 64
+    assert MIN_STEPS <= steps < 2 * MIN_STEPS
+    # Enough steps: the CPU batch stays; a batch the user set is kept whatever the steps.
+    assert plan(folder(50_000, 32), 600, rate=800.0).config.batch_size == 128
+    base = cpu_budget_recipe(data="images", out="run").with_overrides(batch_size=256)
+    kept = plan(folder(50_000, 32), 60, rate=120.0, fixed={"batch_size"}, base=base)
+    assert kept.config.batch_size == 256
 
 
 class GpuRate:
@@ -195,5 +228,5 @@ def test_the_plan_says_what_a_view_size_the_user_set_costs() -> None:
     base = base.with_overrides(views=base.views.__class__(input_size=64))
     result = plan(folder(50_000, 32), 600, fixed={"views.input_size"}, base=base)
     shown = result.as_dict()
-    assert "the CPU recipe's work per image, which would get" in shown["backbone"]
+    assert "the cheapest network's work per image, which would get" in shown["backbone"]
     assert shown["stem"].startswith("stride 2: 64 px views; stride 2 costs what 32 px")
