@@ -20,7 +20,8 @@ name:
   same work, used when the stored images are at least that large.
 * **The rest follows from the choice**: whole images are evaluated 4/3 larger than the views
   (FixRes), crops of 20-100% while passes are few (tiny crops are mostly noise early), a
-  batch of 128 on CPUs (more updates per second) and 512 on GPUs, NT-Xent at T=0.1, a
+  batch of 128 on CPUs (more updates per second) and 512 on GPUs, halved while the budget
+  gives fewer than ``MIN_STEPS`` steps (early on, updates count more), NT-Xent at T=0.1, a
   projection head at least ``PROJECTION_HIDDEN_WIDTH`` wide whatever the backbone's width,
   colour jitter without hue/saturation for grayscale folders.
 
