@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from folders import checked_folder, limit_per_class
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 from lightly.models.utils import get_weight_decay_parameters
+from lightly.utils.scheduler import cosine_warmup_schedule
 
 from contrastive.backbones import BackboneConfig, build_backbone
 from contrastive.cache_root import cache_dir
@@ -93,11 +93,14 @@ def train_for(args: argparse.Namespace, images_cache, large_views, small_views):
     count = len(images_cache)
     order, position, steps = torch.randperm(count, generator=generator), 0, 0
     started = time.perf_counter()
+    budget_ms = int(args.seconds * 1000)
     while (elapsed := time.perf_counter() - started) < args.seconds:
-        done = elapsed / args.seconds
-        scale = done / 0.05 if done < 0.05 else 0.5 * (1 + math.cos(math.pi * (done - 0.05) / 0.95))
+        # Lightly's warm-up + cosine, over milliseconds of the budget instead of steps.
+        learning_rate = cosine_warmup_schedule(
+            int(elapsed * 1000), budget_ms, peak_lr, 0.0, budget_ms // 20, 0.0
+        )
         for group in optimizer.param_groups:
-            group["lr"] = peak_lr * scale
+            group["lr"] = learning_rate
         if position + args.batch_size > count:
             order, position = torch.randperm(count, generator=generator), 0
         rows = np.sort(order[position : position + args.batch_size].numpy())

@@ -444,7 +444,7 @@ def _with_enough_steps(situation: _Situation, images_per_second: float) -> _Situ
     def steps(size: int) -> float:
         return images_per_second * situation.train_seconds / size
 
-    if situation.is_fixed("batch_size") or steps(batch) >= MIN_STEPS:
+    if situation.is_fixed("batch_size"):
         return situation
     planned = batch
     while planned > MIN_PLANNED_BATCH and steps(planned) < MIN_STEPS:
