@@ -64,7 +64,7 @@ NO_FLAG = ("plan",)
 
 #: ``--help`` sections and the config fields (or whole components) each one lists.
 GROUPS = {
-    "data and run": ("data", "out", "seed", "deterministic", "max_bad_fraction"),
+    "data and run": ("data", "out", "seed", "deterministic", "max_bad_fraction", "max_images"),
     "method": ("method", "loss", "backbone", "init_weights", "init_weights_strict"),
     "views": ("views", "stored_size"),
     "optimisation": ("batch_size", "epochs", "time_budget", "max_steps", "optim"),
@@ -212,16 +212,19 @@ def run(args: argparse.Namespace) -> int:
         raise ContrastiveError("--data is required (or run `contrastive demo`)")
     if not hasattr(args, "out") and not (args.config and "out" in load_config_file(args.config)):
         raise ContrastiveError("--out is required: the run directory to write")
+    folder = None
     if _planned(args):
+        from contrastive.data.folder import ImageFolder
         from contrastive.planning.plan_run import plan_run
 
-        config, _ = plan_run(config, user_settings(args))
+        folder = ImageFolder.scan(config.data)  # listed once, for the plan and the run
+        config, _ = plan_run(config, user_settings(args), folder=folder)
     if getattr(args, "plan_only", False):
         if not _planned(args):
             raise ContrastiveError("--plan-only needs --time-budget (and the automatic recipe)")
         return 0
     try:
-        result = train(config, resume=args.resume, budget_started=budget_started)
+        result = train(config, resume=args.resume, budget_started=budget_started, folder=folder)
     except TrainingInterrupted as stop:
         from pytorch_lightning.utilities import rank_zero_only
 

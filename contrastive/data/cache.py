@@ -172,6 +172,19 @@ class DecodedCache:
         return state
 
 
+def is_cached(
+    paths: Sequence[str | os.PathLike], size: int, directory: str | os.PathLike | None = None
+) -> bool:
+    """Whether a finished cache of exactly ``paths`` at ``size`` exists (nothing is read
+    but the files' sizes and times, the cache's record and its data file's size)."""
+    source_paths = [Path(p).absolute() for p in paths]
+    if not source_paths or size < 1:
+        return False
+    folder = Path(directory) if directory is not None else default_cache_dir()
+    name = cache_name(source_paths, size)
+    return _load(folder, name, source_paths, size, quiet=True) is not None
+
+
 def load_or_build_cache(
     paths: Sequence[str | os.PathLike],
     size: int,
@@ -215,7 +228,9 @@ def load_or_build_cache(
     return cache
 
 
-def _load(folder: Path, name: str, source_paths: list[Path], size: int) -> DecodedCache | None:
+def _load(
+    folder: Path, name: str, source_paths: list[Path], size: int, quiet: bool = False
+) -> DecodedCache | None:
     """Opens a finished cache, or returns None if it is missing or inconsistent."""
     meta_path, data_path = folder / f"{name}.json", folder / f"{name}.uint8"
     try:
@@ -233,7 +248,8 @@ def _load(folder: Path, name: str, source_paths: list[Path], size: int) -> Decod
         or data_bytes != row_count * 3 * size * size
     ):
         return None
-    log.info("reusing decoded cache %s (%d images)", data_path, row_count)
+    if not quiet:
+        log.info("reusing decoded cache %s (%d images)", data_path, row_count)
     return _decoded_cache(data_path, size, source_paths, skipped_indices)
 
 

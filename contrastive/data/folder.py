@@ -26,7 +26,7 @@ import math
 import os
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -224,19 +224,48 @@ def check_readable(
     total = len(good) + len(skipped)
     if total == 0:
         raise ContrastiveError("no image files to check")
-    if not good:
-        raise ContrastiveError(f"none of the {total} images can be read, e.g. {_examples(skipped)}")
-    if len(skipped) > max_bad_fraction * total:
-        raise ContrastiveError(
-            f"{len(skipped)} of {total} images ({len(skipped) / total:.1%}) cannot be read, "
-            f"more than max_bad_fraction={max_bad_fraction} allows: {_examples(skipped)}"
-        )
+    check_bad_fraction(total, skipped, max_bad_fraction)
     if skipped:
         warnings.warn(
             f"skipping {len(skipped)} of {total} images that cannot be read: {_examples(skipped)}",
             stacklevel=2,
         )
     return good, skipped
+
+
+def sample_paths(paths: Sequence[Path], max_images: int, seed: int = 0) -> list[Path]:
+    """A seeded random sample of at most ``max_images`` of ``paths``, in their order.
+
+    Samples of one seed are nested: the sample of ``k`` images holds that of any smaller
+    ``k`` (both are prefixes of one seeded permutation), so a later, longer run reuses
+    what a shorter one chose.
+    """
+    if max_images >= len(paths):
+        return list(paths)
+    chosen = np.random.default_rng(seed).permutation(len(paths))[:max_images]
+    return [paths[i] for i in np.sort(chosen)]
+
+
+def check_bad_fraction(
+    total: int, skipped: Mapping[Path, str], max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION
+) -> None:
+    """Fails when none, or more than ``max_bad_fraction``, of ``total`` images are unreadable.
+
+    Args:
+        total: Images looked at, the unreadable ones included.
+        skipped: The unreadable ones, each mapped to a one-line reason.
+        max_bad_fraction: Largest tolerated fraction of unreadable files, in ``[0, 1]``.
+
+    Raises:
+        ContrastiveError: Naming the first few bad files and their reasons.
+    """
+    if skipped and len(skipped) >= total:
+        raise ContrastiveError(f"none of the {total} images can be read, e.g. {_examples(skipped)}")
+    if len(skipped) > max_bad_fraction * total:
+        raise ContrastiveError(
+            f"{len(skipped)} of {total} images ({len(skipped) / total:.1%}) cannot be read, "
+            f"more than max_bad_fraction={max_bad_fraction} allows: {_examples(skipped)}"
+        )
 
 
 def _unreadable_reason(path: Path, *, decode: bool) -> str | None:
@@ -259,7 +288,7 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
-def _examples(skipped: dict[Path, str]) -> str:
+def _examples(skipped: Mapping[Path, str]) -> str:
     """The first few bad files with their reasons, as one line."""
     shown = [f"{path} ({reason})" for path, reason in list(skipped.items())[:_EXAMPLES_SHOWN]]
     more = len(skipped) - len(shown)

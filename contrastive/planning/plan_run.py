@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import fields, replace
 
 from contrastive.backbones import BackboneConfig
+from contrastive.data.cache import is_cached
 from contrastive.data.folder import ImageFolder
 from contrastive.encoder import recorded_backbone_config
 from contrastive.hardware import detect_hardware
@@ -24,7 +25,9 @@ PROBE_SHARE = 0.03
 PROBE_SECONDS = 20.0
 
 
-def plan_run(config: TrainConfig, fixed: Iterable[str] = ()) -> tuple[TrainConfig, Plan]:
+def plan_run(
+    config: TrainConfig, fixed: Iterable[str] = (), folder: ImageFolder | None = None
+) -> tuple[TrainConfig, Plan]:
     """Plans ``config`` for its ``time_budget`` on its ``data`` and this machine.
 
     Args:
@@ -33,6 +36,7 @@ def plan_run(config: TrainConfig, fixed: Iterable[str] = ()) -> tuple[TrainConfi
         fixed: Dotted paths of the settings the user chose; they are kept. With
             ``init_weights`` the backbone is kept too: the weights fit one architecture
             (the run's own, when they come from one of our runs).
+        folder: ``config.data`` already scanned; scanned here when None.
 
     Returns:
         ``(planned configuration, plan)``; the configuration records the plan's decisions
@@ -44,11 +48,17 @@ def plan_run(config: TrainConfig, fixed: Iterable[str] = ()) -> tuple[TrainConfi
     budget = parse_duration(config.time_budget or 0)
     if config.init_weights:
         config, fixed = _keep_architecture_of_weights(config, frozenset(fixed))
-    folder = ImageFolder.scan(config.data)
+    if folder is None:
+        folder = ImageFolder.scan(config.data)
     stats = FolderStats.from_paths(folder.paths)
     hardware = detect_hardware(config.accelerator, expected_world_size(config))
     rate = measured_rate(config, hardware, max_seconds=min(PROBE_SHARE * budget, PROBE_SECONDS))
-    plan = plan_recipe(stats, hardware, budget, config, fixed, rate)
+    paths = folder.paths
+
+    def decoded(stored_size: int) -> bool:
+        return is_cached(paths, stored_size, config.cache_dir)
+
+    plan = plan_recipe(stats, hardware, budget, config, fixed, rate, decoded)
     log.info(
         "plan for %s on %s in %s:\n%s",
         stats.describe(),

@@ -92,6 +92,10 @@ class TrainConfig:
         monitor_every_n_epochs: How often the online kNN monitor runs.
         sync_batchnorm: Synchronise batch-norm statistics across processes (DDP).
         max_bad_fraction: Fail when more than this fraction of images cannot be decoded.
+        max_images: Train on a seeded random sample of at most this many of the folder's
+            images (the same sample for the same seed and number); only the sample is
+            decoded. The planner sets it where a budget shows fewer images than the folder
+            holds; None: every image.
         view_pipeline: ``batched``: views made per batch by tensor operations on
             the training device from decoded uint8 images; ``per_image``: the classic
             torchvision/PIL pipeline in DataLoader workers.
@@ -155,6 +159,7 @@ class TrainConfig:
     monitor_every_n_epochs: int = 5
     sync_batchnorm: bool = False
     max_bad_fraction: float = 0.1
+    max_images: int | None = None
     view_pipeline: str = "batched"
     cache_images: bool = True
     cache_dir: str | None = None
@@ -188,6 +193,8 @@ class TrainConfig:
             raise ContrastiveError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.checkpoint_every_n_epochs < 1 or self.monitor_every_n_epochs < 1:
             raise ContrastiveError("checkpoint/monitor intervals must be >= 1 epoch")
+        if self.max_images is not None and self.max_images < 2:
+            raise ContrastiveError(f"max_images must be >= 2, got {self.max_images}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ContrastiveError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.view_pipeline not in VIEW_PIPELINES:

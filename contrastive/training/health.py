@@ -443,6 +443,8 @@ class HealthMonitor(pl.Callback):
     ) -> None:
         step = trainer.global_step
         if self.interval and step % self.interval == 0 and not self._measured(step):
+            if self._end_is_near(trainer, step):
+                return  # the measurement at the end comes first
             if self._affordable(trainer):
                 self._measure_and_log(trainer, pl_module, on_step=True)
             else:
@@ -459,6 +461,12 @@ class HealthMonitor(pl.Callback):
             trainer.global_step
         ):
             self._measure_and_log(trainer, pl_module, on_step=False)
+
+    def _end_is_near(self, trainer: pl.Trainer, step: int) -> bool:
+        """Whether training ends within half an interval, where the last measurement is
+        taken anyway (a 1-minute budget run of 452 steps measured at 400 and 452: 8% of its
+        training time on 2 cores instead of 4%)."""
+        return trainer.max_steps > 0 and trainer.max_steps - step < self.interval / 2
 
     def _affordable(self, trainer: pl.Trainer) -> bool:
         """Whether one more measurement, priced at the last one, keeps the measures within

@@ -164,6 +164,7 @@ def test_views_preset_then_view_flags_then_types() -> None:
         (["--method", "byol"], "argument --method: invalid choice: 'byol'"),
         (["--lr", "-1"], "error: --lr -1.0: learning rate must be > 0"),
         (["--batch-size", "1"], "error: --batch-size 1: batch_size must be >= 2"),
+        (["--max-images", "1"], "error: --max-images 1: max_images must be >= 2"),
         (["--noise-sigma", "0.2", "0.1"], "error: --noise-sigma 0.2 0.1: noise_sigma must be"),
         (["--val-train", "a"], "error: --val-train a: give both val_train and val_test"),
     ],

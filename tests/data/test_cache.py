@@ -18,6 +18,7 @@ import contrastive.data.cache as cache_module
 from contrastive.data.cache import (
     CachedImageLoader,
     ToSquareUint8,
+    is_cached,
     load_or_build_cache,
     square_uint8,
 )
@@ -121,6 +122,21 @@ def test_rebuild_after_a_file_changes(image_folder: Path, tmp_path: Path) -> Non
     np.testing.assert_array_equal(
         np.delete(second.images, row, axis=0), np.delete(old_rows, row, axis=0)
     )
+
+
+def test_is_cached_tells_a_finished_cache_of_exactly_these_files(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    paths = list_images(image_folder)
+    directory = tmp_path / "cache"
+    assert not is_cached(paths, 32, directory)
+    _build(paths, directory)
+    assert is_cached(paths, 32, directory)
+    assert not is_cached(paths, 24, directory)  # another size
+    assert not is_cached(paths[1:], 32, directory)  # another list
+    later = time.time() + 10
+    os.utime(paths[0], (later, later))
+    assert not is_cached(paths, 32, directory)  # a file changed
 
 
 @pytest.mark.filterwarnings("ignore:skipping unreadable image")

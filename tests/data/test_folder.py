@@ -14,6 +14,7 @@ from contrastive.data.folder import (
     ImageFolder,
     class_of,
     list_images,
+    sample_paths,
     to_rgb,
 )
 from contrastive.errors import ContrastiveError
@@ -147,3 +148,13 @@ def test_dataset_does_not_hide_transform_errors(class_folders: Path) -> None:
 
     with pytest.raises(ZeroDivisionError):
         ImageDataset(list_images(class_folders), transform=broken)[0]
+
+
+def test_samples_are_seeded_nested_and_keep_the_folder_order() -> None:
+    paths = [Path(f"/images/{index:04d}.jpg") for index in range(1000)]
+    small, large = sample_paths(paths, 100, seed=3), sample_paths(paths, 300, seed=3)
+    assert len(small) == 100 and len(set(large)) == 300
+    assert small == sorted(small) and set(small) <= set(large)
+    assert sample_paths(paths, 100, seed=3) == small
+    assert sample_paths(paths, 100, seed=4) != small
+    assert sample_paths(paths, 5000) == paths

@@ -11,6 +11,7 @@ import yaml
 from PIL import Image
 
 from contrastive.cli import main
+from contrastive.data.folder import ImageFolder
 from contrastive.errors import ContrastiveError
 from contrastive.planning import FolderStats
 from contrastive.planning.planner import REFERENCE, Candidate, candidate_flops
@@ -64,29 +65,32 @@ def flop_proportional_rate(config, hardware, max_seconds: float):
 
 
 def test_a_planned_run_records_its_plan_in_config_yaml(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Without the probe's seconds the budget's share left for training does not depend on how
     # busy the machine is (a loaded CI machine spent the whole 20 s budget on probing).
     monkeypatch.setattr("contrastive.planning.plan_run.measured_rate", flop_proportional_rate)
     images = write_images(tmp_path / "images", 48, (40, 40))
     run_dir = tmp_path / "run"
-    code = main(
-        [
-            "train",
-            "--data",
-            str(images),
-            "--out",
-            str(run_dir),
-            "--accelerator",
-            "cpu",
-            "--time-budget",
-            "30s",
-            "--cache-dir",
-            str(tmp_path / "cache"),
-        ]
+    scans = []
+    scan = ImageFolder.scan.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(
+        ImageFolder, "scan", classmethod(lambda cls, root: scans.append(root) or scan(cls, root))
     )
-    assert code == 0
+    arguments = [
+        "train",
+        "--data",
+        str(images),
+        "--out",
+        str(run_dir),
+        "--accelerator",
+        "cpu",
+        "--time-budget",
+        "30s",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
+    assert main(arguments) == 0
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     plan = saved["plan"]
     assert plan["batch_size"].startswith(f"{saved['batch_size']}: ")
@@ -94,6 +98,13 @@ def test_a_planned_run_records_its_plan_in_config_yaml(
     assert saved["backbone"]["name"] == plan["backbone"].split(":")[0]
     assert saved["max_steps"] >= 1
     assert (run_dir / "backbone.pt").is_file()
+    assert len(scans) == 1  # the folder is listed once, for the plan and the run
+    assert "the first run decodes the folder" in plan["stored_size"]
+    # The next plan finds the folder decoded at the planned size: nothing to decode.
+    again = [*arguments[:3], "--out", str(tmp_path / "run2"), *arguments[5:], "--plan-only"]
+    with caplog.at_level(logging.INFO):
+        assert main(again) == 0
+    assert "decoded by an earlier run: reused" in caplog.text
 
 
 def test_init_weights_keep_the_architecture_they_fit(tmp_path: Path) -> None:

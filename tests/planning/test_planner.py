@@ -15,6 +15,7 @@ from contrastive.planning.planner import (
     MIN_PLANNED_BATCH,
     MIN_STEPS,
     REFERENCE,
+    SAMPLE_STEPS,
     Candidate,
     candidate_flops,
 )
@@ -144,14 +145,18 @@ def test_small_folders_get_smaller_batches_and_grayscale_ones_no_hue() -> None:
 
 
 def test_a_budget_of_few_steps_gets_smaller_batches() -> None:
-    # 1 minute (41 s of training after a first-run decode) on a slow fp32 machine: 84 steps
-    # of 128 images; halved until at least MIN_STEPS steps or the smallest planned batch.
+    # 1 minute (49 s of training after decoding a sample of 20,000 images) on a slow fp32
+    # machine: 99 steps of 128 images; halved until at least MIN_STEPS steps or the smallest
+    # planned batch.
     slow = plan(folder(50_000, 32), 60, rate=120.0)
     assert slow.config.batch_size == MIN_PLANNED_BATCH
-    assert slow.as_dict()["batch_size"].startswith("32: the budget gives 84 steps of 128")
+    assert slow.config.max_images == 20_000
+    assert slow.as_dict()["batch_size"].startswith("32: the budget gives 99 steps of 128")
     assert "scaled to 0.0375" in slow.as_dict()["lr"]
-    # Three times faster: 277 steps of 128, so 553 steps of 64 suffice.
+    # Three times faster (every image shown: no sample, 41 s of training after decoding all):
+    # 277 steps of 128, so 553 steps of 64 suffice.
     halved_once = plan(folder(50_000, 32), 60, rate=400.0)
+    assert halved_once.config.max_images is None
     assert halved_once.config.batch_size == 64
     rate = 400.0 * candidate_flops(CPU_RECIPE) / candidate_flops(halved_once.candidate)
     steps = rate * 41 / 64
@@ -230,3 +235,51 @@ def test_the_plan_says_what_a_view_size_the_user_set_costs() -> None:
     shown = result.as_dict()
     assert "the cheapest network's work per image, which would get" in shown["backbone"]
     assert shown["stem"].startswith("stride 2: 64 px views; stride 2 costs what 32 px")
+
+
+def _on_the_grid(images: int) -> bool:
+    digits = str(images)
+    return int(digits[0]) in SAMPLE_STEPS and set(digits[1:]) <= {"0"}
+
+
+def test_a_budget_that_shows_part_of_a_large_folder_decodes_a_sample() -> None:
+    # 100,000 images of 64 px, 1 minute on a slow fp32 machine: the run shows ~20,000.
+    stats = folder(100_000, 64)
+    sampled = plan(stats, 60, rate=120.0)
+    sample = sampled.config.max_images
+    assert sample is not None and _on_the_grid(sample)
+    shown = sampled.passes * min(stats.num_images, 50_000)
+    assert shown <= sample < stats.num_images
+    assert sample <= 2 * shown  # not much more than the run shows
+    reason = sampled.as_dict()["max_images"]
+    assert f"a seeded sample of {sample:,} is decoded" in reason
+    assert "the first run decodes the sample" in sampled.as_dict()["stored_size"]
+    # Decoding all of them leaves less time to train: a user who asks for every image.
+    base = cpu_budget_recipe(data="images", out="run").with_overrides(max_images=100_000)
+    everything = plan(stats, 60, rate=120.0, base=base, fixed={"max_images"})
+    assert everything.config.max_images == 100_000
+    assert "max_images" not in everything.as_dict()
+    assert everything.passes < 0.9 * sampled.passes
+    # A smaller sample the user sets is kept and priced.
+    base = base.with_overrides(max_images=10_000)
+    kept = plan(stats, 60, rate=120.0, base=base, fixed={"max_images"})
+    assert kept.config.max_images == 10_000
+    assert kept.as_dict()["max_images"].startswith("10000: set by you")
+
+
+def test_every_image_is_decoded_when_the_budget_shows_them_all_or_they_are_cached() -> None:
+    stats = folder(100_000, 64)
+    assert plan(stats, 600, rate=800.0).config.max_images is None
+    assert plan(folder(50_000, 32), 600).config.max_images is None
+    base = cpu_budget_recipe(data="images", out="run")
+    sizes: list[int] = []
+
+    def decoded(stored_size: int) -> bool:
+        sizes.append(stored_size)
+        return True
+
+    cached = plan_recipe(stats, CPU, 60, base, (), FlopRate(120.0), decoded)
+    assert cached.config.max_images is None
+    assert sizes == [cached.config.resolved_stored_size]
+    assert "decoded by an earlier run: reused" in cached.as_dict()["stored_size"]
+    assert cached.passes > plan(stats, 60, rate=120.0).passes

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 
+from contrastive.errors import ContrastiveError
 from contrastive.training.config import TrainConfig
 from contrastive.training.train import train
 
@@ -23,3 +28,43 @@ def test_each_data_path_trains_every_step(
     weights = result.backbone.state_dict().values()
     assert all(torch.isfinite(value).all() for value in weights if value.is_floating_point())
     assert (result.run_dir / "backbone.pt").is_file()
+
+
+def test_max_images_trains_on_a_seeded_sample(tiny_config: TrainConfig) -> None:
+    result = train(tiny_config.with_overrides(max_images=16))
+    assert result.num_images == 16
+    assert result.module.global_step == 16 // tiny_config.batch_size
+
+
+def _with_broken_files(source: Path, target: Path, broken: int) -> Path:
+    shutil.copytree(source, target)
+    for index in range(broken):
+        (target / "a" / f"broken{index}.jpg").write_bytes(b"not a jpeg at all")
+    return target
+
+
+def test_the_decoded_cache_finds_unreadable_files_without_a_header_pass(
+    tiny_config: TrainConfig, tiny_images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cache decodes every file before training: the per-file header check (11.5 s on
+    # 100,000 images) is not run, and a broken file is still skipped and listed.
+    def no_header_pass(*args: object, **kwargs: object) -> None:
+        raise AssertionError("check_readable ran on the decoded-cache path")
+
+    module = importlib.import_module("contrastive.training.train")  # not the function
+    monkeypatch.setattr(module, "check_readable", no_header_pass)
+    data = _with_broken_files(tiny_images, tmp_path / "images", broken=1)
+    config = tiny_config.with_overrides(data=str(data), cache_dir=str(tmp_path / "cache"))
+    with pytest.warns(UserWarning, match="broken0.jpg"):
+        result = train(config)
+    assert result.num_images == 32
+    (listed,) = (result.run_dir / "skipped_files.txt").read_text().splitlines()
+    assert listed == f"{data / 'a' / 'broken0.jpg'}\tfailed to decode"
+    # Over the tolerated fraction (5 of 37 > 10%): a one-line error naming the files.
+    data = _with_broken_files(tiny_images, tmp_path / "worse", broken=5)
+    config = config.with_overrides(data=str(data), out=str(tmp_path / "run2"))
+    with (
+        pytest.warns(UserWarning),
+        pytest.raises(ContrastiveError, match=r"5 of 37 images .* cannot be read.*broken0.jpg"),
+    ):
+        train(config)

@@ -172,3 +172,14 @@ def test_bad_health_settings_get_one_line_errors(overrides: dict, message: str) 
     with pytest.raises(ContrastiveError, match=message) as error:
         TrainConfig(**overrides)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(("max_steps", "measured"), [(5, [4]), (7, [3, 6])])
+def test_no_scheduled_measurement_just_before_the_last(
+    tiny_config: TrainConfig, max_steps: int, measured: list[int]
+) -> None:
+    # Every 4 steps: at step 4 of 5 the end (step 5) is under half an interval away, so only
+    # the end is measured; at step 4 of 7 it is not (CSV steps are global_step - 1).
+    config = tiny_config.with_overrides(epochs=2, max_steps=max_steps, health_every_n_steps=4)
+    train(config)
+    assert [step for step, _value in logged(config.run_dir, "rank")] == measured
