@@ -2,19 +2,27 @@
 
 Reading a header (``PIL.Image.open`` without decoding) takes about 0.05 ms, so a sample of a
 few thousand files describes a folder of a million in well under a second. The planner
-needs distributions, not every file: the sample is spread evenly over the sorted paths.
+needs distributions, not every file: the sample is spread evenly over the sorted paths. A
+few of them are also decoded the way the cache decodes them, timed: what decoding costs per
+image depends on format, size and disk more than on pixel counts.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from contrastive.data.cache import square_uint8
+from contrastive.data.folder import load_rgb
 from contrastive.errors import ContrastiveError
+
+#: Side the timed decodes are stored at (the planner's usual cache size for large images).
+DECODE_TIMING_SIDE = 64
 
 # Modes without colour: a folder of these gets no hue/saturation jitter.
 _GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
@@ -32,6 +40,8 @@ class FolderStats:
         short_side_p90: 90th percentile of the short side.
         median_pixels: Median of ``width * height``.
         grayscale_fraction: Share of sampled images stored without colour channels.
+        decode_seconds: Median seconds to decode one image into a 64 px cache square on one
+            core (timed on a few sampled files); None: not timed.
     """
 
     num_images: int
@@ -41,10 +51,14 @@ class FolderStats:
     short_side_p90: int
     median_pixels: int
     grayscale_fraction: float
+    decode_seconds: float | None = None
 
     @classmethod
-    def from_paths(cls, paths: Sequence[str | os.PathLike], sample: int = 2000) -> FolderStats:
-        """Reads the headers of up to ``sample`` images spread evenly over ``paths``.
+    def from_paths(
+        cls, paths: Sequence[str | os.PathLike], sample: int = 2000, decoded: int = 8
+    ) -> FolderStats:
+        """Reads the headers of up to ``sample`` images spread evenly over ``paths`` and
+        times the decoding of ``decoded`` of them.
 
         Raises:
             ContrastiveError: If ``paths`` is empty or none of the sampled headers opens.
@@ -52,18 +66,20 @@ class FolderStats:
         if not paths:
             raise ContrastiveError("no images to plan for: the folder is empty")
         step = max(1, len(paths) // sample)
-        shorts, pixels, gray = [], [], 0
+        shorts, pixels, gray, readable = [], [], 0, []
         for path in list(paths)[::step][:sample]:
             try:
                 with Image.open(path) as image:
                     width, height = image.size
                     gray += image.mode in _GRAY_MODES
             except (OSError, UnidentifiedImageError, ValueError):
-                continue  # check_readable names bad files; the plan needs only the good ones
+                continue  # the run names bad files; the plan needs only the good ones
             shorts.append(min(width, height))
             pixels.append(width * height)
+            readable.append(path)
         if not shorts:
             raise ContrastiveError(f"could not read any image header in {paths[0]} and others")
+        timed = readable[:: max(1, len(readable) // max(decoded, 1))][:decoded]
         short = np.asarray(shorts)
         return cls(
             num_images=len(paths),
@@ -73,6 +89,7 @@ class FolderStats:
             short_side_p90=int(np.percentile(short, 90)),
             median_pixels=int(np.median(pixels)),
             grayscale_fraction=gray / len(shorts),
+            decode_seconds=_decode_seconds(timed),
         )
 
     def describe(self) -> str:
@@ -85,3 +102,16 @@ class FolderStats:
         )
         colour = f", {self.grayscale_fraction:.0%} grayscale" if self.grayscale_fraction else ""
         return f"{self.num_images:,} images, short side {spread}{colour}"
+
+
+def _decode_seconds(paths: Sequence[str | os.PathLike]) -> float | None:
+    """Median seconds per image to decode ``paths`` as the cache does (None if none decodes)."""
+    seconds = []
+    for path in paths:
+        started = time.perf_counter()
+        try:
+            square_uint8(load_rgb(path, min_side=DECODE_TIMING_SIDE), DECODE_TIMING_SIDE)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            continue
+        seconds.append(time.perf_counter() - started)
+    return float(np.median(seconds)) if seconds else None

@@ -92,13 +92,16 @@ MIN_STEPS = 400
 MIN_PLANNED_BATCH = 32
 #: Share of host memory the decoded image cache may take.
 CACHE_MEMORY_SHARE = 0.5
-#: First-run cache decoding per core: a fixed cost per file (open, header, resize; measured
+#: First-run cache decoding per core where the folder's own files were not timed
+#: (``FolderStats.decode_seconds``): a fixed cost per file (open, header, resize; measured
 #: 6.1 s for 21,600 64 px JPEGs on 2 cores) plus a JPEG decoding rate in pixels/s.
 DECODE_SECONDS_PER_FILE = 0.5e-3
 DECODE_PIXELS_PER_SECOND = 150e6
 #: Sample sizes are rounded up to these steps per power of ten, so that runs whose probes
 #: differ a little choose the same sample (and reuse its decoded cache).
 SAMPLE_STEPS = (1, 2, 3, 5, 7)
+#: A sample must leave out at least a tenth of the folder to be worth its own cache.
+SAMPLE_MAX_SHARE = 0.9
 
 
 @dataclass(frozen=True)
@@ -271,9 +274,12 @@ class _Situation:
         fixed: frozenset[str],
     ) -> _Situation:
         batch, reason = _batch_size(stats, hardware, base, fixed)
-        # Large JPEGs decode at up to 1/8 scale per side (PIL's draft), never below ~128 px.
-        pixels = max(stats.median_pixels / 64, min(stats.median_pixels, 128**2))
-        per_file = DECODE_SECONDS_PER_FILE + pixels / DECODE_PIXELS_PER_SECOND
+        if stats.decode_seconds is not None:
+            per_file = stats.decode_seconds
+        else:
+            # Large JPEGs decode at up to 1/8 scale per side (PIL's draft), never below ~128 px.
+            pixels = max(stats.median_pixels / 64, min(stats.median_pixels, 128**2))
+            per_file = DECODE_SECONDS_PER_FILE + pixels / DECODE_PIXELS_PER_SECOND
         per_image = per_file / hardware.cpu_cores
         images = stats.num_images
         sample = base.max_images if "max_images" in fixed else None
@@ -498,9 +504,14 @@ def _with_decoding(
     rate = images_per_second * max(situation.hardware.devices, 1)
     training = situation.budget_seconds * TRAINING_SHARE
     shown = rate * training / (1 + rate * situation.decode_seconds_per_image)
+    images = situation.stats.num_images
     sample = _sample_step(max(shown, MIN_PASS_IMAGES))
-    if sample >= situation.stats.num_images:
-        return situation
+    if sample >= images:
+        # Near the folder's size the steps are too coarse: two significant digits.
+        power = 10 ** max(int(math.log10(max(shown, 1))) - 1, 0)
+        sample = max(math.ceil(shown / power) * power, MIN_PASS_IMAGES)
+        if sample >= SAMPLE_MAX_SHARE * images:
+            return situation
     decode = sample * situation.decode_seconds_per_image
     note = (
         f"the budget shows about {shown:,.0f} of the {situation.stats.num_images:,} images: "

@@ -39,6 +39,20 @@ def test_folder_stats_read_sizes_and_colour_from_headers(tmp_path: Path) -> None
         FolderStats.from_paths([])
 
 
+def test_folder_stats_time_decoding_on_the_folders_own_files(tmp_path: Path) -> None:
+    # A 1500 x 1000 PNG (no reduced decoding) costs far more than a 32 px one.
+    small = FolderStats.from_paths(sorted(write_images(tmp_path / "small", 4, (32, 32)).iterdir()))
+    large = FolderStats.from_paths(
+        sorted(write_images(tmp_path / "large", 2, (1500, 1000)).iterdir())
+    )
+    assert small.decode_seconds is not None and large.decode_seconds is not None
+    assert 0 < small.decode_seconds < large.decode_seconds / 5
+    assert (
+        FolderStats.from_paths(sorted((tmp_path / "small").iterdir()), decoded=0).decode_seconds
+        is None
+    )
+
+
 def test_plan_only_prints_the_plan_and_keeps_what_the_user_set(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
 ) -> None:

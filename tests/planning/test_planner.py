@@ -153,13 +153,12 @@ def test_a_budget_of_few_steps_gets_smaller_batches() -> None:
     assert slow.config.max_images == 20_000
     assert slow.as_dict()["batch_size"].startswith("32: the budget gives 99 steps of 128")
     assert "scaled to 0.0375" in slow.as_dict()["lr"]
-    # Three times faster (every image shown: no sample, 41 s of training after decoding all):
-    # 277 steps of 128, so 553 steps of 64 suffice.
+    # Three times faster: the run shows ~38,000 of the 50,000 images (a sample of 39,000,
+    # rounded to two digits near the folder's size), 299 steps of 128, so 597 of 64 suffice.
     halved_once = plan(folder(50_000, 32), 60, rate=400.0)
-    assert halved_once.config.max_images is None
+    assert halved_once.config.max_images == 39_000
     assert halved_once.config.batch_size == 64
-    rate = 400.0 * candidate_flops(CPU_RECIPE) / candidate_flops(halved_once.candidate)
-    steps = rate * 41 / 64
+    steps = halved_once.passes * 50_000 / 64
     assert MIN_STEPS <= steps < 2 * MIN_STEPS
     # Enough steps: the CPU batch stays; a batch the user set is kept whatever the steps.
     assert plan(folder(50_000, 32), 600, rate=800.0).config.batch_size == 128
@@ -283,3 +282,14 @@ def test_every_image_is_decoded_when_the_budget_shows_them_all_or_they_are_cache
     assert sizes == [cached.config.resolved_stored_size]
     assert "decoded by an earlier run: reused" in cached.as_dict()["stored_size"]
     assert cached.passes > plan(stats, 60, rate=120.0).passes
+
+
+def test_decoding_measured_on_the_folder_prices_the_sample() -> None:
+    # 100,000 large photos, 10 minutes: by the pixel rule (about 2 ms per photo) every image
+    # fits the budget; timed at 20 ms per photo, decoding them all would take 1,000 s, so a
+    # sample is decoded and the run still gets most of its training time.
+    photos = folder(100_000, 3000)
+    assert plan(photos, 600).config.max_images is None
+    slow = plan(replace(photos, decode_seconds=0.02), 600)
+    assert slow.config.max_images is not None and slow.config.max_images < 90_000
+    assert "a seeded sample of" in slow.as_dict()["max_images"]
