@@ -293,3 +293,24 @@ def test_decoding_measured_on_the_folder_prices_the_sample() -> None:
     slow = plan(replace(photos, decode_seconds=0.02), 600)
     assert slow.config.max_images is not None and slow.config.max_images < 90_000
     assert "a seeded sample of" in slow.as_dict()["max_images"]
+
+
+def test_measure_samples_shrink_where_decoding_them_would_eat_the_budget() -> None:
+    photos = replace(folder(5_000, 3000), decode_seconds=0.02)  # 20 ms per photo, one core
+    short = plan(photos, 60)
+    # 3% of a minute is 1.8 s: 90 photos, so the floor of 256 (5 s).
+    assert (short.config.health_sample_size, short.config.projector_sample_size) == (256, 256)
+    assert (
+        "2,048 images for the health measures' sample would take ~41 s on one core"
+        in (short.as_dict()["health_sample_size"])
+    )
+    assert "1,000 images for the projector's" in short.as_dict()["projector_sample_size"]
+    # A folder smaller than the sample is priced at its size.
+    few = plan(replace(folder(500, 3000), decode_seconds=0.02), 60)
+    assert "decoding 500 images" in few.as_dict()["health_sample_size"]
+    assert plan(photos, 3600).config.health_sample_size == 2048  # 108 s is 3% of an hour
+    # Small images keep the defaults; a size the user set is kept.
+    assert plan(folder(1_000, 32), 60).config.health_sample_size == 2048
+    base = cpu_budget_recipe(data="images", out="run").with_overrides(health_sample_size=4096)
+    kept = plan(photos, 60, base=base, fixed={"health_sample_size"})
+    assert kept.config.health_sample_size == 4096
