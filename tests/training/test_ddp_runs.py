@@ -117,7 +117,7 @@ def test_time_budget_run_plans_once_for_both_ranks(
     tiny_images: Path, decoded_cache: Path, tmp_path: Path
 ) -> None:
     # Rank 1's start-up and the plan's probe come out of the budget: in one fresh-clone
-    # test run on 2 cores they took all of 15 s (usually ~8 s), so the budget leaves room.
+    # test run on 2 cores they took all of a 15 s budget, so the budget leaves room.
     budget = 25
     run_dir = tmp_path / "run"
     run = DDPRun(
