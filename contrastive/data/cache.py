@@ -177,12 +177,19 @@ def is_cached(
 ) -> bool:
     """Whether a finished cache of exactly ``paths`` at ``size`` exists (nothing is read
     but the files' sizes and times, the cache's record and its data file's size)."""
-    source_paths = [Path(p).absolute() for p in paths]
-    if not source_paths or size < 1:
+    if size < 1 or not paths:
         return False
-    folder = Path(directory) if directory is not None else default_cache_dir()
-    name = cache_name(source_paths, size)
+    folder, name, source_paths = _located(paths, size, directory)
     return _load(folder, name, source_paths, size, quiet=True) is not None
+
+
+def _located(
+    paths: Sequence[str | os.PathLike], size: int, directory: str | os.PathLike | None
+) -> tuple[Path, str, list[Path]]:
+    """``(cache folder, cache name, absolute source paths)`` of ``paths`` at ``size``."""
+    source_paths = [Path(p).absolute() for p in paths]
+    folder = Path(directory) if directory is not None else default_cache_dir()
+    return folder, cache_name(source_paths, size), source_paths
 
 
 def load_or_build_cache(
@@ -209,11 +216,9 @@ def load_or_build_cache(
     """
     if size < 1:
         raise ContrastiveError(f"cache image size must be at least 1 pixel, got {size}")
-    source_paths = [Path(p).absolute() for p in paths]
-    if not source_paths:
+    if not paths:
         raise ContrastiveError("no images to cache: the file list is empty")
-    folder = Path(directory) if directory is not None else default_cache_dir()
-    name = cache_name(source_paths, size)
+    folder, name, source_paths = _located(paths, size, directory)
     cache = _load(folder, name, source_paths, size)
     if cache is None:
         cache = _build(folder, name, source_paths, size, workers)

@@ -500,6 +500,11 @@ def _with_decoding(
     cores: decoding all took 17 s of the minute and the run saw 4,128 images.)
     """
     base = situation.base
+    # Without the cache nothing is decoded ahead; a sample the user set is priced already.
+    if situation.is_fixed("max_images") or not (
+        base.cache_images and base.view_pipeline == "batched"
+    ):
+        return situation
     if already_decoded:
         return replace(
             situation,
@@ -507,10 +512,6 @@ def _with_decoding(
             train_seconds=_train_seconds(situation.budget_seconds, 0.0),
             decode_note="decoded by an earlier run: reused",
         )
-    if situation.is_fixed("max_images") or not (
-        base.cache_images and base.view_pipeline == "batched"
-    ):
-        return situation
     rate = images_per_second * max(situation.hardware.devices, 1)
     training = situation.budget_seconds * TRAINING_SHARE
     shown = rate * training / (1 + rate * situation.decode_seconds_per_image)

@@ -230,7 +230,11 @@ def _checked_inputs(
     else:
         paths, skipped = check_readable(paths, config.max_bad_fraction)
     log.info("training on %d images from %s", len(paths), folder.root)
-    return paths, skipped, max(1, len(paths) // (config.batch_size * world))
+    return paths, skipped, _steps_per_epoch(len(paths), config, world)
+
+
+def _steps_per_epoch(images: int, config: TrainConfig, world_size: int) -> int:
+    return max(1, images // (config.batch_size * world_size))
 
 
 def _cache_decodes_every_file(config: TrainConfig) -> bool:
@@ -261,7 +265,7 @@ def _build(
     if decode_failures:
         check_bad_fraction(len(paths), decode_failures, config.max_bad_fraction)
         paths = [path for path in paths if path not in decode_failures]
-        steps_per_epoch = max(1, len(paths) // (config.batch_size * trainer.world_size))
+        steps_per_epoch = _steps_per_epoch(len(paths), config, trainer.world_size)
     trainer.callbacks.extend(health_callbacks(config, paths))
     trainer.callbacks.append(
         ProjectorAtEnd(config.data, paths, config.views, config.projector_sample_size, config.seed)

@@ -282,6 +282,10 @@ def test_every_image_is_decoded_when_the_budget_shows_them_all_or_they_are_cache
     assert sizes == [cached.config.resolved_stored_size]
     assert "decoded by an earlier run: reused" in cached.as_dict()["stored_size"]
     assert cached.passes > plan(stats, 60, rate=120.0).passes
+    # A sample the user set is decoded on its own, whatever the cache holds for the folder.
+    sampled = base.with_overrides(max_images=10_000)
+    own = plan_recipe(stats, CPU, 60, sampled, {"max_images"}, FlopRate(120.0), decoded)
+    assert "the first run decodes the sample" in own.as_dict()["stored_size"]
 
 
 def test_decoding_measured_on_the_folder_prices_the_sample() -> None:
