@@ -21,7 +21,7 @@ import multiprocessing
 import os
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +32,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
 from contrastive.cache_root import cache_dir
-from contrastive.data.folder import load_rgb
+from contrastive.data.folder import describe_error, load_rgb
 from contrastive.errors import ContrastiveError
 from contrastive.files import atomic_path, write_text_atomic
 from contrastive.hardware import usable_cores
@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 #: Bumped whenever the decoding or the file layout changes, so old caches are not reused.
 CACHE_VERSION = 1
 
+#: The reason given for a skipped file whose cache did not keep one.
+UNKNOWN_DECODE_FAILURE = "failed to decode"
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 # Below this many files a worker pool costs more to start than it saves.
 _MIN_FILES_FOR_POOL = 512
@@ -93,7 +95,7 @@ def _decode(task: tuple[int, str, int]) -> tuple[int, np.ndarray | str]:
     try:
         return index, square_uint8(load_rgb(path, min_side=size), size)
     except _DECODE_ERRORS as error:
-        return index, str(error)
+        return index, describe_error(error)
 
 
 def _file_signature(path: Path) -> str:
@@ -130,6 +132,9 @@ class DecodedCache:
         valid: int64 array ``(M,)``: row ``r`` holds ``source_paths[valid[r]]``. Use it to
             align labels: ``labels[cache.valid]``.
         skipped: The files that could not be decoded (not stored).
+        skip_reasons: ``file -> why it could not be decoded`` (error type and message), for
+            the files in ``skipped`` (``UNKNOWN_DECODE_FAILURE`` for a cache written before
+            reasons were kept).
     """
 
     data_path: Path
@@ -137,6 +142,7 @@ class DecodedCache:
     source_paths: list[Path]
     valid: np.ndarray
     skipped: list[Path] = field(default_factory=list)
+    skip_reasons: dict[Path, str] = field(default_factory=dict)
     _images: np.memmap | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -241,6 +247,7 @@ def _load(
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         skipped_indices = [int(i) for i in meta["skipped"]]
+        reasons = {int(i): str(reason) for i, reason in meta.get("reasons", {}).items()}
         row_count = int(meta["rows"])
         data_bytes = data_path.stat().st_size
     except (OSError, ValueError, KeyError, TypeError):
@@ -255,7 +262,8 @@ def _load(
         return None
     if not quiet:
         log.info("reusing decoded cache %s (%d images)", data_path, row_count)
-    return _decoded_cache(data_path, size, source_paths, skipped_indices)
+    failures = {i: reasons.get(i, UNKNOWN_DECODE_FAILURE) for i in skipped_indices}
+    return _decoded_cache(data_path, size, source_paths, failures)
 
 
 # The rows file of the build in progress, opened once per decoding process.
@@ -366,17 +374,20 @@ def _build(
                 "files": len(source_paths),
                 "rows": row,
                 "skipped": skipped_indices,
+                "reasons": {str(index): failures[index] for index in skipped_indices},
             }
         ),
     )
     log.info("decoded %d images in %.1f s", row, time.perf_counter() - started)
-    return _decoded_cache(data_path, size, source_paths, skipped_indices)
+    return _decoded_cache(data_path, size, source_paths, failures)
 
 
 def _decoded_cache(
-    data_path: Path, size: int, source_paths: list[Path], skipped_indices: Sequence[int]
+    data_path: Path, size: int, source_paths: list[Path], failures: Mapping[int, str]
 ) -> DecodedCache:
-    """The cache of ``data_path``: a row for every source file but the skipped ones."""
+    """The cache of ``data_path``: a row for every source file but the failed ones
+    (``failures``: ``{index: reason}``)."""
+    skipped_indices = sorted(failures)
     valid = np.setdiff1d(
         np.arange(len(source_paths), dtype=np.int64), np.asarray(skipped_indices, dtype=np.int64)
     )
@@ -386,6 +397,7 @@ def _decoded_cache(
         source_paths=source_paths,
         valid=valid,
         skipped=[source_paths[i] for i in skipped_indices],
+        skip_reasons={source_paths[i]: failures[i] for i in skipped_indices},
     )
 
 

@@ -278,12 +278,12 @@ def _unreadable_reason(path: Path, *, decode: bool) -> str | None:
                 image.verify()
     # PIL's plugins raise a wide, undocumented range of exceptions on malformed data.
     except Exception as error:  # noqa: BLE001
-        return _describe(error)
+        return describe_error(error)
     return None
 
 
-def _describe(error: BaseException) -> str:
-    """One line naming the error type and its message."""
+def describe_error(error: BaseException) -> str:
+    """One line naming the error type and its message (the reason in ``skipped_files.txt``)."""
     message = " ".join(str(error).split())
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
@@ -400,9 +400,10 @@ class ImageDataset(torch.utils.data.Dataset):
             # PIL's plugins raise a wide, undocumented range of exceptions on malformed data;
             # any of them means this file is unusable, not that the epoch should stop.
             except Exception as error:  # noqa: BLE001
+                reason = describe_error(error)
                 self.skipped.add(str(path))
-                self._first_failure = self._first_failure or f"{path} ({_describe(error)})"
-                warnings.warn(f"skipping unreadable image {path}: {_describe(error)}", stacklevel=2)
+                self._first_failure = self._first_failure or f"{path} ({reason})"
+                warnings.warn(f"skipping unreadable image {path}: {reason}", stacklevel=2)
                 continue
             sample = self.transform(image) if self.transform is not None else image
             return sample, int(self.labels[i]), i

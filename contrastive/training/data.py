@@ -54,8 +54,7 @@ def batched_loader(
         pin_memory=on_gpu,
         prefetch=on_gpu,
     )
-    skipped = {Path(path): "failed to decode" for path in cache.skipped}
-    return loader, skipped
+    return loader, dict(cache.skip_reasons)
 
 
 class _DropLabel(torch.utils.data.Dataset):

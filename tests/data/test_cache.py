@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shutil
@@ -16,6 +17,7 @@ from PIL import Image
 
 import contrastive.data.cache as cache_module
 from contrastive.data.cache import (
+    UNKNOWN_DECODE_FAILURE,
     CachedImageLoader,
     ToSquareUint8,
     is_cached,
@@ -86,6 +88,24 @@ def test_bad_file_skipped_and_labels_stay_aligned(image_folder: Path, tmp_path: 
         reused = load_or_build_cache(paths, 32, tmp_path / "cache", workers=0)
     np.testing.assert_array_equal(reused.valid, cache.valid)
     assert reused.skipped == cache.skipped
+    # PIL's reason is kept with the cache, so a reused cache still says why.
+    (reason,) = cache.skip_reasons.values()
+    assert reason.startswith("UnidentifiedImageError: cannot identify image file")
+    assert reused.skip_reasons == cache.skip_reasons
+
+
+def test_a_cache_without_kept_reasons_still_loads(image_folder: Path, tmp_path: Path) -> None:
+    # Caches written before reasons were kept (same CACHE_VERSION) are reused, not rebuilt.
+    paths = list_images(image_folder)
+    cache = _build(paths, tmp_path / "cache")
+    meta_path = cache.data_path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    del meta["reasons"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        reused = load_or_build_cache(paths, 32, tmp_path / "cache", workers=0)
+    assert reused.data_path == cache.data_path
+    assert reused.skip_reasons == {image_folder / "broken.jpg": UNKNOWN_DECODE_FAILURE}
 
 
 def test_reuse_does_not_decode(
