@@ -131,22 +131,25 @@ class DecodedCache:
         source_paths: The files the cache was built from, in order.
         valid: int64 array ``(M,)``: row ``r`` holds ``source_paths[valid[r]]``. Use it to
             align labels: ``labels[cache.valid]``.
-        skipped: The files that could not be decoded (not stored).
-        skip_reasons: ``file -> why it could not be decoded`` (error type and message), for
-            the files in ``skipped`` (``UNKNOWN_DECODE_FAILURE`` for a cache written before
-            reasons were kept).
+        skip_reasons: ``file -> why it could not be decoded`` (error type and message), in
+            file order, for the files not stored (``UNKNOWN_DECODE_FAILURE`` for a cache
+            written before reasons were kept).
     """
 
     data_path: Path
     size: int
     source_paths: list[Path]
     valid: np.ndarray
-    skipped: list[Path] = field(default_factory=list)
     skip_reasons: dict[Path, str] = field(default_factory=dict)
     _images: np.memmap | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.valid)
+
+    @property
+    def skipped(self) -> list[Path]:
+        """The files that could not be decoded (not stored), in file order."""
+        return list(self.skip_reasons)
 
     @property
     def images(self) -> np.memmap:
@@ -250,7 +253,8 @@ def _load(
         reasons = {int(i): str(reason) for i, reason in meta.get("reasons", {}).items()}
         row_count = int(meta["rows"])
         data_bytes = data_path.stat().st_size
-    except (OSError, ValueError, KeyError, TypeError):
+    # A damaged record (wrong types anywhere) means a rebuild, never a traceback.
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     if (
         meta.get("version") != CACHE_VERSION
@@ -396,7 +400,6 @@ def _decoded_cache(
         size=size,
         source_paths=source_paths,
         valid=valid,
-        skipped=[source_paths[i] for i in skipped_indices],
         skip_reasons={source_paths[i]: failures[i] for i in skipped_indices},
     )
 

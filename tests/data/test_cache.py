@@ -106,6 +106,12 @@ def test_a_cache_without_kept_reasons_still_loads(image_folder: Path, tmp_path: 
         reused = load_or_build_cache(paths, 32, tmp_path / "cache", workers=0)
     assert reused.data_path == cache.data_path
     assert reused.skip_reasons == {image_folder / "broken.jpg": UNKNOWN_DECODE_FAILURE}
+    # A damaged record is rebuilt, not a traceback.
+    meta["reasons"] = ["not", "a", "mapping"]
+    meta_path.write_text(json.dumps(meta))
+    rebuilt = _build(paths, tmp_path / "cache")
+    assert rebuilt.skipped == [image_folder / "broken.jpg"]
+    assert rebuilt.skip_reasons != reused.skip_reasons
 
 
 def test_reuse_does_not_decode(
