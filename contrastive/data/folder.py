@@ -351,9 +351,10 @@ class ImageDataset(torch.utils.data.Dataset):
     """Decodes the images of an :class:`ImageFolder` and applies a transform.
 
     Files that fail to decode are skipped with a warning naming them: the sample is
-    replaced by the next readable one, so an epoch never stops on a bad file. The names of
-    skipped files are kept in :attr:`skipped` (per worker process), and a skipped file is
-    not decoded again. Errors raised by the transform are not caught: they are bugs.
+    replaced by the next readable one, so an epoch never stops on a bad file. Skipped files
+    are kept in :attr:`skipped`, each mapped to its one-line reason (per worker process),
+    and a skipped file is not decoded again. Errors raised by the transform are not caught:
+    they are bugs.
 
     Args:
         paths: Image files.
@@ -383,8 +384,7 @@ class ImageDataset(torch.utils.data.Dataset):
         )
         if len(self.labels) != len(self.paths):
             raise ContrastiveError(f"got {len(self.labels)} labels for {len(self.paths)} images")
-        self.skipped: set[str] = set()
-        self._first_failure = ""
+        self.skipped: dict[str, str] = {}
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -401,15 +401,15 @@ class ImageDataset(torch.utils.data.Dataset):
             # any of them means this file is unusable, not that the epoch should stop.
             except Exception as error:  # noqa: BLE001
                 reason = describe_error(error)
-                self.skipped.add(str(path))
-                self._first_failure = self._first_failure or f"{path} ({reason})"
+                self.skipped[str(path)] = reason
                 warnings.warn(f"skipping unreadable image {path}: {reason}", stacklevel=2)
                 continue
             sample = self.transform(image) if self.transform is not None else image
             return sample, int(self.labels[i]), i
+        first = next(iter(self.skipped.items()), None)
         raise ContrastiveError(
             f"none of the {len(self.paths)} images can be decoded"
-            + (f", e.g. {self._first_failure}" if self._first_failure else "")
+            + (f", e.g. {first[0]} ({first[1]})" if first else "")
         )
 
 

@@ -334,9 +334,7 @@ def _export(run: _Run) -> TrainResult:
         )
         # Files that passed the quick header check but failed to decode (main process only).
         dataset = getattr(run.loader, "dataset", None)
-        late = {
-            path: "failed to decode during training" for path in getattr(dataset, "skipped", ())
-        }
+        late = dict(getattr(dataset, "skipped", {}))
         _write_skipped(run_dir, {**run.skipped, **run.decode_failures, **late})
     return TrainResult(run_dir=run_dir, module=module, config=run.config, num_images=len(run.paths))
 

@@ -202,7 +202,11 @@ def test_dataset_skips_undecodable_files_with_a_warning_naming_each(
     messages = "\n".join(str(w.message) for w in record)
     for path in bad_image_corpus.undecodable.values():
         assert str(path) in messages
-    assert dataset.skipped == {str(p) for p in bad_image_corpus.undecodable.values()}
+    assert set(dataset.skipped) == {str(p) for p in bad_image_corpus.undecodable.values()}
+    # Each skipped file keeps PIL's reason, the line skipped_files.txt will carry.
+    for path, reason in dataset.skipped.items():
+        assert reason.split(":")[0].endswith(("Error", "Exception")), (path, reason)
+        assert reason in messages
 
 
 def test_dataloader_epoch_completes_over_bad_files(bad_image_corpus: BadImageCorpus) -> None:
@@ -223,8 +227,11 @@ def test_dataset_with_nothing_readable_raises_a_clear_error(
 ) -> None:
     dataset = ImageDataset(list(bad_image_corpus.undecodable.values()))
 
-    with pytest.warns(UserWarning), pytest.raises(ContrastiveError, match="none of the 5"):
+    with pytest.warns(UserWarning), pytest.raises(ContrastiveError, match="none of the 5") as info:
         dataset[0]
+    # One example names the first file tried and PIL's reason for it.
+    first = str(dataset.paths[0])
+    assert f"e.g. {first} ({dataset.skipped[first]})" in str(info.value)
 
 
 def test_check_readable_skips_what_verify_can_see(bad_image_corpus: BadImageCorpus) -> None:

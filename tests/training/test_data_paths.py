@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import io
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from contrastive.errors import ContrastiveError
 from contrastive.training.config import TrainConfig
@@ -70,3 +73,26 @@ def test_the_decoded_cache_finds_unreadable_files_without_a_header_pass(
         pytest.raises(ContrastiveError, match=r"5 of 37 images .* cannot be read.*broken0.jpg"),
     ):
         train(config)
+
+
+def test_per_image_path_lists_a_late_decode_failure_with_its_reason(
+    tiny_config: TrainConfig, tiny_images: Path, tmp_path: Path
+) -> None:
+    # A truncated JPEG passes the header check and fails only when decoded in the loop:
+    # skipped_files.txt still carries PIL's error, not a generic placeholder.
+    data = tmp_path / "images"
+    shutil.copytree(tiny_images, data)
+    buffer = io.BytesIO()
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(buffer, "JPEG", quality=95)
+    (data / "a" / "truncated.jpg").write_bytes(buffer.getvalue()[: buffer.tell() // 2])
+    config = tiny_config.with_overrides(
+        data=str(data), view_pipeline="per_image", cache_images=False
+    )
+    # The warning of the loop, not of the header check: the failure is a late one.
+    with pytest.warns(UserWarning, match="skipping unreadable image .*truncated.jpg"):
+        result = train(config)
+    (listed,) = (result.run_dir / "skipped_files.txt").read_text().splitlines()
+    path, reason = listed.split("\t")
+    assert path == str(data / "a" / "truncated.jpg")
+    assert reason.startswith("OSError: ") and "runcated" in reason, reason
