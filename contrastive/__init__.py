@@ -6,14 +6,33 @@ Train an encoder, measure it, explore its embeddings::
     result = train(TrainConfig(data="images/", out="runs/first", views=view_preset("cifar")))
 """
 
-from contrastive.backbones import BACKBONES, BackboneConfig, build_backbone
-from contrastive.errors import ContrastiveError
-from contrastive.losses import DistanceContrastiveLoss, LossConfig
-from contrastive.methods import METHODS, MethodConfig
-from contrastive.training import OptimConfig, TrainConfig, TrainResult, train
-from contrastive.views import VIEW_PRESETS, ViewConfig, view_preset
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# The public names and the module each lives in. They load on first use, so that
+# `import contrastive` stays cheap: torch, torchvision and Lightning take 5-7 s to import on
+# 2 cores, and the command line starts the clock of --time-budget before they load.
+_HOMES = {
+    "BACKBONES": "contrastive.backbones",
+    "BackboneConfig": "contrastive.backbones",
+    "build_backbone": "contrastive.backbones",
+    "ContrastiveError": "contrastive.errors",
+    "DistanceContrastiveLoss": "contrastive.losses",
+    "LossConfig": "contrastive.losses",
+    "METHODS": "contrastive.methods",
+    "MethodConfig": "contrastive.methods",
+    "OptimConfig": "contrastive.training",
+    "TrainConfig": "contrastive.training",
+    "TrainResult": "contrastive.training",
+    "train": "contrastive.training",
+    "VIEW_PRESETS": "contrastive.views",
+    "ViewConfig": "contrastive.views",
+    "view_preset": "contrastive.views",
+}
 
 __all__ = [
     "BACKBONES",
@@ -32,3 +51,24 @@ __all__ = [
     "train",
     "view_preset",
 ]
+
+if TYPE_CHECKING:
+    from contrastive.backbones import BACKBONES, BackboneConfig, build_backbone
+    from contrastive.errors import ContrastiveError
+    from contrastive.losses import DistanceContrastiveLoss, LossConfig
+    from contrastive.methods import METHODS, MethodConfig
+    from contrastive.training import OptimConfig, TrainConfig, TrainResult, train
+    from contrastive.views import VIEW_PRESETS, ViewConfig, view_preset
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'contrastive' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})

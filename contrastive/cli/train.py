@@ -205,7 +205,8 @@ def run(args: argparse.Namespace) -> int:
     from contrastive.training.interrupt import TrainingInterrupted
     from contrastive.training.train import train
 
-    budget_started = time.perf_counter()  # planning counts against the budget
+    # Everything since the command started (imports, scanning, planning) counts.
+    budget_started = getattr(args, "started", None) or time.perf_counter()
     base = _saved_config(args) if args.resume else _recipe_config(args)
     config = config_from_args(args, base=base)
     if not config.data and not args.resume:

@@ -462,6 +462,11 @@ class HealthMonitor(pl.Callback):
         ):
             self._measure_and_log(trainer, pl_module, on_step=False)
 
+    def seconds_after_training(self) -> float:
+        """What the measurement at the end of training will take, priced at the last one
+        (0 before any: a run too short to measure mid-way has no price yet)."""
+        return self.last_cost or 0.0
+
     def _end_is_near(self, trainer: pl.Trainer, step: int) -> bool:
         """Whether training ends within half an interval, where the last measurement is
         taken anyway (a 1-minute budget run of 452 steps measured at 400 and 452: 8% of its

@@ -191,3 +191,35 @@ def test_resume_keeps_the_saved_run_values_that_no_flag_overrides(tmp_path: Path
     (tmp_path / "config.yaml").write_text(dump_config(saved))
     args = build_parser().parse_args(["train", "--resume", "--out", str(tmp_path), "--epochs", "5"])
     assert config_from_args(args, base=_saved_config(args)) == saved.with_overrides(epochs=5)
+
+
+def test_the_time_budget_counts_from_the_start_of_the_command(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Building the parser imports torch and Lightning (seconds): the user waits for it, so
+    # the budget must count it.
+    import importlib
+    import time
+
+    import contrastive.cli as cli
+
+    training = importlib.import_module("contrastive.training.train")  # the module, not train()
+
+    marks: dict[str, float] = {}
+    original = cli.build_parser
+
+    def timed_build_parser() -> argparse.ArgumentParser:
+        parser = original()
+        marks["parser_built"] = time.perf_counter()
+        return parser
+
+    def fake_train(config: TrainConfig, budget_started: float, **kwargs: object) -> None:
+        marks["budget_started"] = budget_started
+        raise KeyboardInterrupt  # stop here: only the clock matters
+
+    monkeypatch.setattr(cli, "build_parser", timed_build_parser)
+    monkeypatch.setattr(training, "train", fake_train)
+    called = time.perf_counter()
+    flags = ["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--time-budget", "1m"]
+    assert main(["train", *flags, "--recipe", "default"]) == 130
+    assert called <= marks["budget_started"] < marks["parser_built"]

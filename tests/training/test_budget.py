@@ -80,7 +80,19 @@ class TimedModule(pl.LightningModule):
         }
 
 
-def fit_timed(planned_steps: int, budget: float) -> tuple[TimedModule, FillTimeBudget, float]:
+class WorkAfterTraining(pl.Callback):
+    """A callback that announces the seconds it will spend after the last step."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def seconds_after_training(self) -> float:
+        return self.seconds
+
+
+def fit_timed(
+    planned_steps: int, budget: float, after_training: float = 0.0
+) -> tuple[TimedModule, FillTimeBudget, float]:
     """Trains with 20 ms steps (simulated) and returns the module, callback and end time."""
     clock = SimulatedClock()
     module = TimedModule(clock, seconds_per_step=0.02, planned_steps=planned_steps)
@@ -91,7 +103,7 @@ def fit_timed(planned_steps: int, budget: float) -> tuple[TimedModule, FillTimeB
     trainer = pl.Trainer(
         max_steps=planned_steps,
         max_epochs=1000,
-        callbacks=[replanner],
+        callbacks=[replanner, WorkAfterTraining(after_training)],
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
@@ -118,6 +130,14 @@ def test_replanning_moves_the_end_of_training_to_the_deadline(planned_steps: int
     assert module.rates[-1] < 0.02 * peak
     decay = module.rates[int(0.2 * trained) :]
     assert all(later <= earlier + 1e-12 for earlier, later in zip(decay, decay[1:]))
+
+
+def test_the_end_of_training_leaves_the_time_the_callbacks_announce() -> None:
+    # 0.5 s of announced work after the last step (the final health measurement): training
+    # stops at 1.5 s of a 2 s budget, 75 steps of 20 ms, so the command ends on time.
+    module, _, ended = fit_timed(40, budget=2.0, after_training=0.5)
+    assert ended == pytest.approx(1.5, abs=0.021)
+    assert 74 <= len(module.rates) <= 76
 
 
 def test_set_total_steps_stretches_the_cosine_schedule() -> None:
@@ -202,3 +222,13 @@ def test_step_timing_skips_the_warm_up_and_takes_the_mean_or_the_fastest(
 
     assert seconds == pytest.approx(expected)
     assert module.weight.item() == 1.0  # a throw-away copy stepped, not the module
+
+
+def test_the_health_monitor_announces_its_final_measurement_at_the_last_price() -> None:
+    from contrastive.training.budget import seconds_after_training
+    from contrastive.training.health import HealthMonitor
+
+    monitor = HealthMonitor([], ViewConfig())
+    assert seconds_after_training([monitor, pl.Callback()]) == 0.0  # nothing measured yet
+    monitor.last_cost = 0.8
+    assert seconds_after_training([monitor, WorkAfterTraining(0.5)]) == pytest.approx(1.3)
