@@ -69,6 +69,7 @@ def export_projector(
     out_dir: str | os.PathLike,
     thumbnail_size: int | None = 32,
     seed: int = 0,
+    thumbnails: np.ndarray | None = None,
 ) -> ProjectorExport:
     """Writes the Embedding Projector files for a set of embeddings.
 
@@ -77,13 +78,16 @@ def export_projector(
         out_dir: Folder to write (created if needed; an earlier export there is replaced).
         thumbnail_size: Side of each sprite thumbnail in pixels; None exports no sprite.
         seed: Random seed for the subsample taken when the sprite cannot hold every point.
+        thumbnails: ``(N, thumbnail_size, thumbnail_size, 3)`` uint8 thumbnails of every
+            point, already decoded (then no image file is read).
 
     Returns:
         The written paths and the exported rows.
 
     Raises:
         ContrastiveError: If TensorBoard is not installed, ``thumbnail_size`` is out of
-            range, ``data_root`` is not a folder or an image cannot be read.
+            range, ``data_root`` is not a folder, an image cannot be read or
+            ``thumbnails`` does not match the points and the size.
     """
     summary_writer = _summary_writer_class()
     with_images = thumbnail_size is not None and embeddings.data_root is not None
@@ -95,7 +99,9 @@ def export_projector(
         raise ContrastiveError(f"data_root is not a folder: {embeddings.data_root}")
     indices = _exported_rows(len(embeddings), thumbnail_size if with_images else None, seed)
     # Thumbnails first: reading images is what fails, and then nothing is written.
-    label_images = _label_images(embeddings, indices, thumbnail_size) if with_images else None
+    label_images = (
+        _label_images(embeddings, indices, thumbnail_size, thumbnails) if with_images else None
+    )
     folder = Path(out_dir).expanduser()
     tensor_dir = folder / f"{0:05d}" / TAG  # where add_embedding writes step 0 of TAG
     _remove_earlier_export(tensor_dir)
@@ -152,9 +158,19 @@ def _exported_rows(count: int, thumbnail_size: int | None, seed: int) -> np.ndar
     return np.sort(chosen)
 
 
-def _label_images(embeddings: Embeddings, indices: np.ndarray, size: int) -> torch.Tensor:
+def _label_images(
+    embeddings: Embeddings, indices: np.ndarray, size: int, decoded: np.ndarray | None
+) -> torch.Tensor:
     """``(M, 3, size, size)`` float thumbnails in ``[0, 1]``, as ``add_embedding`` takes them."""
-    thumbnails = load_thumbnails(embeddings, indices, size)
+    if decoded is None:
+        thumbnails = load_thumbnails(embeddings, indices, size)
+    elif decoded.shape != (len(embeddings), size, size, 3) or decoded.dtype != np.uint8:
+        raise ContrastiveError(
+            f"thumbnails must be uint8 of shape ({len(embeddings)}, {size}, {size}, 3) for "
+            f"{len(embeddings)} points at {size} px, got {decoded.dtype} {decoded.shape}"
+        )
+    else:
+        thumbnails = decoded[indices]
     # add_embedding truncates ``x * 255`` to uint8: half a level up makes the round trip exact.
     levels = (thumbnails.astype(np.float32) + 0.5) / 255.0
     return torch.from_numpy(levels).permute(0, 3, 1, 2)

@@ -770,7 +770,7 @@ def _measure_sample_decisions(
     planned, decisions = {}, []
     for setting, what in (
         ("health_sample_size", "the health measures' sample"),
-        ("projector_sample_size", "the projector's sample (after training)"),
+        ("projector_sample_size", "the projector's sample"),
     ):
         size = min(getattr(situation.base, setting), situation.stats.num_images)
         if situation.is_fixed(setting) or size <= max(affordable, MIN_MEASURE_SAMPLE):

@@ -168,3 +168,15 @@ def test_tensorboard_projector_plugin_serves_the_export(images: Embeddings, tmp_
     assert status == "200 OK" and len(metadata.decode().splitlines()) == 31
     status, sprite = get("/sprite_image")
     assert status == "200 OK" and sprite.startswith(b"\x89PNG")
+
+
+def test_decoded_thumbnails_are_used_as_given_and_checked(
+    images: Embeddings, tmp_path: Path
+) -> None:
+    # Thumbnails decoded elsewhere (training's projector) go into the sprite unchanged.
+    decoded = np.random.default_rng(0).integers(0, 256, (30, 16, 16, 3), dtype=np.uint8)
+    export = export_projector(images, tmp_path / "given", thumbnail_size=16, thumbnails=decoded)
+    sprite = np.asarray(Image.open(export.sprite_path))
+    np.testing.assert_array_equal(sprite[16:32, 32:48], decoded[6 * 1 + 2])
+    with pytest.raises(ContrastiveError, match=r"thumbnails must be uint8 of shape \(30, 16"):
+        export_projector(images, tmp_path / "bad", thumbnail_size=16, thumbnails=decoded[:29])
