@@ -23,7 +23,6 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torchvision.transforms.v2 as T
-from PIL import Image, ImageOps
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from contrastive.data.folder import ImageFolder, load_rgb
@@ -100,6 +99,9 @@ class ProjectorAtEnd(pl.Callback):
         """The seeded sample through the evaluation resize and crop, with thumbnails."""
         generator = torch.Generator().manual_seed(self.seed)
         order = torch.randperm(len(self.paths), generator=generator)[: self.sample_size]
+        # Imported here: exploration sits above training in the package's layers.
+        from contrastive.explore.images import square_thumbnail
+
         resize_and_crop = T.Compose(eval_transform(self.view_config).transforms[:2])
         min_side = max(evaluation_resize(self.view_config), THUMBNAIL_SIZE)
         images, thumbnails, kept = [], [], []
@@ -109,25 +111,23 @@ class ProjectorAtEnd(pl.Callback):
             except Exception:  # noqa: BLE001 - PIL raises many kinds; the image is left out
                 continue
             images.append(np.asarray(resize_and_crop(image), dtype=np.uint8).transpose(2, 0, 1))
-            # As contrastive.explore.images.square_thumbnail cuts them for `embed --projector`.
-            fitted = ImageOps.fit(image, (THUMBNAIL_SIZE,) * 2, method=Image.Resampling.BICUBIC)
-            thumbnails.append(np.asarray(fitted, dtype=np.uint8))
+            thumbnails.append(square_thumbnail(image, THUMBNAIL_SIZE))
             kept.append(self.paths[index])
         if not kept:
             return DecodedSample(torch.zeros(0), np.zeros(0), [])
         return DecodedSample(torch.from_numpy(np.stack(images)), np.stack(thumbnails), kept)
 
     def _embed(self, backbone: torch.nn.Module, device: torch.device) -> Embeddings:
-        assert self.sample is not None
-        folder = ImageFolder(self.data_root, self.sample.paths)
+        sample = self.sample
+        assert sample is not None
+        folder = ImageFolder(self.data_root, sample.paths)
         labels, classes = folder.labels()
         to_input = T.Compose(eval_transform(self.view_config).transforms[2:])
 
         def batches(size: int = 256) -> Iterator[tuple[torch.Tensor, np.ndarray, np.ndarray]]:
-            assert self.sample is not None
-            for start in range(0, len(self.sample), size):
-                rows = np.arange(start, min(start + size, len(self.sample)))
-                yield to_input(self.sample.images[start : rows[-1] + 1]), labels[rows], rows
+            for start in range(0, len(sample), size):
+                rows = np.arange(start, min(start + size, len(sample)))
+                yield to_input(sample.images[rows]), labels[rows], rows
 
         features, _ = extract_features(
             batches(),  # type: ignore[arg-type]
