@@ -107,11 +107,11 @@ def test_more_time_buys_a_costlier_network_never_a_cheaper_one() -> None:
         candidate_flops(plan(stats, minutes * 60).candidate) for minutes in (1, 10, 40, 160, 640)
     ]
     assert costs == sorted(costs)
-    # 1 and 10 minutes buy passes of the cheapest network; 40 minutes (35 passes of the CPU
-    # recipe's network) buy that network at 24 px (measured: 24 px views at 34 passes beat
-    # 32 px at 21), and more time a costlier one still.
+    # 1 and 10 minutes buy passes of the cheapest network; 40 minutes (42 passes of it at
+    # this rate) buy 32 px views (1.8x, which needs 34 passes), and more time a costlier
+    # network still.
     assert costs[0] == costs[1] == candidate_flops(Candidate(*REFERENCE))
-    assert costs[2] == candidate_flops(CPU_RECIPE)
+    assert plan(stats, 40 * 60).candidate == Candidate("resnet10_quarter", 32, 1)
     assert costs[4] > costs[2]
 
 
@@ -123,6 +123,34 @@ def test_images_with_detail_get_a_strided_stem_at_the_same_cost() -> None:
     assert result.config.resolved_stored_size == 64
     cost = candidate_flops(result.candidate) / candidate_flops(Candidate(*REFERENCE))
     assert cost == pytest.approx(1.0, rel=0.05)
+
+
+def test_values_the_user_sets_are_marked_and_the_plans_own_value_named_beside_them() -> None:
+    base = cpu_budget_recipe(data="images", out="run")
+    base = base.with_overrides(
+        optim=replace(base.optim, base_learning_rate=0.5),
+        loss=replace(base.loss, temperature=0.2),
+        views=replace(base.views, crop_scale=[0.08, 1.0]),  # a list, as YAML gives it
+    )
+    fixed = {"optim.base_learning_rate", "loss.temperature", "views.crop_scale"}
+    shown = plan(folder(50_000, 32), 600, base=base, fixed=fixed).as_dict()
+    assert shown["lr"].startswith("0.5: set by you; per 256 images")
+    assert shown["temperature"].startswith("0.2: set by you; the plan's 0.1: NT-Xent")
+    assert shown["views.crop_scale"] == (
+        "0.08-1: set by you; the plan's 0.2-1: few passes: tiny crops are mostly noise"
+    )
+    # The plan's own values, set by the user, are marked but need no second value.
+    same = base.with_overrides(
+        optim=replace(base.optim, base_learning_rate=0.3),
+        loss=replace(base.loss, temperature=0.1),
+        views=replace(base.views, crop_scale=(0.2, 1.0)),
+    )
+    shown = plan(folder(50_000, 32), 600, base=same, fixed=fixed).as_dict()
+    assert shown["temperature"].startswith("0.1: set by you; NT-Xent")
+    assert shown["views.crop_scale"] == "0.2-1: set by you; few passes: tiny crops are mostly noise"
+    # Nothing set: nothing marked.
+    planned = plan(folder(50_000, 32), 600).as_dict()
+    assert not any("set by you" in line or "the plan's" in line for line in planned.values())
 
 
 def test_a_view_size_the_user_sets_is_kept_and_the_stem_planned_around_it() -> None:
