@@ -13,9 +13,9 @@ name:
   px views, 34 passes, still beat 32 px views, 21 passes, by 1.9; on STL-10 at 10 minutes
   48 px views through the stride-2 stem, 28 passes, beat 64 px, 17 passes, by 2.8; on 9,469
   photos of 224 px at 10 minutes 48 px views through the stride-2 stem, 36 passes, beat 32 px
-  views at full resolution, 26 passes, by 2.9; on 2 fp32
-  cores in 4 minutes the quarter-width ResNet-10 beat the ResNet-18 of the same width by
-  3.8 points, 2.1 passes against 1.3). A pass counts at most ``PASS_IMAGES`` images: past a
+  views at full resolution, 26 passes, by 2.9; on 2 fp32 cores in 4 minutes the
+  quarter-width ResNet-10 beat the ResNet-18 of the same width by 3.8 points, 2.1 passes
+  against 1.3). A pass counts at most ``PASS_IMAGES`` images: past a
   CIFAR-sized folder, more images do not slow learning.
 * **Resolution is spent where the images have it.** Work is set by the feature map after
   the stem (the *working size*); a stride-2 stem shows views twice as large for about the
@@ -608,12 +608,17 @@ def _reference_flops() -> float:
     return candidate_flops(Candidate(*REFERENCE))
 
 
-#: Decisions printed under a short name, and the setting each stands for.
-_DECISION_SETTINGS = {"lr": "optim.base_learning_rate", "temperature": "loss.temperature"}
+#: Decisions printed under a short name, and the settings (dotted paths) each stands for.
+_DECISION_SETTINGS = {
+    "backbone": ("backbone.name",),
+    "stem": ("backbone.stem_stride", "backbone.small_image_stem"),
+    "lr": ("optim.base_learning_rate",),
+    "temperature": ("loss.temperature",),
+}
 
 
 def _decision(situation: _Situation, setting: str, value: Any, reason: str) -> Decision:
-    fixed = situation.is_fixed(_DECISION_SETTINGS.get(setting, setting))
+    fixed = any(map(situation.is_fixed, _DECISION_SETTINGS.get(setting, (setting,))))
     return Decision(setting, value, f"set by you; {reason}" if fixed else reason)
 
 
@@ -716,13 +721,13 @@ def _training_decisions(
         "views.crop_scale": (0.08, 1.0) if many else (0.2, 1.0),
         "method.projection_hidden_dim": max(features, PROJECTION_HIDDEN_WIDTH),
     }
-    chosen = {
+    yours = {
         "optim.base_learning_rate": base.optim.base_learning_rate,
         "loss.temperature": base.loss.temperature,
         "views.crop_scale": tuple(base.views.crop_scale),
         "method.projection_hidden_dim": base.method.projection_hidden_dim or features,
     }
-    chosen = {path: chosen[path] if path in fixed else planned[path] for path in planned}
+    chosen = {path: yours[path] if path in fixed else planned[path] for path in planned}
     lr, temperature = chosen["optim.base_learning_rate"], chosen["loss.temperature"]
     crop, hidden = chosen["views.crop_scale"], chosen["method.projection_hidden_dim"]
     scaled = lr * batch * max(situation.hardware.devices, 1) / 256

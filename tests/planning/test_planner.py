@@ -148,6 +148,15 @@ def test_values_the_user_sets_are_marked_and_the_plans_own_value_named_beside_th
     shown = plan(folder(50_000, 32), 600, base=same, fixed=fixed).as_dict()
     assert shown["temperature"].startswith("0.1: set by you; NT-Xent")
     assert shown["views.crop_scale"] == "0.2-1: set by you; few passes: tiny crops are mostly noise"
+    # Decisions shown under short names are marked too.
+    network = base.with_overrides(
+        backbone=BackboneConfig("resnet18_quarter", small_image_stem=True, stem_stride=2)
+    )
+    shown = plan(
+        folder(50_000, 96), 600, base=network, fixed={"backbone.name", "backbone.stem_stride"}
+    ).as_dict()
+    assert shown["backbone"].startswith("resnet18_quarter: set by you; ")
+    assert shown["stem"].startswith("stride 2: set by you; ")
     # Nothing set: nothing marked.
     planned = plan(folder(50_000, 32), 600).as_dict()
     assert not any("set by you" in line or "the plan's" in line for line in planned.values())
