@@ -347,8 +347,9 @@ class _Choice:
     reference_passes: float
 
 
-def _needed_passes(candidate: Candidate) -> float:
-    ratio = candidate_flops(candidate) / _reference_flops()
+def _needed_passes(candidate: Candidate, floor_flops: float) -> float:
+    """Passes ``candidate`` needs to beat a network costing ``floor_flops`` per image."""
+    ratio = candidate_flops(candidate) / floor_flops
     return PASSES_PER_DOUBLING * max(math.log2(ratio), 0.0)
 
 
@@ -374,6 +375,10 @@ def _choose(situation: _Situation, images_per_second: ImagesPerSecond) -> _Choic
 
     # Costliest first; among equal cost, the one that sees more of the image's detail.
     ordered = sorted(candidates, key=lambda c: (-candidate_flops(c), -c.view_size))
+    # Costs count from the cheapest network the user's settings leave: with --backbone fixed
+    # to a wider network, its stride-2 stem at twice the view size costs about what its
+    # full-resolution stem does and must not be priced against a network the user excluded.
+    floor_flops = max(candidate_flops(ordered[-1]), _reference_flops())
     anchor_flops = candidate_flops(Candidate(*ANCHORS[situation.hardware.accelerator]))
     anchor = min(ordered, key=lambda c: abs(math.log(candidate_flops(c) / anchor_flops)))
     work_rate = measure(anchor) * candidate_flops(anchor)
@@ -381,13 +386,13 @@ def _choose(situation: _Situation, images_per_second: ImagesPerSecond) -> _Choic
         (
             c
             for c in ordered
-            if situation.passes(work_rate / candidate_flops(c)) >= _needed_passes(c)
-            and situation.passes(measure(c)) >= _needed_passes(c)
+            if situation.passes(work_rate / candidate_flops(c)) >= _needed_passes(c, floor_flops)
+            and situation.passes(measure(c)) >= _needed_passes(c, floor_flops)
         ),
         ordered[-1],
     )
     reference = situation.passes(work_rate / _reference_flops())
-    return _Choice(chosen, measure(chosen), _needed_passes(chosen), reference)
+    return _Choice(chosen, measure(chosen), _needed_passes(chosen, floor_flops), reference)
 
 
 #: Settings that change the network's work per image: the plan says what they cost.

@@ -125,6 +125,23 @@ def test_images_with_detail_get_a_strided_stem_at_the_same_cost() -> None:
     assert cost == pytest.approx(1.0, rel=0.05)
 
 
+def test_a_wider_backbone_the_user_sets_gets_the_strided_stem_its_images_afford() -> None:
+    # 128 px images, 5 minutes: the quarter-width ResNet-18 gets far fewer passes than its
+    # cost over the cheapest network would need, yet its 48 px views through the stride-2
+    # stem cost what its own 24 px views do, so they are no dearer a choice.
+    base = cpu_budget_recipe(data="images", out="run").with_overrides(
+        backbone=BackboneConfig("resnet18_quarter")
+    )
+    result = plan(folder(3_452, 128), 300, fixed={"backbone.name"}, base=base)
+    assert result.candidate == Candidate("resnet18_quarter", 48, 2)
+    shown = result.as_dict()
+    assert shown["backbone"].startswith("resnet18_quarter: set by you; ")
+    assert "2.2x the cheapest network's work per image" in shown["backbone"]
+    # The same network on 32 px images has no detail for the strided stem.
+    small = plan(folder(3_452, 32), 300, fixed={"backbone.name"}, base=base)
+    assert small.candidate == Candidate("resnet18_quarter", 24, 1)
+
+
 def test_values_the_user_sets_are_marked_and_the_plans_own_value_named_beside_them() -> None:
     base = cpu_budget_recipe(data="images", out="run")
     base = base.with_overrides(
