@@ -16,7 +16,9 @@ name:
   views at full resolution, 26 passes, by 2.9; on 2 fp32 cores in 4 minutes the
   quarter-width ResNet-10 beat the ResNet-18 of the same width by 3.8 points, 2.1 passes
   against 1.3). A pass counts at most ``PASS_IMAGES`` images: past a
-  CIFAR-sized folder, more images do not slow learning.
+  CIFAR-sized folder, more images do not slow learning. Costs count from the cheapest
+  network the user's settings leave (with ``--backbone`` set, from that network's own
+  cheapest view size and stem).
 * **Resolution is spent where the images have it.** Work is set by the feature map after
   the stem (the *working size*); a stride-2 stem shows views twice as large for about the
   same work, used when the stored images are at least that large.
@@ -460,7 +462,9 @@ def _stored_size(
 ) -> int:
     if "stored_size" in fixed and base.stored_size:
         return base.stored_size
-    native = max(stats.short_side_median // 8 * 8, 8)
+    # Below the size the views want, the cache keeps every pixel the images have (28 px
+    # images are stored at 28, not rounded down to 24).
+    native = max(stats.short_side_median, 8)
     stored = max(candidate.view_size, min(_round8(candidate.view_size * 4 / 3), native))
     return min(stored, max(_cache_side_cap(stats, hardware), candidate.view_size))
 
@@ -473,7 +477,7 @@ def _batch_size(
     stats: FolderStats, hardware: Hardware, base: TrainConfig, fixed: frozenset[str]
 ) -> tuple[int, str]:
     if "batch_size" in fixed:
-        return base.batch_size, "set by you"
+        return base.batch_size, ""  # replaced by the steps the budget gives
     if hardware.on_gpu:
         memory = min(g.memory_bytes for g in hardware.gpus) if hardware.gpus else 0
         batch = 512 if memory >= 16 * 2**30 else 256
@@ -561,7 +565,9 @@ def _with_enough_steps(situation: _Situation, images_per_second: float) -> _Situ
         return images_per_second * situation.train_seconds / size
 
     if situation.is_fixed("batch_size"):
-        return situation
+        # "set by you" is the decision's own prefix; the reason says what the batch buys.
+        reason = f"the budget gives {steps(batch):,.0f} steps of {batch}"
+        return replace(situation, batch_reason=reason)
     planned = batch
     while planned > MIN_PLANNED_BATCH and steps(planned) < MIN_STEPS:
         planned //= 2

@@ -82,6 +82,17 @@ def test_cifar_sized_folder_on_two_cores_gets_the_cheapest_network_at_24_px() ->
     assert "cheapest network worth training" in result.as_dict()["backbone"]
 
 
+@pytest.mark.parametrize(("side", "stored"), [(20, 24), (28, 28), (30, 30), (32, 32), (45, 32)])
+def test_the_cache_keeps_every_pixel_of_images_smaller_than_the_views_want(
+    side: int, stored: int
+) -> None:
+    # 24 px views want a 32 px cache; smaller images are stored at their own size (never
+    # rounded down), and never below the views.
+    result = plan(folder(28_709, side), 600)
+    assert result.config.views.input_size == 24
+    assert result.config.resolved_stored_size == stored
+
+
 def test_the_projection_head_is_wide_even_for_a_narrow_backbone() -> None:
     # The quarter-width networks have 128-d features; the head still gets 2048 hidden units.
     assert plan(folder(50_000, 32), 600).config.method.projection_hidden_dim == 2048
@@ -219,6 +230,10 @@ def test_a_budget_of_few_steps_gets_smaller_batches() -> None:
     base = cpu_budget_recipe(data="images", out="run").with_overrides(batch_size=256)
     kept = plan(folder(50_000, 32), 60, rate=120.0, fixed={"batch_size"}, base=base)
     assert kept.config.batch_size == 256
+    # Said once, with what the user's batch buys.
+    shown = kept.as_dict()["batch_size"]
+    assert shown.startswith("256: set by you; the budget gives ")
+    assert shown.count("set by you") == 1
 
 
 class GpuRate:
