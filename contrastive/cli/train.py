@@ -219,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
         from contrastive.planning.plan_run import plan_run
 
         folder = ImageFolder.scan(config.data)  # listed once, for the plan and the run
-        config, _ = plan_run(config, user_settings(args), folder=folder)
+        config, _ = plan_run(config, user_settings(args), folder=folder, started=budget_started)
     if getattr(args, "plan_only", False):
         if not _planned(args):
             raise ContrastiveError("--plan-only needs --time-budget (and the automatic recipe)")

@@ -14,7 +14,7 @@ from contrastive.cli import main
 from contrastive.data.folder import ImageFolder
 from contrastive.errors import ContrastiveError
 from contrastive.planning import FolderStats
-from contrastive.planning.planner import REFERENCE, Candidate, candidate_flops
+from contrastive.planning.planner import REFERENCE, Candidate, Plan, candidate_flops
 
 
 def write_images(root: Path, count: int, size: tuple[int, int], mode: str = "RGB") -> Path:
@@ -145,3 +145,26 @@ def test_init_weights_keep_the_architecture_they_fit(tmp_path: Path) -> None:
     # Weights from elsewhere: the backbone the flags name is kept, not re-planned.
     config, _ = plan_run(base.with_overrides(init_weights=str(tmp_path / "imagenet.pt")))
     assert config.backbone == base.backbone
+
+
+def test_time_spent_before_planning_is_not_planned_as_training(tmp_path: Path) -> None:
+    import time
+
+    from contrastive.planning.plan_run import plan_run
+    from contrastive.recipes import cpu_budget_recipe
+
+    images = write_images(tmp_path / "images", 48, (48, 48))
+    base = cpu_budget_recipe().with_overrides(
+        data=str(images), time_budget="20s", accelerator="cpu"
+    )
+    # passes / (images/s) is proportional to the seconds planned for training, whatever
+    # network the plan chose and however fast the probe measured it.
+    _, whole = plan_run(base)
+    _, half = plan_run(base, started=time.perf_counter() - 10.0)
+
+    def planned_seconds(plan: Plan) -> float:
+        return plan.passes / plan.images_per_second
+
+    assert 0.4 < planned_seconds(half) / planned_seconds(whole) < 0.5 + 1e-6
+    _, late = plan_run(base, started=time.perf_counter() - 60.0)
+    assert late.passes > 0  # a budget spent before planning still plans a (short) run
