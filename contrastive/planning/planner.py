@@ -58,7 +58,9 @@ from contrastive.views.config import ViewConfig, view_preset
 #: folder of 224 px photos at 30 planned passes (26 run), and on 3,452 flowers of 128 px at
 #: 42 planned passes (35 run; 64 px views through the stride-2 stem 57.3%, 48 px 61.5%), so
 #: its threshold (``PASSES_PER_DOUBLING x log2(1.8)``) must lie above 42, with room for a
-#: probe that reads ~20% fast: 60 puts it at 51.
+#: probe that reads ~20% fast: 60 puts it at 51. Above both thresholds the two ways to spend
+#: the cost tied: on the same flowers at ~100 passes (native bf16) the 2.2x quarter-width
+#: ResNet-18 at 48 px and the 1.8x ResNet-10 at 64 px reached 64.3 / 64.7 (two seeds each).
 PASSES_PER_DOUBLING = 60.0
 #: A pass counts at most this many images (about CIFAR-10's 50,000) and at least
 #: ``MIN_PASS_IMAGES``: repeating a tiny folder many times is not new data, so a network
