@@ -61,6 +61,9 @@ from contrastive.views.config import ViewConfig, view_preset
 #: probe that reads ~20% fast: 60 puts it at 51. Above both thresholds the two ways to spend
 #: the cost tied: on the same flowers at ~100 passes (native bf16) the 2.2x quarter-width
 #: ResNet-18 at 48 px and the 1.8x ResNet-10 at 64 px reached 64.3 / 64.7 (two seeds each).
+#: Below the threshold capacity did not pay at 40 minutes either: on CIFAR-10 (native bf16)
+#: the 2.2x quarter-width ResNet-18 at 46 passes reached 68.38 against the ResNet-10's 69.28
+#: at 85 passes in the same session (its threshold: 68 passes).
 PASSES_PER_DOUBLING = 60.0
 #: A pass counts at most this many images (about CIFAR-10's 50,000) and at least
 #: ``MIN_PASS_IMAGES``: repeating a tiny folder many times is not new data, so a network
