@@ -28,6 +28,9 @@ from contrastive.evaluation.linear import DEFAULT_WEIGHT_DECAYS, linear_probe
 from contrastive.evaluation.metrics import topk_accuracy
 from contrastive.evaluation.report import build_report, knn_table, linear_table, write_report
 
+#: Lightly's and DINO's kNN neighbour counts.
+DEFAULT_KS = (20, 200)
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Registers ``eval`` with its ``knn``, ``linear`` and ``fewshot`` sub-commands."""
@@ -38,7 +41,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     knn = protocols.add_parser("knn", help="weighted kNN (Wu et al. 2018, as Lightly)")
     _add_common_arguments(knn)
-    knn.add_argument("--k", type=_int_list, default=[20, 200], help="neighbours, e.g. 20,200")
+    knn.add_argument(
+        "--k",
+        type=_int_list,
+        default=None,
+        help=f"neighbours, e.g. 20,200 (default: {','.join(map(str, DEFAULT_KS))}, each at most "
+        "the number of train images)",
+    )
     knn.add_argument("--temperature", type=float, default=0.1, help="vote temperature T")
     knn.add_argument(
         "--metric",
@@ -116,16 +125,28 @@ def _float_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected numbers like 1e-4,1e-3, got {text!r}") from None
 
 
+def voting_ks(requested: list[int] | None, voters: int) -> list[int]:
+    """The k values to score: the user's as given (checked later), or the defaults, each at
+    most ``voters`` so that a small labeled folder gets a score instead of an error."""
+    if requested is not None:
+        return sorted(set(requested))
+    return sorted({min(k, voters) for k in DEFAULT_KS})
+
+
 def run_knn(args: argparse.Namespace) -> int:
     """Weighted kNN on every feature set; prints the table, writes the report."""
-    ks = sorted(set(args.k))
+    settings: dict[str, Any] = {"k": voting_ks(args.k, max(DEFAULT_KS))}
 
     def score(pair: LabeledPair) -> dict[str, Any]:
+        ks = voting_ks(args.k, len(pair.train_labels))
+        if ks != settings["k"]:
+            print(f"note: {len(pair.train_labels)} train images vote: kNN with k={ks}")
+            settings["k"] = ks
         rankings = knn_rankings(
             pair.train_features,
             pair.train_labels,
             pair.test_features,
-            ks=args.k,
+            ks=ks,
             temperature=args.temperature,
             num_classes=len(pair.classes),
             metric=args.metric,
@@ -138,8 +159,7 @@ def run_knn(args: argparse.Namespace) -> int:
             for k in ks
         }
 
-    settings = {
-        "k": ks,
+    settings |= {
         "temperature": args.temperature,
         "metric": args.metric,
         "weights": "exp(similarity / T)",

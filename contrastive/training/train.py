@@ -217,6 +217,13 @@ def _checked_inputs(
             config.max_images,
         )
     world = expected_world_size(config)
+    if len(paths) < 2 * world:
+        # Each view is told apart from the other images' views: one image has none.
+        raise ContrastiveError(
+            f"contrastive training needs at least {2 * world} images"
+            f"{f' ({world} processes)' if world > 1 else ''}; found {len(paths)} in "
+            f"{folder.root}{' sampled by --max-images' if len(paths) < len(folder) else ''}"
+        )
     if config.batch_size * world > len(paths):
         raise ContrastiveError(
             f"batch size {config.batch_size}{f' x {world} processes' if world > 1 else ''} "

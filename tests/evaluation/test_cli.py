@@ -64,6 +64,21 @@ def test_embed_then_knn_with_baselines(
     assert report["data"]["train_count"] == 18 and report["data"]["test_count"] == 9
 
 
+def test_default_k_fits_a_small_labeled_folder(
+    run_dir: Path, colour_folders: dict[str, Path], capsys: pytest.CaptureFixture
+) -> None:
+    # 18 train images: the default k=20,200 would ask for more neighbours than there are.
+    arguments = ["eval", "knn", "--run", run_dir, "--no-progress"]
+    arguments += ["--train", colour_folders["train"], "--test", colour_folders["test"]]
+    assert run_cli(*arguments) == 0
+    assert "18 train images vote: kNN with k=[18]" in capsys.readouterr().out
+    report = json.loads((run_dir / "evaluation" / "knn.json").read_text())
+    assert report["settings"]["k"] == [18] and set(report["results"]["model"]) == {"k=18"}
+    # A k the user asks for is theirs: too many neighbours is still an error.
+    error = one_line_error(capsys, *arguments, "--k", "20")
+    assert "--k values must lie in [1, 18]" in error
+
+
 def test_linear_on_folders_writes_into_the_run(
     run_dir: Path, colour_folders: dict[str, Path]
 ) -> None:

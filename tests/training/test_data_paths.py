@@ -96,3 +96,15 @@ def test_per_image_path_lists_a_late_decode_failure_with_its_reason(
     path, reason = listed.split("\t")
     assert path == str(data / "a" / "truncated.jpg")
     assert reason.startswith("OSError: ") and "runcated" in reason, reason
+
+
+def test_one_image_is_refused_before_training(tiny_config: TrainConfig, tmp_path: Path) -> None:
+    # One image has no other image to tell its views from: nothing to learn, so no run.
+    folder = tmp_path / "one"
+    folder.mkdir()
+    only = next(p for p in sorted(Path(tiny_config.data).rglob("*")) if p.is_file())
+    shutil.copy(only, folder / f"only{only.suffix}")
+    config = tiny_config.with_overrides(data=str(folder), batch_size=2)
+    with pytest.raises(ContrastiveError, match=r"at least 2 images; found 1 in .*one$"):
+        train(config)
+    assert not Path(config.out).exists()
