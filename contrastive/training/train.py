@@ -217,19 +217,18 @@ def _checked_inputs(
             config.max_images,
         )
     world = expected_world_size(config)
+    where = f"{folder.root}{' sampled by --max-images' if len(paths) < len(folder) else ''}"
     if len(paths) < 2 * world:
         # Each view is told apart from the other images' views: one image has none.
         raise ContrastiveError(
             f"contrastive training needs at least {2 * world} images"
-            f"{f' ({world} processes)' if world > 1 else ''}; found {len(paths)} in "
-            f"{folder.root}{' sampled by --max-images' if len(paths) < len(folder) else ''}"
+            f"{f' ({world} processes)' if world > 1 else ''}; found {len(paths)} in {where}"
         )
     if config.batch_size * world > len(paths):
         raise ContrastiveError(
             f"batch size {config.batch_size}{f' x {world} processes' if world > 1 else ''} "
-            f"is larger than the data set ({len(paths)} images in {folder.root}"
-            f"{' sampled by --max-images' if len(paths) < len(folder) else ''}); "
-            f"use --batch-size {max(2, len(paths) // world)} or less"
+            f"is larger than the data set ({len(paths)} images in {where}); "
+            f"use --batch-size {len(paths) // world} or less"
         )
     check_writable_dir(config.run_dir, min_free_bytes=MIN_FREE_BYTES)
     if _cache_decodes_every_file(config):
