@@ -82,12 +82,12 @@ def test_cifar_sized_folder_on_two_cores_gets_the_cheapest_network_at_24_px() ->
     assert "cheapest network worth training" in result.as_dict()["backbone"]
 
 
-@pytest.mark.parametrize(("side", "stored"), [(20, 24), (28, 28), (30, 30), (32, 32), (45, 32)])
+@pytest.mark.parametrize(("side", "stored"), [(20, 24), (28, 28), (30, 30), (32, 32), (45, 45)])
 def test_the_cache_keeps_every_pixel_of_images_smaller_than_the_views_want(
     side: int, stored: int
 ) -> None:
-    # 24 px views want a 32 px cache; smaller images are stored at their own size (never
-    # rounded down), and never below the views.
+    # 24 px views want up to a 48 px cache; smaller images are stored at their own size
+    # (never rounded down), and never below the views.
     result = plan(folder(28_709, side), 600)
     assert result.config.views.input_size == 24
     assert result.config.resolved_stored_size == stored
@@ -134,6 +134,43 @@ def test_images_with_detail_get_a_strided_stem_at_the_same_cost() -> None:
     assert result.config.resolved_stored_size == 64
     cost = candidate_flops(result.candidate) / candidate_flops(Candidate(*REFERENCE))
     assert cost == pytest.approx(1.0, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("side", "stored", "evaluated"), [(96, 96, 80), (128, 96, 80), (72, 72, 72)]
+)
+def test_images_larger_than_the_views_keep_their_pixels_in_cache_evaluation_and_crops(
+    side: int, stored: int, evaluated: int
+) -> None:
+    # 48 px views through the stride-2 stem: the cache holds up to twice their side, whole
+    # images are evaluated at up to 5/3 of it within the images' own pixels, and with a
+    # cache twice the views 40 passes are enough for 8-100% crops.
+    result = plan(folder(13_000, side), 600)
+    config, shown = result.config, result.as_dict()
+    assert (result.candidate.view_size, result.candidate.stem_stride) == (48, 2)
+    assert (config.resolved_stored_size, config.views.evaluation_size) == (stored, evaluated)
+    assert 40 <= result.passes < 100
+    detailed = stored == 2 * 48
+    assert config.views.crop_scale == ((0.08, 1.0) if detailed else (0.2, 1.0))
+    assert ("cache twice the views' side" in shown["views.crop_scale"]) == detailed
+    assert ("5/3 of the views" in shown["views.eval_input_size"]) == (evaluated > 64)
+
+
+def test_small_crops_wait_for_many_passes_where_the_cache_holds_few_pixels() -> None:
+    # CIFAR-sized images (32 px, 24 px views): 40 minutes give ~70 passes, under 100, and
+    # the cache is only 4/3 of the views: crops stay at 20-100%, evaluation at 32 px.
+    result = plan(folder(50_000, 32), 2400)
+    assert 40 <= result.passes < 100
+    assert result.config.views.crop_scale == (0.2, 1.0)
+    assert result.config.views.evaluation_size == 32
+    # A cache the user keeps small does the same on larger images.
+    base = cpu_budget_recipe(data="images", out="run").with_overrides(stored_size=64)
+    small = plan(folder(13_000, 96), 600, base=base, fixed={"stored_size"})
+    assert small.config.resolved_stored_size == 64
+    assert small.config.views.crop_scale == (0.2, 1.0)
+    # 100 passes are enough whatever the cache.
+    many = plan(folder(50_000, 32), 4 * 3600)
+    assert many.passes >= 100 and many.config.views.crop_scale == (0.08, 1.0)
 
 
 def test_a_wider_backbone_the_user_sets_gets_the_strided_stem_its_images_afford() -> None:
