@@ -28,14 +28,15 @@ name:
   evaluated 4/3 larger than the views (FixRes), up to 5/3 where the images have those
   pixels; 8-100% crops once the run passes over the data enough times, sooner where the
   cache holds twice the views' side (tiny crops of small images are mostly upsampled noise).
-  At 10 minutes these three together reached 66.30 / 64.60 / 66.50 (three runs) on STL-10
-  (96 px) against 62.80 from a 64 px cache, 64 px evaluation and 20-100% crops, and 67.75
-  on 3,452 flowers of 128 px against 64.51 from the same three settings in one session.
-* **The rest follows from the choice**: a
-  batch of 128 on CPUs (more updates per second) and 512 on GPUs, halved while the budget
-  gives fewer than ``MIN_STEPS`` steps (early on, updates count more), NT-Xent at T=0.1, a
-  projection head at least ``PROJECTION_HIDDEN_WIDTH`` wide whatever the backbone's width,
-  colour jitter without hue/saturation for grayscale folders.
+  At 10 minutes these three together reached 66.30 / 64.60 / 66.50 (three runs, two
+  sessions) on STL-10 (96 px) against 62.80 (the first session's run) from a 64 px cache,
+  64 px evaluation and 20-100% crops, and 67.75 on 3,452 flowers of 128 px against 64.51
+  from the same three old settings in the same session.
+* **The rest follows from the choice**: a batch of 128 on CPUs (more updates per second)
+  and 512 on GPUs, halved while the budget gives fewer than ``MIN_STEPS`` steps (early on,
+  updates count more), NT-Xent at T=0.1, a projection head at least
+  ``PROJECTION_HIDDEN_WIDTH`` wide whatever the backbone's width, colour jitter without
+  hue/saturation for grayscale folders.
 
 Every choice comes with its reason (:attr:`Plan.decisions`), printed before training and
 saved in the run's ``config.yaml``; a setting the user fixed is kept, and the rest is planned
@@ -127,8 +128,8 @@ DETAILED_EVAL_VIEW_RATIO = 5 / 3
 #: Passes after which crops of 8-100% (SimCLR's) replace 20-100%; ``DETAILED_CROP_PASSES``
 #: where the cache holds ``STORED_VIEW_RATIO`` x the views' side. On CIFAR-10 (cache 4/3 of
 #: the views) 8% crops lost 0.76 at 39 passes; on STL-10 (cache twice the views) they gained
-#: 1.7 at 77 passes, and on 3,452 flowers of 128 px at ~48 passes (5 minutes) they
-#: reached 58.03 against two seeds of 20-100% crops, 57.69 / 55.26.
+#: 1.7 at 77 passes (one seed), and on 3,452 flowers of 128 px (a 64 px cache, 5 minutes,
+#: ~40 planned passes) they held level: 58.03 against two seeds of 20-100%, 57.69 / 55.26.
 MANY_PASSES = 100
 DETAILED_CROP_PASSES = 40
 #: Share of host memory the decoded image cache may take.
