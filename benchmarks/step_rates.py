@@ -1,0 +1,140 @@
+"""Bare-loop training-step rates of planner candidates at several batch sizes.
+
+Where does a training step's time go on this device: arithmetic, or the host launching
+kernels? Each row builds a candidate's training module exactly as the planner's probe does
+(``contrastive.planning.probe.candidate_module``: on-device views from uint8 images,
+backbone, head, loss), steps it with SGD in bf16 autocast on synthetic uint8 images, and
+times ``--steps`` steps after ``--warmup`` with one synchronisation per block (no Lightning,
+no data loading). Twice the batch at nearly the same time per step means the step is bound
+by launches, not FLOPs::
+
+    python benchmarks/step_rates.py                         # the default candidates
+    python benchmarks/step_rates.py --rows resnet18:32:512 resnet18_half:24:1024
+
+On the CPU the batches are divided by ``--cpu-batch-divisor`` so that a check stays short.
+Rows are printed as JSON lines (and written to ``--out`` if given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from contrastive.planning.planner import Candidate, candidate_flops
+from contrastive.planning.probe import candidate_module
+from contrastive.training.config import TrainConfig
+
+#: backbone:view px:batch rows measured by default (the twenty-second session's H200 table).
+DEFAULT_ROWS = (
+    "resnet10_quarter:24:512",
+    "resnet18_half:24:512",
+    "resnet18_half:24:1024",
+    "resnet18_half:24:2048",
+    "resnet18:32:512",
+    "resnet18:32:1024",
+    "resnet50:24:512",
+)
+
+
+def parse_row(text: str) -> tuple[str, int, int]:
+    """``backbone:view:batch`` as ``(backbone, view size, batch size)``."""
+    parts = text.split(":")
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+        raise argparse.ArgumentTypeError(f"--rows: expected backbone:view:batch, got {text!r}")
+    return parts[0], int(parts[1]), int(parts[2])
+
+
+def step_rate(
+    backbone: str,
+    view_size: int,
+    batch_size: int,
+    stored_size: int,
+    device: torch.device,
+    warmup: int,
+    steps: int,
+) -> dict:
+    """Milliseconds per training step, images/s and TFLOP/s of training work for one row."""
+    candidate = Candidate(backbone, view_size, 1)
+    base = TrainConfig(out="unused")
+    module = candidate_module(candidate, batch_size, stored_size, base).to(device).train()
+    optimizer = torch.optim.SGD(module.parameters(), lr=1e-9, momentum=0.9)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(
+        0, 256, (batch_size, 3, stored_size, stored_size), dtype=torch.uint8, generator=generator
+    )
+    host_batch = (images, torch.arange(batch_size))
+
+    def step() -> None:
+        batch = module.prepare_batch(tuple(t.to(device, non_blocking=True) for t in host_batch))
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            loss = module.method.training_loss(batch[0], progress=0.0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def synchronize() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        step()
+    synchronize()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize()
+    seconds = (time.perf_counter() - started) / steps
+    # Forward and backward of two views: 3x the forward FLOPs per view, twice.
+    work = 6 * candidate_flops(candidate)
+    return {
+        "backbone": backbone,
+        "view": view_size,
+        "batch": batch_size,
+        "ms_per_step": round(1000 * seconds, 2),
+        "images_per_s": round(batch_size / seconds, 1),
+        "tflops": round(batch_size * work / seconds / 1e12, 4),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        type=parse_row,
+        default=[parse_row(r) for r in DEFAULT_ROWS],
+        help="backbone:view:batch rows (default: the session's H200 table)",
+    )
+    parser.add_argument("--stored-size", type=int, default=32, help="side of the uint8 images")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps per row")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per row")
+    parser.add_argument(
+        "--cpu-batch-divisor", type=int, default=64, help="batches are divided by this on CPU"
+    )
+    parser.add_argument("--out", type=Path, help="write the rows here as JSON lines")
+    args = parser.parse_args(argv)
+    on_gpu = torch.cuda.is_available()
+    device = torch.device("cuda" if on_gpu else "cpu")
+    rows = []
+    for backbone, view_size, batch_size in args.rows:
+        if not on_gpu:
+            batch_size = max(batch_size // args.cpu_batch_divisor, 2)
+        row = step_rate(
+            backbone, view_size, batch_size, args.stored_size, device, args.warmup, args.steps
+        )
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+        if on_gpu:
+            torch.cuda.empty_cache()
+    if args.out:
+        args.out.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,34 @@
+"""``benchmarks/step_rates.py``: bare-loop step rates of planner candidates."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+step_rates = pytest.importorskip("step_rates")
+
+
+def test_rows_are_parsed_and_bad_rows_name_the_flag() -> None:
+    assert step_rates.parse_row("resnet18_half:24:1024") == ("resnet18_half", 24, 1024)
+    with pytest.raises(argparse.ArgumentTypeError, match="--rows"):
+        step_rates.parse_row("resnet18:24")
+
+
+def test_a_row_is_timed_and_its_work_follows_from_the_batch(tmp_path) -> None:
+    out = tmp_path / "rates.jsonl"
+    argv = ["--rows", "resnet10_quarter:24:128", "resnet10_quarter:24:256", "--warmup", "1"]
+    assert step_rates.main([*argv, "--steps", "1", "--out", str(out)]) == 0
+    small, large = (json.loads(line) for line in out.read_text().splitlines())
+    assert (small["batch"], large["batch"]) == (2, 4)  # divided by 64 on the CPU
+    work = 6 * step_rates.candidate_flops(step_rates.Candidate("resnet10_quarter", 24, 1))
+    for row in (small, large):
+        assert row["ms_per_step"] > 0 and row["device"] == "cpu"
+        # images/s and TFLOP/s both follow from the time per step and the batch.
+        expected = row["batch"] / (row["ms_per_step"] / 1000)
+        assert row["images_per_s"] == pytest.approx(expected, rel=0.02, abs=0.1)
+        assert row["tflops"] == pytest.approx(row["images_per_s"] * work / 1e12, rel=0.02, abs=1e-4)
