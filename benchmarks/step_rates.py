@@ -3,10 +3,11 @@
 Where does a training step's time go on this device: arithmetic, or the host launching
 kernels? Each row builds a candidate's training module exactly as the planner's probe does
 (``contrastive.planning.probe.candidate_module``: on-device views from uint8 images,
-backbone, head, loss), steps it with SGD in bf16 autocast on synthetic uint8 images, and
-times ``--steps`` steps after ``--warmup`` with one synchronisation per block (no Lightning,
-no data loading). Twice the batch at nearly the same time per step means the step is bound
-by launches, not FLOPs::
+backbone, head, loss) and steps it on synthetic uint8 images with the probe's own step
+(``contrastive.training.budget.training_step``: SGD, the precision ``auto`` resolves to,
+bf16 where native), timing ``--steps`` steps after ``--warmup`` with one synchronisation
+per block (no Lightning, no data loading). Twice the batch at nearly the same time per
+step means the step is bound by launches, not FLOPs::
 
     python benchmarks/step_rates.py                         # the default candidates
     python benchmarks/step_rates.py --rows resnet18:32:512 resnet18_half:24:1024
@@ -26,6 +27,7 @@ import torch
 
 from contrastive.planning.planner import Candidate, candidate_flops
 from contrastive.planning.probe import candidate_module
+from contrastive.training.budget import resolve_precision, training_step
 from contrastive.training.config import TrainConfig
 
 #: backbone:view px:batch rows measured by default (the twenty-second session's H200 table).
@@ -67,14 +69,10 @@ def step_rate(
         0, 256, (batch_size, 3, stored_size, stored_size), dtype=torch.uint8, generator=generator
     )
     host_batch = (images, torch.arange(batch_size))
+    precision = resolve_precision("auto", device.type)
 
     def step() -> None:
-        batch = module.prepare_batch(tuple(t.to(device, non_blocking=True) for t in host_batch))
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            loss = module.method.training_loss(batch[0], progress=0.0)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        training_step(module, optimizer, host_batch, precision, device)
 
     def synchronize() -> None:
         if device.type == "cuda":
@@ -97,6 +95,7 @@ def step_rate(
         "ms_per_step": round(1000 * seconds, 2),
         "images_per_s": round(batch_size / seconds, 1),
         "tflops": round(batch_size * work / seconds / 1e12, 4),
+        "precision": precision,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
     }
 

@@ -296,7 +296,6 @@ def measure_seconds_per_step(
     """
     probe = copy.deepcopy(module).to(device).train()
     optimizer = torch.optim.SGD([p for p in probe.parameters() if p.requires_grad], lr=1e-9)
-    dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(precision.split("-")[0])
     timings: list[float] = []
     iterator = iter(batches)
     for _ in range(steps + 1):
@@ -305,18 +304,33 @@ def measure_seconds_per_step(
             iterator = iter(batches)
             batch = next(iterator)
         started = time.perf_counter()
-        batch = _to_device(batch, device)
-        batch = probe.prepare_batch(batch)
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = probe.method.training_loss(batch[0], progress=0.0)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        training_step(probe, optimizer, batch, precision, device)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         timings.append(time.perf_counter() - started)
     timed = timings[1:] or timings
     return min(timed) if fastest else sum(timed) / len(timed)
+
+
+def training_step(
+    module: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: object,
+    precision: str,
+    device: torch.device,
+) -> None:
+    """One full training step of ``module`` on a host ``batch``: to ``device``, views
+    (``prepare_batch``), loss in ``precision``'s autocast, backward and ``optimizer`` update.
+
+    Does not synchronise: callers that time it on a GPU synchronise themselves.
+    """
+    dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(precision.split("-")[0])
+    batch = module.prepare_batch(_to_device(batch, device))
+    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        loss = module.method.training_loss(batch[0], progress=0.0)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
 
 
 def _to_device(batch: object, device: torch.device) -> object:
