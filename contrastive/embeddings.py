@@ -332,7 +332,9 @@ def extract_features(
         for images, _labels, batch_indices in tqdm(
             loader, desc=description, unit="batch", disable=not progress, leave=False
         ):
-            images = images.to(device, non_blocking=True)
+            # torchvision's v2 transforms return tv_tensors.Image, a tensor subclass that a
+            # torch.compile'd backbone (``--compile``) refuses deep inside its kernels.
+            images = images.as_subclass(Tensor).to(device, non_blocking=True)
             for name, module in extractors.items():
                 outputs[name].append(module(images).float().cpu().numpy())
             indices.append(np.asarray(batch_indices, dtype=np.int64))
