@@ -81,14 +81,29 @@ class ProjectorAtEnd(pl.Callback):
         from contrastive.explore.projector import export_projector
 
         backbone = pl_module.method.backbone  # type: ignore[attr-defined]
-        embeddings = self._embed(backbone, pl_module.device)
-        self.written = export_projector(
-            embeddings,
-            folders[0],
-            thumbnail_size=THUMBNAIL_SIZE,
-            seed=self.seed,
-            thumbnails=self.sample.thumbnails,
-        ).out_dir
+        try:
+            embeddings = self._embed(backbone, pl_module.device)
+            self.written = export_projector(
+                embeddings,
+                folders[0],
+                thumbnail_size=THUMBNAIL_SIZE,
+                seed=self.seed,
+                thumbnails=self.sample.thumbnails,
+            ).out_dir
+        except Exception as error:  # noqa: BLE001 - an optional view must not cost the run
+            # Training is over: the weights are exported after this hook whatever happens
+            # here, and the projector can be written from them later.
+            log.warning(
+                "the TensorBoard projector was not written (%s: %s); the trained weights "
+                "are saved as usual; write it later with `contrastive embed --run %s "
+                "--data %s --out embeddings.npz --projector %s`",
+                type(error).__name__,
+                next(iter(str(error).splitlines()), ""),
+                Path(folders[0]).parent,
+                self.data_root,
+                folders[0],
+            )
+            return
         log.info(
             "TensorBoard projector: %d training images, `tensorboard --logdir %s`",
             len(embeddings),

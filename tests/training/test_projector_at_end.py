@@ -96,3 +96,24 @@ def test_nothing_is_decoded_without_tensorboard_or_off_rank_zero(
     ):
         callback.setup(run, module, "fit")  # type: ignore[arg-type]
         assert callback.sample is None
+
+
+def test_a_failing_projector_warns_and_leaves_the_run_alone(
+    tiny_images: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = ImageFolder.scan(tiny_images)
+    callback = ProjectorAtEnd(tiny_images, folder.paths, ViewConfig(input_size=32), sample_size=4)
+    trainer, module = fake_run(tmp_path)
+    callback.setup(trainer, module, "fit")  # type: ignore[arg-type]
+
+    def failing_backbone(images: torch.Tensor) -> torch.Tensor:
+        raise TypeError("Multiple dispatch failed\nmore lines")
+
+    module.method.backbone = failing_backbone
+    with caplog.at_level("WARNING"):
+        callback.on_train_end(trainer, module)  # type: ignore[arg-type]
+    assert callback.written is None
+    message = caplog.records[-1].getMessage()
+    assert "projector was not written (TypeError: Multiple dispatch failed)" in message
+    assert f"--run {tmp_path} --data {tiny_images}" in message
+    assert not (tmp_path / "tensorboard" / "00000").exists()
