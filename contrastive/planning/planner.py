@@ -16,13 +16,18 @@ name:
   views at full resolution, 26 passes, by 2.9; on 3,452 photos of 128 px at 10 minutes 48 px
   views through the stride-2 stem, 58 passes, beat 64 px, 35 passes, by 4.2; on 2 fp32
   cores in 4 minutes the quarter-width ResNet-10 beat the ResNet-18 of the same width by
-  3.8 points, 2.1 passes against 1.3). A pass counts at most ``PASS_IMAGES`` images: past a
+  3.8 points, 2.1 passes against 1.3). Where the hardware runs a costlier network in far
+  less than its FLOPs' share of time (a GPU bound by kernel launches), ``k`` comes from the
+  measured time instead (:data:`FLOPS_PER_TIME_EXPONENT`): on one H200 in 3 minutes this
+  took a full-width ResNet-18 (74.68%) where FLOPs alone took a quarter-width one (70.36%).
+  A pass counts at most ``PASS_IMAGES`` images: past a
   CIFAR-sized folder, more images do not slow learning. Costs count from the cheapest
   network the user's settings leave (with ``--backbone`` set, from that network's own
   cheapest view size and stem).
 * **Resolution is spent where the images have it.** Work is set by the feature map after
   the stem (the *working size*); a stride-2 stem shows views twice as large for about the
-  same work, used when the stored images are at least that large.
+  same work, used when the stored images are at least that large. Views are never larger
+  than the images (upsampling adds work, not detail).
 * **Pixels the images have are kept.** Crops come from a cache of up to twice the views'
   side (an 8% crop still holds 0.57 of a view's side in real pixels); whole images are
   evaluated 4/3 larger than the views (FixRes), up to 5/3 where the images have those
@@ -87,6 +92,18 @@ REFERENCE = ("resnet10_quarter", 24, 1)
 #: CPUs; on GPUs, where small networks are bound by kernel launches rather than FLOPs, a
 #: full-width ResNet-18 on 32 px views.
 ANCHORS = {"cpu": REFERENCE, "cuda": ("resnet18", 32, 1)}
+#: How per-image time grew with FLOPs on the 2-core CPU where the pass thresholds above were
+#: measured: ``time ~ FLOPs ** (1 / FLOPS_PER_TIME_EXPONENT)`` (``benchmarks/step_rates.py``,
+#: six candidates from 1.8x to 61x the reference's FLOPs: exponents 0.56-0.82, median 0.63).
+#: A candidate that takes ``t`` times the cheapest one's time per image costs at most
+#: ``t ** FLOPS_PER_TIME_EXPONENT`` in the FLOPs the thresholds count: on a CPU that is about
+#: its FLOPs ratio (nothing changes there); on a GPU bound by kernel launches, where a
+#: full-width ResNet-18 at 32 px (61x the FLOPs) took 1.4-2.1x the time, it is far less. On
+#: one H200 at 3 minutes that network (47 passes) reached 74.52% where the quarter-width
+#: ResNet-18 that FLOPs alone planned (66 passes) reached 70.36%; with this rule the plan
+#: became a full-width ResNet-18 at 24 px (probed at 1.2x the cheapest candidate's time, 67
+#: passes): 74.68% (``benchmarks/README.md``, "GPU plan").
+FLOPS_PER_TIME_EXPONENT = 1.6
 #: Narrowest hidden layer of the projection head. A head as narrow as a small backbone's
 #: features starves the loss: on CIFAR-10 (2 cores, quarter width, 780 steps, kNN with a
 #: 20k bank) hidden widths 128 / 512 / 1024 / 2048 reached 48.1 (two seeds) / 48.8 / 49.4
@@ -379,26 +396,32 @@ def _train_seconds(budget_seconds: float, decode_seconds: float) -> float:
 
 @dataclass(frozen=True)
 class _Choice:
-    """The chosen candidate with its measured rate, the passes its cost needs, and the passes
-    the cheapest network would get in the same budget."""
+    """The chosen candidate with its measured rate, its time per image over the cheapest
+    network's, the passes its cost needs, and the passes the reference would get."""
 
     candidate: Candidate
     images_per_second: float
+    time_ratio: float
     needed_passes: float
     reference_passes: float
 
 
-def _needed_passes(candidate: Candidate, floor_flops: float) -> float:
-    """Passes ``candidate`` needs to beat a network costing ``floor_flops`` per image."""
-    ratio = candidate_flops(candidate) / floor_flops
-    return PASSES_PER_DOUBLING * max(math.log2(ratio), 0.0)
+def _needed_passes(flops_ratio: float, time_ratio: float) -> float:
+    """Passes a candidate needs to beat the cheapest network, from its cost over it.
+
+    The cost is the FLOPs ratio, or less where this hardware runs the candidate much faster
+    than its FLOPs say (see :data:`FLOPS_PER_TIME_EXPONENT`).
+    """
+    cost = min(flops_ratio, max(time_ratio, 1.0) ** FLOPS_PER_TIME_EXPONENT)
+    return PASSES_PER_DOUBLING * max(math.log2(cost), 0.0)
 
 
 def _choose(situation: _Situation, images_per_second: ImagesPerSecond) -> _Choice:
     """The costliest candidate that still gets the passes its cost needs, else the cheapest.
 
-    One measurement (the anchor) prices every candidate by its FLOPs; a candidate that
-    looks affordable is measured before it is chosen.
+    Two measurements (the anchor and the cheapest candidate; one on CPUs, where they are the
+    same) fit how time per image grows with FLOPs here, which prices every other candidate;
+    a candidate that looks affordable is measured before it is chosen.
     """
     candidates = _candidates(situation.stats, situation.hardware, situation.base, situation.fixed)
     if not candidates:
@@ -416,24 +439,60 @@ def _choose(situation: _Situation, images_per_second: ImagesPerSecond) -> _Choic
 
     # Costliest first; among equal cost, the one that sees more of the image's detail.
     ordered = sorted(candidates, key=lambda c: (-candidate_flops(c), -c.view_size))
+    cheapest = ordered[-1]
     # Costs count from the cheapest network the user's settings leave: with --backbone fixed
     # to a wider network, its stride-2 stem at twice the view size costs about what its
     # full-resolution stem does and must not be priced against a network the user excluded.
-    floor_flops = max(candidate_flops(ordered[-1]), _reference_flops())
+    floor_flops = max(candidate_flops(cheapest), _reference_flops())
     anchor_flops = candidate_flops(Candidate(*ANCHORS[situation.hardware.accelerator]))
     anchor = min(ordered, key=lambda c: abs(math.log(candidate_flops(c) / anchor_flops)))
-    work_rate = measure(anchor) * candidate_flops(anchor)
+    estimate = _rate_model(
+        (candidate_flops(anchor), measure(anchor)), (candidate_flops(cheapest), measure(cheapest))
+    )
+
+    def needed(candidate: Candidate, rate: float) -> float:
+        return _needed_passes(candidate_flops(candidate) / floor_flops, measure(cheapest) / rate)
+
+    def affordable(candidate: Candidate, rate: float) -> bool:
+        return situation.passes(rate) >= needed(candidate, rate)
+
     chosen = next(
         (
             c
             for c in ordered
-            if situation.passes(work_rate / candidate_flops(c)) >= _needed_passes(c, floor_flops)
-            and situation.passes(measure(c)) >= _needed_passes(c, floor_flops)
+            if affordable(c, measured.get(c) or estimate(c)) and affordable(c, measure(c))
         ),
-        ordered[-1],
+        cheapest,
     )
-    reference = situation.passes(work_rate / _reference_flops())
-    return _Choice(chosen, measure(chosen), _needed_passes(chosen, floor_flops), reference)
+    rate = measure(chosen)
+    return _Choice(
+        chosen,
+        rate,
+        measure(cheapest) / rate,
+        needed(chosen, rate),
+        situation.passes(estimate(Candidate(*REFERENCE))),
+    )
+
+
+def _rate_model(
+    first: tuple[float, float], second: tuple[float, float]
+) -> Callable[[Candidate], float]:
+    """Images/s of any candidate from two measured ``(FLOPs, images/s)`` points.
+
+    Time per image is taken to grow as a power of FLOPs fitted through the two points
+    (between 0: bound by launches, and 1: bound by arithmetic); with one point, in
+    proportion to FLOPs.
+    """
+    (flops_a, rate_a), (flops_b, rate_b) = first, second
+    exponent = 1.0
+    if flops_a != flops_b and rate_a > 0 and rate_b > 0:
+        exponent = math.log(rate_b / rate_a) / math.log(flops_a / flops_b)
+        exponent = min(max(exponent, 0.0), 1.0)
+
+    def rate(candidate: Candidate) -> float:
+        return rate_a * (flops_a / candidate_flops(candidate)) ** exponent
+
+    return rate
 
 
 #: Settings that change the network's work per image: the plan says what they cost.
@@ -461,12 +520,12 @@ def _candidates(
             for size in sizes:
                 if size % stride or size // stride < 8:
                     continue
-                # A strided stem pays off only where the images hold the detail.
-                if (
-                    stride > 1
-                    and "views.input_size" not in fixed
-                    and size > stats.short_side_median
-                ):
+                # Views larger than the images add work, not detail (a strided stem pays off
+                # only where the images hold it): on a GPU, where time grows slowly with
+                # FLOPs, upsampled views would otherwise look like cheap capacity.
+                native = stats.short_side_median
+                largest = native if stride > 1 else max(native, WORKING_SIZES[0])
+                if "views.input_size" not in fixed and size > largest:
                     continue
                 result.append(Candidate(name, size, stride))
     cap = _cache_side_cap(stats, hardware)
@@ -682,6 +741,7 @@ def _backbone_reason(situation: _Situation, choice: _Choice) -> str:
     """Rate, passes, and what the network's cost needs (or what a fixed setting costs)."""
     passes = situation.passes(choice.images_per_second)
     cost = candidate_flops(choice.candidate) / _reference_flops()
+    time = f" at {choice.time_ratio:.1f}x its time per image" if choice.time_ratio > 1.05 else ""
     why = (
         f"{choice.images_per_second:,.0f} images/s -> {passes:.1f} passes over "
         f"{situation.pass_images:,} images in {situation.train_seconds:.0f} s of training"
@@ -694,7 +754,13 @@ def _backbone_reason(situation: _Situation, choice: _Choice) -> str:
         )
     if choice.needed_passes > 0:
         return (
-            why + f"; {cost:.1f}x the reference's FLOPs needs >= {choice.needed_passes:.0f} passes"
+            why + f"; {cost:.1f}x the reference's FLOPs{time} needs >= "
+            f"{choice.needed_passes:.0f} passes"
+        )
+    if cost > 1.05:
+        return why + (
+            f"; {cost:.1f}x the reference's FLOPs in no more time per image here: "
+            "the capacity costs no passes"
         )
     return why + "; the cheapest network worth training (more passes beat more capacity)"
 

@@ -3,6 +3,7 @@ machines (no GPU needed) and a throughput proportional to FLOPs."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -12,11 +13,15 @@ from contrastive.errors import ContrastiveError
 from contrastive.hardware import GpuInfo, Hardware
 from contrastive.planning import FolderStats, plan_recipe
 from contrastive.planning.planner import (
+    FLOPS_PER_TIME_EXPONENT,
     MIN_PLANNED_BATCH,
     MIN_STEPS,
+    PASSES_PER_DOUBLING,
     REFERENCE,
     SAMPLE_STEPS,
     Candidate,
+    _needed_passes,
+    _rate_model,
     candidate_flops,
 )
 from contrastive.recipes import cpu_budget_recipe
@@ -288,6 +293,65 @@ def test_gpu_plan_for_a_described_device() -> None:
     reference = candidate_flops(Candidate(*REFERENCE))
     assert candidate_flops(result.candidate) > 10 * reference  # a full-width network
     assert "H200" in H200.describe()
+
+
+class LaunchBoundRate:
+    """A GPU bound by kernel launches: time per image grows as FLOPs ** 0.1 (on one H200 the
+    planner's probe measured a full-width ResNet-18 at 24 px, 34x the reference's FLOPs, at
+    1.2x the time per image)."""
+
+    def __call__(self, candidate: Candidate, batch_size: int, stored_size: int) -> float:
+        reference = candidate_flops(Candidate(*REFERENCE))
+        return 40_000.0 * (reference / candidate_flops(candidate)) ** 0.1
+
+
+def test_rate_model_fits_a_power_of_flops_through_two_measurements() -> None:
+    # 100 images/s at 1 GFLOP and 25 at 16: time grows as FLOPs ** 0.5, so 50 at 4.
+    candidate = Candidate(*REFERENCE)
+    flops = candidate_flops(candidate)
+    rate = _rate_model((flops, 100.0), (16 * flops, 25.0))
+    assert rate(candidate) == pytest.approx(100.0)
+    assert rate(Candidate("resnet18_quarter", 32, 1)) == pytest.approx(
+        100.0 * (flops / candidate_flops(Candidate("resnet18_quarter", 32, 1))) ** 0.5
+    )
+    # One point (the anchor is the cheapest candidate, as on CPUs): in proportion to FLOPs.
+    alone = _rate_model((flops, 100.0), (flops, 100.0))
+    assert alone(Candidate("resnet18_quarter", 32, 1)) == pytest.approx(
+        100.0 * flops / candidate_flops(Candidate("resnet18_quarter", 32, 1))
+    )
+    # Slower at fewer FLOPs (noise) counts as launch-bound, never as negative cost.
+    flat = _rate_model((flops, 100.0), (16 * flops, 120.0))
+    assert flat(Candidate("resnet18", 32, 1)) == pytest.approx(100.0)
+
+
+def test_needed_passes_count_flops_unless_time_grows_slower() -> None:
+    # 4x the FLOPs at 4x the time: two doublings, as on the CPUs the thresholds came from.
+    assert _needed_passes(4.0, 4.0) == pytest.approx(2 * PASSES_PER_DOUBLING)
+    # 64x the FLOPs at 2x the time (launch-bound): priced as 2 ** 1.6 FLOPs, not 64.
+    assert _needed_passes(64.0, 2.0) == pytest.approx(PASSES_PER_DOUBLING * FLOPS_PER_TIME_EXPONENT)
+    # Same time as the cheapest: capacity is free.
+    assert _needed_passes(64.0, 0.9) == 0.0
+    assert _needed_passes(1.0, 1.0) == 0.0
+
+
+def test_a_launch_bound_gpu_buys_a_full_width_network_in_three_minutes() -> None:
+    base = cpu_budget_recipe(data="images", out="run")
+    result = plan_recipe(folder(50_000, 32), H200, 165, base, (), LaunchBoundRate())
+    cost = candidate_flops(result.candidate) / candidate_flops(Candidate(*REFERENCE))
+    assert cost > 30  # a full-width network
+    assert "x its time per image needs >=" in result.decisions[0].reason
+    # Priced by FLOPs alone it would need ~300 passes and have been kept out.
+    assert result.passes < PASSES_PER_DOUBLING * math.log2(cost)
+
+
+def test_views_are_never_larger_than_the_images() -> None:
+    base = cpu_budget_recipe(data="images", out="run")
+    for side in (28, 32, 40):
+        for seconds in (180, 900, 3600):
+            result = plan_recipe(folder(50_000, side), H200, seconds, base, (), LaunchBoundRate())
+            assert result.candidate.view_size <= max(side, 24)
+    # Images smaller than the smallest working size still get a network (at 24 px).
+    assert plan(folder(5_000, 20), 600).candidate.view_size == 24
 
 
 def test_measures_few_candidates() -> None:
