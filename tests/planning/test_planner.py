@@ -1,5 +1,6 @@
 """The recipe planner: rules over folder, hardware and budget, tested against described
-machines (no GPU needed) and a throughput proportional to FLOPs."""
+machines (no GPU needed) and throughputs proportional to FLOPs (CPUs) or nearly flat in them
+(a GPU bound by kernel launches)."""
 
 from __future__ import annotations
 
