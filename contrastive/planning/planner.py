@@ -251,7 +251,9 @@ def _shown(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-ImagesPerSecond = Callable[[Candidate, int, int], float]
+#: ``(candidate, batch_size, stored_size) -> images/s``, or None where it was not measured
+#: (the probe's time is spent): the planner then prices the candidate with its rate model.
+ImagesPerSecond = Callable[[Candidate, int, int], "float | None"]
 
 
 def plan_recipe(
@@ -274,7 +276,8 @@ def plan_recipe(
         fixed: Dotted paths of the settings the user set (``views.input_size``,
             ``backbone.name``...): kept as they are and planned around.
         images_per_second: ``(candidate, batch_size, stored_size) -> images/s`` of a
-            training step on this hardware (measured: :func:`measured_rate`).
+            training step on this hardware (measured: :func:`measured_rate`), or None for a
+            candidate not measured; the first candidate asked must be measured.
         decoded: ``stored_size -> whether every image is already in the decoded cache at
             that size`` (then nothing is decoded before training); None: nothing is.
 
@@ -429,9 +432,9 @@ def _choose(situation: _Situation, images_per_second: ImagesPerSecond) -> _Choic
             "the fixed settings leave no network to plan; check --backbone, "
             "--small-image-stem and --stem-stride"
         )
-    measured: dict[Candidate, float] = {}
+    measured: dict[Candidate, float | None] = {}
 
-    def measure(candidate: Candidate) -> float:
+    def measured_or_none(candidate: Candidate) -> float | None:
         if candidate not in measured:
             stored = situation.stored_size(candidate)
             measured[candidate] = images_per_second(candidate, situation.batch_size, stored)
@@ -446,9 +449,19 @@ def _choose(situation: _Situation, images_per_second: ImagesPerSecond) -> _Choic
     floor_flops = max(candidate_flops(cheapest), _reference_flops())
     anchor_flops = candidate_flops(Candidate(*ANCHORS[situation.hardware.accelerator]))
     anchor = min(ordered, key=lambda c: abs(math.log(candidate_flops(c) / anchor_flops)))
-    estimate = _rate_model(
-        (candidate_flops(anchor), measure(anchor)), (candidate_flops(cheapest), measure(cheapest))
-    )
+    anchor_rate = measured_or_none(anchor)
+    if anchor_rate is None:
+        raise ValueError("images_per_second must measure the first candidate it is asked for")
+    points = [(candidate_flops(anchor), anchor_rate)]
+    cheapest_rate = measured_or_none(cheapest)
+    if cheapest_rate is not None:
+        points.append((candidate_flops(cheapest), cheapest_rate))
+    estimate = _rate_model(*points)
+
+    def measure(candidate: Candidate) -> float:
+        """Measured images/s, or the rate model's where the probe's time is spent."""
+        rate = measured_or_none(candidate)
+        return estimate(candidate) if rate is None else rate
 
     def needed(candidate: Candidate, rate: float) -> float:
         return _needed_passes(candidate_flops(candidate) / floor_flops, measure(cheapest) / rate)
@@ -475,15 +488,15 @@ def _choose(situation: _Situation, images_per_second: ImagesPerSecond) -> _Choic
 
 
 def _rate_model(
-    first: tuple[float, float], second: tuple[float, float]
+    first: tuple[float, float], second: tuple[float, float] | None = None
 ) -> Callable[[Candidate], float]:
-    """Images/s of any candidate from two measured ``(FLOPs, images/s)`` points.
+    """Images/s of any candidate from one or two measured ``(FLOPs, images/s)`` points.
 
     Time per image is taken to grow as a power of FLOPs fitted through the two points
     (between 0: bound by launches, and 1: bound by arithmetic); with one point, in
     proportion to FLOPs.
     """
-    (flops_a, rate_a), (flops_b, rate_b) = first, second
+    (flops_a, rate_a), (flops_b, rate_b) = first, second or first
     exponent = 1.0
     if flops_a != flops_b and rate_a > 0 and rate_b > 0:
         exponent = math.log(rate_b / rate_a) / math.log(flops_a / flops_b)
@@ -737,14 +750,30 @@ def _decision(situation: _Situation, setting: str, value: Any, reason: str) -> D
     return Decision(setting, value, f"set by you; {reason}" if fixed else reason)
 
 
+def _passes_of(situation: _Situation) -> str:
+    """What a pass counts, where it is not the folder as it is."""
+    images, counted = situation.stats.num_images, situation.pass_images
+    if images < counted:
+        return (
+            f"passes of {counted:,} images (the {images:,} images repeated: a pass counts "
+            f"at least {MIN_PASS_IMAGES:,})"
+        )
+    if images > counted:
+        return (
+            f"passes of {counted:,} images (a pass counts at most {PASS_IMAGES:,} of the "
+            f"{images:,})"
+        )
+    return f"passes over {counted:,} images"
+
+
 def _backbone_reason(situation: _Situation, choice: _Choice) -> str:
     """Rate, passes, and what the network's cost needs (or what a fixed setting costs)."""
     passes = situation.passes(choice.images_per_second)
     cost = candidate_flops(choice.candidate) / _reference_flops()
     time = f" at {choice.time_ratio:.1f}x its time per image" if choice.time_ratio > 1.05 else ""
     why = (
-        f"{choice.images_per_second:,.0f} images/s -> {passes:.1f} passes over "
-        f"{situation.pass_images:,} images in {situation.train_seconds:.0f} s of training"
+        f"{choice.images_per_second:,.0f} images/s -> {passes:.1f} {_passes_of(situation)} "
+        f"in {situation.train_seconds:.0f} s of training"
     )
     if situation.fixed & _SHAPE_SETTINGS:
         # What the user's choice costs: the same budget on the cheapest network.

@@ -27,31 +27,25 @@ if TYPE_CHECKING:
 
 def measured_rate(
     base: TrainConfig, hardware: Hardware, max_seconds: float
-) -> Callable[[Candidate, int, int], float]:
+) -> Callable[[Candidate, int, int], float | None]:
     """A ``(candidate, batch_size, stored_size) -> images/s`` function for :func:`plan_recipe`.
 
     Args:
         base: The configuration the candidates are planned into (method, loss, precision).
         hardware: Where to measure (the first GPU for ``cuda``).
         max_seconds: Time all measurements together may take; once it is spent, further
-            candidates are estimated from the fastest measured rate per FLOP instead
-            (the planner's probing must not eat the budget it plans).
+            candidates get None (not measured) and the planner prices them with the rate
+            model its measurements fit (the planner's probing must not eat the budget it
+            plans). The first candidate is always measured.
     """
     spent = [0.0]
-    measured: list[tuple[float, float]] = []  # (images/s, FLOPs) of measured candidates
 
-    def rate(candidate: Candidate, batch_size: int, stored_size: int) -> float:
-        from contrastive.planning.planner import candidate_flops
-
-        flops = candidate_flops(candidate)
-        if spent[0] >= max_seconds and measured:
-            # Same work per second as the measured candidate closest in cost.
-            images_per_second, reference = min(measured, key=lambda m: abs(m[1] - flops))
-            return images_per_second * reference / flops
+    def rate(candidate: Candidate, batch_size: int, stored_size: int) -> float | None:
+        if spent[0] >= max_seconds and spent[0] > 0:
+            return None
         started = time.perf_counter()
         images_per_second = _measure(candidate, batch_size, stored_size, base, hardware)
-        spent[0] += time.perf_counter() - started
-        measured.append((images_per_second, flops))
+        spent[0] += max(time.perf_counter() - started, 1e-9)
         return images_per_second
 
     return rate

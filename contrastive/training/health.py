@@ -402,6 +402,7 @@ class HealthMonitor(pl.Callback):
         self.seconds = 0.0
         self.training_started: float | None = None
         self.widths = (1, 1)
+        self.failed = False
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Decodes the sample once, before training, so bad input fails early."""
@@ -489,19 +490,36 @@ class HealthMonitor(pl.Callback):
     def _measure_and_log(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, on_step: bool
     ) -> None:
+        if self.failed:
+            return
         started = time.perf_counter()
         method = pl_module.method  # type: ignore[attr-defined]
         assert self.sample is not None
-        values, self.neighbours, self.widths = measure_health(
-            method.backbone,
-            method.projection_head,
-            self.sample,
-            self.neighbours,
-            pl_module.device,
-            self.batch_size,
-            channels_last=getattr(getattr(pl_module, "config", None), "channels_last", False),
-        )
         step = trainer.global_step
+        try:
+            values, self.neighbours, self.widths = measure_health(
+                method.backbone,
+                method.projection_head,
+                self.sample,
+                self.neighbours,
+                pl_module.device,
+                self.batch_size,
+                channels_last=getattr(getattr(pl_module, "config", None), "channels_last", False),
+            )
+        except Exception as error:  # noqa: BLE001 - a side measurement must not cost the run
+            # (e.g. out of device memory, or an SVD that does not converge); Ctrl-C and
+            # SIGTERM are not Exceptions and still stop the run.
+            self.failed = True
+            if trainer.is_global_zero:
+                log.warning(
+                    "label-free health measurement at step %d failed (%s: %s); training "
+                    "goes on without the health measures (--health-sample-size 0 turns "
+                    "them off)",
+                    step,
+                    type(error).__name__,
+                    error,
+                )
+            return
         self.skipped.discard(step)
         self.history.append({"step": float(step), **values})
         for name, value in values.items():

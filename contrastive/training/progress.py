@@ -1,4 +1,4 @@
-"""Progress reporting: a live bar in a terminal, one line per epoch in logs and CI."""
+"""Progress reporting: a live bar in a terminal, epoch lines (at most one per 10 s) in logs."""
 
 from __future__ import annotations
 
@@ -117,14 +117,47 @@ def total_steps(trainer: pl.Trainer) -> int | None:
 
 
 class EpochSummary(pl.Callback):
-    """Logs ``epoch N/M: loss, lr, images/s, time left`` at the end of every epoch."""
+    """Logs ``epoch N/M: loss, lr, images/s, time left`` at the end of epochs.
 
-    def __init__(self, forecast: DurationForecast | None = None) -> None:
+    At most one line per ``min_interval`` seconds (a folder of 50 images runs hundreds of
+    epochs a minute; their lines would bury the plan and the results), always the first
+    epoch's, and the last epoch's when training ends.
+
+    Args:
+        forecast: Supplies the time left of a run without a budget.
+        min_interval: Seconds between lines.
+        clock: Seconds as a float (tests pass a simulated clock).
+    """
+
+    def __init__(
+        self,
+        forecast: DurationForecast | None = None,
+        min_interval: float = 10.0,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.forecast = forecast
+        self.min_interval = min_interval
+        self.clock = clock
+        self._logged_at: float | None = None
+        self._unlogged_epoch: int | None = None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:  # one set of epoch lines, not one per DDP process
             return
+        now = self.clock()
+        last = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
+        if self._logged_at is not None and now - self._logged_at < self.min_interval and not last:
+            self._unlogged_epoch = trainer.current_epoch
+            return
+        self._log(trainer, trainer.current_epoch)
+        self._logged_at, self._unlogged_epoch = now, None
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and self._unlogged_epoch is not None:
+            self._log(trainer, self._unlogged_epoch)
+            self._unlogged_epoch = None
+
+    def _log(self, trainer: pl.Trainer, epoch: int) -> None:
         metrics = trainer.callback_metrics
         parts = [
             f"{name} {float(metrics[name]):.4g}"
@@ -140,7 +173,7 @@ class EpochSummary(pl.Callback):
             parts.append(f"about {format_duration(self.forecast.seconds_left)} left")
         log.info(
             "epoch %d/%d (step %d): %s",
-            trainer.current_epoch + 1,
+            epoch + 1,
             trainer.max_epochs,
             trainer.global_step,
             ", ".join(parts),

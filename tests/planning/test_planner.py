@@ -252,6 +252,18 @@ def test_small_folders_get_smaller_batches_and_grayscale_ones_no_hue() -> None:
     assert "fewer than 8 steps per epoch" in tiny.as_dict()["batch_size"]
 
 
+def test_the_backbone_reason_says_what_a_pass_counts() -> None:
+    def reason(images: int) -> str:
+        return plan(folder(images, 32), 600).as_dict()["backbone"]
+
+    assert "passes over 50,000 images" in reason(50_000)
+    # A tiny folder is not planned as if 51 images were a pass: the text says so.
+    assert "passes of 5,000 images (the 51 images repeated" in reason(51)
+    assert "passes of 50,000 images (a pass counts at most 50,000 of the 100,000)" in reason(
+        100_000
+    )
+
+
 def test_a_budget_of_few_steps_gets_smaller_batches() -> None:
     # 1 minute (49 s of training after decoding a sample of 20,000 images) on a slow fp32
     # machine: 99 steps of 128 images; halved until at least MIN_STEPS steps or the smallest
@@ -343,6 +355,36 @@ def test_a_launch_bound_gpu_buys_a_full_width_network_in_three_minutes() -> None
     assert "x its time per image needs >=" in result.decisions[0].reason
     # Priced by FLOPs alone it would need ~300 passes and have been kept out.
     assert result.passes < PASSES_PER_DOUBLING * math.log2(cost)
+
+
+class SpentProbe:
+    """Measures the first ``measurements`` candidates with ``rate``, then, its time spent,
+    answers None (not measured), as :func:`measured_rate` does."""
+
+    def __init__(self, rate, measurements: int) -> None:
+        self.rate, self.left = rate, measurements
+
+    def __call__(self, candidate: Candidate, batch_size: int, stored_size: int) -> float | None:
+        self.left -= 1
+        return self.rate(candidate, batch_size, stored_size) if self.left >= 0 else None
+
+
+def test_candidates_the_probe_had_no_time_for_are_priced_by_the_fitted_rate_model() -> None:
+    # The two measurements (anchor, cheapest) fit the launch-bound power law exactly, so
+    # the plan without further measurements is the fully measured one; pricing the rest in
+    # proportion to FLOPs (the probe's old fallback) would have kept the full-width
+    # network out (~300 passes needed).
+    base = cpu_budget_recipe(data="images", out="run")
+    measured = plan_recipe(folder(50_000, 32), H200, 165, base, (), LaunchBoundRate())
+    spent = plan_recipe(folder(50_000, 32), H200, 165, base, (), SpentProbe(LaunchBoundRate(), 2))
+    assert spent.candidate == measured.candidate
+    assert spent.passes == pytest.approx(measured.passes)
+    # With one measurement only, the rest are priced in proportion to FLOPs: cheaper plan.
+    alone = plan_recipe(folder(50_000, 32), H200, 165, base, (), SpentProbe(LaunchBoundRate(), 1))
+    assert candidate_flops(alone.candidate) < candidate_flops(measured.candidate)
+    # The first candidate must be measured.
+    with pytest.raises(ValueError, match="first candidate"):
+        plan_recipe(folder(50_000, 32), H200, 165, base, (), SpentProbe(LaunchBoundRate(), 0))
 
 
 def test_views_are_never_larger_than_the_images() -> None:

@@ -125,6 +125,35 @@ def test_measurements_over_the_cost_share_are_skipped_but_never_the_last(
     assert "2 scheduled ones skipped to stay under 0.0001% (--health-max-share)" in caplog.text
 
 
+def test_a_failing_measurement_is_reported_and_the_run_finishes(
+    tiny_config: TrainConfig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from contrastive.training import health
+
+    calls = []
+    real = health.measure_health
+
+    def fails_after_the_first(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(health, "measure_health", fails_after_the_first)
+    with caplog.at_level(logging.WARNING):
+        result = train(
+            tiny_config.with_overrides(epochs=4, health_every_n_steps=4, health_max_share=1.0)
+        )
+
+    # Measured at step 4, failed at step 8, not tried again (steps 12, 16): weights saved.
+    assert len(calls) == 2
+    assert (result.run_dir / "backbone.pt").is_file()
+    failures = [r.getMessage() for r in caplog.records if "measurement at step" in r.getMessage()]
+    assert len(failures) == 1
+    assert "step 8 failed (RuntimeError: CUDA out of memory (simulated))" in failures[0]
+    assert [step for step, _value in logged(result.run_dir, "rank")] == [3]
+
+
 def test_keep_best_writes_the_best_checkpoint_and_backbone(tiny_config: TrainConfig) -> None:
     result = train(tiny_config.with_overrides(health_every_n_steps=4, keep_best="rank"))
 

@@ -79,6 +79,38 @@ def test_short_run_gets_no_alternative_and_time_left_reaches_the_epoch_line(
     assert "about 40 s left" in caplog.records[-1].getMessage()
 
 
+def epoch_lines(
+    caplog: pytest.LogCaptureFixture, epochs_run: int, max_epochs: int, seconds_per_epoch: float
+) -> list[str]:
+    """The epoch lines of ``epochs_run`` epochs (of ``max_epochs``) on a simulated clock."""
+    caplog.clear()
+    clock, trainer = Clock(), fake_trainer(epochs=max_epochs, batches=1)
+    summary = EpochSummary(min_interval=10.0, clock=clock)
+    with caplog.at_level(logging.INFO, logger="contrastive.training.progress"):
+        for epoch in range(epochs_run):
+            trainer.current_epoch, trainer.global_step = epoch, epoch + 1
+            clock.now += seconds_per_epoch
+            summary.on_train_epoch_end(trainer, trainer.lightning_module)
+        summary.on_train_end(trainer, trainer.lightning_module)
+    return [record.getMessage() for record in caplog.records]
+
+
+def test_epoch_lines_come_at_most_once_per_interval_and_the_last_one_always(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # 300 epochs of 0.1 s (a folder of 50 images): one line per 10 s, not 300.
+    lines = epoch_lines(caplog, 300, 300, 0.1)
+    assert lines[0].startswith("epoch 1/300 ")
+    assert lines[-1].startswith("epoch 300/300 (step 300)")
+    assert 3 <= len(lines) <= 5  # ~30 s of epochs
+    # A run stopped early (a time budget) still ends with its last epoch's line.
+    lines = epoch_lines(caplog, 7, 300, 0.1)
+    assert [line.split(" (")[0] for line in lines] == ["epoch 1/300", "epoch 7/300"]
+    # Epochs longer than the interval: every one gets its line, once.
+    lines = epoch_lines(caplog, 5, 300, 30.0)
+    assert [line.split(" (")[0] for line in lines] == [f"epoch {n}/300" for n in range(1, 6)]
+
+
 def test_budget_runs_get_no_forecast() -> None:
     clock, trainer = Clock(), fake_trainer()
     trainer.callbacks.append(FillTimeBudget(deadline=100.0, clock=clock))
