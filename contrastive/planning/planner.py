@@ -253,7 +253,7 @@ def _shown(value: Any) -> str:
 
 #: ``(candidate, batch_size, stored_size) -> images/s``, or None where it was not measured
 #: (the probe's time is spent): the planner then prices the candidate with its rate model.
-ImagesPerSecond = Callable[[Candidate, int, int], "float | None"]
+ImagesPerSecond = Callable[[Candidate, int, int], float | None]
 
 
 def plan_recipe(

@@ -38,14 +38,14 @@ def measured_rate(
             model its measurements fit (the planner's probing must not eat the budget it
             plans). The first candidate is always measured.
     """
-    spent = [0.0]
+    seconds: list[float] = []  # what each measurement took
 
     def rate(candidate: Candidate, batch_size: int, stored_size: int) -> float | None:
-        if spent[0] >= max_seconds and spent[0] > 0:
+        if seconds and sum(seconds) >= max_seconds:
             return None
         started = time.perf_counter()
         images_per_second = _measure(candidate, batch_size, stored_size, base, hardware)
-        spent[0] += max(time.perf_counter() - started, 1e-9)
+        seconds.append(time.perf_counter() - started)
         return images_per_second
 
     return rate
