@@ -13,8 +13,9 @@ Names:
   whose classifier layer is replaced by ``Identity`` the same way (for the small-image stem,
   after replacing ``conv1``/``maxpool`` too, see :func:`small_image_stem`);
 * ``resnet18_half`` / ``resnet18_quarter``: ResNet-18s with 1/2 and 1/4 of the channels, for
-  small CPU budgets, and ``resnet10_quarter``, the quarter-width ResNet with one residual
-  block per stage instead of two, for the smallest (torchvision ``ResNet`` modules);
+  small CPU budgets, and ``resnet10_half`` / ``resnet10_quarter``, the same widths with one
+  residual block per stage instead of two, for the smallest (torchvision ``ResNet``
+  modules);
 * ``timm:NAME``: ``timm.create_model(NAME, pretrained=False, num_classes=0)``, with the
   optional extra ``pip install 'contrastive[timm]'``.
 """
@@ -62,11 +63,12 @@ def _narrow_resnet(base_width: int, layers: list[int]) -> torchvision.models.Res
     return model
 
 
-# Narrower ResNet-18s for small CPU budgets (same depth, fewer channels), and a
-# quarter-width ResNet-10 (one block per stage) for the smallest budgets.
+# Narrower ResNet-18s for small CPU budgets (same depth, fewer channels), and ResNet-10s
+# (one block per stage) for the smallest budgets.
 _NARROW_RESNETS: dict[str, Callable[[], nn.Module]] = {
     "resnet18_half": lambda: _narrow_resnet(32, [2, 2, 2, 2]),
     "resnet18_quarter": lambda: _narrow_resnet(16, [2, 2, 2, 2]),
+    "resnet10_half": lambda: _narrow_resnet(32, [1, 1, 1, 1]),
     "resnet10_quarter": lambda: _narrow_resnet(16, [1, 1, 1, 1]),
 }
 
@@ -83,8 +85,9 @@ BACKBONES = tuple(sorted({*torchvision_backbones(), *_NARROW_RESNETS}))
 
 HOW_TO_LIST = (
     "use a torchvision classification model (see torchvision.models.list_models("
-    "module=torchvision.models)), resnet18_half, resnet18_quarter, resnet10_quarter, or "
-    "timm:NAME (see timm.list_models(); needs pip install 'contrastive[timm]')"
+    "module=torchvision.models)), resnet18_half, resnet18_quarter, resnet10_half, "
+    "resnet10_quarter, or timm:NAME (see timm.list_models(); needs pip install "
+    "'contrastive[timm]')"
 )
 
 
@@ -95,7 +98,8 @@ class BackboneConfig:
     Attributes:
         name: The network: any torchvision classification model (``resnet50``,
             ``convnext_tiny``, ``efficientnet_b0``, ``vit_b_16``...), ``resnet18_half``,
-            ``resnet18_quarter``, ``resnet10_quarter``, or ``timm:NAME`` (needs the timm extra).
+            ``resnet18_quarter``, ``resnet10_half``, ``resnet10_quarter``, or ``timm:NAME``
+            (needs the timm extra).
         small_image_stem: Replace the 7x7/2 stem and max-pool by a 3x3/1 conv, as is
             usual for 32-64 px inputs (CIFAR); costs ~16x the FLOPs at the same input size.
             ResNets only.

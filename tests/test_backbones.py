@@ -30,6 +30,7 @@ FEATURE_DIMS = {
     "resnet50": 2048,
     "resnet18_half": 256,
     "resnet18_quarter": 128,
+    "resnet10_half": 256,
     "resnet10_quarter": 128,
 }
 
@@ -66,6 +67,7 @@ def test_feature_width(name: str, small_stem: bool) -> None:
     [
         ("resnet18_half", [32, 64, 128, 256], 2),
         ("resnet18_quarter", [16, 32, 64, 128], 2),
+        ("resnet10_half", [32, 64, 128, 256], 1),
         ("resnet10_quarter", [16, 32, 64, 128], 1),
     ],
 )

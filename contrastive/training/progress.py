@@ -140,6 +140,7 @@ class EpochSummary(pl.Callback):
         self.clock = clock
         self._logged_at: float | None = None
         self._unlogged_epoch: int | None = None
+        self._shown_monitors: dict[str, float] = {}
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:  # one set of epoch lines, not one per DDP process
@@ -164,11 +165,17 @@ class EpochSummary(pl.Callback):
             for name in ("loss", "lr", "img_per_s")
             if name in metrics
         ]
+        # Label-free health values are measured every few hundred steps: repeating them on
+        # every line would read as fresh measurements, so each is shown once per change.
+        monitors = {
+            name: float(value) for name, value in metrics.items() if name.startswith("monitor/")
+        }
         parts += [
-            f"{name} {float(value):.4f}"
-            for name, value in metrics.items()
-            if name.startswith("monitor/")
+            f"{name} {value:.4f}"
+            for name, value in monitors.items()
+            if self._shown_monitors.get(name) != value
         ]
+        self._shown_monitors = monitors
         if self.forecast is not None and self.forecast.seconds_left is not None:
             parts.append(f"about {format_duration(self.forecast.seconds_left)} left")
         log.info(

@@ -111,6 +111,21 @@ def test_epoch_lines_come_at_most_once_per_interval_and_the_last_one_always(
     assert [line.split(" (")[0] for line in lines] == [f"epoch {n}/300" for n in range(1, 6)]
 
 
+def test_health_values_are_shown_once_per_measurement(caplog: pytest.LogCaptureFixture) -> None:
+    trainer = fake_trainer(epochs=4, batches=1)
+    summary = EpochSummary(min_interval=0.0)
+    measured = {"monitor/rank": 50.8, "monitor/collapse_std": 0.087}
+    with caplog.at_level(logging.INFO, logger="contrastive.training.progress"):
+        for epoch, collapse_std, rank in [(0, 0.087, 50.8), (1, 0.088, 50.8), (2, 0.088, 51.2)]:
+            measured.update({"monitor/rank": rank, "monitor/collapse_std": collapse_std})
+            trainer.current_epoch, trainer.callback_metrics = epoch, dict(measured)
+            summary.on_train_epoch_end(trainer, trainer.lightning_module)
+    lines = [record.getMessage() for record in caplog.records]
+    assert "monitor/rank 50.8000" in lines[0] and "monitor/collapse_std 0.0870" in lines[0]
+    assert "monitor/rank" not in lines[1] and "monitor/collapse_std 0.0880" in lines[1]
+    assert "monitor/rank 51.2000" in lines[2] and "monitor/collapse_std" not in lines[2]
+
+
 def test_budget_runs_get_no_forecast() -> None:
     clock, trainer = Clock(), fake_trainer()
     trainer.callbacks.append(FillTimeBudget(deadline=100.0, clock=clock))
