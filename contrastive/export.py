@@ -17,15 +17,16 @@ import importlib.util
 import io
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torchvision.transforms.v2 as T
-from PIL import Image
 from torch import Tensor, nn
 
 from contrastive.backbones import build_backbone
+from contrastive.data.folder import load_rgb
 from contrastive.encoder import Encoder, evaluation_mode, load_backbone_weights
 from contrastive.errors import ContrastiveError
 from contrastive.views.per_image import eval_transform
@@ -83,16 +84,32 @@ class ExportResult:
     max_abs_difference: float
 
 
-def load_check_images(paths: list[Path], input_size: int) -> Tensor:
-    """Images resized and centre-cropped as at evaluation, RGB in ``[0, 1]``: ``(N, 3, S, S)``."""
+def load_check_images(paths: Sequence[Path], input_size: int, count: int | None = None) -> Tensor:
+    """The first ``count`` (None: all) readable images of ``paths``, resized and
+    centre-cropped as at evaluation, RGB in ``[0, 1]``: ``(N, 3, S, S)``.
+
+    Files that do not decode are passed over, as training passes over them.
+
+    Raises:
+        ContrastiveError: If none of ``paths`` decodes.
+    """
     from contrastive.views.config import ViewConfig
 
     # The evaluation transform without its final normalisation.
     transform = T.Compose(eval_transform(ViewConfig(input_size=input_size)).transforms[:-1])
     images = []
     for path in paths:
-        with Image.open(path) as image:
-            images.append(transform(image.convert("RGB")))
+        try:
+            image = load_rgb(path)
+        # PIL's plugins raise a wide, undocumented range of exceptions on malformed data.
+        except Exception:  # noqa: BLE001
+            continue
+        images.append(transform(image))
+        if len(images) == count:
+            break
+    if not images:
+        where = f" ({paths[0]} and others)" if paths else ""
+        raise ContrastiveError(f"no readable image to check the export on{where}")
     return torch.stack(images)
 
 

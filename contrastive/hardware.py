@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from contrastive.errors import ContrastiveError
+
 
 @dataclass(frozen=True)
 class GpuInfo:
@@ -74,6 +76,26 @@ def usable_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
+
+
+def check_accelerator(accelerator: str) -> None:
+    """Refuses a GPU accelerator on a machine without one, before any work is done.
+
+    Raises:
+        ContrastiveError: If ``accelerator`` is ``gpu``/``cuda`` and no CUDA GPU is visible
+            (``gpu`` also takes Apple's MPS), or ``mps`` and MPS is not available.
+    """
+    mps = torch.backends.mps.is_available()
+    missing = (
+        (accelerator == "cuda" and not torch.cuda.is_available())
+        or (accelerator == "gpu" and not (torch.cuda.is_available() or mps))
+        or (accelerator == "mps" and not mps)
+    )
+    if missing:
+        raise ContrastiveError(
+            f"--accelerator {accelerator}: no such device is visible on this machine "
+            "(torch sees none); use --accelerator cpu, or auto to take a GPU where there is one"
+        )
 
 
 def detect_hardware(accelerator: str = "auto", devices: int = 1) -> Hardware:

@@ -61,7 +61,7 @@ def cpu_budget_recipe(
         view_pipeline="batched",
         channels_last=True,
         time_budget=time_budget,
-        checkpoint_every_n_epochs=1,
+        checkpoint_every_n_epochs=None,
         monitor_every_n_epochs=1000,
     )
 

@@ -131,3 +131,16 @@ def test_missing_check_images_are_one_line(tmp_path: Path) -> None:
 
     with pytest.raises(ContrastiveError, match="give --images DIR"):
         _training_data(tmp_path)
+
+
+def test_check_images_pass_over_files_that_do_not_decode(tmp_path: Path) -> None:
+    (tmp_path / "._a.png").write_bytes(b"Mac OS X metadata")
+    (tmp_path / "b.png").write_bytes(b"")
+    for name in ("c.png", "d.png", "e.png"):
+        Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / name)
+    paths = sorted(tmp_path.iterdir())
+    images = load_check_images(paths, 16, count=2)
+    assert images.shape == (2, 3, 16, 16)
+    assert images[:, 0].min() > 0.7 and images[:, 1].max() < 0.1  # red, as written
+    with pytest.raises(ContrastiveError, match=r"no readable image .*\._a\.png"):
+        load_check_images(paths[:2], 16)

@@ -28,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_encoder_arguments(parser, required=True)
     parser.add_argument("--data", required=True, type=Path, help="image folder to embed")
-    parser.add_argument("--out", required=True, type=Path, help="output .npz file")
+    parser.add_argument("--out", required=True, type=output_file, help="output .npz file")
     parser.add_argument(
         "--projector",
         type=Path,
@@ -69,9 +69,29 @@ def add_encoder_arguments(parser: argparse.ArgumentParser, required: bool) -> No
     )
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def output_file(text: str) -> Path:
+    """An argparse type: a file to write, refused up front where a folder stands (the write
+    comes after all the work)."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a folder; give a file name")
+    return path
+
+
 def add_compute_arguments(parser: argparse.ArgumentParser) -> None:
     """Batch size, workers, device and progress flags."""
-    parser.add_argument("--batch-size", type=int, default=256, help="images per batch")
+    parser.add_argument("--batch-size", type=positive_int, default=256, help="images per batch")
     parser.add_argument(
         "--num-workers",
         type=int,
@@ -107,8 +127,16 @@ def resolve_device(name: str) -> str:
     """``auto`` picks CUDA when available."""
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ContrastiveError(
+            f"--device {name}: not a device; use auto, cpu, cuda or cuda:N"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise ContrastiveError(f"--device {name}: CUDA is not available")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ContrastiveError(f"--device {name}: only cpu, cuda and mps are supported")
     return name
 
 

@@ -11,6 +11,7 @@ from contrastive.cli.embed import (
     add_compute_arguments,
     add_encoder_arguments,
     encoder_from_args,
+    output_file,
     resolve_device,
 )
 from contrastive.cli.fewshot import add_fewshot_arguments, run_fewshot
@@ -104,7 +105,7 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of baselines and splits")
     parser.add_argument(
         "--out",
-        type=Path,
+        type=output_file,
         help="JSON report (default: RUN/evaluation/PROTOCOL.json with --run, "
         "else beside the --train .npz or the --checkpoint)",
     )

@@ -54,13 +54,13 @@ def run(args: argparse.Namespace) -> int:
     if input_size < 8:
         raise ContrastiveError(f"--input-size {input_size}: need at least 8 pixels")
     folder = args.images or _training_data(args.run)
-    paths = ImageFolder.scan(folder).paths[:CHECK_IMAGES]
+    paths = ImageFolder.scan(folder).paths
     out = args.out or default_export_path(args.run, args.format)
     result = export_backbone(
         encoder,
         out,
         args.format,
-        load_check_images(paths, input_size),
+        load_check_images(paths, input_size, CHECK_IMAGES),
         fold_normalization=args.fold_normalization,
     )
     takes = "RGB in [0, 1]" if result.fold_normalization else "normalised images"

@@ -202,8 +202,9 @@ def _dotted(values: dict[str, Any], prefix: str = "") -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from contrastive.errors import ContrastiveError
+    from contrastive.hardware import check_accelerator
     from contrastive.training.interrupt import TrainingInterrupted
-    from contrastive.training.train import train
+    from contrastive.training.train import check_new_run_dir, train
 
     # Everything since the command started (imports, scanning, planning) counts.
     budget_started = getattr(args, "started", None) or time.perf_counter()
@@ -214,6 +215,10 @@ def run(args: argparse.Namespace) -> int:
     if not hasattr(args, "out") and not (args.config and "out" in load_config_file(args.config)):
         raise ContrastiveError("--out is required: the run directory to write")
     folder = None
+    # Before planning and scanning: that work would be for nothing.
+    check_accelerator(config.accelerator)
+    if not args.resume:
+        check_new_run_dir(config.run_dir)
     if _planned(args):
         from contrastive.data.folder import ImageFolder
         from contrastive.planning.plan_run import plan_run

@@ -116,8 +116,10 @@ def cache_name(paths: Sequence[Path], size: int) -> str:
     list_hash = hashlib.sha256()
     content_hash = hashlib.sha256(f"v{CACHE_VERSION}\n{size}\n".encode())
     for path in paths:
-        list_hash.update(f"{path}\n".encode())
-        content_hash.update(f"{_file_signature(path)}\n".encode())
+        # surrogateescape: a file name that is not UTF-8 (Python holds its bytes as
+        # surrogates) hashes as its own bytes instead of failing.
+        list_hash.update(f"{path}\n".encode(errors="surrogateescape"))
+        content_hash.update(f"{_file_signature(path)}\n".encode(errors="surrogateescape"))
     return f"{list_hash.hexdigest()[:16]}-{size}px-{content_hash.hexdigest()[:16]}"
 
 

@@ -36,6 +36,8 @@ from PIL import Image, ImageFile, ImageOps
 
 from contrastive.errors import ContrastiveError
 
+#: File every training run writes in its run folder; scans pass over folders holding it.
+RUN_MARKER = ".contrastive-run"
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -77,10 +79,20 @@ def list_images(root: str | os.PathLike) -> list[Path]:
         raise ContrastiveError(f"data path is not a folder: {root_path}")
     found: list[Path] = []
     ignored: Counter[str] = Counter()
-    for dirpath, _dirnames, filenames in os.walk(root_path, onerror=_warn_walk_error):
+    for dirpath, dirnames, filenames in os.walk(root_path, onerror=_warn_walk_error):
+        if RUN_MARKER in filenames and Path(dirpath) != root_path:
+            # A run written inside the data (--out under --data): its sprite and plots
+            # are not data.
+            dirnames.clear()
+            ignored["run folder"] += 1
+            continue
         for name in filenames:
             extension = os.path.splitext(name)[1].lower()
-            if extension in IMAGE_EXTENSIONS:
+            if name.startswith("._"):
+                # macOS writes "._photo.jpg" beside each file copied to a foreign disk: its
+                # metadata, not an image, though the extension says so.
+                ignored["._ (macOS metadata)"] += 1
+            elif extension in IMAGE_EXTENSIONS:
                 path = Path(dirpath) / name
                 if path.is_file():
                     found.append(path.absolute())
@@ -129,7 +141,7 @@ def load_rgb(path: str | os.PathLike, min_side: int | None = None) -> Image.Imag
         Exception: Whatever PIL raises on a file it cannot decode: mostly ``OSError``, but
             its plugins also raise ``ValueError``, ``SyntaxError``, ``struct.error`` and more.
     """
-    with _open_image(path) as image:
+    with open_image(path) as image:
         if min_side is not None and image.format == "JPEG":
             scale = min_side / max(min(image.size), 1)
             if scale < 0.5:
@@ -139,7 +151,7 @@ def load_rgb(path: str | os.PathLike, min_side: int | None = None) -> Image.Imag
         return to_rgb(image)
 
 
-def _open_image(path: str | os.PathLike) -> Image.Image:
+def open_image(path: str | os.PathLike) -> Image.Image:
     """``Image.open`` that refuses images over the pixel limit instead of warning."""
     with warnings.catch_warnings():
         # Replaced by the stricter check below, which names the file.
@@ -274,7 +286,7 @@ def _unreadable_reason(path: Path, *, decode: bool) -> str | None:
         if decode:
             load_rgb(path)
         else:
-            with _open_image(path) as image:
+            with open_image(path) as image:
                 image.verify()
     # PIL's plugins raise a wide, undocumented range of exceptions on malformed data.
     except Exception as error:  # noqa: BLE001

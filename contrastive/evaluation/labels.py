@@ -6,6 +6,7 @@ folder lacking a class would number the rest differently: labels are matched by 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -48,11 +49,24 @@ def labeled_pair(
         test_name: Likewise for the test input.
 
     Raises:
-        ContrastiveError: If either holds unlabeled images or nothing, their widths differ,
-            or the test set has classes the training set lacks.
+        ContrastiveError: If either holds unlabeled images or nothing, their widths or
+            kinds of feature differ, or the test set has classes the training set lacks.
     """
     check_labels(train.labels, train.classes, train_name)
     check_labels(test.labels, test.classes, test_name)
+    if train.feature != test.feature:
+        raise ContrastiveError(
+            f"{train_name} holds {train.feature} features, {test_name} {test.feature} "
+            "features: they are not comparable; embed both the same way"
+        )
+    if train.source and test.source and train.source != test.source:
+        # The same weights may sit at two paths (a copied run), so this is not refused.
+        warnings.warn(
+            f"{train_name} and {test_name} were embedded by different checkpoints "
+            f"({train.source} and {test.source}); features of two trainings are not "
+            "comparable, and the scores mean nothing unless the weights are the same",
+            stacklevel=2,
+        )
     if train.embeddings.shape[1] != test.embeddings.shape[1]:
         raise ContrastiveError(
             f"embedding widths differ: {train_name} has {train.embeddings.shape[1]}-d, "

@@ -179,5 +179,14 @@ def _label_images(
 def _metadata_row(embeddings: Embeddings, index: int) -> list[str]:
     path, label = embeddings.paths[index], embeddings.labels[index]
     fields = (index, path, embeddings.label_name(index), label)
-    # Tabs and newlines would shift columns or rows in the projector's parser.
-    return [str(field).replace("\t", " ").replace("\n", " ").replace("\r", " ") for field in fields]
+    # Tabs and newlines would shift columns or rows in the projector's parser; a name that
+    # is not UTF-8 (surrogates in Python) cannot be written to its UTF-8 metadata file.
+    return [
+        str(field)
+        .replace("\t", " ")
+        .replace("\n", " ")
+        .replace("\r", " ")
+        .encode(errors="surrogateescape")
+        .decode(errors="backslashreplace")
+        for field in fields
+    ]

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from contrastive.data.cache import square_uint8
-from contrastive.data.folder import load_rgb
+from contrastive.data.folder import load_rgb, open_image
 from contrastive.errors import ContrastiveError
 
 #: Side the timed decodes are stored at (the planner's usual cache size for large images).
@@ -69,10 +69,10 @@ class FolderStats:
         shorts, pixels, gray, readable = [], [], 0, []
         for path in list(paths)[::step][:sample]:
             try:
-                with Image.open(path) as image:
+                with open_image(path) as image:
                     width, height = image.size
                     gray += image.mode in _GRAY_MODES
-            except (OSError, UnidentifiedImageError, ValueError):
+            except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
                 continue  # the run names bad files; the plan needs only the good ones
             shorts.append(min(width, height))
             pixels.append(width * height)

@@ -7,6 +7,7 @@ loaded back with :meth:`TrainConfig.from_dict` (``contrastive train --config FIL
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,35 @@ OPTIMIZERS = ("sgd", "lars")
 VIEW_PIPELINES = ("batched", "per_image")
 #: Metric loggers (Lightning's); ``auto`` is csv plus tensorboard when it is installed.
 LOGGERS = ("auto", "csv", "tensorboard", "mlflow", "wandb")
+#: Lightning's accelerator names and precision settings, checked before any work is done
+#: (Lightning itself names a bad one only once the data is scanned and decoded).
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+PRECISIONS = (
+    "auto",
+    "32-true",
+    "bf16-mixed",
+    "16-mixed",
+    "bf16-true",
+    "16-true",
+    "64-true",
+    "32",
+    "16",
+    "bf16",
+    "64",
+)
+#: ``devices``: a count (-1: every device), ``auto``, or a comma-separated list of indices.
+_DEVICES_PATTERN = re.compile(r"auto|-1|[1-9]\d*|\d+(\s*,\s*\d+)+\s*,?|\d+\s*,")
+
+
+def _valid_devices(devices: Any) -> bool:
+    """Whether Lightning can read ``devices``: a count, ``auto``, or device indices (a
+    comma-separated string or, from a YAML file, a list)."""
+    if isinstance(devices, list):
+        return bool(devices) and all(
+            isinstance(index, int) and not isinstance(index, bool) and index >= 0
+            for index in devices
+        )
+    return not isinstance(devices, bool) and bool(_DEVICES_PATTERN.fullmatch(str(devices).strip()))
 
 
 @dataclass(frozen=True)
@@ -86,7 +116,9 @@ class TrainConfig:
         num_nodes: Machines, for multi-node DDP.
         precision: Lightning precision (``32-true``, ``bf16-mixed``, ``16-mixed``) or
             ``auto``: bf16 mixed precision where the CPU/GPU runs bf16 natively, else fp32.
-        checkpoint_every_n_epochs: Keep a checkpoint every N epochs besides ``last.ckpt``.
+        checkpoint_every_n_epochs: Keep a checkpoint every N epochs besides ``last.ckpt``;
+            None (the ``--time-budget`` recipe): one per tenth of the budget, at least a
+            minute apart (every 10 epochs without a budget).
         val_train: Optional labeled folder: kNN bank for the online monitor.
         val_test: Optional labeled folder: kNN queries for the online monitor.
         monitor_every_n_epochs: How often the online kNN monitor runs.
@@ -153,7 +185,7 @@ class TrainConfig:
     devices: int | str = 1
     num_nodes: int = 1
     precision: str = "auto"
-    checkpoint_every_n_epochs: int = 10
+    checkpoint_every_n_epochs: int | None = 10
     val_train: str | None = None
     val_test: str | None = None
     monitor_every_n_epochs: int = 5
@@ -191,7 +223,27 @@ class TrainConfig:
             raise ContrastiveError(f"epochs must be >= 1, got {self.epochs}")
         if self.num_workers < 0:
             raise ContrastiveError(f"num_workers must be >= 0, got {self.num_workers}")
-        if self.checkpoint_every_n_epochs < 1 or self.monitor_every_n_epochs < 1:
+        if self.accelerator not in ACCELERATORS:
+            raise ContrastiveError(
+                f"unknown accelerator {self.accelerator!r}; choose one of {', '.join(ACCELERATORS)}"
+            )
+        if str(self.precision) not in PRECISIONS:
+            raise ContrastiveError(
+                f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}"
+            )
+        if not _valid_devices(self.devices):
+            raise ContrastiveError(
+                f"devices must be a count (1, 2, ...; -1 for all), auto, or GPU indices like "
+                f"0,1; got {self.devices!r}"
+            )
+        if not 0 <= self.max_bad_fraction <= 1:
+            raise ContrastiveError(
+                f"max_bad_fraction must be between 0 and 1, got {self.max_bad_fraction}"
+            )
+        checkpoint_every = self.checkpoint_every_n_epochs
+        if (checkpoint_every is not None and checkpoint_every < 1) or (
+            self.monitor_every_n_epochs < 1
+        ):
             raise ContrastiveError("checkpoint/monitor intervals must be >= 1 epoch")
         if self.max_images is not None and self.max_images < 2:
             raise ContrastiveError(f"max_images must be >= 2, got {self.max_images}")

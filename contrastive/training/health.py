@@ -124,6 +124,7 @@ def diagnose(
     feature_dim: int,
     projection_dim: int,
     total_steps: int | None = None,
+    sample_size: int | None = None,
 ) -> list[Finding]:
     """What the latest measurements of a run say, as findings with remedies.
 
@@ -133,6 +134,9 @@ def diagnose(
         feature_dim: Width of the backbone features (0: unknown, no dimensional check).
         projection_dim: Width of the projections (0: unknown, no std check).
         total_steps: Planned steps of the run (for the plateau rule); None: unknown.
+        sample_size: Images the measures were taken on; None: unknown (at least
+            ``2 * COLLAPSE_RANK``). A sample of ``n`` images has rank at most ``n``, so a
+            tiny folder's healthy rank is not read as collapse.
 
     Returns:
         At most one finding per kind; empty for a healthy run.
@@ -140,7 +144,7 @@ def diagnose(
     if not history:
         return []
     step = int(history[-1]["step"])
-    collapse = _collapse_finding(history[-1], step, feature_dim, projection_dim)
+    collapse = _collapse_finding(history[-1], step, feature_dim, projection_dim, sample_size)
     if collapse is not None:
         # A collapsed run is flat too; the plateau advice would only mislead.
         return [collapse]
@@ -149,13 +153,21 @@ def diagnose(
 
 
 def _collapse_finding(
-    last: dict[str, float], step: int, feature_dim: int, projection_dim: int
+    last: dict[str, float],
+    step: int,
+    feature_dim: int,
+    projection_dim: int,
+    sample_size: int | None = None,
 ) -> Finding | None:
     """Full collapse (ranks or spread near zero), else dimensional collapse, else None."""
     std_floor = COLLAPSE_STD_FRACTION / math.sqrt(projection_dim) if projection_dim else 0.0
+    collapse_rank, usable_dims = COLLAPSE_RANK, feature_dim
+    if sample_size is not None:  # n images span at most n dimensions
+        collapse_rank = min(COLLAPSE_RANK, sample_size / 2)
+        usable_dims = min(feature_dim, sample_size)
     if (
-        last["rank"] < COLLAPSE_RANK
-        or last["rank_projection"] < COLLAPSE_RANK
+        last["rank"] < collapse_rank
+        or last["rank_projection"] < collapse_rank
         or last["sample_std"] < std_floor
     ):
         return Finding(
@@ -168,7 +180,7 @@ def _collapse_finding(
             "temperature (--temperature), stronger views or a larger batch; this run "
             "will not recover by itself",
         )
-    if feature_dim and last["rank"] < DIMENSIONAL_COLLAPSE_FRACTION * feature_dim:
+    if usable_dims and last["rank"] < DIMENSIONAL_COLLAPSE_FRACTION * usable_dims:
         return Finding(
             "dimensional_collapse",
             step,
@@ -558,7 +570,10 @@ class HealthMonitor(pl.Callback):
         from contrastive.training.progress import total_steps
 
         feature_dim, projection_dim = self.widths
-        for finding in diagnose(self.history, feature_dim, projection_dim, total_steps(trainer)):
+        measured_on = min(self.sample_size, len(self.paths))
+        for finding in diagnose(
+            self.history, feature_dim, projection_dim, total_steps(trainer), measured_on
+        ):
             if finding.kind not in self.warned:
                 self.warned.add(finding.kind)
                 warnings.warn(finding.message, RunHealthWarning, stacklevel=2)

@@ -6,9 +6,12 @@ Run directory layout::
     RUN_DIR/metrics.csv              loss, lr, images/s, monitor kNN and collapse (CSVLogger)
     RUN_DIR/tensorboard/             the same scalars for TensorBoard (see --logger)
     RUN_DIR/checkpoints/last.ckpt    Lightning checkpoint (optimizer, scheduler, queue)
-    RUN_DIR/checkpoints/epoch=NNN.ckpt  periodic checkpoints
+    RUN_DIR/checkpoints/epoch=NNN.ckpt  periodic checkpoints (``epoch=NNN-step=SSSSSS.ckpt``
+                                     in a time-budget run: one per tenth of the budget)
     RUN_DIR/backbone.pt              plain torchvision state_dict of the trained backbone
     RUN_DIR/skipped_files.txt        images that could not be decoded (if any)
+    RUN_DIR/.contrastive-run         marker: image scans skip this folder (an --out inside
+                                     --data is not data)
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ import time
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.accelerators import CPUAccelerator
-from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import (
     CSVLogger,
     Logger,
@@ -33,9 +37,11 @@ from pytorch_lightning.loggers import (
     TensorBoardLogger,
     WandbLogger,
 )
+from pytorch_lightning.utilities import rank_zero_only
 
 from contrastive.data.cache import CachedImageLoader
 from contrastive.data.folder import (
+    RUN_MARKER,
     ImageFolder,
     check_bad_fraction,
     check_readable,
@@ -43,6 +49,7 @@ from contrastive.data.folder import (
 )
 from contrastive.errors import ContrastiveError
 from contrastive.files import check_writable_dir, write_text_atomic
+from contrastive.hardware import check_accelerator
 from contrastive.training.budget import (
     BudgetPlan,
     FillTimeBudget,
@@ -60,6 +67,7 @@ from contrastive.training.config import TrainConfig, dump_config, load_config_fi
 from contrastive.training.data import batched_loader, per_image_loader
 from contrastive.training.health import health_callbacks
 from contrastive.training.interrupt import GracefulInterrupt
+from contrastive.training.last_checkpoint import SaveLastCheckpoint
 from contrastive.training.metrics_history import KeepMetricsHistory
 from contrastive.training.module import ContrastiveModule
 from contrastive.training.progress import progress_callbacks
@@ -70,9 +78,20 @@ from contrastive.views.batched import BatchedViews
 log = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+#: Files a run writes; a new run refuses an ``--out`` that holds any of them.
+RUN_FILES = ("config.yaml", "backbone.pt", "metrics.csv")
 
 # Refuse to start a run that could not even write its first checkpoints.
 MIN_FREE_BYTES = 200 * 2**20
+
+#: Checkpoints a time-budget run keeps besides ``last.ckpt`` (one per tenth of the budget),
+#: and the least time between two: a checkpoint per epoch filled the disk on small folders
+#: (a 1-minute run on 2 images kept 552 epochs' checkpoints, 3.5 GB).
+KEPT_CHECKPOINTS_PER_BUDGET = 10
+MIN_CHECKPOINT_INTERVAL_S = 60.0
+#: Least time between two writes of ``last.ckpt`` in a budget run, whose writes cost the
+#: budget's time (the end of training always writes it).
+LAST_CHECKPOINT_INTERVAL_S = 30.0
 
 
 @dataclass
@@ -114,13 +133,49 @@ def resolve_resume(config: TrainConfig, resume: bool) -> tuple[TrainConfig, Path
         if not last.is_file():
             raise ContrastiveError(f"nothing to resume: {last} does not exist")
         saved = TrainConfig.from_dict(load_config_file(run_dir / "config.yaml"))
+        _warn_ignored_on_resume(saved, config)
         _remove_partial_writes(run_dir)
         return saved.with_overrides(epochs=max(saved.epochs, config.epochs)), last
-    if last.exists():
+    check_new_run_dir(run_dir)
+    return config, None
+
+
+def check_new_run_dir(run_dir: Path) -> None:
+    """Refuses an output folder that a new run would overwrite.
+
+    Raises:
+        ContrastiveError: If ``run_dir`` is a file, holds a run to resume, or holds files a
+            run writes (a run trimmed of its checkpoints, or a folder of the user's own).
+    """
+    if run_dir.is_file():
+        raise ContrastiveError(f"output path is a file, not a folder: {run_dir}")
+    if (run_dir / LAST_CHECKPOINT).exists():
         raise ContrastiveError(
             f"{run_dir} already holds a run; pass --resume to continue it or choose a new --out"
         )
-    return config, None
+    # Only the first process looks: under DDP the others start once it has written.
+    held = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if held and rank_zero_only.rank == 0:
+        raise ContrastiveError(
+            f"{run_dir} already holds {', '.join(held)}; choose a new --out (training "
+            "would overwrite them)"
+        )
+
+
+def _warn_ignored_on_resume(saved: TrainConfig, given: TrainConfig) -> None:
+    """Settings given with ``--resume`` that differ from the run's are not applied: say so."""
+    ignored = [
+        name
+        for name in saved.__dataclass_fields__
+        if name not in ("epochs", "out") and getattr(given, name) != getattr(saved, name)
+    ]
+    if ignored:
+        log.warning(
+            "--resume continues the run as it was saved; ignored: %s (to train with other "
+            "settings, start a new --out with --init-weights %s)",
+            ", ".join(ignored),
+            saved.run_dir,
+        )
 
 
 def _remove_partial_writes(run_dir: Path) -> None:
@@ -176,6 +231,7 @@ def train(
     """
     started = time.perf_counter() if budget_started is None else budget_started
     config, checkpoint = resolve_resume(config, resume)
+    check_accelerator(config.accelerator)
     run = _build(config, checkpoint, *_checked_inputs(config, folder))
     budgeted = config.time_budget is not None and config.max_steps is None
     if not budgeted:  # a budget run writes its config once planned, inside fit
@@ -231,6 +287,9 @@ def _checked_inputs(
             f"use --batch-size {len(paths) // world} or less"
         )
     check_writable_dir(config.run_dir, min_free_bytes=MIN_FREE_BYTES)
+    marker = config.run_dir / RUN_MARKER
+    with explained_write_errors(marker, "run marker"):
+        marker.write_text("a contrastive run folder: scans of image folders skip it\n")
     if _cache_decodes_every_file(config):
         paths, skipped = list(paths), {}
     else:
@@ -466,19 +525,44 @@ def _build_loggers(config: TrainConfig) -> list[Logger]:
     return loggers
 
 
+def _checkpoint_callbacks(config: TrainConfig) -> list[Checkpoint]:
+    """The checkpoints a run keeps, then ``last.ckpt`` (:class:`SaveLastCheckpoint`).
+
+    Kept: one every ``checkpoint_every_n_epochs`` epochs; where that is None, one per tenth
+    of the time budget and at least a minute apart (an epoch of a small folder can take a
+    fraction of a second), or every 10 epochs in a run without a budget. ``last.ckpt``: at
+    every epoch's end, in a budget run at most every ``LAST_CHECKPOINT_INTERVAL_S``.
+    """
+    directory = config.run_dir / "checkpoints"
+    every_n_epochs = config.checkpoint_every_n_epochs
+    last = SaveLastCheckpoint(config.run_dir / LAST_CHECKPOINT)
+    if every_n_epochs is not None or config.time_budget is None:
+        kept = ModelCheckpoint(
+            dirpath=directory,
+            filename="epoch={epoch:03d}",
+            auto_insert_metric_name=False,
+            every_n_epochs=every_n_epochs or 10,
+            save_top_k=-1,
+        )
+        return [kept, last]
+    budget = parse_duration(config.time_budget)
+    interval = max(MIN_CHECKPOINT_INTERVAL_S, budget / KEPT_CHECKPOINTS_PER_BUDGET)
+    kept = ModelCheckpoint(
+        dirpath=directory,
+        filename="epoch={epoch:03d}-step={step:06d}",
+        auto_insert_metric_name=False,
+        train_time_interval=timedelta(seconds=interval),
+        save_top_k=-1,
+    )
+    last.min_interval = LAST_CHECKPOINT_INTERVAL_S
+    return [kept, last]
+
+
 def _build_trainer(config: TrainConfig, steps_per_epoch: int) -> pl.Trainer:
     run_dir = config.run_dir
-    checkpoints = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename="epoch={epoch:03d}",
-        auto_insert_metric_name=False,
-        every_n_epochs=config.checkpoint_every_n_epochs,
-        save_top_k=-1,
-        save_last=True,
-    )
     log_every = max(1, min(50, steps_per_epoch))
     callbacks: list[pl.Callback] = [
-        checkpoints,
+        *_checkpoint_callbacks(config),
         *progress_callbacks(),
         CollapseMonitor(check_every_n_steps=log_every),
     ]

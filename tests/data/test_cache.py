@@ -300,3 +300,10 @@ def test_large_jpegs_decode_reduced_but_store_the_same_square(tmp_path: Path) ->
     assert load_rgb(path).size == (800, 600)
     full, small = square_uint8(load_rgb(path), 64), square_uint8(reduced, 64)
     assert np.abs(full.astype(int) - small.astype(int)).mean() < 4
+
+
+def test_cache_name_takes_file_names_that_are_not_utf8(tmp_path: Path) -> None:
+    latin1 = tmp_path / os.fsdecode(b"caf\xe9.png")  # Python holds the byte as a surrogate
+    name = cache_module.cache_name([latin1], 32)
+    assert name.endswith("-32px-" + name.rsplit("-", 1)[1])
+    assert name != cache_module.cache_name([tmp_path / "cafe.png"], 32)

@@ -10,6 +10,7 @@ from PIL import Image
 
 from contrastive.data.folder import (
     IMAGE_EXTENSIONS,
+    RUN_MARKER,
     ImageDataset,
     ImageFolder,
     class_of,
@@ -158,3 +159,24 @@ def test_samples_are_seeded_nested_and_keep_the_folder_order() -> None:
     assert sample_paths(paths, 100, seed=3) == small
     assert sample_paths(paths, 100, seed=4) != small
     assert sample_paths(paths, 5000) == paths
+
+
+def test_macos_metadata_files_are_ignored_not_counted_as_bad_images(tmp_path: Path) -> None:
+    Image.new("RGB", (4, 4)).save(tmp_path / "photo.jpg")
+    (tmp_path / "._photo.jpg").write_bytes(b"\x00\x05\x16\x07Mac OS X        ")
+    with pytest.warns(UserWarning, match=r"1 \._ \(macOS metadata\)"):
+        paths = list_images(tmp_path)
+    assert [p.name for p in paths] == ["photo.jpg"]
+
+
+def test_a_run_folder_inside_the_data_is_not_data(tmp_path: Path) -> None:
+    Image.new("RGB", (4, 4)).save(tmp_path / "photo.jpg")
+    run = tmp_path / "runs" / "first"
+    (run / "tensorboard").mkdir(parents=True)
+    (run / RUN_MARKER).write_text("x")
+    Image.new("RGB", (4, 4)).save(run / "tensorboard" / "sprite.png")
+    with pytest.warns(UserWarning, match="1 run folder"):
+        paths = list_images(tmp_path)
+    assert [p.name for p in paths] == ["photo.jpg"]
+    # The run folder itself, given as the data, is scanned as asked.
+    assert [p.name for p in list_images(run)] == ["sprite.png"]

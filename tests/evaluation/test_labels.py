@@ -10,13 +10,21 @@ from contrastive.errors import ContrastiveError
 from contrastive.evaluation.labels import labeled_pair
 
 
-def embeddings(labels: list[int], classes: list[str], width: int = 2) -> Embeddings:
+def embeddings(
+    labels: list[int],
+    classes: list[str],
+    width: int = 2,
+    source: str = "runs/a",
+    feature: str = "backbone",
+) -> Embeddings:
     count = len(labels)
     return Embeddings(
         np.zeros((count, width), np.float32),
         np.array([f"{i}.png" for i in range(count)]),
         np.array(labels),
         np.array(classes),
+        source=source,
+        feature=feature,
     )
 
 
@@ -50,9 +58,20 @@ def test_test_labels_are_renumbered_by_class_name() -> None:
             "--test has 1 image\\(s\\) outside class sub-folders",
         ),
         (embeddings([], []), embeddings([0], ["cat"]), "--train holds no images"),
+        (
+            embeddings([0, 1], ["cat", "dog"]),
+            embeddings([0], ["cat"], feature="projector"),
+            "--train holds backbone features, --test projector features",
+        ),
     ],
 )
 def test_bad_pairs_raise_one_line_errors(train: Embeddings, test: Embeddings, message: str) -> None:
     with pytest.raises(ContrastiveError, match=message) as error:
         labeled_pair(train, test)
     assert "\n" not in str(error.value)
+
+
+def test_features_of_two_checkpoints_are_paired_with_a_warning() -> None:
+    train, test = embeddings([0, 1], ["cat", "dog"]), embeddings([0], ["cat"], source="runs/b")
+    with pytest.warns(UserWarning, match="different checkpoints \\(runs/a and runs/b\\)"):
+        labeled_pair(train, test)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -118,6 +119,13 @@ def test_tabs_in_paths_cannot_break_columns(tmp_path: Path) -> None:
     export = export_projector(Embeddings(np.eye(2), ["a\tb.jpg", "c\nd.jpg"]), tmp_path)
     lines = export.metadata_path.read_text().splitlines()
     assert lines[1:] == ["0\ta b.jpg\tunlabeled\t-1", "1\tc d.jpg\tunlabeled\t-1"]
+
+
+def test_file_names_that_are_not_utf8_are_written_escaped(tmp_path: Path) -> None:
+    name = os.fsdecode(b"caf\xe9.jpg")  # a Latin-1 name on a UTF-8 file system
+    export = export_projector(Embeddings(np.eye(2), [name, "b.jpg"]), tmp_path)
+    lines = export.metadata_path.read_text().splitlines()
+    assert lines[1] == "0\tcaf\\xe9.jpg\tunlabeled\t-1"
 
 
 def test_bad_inputs_are_refused(images: Embeddings, tmp_path: Path) -> None:

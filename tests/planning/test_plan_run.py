@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,20 @@ def test_folder_stats_read_sizes_and_colour_from_headers(tmp_path: Path) -> None
     assert "8 images" in stats.describe()
     with pytest.raises(ContrastiveError, match="empty"):
         FolderStats.from_paths([])
+
+
+def test_folder_stats_skip_images_over_the_pixel_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    small = write_images(tmp_path / "small", 2, (10, 10))
+    # 15 x 15 is over twice the limit (PIL refuses), 12 x 12 between 1x and 2x (PIL warns).
+    Image.new("RGB", (15, 15)).save(small / "bomb.png")
+    Image.new("RGB", (12, 12)).save(small / "large.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stats = FolderStats.from_paths(sorted(small.iterdir()), decoded=0)
+    assert (stats.num_images, stats.sampled, stats.short_side_median) == (4, 2, 10)
 
 
 def test_folder_stats_time_decoding_on_the_folders_own_files(tmp_path: Path) -> None:

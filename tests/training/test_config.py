@@ -99,6 +99,31 @@ def test_invalid_train_config_raises(kwargs: dict) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "culprit"),
     [
+        ({"accelerator": "tpu9"}, "unknown accelerator 'tpu9'"),
+        ({"precision": "bogus"}, "unknown precision 'bogus'"),
+        ({"devices": "abc"}, "devices must be a count"),
+        ({"devices": 0}, "devices must be a count"),
+        ({"devices": -2}, "devices must be a count"),
+        ({"devices": [0, -1]}, "devices must be a count"),
+        ({"max_bad_fraction": -0.5}, "max_bad_fraction must be between 0 and 1, got -0.5"),
+        ({"max_bad_fraction": 2}, "max_bad_fraction must be between 0 and 1, got 2"),
+    ],
+)
+def test_hardware_and_bad_image_settings_are_checked_before_any_work(
+    kwargs: dict, culprit: str
+) -> None:
+    with pytest.raises(ContrastiveError, match=culprit):
+        TrainConfig(**kwargs)
+
+
+@pytest.mark.parametrize("devices", [1, 2, -1, "auto", "2", "0,1", "1,", [1, 3]])
+def test_lightning_device_settings_are_accepted(devices: int | str | list[int]) -> None:
+    assert TrainConfig(devices=devices).devices == devices
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "culprit"),
+    [
         ({"optimizer": "adam"}, "adam"),
         ({"base_learning_rate": 0.0}, "learning rate"),
         ({"weight_decay": -1e-4}, "weight_decay"),

@@ -188,6 +188,15 @@ def test_diagnose_dimensional_collapse_and_collapse() -> None:
     assert diagnose([point(10)], feature_dim=512, projection_dim=128) == []
 
 
+def test_a_tiny_sample_at_its_full_rank_is_not_collapse() -> None:
+    # Two images span at most two dimensions: rank 1.98 is all they can show.
+    two = [point(10, rank=1.98, rank_projection=1.93)]
+    assert {f.kind for f in diagnose(two, 128, 128)} == {"collapse"}  # size unknown
+    assert diagnose(two, 128, 128, sample_size=2) == []
+    (collapsed,) = diagnose([point(10, rank=1.0, sample_std=0.001)], 128, 128, sample_size=2)
+    assert collapsed.kind == "collapse"
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [

@@ -1,0 +1,53 @@
+"""Arguments shared by ``embed`` and ``eval``: refused up front, naming the flag."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from contrastive.cli import main
+from contrastive.cli.embed import resolve_device
+from contrastive.errors import ContrastiveError
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch-size", "0"], "argument --batch-size: must be at least 1, got 0"),
+        (["--batch-size", "-3"], "argument --batch-size: must be at least 1, got -3"),
+        (["--batch-size", "x"], "argument --batch-size: expected a whole number, got 'x'"),
+    ],
+)
+def test_bad_batch_sizes_are_refused_by_the_parser(
+    tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["embed", "--run", str(tmp_path), "--data", str(tmp_path), "--out", "e.npz", *args])
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["embed", "--run", "r", "--data", "d"], ["eval", "knn", "--train", "a", "--test", "b"]],
+)
+def test_an_output_file_where_a_folder_stands_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture, command: list[str]
+) -> None:
+    folder = tmp_path / "result.npz"
+    folder.mkdir()
+    with pytest.raises(SystemExit) as stop:
+        main([*command, "--out", str(folder)])
+    assert stop.value.code == 2
+    assert f"{folder} is a folder; give a file name" in capsys.readouterr().err
+
+
+def test_devices_are_named_in_errors() -> None:
+    assert resolve_device("cpu") == "cpu"
+    with pytest.raises(ContrastiveError, match="--device tpu: not a device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ContrastiveError, match="--device cuda:1: CUDA is not available"):
+            resolve_device("cuda:1")

@@ -1,0 +1,127 @@
+"""The run folder: which checkpoints a run keeps, and which output folders a new run refuses."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import torch
+
+from contrastive.data.folder import RUN_MARKER
+from contrastive.errors import ContrastiveError
+from contrastive.hardware import check_accelerator
+from contrastive.training.config import TrainConfig
+from contrastive.training.last_checkpoint import SaveLastCheckpoint
+from contrastive.training.train import _checkpoint_callbacks, check_new_run_dir, train
+
+
+@pytest.mark.parametrize(
+    ("budget", "interval"), [("1m", 60.0), ("10m", 60.0), ("1h", 360.0), ("8h", 2880.0)]
+)
+def test_a_budget_run_keeps_a_checkpoint_per_tenth_of_its_budget(
+    budget: str, interval: float
+) -> None:
+    config = TrainConfig(out="run", time_budget=budget, checkpoint_every_n_epochs=None)
+    kept, last = _checkpoint_callbacks(config)
+    assert kept.save_top_k == -1 and not kept.save_last
+    assert kept._train_time_interval == timedelta(seconds=interval)
+    assert kept._every_n_epochs == 0  # not per epoch: a small folder's epoch is a blink
+    assert isinstance(last, SaveLastCheckpoint) and last.min_interval == 30.0
+    assert last.path == Path("run") / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.parametrize(
+    ("every", "budget", "expected"), [(3, None, 3), (3, "10m", 3), (None, None, 10)]
+)
+def test_epoch_checkpoints_where_set_or_without_a_budget(
+    every: int | None, budget: str | None, expected: int
+) -> None:
+    config = TrainConfig(out="run", time_budget=budget, checkpoint_every_n_epochs=every)
+    kept, last = _checkpoint_callbacks(config)
+    assert (kept._every_n_epochs, kept.save_top_k, kept.save_last) == (expected, -1, None)
+    assert last.min_interval == 0.0
+
+
+def test_a_short_budget_run_writes_last_checkpoint_only(tiny_config: TrainConfig) -> None:
+    # 3 epochs of 4 steps in far less than a minute: before, 3 kept epoch checkpoints.
+    config = tiny_config.with_overrides(
+        epochs=3, checkpoint_every_n_epochs=None, time_budget="1m", max_steps=12
+    )
+    result = train(config)
+    assert (result.run_dir / RUN_MARKER).is_file()  # scans of a folder holding it skip it
+    assert sorted(p.name for p in (result.run_dir / "checkpoints").iterdir()) == ["last.ckpt"]
+    last = torch.load(result.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 12
+
+
+def test_last_checkpoint_holds_the_end_of_training_between_kept_ones(
+    tiny_config: TrainConfig,
+) -> None:
+    # 3 epochs with a kept checkpoint every 2: before, last.ckpt was epoch 2's (step 8).
+    result = train(tiny_config.with_overrides(epochs=3, checkpoint_every_n_epochs=2))
+    checkpoints = result.run_dir / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["epoch=001.ckpt", "last.ckpt"]
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 12
+    assert torch.load(checkpoints / "epoch=001.ckpt", weights_only=True)["global_step"] == 8
+
+
+def test_last_checkpoint_is_written_at_most_once_per_interval() -> None:
+    class Strategy:
+        def broadcast(self, value: bool, src: int) -> bool:
+            return value
+
+    class Trainer:
+        strategy, global_step, saves = Strategy(), 0, []
+
+        def save_checkpoint(self, path: Path) -> None:
+            self.saves.append(self.global_step)
+
+    now = [0.0]
+    callback = SaveLastCheckpoint(Path("last.ckpt"), min_interval=30.0, clock=lambda: now[0])
+    trainer = Trainer()
+    for step in range(1, 8):  # an epoch every 10 s
+        trainer.global_step, now[0] = step, 10.0 * step
+        callback.on_train_epoch_end(trainer, None)
+    callback.on_train_end(trainer, None)
+    assert trainer.saves == [1, 4, 7]  # 10 s, 40 s, 70 s; the end was just saved
+    trainer.global_step = 8
+    callback.on_train_end(trainer, None)
+    assert trainer.saves == [1, 4, 7, 8]
+
+
+@pytest.mark.parametrize("held", ["config.yaml", "backbone.pt", "metrics.csv"])
+def test_a_new_run_refuses_a_folder_holding_run_files(tmp_path: Path, held: str) -> None:
+    (tmp_path / held).write_text("my: precious\n")
+    with pytest.raises(ContrastiveError, match=f"already holds {held}; choose a new --out"):
+        check_new_run_dir(tmp_path)
+    assert (tmp_path / held).read_text() == "my: precious\n"
+
+
+def test_a_new_run_takes_a_new_or_empty_folder(tmp_path: Path) -> None:
+    check_new_run_dir(tmp_path / "new")
+    (tmp_path / "empty").mkdir()
+    check_new_run_dir(tmp_path / "empty")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ContrastiveError, match="is a file"):
+        check_new_run_dir(tmp_path / "file")
+
+
+def test_resume_says_which_given_settings_it_ignores(
+    tiny_config: TrainConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    train(tiny_config)
+    with caplog.at_level(logging.WARNING, logger="contrastive.training.train"):
+        train(tiny_config.with_overrides(epochs=2, batch_size=4, seed=7), resume=True)
+    (warning,) = [r.getMessage() for r in caplog.records if "--resume" in r.getMessage()]
+    assert "ignored: batch_size, seed" in warning and "--init-weights" in warning
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_a_gpu_accelerator_without_a_gpu_is_refused_up_front() -> None:
+    check_accelerator("cpu")
+    check_accelerator("auto")
+    for name in ("cuda", "gpu"):
+        with pytest.raises(ContrastiveError, match=f"--accelerator {name}: no such device"):
+            check_accelerator(name)
