@@ -32,7 +32,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
 from contrastive.cache_root import cache_dir
-from contrastive.data.folder import describe_error, load_rgb
+from contrastive.data.folder import DECODE_ERRORS, describe_error, load_rgb
 from contrastive.errors import ContrastiveError
 from contrastive.files import atomic_path, write_text_atomic
 from contrastive.hardware import usable_cores
@@ -44,7 +44,6 @@ CACHE_VERSION = 1
 
 #: The reason given for a skipped file whose cache did not keep one.
 UNKNOWN_DECODE_FAILURE = "failed to decode"
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 # Below this many files a worker pool costs more to start than it saves.
 _MIN_FILES_FOR_POOL = 512
 _POOL_CHUNK = 64
@@ -94,7 +93,7 @@ def _decode(task: tuple[int, str, int]) -> tuple[int, np.ndarray | str]:
     index, path, size = task
     try:
         return index, square_uint8(load_rgb(path, min_side=size), size)
-    except _DECODE_ERRORS as error:
+    except DECODE_ERRORS as error:
         return index, describe_error(error)
 
 

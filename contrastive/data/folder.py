@@ -38,6 +38,9 @@ from contrastive.errors import ContrastiveError
 
 #: File every training run writes in its run folder; scans pass over folders holding it.
 RUN_MARKER = ".contrastive-run"
+#: What :func:`load_rgb` raises on a file it cannot decode, as far as PIL documents it (its
+#: plugins raise more on malformed data; callers that must never stop catch ``Exception``).
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})

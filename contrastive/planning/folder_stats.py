@@ -15,10 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from contrastive.data.cache import square_uint8
-from contrastive.data.folder import load_rgb, open_image
+from contrastive.data.folder import DECODE_ERRORS, load_rgb, open_image
 from contrastive.errors import ContrastiveError
 
 #: Side the timed decodes are stored at (the planner's usual cache size for large images).
@@ -72,7 +71,7 @@ class FolderStats:
                 with open_image(path) as image:
                     width, height = image.size
                     gray += image.mode in _GRAY_MODES
-            except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+            except DECODE_ERRORS:
                 continue  # the run names bad files; the plan needs only the good ones
             shorts.append(min(width, height))
             pixels.append(width * height)
@@ -111,7 +110,7 @@ def _decode_seconds(paths: Sequence[str | os.PathLike]) -> float | None:
         started = time.perf_counter()
         try:
             square_uint8(load_rgb(path, min_side=DECODE_TIMING_SIDE), DECODE_TIMING_SIDE)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        except DECODE_ERRORS:
             continue
         seconds.append(time.perf_counter() - started)
     return float(np.median(seconds)) if seconds else None

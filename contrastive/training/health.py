@@ -570,7 +570,7 @@ class HealthMonitor(pl.Callback):
         from contrastive.training.progress import total_steps
 
         feature_dim, projection_dim = self.widths
-        measured_on = min(self.sample_size, len(self.paths))
+        measured_on = None if self.sample is None else len(self.sample)
         for finding in diagnose(
             self.history, feature_dim, projection_dim, total_steps(trainer), measured_on
         ):

@@ -178,6 +178,13 @@ def _warn_ignored_on_resume(saved: TrainConfig, given: TrainConfig) -> None:
         )
 
 
+def _mark_run_dir(run_dir: Path) -> None:
+    """Writes :data:`RUN_MARKER`: a scan of a folder that holds this run skips it."""
+    marker = run_dir / RUN_MARKER
+    with explained_write_errors(marker, "run marker"):
+        marker.write_text("a contrastive run folder: scans of image folders skip it\n")
+
+
 def _remove_partial_writes(run_dir: Path) -> None:
     """Deletes the hidden temporary files a killed run left mid-write (checkpoint-sized)."""
     for folder in (run_dir, run_dir / "checkpoints"):
@@ -232,7 +239,9 @@ def train(
     started = time.perf_counter() if budget_started is None else budget_started
     config, checkpoint = resolve_resume(config, resume)
     check_accelerator(config.accelerator)
-    run = _build(config, checkpoint, *_checked_inputs(config, folder))
+    inputs = _checked_inputs(config, folder)
+    _mark_run_dir(config.run_dir)
+    run = _build(config, checkpoint, *inputs)
     budgeted = config.time_budget is not None and config.max_steps is None
     if not budgeted:  # a budget run writes its config once planned, inside fit
         _write_config(run.config)
@@ -287,9 +296,6 @@ def _checked_inputs(
             f"use --batch-size {len(paths) // world} or less"
         )
     check_writable_dir(config.run_dir, min_free_bytes=MIN_FREE_BYTES)
-    marker = config.run_dir / RUN_MARKER
-    with explained_write_errors(marker, "run marker"):
-        marker.write_text("a contrastive run folder: scans of image folders skip it\n")
     if _cache_decodes_every_file(config):
         paths, skipped = list(paths), {}
     else:
@@ -535,7 +541,6 @@ def _checkpoint_callbacks(config: TrainConfig) -> list[Checkpoint]:
     """
     directory = config.run_dir / "checkpoints"
     every_n_epochs = config.checkpoint_every_n_epochs
-    last = SaveLastCheckpoint(config.run_dir / LAST_CHECKPOINT)
     if every_n_epochs is not None or config.time_budget is None:
         kept = ModelCheckpoint(
             dirpath=directory,
@@ -544,7 +549,7 @@ def _checkpoint_callbacks(config: TrainConfig) -> list[Checkpoint]:
             every_n_epochs=every_n_epochs or 10,
             save_top_k=-1,
         )
-        return [kept, last]
+        return [kept, SaveLastCheckpoint(config.run_dir / LAST_CHECKPOINT)]
     budget = parse_duration(config.time_budget)
     interval = max(MIN_CHECKPOINT_INTERVAL_S, budget / KEPT_CHECKPOINTS_PER_BUDGET)
     kept = ModelCheckpoint(
@@ -554,7 +559,7 @@ def _checkpoint_callbacks(config: TrainConfig) -> list[Checkpoint]:
         train_time_interval=timedelta(seconds=interval),
         save_top_k=-1,
     )
-    last.min_interval = LAST_CHECKPOINT_INTERVAL_S
+    last = SaveLastCheckpoint(config.run_dir / LAST_CHECKPOINT, LAST_CHECKPOINT_INTERVAL_S)
     return [kept, last]
 
 
