@@ -204,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
     from contrastive.errors import ContrastiveError
     from contrastive.hardware import check_accelerator
     from contrastive.training.interrupt import TrainingInterrupted
-    from contrastive.training.train import check_new_run_dir, train
+    from contrastive.training.train import check_image_count, check_new_run_dir, train
 
     # Everything since the command started (imports, scanning, planning) counts.
     budget_started = getattr(args, "started", None) or time.perf_counter()
@@ -224,6 +224,8 @@ def run(args: argparse.Namespace) -> int:
         from contrastive.planning.plan_run import plan_run
 
         folder = ImageFolder.scan(config.data)  # listed once, for the plan and the run
+        # The plan of a folder that cannot be trained on would be for nothing.
+        check_image_count(config, min(len(folder), config.max_images or len(folder)), folder.root)
         config, _ = plan_run(config, user_settings(args), folder=folder, started=budget_started)
     if getattr(args, "plan_only", False):
         if not _planned(args):

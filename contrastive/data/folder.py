@@ -102,6 +102,13 @@ def list_images(root: str | os.PathLike) -> list[Path]:
             else:
                 # ".DS_Store" has no extension to Python; its name says more than "none".
                 ignored[extension or (name if name.startswith(".") else "no extension")] += 1
+    run_folders = ignored.pop("run folder", 0)
+    if run_folders:
+        warnings.warn(
+            f"ignored {run_folders} run folder(s) of contrastive in {root_path} "
+            f"(folders holding {RUN_MARKER}: their plots and thumbnails are not data)",
+            stacklevel=2,
+        )
     if ignored:
         counts = ", ".join(f"{count} {kind}" for kind, count in sorted(ignored.items()))
         warnings.warn(

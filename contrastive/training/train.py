@@ -257,6 +257,26 @@ def train(
     return _export(run)
 
 
+def check_image_count(config: TrainConfig, count: int, where: str | Path) -> None:
+    """Refuses a folder too small to train on, before any planning or decoding.
+
+    Args:
+        config: The run's settings (its devices decide how many processes share the data).
+        count: Images found (after ``--max-images``).
+        where: The folder, as named in the message.
+
+    Raises:
+        ContrastiveError: If there are fewer than two images per process.
+    """
+    world = expected_world_size(config)
+    if count < 2 * world:
+        # Each view is told apart from the other images' views: one image has none.
+        raise ContrastiveError(
+            f"contrastive training needs at least {2 * world} images"
+            f"{f' ({world} processes)' if world > 1 else ''}; found {count} in {where}"
+        )
+
+
 def _checked_inputs(
     config: TrainConfig, folder: ImageFolder | None = None
 ) -> tuple[list[Path], dict, int]:
@@ -283,12 +303,7 @@ def _checked_inputs(
         )
     world = expected_world_size(config)
     where = f"{folder.root}{' sampled by --max-images' if len(paths) < len(folder) else ''}"
-    if len(paths) < 2 * world:
-        # Each view is told apart from the other images' views: one image has none.
-        raise ContrastiveError(
-            f"contrastive training needs at least {2 * world} images"
-            f"{f' ({world} processes)' if world > 1 else ''}; found {len(paths)} in {where}"
-        )
+    check_image_count(config, len(paths), where)
     if config.batch_size * world > len(paths):
         raise ContrastiveError(
             f"batch size {config.batch_size}{f' x {world} processes' if world > 1 else ''} "

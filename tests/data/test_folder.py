@@ -175,8 +175,12 @@ def test_a_run_folder_inside_the_data_is_not_data(tmp_path: Path) -> None:
     (run / "tensorboard").mkdir(parents=True)
     (run / RUN_MARKER).write_text("x")
     Image.new("RGB", (4, 4)).save(run / "tensorboard" / "sprite.png")
-    with pytest.warns(UserWarning, match="1 run folder"):
+    with pytest.warns(UserWarning) as caught:
         paths = list_images(tmp_path)
     assert [p.name for p in paths] == ["photo.jpg"]
+    # A run folder is named as such, not counted among non-image files.
+    assert [str(w.message).split(" in ")[0] for w in caught] == [
+        "ignored 1 run folder(s) of contrastive"
+    ]
     # The run folder itself, given as the data, is scanned as asked.
     assert [p.name for p in list_images(run)] == ["sprite.png"]

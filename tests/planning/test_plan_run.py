@@ -86,6 +86,17 @@ def test_plan_only_prints_the_plan_and_keeps_what_the_user_set(
     assert "--plan-only needs --time-budget" in capsys.readouterr().err
 
 
+def test_plan_only_refuses_a_folder_training_would_refuse(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    images = write_images(tmp_path / "images", 1, (48, 48))
+    args = ["train", "--data", str(images), "--out", str(tmp_path / "run"), "--time-budget", "1m"]
+    assert main([*args, "--plan-only"]) == 2
+    error = capsys.readouterr().err
+    assert "needs at least 2 images; found 1 in" in error and str(images) in error
+    assert "plan for" not in error
+
+
 def flop_proportional_rate(config, hardware, max_seconds: float):
     """A probe that measures nothing: the cheapest network at 800 images/s, others in
     proportion to their FLOPs (the real probe runs in the other tests here)."""
