@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -27,6 +28,8 @@ from contrastive.training.config import (
 from contrastive.views.config import VIEW_PRESETS, ViewConfig, view_preset
 
 HELP = "train an encoder on a folder of images (no labels needed)"
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -135,6 +138,17 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
     if getattr(args, "views", None):
         config = config.with_overrides(views=view_preset(args.views))
     values = flag_values(args, TrainConfig)
+    length_flags = [flag for flag in ("epochs", "max_steps") if flag in values]
+    resumed = getattr(args, "resume", False)  # a resumed run keeps its own schedule
+    if length_flags and "time_budget" not in values and config.time_budget and not resumed:
+        # The run's length was given: a budget from the recipe or --config would plan its
+        # own steps and silently outrank the flag (a 1-epoch run on 40 images ran 10 minutes).
+        log.info(
+            "--%s given: the %s time budget of the recipe or --config is not used",
+            length_flags[0].replace("_", "-"),
+            config.time_budget,
+        )
+        values["time_budget"] = None
     if "views.input_size" in values:
         # A recipe's evaluation and cache sizes belong to its own view size, not this one.
         values.setdefault("views.eval_input_size", None)

@@ -143,8 +143,17 @@ def test_unset_flags_keep_the_recipe_values() -> None:
         data="x",
         out="y",
         epochs=3,
+        time_budget=None,  # the length given by --epochs outranks the recipe's budget
         views=dataclasses.replace(recipe.views, noise_sigma=(0.0, 0.1)),
     )
+
+
+def test_a_length_flag_outranks_the_recipe_budget_but_not_a_budget_flag() -> None:
+    assert cpu_budget_recipe().time_budget == "10m"
+    assert train_config("--recipe", "cpu-budget", "--max-steps", "5").time_budget is None
+    assert train_config("--recipe", "cpu-budget").time_budget == "10m"
+    both = train_config("--recipe", "cpu-budget", "--epochs", "2", "--time-budget", "1m")
+    assert (both.epochs, both.time_budget) == (2, "1m")
 
 
 def test_views_preset_then_view_flags_then_types() -> None:
