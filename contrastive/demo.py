@@ -10,9 +10,11 @@ folder it may reuse, which is what the notebooks in ``notebooks/`` need.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ import torch
 from contrastive.backbones import BackboneConfig, build_backbone
 from contrastive.cache_root import cache_dir
 from contrastive.data.demo import ensure_demo_digits
+from contrastive.data.folder import list_images
 from contrastive.embeddings import RawPixels, embed_folder
 from contrastive.errors import ContrastiveError
 from contrastive.evaluation.knn import knn_classify
@@ -36,6 +39,8 @@ DEMO_K = 20
 DEMO_T = 0.1
 #: Training epochs of the demo recipe (22 steps each at batch 64).
 DEMO_EPOCHS = 30
+
+log = logging.getLogger(__name__)
 
 
 def demo_config(out: str | Path | None = None, data: str | Path | None = None) -> TrainConfig:
@@ -137,8 +142,35 @@ def quick_train(
     if "precision" not in overrides and not torch.cuda.is_available():
         overrides["precision"] = "32-true"
     config = config.with_overrides(**overrides)
+    if "batch_size" not in overrides:
+        # A notebook pointed at a small folder should train, not stop on the demo's batch.
+        config = config.with_overrides(
+            batch_size=fitting_batch_size(config.data, config.batch_size)
+        )
     clear_run_dir(config.out)
     return train(config)
+
+
+def fitting_batch_size(data: str | os.PathLike, batch_size: int) -> int:
+    """``batch_size`` halved until an epoch of the folder holds at least two steps.
+
+    Args:
+        data: The training folder.
+        batch_size: The recipe's batch size.
+
+    Returns:
+        ``batch_size``, or the largest halving of it (at least 2) that is at most half the
+        folder's images.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # training scans the folder again and warns then
+        count = len(list_images(data))
+    fitted = batch_size
+    while fitted > 2 and fitted > count // 2:
+        fitted //= 2
+    if fitted < batch_size:
+        log.info("%d images in %s: batch size %d instead of %d", count, data, fitted, batch_size)
+    return fitted
 
 
 @dataclass

@@ -31,6 +31,7 @@ from contrastive.encoder import Encoder, evaluation_mode, feature_extractor, loa
 from contrastive.errors import ContrastiveError
 from contrastive.files import atomic_path
 from contrastive.hardware import usable_cores
+from contrastive.neighbours import check_rows
 from contrastive.views.config import ViewConfig
 from contrastive.views.per_image import eval_transform, evaluation_resize
 
@@ -68,8 +69,8 @@ class Embeddings:
 
     Raises:
         ContrastiveError: If ``embeddings`` is not a real ``N x D`` array or has NaN or inf
-            rows, ``paths`` or ``labels`` do not have ``N`` entries, or a label is neither
-            -1 nor a class index.
+            rows, ``paths`` or ``labels`` do not have ``N`` entries, a class name repeats,
+            or a label is neither -1 nor a class index.
     """
 
     embeddings: np.ndarray
@@ -81,7 +82,7 @@ class Embeddings:
     feature: str = "backbone"
 
     def __post_init__(self) -> None:
-        self.embeddings = _checked_features(self.embeddings)
+        self.embeddings = checked_features(self.embeddings)
         count = len(self.embeddings)
         self.paths = np.asarray(self.paths, dtype=str).reshape(-1)
         if len(self.paths) != count:
@@ -89,6 +90,7 @@ class Embeddings:
                 f"paths has {len(self.paths)} entries but embeddings has {count} rows"
             )
         self.classes = np.asarray(self.classes, dtype=str).reshape(-1)
+        _check_class_names(self.classes)
         self.labels = _checked_labels(self.labels, count, len(self.classes))
         self.data_root = Path(self.data_root).expanduser() if self.data_root else None
         self.source, self.feature = str(self.source), str(self.feature)
@@ -129,19 +131,42 @@ class Embeddings:
         return str(self.classes[label]) if label >= 0 else "unlabeled"
 
 
-def _checked_features(embeddings: Any) -> np.ndarray:
+def checked_features(embeddings: Any, name: str = "embeddings") -> np.ndarray:
+    """The one check of a feature array: real, 2-D and finite, as float32.
+
+    :class:`Embeddings` and every function taking plain arrays (the ones of
+    :mod:`contrastive.explore`) call it, so a bad array gets the same message everywhere.
+
+    Args:
+        embeddings: ``(N, D)`` array, list or tensor (a tensor requiring grad is detached).
+        name: The argument's name in messages.
+
+    Returns:
+        ``(N, D)`` float32 array (the input itself when it already is one).
+
+    Raises:
+        ContrastiveError: If it is not a real 2-D array or holds NaN or inf.
+    """
+    if isinstance(embeddings, Tensor):
+        # Features straight from a model may still require grad, which numpy() refuses.
+        embeddings = embeddings.detach().cpu().numpy()
     array = np.asarray(embeddings)
-    if array.ndim != 2:
-        raise ContrastiveError(f"embeddings must be an N x D array, got shape {array.shape}")
     if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
-        raise ContrastiveError(f"embeddings must be real numbers, got dtype {array.dtype}")
+        raise ContrastiveError(f"{name} must be real numbers, got dtype {array.dtype}")
     array = array.astype(np.float32, copy=False)
-    bad_rows = np.flatnonzero(~np.isfinite(array).all(axis=1))
-    if len(bad_rows):
-        raise ContrastiveError(
-            f"embeddings contain NaN or inf in {len(bad_rows)} row(s), first row {bad_rows[0]}"
-        )
+    check_rows(array, name)
     return array
+
+
+def _check_class_names(classes: np.ndarray) -> None:
+    names, counts = np.unique(classes, return_counts=True)
+    repeated = names[counts > 1]
+    if len(repeated):
+        # Two classes of one name would be merged by every by-name alignment of labels.
+        raise ContrastiveError(
+            f"classes must be distinct names, but {str(repeated[0])!r} appears "
+            f"{int(counts[counts > 1][0])} times"
+        )
 
 
 def _checked_labels(labels: Any, count: int, num_classes: int) -> np.ndarray:
@@ -154,6 +179,11 @@ def _checked_labels(labels: Any, count: int, num_classes: int) -> np.ndarray:
     if count and not np.issubdtype(array.dtype, np.integer):
         raise ContrastiveError(f"labels must be integers, got dtype {array.dtype}")
     out_of_range = (array < UNLABELED) | (array >= num_classes)
+    if num_classes == 0 and (array >= 0).any():
+        raise ContrastiveError(
+            "labels given but classes is empty: pass classes= with the class names "
+            "the labels index into (or -1 labels for unlabeled images)"
+        )
     if out_of_range.any():
         first = int(np.flatnonzero(out_of_range)[0])
         raise ContrastiveError(

@@ -18,6 +18,7 @@ float64.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -33,6 +34,34 @@ TIE_TOLERANCE = 2e-6
 
 #: Candidates kept beyond ``k`` so that a tie at the k-th place is seen whole.
 _EXTRA_CANDIDATES = 8
+
+
+def check_rows(values: Tensor | np.ndarray, name: str) -> None:
+    """Refuses anything but a 2-D ``(rows, features)`` array of finite numbers.
+
+    The one shape and finiteness check of feature arrays: the searches here, curation,
+    evaluation, and :func:`contrastive.embeddings.checked_features` (``Embeddings`` and the
+    explore functions) call it. A NaN similarity compares false with everything, so a NaN
+    row would otherwise be ranked anywhere (``topk`` puts it first) and the answer would
+    look fine.
+
+    Args:
+        values: The tensor or numpy array to check.
+        name: What the caller calls it (plural), e.g. ``"embeddings"`` or ``"queries"``.
+
+    Raises:
+        ContrastiveError: If ``values`` is not 2-D or a row holds NaN or inf.
+    """
+    if values.ndim != 2:
+        raise ContrastiveError(
+            f"{name} must be 2-D (rows x features), got shape {tuple(values.shape)}"
+        )
+    finite = torch.isfinite(values) if isinstance(values, Tensor) else np.isfinite(values)
+    bad_rows = [row for row, ok in enumerate(finite.all(1).tolist()) if not ok]
+    if bad_rows:
+        raise ContrastiveError(
+            f"{name} contain NaN or inf in {len(bad_rows)} row(s), first row {bad_rows[0]}"
+        )
 
 
 def top_k(
@@ -66,7 +95,8 @@ def top_k(
         scores, ordered by score descending, then by key index ascending.
 
     Raises:
-        ContrastiveError: If ``k`` is out of range or the widths differ.
+        ContrastiveError: If ``k`` is out of range, either tensor is not 2-D or holds NaN
+            or inf, the widths differ, or ``exclude`` is not one key index per query.
     """
     available = _available_keys(queries, keys, k, exclude)
     queries, keys = queries.float(), keys.float()
@@ -95,16 +125,31 @@ def top_k(
 
 
 def _available_keys(queries: Tensor, keys: Tensor, k: int, exclude: Tensor | None) -> int:
-    """The keys a query may get (all but an excluded one), after checking shapes and ``k``.
+    """The keys a query may get (all but an excluded one), after checking the inputs.
 
     Raises:
-        ContrastiveError: If ``k`` is out of range or the widths differ.
+        ContrastiveError: If ``k`` is out of range, the tensors are not finite 2-D ones of
+            one width, or ``exclude`` is not one key index per query.
     """
-    if queries.ndim != 2 or keys.ndim != 2 or queries.shape[1] != keys.shape[1]:
+    check_rows(queries, "queries")
+    check_rows(keys, "keys")
+    if queries.shape[1] != keys.shape[1]:
         raise ContrastiveError(
-            f"queries {tuple(queries.shape)} and keys {tuple(keys.shape)} must be 2-D "
-            "with the same number of dimensions (columns)"
+            f"queries {tuple(queries.shape)} and keys {tuple(keys.shape)} must have the same "
+            "number of dimensions (columns)"
         )
+    if exclude is not None:
+        if exclude.shape != (queries.shape[0],):
+            raise ContrastiveError(
+                f"exclude must hold one key index per query ({queries.shape[0]}), got shape "
+                f"{tuple(exclude.shape)}"
+            )
+        outside = (exclude < 0) | (exclude >= keys.shape[0])
+        if bool(outside.any()):
+            raise ContrastiveError(
+                f"exclude index {int(exclude[outside][0])} is outside 0..{keys.shape[0] - 1} "
+                "(the keys)"
+            )
     available = keys.shape[0] - (1 if exclude is not None else 0)
     if not 1 <= k <= available:
         raise ContrastiveError(f"k must be between 1 and {available} (the keys available), got {k}")

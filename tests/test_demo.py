@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 import contrastive.demo as demo
 from contrastive.errors import ContrastiveError
@@ -49,16 +50,27 @@ def trained(monkeypatch: pytest.MonkeyPatch) -> list[TrainConfig]:
     return configs
 
 
+def blank_images(root: Path, count: int) -> Path:
+    root.mkdir(parents=True)
+    for index in range(count):
+        Image.new("RGB", (8, 8)).save(root / f"{index}.png")
+    return root
+
+
 def test_quick_train_budget_epochs_and_overrides(
     tmp_path: Path, trained: list[TrainConfig]
 ) -> None:
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text("data: x\n")  # an earlier run: replaced
-    demo.quick_train(run, data=tmp_path / "images", time_budget="20s")
+    demo.quick_train(run, data=blank_images(tmp_path / "images", 200), time_budget="20s")
     demo.quick_train(run, epochs=2, loss=LossConfig("distance", distance="euclidean"))
     demo.quick_train(run, precision="bf16-mixed")
-    budget, epochs, precision = trained
+    small = blank_images(tmp_path / "small", 40)
+    demo.quick_train(run, data=small)
+    demo.quick_train(run, data=small, batch_size=20)
+    budget, epochs, precision, halved, chosen = trained
+    assert budget.batch_size == 64 and (halved.batch_size, chosen.batch_size) == (16, 20)
     assert budget.time_budget == "20s" and budget.data == str(tmp_path / "images")
     assert budget.out == str(run) and budget.precision == "32-true"  # fp32 on CPUs
     assert budget.backbone.name == "resnet18_quarter" and budget.backbone.small_image_stem

@@ -138,15 +138,24 @@ def test_absolute_paths_need_no_root(tmp_path: Path) -> None:
         ({"labels": np.array([0, 1, 2, 0])}, "label 2 of row 2"),
         ({"labels": np.array([0, 1])}, "labels has shape \\(2,\\), expected \\(4,\\)"),
         ({"labels": np.array([0.0, 1.0, 1.0, 0.0])}, "labels must be integers"),
-        ({"embeddings": np.zeros(4)}, "N x D"),
+        ({"embeddings": np.zeros(4)}, r"must be 2-D \(rows x features\), got shape \(4,\)"),
         ({"embeddings": np.array([["a", "b", "c"]] * 4)}, "real numbers"),
         ({"embeddings": np.array([[0.0, 1.0, 2.0]] * 3 + [[np.nan, 0.0, 0.0]])}, "first row 3"),
+        ({"classes": np.array(["x", "x"])}, "classes must be distinct names, but 'x' appears 2"),
+        ({"classes": ()}, "labels given but classes is empty: pass classes="),
     ],
 )
 def test_inconsistent_arrays_are_refused(change: dict, message: str) -> None:
     with pytest.raises(ContrastiveError, match=message) as error:
         Embeddings(**{**_arrays(), **change})
     assert "\n" not in str(error.value)
+
+
+def test_a_tensor_requiring_grad_is_detached() -> None:
+    features = torch.randn(4, 3, requires_grad=True)
+    dataset = Embeddings(features, _arrays()["paths"])
+    np.testing.assert_array_equal(dataset.embeddings, features.detach().numpy())
+    assert dataset.embeddings.dtype == np.float32
 
 
 def test_bad_files_raise_one_line_errors(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from contrastive.errors import ContrastiveError
-from contrastive.neighbours import _settle_ties, top_k
+from contrastive.neighbours import _settle_ties, check_rows, top_k
 
 
 def reference_top_k(
@@ -134,3 +134,37 @@ def test_only_the_tie_run_across_the_kth_place_is_rescored() -> None:
     assert _run_across(close, 4).tolist() == [[False, False, True, True, True, False]]
     assert not _run_across(close, 2).any()  # gap after place 1 is clear
     assert not _run_across(close[:, :3], 4).any()  # no candidate past the 4th
+
+
+def test_nan_or_inf_rows_are_refused_not_ranked() -> None:
+    # A NaN score compares false with everything: topk would rank the row anywhere (first).
+    keys = torch.eye(4)
+    keys[2, 1] = float("nan")
+    with pytest.raises(
+        ContrastiveError, match=r"keys contain NaN or inf in 1 row\(s\), first row 2"
+    ):
+        top_k(torch.eye(4), keys, k=1)
+    queries = torch.eye(4)
+    queries[[1, 3], 0] = torch.inf
+    with pytest.raises(
+        ContrastiveError, match=r"queries contain NaN or inf in 2 row\(s\), first row 1"
+    ):
+        top_k(queries, torch.eye(4), k=1)
+
+
+def test_check_rows_names_the_argument_and_its_shape() -> None:
+    with pytest.raises(
+        ContrastiveError, match=r"^embeddings must be 2-D \(rows x features\), got shape \(3,\)$"
+    ):
+        check_rows(torch.ones(3), "embeddings")
+    check_rows(torch.ones(3, 2), "embeddings")  # finite and 2-D: no error
+
+
+def test_exclude_must_be_one_key_index_per_query() -> None:
+    keys = torch.eye(3)
+    with pytest.raises(ContrastiveError, match=r"exclude index 99 is outside 0\.\.2"):
+        top_k(keys[:1], keys, k=1, exclude=torch.tensor([99]))
+    with pytest.raises(ContrastiveError, match=r"exclude index -1 is outside 0\.\.2"):
+        top_k(keys[:1], keys, k=1, exclude=torch.tensor([-1]))
+    with pytest.raises(ContrastiveError, match=r"one key index per query \(2\)"):
+        top_k(keys[:2], keys, k=1, exclude=torch.tensor([0]))

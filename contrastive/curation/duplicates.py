@@ -187,6 +187,13 @@ def find_cross_duplicates(
     return cross_groups(groups, len(paths))
 
 
+#: Slack of the similarity threshold of :func:`similar_pairs`: float32 rounding puts the
+#: cosine of two identical unit rows a few units in the last place off 1 (0.99999994 is
+#: common), so ``threshold=1.0`` would otherwise miss exact copies. Far below any
+#: difference between distinct embeddings that a threshold is meant to separate.
+SIMILARITY_TOLERANCE = 1e-6
+
+
 def similar_pairs(
     embeddings: np.ndarray,
     threshold: float = 0.98,
@@ -199,7 +206,9 @@ def similar_pairs(
 
     Args:
         embeddings: ``(N, D)`` embeddings.
-        threshold: Minimum cosine similarity, in ``[-1, 1]``.
+        threshold: Minimum cosine similarity, in ``[-1, 1]``, compared with a slack of
+            :data:`SIMILARITY_TOLERANCE` so that ``1.0`` finds exact copies despite
+            float32 rounding.
         max_pairs: At most this many pairs are kept (the most similar), with a warning,
             so a low threshold cannot exhaust memory.
         chunk_rows: Rows per chunk; by default a chunk's block stays under 2^24 floats.
@@ -225,7 +234,7 @@ def similar_pairs(
         rows = slice(start, min(start + rows_per_chunk, count))
         # Only the upper triangle: keys from the chunk's first row on, columns past the row.
         block = unit[rows] @ unit[start:].T
-        local_rows, local_cols = np.nonzero(block >= threshold)
+        local_rows, local_cols = np.nonzero(block >= threshold - SIMILARITY_TOLERANCE)
         upper = local_cols > local_rows
         local_rows, local_cols = local_rows[upper], local_cols[upper]
         found = np.stack([local_rows + start, local_cols + start], axis=1)

@@ -52,6 +52,32 @@ class LabelIssues:
         return order[: int(round(fraction * len(labeled)))]
 
 
+def fold_count(labels: np.ndarray, folds: int) -> int:
+    """The folds to split ``labels`` into: ``folds``, capped at the largest class's size.
+
+    A stratified split needs every fold to be able to hold an image of the largest class
+    (scikit-learn refuses more folds than that); smaller classes are spread over fewer
+    folds. The cap is announced with a warning, since it changes how much each probe fits.
+
+    Raises:
+        ContrastiveError: If no class has two images (nothing can be held out and still
+            leave an example of the class to fit).
+    """
+    largest = int(np.bincount(labels).max()) if len(labels) else 0
+    if largest < 2:
+        raise ContrastiveError(
+            "not enough labeled images per class to cross-validate: label-mistake detection "
+            f"needs a class with at least 2 images, the largest has {largest}"
+        )
+    if folds > largest:
+        warnings.warn(
+            f"folds={folds} lowered to {largest}: the largest class has only {largest} "
+            "labeled images",
+            stacklevel=3,
+        )
+    return min(folds, largest)
+
+
 def out_of_fold_probabilities(
     embeddings: np.ndarray,
     labels: np.ndarray,
@@ -66,7 +92,8 @@ def out_of_fold_probabilities(
         embeddings: ``(N, D)`` features of labeled images.
         labels: ``(N,)`` int labels in ``[0, num_classes)``.
         num_classes: ``C``.
-        folds: Stratified folds (a class smaller than this is spread as it can be).
+        folds: Stratified folds (a class smaller than this is spread as it can be); at
+            most the largest class's images, see :func:`fold_count`.
         weight_decay: The probe's ``wd``; default ``1 / fitted images``.
         seed: Seed of the fold split.
 
@@ -74,7 +101,8 @@ def out_of_fold_probabilities(
         ``(N, C)`` float32 probabilities.
 
     Raises:
-        ContrastiveError: With fewer than two classes or ``folds < 2``.
+        ContrastiveError: With fewer than two classes, ``folds < 2``, or no class of two
+            images or more.
     """
     labels = np.asarray(labels, dtype=np.int64)
     if len(np.unique(labels)) < 2:
@@ -84,7 +112,7 @@ def out_of_fold_probabilities(
     features = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
     targets = torch.from_numpy(labels)
     probabilities = np.zeros((len(labels), num_classes), dtype=np.float32)
-    splitter = StratifiedKFold(n_splits=min(folds, len(labels)), shuffle=True, random_state=seed)
+    splitter = StratifiedKFold(n_splits=fold_count(labels, folds), shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         # A class smaller than the folds is fine: its images are spread over fewer folds.
         warnings.filterwarnings("ignore", message=".*least populated class.*")

@@ -25,7 +25,8 @@ from contrastive.neighbours import top_k
 IMAGES_PER_CLUSTER = 20
 #: Most clusters in the unusual-group search (k-means cost grows with clusters x images).
 MAX_CLUSTERS = 256
-#: A cluster counts as tiny at most this fraction of the mean cluster size (at least 2).
+#: A cluster counts as tiny at most this fraction of the mean cluster size. Where that is
+#: under 2 images the set is too small to tell a group from an ordinary cluster.
 TINY_FRACTION = 0.25
 
 
@@ -112,25 +113,36 @@ def unusual_groups(
 
     Args:
         embeddings: ``(N, D)`` embeddings (clustered by cosine: rows are unit-normalised).
-        n_clusters: k-means clusters; default ``N / 20``, within ``[2, 256]``.
-        max_size: Largest cluster that counts as tiny; default a quarter of the mean
-            cluster size, at least 2.
+        n_clusters: k-means clusters; None for ``N / 20``, within ``[2, 256]``.
+        max_size: Largest cluster that counts as tiny; None for a quarter of the mean
+            cluster size. A group has two images or more, so where that quarter is under
+            2 (fewer than 8 images per cluster: 15 images or fewer by default) the set is
+            too small to tell a tiny cluster from an ordinary one and no group is reported.
         seed: k-means seed.
 
     Returns:
         The tiny clusters with at least two members, lowest ``isolation`` first.
 
     Raises:
-        ContrastiveError: With fewer than three rows, or ``n_clusters`` outside ``[2, N]``.
+        ContrastiveError: With fewer than three rows, ``n_clusters`` outside ``[2, N]`` or
+            ``max_size`` below 2.
     """
     unit = unit_tensor(embeddings)
     count = len(unit)
     if count < 3:
         raise ContrastiveError(f"unusual groups need at least 3 images, got {count}")
-    clusters = n_clusters or int(np.clip(round(count / IMAGES_PER_CLUSTER), 2, MAX_CLUSTERS))
+    # "is None", not "or": n_clusters=0 is a mistake to name, not a request for the default.
+    if n_clusters is None:
+        clusters = int(np.clip(round(count / IMAGES_PER_CLUSTER), 2, MAX_CLUSTERS))
+    else:
+        clusters = n_clusters
     if not 2 <= clusters <= count:
         raise ContrastiveError(f"n_clusters must be between 2 and {count}, got {clusters}")
-    tiny = max_size or max(2, int(TINY_FRACTION * count / clusters))
+    if max_size is not None and max_size < 2:
+        raise ContrastiveError(f"max_size must be at least 2 (a group's images), got {max_size}")
+    tiny = max_size if max_size is not None else int(TINY_FRACTION * count / clusters)
+    if tiny < 2:
+        return []
     kmeans = KMeans(n_clusters=clusters, n_init=1, random_state=seed).fit(unit.numpy())
     assignments = kmeans.labels_
     centres = F.normalize(torch.from_numpy(kmeans.cluster_centers_.astype(np.float32)), dim=1)

@@ -155,14 +155,19 @@ def _check_curation_inputs(dataset: Embeddings, settings: CurationSettings) -> b
             if settings.select > count
             else f"--select must be at least 1, got {settings.select}"
         )
-    labeled = dataset.is_labeled and len(np.unique(dataset.labels[dataset.labels >= 0])) >= 2
+    given = dataset.labels[dataset.labels >= 0] if dataset.is_labeled else np.zeros(0, np.int64)
+    labeled = len(np.unique(given)) >= 2
     if settings.label_issues == "yes" and not labeled:
         root = dataset.data_root or "the folder"
         raise ContrastiveError(
             f"label-mistake detection needs class sub-folders with at least two classes; "
             f"{root} has {'one class' if dataset.is_labeled else 'none'}"
         )
-    return bool(labeled)
+    if labeled and settings.label_issues == "auto" and np.bincount(given).max() < 2:
+        # Asked for explicitly, find_label_issues says why it cannot; "auto" just skips.
+        log.warning("label mistakes skipped: no class has 2 labeled images to cross-validate")
+        return False
+    return labeled
 
 
 def _copies(

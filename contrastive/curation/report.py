@@ -33,6 +33,11 @@ from contrastive.errors import ContrastiveError
 from contrastive.explore.images import grid_figure, load_thumbnail, save_figure, show_image
 from contrastive.files import write_text_atomic
 
+#: The lists a report may hold, each as ``<name>.csv`` and ``<name>.png``.
+REPORT_LISTS = ("duplicates", "leaks", "outliers", "unusual_groups", "label_issues", "selection")
+#: The folder of links to the selected images.
+SELECTED_FOLDER = "selected"
+
 #: Images on a flat contact sheet, and columns of every sheet.
 SHEET_IMAGES = 48
 SHEET_COLUMNS = 8
@@ -48,7 +53,10 @@ def write_report(
 
     Args:
         curation: The findings of :func:`~contrastive.curation.pipeline.curate`.
-        out: The report folder (created; files of an earlier report are replaced).
+        out: The report folder (created). Files of an earlier report are replaced: the
+            report's own files (the names listed in the module docstring) that this report
+            does not write are removed, so no list of an earlier run is mistaken for this
+            one's; other files in the folder are left alone.
         link_selected: Also write ``selected/``, links to the selected images.
         sheets: Draw the PNG contact sheets (the CSVs are always written).
 
@@ -59,11 +67,13 @@ def write_report(
         ContrastiveError: If ``out`` is a file, or links are asked for without a selection.
     """
     folder = Path(out).expanduser()
+    # Worded as the parameters: the CLI checks --out and --link-selected itself first.
     if folder.exists() and not folder.is_dir():
-        raise ContrastiveError(f"--out {folder} is a file, not a folder")
+        raise ContrastiveError(f"out={str(folder)!r} is a file, not a folder")
     if link_selected and curation.selection is None:
-        raise ContrastiveError("--link-selected needs --select N")
+        raise ContrastiveError("link_selected=True needs a selection (CurationSettings(select=N))")
     folder.mkdir(parents=True, exist_ok=True)
+    _remove_earlier_report(folder)
     rows_written = {
         "duplicates": _write_groups(curation, curation.duplicates, folder / "duplicates", sheets),
         "outliers": _write_outliers(curation, folder / "outliers", sheets),
@@ -79,12 +89,38 @@ def write_report(
         rows_written["selection"] = _write_selection(curation, folder / "selection", sheets)
         if link_selected:
             link_images(
-                [curation.path(int(i)) for i in curation.selection.indices], folder / "selected"
+                [curation.path(int(i)) for i in curation.selection.indices],
+                folder / SELECTED_FOLDER,
             )
     summary = _summary(curation)
     write_text_atomic(folder / "summary.json", json.dumps(summary, indent=2) + "\n")
     write_text_atomic(folder / "summary.md", summary_text(summary))
     return summary
+
+
+def _remove_earlier_report(folder: Path) -> None:
+    """Removes the report files an earlier report left in ``folder`` (and nothing else).
+
+    A list is written only when computed, and a contact sheet only when it has images, so
+    without this a list of an earlier run would sit beside this run's summary as if it
+    were this run's.
+    """
+    for name in REPORT_LISTS:
+        for suffix in (".csv", ".png"):
+            (folder / f"{name}{suffix}").unlink(missing_ok=True)
+    selected = folder / SELECTED_FOLDER
+    if selected.is_symlink():  # a link is removed, never what it points to
+        selected.unlink()
+    elif selected.is_dir() and all(_is_selected_link(entry) for entry in selected.iterdir()):
+        # Only a folder that holds nothing but :func:`link_images` entries: a folder of the
+        # same name with other files is a person's, not an earlier report's.
+        shutil.rmtree(selected)
+
+
+def _is_selected_link(entry: Path) -> bool:
+    """Whether ``entry`` is one :func:`link_images` writes: ``0001_<name>``, link or copy."""
+    rank, _, name = entry.name.partition("_")
+    return bool(name) and rank.isdigit() and (entry.is_symlink() or entry.is_file())
 
 
 def link_images(paths: Sequence[Path], folder: Path) -> None:

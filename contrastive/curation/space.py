@@ -12,10 +12,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from contrastive.neighbours import check_rows
+
 
 def unit_tensor(embeddings: np.ndarray | Tensor) -> Tensor:
-    """``(N, D)`` float32 tensor with unit rows (zero rows stay zero): dot = cosine."""
-    return F.normalize(torch.as_tensor(np.asarray(embeddings, dtype=np.float32)), dim=1)
+    """``(N, D)`` float32 tensor with unit rows (zero rows stay zero): dot = cosine.
+
+    Raises:
+        ContrastiveError: If ``embeddings`` is not 2-D or a row holds NaN or inf (it would
+            rank anywhere in every search, silently).
+    """
+    tensor = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
+    check_rows(tensor, "embeddings")
+    return F.normalize(tensor, dim=1)
 
 
 def centred(embeddings: np.ndarray) -> np.ndarray:

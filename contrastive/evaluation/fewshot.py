@@ -31,6 +31,7 @@ Protocol choices, and why:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -147,9 +148,9 @@ def parse_counts(text: str | Sequence[Count]) -> list[Count]:
         elif item.isdigit() and int(item) >= 1:
             counts.add(int(item))
         else:
-            raise ContrastiveError(f"--counts: expected positive integers or 'all', got {part!r}")
+            raise ContrastiveError(f"counts: expected positive integers or 'all', got {part!r}")
     if not counts and not with_all:
-        raise ContrastiveError("--counts is empty")
+        raise ContrastiveError("counts is empty: give positive integers or 'all'")
     return [*sorted(counts), *([ALL] if with_all else [])]
 
 
@@ -224,7 +225,8 @@ def few_label_evaluation(
         train_labels: ``(N,)`` labels in ``[0, C)`` (revealed only for the drawn images).
         test_features: ``(M, D)`` test features.
         test_labels: ``(M,)`` labels in ``[0, C)``.
-        counts: Labels per class; ``"all"`` means every training image.
+        counts: Labels per class; ``"all"`` means every training image. A count larger than
+            every class is left out of the result, with a warning.
         draws: Random labeled subsets per count (``all`` is drawn once).
         seed: Seed of the draws.
         protocols: Any of ``"knn"``, ``"linear"``.
@@ -240,8 +242,9 @@ def few_label_evaluation(
         Mean, 95% t-interval and per-draw accuracies per subset, protocol and count.
 
     Raises:
-        ContrastiveError: On one class only, a count larger than every class, unknown
-            protocols, bad draws or mismatched shapes.
+        ContrastiveError: On one class only, every count larger than every class (some
+            only are left out, with a warning), unknown protocols, bad draws or mismatched
+            shapes.
     """
     counts = parse_counts(counts)
     _check_inputs(train_features, train_labels, test_features, test_labels, protocols, draws)
@@ -305,10 +308,12 @@ def _labeled_draws(result: FewShotResult, problem: _Problem) -> dict[Count, list
     """The labeled training indices of every draw of each count of ``result``.
 
     Records the labeled images per draw and the classes shorter than the count in
-    ``result``.
+    ``result``. Counts larger than every class are dropped from ``result.counts`` with a
+    warning.
 
     Raises:
-        ContrastiveError: On fewer than two classes, or a count larger than every class.
+        ContrastiveError: On fewer than two classes, or when every count is larger than
+            every class.
     """
     labels, num_classes = problem.labels, problem.num_classes
     sizes = torch.bincount(labels, minlength=num_classes)
@@ -316,11 +321,20 @@ def _labeled_draws(result: FewShotResult, problem: _Problem) -> dict[Count, list
         raise ContrastiveError("few-label evaluation needs at least two classes of training images")
     largest = int(sizes.max())
     too_large = [c for c in result.counts if c != ALL and c > largest]
-    if too_large:
+    # Worded as the parameter, also read after the CLI's --counts.
+    listed = ", ".join(str(c) for c in too_large)
+    if too_large and len(too_large) == len(result.counts):
         raise ContrastiveError(
-            f"--counts {too_large} exceed every class (the largest has {largest} images); "
-            "use 'all' for every labeled image"
+            f"counts {listed} exceed every class (the largest has {largest} images); "
+            "use a smaller count, or 'all' for every labeled image"
         )
+    if too_large:
+        # A count no class can fill would repeat 'all' under another name: leave it out.
+        warnings.warn(
+            f"counts {listed} exceed every class (the largest has {largest} images); left out",
+            stacklevel=3,
+        )
+        result.counts = [c for c in result.counts if c not in too_large]
     orders = class_orders(labels, result.draws, result.seed)
     picks: dict[Count, list[Tensor]] = {}
     for count in result.counts:
@@ -453,4 +467,4 @@ def _check_inputs(
     if unknown or not protocols:
         raise ContrastiveError(f"unknown protocol(s) {unknown}; choose from {PROTOCOLS}")
     if draws < 1:
-        raise ContrastiveError(f"--draws must be >= 1, got {draws}")
+        raise ContrastiveError(f"draws must be >= 1, got {draws}")

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from contrastive.errors import ContrastiveError
-from contrastive.evaluation.checks import check_feature_pair
+from contrastive.evaluation.checks import as_tensors, check_feature_pair
 from contrastive.neighbours import top_k
 
 METRICS = ("cosine", "euclidean")
@@ -43,7 +43,8 @@ def knn_rankings(
     orders them, so the whole ranking matches ``knn_predict``.
 
     Args:
-        train_features: ``(N, D)`` feature bank.
+        train_features: ``(N, D)`` feature bank (a tensor or NumPy array, as are the other
+            arrays).
         train_labels: ``(N,)`` int labels in ``[0, num_classes)``.
         test_features: ``(M, D)`` query features.
         ks: Neighbour counts; each must be in ``[1, N]``.
@@ -58,11 +59,22 @@ def knn_rankings(
         ``{k: (M, C) int64}``: class indices sorted by weighted vote, most voted first.
 
     Raises:
-        ContrastiveError: On mismatched shapes, bad ``k``, ``T`` or metric.
+        ContrastiveError: On mismatched shapes, NaN or inf features, bad ``k``, ``T`` or
+            metric, or a label past ``num_classes``.
     """
+    train_features, train_labels, test_features = as_tensors(
+        train_features, train_labels, test_features
+    )
+    if exclude is not None:
+        (exclude,) = as_tensors(exclude)
     _check_inputs(train_features, train_labels, test_features, ks, temperature, metric, exclude)
+    largest = int(train_labels.max()) if train_labels.numel() else -1
     if num_classes is None:
-        num_classes = int(train_labels.max()) + 1
+        num_classes = largest + 1
+    elif largest >= num_classes:
+        raise ContrastiveError(
+            f"kNN train labels up to {largest} need num_classes >= {largest + 1}, got {num_classes}"
+        )
     ks = sorted(set(int(k) for k in ks))
     weights, neighbour_labels = _neighbours(
         train_features,
@@ -160,11 +172,12 @@ def _check_inputs(
     if train_labels.numel() and int(train_labels.min()) < 0:
         raise ContrastiveError("kNN train labels must be >= 0 (-1 marks unlabeled images)")
     voters = train_features.shape[0] - (0 if exclude is None else 1)
+    # Worded as the parameters: the CLI's --k and --temperature pass them on unchanged.
     if not ks or min(ks) < 1 or max(ks) > voters:
         raise ContrastiveError(
-            f"--k values must lie in [1, {voters}] (the train images that vote), got {list(ks)}"
+            f"k values must lie in [1, {voters}] (the train images that vote), got {list(ks)}"
         )
     if not temperature > 0:
-        raise ContrastiveError(f"--temperature must be > 0, got {temperature}")
+        raise ContrastiveError(f"temperature must be > 0, got {temperature}")
     if metric not in METRICS:
         raise ContrastiveError(f"unknown kNN metric {metric!r}; choose one of {METRICS}")

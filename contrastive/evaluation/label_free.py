@@ -26,20 +26,20 @@ from lightly.utils.debug import std_of_l2_normalized
 from torch import Tensor
 
 from contrastive.errors import ContrastiveError
-from contrastive.neighbours import top_k
+from contrastive.neighbours import check_rows, top_k
 
 #: RankMe's epsilon added to the normalised singular values (the paper's value).
 RANKME_EPSILON = 1e-7
 
 
 def _check_matrix(embeddings: Tensor, name: str, min_rows: int = 2) -> None:
-    if embeddings.ndim != 2 or embeddings.shape[0] < min_rows or embeddings.shape[1] < 1:
+    """A finite ``(N, D)`` tensor with ``N >= min_rows`` and ``D >= 1``, or a one-line error."""
+    check_rows(embeddings, name)
+    if embeddings.shape[0] < min_rows or embeddings.shape[1] < 1:
         raise ContrastiveError(
             f"{name} must be a 2-D (N, D) tensor with N >= {min_rows}, "
             f"got shape {tuple(embeddings.shape)}"
         )
-    if not torch.isfinite(embeddings).all():
-        raise ContrastiveError(f"{name} holds NaN or infinite values")
 
 
 def effective_rank(embeddings: Tensor, epsilon: float = RANKME_EPSILON) -> float:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from contrastive.errors import ContrastiveError
-from contrastive.evaluation.checks import check_feature_pair
+from contrastive.evaluation.checks import as_tensors, check_feature_pair
 from contrastive.evaluation.metrics import classification_summary
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ def linear_probe(
     """Trains a linear classifier on frozen training features and scores the test features.
 
     Args:
-        train_features: ``(N, D)`` features.
+        train_features: ``(N, D)`` features (a tensor or NumPy array, as are the labels).
         train_labels: ``(N,)`` labels in ``[0, C)``.
         test_features: ``(M, D)`` features.
         test_labels: ``(M,)`` labels in ``[0, C)``.
@@ -226,8 +226,12 @@ def linear_probe(
         The test summary, chosen ``wd``, validation accuracies and fitted classifier.
 
     Raises:
-        ContrastiveError: On mismatched widths, negative labels or an empty grid.
+        ContrastiveError: On mismatched widths, NaN or inf features, negative labels or an
+            empty grid.
     """
+    train_features, train_labels, test_features, test_labels = as_tensors(
+        train_features, train_labels, test_features, test_labels
+    )
     _check_inputs(train_features, train_labels, test_features, test_labels, weight_decays)
     if num_classes is None:
         num_classes = int(max(train_labels.max(), test_labels.max())) + 1
@@ -275,4 +279,4 @@ def _check_inputs(
     if min(int(train_labels.min()), int(test_labels.min())) < 0:
         raise ContrastiveError("linear-probe labels must be >= 0 (-1 marks unlabeled images)")
     if not weight_decays or min(weight_decays) < 0:
-        raise ContrastiveError(f"--weight-decay values must be >= 0, got {list(weight_decays)}")
+        raise ContrastiveError(f"weight decays must be >= 0, got {list(weight_decays)}")

@@ -16,6 +16,8 @@ import sklearn.metrics
 import torch
 from torch import Tensor
 
+from contrastive.errors import ContrastiveError
+
 
 def topk_accuracy(
     ranked_classes: Tensor, targets: Tensor, topk: Sequence[int] = (1, 5)
@@ -29,7 +31,15 @@ def topk_accuracy(
 
     Returns:
         ``{k: accuracy}`` with accuracies in [0, 1].
+
+    Raises:
+        ContrastiveError: If ``ranked_classes`` is not ``(M, R)`` for the ``M`` targets.
     """
+    if ranked_classes.ndim != 2 or ranked_classes.shape[0] != targets.numel():
+        raise ContrastiveError(
+            f"ranked_classes must be (M, R) with one row per target ({targets.numel()}), "
+            f"got shape {tuple(ranked_classes.shape)}"
+        )
     hits = ranked_classes == targets.reshape(-1, 1)
     count = max(1, targets.numel())
     return {k: hits[:, :k].any(dim=1).sum().item() / count for k in topk}

@@ -44,6 +44,10 @@ def cluster_embeddings(embeddings: np.ndarray, n_clusters: int, seed: int = 0) -
 
     Returns:
         The cluster assignments and centres.
+
+    Raises:
+        ContrastiveError: If ``embeddings`` is not 2-D and finite, or ``n_clusters`` is
+            out of range.
     """
     unit = unit_rows(embeddings)
     if not 1 <= n_clusters <= len(unit):
@@ -84,7 +88,14 @@ def plot_clusters(
 
     Returns:
         The figure.
+
+    Raises:
+        ContrastiveError: If ``assignments`` does not give one cluster per image, ``pick``
+            is unknown, or ``per_cluster`` or ``max_clusters`` is below 1.
     """
+    for name, value in (("per_cluster", per_cluster), ("max_clusters", max_clusters)):
+        if value < 1:
+            raise ContrastiveError(f"{name} must be at least 1, got {value}")
     clusters = np.asarray(assignments, dtype=np.int64).reshape(-1)
     if clusters.shape != (len(dataset),):
         raise ContrastiveError(

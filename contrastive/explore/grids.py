@@ -16,7 +16,7 @@ from contrastive.explore.images import (
     load_thumbnail,
     show_image,
 )
-from contrastive.explore.similarity import nearest_neighbours
+from contrastive.explore.similarity import check_indices, nearest_neighbours
 
 
 def plot_neighbours(
@@ -32,14 +32,19 @@ def plot_neighbours(
 
     Args:
         dataset: The embedded images.
-        query_indices: ``(Q,)`` rows of ``dataset`` to query.
+        query_indices: ``(Q,)`` rows of ``dataset`` to query, or an ``(N,)`` boolean mask
+            of them (e.g. ``dataset.labels == 2``).
         k: Neighbours per query.
         image_size: Side of each thumbnail in pixels.
 
     Returns:
         The figure, ``Q`` rows by ``k + 1`` columns.
+
+    Raises:
+        ContrastiveError: If a query is not a row of ``dataset``
+            (:func:`~contrastive.explore.similarity.check_indices`) or ``k`` is out of range.
     """
-    queries = np.asarray(query_indices, dtype=np.int64).reshape(-1)
+    queries = check_indices(query_indices, len(dataset), "query_indices")
     indices, similarities = nearest_neighbours(dataset.embeddings, k, queries)
     return draw_neighbour_rows(dataset, queries, indices, similarities, image_size)
 
@@ -97,13 +102,29 @@ def plot_pairs(
 
     Returns:
         The figure.
+
+    Raises:
+        ContrastiveError: If there are no pairs, ``pairs`` is not ``(M, 2)`` rows of
+            ``dataset``, or ``similarities`` does not have one value per pair.
     """
-    shown = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)[:max_pairs]
-    if len(shown) == 0:
+    array = np.asarray(pairs)
+    if array.size == 0:
         raise ContrastiveError("no pairs to show (lower the similarity threshold?)")
+    if array.ndim != 2 or array.shape[1] != 2:
+        raise ContrastiveError(f"pairs must have shape (M, 2), got {array.shape}")
+    scores = np.asarray(similarities, dtype=np.float64).reshape(-1)
+    if len(scores) != len(array):
+        # zip() would silently drop the pairs without a similarity.
+        raise ContrastiveError(
+            f"similarities has {len(scores)} values for {len(array)} pairs; give one per pair"
+        )
+    if max_pairs < 1:
+        raise ContrastiveError(f"max_pairs must be at least 1, got {max_pairs}")
+    rows = check_indices(array.reshape(-1), len(dataset), "pairs", allow_mask=False)
+    shown = rows.reshape(-1, 2)[:max_pairs]
     pairs_per_row = min(2, len(shown))
     figure, axes = grid_figure(-(-len(shown) // pairs_per_row), 2 * pairs_per_row)
-    for slot, ((first, second), similarity) in enumerate(zip(shown, similarities)):
+    for slot, ((first, second), similarity) in enumerate(zip(shown, scores)):
         row, col = divmod(slot, pairs_per_row)
         for offset, index in enumerate((first, second)):
             show_image(
@@ -126,14 +147,19 @@ def plot_images(
 
     Args:
         dataset: The embedded images.
-        indices: Rows to show, in order.
+        indices: Rows to show, in order, or an ``(N,)`` boolean mask of them.
         captions: One caption per image (default: row number and class).
         cols: Images per row.
         image_size: Side of each thumbnail in pixels.
+
+    Raises:
+        ContrastiveError: If there are no images, an index is not a row of ``dataset``
+            (:func:`~contrastive.explore.similarity.check_indices`) or the captions do not
+            match the images.
     """
-    chosen = np.asarray(indices, dtype=np.int64).reshape(-1)
-    if len(chosen) == 0:
+    if np.size(indices) == 0:
         raise ContrastiveError("no images to show")
+    chosen = check_indices(indices, len(dataset), "indices")
     if captions is not None and len(captions) != len(chosen):
         raise ContrastiveError(f"{len(captions)} captions for {len(chosen)} images")
     cols = max(1, min(cols, len(chosen)))

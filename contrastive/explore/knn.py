@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from contrastive.embeddings import Embeddings
 from contrastive.errors import ContrastiveError
 from contrastive.evaluation.knn import knn_classify
+from contrastive.evaluation.labels import align_test_labels
 from contrastive.evaluation.metrics import confusion_matrix, per_class_accuracy
 
 # Cells are annotated with their value only while the text still fits.
@@ -70,14 +71,23 @@ def knn_report(
         The report on the classified set (``test``, or ``train`` for leave-one-out).
 
     Raises:
-        ContrastiveError: If a set has no labelled images, the class lists differ, or ``k``
+        ContrastiveError: If a set has no labelled images, the labelled train images are
+            all of one class, the test set has a class the training set lacks, or ``k``
             exceeds the voters available.
     """
     if temperature <= 0:
         raise ContrastiveError(f"temperature must be > 0, got {temperature}")
     voters = _labelled_rows(train, "train")
+    present = np.unique(train.labels[voters])
+    if len(present) < 2:
+        # One class: every vote is right, and the report would say nothing.
+        raise ContrastiveError(
+            f"the labelled train images are all of one class ({train.classes[present[0]]}); "
+            "kNN accuracy needs at least 2 classes"
+        )
     num_classes = len(train.classes)
     if test is None:
+        _check_k(k, len(voters) - 1, "the labelled train images other than the one scored")
         queries = voters
         predictions = _leave_one_out(
             train.embeddings[voters], train.labels[voters], k, temperature, num_classes
@@ -103,23 +113,22 @@ def _classify_test(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """kNN predictions of the labelled ``test`` rows by the ``voters`` rows of ``train``.
 
+    Test labels are matched to the training classes by name, as ``contrastive eval``
+    does, so a test folder lacking a class is scored in the training numbering.
+
     Returns:
-        ``(rows, targets, predictions)`` of the labelled test images.
+        ``(rows, targets, predictions)`` of the labelled test images, targets in the
+        training classes.
 
     Raises:
-        ContrastiveError: If the class lists differ, the test set has no labelled images
-            or ``k`` exceeds the voters.
+        ContrastiveError: If the test set has no labelled images or a class the training
+            set lacks, or ``k`` exceeds the voters.
     """
-    if list(test.classes) != list(train.classes):
-        raise ContrastiveError(
-            "train and test embeddings have different class lists; "
-            "kNN needs the same classes in the same order"
-        )
     queries = _labelled_rows(test, "test")
-    if not 1 <= k <= len(voters):
-        raise ContrastiveError(
-            f"k must be between 1 and {len(voters)} (the labelled train images), got {k}"
-        )
+    targets = align_test_labels(
+        train.classes, test.labels[queries], test.classes, train_name="train", test_name="test"
+    )
+    _check_k(k, len(voters), "the labelled train images")
     ranking = knn_classify(
         torch.from_numpy(train.embeddings[voters]),
         torch.from_numpy(train.labels[voters]),
@@ -128,7 +137,13 @@ def _classify_test(
         temperature=temperature,
         num_classes=len(train.classes),
     )
-    return queries, test.labels[queries], ranking[:, 0].numpy()
+    return queries, targets, ranking[:, 0].numpy()
+
+
+def _check_k(k: int, voters: int, who: str) -> None:
+    # Checked here so that Python callers read "k=...", not the evaluation's CLI wording.
+    if not 1 <= k <= voters:
+        raise ContrastiveError(f"k={k} must be between 1 and {voters} ({who})")
 
 
 def _labelled_rows(dataset: Embeddings, role: str) -> np.ndarray:

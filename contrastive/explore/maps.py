@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
-from contrastive.embeddings import Embeddings
+from contrastive.embeddings import Embeddings, checked_features
 from contrastive.errors import ContrastiveError
 from contrastive.explore.images import (
     UNLABELED_COLOUR,
@@ -36,9 +36,13 @@ def spread_subsample(coordinates: np.ndarray, count: int, seed: int = 0) -> np.n
 
     Returns:
         Sorted indices of the chosen points (at most ``count``).
+
+    Raises:
+        ContrastiveError: If ``coordinates`` is not 2-D or holds NaN or inf.
     """
     if count <= 0:
         return np.empty(0, dtype=np.int64)
+    coordinates = checked_features(coordinates, "coordinates")
     cells_per_side = 2 * math.ceil(math.sqrt(count))
     low = coordinates.min(axis=0)
     span = np.maximum(coordinates.max(axis=0) - low, np.finfo(np.float32).eps)
@@ -80,8 +84,8 @@ def plot_projection(
         The figure.
 
     Raises:
-        ContrastiveError: If ``coordinates`` does not match the set, or images are needed
-            but cannot be found.
+        ContrastiveError: If ``coordinates`` does not match the set or holds NaN or inf,
+            ``thumbnail_size`` is below 1, or images are needed but cannot be found.
     """
     points = np.asarray(coordinates, dtype=np.float32)
     if points.shape != (len(dataset), 2):
@@ -89,6 +93,10 @@ def plot_projection(
             f"coordinates must have shape ({len(dataset)}, 2) to match "
             f"the embeddings, got {points.shape}"
         )
+    # NaN points would vanish from the scatter and spoil the thumbnail grid unnoticed.
+    points = checked_features(points, "coordinates")
+    if thumbnail_size < 1:
+        raise ContrastiveError(f"thumbnail_size must be at least 1 pixel, got {thumbnail_size}")
     figure = Figure(figsize=figsize, layout="constrained")
     ax = figure.subplots()
     colours = label_colours(dataset.labels, len(dataset.classes))

@@ -9,6 +9,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
+from contrastive.embeddings import checked_features
 from contrastive.errors import ContrastiveError
 from contrastive.explore.similarity import unit_rows
 
@@ -16,6 +17,10 @@ PROJECTIONS = ("pca", "tsne", "umap")
 
 # t-SNE on more than ~50 dimensions is slow and no better; PCA first is the usual practice.
 _TSNE_INPUT_DIMS = 50
+
+# Rows closer than this to the first one (relative to the largest value) count as identical:
+# the rows of unit-scaled multiples of one vector differ by float32 rounding only.
+_SPREAD_TOLERANCE = 1e-5
 
 
 def project_2d(
@@ -34,17 +39,21 @@ def project_2d(
         normalise: Scale rows to unit length first, so distances follow cosine similarity
             as contrastive training does.
         **options: Passed to the estimator (``sklearn.decomposition.PCA``,
-            ``sklearn.manifold.TSNE`` or ``umap.UMAP``), e.g. ``perplexity=50``.
+            ``sklearn.manifold.TSNE`` or ``umap.UMAP``), e.g. ``perplexity=50``; they
+            override this function's settings (``random_state=1`` overrides ``seed``),
+            except ``n_components``, which is always 2.
 
     Returns:
         ``(N, 2)`` float32 coordinates.
 
     Raises:
-        ContrastiveError: For an unknown method, fewer than 3 rows, or UMAP without
+        ContrastiveError: For an unknown method, an array that is not 2-D and finite, fewer
+            than 3 rows, rows without spread (all the same direction, which t-SNE cannot
+            even start from), ``n_components`` among the options, or UMAP without
             umap-learn installed.
     """
-    array = np.asarray(embeddings, dtype=np.float32)
-    if array.ndim != 2 or len(array) < 3:
+    array = checked_features(embeddings)
+    if len(array) < 3:
         raise ContrastiveError(
             f"need an N x D embeddings array with N >= 3 to project, got shape {array.shape}"
         )
@@ -52,8 +61,14 @@ def project_2d(
         raise ContrastiveError(
             f"unknown projection {method!r}; choose one of {', '.join(PROJECTIONS)}"
         )
+    if "n_components" in options:
+        raise ContrastiveError(
+            f"n_components={options['n_components']!r} cannot be set: project_2d always "
+            "projects to 2 dimensions"
+        )
     if normalise:
         array = unit_rows(array)
+    _check_spread(array, normalise)
     if method == "pca":
         coordinates = _pca(array, 2, seed, **options)
     elif method == "tsne":
@@ -63,9 +78,25 @@ def project_2d(
     return np.asarray(coordinates, dtype=np.float32)
 
 
+def _check_spread(array: np.ndarray, normalised: bool) -> None:
+    """Refuses rows that are all the same point.
+
+    t-SNE's PCA initialisation divides by the spread and crashes the process (a dead
+    Jupyter kernel) on such input, and PCA only returns zeros: a collapsed run's
+    embeddings are better named than drawn as one dot.
+    """
+    deviation = np.abs(array - array[0]).max()
+    if deviation <= _SPREAD_TOLERANCE * max(float(np.abs(array).max()), 1e-30):
+        after = " after scaling to unit length" if normalised else ""
+        raise ContrastiveError(
+            f"the embeddings have no spread: all {len(array)} rows are identical{after} "
+            "(a collapsed run?); there is nothing to project"
+        )
+
+
 def _pca(array: np.ndarray, dims: int, seed: int, **options: Any) -> np.ndarray:
-    dims = min(dims, *array.shape)
-    coordinates = PCA(n_components=dims, random_state=seed, **options).fit_transform(array)
+    settings = {"random_state": seed, **options, "n_components": min(dims, *array.shape)}
+    coordinates = PCA(**settings).fit_transform(array)
     if coordinates.shape[1] < 2:
         # A 1-dimensional input still gets a plottable second axis.
         coordinates = np.pad(coordinates, ((0, 0), (0, 2 - coordinates.shape[1])))

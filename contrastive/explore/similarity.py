@@ -18,10 +18,12 @@ import torch
 
 from contrastive.curation.duplicates import similar_pairs
 from contrastive.curation.outliers import outliers
+from contrastive.embeddings import checked_features
 from contrastive.errors import ContrastiveError
 from contrastive.neighbours import top_k
 
 __all__ = [
+    "check_indices",
     "near_duplicates",
     "nearest_neighbours",
     "outliers",
@@ -34,16 +36,21 @@ __all__ = [
 BLOCK_ELEMENTS = 1 << 24
 
 
-def unit_rows(vectors: np.ndarray) -> np.ndarray:
+def unit_rows(vectors: np.ndarray, name: str = "embeddings") -> np.ndarray:
     """Scales rows to unit length so dot products are cosine similarities.
 
     Args:
         vectors: ``(N, D)`` array.
+        name: The argument's name in messages.
 
     Returns:
         ``(N, D)`` float32 array; all-zero rows stay zero (similarity 0 to everything).
+
+    Raises:
+        ContrastiveError: If ``vectors`` is not a real 2-D array or holds NaN or inf
+            (the check of :class:`~contrastive.embeddings.Embeddings`).
     """
-    array = np.asarray(vectors, dtype=np.float32)
+    array = checked_features(vectors, name)
     norms = np.linalg.norm(array, axis=1, keepdims=True)
     return array / np.maximum(norms, np.finfo(np.float32).tiny)
 
@@ -80,15 +87,24 @@ def top_k_similar(
         cosine similarities, sorted by decreasing similarity, then increasing index.
 
     Raises:
-        ContrastiveError: If ``k`` is not in ``[1, available keys]`` or dimensions differ.
+        ContrastiveError: If ``k`` is not in ``[1, available keys]``, an array is not 2-D
+            and finite, dimensions differ, or ``exclude`` is not one key index per query.
     """
     if normalise:
-        queries, keys = unit_rows(queries), unit_rows(keys)
+        queries, keys = unit_rows(queries, "queries"), unit_rows(keys, "keys")
+    else:
+        queries, keys = checked_features(queries, "queries"), checked_features(keys, "keys")
+    if exclude is not None:
+        exclude = check_indices(exclude, len(keys), "exclude", allow_mask=False, allow_empty=True)
+        if len(exclude) != len(queries):
+            raise ContrastiveError(
+                f"exclude must give one key index per query ({len(queries)}), got {len(exclude)}"
+            )
     indices, similarities = top_k(
-        torch.from_numpy(np.asarray(queries, dtype=np.float32)),
-        torch.from_numpy(np.asarray(keys, dtype=np.float32)),
+        torch.from_numpy(queries),
+        torch.from_numpy(keys),
         k,
-        exclude=None if exclude is None else torch.as_tensor(np.asarray(exclude, dtype=np.int64)),
+        exclude=None if exclude is None else torch.from_numpy(exclude),
         chunk_rows=chunk_rows,
     )
     return indices.numpy(), similarities.numpy()
@@ -105,15 +121,22 @@ def nearest_neighbours(
     Args:
         embeddings: ``(N, D)`` embeddings.
         k: Neighbours per query (the query itself is never its own neighbour).
-        query_indices: ``(Q,)`` rows to query; all rows when None.
+        query_indices: ``(Q,)`` rows to query, or an ``(N,)`` boolean mask of them; all
+            rows when None.
         chunk_rows: See :func:`top_k_similar`.
 
     Returns:
         ``(indices, similarities)``, both ``(Q, k)``, most similar first.
+
+    Raises:
+        ContrastiveError: If ``embeddings`` is not 2-D and finite, or a query index is not
+            a row (see :func:`check_indices`).
     """
     unit = unit_rows(embeddings)
     queries = (
-        np.arange(len(unit)) if query_indices is None else _check_indices(query_indices, len(unit))
+        np.arange(len(unit))
+        if query_indices is None
+        else check_indices(query_indices, len(unit), "query_indices")
     )
     return top_k_similar(
         unit[queries], unit, k, exclude=queries, normalise=False, chunk_rows=chunk_rows
@@ -136,11 +159,51 @@ def near_duplicates(
     )
 
 
-def _check_indices(indices: Sequence[int] | np.ndarray, count: int) -> np.ndarray:
-    array = np.asarray(indices, dtype=np.int64).reshape(-1)
+def check_indices(
+    indices: Sequence[int] | np.ndarray,
+    count: int,
+    name: str = "indices",
+    allow_mask: bool = True,
+    allow_empty: bool = False,
+) -> np.ndarray:
+    """The one check of row numbers given to exploration functions.
+
+    Args:
+        indices: Row numbers, or (with ``allow_mask``) a boolean mask of ``count`` rows
+            such as ``dataset.labels == 2``.
+        count: Rows there are.
+        name: The argument's name in messages.
+        allow_mask: Accept a boolean mask; otherwise booleans are refused as non-integers.
+        allow_empty: Accept no indices at all.
+
+    Returns:
+        ``(Q,)`` int64 row numbers (the mask's True rows, in order).
+
+    Raises:
+        ContrastiveError: If the mask has the wrong length, or an index is not a whole
+            number in ``0..count - 1`` (negative ones are refused rather than counted
+            from the end), or none are given when ``allow_empty`` is False.
+    """
+    array = np.asarray(indices).reshape(-1)
+    if array.dtype == np.bool_ and allow_mask:
+        # A mask read as numbers would silently pick rows 0 and 1.
+        if len(array) != count:
+            raise ContrastiveError(
+                f"{name} is a boolean mask of {len(array)} entries, expected one per row ({count})"
+            )
+        array = np.flatnonzero(array)
     if len(array) == 0:
-        raise ContrastiveError("no query indices given")
+        if allow_empty:
+            return np.zeros(0, dtype=np.int64)
+        raise ContrastiveError(f"no {name} given")
+    if not np.issubdtype(array.dtype, np.integer):
+        kinds = "integer row numbers or a boolean mask" if allow_mask else "integer row numbers"
+        raise ContrastiveError(
+            f"{name} must be {kinds}, got {array.dtype} values such as {array[0].item()!r}"
+        )
     bad = (array < 0) | (array >= count)
     if bad.any():
-        raise ContrastiveError(f"query index {int(array[bad][0])} is outside 0..{count - 1}")
-    return array
+        raise ContrastiveError(
+            f"{name} holds index {int(array[bad][0])}, outside the rows 0..{count - 1}"
+        )
+    return array.astype(np.int64, copy=False)

@@ -17,6 +17,7 @@ and the images are decoded and held by one process instead of all of them.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 
@@ -143,6 +144,11 @@ class KNNMonitor(pl.Callback):
         (train_features, train_labels), (test_features, test_labels) = (
             self._features(split, extractor, device) for split in self._splits
         )
+        if not (train_features.isfinite().all() and test_features.isfinite().all()):
+            # A diverged network: the monitor reports it, the run's own checks decide whether
+            # training stops (kNN refuses NaN features).
+            log.warning("online monitor: the backbone gives NaN or inf features; top-1 is nan")
+            return math.nan
         k = min(self.k, len(train_labels))
         rankings = knn_rankings(
             train_features,

@@ -10,10 +10,12 @@ import torch
 from PIL import Image
 
 from contrastive.curation.duplicates import (
+    SIMILARITY_TOLERANCE,
     duplicate_groups,
     exact_copy_links,
     find_cross_duplicates,
     find_duplicates,
+    similar_pairs,
 )
 from contrastive.errors import ContrastiveError
 
@@ -73,3 +75,14 @@ def test_copies_across_two_folders_are_leaks(tmp_path: Path, make_textured_folde
     groups = find_cross_duplicates(test, train)
     assert [g.members.tolist() for g in groups] == [[0, len(test) + 5]]
     assert [g.members.tolist() for g in find_duplicates(test)] == [[1, 2]]
+
+
+def test_threshold_one_finds_exact_copies_despite_float32_rounding() -> None:
+    # Float32 puts the cosine of a row with itself a few last bits off 1 (0.99999994).
+    base = np.random.default_rng(0).standard_normal((10, 128)).astype(np.float32)
+    pairs, sims = similar_pairs(np.vstack([base, base]), threshold=1.0)
+    assert sorted(map(tuple, pairs.tolist())) == [(i, i + 10) for i in range(10)]
+    assert np.all(sims >= 1.0 - SIMILARITY_TOLERANCE)
+    # Distinct rows stay out, also at a threshold just under 1.
+    pairs, _ = similar_pairs(np.vstack([base, base + 0.01]), threshold=1.0)
+    assert len(pairs) == 0

@@ -56,3 +56,19 @@ def test_unlabeled_or_single_class_data_is_refused() -> None:
         find_label_issues(embeddings, np.full(len(embeddings), -1), CLASSES)
     with pytest.raises(ContrastiveError, match="at least two classes"):
         find_label_issues(embeddings, np.zeros(len(embeddings), np.int64), CLASSES)
+
+
+def test_folds_are_capped_at_the_largest_class_with_a_warning() -> None:
+    # Four images a class: scikit-learn refuses five stratified folds.
+    embeddings, labels = separated()
+    keep = np.concatenate([np.flatnonzero(labels == c)[:4] for c in range(CLASSES)])
+    with pytest.warns(UserWarning, match="folds=5 lowered to 4: the largest class has only 4"):
+        found = find_label_issues(embeddings[keep], labels[keep], CLASSES)
+    assert found.probabilities.shape == (len(keep), CLASSES)
+    assert not np.isnan(found.quality).any()
+
+
+def test_classes_of_one_image_cannot_be_cross_validated() -> None:
+    embeddings, _ = separated()
+    with pytest.raises(ContrastiveError, match="not enough labeled images per class"):
+        out_of_fold_probabilities(embeddings[:4], np.arange(4), CLASSES)

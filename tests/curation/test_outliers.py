@@ -52,3 +52,29 @@ def test_bad_arguments_are_named() -> None:
         neighbourhood_similarity(np.eye(4)[:1])
     with pytest.raises(ContrastiveError, match="n_clusters must be between 2 and 4"):
         unusual_groups(np.eye(4), n_clusters=9)
+    # 0 is a mistake to name, not a request for the default (None).
+    with pytest.raises(ContrastiveError, match="n_clusters must be between 2 and 4, got 0"):
+        unusual_groups(np.eye(4), n_clusters=0)
+    with pytest.raises(ContrastiveError, match="max_size must be at least 2"):
+        unusual_groups(np.eye(4), max_size=0)
+
+
+def test_a_set_too_small_to_tell_reports_no_unusual_group() -> None:
+    # Three images in two clusters: a "cluster" of two is above the mean size, not tiny.
+    data = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]], dtype=np.float32)
+    assert unusual_groups(data) == []
+    # Asked for explicitly, a tiny size still applies.
+    assert [len(group.members) for group in unusual_groups(data, max_size=2)] == [2]
+
+
+def test_nan_rows_and_vectors_are_refused_not_ranked() -> None:
+    data = blobs()
+    data[7, 2] = np.nan
+    with pytest.raises(
+        ContrastiveError, match=r"embeddings contain NaN or inf in 1 row\(s\), first row 7"
+    ):
+        outliers(data)
+    with pytest.raises(
+        ContrastiveError, match=r"embeddings must be 2-D \(rows x features\), got shape \(16,\)"
+    ):
+        outliers(blobs()[0])

@@ -77,3 +77,13 @@ def test_counts_and_methods_are_checked() -> None:
         kcenter_greedy(data, 0)
     with pytest.raises(ContrastiveError, match="unknown selection method 'random'"):
         select(data, 2, method="random")
+
+
+@pytest.mark.parametrize("method", ["typiclust", "kcenter"])
+def test_nan_or_inf_rows_are_refused(method: str) -> None:
+    data = np.eye(6, dtype=np.float32)
+    data[4, 3] = np.nan
+    with pytest.raises(
+        ContrastiveError, match=r"embeddings contain NaN or inf in 1 row\(s\), first row 4"
+    ):
+        select(data, 3, method=method)

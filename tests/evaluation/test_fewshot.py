@@ -76,6 +76,16 @@ def test_short_classes_use_all_they_have_and_are_reported() -> None:
     assert result.k == {1: 3, 5: 12}  # k capped at the labeled images
 
 
+def test_counts_larger_than_every_class_are_left_out_with_a_warning() -> None:
+    train, train_labels = blobs(10)
+    with pytest.warns(UserWarning, match=r"^counts 20, 50 exceed every class \(the largest has 10"):
+        result = few_label_evaluation(
+            train, train_labels, *blobs(5, seed=1), counts=[1, 20, 50, "all"], draws=2
+        )
+    assert result.counts == [1, ALL]
+    assert set(result.scores[ALL]["knn"]) == {1, ALL} and set(result.labeled) == {1, ALL}
+
+
 def test_intervals_shrink_with_draws_and_cover_the_known_answer() -> None:
     train, train_labels = blobs(100, spread=2.5)
     test, test_labels = blobs(100, seed=1, spread=2.5)
@@ -107,15 +117,22 @@ def test_t_interval_matches_scipy() -> None:
 @pytest.mark.parametrize(
     ("counts", "labels", "message"),
     [
-        ([50], torch.arange(3).repeat_interleave(10), "exceed every class"),
+        # Worded as the parameter: a Python caller gave no --counts.
+        (
+            [50, 20],
+            torch.arange(3).repeat_interleave(10),
+            r"^counts 20, 50 exceed every class \(the largest has 10 images\)",
+        ),
         ([1], torch.zeros(30, dtype=torch.long), "at least two classes"),
     ],
 )
 def test_bad_input_is_one_line_error(counts, labels, message: str) -> None:
     with pytest.raises(ContrastiveError, match=message):
         few_label_evaluation(torch.randn(30, 4), labels, torch.randn(5, 4), labels[:5], counts)
-    with pytest.raises(ContrastiveError, match="positive integers or 'all'"):
+    with pytest.raises(ContrastiveError, match="^counts: expected positive integers or 'all'"):
         parse_counts("1,0")
+    with pytest.raises(ContrastiveError, match="^counts is empty"):
+        parse_counts(" , ")
 
 
 def test_cli_writes_report_table_and_plot(

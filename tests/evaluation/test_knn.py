@@ -93,11 +93,29 @@ def test_euclidean_weights_follow_distance_differences() -> None:
     ("kwargs", "message"),
     [
         ({"test_features": torch.zeros(2, 3), "ks": (1,)}, "differ in width"),
-        ({"ks": (5,)}, "--k values"),
-        ({"ks": (0,)}, "--k values"),
-        ({"temperature": 0.0, "ks": (1,)}, "--temperature"),
+        # Worded as the parameters, not the CLI's flags: a Python caller gave no --k.
+        ({"ks": (5,)}, r"^k values must lie in \[1, 4\]"),
+        ({"ks": (0,)}, r"^k values"),
+        ({"temperature": 0.0, "ks": (1,)}, r"^temperature must be > 0"),
         ({"metric": "manhattan", "ks": (1,)}, "unknown kNN metric"),
         ({"train_labels": torch.tensor([0, -1, 1, 2]), "ks": (1,)}, "-1 marks unlabeled"),
+        (
+            {"test_features": torch.full((2, 2), float("nan")), "ks": (1,)},
+            r"kNN test features contain NaN or inf in 2 row\(s\), first row 0",
+        ),
+        (
+            {
+                "train_features": BANK.clone().index_fill_(0, torch.tensor([2]), torch.inf),
+                "ks": (1,),
+            },
+            r"kNN train features contain NaN or inf in 1 row\(s\), first row 2",
+        ),
+        ({"test_features": torch.zeros(2), "ks": (1,)}, r"must be 2-D \(rows x features\)"),
+        ({"num_classes": 2, "ks": (1,)}, r"labels up to 2 need num_classes >= 3, got 2"),
+        (
+            {"test_features": BANK, "exclude": torch.tensor([0, 1, 2, 9]), "ks": (1,)},
+            r"exclude index 9 is outside 0\.\.3",
+        ),
     ],
 )
 def test_bad_input_raises_one_line_errors(kwargs: dict, message: str) -> None:
@@ -106,3 +124,11 @@ def test_bad_input_raises_one_line_errors(kwargs: dict, message: str) -> None:
     with pytest.raises(ContrastiveError, match=message) as error:
         knn_rankings(**arguments)
     assert "\n" not in str(error.value)
+
+
+def test_numpy_arrays_are_accepted() -> None:
+    # Embeddings hold NumPy arrays; the protocols should not ask for a conversion first.
+    expected = knn_rankings(BANK, BANK_LABELS, QUERY, (2,))[2]
+    ranked = knn_rankings(BANK.numpy(), BANK_LABELS.numpy(), QUERY.numpy(), (2,))[2]
+    assert torch.equal(ranked, expected)
+    assert torch.equal(knn_classify(BANK.numpy(), BANK_LABELS.numpy(), QUERY.numpy(), 2), expected)

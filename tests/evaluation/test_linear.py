@@ -104,7 +104,13 @@ def test_selection_rejects_a_penalty_that_flattens_the_classifier() -> None:
     [
         (torch.zeros(4, 3), torch.zeros(4, dtype=torch.long), [1e-3], "differ in width"),
         (torch.zeros(4, 2), torch.tensor([0, -1, 0, 0]), [1e-3], "-1 marks unlabeled"),
-        (torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), [], "--weight-decay"),
+        (torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), [], r"^weight decays must be >= 0"),
+        (
+            torch.full((4, 2), float("nan")),
+            torch.zeros(4, dtype=torch.long),
+            [1e-3],
+            r"linear-probe test features contain NaN or inf in 4 row\(s\)",
+        ),
     ],
 )
 def test_bad_input_raises_one_line_errors(
@@ -118,3 +124,13 @@ def test_bad_input_raises_one_line_errors(
             test_labels,
             weight_decays=grid,
         )
+
+
+def test_numpy_arrays_are_accepted() -> None:
+    train, train_labels = clustered(60, seed=0, dim=8)
+    test, test_labels = clustered(20, seed=1, dim=8)
+    expected = linear_probe(train, train_labels, test, test_labels, weight_decays=[1e-2])
+    result = linear_probe(
+        train.numpy(), train_labels.numpy(), test.numpy(), test_labels.numpy(), weight_decays=[1e-2]
+    )
+    assert result.summary == expected.summary

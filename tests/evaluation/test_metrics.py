@@ -9,6 +9,7 @@ import sklearn.metrics
 import torch
 from lightly.utils.benchmarking.topk import mean_topk_accuracy
 
+from contrastive.errors import ContrastiveError
 from contrastive.evaluation.metrics import (
     classification_summary,
     confusion_matrix,
@@ -23,6 +24,13 @@ TARGETS = torch.tensor([0, 0, 1, 1])
 def test_topk_accuracy_counts_hits_within_the_first_k() -> None:
     # Row hits at ranks: row 0 -> 1, row 1 -> 2, row 2 -> 2, row 3 -> 3.
     assert topk_accuracy(RANKED, TARGETS, (1, 2, 3, 5)) == {1: 0.25, 2: 0.75, 3: 1.0, 5: 1.0}
+
+
+def test_topk_accuracy_refuses_rankings_that_do_not_match_the_targets() -> None:
+    with pytest.raises(ContrastiveError, match=r"one row per target \(3\), got shape \(2, 2\)"):
+        topk_accuracy(torch.tensor([[0, 1], [1, 0]]), torch.tensor([0, 1, 1]))
+    with pytest.raises(ContrastiveError, match=r"got shape \(4,\)"):
+        topk_accuracy(torch.tensor([0, 1, 1, 0]), TARGETS)
 
 
 def test_confusion_rows_are_true_classes() -> None:

@@ -37,6 +37,16 @@ def test_train_test_pair_uses_the_train_votes(toy: Embeddings) -> None:
     np.testing.assert_allclose(report.per_class_accuracy, [0.75, 1.0])
 
 
+def test_a_test_set_lacking_a_class_is_scored_by_class_name(toy: Embeddings) -> None:
+    rows = [0, 1, 10, 11]  # two "a" and two "b" images
+    only_b = Embeddings(toy.embeddings[rows[2:]], toy.paths[rows[2:]], [0, 0], ["b"])
+    report = knn_report(toy, only_b, k=3)
+    # Label 0 of the test set is "b", which is class 1 of the training set.
+    assert report.targets.tolist() == [1, 1] and report.classes == ["a", "b"]
+    assert report.predictions.tolist() == [1, 1]
+    assert report.confusion.tolist() == [[0, 0], [0, 2]]
+
+
 def test_classes_without_images_have_no_accuracy(toy: Embeddings) -> None:
     three = Embeddings(toy.embeddings, toy.paths, toy.labels, ["a", "b", "c"])
     accuracy = knn_report(three, k=3).per_class_accuracy
@@ -48,10 +58,18 @@ def test_bad_inputs_are_refused(toy: Embeddings) -> None:
     with pytest.raises(ContrastiveError, match="train embeddings have no labelled images"):
         knn_report(unlabeled)
     other = Embeddings(toy.embeddings, toy.paths, toy.labels, ["x", "y"])
-    with pytest.raises(ContrastiveError, match="different class lists"):
+    with pytest.raises(ContrastiveError, match="test has 2 class\\(es\\) not in train: x, y"):
         knn_report(toy, other)
-    with pytest.raises(ContrastiveError, match="k must be between 1 and 22"):
+    with pytest.raises(ContrastiveError, match="test embeddings have no labelled images"):
+        knn_report(toy, unlabeled)
+    with pytest.raises(ContrastiveError, match=r"k=23 must be between 1 and 22 \(the labelled"):
         knn_report(toy, toy, k=23)
+    # Leave-one-out: one image fewer votes; the message names the Python argument.
+    with pytest.raises(ContrastiveError, match=r"^k=22 must be between 1 and 21 \(the labelled"):
+        knn_report(toy, k=22)
+    one_class = Embeddings(toy.embeddings, toy.paths, np.minimum(toy.labels, 0), ["a", "b"])
+    with pytest.raises(ContrastiveError, match="all of one class \\(a\\); kNN accuracy needs"):
+        knn_report(one_class, k=3)
     with pytest.raises(ContrastiveError, match="temperature"):
         knn_report(toy, temperature=0)
 

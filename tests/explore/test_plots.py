@@ -153,3 +153,39 @@ def test_save_figure_is_atomic_and_checks_the_format(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["plot.png"]
     with pytest.raises(ContrastiveError, match="plot.xyz"):
         save_figure(figure, tmp_path / "plot.xyz")
+
+
+def test_grids_take_a_mask_and_refuse_what_is_not_a_row(cifar_set: Embeddings) -> None:
+    mask = cifar_set.labels == 2
+    rows = np.flatnonzero(mask)
+    titles = [ax.get_title() for ax in _image_axes(plot_images(cifar_set, mask))]
+    assert titles == [f"#{row}\n{cifar_set.label_name(row)}" for row in rows]
+    queries = _image_axes(plot_neighbours(cifar_set, mask, k=2))[::3]
+    assert [ax.get_title().split("\n")[0] for ax in queries] == [f"query #{row}" for row in rows]
+    with pytest.raises(ContrastiveError, match="boolean mask of 99 entries"):
+        plot_images(cifar_set, np.ones(99, dtype=bool))
+    with pytest.raises(ContrastiveError, match="index -1, outside"):
+        plot_images(cifar_set, [-1])
+    with pytest.raises(ContrastiveError, match="index 100, outside the rows 0..99"):
+        plot_images(cifar_set, [len(cifar_set)])
+    with pytest.raises(ContrastiveError, match="query_indices must be integer.*2.7"):
+        plot_neighbours(cifar_set, [2.7])
+    with pytest.raises(ContrastiveError, match="pairs holds index -1"):
+        plot_pairs(cifar_set, [[0, -1]], [0.5])
+    with pytest.raises(ContrastiveError, match="similarities has 1 values for 2 pairs"):
+        plot_pairs(cifar_set, [[0, 1], [2, 3]], [0.5])
+
+
+def test_bad_plot_settings_are_refused(cifar_set: Embeddings) -> None:
+    with pytest.raises(ContrastiveError, match="per_cluster must be at least 1, got 0"):
+        plot_clusters(cifar_set, np.zeros(len(cifar_set), dtype=int), per_cluster=0)
+    coordinates = project_2d(cifar_set.embeddings)
+    with pytest.raises(ContrastiveError, match="thumbnail_size must be at least 1 pixel, got 0"):
+        plot_projection(cifar_set, coordinates, thumbnail_size=0)
+    coordinates[3] = np.nan
+    with pytest.raises(ContrastiveError, match="coordinates contain NaN or inf in 1 row.*row 3"):
+        plot_projection(cifar_set, coordinates)
+    with pytest.raises(ContrastiveError, match="coordinates contain NaN"):
+        spread_subsample(coordinates, 10)
+    with pytest.raises(ContrastiveError, match="embeddings contain NaN"):
+        cluster_embeddings(coordinates, 2)

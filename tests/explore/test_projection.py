@@ -83,3 +83,45 @@ def test_bad_requests_are_refused(toy: Embeddings) -> None:
         project_2d(toy.embeddings, "mds")
     with pytest.raises(ContrastiveError, match="N >= 3"):
         project_2d(toy.embeddings[:2], "pca")
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        np.ones((5, 8)),  # identical
+        np.zeros((5, 8)),  # all zero
+        np.arange(1, 6)[:, None] * np.linspace(1, 2, 8)[None],  # multiples of one row
+    ],
+    ids=["identical", "zero", "multiples"],
+)
+@pytest.mark.parametrize("method", ["pca", "tsne"])
+def test_embeddings_without_spread_are_refused(rows: np.ndarray, method: str) -> None:
+    # t-SNE used to crash the whole process (a dead kernel) here, PCA to return zeros.
+    with pytest.raises(ContrastiveError, match="no spread: all 5 rows are identical"):
+        project_2d(rows, method)
+
+
+def test_a_tiny_spread_still_projects() -> None:
+    rng = np.random.default_rng(0)
+    rows = np.ones((20, 8)) + 1e-4 * rng.normal(size=(20, 8))
+    assert np.isfinite(project_2d(rows, "tsne", max_iter=250)).all()
+
+
+def test_options_override_the_defaults(toy: Embeddings) -> None:
+    np.testing.assert_array_equal(
+        project_2d(toy.embeddings, "pca", random_state=1, svd_solver="full"),
+        project_2d(toy.embeddings, "pca", seed=1, svd_solver="full"),
+    )
+    with pytest.raises(ContrastiveError, match="n_components=3 cannot be set"):
+        project_2d(toy.embeddings, "pca", n_components=3)
+    with pytest.raises(ContrastiveError, match="n_components=3 cannot be set"):
+        project_2d(toy.embeddings, "tsne", n_components=3)
+
+
+def test_plain_arrays_are_checked_like_embeddings(toy: Embeddings) -> None:
+    bad = toy.embeddings.copy()
+    bad[4, 3] = np.nan
+    with pytest.raises(ContrastiveError, match="embeddings contain NaN or inf in 1 row"):
+        project_2d(bad)
+    with pytest.raises(ContrastiveError, match=r"must be 2-D \(rows x features\)"):
+        project_2d(toy.embeddings[0])

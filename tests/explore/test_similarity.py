@@ -121,7 +121,60 @@ def test_bad_arguments_are_named() -> None:
     embeddings = np.eye(4)
     with pytest.raises(ContrastiveError, match="threshold"):
         near_duplicates(embeddings, threshold=1.5)
-    with pytest.raises(ContrastiveError, match="query index 9"):
+    with pytest.raises(
+        ContrastiveError, match=r"query_indices holds index 9, outside the rows 0\.\.3"
+    ):
         nearest_neighbours(embeddings, k=1, query_indices=[9])
     with pytest.raises(ContrastiveError, match="count"):
         outliers(embeddings, k=1, count=0)
+
+
+def test_indices_accept_masks_and_refuse_what_is_not_a_row() -> None:
+    embeddings = np.eye(4) + 0.1
+    mask = np.array([False, True, False, True])
+    indices, _ = nearest_neighbours(embeddings, k=1, query_indices=mask)
+    # The mask's rows are queried, not rows 0 and 1 (what a mask read as numbers gives).
+    np.testing.assert_array_equal(
+        indices, nearest_neighbours(embeddings, k=1, query_indices=[1, 3])[0]
+    )
+    with pytest.raises(ContrastiveError, match="boolean mask of 3 entries, expected one per row"):
+        nearest_neighbours(embeddings, k=1, query_indices=mask[:3])
+    with pytest.raises(ContrastiveError, match="index -1, outside"):
+        nearest_neighbours(embeddings, k=1, query_indices=[-1])
+    with pytest.raises(ContrastiveError, match="must be integer row numbers.*2.7"):
+        nearest_neighbours(embeddings, k=1, query_indices=[2.7])
+    assert similarity.check_indices(np.array([2, 0]), 3).tolist() == [2, 0]
+
+
+def test_top_k_checks_exclude() -> None:
+    keys = np.eye(3)
+    with pytest.raises(ContrastiveError, match="exclude holds index 99"):
+        top_k_similar(keys[:1], keys, k=1, exclude=[99])
+    with pytest.raises(ContrastiveError, match=r"one key index per query \(2\), got 1"):
+        top_k_similar(keys[:2], keys, k=1, exclude=[0])
+    with pytest.raises(ContrastiveError, match="exclude must be integer row numbers, got bool"):
+        top_k_similar(keys[:1], keys, k=1, exclude=[True])
+
+
+@pytest.mark.parametrize("normalise", [True, False])
+def test_plain_arrays_get_the_embeddings_checks(normalise: bool) -> None:
+    keys = np.eye(3)
+    with pytest.raises(ContrastiveError, match=r"queries must be 2-D \(rows x features\)"):
+        top_k_similar(keys[0], keys, k=1, normalise=normalise)
+    bad = keys.copy()
+    bad[1, 2] = np.nan
+    with pytest.raises(ContrastiveError, match="keys contain NaN or inf in 1 row"):
+        top_k_similar(keys, bad, k=1, normalise=normalise)
+
+
+def test_unit_rows_refuses_what_embeddings_refuse() -> None:
+    bad = np.eye(3)
+    bad[2, 0] = np.inf
+    with pytest.raises(
+        ContrastiveError, match="embeddings contain NaN or inf in 1 row.*first row 2"
+    ):
+        similarity.unit_rows(bad)
+    with pytest.raises(
+        ContrastiveError, match=r"must be 2-D \(rows x features\), got shape \(3,\)"
+    ):
+        nearest_neighbours(np.ones(3), k=1)

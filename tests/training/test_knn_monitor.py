@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,14 @@ def test_measure_equals_offline_knn_and_keeps_state(tmp_path: Path) -> None:
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert model.training
     assert first == offline_top1(model.eval(), train, test, k=5)
+
+
+def test_a_diverged_backbone_reads_nan_instead_of_stopping_the_run(tmp_path: Path) -> None:
+    train, test = write_folder(tmp_path / "t", 8, 0), write_folder(tmp_path / "v", 4, 1)
+    model = backbone()
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    assert math.isnan(KNNMonitor(train, test, VIEWS, k=5).measure(model))
 
 
 class TinyModule(pl.LightningModule):

@@ -1,0 +1,73 @@
+"""The report folder: a second report into the same folder leaves none of the first's lists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from contrastive.curation import CurationSettings, curate
+from contrastive.curation.report import write_report
+from contrastive.embeddings import Embeddings
+
+
+def embedded_folder(root: Path, make_textured_folder) -> Embeddings:
+    """Random embeddings of a labeled folder of 3 classes x 6 textured images."""
+    paths = make_textured_folder(root, {"a": 6, "b": 6, "c": 6})
+    rng = np.random.default_rng(0)
+    return Embeddings(
+        rng.standard_normal((len(paths), 8)).astype(np.float32),
+        np.array([path.relative_to(root).as_posix() for path in paths]),
+        np.repeat(np.arange(3), 6),
+        ["a", "b", "c"],
+        data_root=root,
+    )
+
+
+def test_a_second_report_removes_the_lists_it_does_not_write(
+    tmp_path: Path, make_textured_folder
+) -> None:
+    dataset = embedded_folder(tmp_path / "data", make_textured_folder)
+    make_textured_folder(tmp_path / "other", {"": 3}, seed=5)
+    out = tmp_path / "report"
+    full = curate(dataset, CurationSettings(select=3), against=tmp_path / "other")
+    write_report(full, out, link_selected=True)
+    first = {path.name for path in out.iterdir()}
+    assert {"label_issues.csv", "leaks.csv", "selection.csv", "selection.png", "selected"} <= first
+    (out / "notes.txt").write_text("mine")  # a person's file, not the report's
+    (out / "keep").mkdir()
+    (out / "keep" / "0001_x.png").write_text("mine")
+
+    write_report(curate(dataset, CurationSettings(label_issues="no")), out)
+    second = {path.name for path in out.iterdir()}
+    for gone in ("label_issues.csv", "leaks.csv", "selection.csv", "selection.png", "selected"):
+        assert gone not in second
+    assert {"duplicates.csv", "outliers.csv", "summary.json", "notes.txt", "keep"} <= second
+    assert (out / "keep" / "0001_x.png").read_text() == "mine"
+
+
+def test_a_selected_folder_with_other_files_is_left_alone(
+    tmp_path: Path, make_textured_folder
+) -> None:
+    dataset = embedded_folder(tmp_path / "data", make_textured_folder)
+    out = tmp_path / "report"
+    (out / "selected").mkdir(parents=True)
+    (out / "selected" / "favourite.png").write_text("mine")
+    write_report(curate(dataset, CurationSettings(label_issues="no")), out, sheets=False)
+    assert (out / "selected" / "favourite.png").read_text() == "mine"
+
+
+def test_auto_label_check_skips_classes_of_one_image(
+    tmp_path: Path, make_textured_folder, caplog
+) -> None:
+    # One image per class: nothing to cross-validate; "auto" skips rather than failing.
+    paths = make_textured_folder(tmp_path / "data", {"a": 1, "b": 1, "c": 1, "d": 1})
+    dataset = Embeddings(
+        np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32),
+        np.array([path.relative_to(tmp_path / "data").as_posix() for path in paths]),
+        np.arange(4),
+        ["a", "b", "c", "d"],
+        data_root=tmp_path / "data",
+    )
+    assert curate(dataset).label_issues is None
+    assert "no class has 2 labeled images" in caplog.text
