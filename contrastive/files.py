@@ -53,7 +53,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     On an exception the temporary file is removed and ``target`` is left untouched.
 
     Raises:
-        ContrastiveError: If the folder of ``target`` cannot be created.
+        ContrastiveError: If the folder of ``target`` cannot be created or written.
     """
     target_path = Path(target)
     try:
@@ -62,9 +62,12 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         raise ContrastiveError(
             f"cannot create folder {target_path.parent}: {error.strerror or error}"
         ) from error
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{target_path.name}.", suffix=".tmp", dir=target_path.parent
-    )
+    try:
+        handle, temporary = tempfile.mkstemp(
+            prefix=f".{target_path.name}.", suffix=".tmp", dir=target_path.parent
+        )
+    except OSError as error:
+        raise ContrastiveError(f"cannot write {target_path}: {error.strerror or error}") from error
     os.close(handle)
     temporary_path = Path(temporary)
     try:

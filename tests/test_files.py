@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import contrastive.files as files
 from contrastive.errors import ContrastiveError
 from contrastive.files import (
     atomic_path,
@@ -268,3 +270,15 @@ def test_atomic_writes_get_the_mode_the_umask_allows(tmp_path: Path) -> None:
         os.umask(previous)
         files._file_mode.cache_clear()
     assert (tmp_path / "report.txt").stat().st_mode & 0o777 == 0o640
+
+
+def test_a_folder_that_refuses_new_files_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", read_only)
+    refused = pytest.raises(ContrastiveError, match=r"cannot write .*x\.npz: Read-only file system")
+    with refused, atomic_path(tmp_path / "x.npz"):
+        pass

@@ -8,6 +8,8 @@ Embeds ``--data`` with a run (or reads embeddings of it), runs
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import warnings
 from pathlib import Path
 
 from contrastive.cli.embed import (
@@ -15,6 +17,7 @@ from contrastive.cli.embed import (
     add_encoder_arguments,
     embed_with_args,
     encoder_from_args,
+    output_folder,
 )
 from contrastive.curation.pipeline import (
     LABEL_ISSUE_MODES,
@@ -47,7 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="embeddings of --data written by `contrastive embed` (instead of --run)",
     )
     parser.add_argument("--data", required=True, type=Path, help="image folder to curate")
-    parser.add_argument("--out", required=True, type=Path, help="report folder to write")
+    parser.add_argument("--out", required=True, type=output_folder, help="report folder to write")
     parser.add_argument(
         "--against",
         type=Path,
@@ -101,7 +104,17 @@ def embeddings_from_args(args: argparse.Namespace) -> Embeddings:
     if source is not None and args.embeddings is not None:
         raise ContrastiveError("give either --run/--checkpoint or --embeddings, not both")
     if args.embeddings is not None:
-        dataset = load_embeddings(args.embeddings, data_root=args.data)
+        dataset = load_embeddings(args.embeddings)
+        recorded = Path(dataset.data_root) if dataset.data_root else None
+        if recorded is not None and recorded.resolve() != args.data.resolve():
+            # Same relative names can hold other images (numbered files in two splits):
+            # the user should know the features were not made from this folder's path.
+            warnings.warn(
+                f"{args.embeddings} was embedded from {recorded}, not --data {args.data}; "
+                f"using it for {args.data}'s images of the same names",
+                stacklevel=2,
+            )
+        dataset = dataclasses.replace(dataset, data_root=str(args.data))
         check_matches_folder(dataset, args.data)
         return dataset
     return embed_with_args(args, encoder_from_args(args))
@@ -115,6 +128,12 @@ def run(args: argparse.Namespace) -> int:
         raise ContrastiveError("--link-selected needs --select N")
     if args.out.exists() and not args.out.is_dir():
         raise ContrastiveError(f"--out {args.out} is a file, not a folder")
+    if args.out.resolve().is_relative_to(args.data.resolve()):
+        # The report's contact sheets and selected/ links would be curated as data next time.
+        raise ContrastiveError(
+            f"--out {args.out} is inside --data {args.data}: the next scan would take the "
+            "report's images for data; choose a folder outside it"
+        )
     settings = CurationSettings(
         near_copy_threshold=args.near_copy_threshold,
         select=args.select,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, type=output_file, help="output .npz file")
     parser.add_argument(
         "--projector",
-        type=Path,
+        type=output_folder,
         metavar="DIR",
         help="also write a TensorBoard Embedding Projector export (tensors, "
         "metadata, thumbnail sprite) to DIR; needs `pip install tensorboard`",
@@ -81,12 +82,34 @@ def positive_int(text: str) -> int:
 
 
 def output_file(text: str) -> Path:
-    """An argparse type: a file to write, refused up front where a folder stands (the write
-    comes after all the work)."""
+    """An argparse type: a file to write, refused up front where a folder stands or the
+    place cannot be written (the write comes after all the work)."""
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{path} is a folder; give a file name")
+    _check_writable_place(path, path.parent)
     return path
+
+
+def output_folder(text: str) -> Path:
+    """An argparse type: a folder to write into, refused up front where a file stands or
+    the place cannot be written."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a file; give a folder")
+    _check_writable_place(path, path)
+    return path
+
+
+def _check_writable_place(path: Path, folder: Path) -> None:
+    """Refuses ``path`` when the nearest existing folder at or above ``folder`` cannot be
+    written into (read-only file system, no permission), before any work; folders missing
+    on the way are created at write time."""
+    folder = folder.absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {path}: {folder} is not writable")
 
 
 def add_compute_arguments(parser: argparse.ArgumentParser) -> None:

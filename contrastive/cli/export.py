@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from contrastive.cli.embed import output_file
 from contrastive.errors import ContrastiveError
 
 HELP = "export a run's backbone to ONNX, TorchScript or a state_dict, checked on real images"
@@ -33,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="the exported model takes RGB in [0, 1] and applies the run's mean/std itself",
     )
     parser.add_argument(
-        "--out", type=Path, help="file to write (default: RUN/export/backbone.onnx etc.)"
+        "--out", type=output_file, help="file to write (default: RUN/export/backbone.onnx etc.)"
     )
     parser.add_argument(
         "--images",

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from contrastive.cli.embed import output_file
+
 HEALTH_HELP = "plot a run's label-free health (rank, alignment/uniformity, stability); verdict"
 COMPARE_HELP = "rank finished runs by a label-free measure (no labels needed)"
 
@@ -15,7 +17,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     health = subparsers.add_parser("health", help=HEALTH_HELP, description=HEALTH_HELP + ".")
     health.add_argument("run", type=Path, help="run directory (holds metrics.csv)")
     health.add_argument(
-        "--out", type=Path, help="figure to write (default: RUN/health.png; .png, .pdf, .svg)"
+        "--out",
+        type=output_file,
+        help="figure to write (default: RUN/health.png; .png, .pdf, .svg)",
     )
     health.set_defaults(func=run_health)
 

@@ -44,6 +44,44 @@ def test_an_output_file_where_a_folder_stands_is_refused_before_any_work(
     assert f"{folder} is a folder; give a file name" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("command", "flag"),
+    [
+        (["embed", "--run", "r", "--data", "d", "--out"], "--out"),
+        (["embed", "--run", "r", "--data", "d", "--out", "e.npz", "--projector"], "--projector"),
+        (["eval", "knn", "--train", "a", "--test", "b", "--out"], "--out"),
+        (["health", "run", "--out"], "--out"),
+        (["export", "run", "--out"], "--out"),
+        (["curate", "--run", "r", "--data", "d", "--out"], "--out"),
+    ],
+)
+def test_outputs_that_cannot_be_written_are_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture, command: list[str], flag: str
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(SystemExit) as stop:
+        main([*command, str(blocker / "below" / "result")])
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert (
+        f"argument {flag}: cannot write {blocker}/below/result: {blocker} is not writable" in error
+    )
+
+
+@pytest.mark.parametrize(
+    "command", [["embed", "--run", "r", "--data", "d", "--out", "e.npz", "--projector"]]
+)
+def test_an_output_folder_where_a_file_stands_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture, command: list[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(SystemExit):
+        main([*command, str(blocker)])
+    assert f"{blocker} is a file; give a folder" in capsys.readouterr().err
+
+
 def test_devices_are_named_in_errors() -> None:
     assert resolve_device("cpu") == "cpu"
     with pytest.raises(ContrastiveError, match="--device tpu: not a device"):
