@@ -62,9 +62,9 @@ def list_images(root: str | os.PathLike) -> list[Path]:
     """Lists every image file below ``root``, recursively, sorted by relative path.
 
     Symbolic links to files are followed; symbolic links to directories are not, so link
-    loops cannot hang the scan. Directories whose names look like images are ignored.
-    Files with other extensions are counted by extension and named in one warning, so
-    nothing is left out silently.
+    loops cannot hang the scan (a warning names them, and counts broken links).
+    Directories whose names look like images are ignored. Files with other extensions
+    are counted by extension and named in one warning, so nothing is left out silently.
 
     Args:
         root: Folder to scan.
@@ -82,6 +82,7 @@ def list_images(root: str | os.PathLike) -> list[Path]:
         raise ContrastiveError(f"data path is not a folder: {root_path}")
     found: list[Path] = []
     ignored: Counter[str] = Counter()
+    linked_folders: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root_path, onerror=_warn_walk_error):
         if RUN_MARKER in filenames and Path(dirpath) != root_path:
             # A run written inside the data (--out under --data): its sprite and plots
@@ -89,6 +90,11 @@ def list_images(root: str | os.PathLike) -> list[Path]:
             dirnames.clear()
             ignored["run folder"] += 1
             continue
+        linked_folders += [
+            os.path.join(dirpath, name)
+            for name in dirnames
+            if os.path.islink(os.path.join(dirpath, name))
+        ]
         for name in filenames:
             extension = os.path.splitext(name)[1].lower()
             if name.startswith("._"):
@@ -99,9 +105,18 @@ def list_images(root: str | os.PathLike) -> list[Path]:
                 path = Path(dirpath) / name
                 if path.is_file():
                     found.append(path.absolute())
+                elif path.is_symlink() and not path.exists():
+                    ignored["broken link"] += 1
             else:
                 # ".DS_Store" has no extension to Python; its name says more than "none".
                 ignored[extension or (name if name.startswith(".") else "no extension")] += 1
+    if linked_folders:
+        # Not followed, since a link loop would make the scan endless; said, not silent.
+        warnings.warn(
+            f"did not follow {len(linked_folders)} linked folder(s) in {root_path} (e.g. "
+            f"{linked_folders[0]}): give the folder itself as the data, or copy it in",
+            stacklevel=2,
+        )
     run_folders = ignored.pop("run folder", 0)
     if run_folders:
         warnings.warn(

@@ -238,6 +238,10 @@ def train(
     """
     started = time.perf_counter() if budget_started is None else budget_started
     config, checkpoint = resolve_resume(config, resume)
+    if config.data:
+        # Recorded as an absolute path: export, compare-runs and --resume read it from
+        # other working folders.
+        config = config.with_overrides(data=str(Path(config.data).expanduser().absolute()))
     check_accelerator(config.accelerator)
     inputs = _checked_inputs(config, folder)
     _mark_run_dir(config.run_dir)

@@ -12,7 +12,7 @@ import torch
 from contrastive.data.folder import RUN_MARKER
 from contrastive.errors import ContrastiveError
 from contrastive.hardware import check_accelerator
-from contrastive.training.config import TrainConfig
+from contrastive.training.config import TrainConfig, load_config_file
 from contrastive.training.last_checkpoint import SaveLastCheckpoint
 from contrastive.training.train import _checkpoint_callbacks, check_new_run_dir, train
 
@@ -44,12 +44,18 @@ def test_epoch_checkpoints_where_set_or_without_a_budget(
     assert last.min_interval == 0.0
 
 
-def test_a_short_budget_run_writes_last_checkpoint_only(tiny_config: TrainConfig) -> None:
+def test_a_short_budget_run_writes_last_checkpoint_only(
+    tiny_config: TrainConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # 3 epochs of 4 steps in far less than a minute: before, 3 kept epoch checkpoints.
+    data = Path(tiny_config.data)
+    monkeypatch.chdir(data.parent)  # the data given as typed, relative to here
     config = tiny_config.with_overrides(
-        epochs=3, checkpoint_every_n_epochs=None, time_budget="1m", max_steps=12
+        data=data.name, epochs=3, checkpoint_every_n_epochs=None, time_budget="1m", max_steps=12
     )
     result = train(config)
+    # Recorded absolute, for export and compare-runs run from other folders.
+    assert load_config_file(result.run_dir / "config.yaml")["data"] == str(data.absolute())
     assert (result.run_dir / RUN_MARKER).is_file()  # scans of a folder holding it skip it
     assert sorted(p.name for p in (result.run_dir / "checkpoints").iterdir()) == ["last.ckpt"]
     last = torch.load(result.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
