@@ -122,6 +122,11 @@ def load_encoder(
     path = Path(source).expanduser().absolute()
     if path.is_dir():
         return _load_run(path, backbone_config, view_config, with_projection_head)
+    if path.suffix.lower() in {".yaml", ".yml", ".json", ".csv", ".npz"}:
+        # A file of a run, not its weights: the run folder is what was meant.
+        raise ContrastiveError(
+            f"{path} is not weights: give the run folder ({path.parent}), a .ckpt or a .pt file"
+        )
     content = load_torch_safely(path)
     if isinstance(content, Mapping) and "state_dict" in content:
         return _from_lightning(

@@ -163,6 +163,11 @@ def test_not_a_run_folder(tmp_path: Path) -> None:
         load_encoder(tmp_path)
 
 
+def test_a_file_of_the_run_points_to_the_run_folder(run_dir: Path) -> None:
+    with pytest.raises(ContrastiveError, match=f"not weights: give the run folder \\({run_dir}\\)"):
+        load_encoder(run_dir / "config.yaml")
+
+
 def test_random_init_is_seeded_and_leaves_global_state(run_dir: Path) -> None:
     encoder = load_encoder(run_dir)
     torch.manual_seed(123)

@@ -12,12 +12,12 @@ import dataclasses
 import warnings
 from pathlib import Path
 
+from contrastive.cli.arguments import output_folder
 from contrastive.cli.embed import (
     add_compute_arguments,
     add_encoder_arguments,
     embed_with_args,
     encoder_from_args,
-    output_folder,
 )
 from contrastive.curation.pipeline import (
     LABEL_ISSUE_MODES,
@@ -134,6 +134,11 @@ def run(args: argparse.Namespace) -> int:
             f"--out {args.out} is inside --data {args.data}: the next scan would take the "
             "report's images for data; choose a folder outside it"
         )
+    # Imported when curating: the report draws with matplotlib, which other commands skip.
+    from contrastive.curation.report import check_selected_folder, summary_text, write_report
+
+    if args.link_selected:
+        check_selected_folder(args.out)  # before the curation, so a refusal costs nothing
     settings = CurationSettings(
         near_copy_threshold=args.near_copy_threshold,
         select=args.select,
@@ -143,9 +148,6 @@ def run(args: argparse.Namespace) -> int:
     )
     dataset = embeddings_from_args(args)
     curation = curate(dataset, settings, args.against, progress=not args.no_progress)
-    # Imported here: the report draws with matplotlib; the analyses do not need it.
-    from contrastive.curation.report import summary_text, write_report
-
     summary = write_report(curation, args.out, args.link_selected, sheets=not args.no_sheets)
     print(summary_text(summary), end="")
     print(f"report: {args.out} (summary.md, CSV files, PNG contact sheets)")

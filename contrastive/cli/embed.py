@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from contrastive.backbones import BackboneConfig
+from contrastive.cli.arguments import output_file, output_folder, positive_int
 from contrastive.embeddings import MAX_AUTO_WORKERS, Embeddings, embed_folder, save_embeddings
 from contrastive.encoder import Encoder, feature_extractor, load_encoder
 from contrastive.errors import ContrastiveError
@@ -68,48 +68,6 @@ def add_encoder_arguments(parser: argparse.ArgumentParser, required: bool) -> No
         action="store_true",
         help="use the projection head's output (Lightning checkpoints only)",
     )
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def output_file(text: str) -> Path:
-    """An argparse type: a file to write, refused up front where a folder stands or the
-    place cannot be written (the write comes after all the work)."""
-    path = Path(text)
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{path} is a folder; give a file name")
-    _check_writable_place(path, path.parent)
-    return path
-
-
-def output_folder(text: str) -> Path:
-    """An argparse type: a folder to write into, refused up front where a file stands or
-    the place cannot be written."""
-    path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{path} is a file; give a folder")
-    _check_writable_place(path, path)
-    return path
-
-
-def _check_writable_place(path: Path, folder: Path) -> None:
-    """Refuses ``path`` when the nearest existing folder at or above ``folder`` cannot be
-    written into (read-only file system, no permission), before any work; folders missing
-    on the way are created at write time."""
-    folder = folder.absolute()
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"cannot write {path}: {folder} is not writable")
 
 
 def add_compute_arguments(parser: argparse.ArgumentParser) -> None:

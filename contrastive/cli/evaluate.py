@@ -7,11 +7,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from contrastive.cli.arguments import (
+    checked_float,
+    output_file,
+    output_folder,
+    positive_int_list,
+)
 from contrastive.cli.embed import (
     add_compute_arguments,
     add_encoder_arguments,
     encoder_from_args,
-    output_file,
     resolve_device,
 )
 from contrastive.cli.fewshot import add_fewshot_arguments, run_fewshot
@@ -23,9 +28,13 @@ from contrastive.evaluation.inputs import (
     EmbedSettings,
     evaluation_inputs,
 )
-from contrastive.evaluation.knn import METRICS, knn_rankings
+from contrastive.evaluation.knn import METRICS, check_temperature, knn_rankings
 from contrastive.evaluation.labels import LabeledPair, labeled_pair
-from contrastive.evaluation.linear import DEFAULT_WEIGHT_DECAYS, linear_probe
+from contrastive.evaluation.linear import (
+    DEFAULT_WEIGHT_DECAYS,
+    check_validation_fraction,
+    linear_probe,
+)
 from contrastive.evaluation.metrics import topk_accuracy
 from contrastive.evaluation.report import build_report, knn_table, linear_table, write_report
 
@@ -44,12 +53,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     _add_common_arguments(knn)
     knn.add_argument(
         "--k",
-        type=_int_list,
+        type=positive_int_list,
         default=None,
         help=f"neighbours, e.g. 20,200 (default: {','.join(map(str, DEFAULT_KS))}, each at most "
         "the number of train images)",
     )
-    knn.add_argument("--temperature", type=float, default=0.1, help="vote temperature T")
+    knn.add_argument(
+        "--temperature",
+        type=checked_float(check_temperature, "a finite number > 0"),
+        default=0.1,
+        help="vote temperature T",
+    )
     knn.add_argument(
         "--metric",
         choices=METRICS,
@@ -68,9 +82,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     linear.add_argument(
         "--val-fraction",
-        type=float,
+        type=checked_float(check_validation_fraction, "a number in (0, 1)"),
         default=0.1,
-        help="share of each training class held out to choose it",
+        help="share of each training class held out to choose it, in (0, 1)",
     )
     linear.set_defaults(func=run_linear)
 
@@ -78,12 +92,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "fewshot",
         help="kNN and linear probe with 1, 2, 5, ... labels per class, with error bars",
     )
-    _add_common_arguments(fewshot)
+    _add_common_arguments(fewshot, out_folder=True)
     add_fewshot_arguments(fewshot)
     fewshot.set_defaults(func=lambda args: run_fewshot(args, _embed_settings(args)))
 
 
-def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_common_arguments(parser: argparse.ArgumentParser, out_folder: bool = False) -> None:
+    """The flags every protocol shares.
+
+    Args:
+        parser: The protocol's parser.
+        out_folder: ``--out`` is a folder of several files (fewshot), not one JSON report.
+    """
     parser.add_argument(
         "--train",
         required=True,
@@ -103,20 +123,22 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="also evaluate the random-init backbone and raw pixels",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of baselines and splits")
-    parser.add_argument(
-        "--out",
-        type=output_file,
-        help="JSON report (default: RUN/evaluation/PROTOCOL.json with --run, "
-        "else beside the --train .npz or the --checkpoint)",
-    )
+    if out_folder:
+        parser.add_argument(
+            "--out",
+            type=output_folder,
+            help="folder for fewshot.json, .md and .png, created or reused (earlier fewshot.* "
+            "files replaced; default: RUN/evaluation/fewshot with --run, else beside the "
+            "--train .npz)",
+        )
+    else:
+        parser.add_argument(
+            "--out",
+            type=output_file,
+            help="JSON report (default: RUN/evaluation/PROTOCOL.json with --run, "
+            "else beside the --train .npz or the --checkpoint)",
+        )
     add_compute_arguments(parser)
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers like 20,200, got {text!r}") from None
 
 
 def _float_list(text: str) -> list[float]:
@@ -242,7 +264,8 @@ def _finish(
             f"evaluation-transformed, normalised pixels, at most "
             f"{RawPixels().side}x{RawPixels().side}"
         )
-    checkpoint = encoder.source if encoder is not None else train.source
+    # The features' own record: .npz inputs may come from another checkpoint than --run.
+    checkpoint = train.source or (encoder.source if encoder is not None else "")
     report = build_report(protocol, settings, data, checkpoint, results)
     return _write_and_print(args, protocol, report, table(results))
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from contrastive.cli.embed import output_file
+from contrastive.cli.arguments import output_file
 from contrastive.errors import ContrastiveError
 
 HELP = "export a run's backbone to ONNX, TorchScript or a state_dict, checked on real images"

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from contrastive.backbones import BackboneConfig
+from contrastive.cli.arguments import checked_float, positive_int
 from contrastive.cli.embed import encoder_from_args
 from contrastive.data.near_copies import DEFAULT_THRESHOLD
 from contrastive.embeddings import Embeddings
@@ -19,6 +20,7 @@ from contrastive.errors import ContrastiveError
 from contrastive.evaluation.fewshot import (
     DEFAULT_COUNTS,
     DEFAULT_DRAWS,
+    Count,
     FewShotResult,
     parse_counts,
 )
@@ -30,6 +32,7 @@ from contrastive.evaluation.fewshot_report import (
     plot_fewshot,
 )
 from contrastive.evaluation.inputs import MODEL, EmbedSettings, evaluation_inputs
+from contrastive.evaluation.knn import check_temperature
 from contrastive.evaluation.report import build_report, write_report
 from contrastive.files import write_text_atomic
 from contrastive.views.config import ViewConfig
@@ -48,13 +51,20 @@ def add_fewshot_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--counts",
-        type=parse_counts,
+        type=counts_argument,
         default=list(DEFAULT_COUNTS),
         help="labeled images per class, e.g. 1,10,100,all (default 1,2,5,10,25,100,all)",
     )
     parser.add_argument("--draws", type=int, default=DEFAULT_DRAWS, help="random draws per count")
-    parser.add_argument("--k", type=int, default=200, help="kNN neighbours (capped at the labels)")
-    parser.add_argument("--temperature", type=float, default=0.1, help="kNN vote temperature T")
+    parser.add_argument(
+        "--k", type=positive_int, default=200, help="kNN neighbours (capped at the labels)"
+    )
+    parser.add_argument(
+        "--temperature",
+        type=checked_float(check_temperature, "a finite number > 0"),
+        default=0.1,
+        help="kNN vote temperature T",
+    )
     parser.add_argument(
         "--unlabeled",
         type=Path,
@@ -71,8 +81,20 @@ def add_fewshot_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def counts_argument(text: str) -> list[Count]:
+    """An argparse type for ``--counts``: :func:`parse_counts` with its error reported by
+    argparse (a ContrastiveError raised while parsing would escape as a traceback)."""
+    try:
+        return parse_counts(text)
+    except ContrastiveError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def run_fewshot(args: argparse.Namespace, settings: EmbedSettings) -> int:
     """Embeds (or loads) every feature set, scores them, writes JSON, Markdown and PNG."""
+    out = args.out or _default_out(args)
+    if out.exists() and not out.is_dir():  # the default place; a given --out is checked by argparse
+        raise ContrastiveError(f"{out} is a file; give --out a folder for the fewshot report")
     encoder = encoder_from_args(args)
     sets = evaluation_inputs(args.train, args.test, encoder, args.baselines, settings)
     named = _extra_encoders(args, encoder, sets[MODEL])
@@ -95,11 +117,11 @@ def run_fewshot(args: argparse.Namespace, settings: EmbedSettings) -> int:
         threshold=args.near_copy_threshold,
         progress=not args.no_progress,
     )
-    out = args.out or _default_out(args)
     out.mkdir(parents=True, exist_ok=True)
     train, test = sets[MODEL]
     settings_report = {
-        "counts": [str(c) for c in args.counts],
+        # The counts evaluated: ones larger than every class are dropped (with a warning).
+        "counts": [str(c) for c in next(iter(comparison.results.values())).counts],
         "draws": args.draws,
         "seed": args.seed,
         "interval": "95% Student-t interval over draws (spread of which images are labeled)",
@@ -126,8 +148,11 @@ def run_fewshot(args: argparse.Namespace, settings: EmbedSettings) -> int:
     from contrastive.explore.images import save_figure  # matplotlib only when writing
 
     save_figure(plot_fewshot(comparison.results), out / "fewshot.png")
+    without_copies = out / "fewshot_without_copies.png"
     if comparison.leak_check is not None and comparison.leak_check.leaked:
-        save_figure(plot_fewshot(comparison.results, CLEAN), out / "fewshot_without_copies.png")
+        save_figure(plot_fewshot(comparison.results, CLEAN), without_copies)
+    else:  # a plot of an earlier run into this folder would be taken for this run's
+        without_copies.unlink(missing_ok=True)
     print(markdown)
     print(f"report: {out / 'fewshot.json'} (+ fewshot.md, fewshot.png)")
     return 0

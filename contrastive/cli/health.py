@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from contrastive.cli.embed import output_file
+from contrastive.cli.arguments import output_file
 
 HEALTH_HELP = "plot a run's label-free health (rank, alignment/uniformity, stability); verdict"
 COMPARE_HELP = "rank finished runs by a label-free measure (no labels needed)"

@@ -64,7 +64,8 @@ def write_report(
         The summary written to ``summary.json``.
 
     Raises:
-        ContrastiveError: If ``out`` is a file, or links are asked for without a selection.
+        ContrastiveError: If ``out`` is a file, links are asked for without a selection, or
+            ``out/selected/`` holds files other than links of an earlier report.
     """
     folder = Path(out).expanduser()
     # Worded as the parameters: the CLI checks --out and --link-selected itself first.
@@ -72,6 +73,9 @@ def write_report(
         raise ContrastiveError(f"out={str(folder)!r} is a file, not a folder")
     if link_selected and curation.selection is None:
         raise ContrastiveError("link_selected=True needs a selection (CurationSettings(select=N))")
+    if link_selected:
+        # Before anything is written, so that a refusal leaves the earlier report whole.
+        check_selected_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
     _remove_earlier_report(folder)
     rows_written = {
@@ -108,13 +112,46 @@ def _remove_earlier_report(folder: Path) -> None:
     for name in REPORT_LISTS:
         for suffix in (".csv", ".png"):
             (folder / f"{name}{suffix}").unlink(missing_ok=True)
-    selected = folder / SELECTED_FOLDER
-    if selected.is_symlink():  # a link is removed, never what it points to
-        selected.unlink()
-    elif selected.is_dir() and all(_is_selected_link(entry) for entry in selected.iterdir()):
-        # Only a folder that holds nothing but :func:`link_images` entries: a folder of the
-        # same name with other files is a person's, not an earlier report's.
-        shutil.rmtree(selected)
+    _remove_links(folder / SELECTED_FOLDER)
+
+
+def check_selected_folder(out: str | os.PathLike) -> None:
+    """Refuses a report folder whose ``selected/`` holds anything but earlier links.
+
+    ``link_selected`` replaces ``selected/``; a folder of that name with other files in it
+    is a person's, not an earlier report's, and is never deleted. Call this before the
+    (long) curation so that a refusal costs nothing.
+
+    Args:
+        out: The report folder (need not exist).
+
+    Raises:
+        ContrastiveError: If ``out/selected`` is a file, or a folder holding anything but
+            ``NNNN_<name>`` entries of :func:`link_images`.
+    """
+    selected = Path(out).expanduser() / SELECTED_FOLDER
+    if selected.is_symlink() or not selected.exists():
+        return
+    if not selected.is_dir():
+        raise ContrastiveError(f"{selected} is a file; move it to write the selected links")
+    if not _only_links(selected):
+        raise ContrastiveError(
+            f"{selected} holds files that are not selection links; move them (or choose "
+            "another --out) to write the selected links"
+        )
+
+
+def _only_links(folder: Path) -> bool:
+    return all(_is_selected_link(entry) for entry in folder.iterdir())
+
+
+def _remove_links(folder: Path) -> None:
+    """Removes a ``selected/`` of an earlier report: a link to a folder, or a folder of
+    nothing but :func:`link_images` entries; a folder with other files is left alone."""
+    if folder.is_symlink():  # a link is removed, never what it points to
+        folder.unlink()
+    elif folder.is_dir() and _only_links(folder):
+        shutil.rmtree(folder)
 
 
 def _is_selected_link(entry: Path) -> bool:
@@ -126,9 +163,18 @@ def _is_selected_link(entry: Path) -> bool:
 def link_images(paths: Sequence[Path], folder: Path) -> None:
     """A folder of links ``0001_<name>`` to ``paths`` in order (copies where links fail).
 
-    An earlier ``folder`` is replaced.
+    An earlier ``folder`` of links is replaced.
+
+    Raises:
+        ContrastiveError: If ``folder`` holds anything but links of an earlier call (a
+            person's files are never deleted).
     """
-    shutil.rmtree(folder, ignore_errors=True)
+    folder = Path(folder)
+    _remove_links(folder)
+    if folder.exists():
+        raise ContrastiveError(
+            f"{folder} holds files that are not selection links; move them to write the links"
+        )
     folder.mkdir(parents=True)
     width = max(4, len(str(len(paths))))
     for rank, path in enumerate(paths, start=1):

@@ -8,6 +8,7 @@ embedded once for all requested feature sets.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,10 @@ def evaluation_inputs(
     Raises:
         ContrastiveError: If a folder is given without an encoder, or the baselines' images
             or architecture cannot be found.
+
+    Warns:
+        UserWarning: Once, if ``encoder`` is given but embeddings files hold features of
+            another checkpoint: the model's scores are those files', not the encoder's.
     """
     if baselines and encoder is None:
         encoder = _recorded_encoder(train)
@@ -84,7 +89,35 @@ def evaluation_inputs(
         _feature_sets(Path(path).expanduser(), name, encoder, extras, settings)
         for path, name in ((train, "--train"), (test, "--test"))
     ]
+    if encoder is not None:
+        _warn_unused_encoder(encoder, [sets[0][MODEL], sets[1][MODEL]])
     return {name: (sets[0][name], sets[1][name]) for name in sets[0]}
+
+
+def _warn_unused_encoder(encoder: Encoder, models: list[Embeddings]) -> None:
+    """Warns once when loaded features come from another checkpoint than ``encoder``: a
+    report would otherwise credit the encoder with another model's scores."""
+    others = {
+        model.source
+        for model in models
+        if model.source and not _same_place(model.source, encoder.source)
+    }
+    if others:
+        warnings.warn(
+            f"--run/--checkpoint {encoder.source} is not used: the .npz files hold features of "
+            f"{', '.join(sorted(others))}",
+            stacklevel=3,
+        )
+
+
+def _same_place(first: str, second: str) -> bool:
+    """Whether two recorded sources name the same checkpoint (relative or absolute)."""
+    if first == second:
+        return True
+    try:
+        return Path(first).expanduser().resolve() == Path(second).expanduser().resolve()
+    except OSError:
+        return False
 
 
 def _feature_sets(

@@ -8,6 +8,7 @@ rows so that the ``(test, train)`` similarity matrix never has to fit in memory 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -157,6 +158,18 @@ def _neighbours(
     return weights, labels[indices]
 
 
+def check_temperature(temperature: float) -> None:
+    """Refuses a vote temperature that is not finite and > 0 (NaN included).
+
+    ``T = inf`` would weigh every neighbour alike, silently another method.
+
+    Raises:
+        ContrastiveError: If ``temperature`` is not a finite number > 0.
+    """
+    if not 0 < temperature < math.inf:
+        raise ContrastiveError(f"temperature must be finite and > 0, got {temperature}")
+
+
 def _check_inputs(
     train_features: Tensor,
     train_labels: Tensor,
@@ -177,7 +190,6 @@ def _check_inputs(
         raise ContrastiveError(
             f"k values must lie in [1, {voters}] (the train images that vote), got {list(ks)}"
         )
-    if not temperature > 0:
-        raise ContrastiveError(f"temperature must be > 0, got {temperature}")
+    check_temperature(temperature)
     if metric not in METRICS:
         raise ContrastiveError(f"unknown kNN metric {metric!r}; choose one of {METRICS}")

@@ -139,7 +139,11 @@ def stratified_split(labels: Tensor, fraction: float, seed: int = 0) -> tuple[Te
 
     Returns:
         ``(fit_indices, validation_indices)``, int64, sorted.
+
+    Raises:
+        ContrastiveError: If ``fraction`` is not in (0, 1).
     """
+    check_validation_fraction(fraction)
     generator = torch.Generator().manual_seed(seed)
     fit_parts, validation_parts = [], []
     for label in labels.unique():
@@ -150,6 +154,17 @@ def stratified_split(labels: Tensor, fraction: float, seed: int = 0) -> tuple[Te
         validation_parts.append(members[:taken])
         fit_parts.append(members[taken:])
     return torch.cat(fit_parts).sort().values, torch.cat(validation_parts).sort().values
+
+
+def check_validation_fraction(fraction: float) -> None:
+    """Refuses a validation fraction outside (0, 1) (NaN included).
+
+    Raises:
+        ContrastiveError: If ``fraction`` is not in (0, 1).
+    """
+    # Worded as the parameter: the CLI's --val-fraction is checked by argparse first.
+    if not 0 < fraction < 1:
+        raise ContrastiveError(f"validation fraction must lie in (0, 1), got {fraction}")
 
 
 def select_weight_decay(
@@ -226,13 +241,15 @@ def linear_probe(
         The test summary, chosen ``wd``, validation accuracies and fitted classifier.
 
     Raises:
-        ContrastiveError: On mismatched widths, NaN or inf features, negative labels or an
-            empty grid.
+        ContrastiveError: On mismatched widths, NaN or inf features, negative labels, an
+            empty grid or a validation fraction outside (0, 1).
     """
     train_features, train_labels, test_features, test_labels = as_tensors(
         train_features, train_labels, test_features, test_labels
     )
     _check_inputs(train_features, train_labels, test_features, test_labels, weight_decays)
+    # Even with one wd (no split made): a bad fraction is a mistake worth naming.
+    check_validation_fraction(validation_fraction)
     if num_classes is None:
         num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     mean, std = standardization(train_features)

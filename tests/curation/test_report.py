@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from contrastive.curation import CurationSettings, curate
-from contrastive.curation.report import write_report
+from contrastive.curation.report import check_selected_folder, link_images, write_report
 from contrastive.embeddings import Embeddings
+from contrastive.errors import ContrastiveError
 
 
 def embedded_folder(root: Path, make_textured_folder) -> Embeddings:
@@ -46,15 +48,35 @@ def test_a_second_report_removes_the_lists_it_does_not_write(
     assert (out / "keep" / "0001_x.png").read_text() == "mine"
 
 
-def test_a_selected_folder_with_other_files_is_left_alone(
+def test_a_selected_folder_with_other_files_is_left_alone_and_not_linked_into(
     tmp_path: Path, make_textured_folder
 ) -> None:
     dataset = embedded_folder(tmp_path / "data", make_textured_folder)
     out = tmp_path / "report"
     (out / "selected").mkdir(parents=True)
-    (out / "selected" / "favourite.png").write_text("mine")
+    (out / "selected" / "notes.txt").write_text("mine")
     write_report(curate(dataset, CurationSettings(label_issues="no")), out, sheets=False)
-    assert (out / "selected" / "favourite.png").read_text() == "mine"
+    assert (out / "selected" / "notes.txt").read_text() == "mine"
+    # --link-selected replaces selected/: a person's files there must survive, and the
+    # refusal must come before anything of the earlier report is removed.
+    (out / "outliers.csv").write_text("earlier")
+    with pytest.raises(ContrastiveError, match="selected"):
+        write_report(curate(dataset, CurationSettings(select=3)), out, link_selected=True)
+    assert (out / "selected" / "notes.txt").read_text() == "mine"
+    assert (out / "outliers.csv").read_text() == "earlier"
+    with pytest.raises(ContrastiveError, match="selected"):
+        check_selected_folder(out)
+    with pytest.raises(ContrastiveError, match="not selection links"):
+        link_images([tmp_path / "x.png"], out / "selected")
+    assert (out / "selected" / "notes.txt").read_text() == "mine"
+
+
+def test_earlier_links_are_replaced(tmp_path: Path, make_textured_folder) -> None:
+    paths = make_textured_folder(tmp_path / "data", {"a": 3})
+    link_images(paths, tmp_path / "selected")
+    check_selected_folder(tmp_path)  # nothing but links: fine
+    link_images(paths[:1], tmp_path / "selected")
+    assert [entry.name[:5] for entry in (tmp_path / "selected").iterdir()] == ["0001_"]
 
 
 def test_auto_label_check_skips_classes_of_one_image(

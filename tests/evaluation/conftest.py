@@ -39,3 +39,32 @@ def colour_folders(tmp_path: Path) -> dict[str, Path]:
         "train": write_colour_folder(tmp_path / "train", 6, seed=0),
         "test": write_colour_folder(tmp_path / "test", 3, seed=1),
     }
+
+
+def write_npz_pair(folder: Path, per_class: int = 4, source: str = "some_run") -> tuple[Path, Path]:
+    """Train/test .npz files of three Gaussian classes (no images, no encoder: fast CLI runs);
+    ``per_class`` train and 2 test images per class, recorded as made by ``source``."""
+    from contrastive.embeddings import Embeddings, save_embeddings
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((3, 8)) * 3
+    paths = []
+    for name, count in (("train", per_class), ("test", 2)):
+        labels = np.repeat(np.arange(3), count)
+        features = centres[labels] + rng.standard_normal((len(labels), 8))
+        embeddings = Embeddings(
+            features.astype(np.float32),
+            np.array([f"c{label}/{i}.png" for i, label in enumerate(labels)]),
+            labels,
+            ["c0", "c1", "c2"],
+            source=source,
+        )
+        save_embeddings(embeddings, folder / f"{name}.npz")
+        paths.append(folder / f"{name}.npz")
+    return paths[0], paths[1]
+
+
+@pytest.fixture
+def npz_pair() -> object:
+    """:func:`write_npz_pair`, for CLI tests that need no images."""
+    return write_npz_pair

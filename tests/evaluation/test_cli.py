@@ -256,3 +256,45 @@ def test_projector_from_checkpoint(
     )
     projected = load_embeddings(out)
     assert projected.embeddings.shape == (9, 32) and projected.feature == "projector"
+
+
+def test_run_not_behind_the_npz_is_warned_and_not_recorded(
+    run_dir: Path, tmp_path: Path, npz_pair: Callable[..., tuple[Path, Path]]
+) -> None:
+    # The scores come from the .npz files: the report must name their checkpoint, not --run.
+    train, test = npz_pair(tmp_path, source="another_run")
+    out = tmp_path / "knn.json"
+    arguments = ["eval", "knn", "--run", run_dir, "--train", train, "--test", test, "--k", "1"]
+    with pytest.warns(UserWarning) as caught:
+        assert run_cli(*arguments, "--out", out, "--no-progress") == 0
+    messages = [str(warning.message) for warning in caught]
+    assert messages == [
+        f"--run/--checkpoint {run_dir} is not used: the .npz files hold features of another_run"
+    ]
+    assert json.loads(out.read_text())["checkpoint"] == "another_run"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["linear", "--val-fraction", "0"], "argument --val-fraction: expected a number in (0, 1)"),
+        (["linear", "--val-fraction", "-0.1"], "--val-fraction: expected a number in (0, 1)"),
+        (["linear", "--val-fraction", "1"], "--val-fraction: expected a number in (0, 1)"),
+        (["linear", "--val-fraction", "1.5"], "--val-fraction: expected a number in (0, 1)"),
+        (["knn", "--temperature", "inf"], "argument --temperature: expected a finite number > 0"),
+        (["knn", "--temperature", "0"], "argument --temperature: expected a finite number > 0"),
+        (["knn", "--temperature", "nan"], "argument --temperature: expected a finite number > 0"),
+        (["knn", "--k", "0"], "argument --k: expected integers >= 1"),
+        (["knn", "--k", "5,-1"], "argument --k: expected integers >= 1"),
+        (["fewshot", "--k", "0"], "argument --k: must be at least 1, got 0"),
+        (["fewshot", "--temperature", "inf"], "argument --temperature: expected a finite"),
+    ],
+)
+def test_bad_settings_are_refused_before_embedding(
+    arguments: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # Folders that do not exist: a refusal here comes from argparse, before any embedding.
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("eval", *arguments, "--train", tmp_path / "a", "--test", tmp_path / "b")
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

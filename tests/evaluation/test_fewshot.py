@@ -177,3 +177,51 @@ def test_cli_unlabeled_test_folder_is_one_line_error(
     assert cli.main([str(a) for a in arguments]) == 2
     error = capsys.readouterr().err
     assert "unlabeled" in error and error.count("\n") == 1
+
+
+def fewshot_cli(*arguments: object) -> int:
+    return cli.main(["eval", "fewshot", "--no-progress", *map(str, arguments)])
+
+
+def test_cli_out_is_a_reusable_folder(tmp_path: Path, monkeypatch, capsys, npz_pair) -> None:
+    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("embed", "evaluate"))
+    train, test = npz_pair(tmp_path)
+    out = tmp_path / "report"
+    arguments = ["--train", train, "--test", test, "--counts", "1,all", "--draws", "2"]
+    # Rerunning into the same folder replaces its fewshot.* files.
+    assert fewshot_cli(*arguments, "--out", out, "--no-leak-check") == 0
+    (out / "fewshot.json").write_text("earlier")
+    (out / "fewshot_without_copies.png").write_text("earlier")
+    assert fewshot_cli(*arguments, "--out", out, "--no-leak-check") == 0
+    assert json.loads((out / "fewshot.json").read_text())["protocol"] == "fewshot"
+    assert not (out / "fewshot_without_copies.png").exists()
+    # An existing file is refused before any work, by argparse.
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        fewshot_cli(*arguments, "--out", train)
+    assert exit_info.value.code == 2
+    assert "is a file; give a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("counts", ["0", "-1", "abc", " , "])
+def test_cli_bad_counts_are_usage_errors(counts: str, tmp_path: Path, monkeypatch, capsys) -> None:
+    # A ContrastiveError raised by an argparse type escapes main's handler as a traceback.
+    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("embed", "evaluate"))
+    with pytest.raises(SystemExit) as exit_info:
+        fewshot_cli("--train", tmp_path / "a.npz", "--test", tmp_path / "b.npz", "--counts", counts)
+    assert exit_info.value.code == 2
+    assert "argument --counts: counts" in capsys.readouterr().err
+
+
+def test_cli_reports_the_counts_evaluated(tmp_path: Path, monkeypatch, npz_pair) -> None:
+    # 4 images per class: the default counts 5, 10, ... are dropped (with a warning) and
+    # must not be listed in the report's settings.
+    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("embed", "evaluate"))
+    train, test = npz_pair(tmp_path)
+    out = tmp_path / "report"
+    with pytest.warns(UserWarning, match="exceed every class"):
+        assert fewshot_cli(
+            "--train", train, "--test", test, "--draws", "2", "--out", out, "--no-leak-check"
+        ) == 0  # fmt: skip
+    report = json.loads((out / "fewshot.json").read_text())
+    assert report["settings"]["counts"] == ["1", "2", "all"]

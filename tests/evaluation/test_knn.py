@@ -96,7 +96,7 @@ def test_euclidean_weights_follow_distance_differences() -> None:
         # Worded as the parameters, not the CLI's flags: a Python caller gave no --k.
         ({"ks": (5,)}, r"^k values must lie in \[1, 4\]"),
         ({"ks": (0,)}, r"^k values"),
-        ({"temperature": 0.0, "ks": (1,)}, r"^temperature must be > 0"),
+        ({"temperature": 0.0, "ks": (1,)}, r"^temperature must be finite and > 0"),
         ({"metric": "manhattan", "ks": (1,)}, "unknown kNN metric"),
         ({"train_labels": torch.tensor([0, -1, 1, 2]), "ks": (1,)}, "-1 marks unlabeled"),
         (

@@ -1,0 +1,87 @@
+"""Argparse types shared by the commands: a bad value is refused while the command line is
+read, in one line naming the flag, before any image is scanned or embedded.
+
+A type raises ``argparse.ArgumentTypeError``: a ``ContrastiveError`` raised while parsing
+would escape the CLI's handler as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from contrastive.errors import ContrastiveError
+
+
+def positive_int(text: str) -> int:
+    """A whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_int_list(text: str) -> list[int]:
+    """Comma-separated whole numbers, each at least 1 (``--k 20,200``)."""
+    try:
+        values = [positive_int(part) for part in text.split(",") if part.strip()]
+    except argparse.ArgumentTypeError:
+        values = []
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected integers >= 1 like 20,200, got {text!r}")
+    return values
+
+
+def checked_float(check: Callable[[float], None], expected: str) -> Callable[[str], float]:
+    """A number that ``check`` accepts (the library's own check, which raises
+    ``ContrastiveError``), so the CLI and the Python API refuse the same values.
+
+    Args:
+        check: Raises ``ContrastiveError`` for a value it refuses.
+        expected: What is accepted, for the message (``"a number in (0, 1)"``).
+    """
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+            check(value)
+        except (ValueError, ContrastiveError):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        return value
+
+    return parse
+
+
+def output_file(text: str) -> Path:
+    """A file to write, refused where a folder stands or the place cannot be written (the
+    write comes after all the work)."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a folder; give a file name")
+    _check_writable_place(path, path.parent)
+    return path
+
+
+def output_folder(text: str) -> Path:
+    """A folder to write into, refused where a file stands or the place cannot be written."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a file; give a folder")
+    _check_writable_place(path, path)
+    return path
+
+
+def _check_writable_place(path: Path, folder: Path) -> None:
+    """Refuses ``path`` when the nearest existing folder at or above ``folder`` cannot be
+    written into (read-only file system, no permission); folders missing on the way are
+    created at write time."""
+    folder = folder.absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {path}: {folder} is not writable")
