@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from contrastive.curation.label_issues import DEFAULT_FOLDS, LabelIssues, find_l
 from contrastive.curation.outliers import UnusualGroup, neighbourhood_similarity, unusual_groups
 from contrastive.curation.selection import SELECTION_METHODS, Selection, select
 from contrastive.curation.space import centred
-from contrastive.data.folder import ImageFolder
+from contrastive.data.folder import DECODE_ERRORS, ImageFolder, load_rgb
 from contrastive.data.near_copies import DEFAULT_THRESHOLD, image_fingerprints
 from contrastive.embeddings import Embeddings
 from contrastive.errors import ContrastiveError
@@ -120,8 +121,12 @@ class Curation:
 def check_matches_folder(dataset: Embeddings, folder: str | os.PathLike) -> None:
     """Checks that embeddings were made from the images of ``folder``.
 
+    Images without embeddings are allowed where they cannot be decoded (embedding skips
+    them, so embedding again would not help); they are named in a warning.
+
     Raises:
-        ContrastiveError: If the embeddings record another folder's images.
+        ContrastiveError: If the embeddings record another folder's images, or a readable
+            image of the folder has none.
     """
     images = set(ImageFolder.scan(folder).relative_paths())
     embedded = {Path(path).as_posix() for path in dataset.paths}
@@ -132,11 +137,21 @@ def check_matches_folder(dataset: Embeddings, folder: str | os.PathLike) -> None
             f"the embeddings are not of {folder}: {len(missing)} of their {len(embedded)} "
             f"images (e.g. {example}) are not in it; embed this folder first"
         )
-    unembedded = images - embedded
-    if unembedded:
+    unembedded = sorted(images - embedded)
+    for name in unembedded:
+        try:
+            load_rgb(Path(folder) / name)
+        except DECODE_ERRORS:
+            continue  # embedding skipped it as unreadable, and will each time
         raise ContrastiveError(
             f"the embeddings are not of {folder}: {len(unembedded)} of its {len(images)} "
-            f"images (e.g. {sorted(unembedded)[0]}) have none; embed this folder again"
+            f"images (e.g. {name}) have none; embed this folder again"
+        )
+    if unembedded:
+        warnings.warn(
+            f"{len(unembedded)} unreadable image(s) of {folder} have no embeddings and are "
+            f"left out (e.g. {unembedded[0]})",
+            stacklevel=2,
         )
 
 

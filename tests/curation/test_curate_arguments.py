@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 import contrastive.cli as cli
+from contrastive.curation.pipeline import check_matches_folder
 from contrastive.embeddings import Embeddings, save_embeddings
+from contrastive.errors import ContrastiveError
 
 
 @pytest.fixture(autouse=True)
@@ -44,3 +46,20 @@ def test_embeddings_of_another_folder_are_named(
         code = cli.main([*arguments, "--out", str(tmp_path / "report"), "--no-sheets"])
     assert code == 0
     assert (tmp_path / "report" / "summary.md").is_file()
+
+
+def test_embeddings_may_lack_only_the_images_that_cannot_be_read(
+    tmp_path: Path, make_textured_folder
+) -> None:
+    data = tmp_path / "data"
+    make_textured_folder(data, {"a": 4}, seed=0)
+    names = sorted(p.relative_to(data).as_posix() for p in data.rglob("*.png"))
+    dataset = Embeddings(np.eye(len(names), 4, dtype=np.float32), np.array(names))
+    (data / "a" / "broken.png").write_bytes(b"not an image")
+    with pytest.warns(UserWarning, match=r"1 unreadable image\(s\) .* \(e\.g\. a/broken\.png\)"):
+        check_matches_folder(dataset, data)
+    make_textured_folder(data / "b", {"": 1}, seed=1)  # a readable image without embedding
+    with pytest.raises(
+        ContrastiveError, match=r"2 of its 6 images \(e\.g\. b/000\.png\) have none"
+    ):
+        check_matches_folder(dataset, data)
