@@ -17,11 +17,13 @@ from :func:`contrastive.neighbours.top_k`.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
 from torch import Tensor
 
 from contrastive.curation.space import unit_tensor
@@ -32,6 +34,10 @@ SELECTION_METHODS = ("typiclust", "kcenter")
 
 #: Neighbours in TypiClust's typicality (the paper's k).
 TYPICALITY_NEIGHBOURS = 20
+
+#: Distance under which two unit rows count as one image (float32 rounding of a copy's
+#: features sits far below it); it bounds typicality at 1,000 where a cluster is all copies.
+SAME_IMAGE_DISTANCE = 1e-3
 
 
 @dataclass
@@ -73,6 +79,14 @@ def select(
         raise ContrastiveError(
             f"unknown selection method {method!r}; choose one of {', '.join(SELECTION_METHODS)}"
         )
+    unit = unit_tensor(embeddings)
+    distinct = len(np.unique(unit.numpy().round(4), axis=0))
+    if count > distinct:
+        warnings.warn(
+            f"only {distinct} distinct images among {len(unit)}: {count - distinct} of the "
+            f"{count} picks repeat an image already picked",
+            stacklevel=2,
+        )
     if method == "typiclust":
         return typiclust(embeddings, count, seed=seed)
     return kcenter_greedy(embeddings, count)
@@ -81,7 +95,8 @@ def select(
 def typicality(unit: Tensor, k: int = TYPICALITY_NEIGHBOURS) -> np.ndarray:
     """``(N,)`` inverse mean Euclidean distance of each unit row to its ``k`` nearest others.
 
-    ``k`` is capped at ``N - 1``; a single row has typicality 0.
+    ``k`` is capped at ``N - 1``; a single row has typicality 0. A mean distance under
+    :data:`SAME_IMAGE_DISTANCE` (copies) counts as that distance.
     """
     if len(unit) < 2:
         return np.zeros(len(unit), dtype=np.float32)
@@ -89,7 +104,7 @@ def typicality(unit: Tensor, k: int = TYPICALITY_NEIGHBOURS) -> np.ndarray:
         unit, unit, min(k, len(unit) - 1), exclude=torch.arange(len(unit)), ordered=False
     )
     distances = (2.0 - 2.0 * sims.double()).clamp_min(0.0).sqrt()
-    return (1.0 / (distances.mean(dim=1) + 1e-12)).float().numpy()
+    return (1.0 / distances.mean(dim=1).clamp_min(SAME_IMAGE_DISTANCE)).float().numpy()
 
 
 def typiclust(
@@ -115,7 +130,10 @@ def typiclust(
     if count == 1:
         assignments = np.zeros(len(unit), dtype=np.int64)
     else:
-        kmeans = KMeans(n_clusters=count, n_init=1, random_state=seed).fit(unit.numpy())
+        with warnings.catch_warnings():
+            # Fewer distinct points than clusters: the k-center top-up below handles it.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            kmeans = KMeans(n_clusters=count, n_init=1, random_state=seed).fit(unit.numpy())
         assignments = kmeans.labels_.astype(np.int64)
     sizes = np.bincount(assignments, minlength=count)
     picks, scores, clusters = [], [], []

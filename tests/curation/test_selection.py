@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
-from contrastive.curation.selection import kcenter_greedy, select, typiclust
+from contrastive.curation.selection import (
+    SAME_IMAGE_DISTANCE,
+    kcenter_greedy,
+    select,
+    typiclust,
+)
 from contrastive.errors import ContrastiveError
 
 BLOBS = 5
@@ -45,10 +52,15 @@ def test_typiclust_picks_one_per_cluster_and_its_densest_point() -> None:
 
 def test_typiclust_tops_up_when_kmeans_finds_fewer_clusters() -> None:
     data = np.repeat(np.eye(4, dtype=np.float32)[:2], 5, axis=0)  # two distinct points
-    with pytest.warns(Warning):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # k-means' own warning is handled, not passed on
         selection = typiclust(data, 3)
     assert len(selection) == 3 and len(set(selection.indices.tolist())) == 3
     assert selection.clusters[-1] == -1
+    # Copies sit at distance 0: typicality is bounded, not 1 / 1e-12.
+    assert selection.scores.max() == pytest.approx(1 / SAME_IMAGE_DISTANCE)
+    with pytest.warns(UserWarning, match="only 2 distinct images among 10: 1 of the 3 picks"):
+        select(data, 3, "kcenter")
 
 
 def test_kcenter_greedy_covers_the_blobs_and_shrinks_the_radius() -> None:
