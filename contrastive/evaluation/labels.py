@@ -49,11 +49,19 @@ def labeled_pair(
         test_name: Likewise for the test input.
 
     Raises:
-        ContrastiveError: If either holds unlabeled images or nothing, their widths or
-            kinds of feature differ, or the test set has classes the training set lacks.
+        ContrastiveError: If either holds unlabeled images or nothing, the training set
+            holds one class only, their widths or kinds of feature differ, or the test set
+            has classes the training set lacks.
     """
     check_labels(train.labels, train.classes, train_name)
     check_labels(test.labels, test.classes, test_name)
+    present = np.unique(train.labels)
+    if len(present) < 2:
+        # Every prediction would be that class: 100% that says nothing.
+        raise ContrastiveError(
+            f"{train_name} holds one class ({train.classes[int(present[0])]}): accuracy "
+            "needs images of at least two classes"
+        )
     if train.feature != test.feature:
         raise ContrastiveError(
             f"{train_name} holds {train.feature} features, {test_name} {test.feature} "

@@ -59,6 +59,11 @@ def test_test_labels_are_renumbered_by_class_name() -> None:
         ),
         (embeddings([], []), embeddings([0], ["cat"]), "--train holds no images"),
         (
+            embeddings([1, 1], ["cat", "dog"]),
+            embeddings([0], ["dog"]),
+            "--train holds one class \\(dog\\): accuracy needs images of at least two",
+        ),
+        (
             embeddings([0, 1], ["cat", "dog"]),
             embeddings([0], ["cat"], feature="projector"),
             "--train holds backbone features, --test projector features",
