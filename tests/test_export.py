@@ -98,9 +98,29 @@ def test_export_matches_pytorch_features(
     torch.testing.assert_close(actual, expected, atol=1e-4, rtol=0)
 
 
-def test_default_path_and_size_come_from_the_run(run_dir: Path) -> None:
-    assert main(["export", str(run_dir), "--format", "torchscript"]) == 0
+def test_default_path_and_size_come_from_the_run_and_a_rerun_says_it_replaces(
+    run_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    for _ in range(2):
+        assert main(["export", str(run_dir), "--format", "torchscript"]) == 0
     assert (run_dir / "export" / "backbone.torchscript.pt").is_file()
+    assert capsys.readouterr().out.count("replacing ") == 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--format", "torchscript", "--out", "m.onnx"], "does not fit --format torchscript"),
+        (["--format", "onnx", "--out", "m.pt"], "name it \\*.onnx"),
+        (["--input-size", "100000"], "--input-size 100000: give 8 to 4096 pixels"),
+        (["--input-size", "4"], "--input-size 4: give 8 to 4096 pixels"),
+    ],
+)
+def test_bad_outputs_and_sizes_are_refused_before_any_work(
+    run_dir: Path, capsys: pytest.CaptureFixture, flags: list[str], message: str
+) -> None:
+    assert main(["export", str(run_dir), *flags]) == 2
+    assert re.search(message, capsys.readouterr().err)
 
 
 def test_state_dict_refuses_folded_normalization(run_dir: Path, tmp_path: Path) -> None:
