@@ -58,12 +58,24 @@ def run_compare(args: argparse.Namespace) -> int:
     if len(args.runs) < 2:
         raise ContrastiveError("compare-runs needs at least two run directories")
     measure = args.by or RANKING_MEASURE
-    runs = [read_run_health(run) for run in args.runs]
+    unique = list(dict.fromkeys(run.resolve() for run in args.runs))
+    if len(unique) < 2:
+        raise ContrastiveError("compare-runs needs at least two different run directories")
+    if len(unique) < len(args.runs):
+        print("warning: a run given twice is ranked once", file=sys.stderr)
+    runs = [read_run_health(run) for run in unique]
     folders = {run.data for run in runs if run.data}
     if len(folders) > 1:
         print(
             "warning: the runs trained on different folders; their measures are not "
             "comparable: " + ", ".join(sorted(folders)),
+            file=sys.stderr,
+        )
+    widths = sorted({run.feature_dim for run in runs if run.feature_dim})
+    if measure == "rank" and len(widths) > 1:
+        print(
+            "warning: rank counts used dimensions, and these runs have "
+            f"{' and '.join(map(str, widths))}-d features: a wider run can reach a higher rank",
             file=sys.stderr,
         )
     unfinished = [str(run.run_dir) for run in runs if not run.finished]

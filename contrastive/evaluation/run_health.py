@@ -71,9 +71,11 @@ def read_run_health(run_dir: str | os.PathLike) -> RunHealth:
     columns = {name: measure.metric for name, measure in MEASURES.items()}
     history: dict[int, dict[str, float]] = {}
     loss = []
+    rows = 0
     try:
         with open(metrics, newline="", encoding="utf-8") as file:
             for row in csv.DictReader(file):
+                rows += 1
                 step = int(float(row.get("step") or 0)) + 1  # the CSV step is global_step - 1
                 if row.get("loss"):
                     loss.append((step, float(row["loss"])))
@@ -85,6 +87,11 @@ def read_run_health(run_dir: str | os.PathLike) -> RunHealth:
                         point[name] = float(row[column])
     except (OSError, ValueError, csv.Error) as error:
         raise ContrastiveError(f"cannot read {metrics}: {error}") from error
+    if not rows:
+        raise ContrastiveError(
+            f"{metrics} is empty: the run logged nothing yet (stopped before its first "
+            "logged step?)"
+        )
     if not history:
         raise ContrastiveError(
             f"{metrics} has no label-free measures (monitor/rank ...): the run was trained "
@@ -218,12 +225,18 @@ def rank_runs(runs: Sequence[RunHealth], measure: str = RANKING_MEASURE) -> list
     """Runs ordered best first by the final value of a label-free measure.
 
     Raises:
-        ContrastiveError: For an unknown measure.
+        ContrastiveError: For an unknown measure, or one that no run has a value of.
     """
     if measure not in MEASURES:
         raise ContrastiveError(f"unknown measure {measure!r}; choose one of {', '.join(MEASURES)}")
     sign = -1.0 if MEASURES[measure].higher_is_better else 1.0
     ranked = [RankedRun(run, run.final(measure)) for run in runs]
+    if not any(math.isfinite(entry.value) for entry in ranked):
+        # A "best first" order of nothing but NaN would look like a verdict.
+        raise ContrastiveError(
+            f"no run has a final {measure} to rank by (it needs two measurements or more); "
+            f"choose another measure: {', '.join(name for name in MEASURES if name != measure)}"
+        )
     # Runs without the value go last.
     return sorted(
         ranked,

@@ -103,14 +103,20 @@ def test_verdict_names_collapse(tmp_path: Path) -> None:
         (["health", "{tmp}/missing"], "run directory not found"),
         (["health", "{tmp}"], "holds no metrics.csv"),
         (["compare-runs", "{tmp}/a"], "at least two run directories"),
-        (["compare-runs", "{tmp}/a", "{tmp}/a", "--by", "accuracy"], "unknown measure 'accuracy'"),
+        (["compare-runs", "{tmp}/a", "{tmp}/b", "--by", "accuracy"], "unknown measure 'accuracy'"),
+        (["compare-runs", "{tmp}/a", "{tmp}/a"], "at least two different run directories"),
+        (["compare-runs", "{tmp}/a", "{tmp}/b", "--by", "stability"], "no run has a final stab"),
         (["health", "{tmp}/old"], "has no label-free measures"),
+        (["health", "{tmp}/empty"], "metrics.csv is empty: the run logged nothing yet"),
     ],
 )
 def test_bad_input_gets_one_line_errors(
     tmp_path: Path, capsys, args: list[str], message: str
 ) -> None:
-    write_run(tmp_path / "a", [5.0, 6.0])
+    write_run(tmp_path / "a", [5.0])  # one measurement: no stability yet
+    write_run(tmp_path / "b", [6.0])
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "metrics.csv").write_text("")
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "metrics.csv").write_text("step,loss\n0,5.0\n")
 
