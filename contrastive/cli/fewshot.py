@@ -95,6 +95,14 @@ def run_fewshot(args: argparse.Namespace, settings: EmbedSettings) -> int:
     out = args.out or _default_out(args)
     if out.exists() and not out.is_dir():  # the default place; a given --out is checked by argparse
         raise ContrastiveError(f"{out} is a file; give --out a folder for the fewshot report")
+    if args.unlabeled is not None:
+        if not args.unlabeled.is_dir():
+            raise ContrastiveError(f"--unlabeled {args.unlabeled} is not a folder")
+        if args.no_leak_check:
+            # The folder is read by the leak check only: say so rather than ignore it.
+            raise ContrastiveError(
+                "--unlabeled is searched by the leak check: drop --no-leak-check or --unlabeled"
+            )
     encoder = encoder_from_args(args)
     sets = evaluation_inputs(args.train, args.test, encoder, args.baselines, settings)
     named = _extra_encoders(args, encoder, sets[MODEL])

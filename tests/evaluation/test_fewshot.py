@@ -225,3 +225,16 @@ def test_cli_reports_the_counts_evaluated(tmp_path: Path, monkeypatch, npz_pair)
         ) == 0  # fmt: skip
     report = json.loads((out / "fewshot.json").read_text())
     assert report["settings"]["counts"] == ["1", "2", "all"]
+
+
+def test_cli_unlabeled_folder_is_checked_and_never_ignored(
+    tmp_path: Path, monkeypatch, npz_pair, capsys
+) -> None:
+    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("embed", "evaluate"))
+    train, test = npz_pair(tmp_path)
+    args = ["--train", train, "--test", test, "--out", tmp_path / "report"]
+    assert fewshot_cli(*args, "--unlabeled", tmp_path / "nope") == 2
+    assert f"--unlabeled {tmp_path / 'nope'} is not a folder" in capsys.readouterr().err
+    assert fewshot_cli(*args, "--unlabeled", tmp_path, "--no-leak-check") == 2
+    assert "drop --no-leak-check or --unlabeled" in capsys.readouterr().err
+    assert not (tmp_path / "report").exists()
