@@ -203,7 +203,9 @@ def summary_text(summary: dict[str, object]) -> str:
     if "label_issues" in counts:
         lines.append(
             f"- suspected label mistakes: {counts['label_issues']} of "
-            f"{counts['labeled_images']} labeled images"
+            f"{counts['labeled_images']} labeled images (the out-of-fold probe behind them "
+            f"agrees with {summary['label_probe_accuracy']:.1%} of the labels; the lower "
+            "that is, the more of these flags are the probe's own mistakes)"
         )
     if "selected" in counts:
         lines.append(
@@ -228,9 +230,14 @@ def _summary(curation: Curation) -> dict[str, object]:
     if curation.against:
         counts["leak_groups"] = len(curation.leaks)
         counts["leaked_images"] = sum(int((g.members < len(dataset)).sum()) for g in curation.leaks)
+    probe_accuracy = None
     if curation.label_issues is not None:
         counts["label_issues"] = len(curation.label_issues.issues)
-        counts["labeled_images"] = int((dataset.labels >= 0).sum())
+        labeled = dataset.labels >= 0
+        counts["labeled_images"] = int(labeled.sum())
+        # How far to trust the list: flags of a probe that is often wrong are often its own.
+        suggested = curation.label_issues.suggested[labeled]
+        probe_accuracy = float((suggested == dataset.labels[labeled]).mean())
     if curation.selection is not None:
         counts["selected"] = len(curation.selection)
     settings = curation.settings
@@ -249,6 +256,7 @@ def _summary(curation: Curation) -> dict[str, object]:
             "seed": settings.seed,
         },
         "counts": counts,
+        "label_probe_accuracy": probe_accuracy,
         "seconds": curation.seconds,
     }
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from contrastive.curation import CurationSettings, curate
-from contrastive.curation.report import check_selected_folder, link_images, write_report
+from contrastive.curation.report import (
+    check_selected_folder,
+    link_images,
+    summary_text,
+    write_report,
+)
 from contrastive.embeddings import Embeddings
 from contrastive.errors import ContrastiveError
 
@@ -93,3 +99,22 @@ def test_auto_label_check_skips_classes_of_one_image(
     )
     assert curate(dataset).label_issues is None
     assert "no class has 2 labeled images" in caplog.text
+
+
+def test_the_summary_says_how_far_the_label_probe_agrees_with_the_labels(
+    tmp_path: Path, make_textured_folder
+) -> None:
+    dataset = embedded_folder(tmp_path / "data", make_textured_folder)
+    # Features that are the labels, but for two images given another class's features.
+    features = np.eye(3, 8, dtype=np.float32)[dataset.labels] * 5.0
+    features[[0, 6]] = features[[12, 12]]
+    dataset = Embeddings(
+        features, dataset.paths, dataset.labels, dataset.classes, data_root=dataset.data_root
+    )
+    curation = curate(dataset, CurationSettings(label_issues="yes"))
+    write_report(curation, tmp_path / "report", sheets=False)
+    agreement = (curation.label_issues.suggested == dataset.labels).mean()
+    assert agreement == pytest.approx(16 / 18)
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert summary["label_probe_accuracy"] == pytest.approx(agreement)
+    assert f"agrees with {agreement:.1%} of the labels" in summary_text(summary)
