@@ -82,6 +82,16 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     _fsync_directory(target_path.parent)
 
 
+def same_path(first: str | os.PathLike, second: str | os.PathLike) -> bool:
+    """Whether two recorded paths name the same place (one relative, one absolute, ``~``)."""
+    if os.fspath(first) == os.fspath(second):
+        return True
+    try:
+        return Path(first).expanduser().resolve() == Path(second).expanduser().resolve()
+    except OSError:
+        return False
+
+
 def _fsync_directory(folder: Path) -> None:
     """Makes a rename in ``folder`` durable across a power loss, where the OS allows it."""
     # Windows and some network file systems cannot open or sync folders; the rename has

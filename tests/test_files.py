@@ -20,6 +20,7 @@ from contrastive.files import (
     atomic_path,
     check_writable_dir,
     load_torch_safely,
+    same_path,
     save_torch_atomic,
     write_text_atomic,
 )
@@ -282,3 +283,12 @@ def test_a_folder_that_refuses_new_files_is_named(
     refused = pytest.raises(ContrastiveError, match=r"cannot write .*x\.npz: Read-only file system")
     with refused, atomic_path(tmp_path / "x.npz"):
         pass
+
+
+def test_same_path_sees_one_place_written_two_ways(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "run").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert same_path("run", tmp_path / "run") and same_path("run/", "./run")
+    assert not same_path("run", tmp_path / "other")

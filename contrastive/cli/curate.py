@@ -29,6 +29,7 @@ from contrastive.curation.selection import SELECTION_METHODS
 from contrastive.data.near_copies import DEFAULT_THRESHOLD
 from contrastive.embeddings import Embeddings, load_embeddings
 from contrastive.errors import ContrastiveError
+from contrastive.files import same_path
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -105,8 +106,8 @@ def embeddings_from_args(args: argparse.Namespace) -> Embeddings:
         raise ContrastiveError("give either --run/--checkpoint or --embeddings, not both")
     if args.embeddings is not None:
         dataset = load_embeddings(args.embeddings)
-        recorded = Path(dataset.data_root) if dataset.data_root else None
-        if recorded is not None and recorded.resolve() != args.data.resolve():
+        recorded = dataset.data_root
+        if recorded is not None and not same_path(recorded, args.data):
             # Same relative names can hold other images (numbered files in two splits):
             # the user should know the features were not made from this folder's path.
             warnings.warn(

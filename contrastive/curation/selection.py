@@ -79,17 +79,21 @@ def select(
         raise ContrastiveError(
             f"unknown selection method {method!r}; choose one of {', '.join(SELECTION_METHODS)}"
         )
-    unit = unit_tensor(embeddings)
-    distinct = len(np.unique(unit.numpy().round(4), axis=0))
-    if count > distinct:
+    if method == "typiclust":
+        selection = typiclust(embeddings, count, seed=seed)
+    else:
+        selection = kcenter_greedy(embeddings, count)
+    # Once the covering radius is 0, every image is a copy of a pick: the picks after that
+    # repeat images already picked, which a user asking for `count` should hear.
+    covered = np.flatnonzero(selection.radii < SAME_IMAGE_DISTANCE)
+    if len(covered) and covered[0] < count - 1:
+        distinct = int(covered[0]) + 1
         warnings.warn(
-            f"only {distinct} distinct images among {len(unit)}: {count - distinct} of the "
-            f"{count} picks repeat an image already picked",
+            f"only {distinct} distinct images among {len(embeddings)}: {count - distinct} of "
+            f"the {count} picks repeat an image already picked",
             stacklevel=2,
         )
-    if method == "typiclust":
-        return typiclust(embeddings, count, seed=seed)
-    return kcenter_greedy(embeddings, count)
+    return selection
 
 
 def typicality(unit: Tensor, k: int = TYPICALITY_NEIGHBOURS) -> np.ndarray:

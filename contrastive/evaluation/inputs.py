@@ -19,6 +19,7 @@ from torch import nn
 from contrastive.embeddings import Embeddings, RawPixels, embed_folder, load_embeddings
 from contrastive.encoder import Encoder, feature_extractor, load_encoder, random_init_encoder
 from contrastive.errors import ContrastiveError
+from contrastive.files import same_path
 
 MODEL, RANDOM_INIT, RAW_PIXELS = "model", "random_init", "raw_pixels"
 
@@ -100,7 +101,7 @@ def _warn_unused_encoder(encoder: Encoder, models: list[Embeddings]) -> None:
     others = {
         model.source
         for model in models
-        if model.source and not _same_place(model.source, encoder.source)
+        if model.source and not same_path(model.source, encoder.source)
     }
     if others:
         warnings.warn(
@@ -108,16 +109,6 @@ def _warn_unused_encoder(encoder: Encoder, models: list[Embeddings]) -> None:
             f"{', '.join(sorted(others))}",
             stacklevel=3,
         )
-
-
-def _same_place(first: str, second: str) -> bool:
-    """Whether two recorded sources name the same checkpoint (relative or absolute)."""
-    if first == second:
-        return True
-    try:
-        return Path(first).expanduser().resolve() == Path(second).expanduser().resolve()
-    except OSError:
-        return False
 
 
 def _feature_sets(
