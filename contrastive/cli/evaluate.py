@@ -36,7 +36,13 @@ from contrastive.evaluation.linear import (
     linear_probe,
 )
 from contrastive.evaluation.metrics import topk_accuracy
-from contrastive.evaluation.report import build_report, knn_table, linear_table, write_report
+from contrastive.evaluation.report import (
+    build_report,
+    knn_table,
+    linear_table,
+    top_k_metrics,
+    write_report,
+)
 
 #: Lightly's and DINO's kNN neighbour counts.
 DEFAULT_KS = (20, 200)
@@ -225,7 +231,7 @@ def _evaluate_sets(
     protocol: str,
     settings: dict[str, Any],
     score: Callable[[LabeledPair], dict[str, Any]],
-    table: Callable[[dict[str, Any]], str],
+    table: Callable[[dict[str, Any], tuple[str, ...]], str],
 ) -> int:
     """Scores the labelled train/test pair of every feature set; prints and writes the report."""
     encoder = encoder_from_args(args)
@@ -244,7 +250,7 @@ def _finish(
     sets: dict[str, tuple[Embeddings, Embeddings]],
     results: dict[str, Any],
     encoder: Encoder | None,
-    table: Callable[[dict[str, Any]], str],
+    table: Callable[[dict[str, Any], tuple[str, ...]], str],
 ) -> int:
     train, test = sets[MODEL]
     data = {
@@ -267,7 +273,9 @@ def _finish(
     # The features' own record: .npz inputs may come from another checkpoint than --run.
     checkpoint = train.source or (encoder.source if encoder is not None else "")
     report = build_report(protocol, settings, data, checkpoint, results)
-    return _write_and_print(args, protocol, report, table(results))
+    # Top-5 of 5 classes or fewer is 100% whatever the features: kept in the JSON, not printed.
+    printed = table(results, top_k_metrics(len(train.classes)))
+    return _write_and_print(args, protocol, report, printed)
 
 
 def _write_and_print(

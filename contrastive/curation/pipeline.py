@@ -92,6 +92,8 @@ class Curation:
         leaks: Duplicate groups holding images of both folders; member indices at or past
             ``len(dataset)`` are ``against[index - len(dataset)]``.
         seconds: Wall-clock seconds of each step.
+        left_out: Images of the folder without embeddings, relative to it (embedding skips
+            files that cannot be decoded), so the report can name what it did not look at.
     """
 
     dataset: Embeddings
@@ -106,6 +108,7 @@ class Curation:
     against_root: Path | None = None
     leaks: list[DuplicateGroup] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    left_out: list[str] = field(default_factory=list)
 
     @property
     def outlier_order(self) -> np.ndarray:
@@ -129,7 +132,7 @@ def check_matches_folder(dataset: Embeddings, folder: str | os.PathLike) -> None
             image of the folder has none.
     """
     images = set(ImageFolder.scan(folder).relative_paths())
-    embedded = {Path(path).as_posix() for path in dataset.paths}
+    embedded = _embedded_paths(dataset)
     missing = embedded - images
     if missing:
         example = sorted(missing)[0]
@@ -155,6 +158,27 @@ def check_matches_folder(dataset: Embeddings, folder: str | os.PathLike) -> None
         )
 
 
+def _embedded_paths(dataset: Embeddings) -> set[str]:
+    """The embedded images' paths, relative and in POSIX form as a folder scan gives them."""
+    return {Path(path).as_posix() for path in dataset.paths}
+
+
+def images_left_out(dataset: Embeddings) -> list[str]:
+    """Images of ``dataset.data_root`` that have no embeddings, sorted (relative paths).
+
+    Empty when the folder is unknown, gone or holds no images, or the embeddings name their
+    images by absolute paths: then there is nothing to compare with.
+    """
+    root = dataset.data_root
+    if root is None or not root.is_dir() or any(Path(p).is_absolute() for p in dataset.paths):
+        return []
+    try:
+        images = ImageFolder.scan(root).relative_paths()
+    except ContrastiveError:
+        return []
+    return sorted(set(images) - _embedded_paths(dataset))
+
+
 def _check_curation_inputs(dataset: Embeddings, settings: CurationSettings) -> bool:
     """Refuses what :func:`curate` cannot do, with one line naming the problem.
 
@@ -166,9 +190,10 @@ def _check_curation_inputs(dataset: Embeddings, settings: CurationSettings) -> b
         raise ContrastiveError(f"curation needs at least 3 images, got {count}")
     if settings.select is not None and not 1 <= settings.select <= count:
         raise ContrastiveError(
-            f"--select {settings.select} is more than the {count} images in the folder"
+            # Worded for both callers: --select on the command line, select= in Python.
+            f"cannot select {settings.select} images to label: the folder has {count}"
             if settings.select > count
-            else f"--select must be at least 1, got {settings.select}"
+            else f"the selection must hold at least 1 image, got {settings.select}"
         )
     given = dataset.labels[dataset.labels >= 0] if dataset.is_labeled else np.zeros(0, np.int64)
     labeled = len(np.unique(given)) >= 2
@@ -280,4 +305,5 @@ def curate(
         other_root,
         leaks,
         laps.seconds,
+        images_left_out(dataset),
     )

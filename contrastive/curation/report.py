@@ -10,6 +10,8 @@ Files (each list only when it was computed):
 * ``label_issues.csv`` / ``label_issues.png``: suspected label mistakes with the suggested class.
 * ``selection.csv`` / ``selection.png``: the images to label first, in order; with
   ``link_selected`` also ``selected/``, a folder of links to them.
+* ``left_out.csv``: images of the folder that have no embeddings (files that cannot be
+  decoded are skipped when embedding), so none of the lists above looked at them.
 
 A contact sheet is a PNG grid of thumbnails captioned with their scores, for a person to
 scan in seconds; it shows the top of its list (:data:`SHEET_IMAGES` images).
@@ -34,7 +36,15 @@ from contrastive.explore.images import grid_figure, load_thumbnail, save_figure,
 from contrastive.files import write_text_atomic
 
 #: The lists a report may hold, each as ``<name>.csv`` and ``<name>.png``.
-REPORT_LISTS = ("duplicates", "leaks", "outliers", "unusual_groups", "label_issues", "selection")
+REPORT_LISTS = (
+    "duplicates",
+    "leaks",
+    "outliers",
+    "unusual_groups",
+    "label_issues",
+    "selection",
+    "left_out",
+)
 #: The folder of links to the selected images.
 SELECTED_FOLDER = "selected"
 
@@ -96,6 +106,10 @@ def write_report(
                 [curation.path(int(i)) for i in curation.selection.indices],
                 folder / SELECTED_FOLDER,
             )
+    if curation.left_out:
+        rows_written["left_out"] = _write_csv(
+            folder / "left_out.csv", ["path"], [[path] for path in curation.left_out]
+        )
     summary = _summary(curation)
     write_text_atomic(folder / "summary.json", json.dumps(summary, indent=2) + "\n")
     write_text_atomic(folder / "summary.md", summary_text(summary))
@@ -212,6 +226,11 @@ def summary_text(summary: dict[str, object]) -> str:
             f"- selected to label first ({summary['settings']['select_method']}): "
             f"{counts['selected']} images"
         )
+    if counts.get("left_out"):
+        lines.append(
+            f"- left out: {counts['left_out']} image(s) of the folder without embeddings "
+            "(files that cannot be decoded are skipped), listed in left_out.csv"
+        )
     seconds = ", ".join(f"{step} {value:.1f} s" for step, value in summary["seconds"].items())
     lines += ["", f"Time: {seconds}."]
     return "\n".join(lines) + "\n"
@@ -226,6 +245,7 @@ def _summary(curation: Curation) -> dict[str, object]:
         # Images beyond the first of each set of identical files.
         "exact_copies": sum(_exact_extras(g) for g in curation.duplicates),
         "unusual_groups": len(curation.unusual),
+        "left_out": len(curation.left_out),
     }
     if curation.against:
         counts["leak_groups"] = len(curation.leaks)

@@ -108,36 +108,47 @@ def percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
 
-def knn_table(results: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
+def top_k_metrics(num_classes: int) -> tuple[str, ...]:
+    """The accuracies worth printing: top-5 only above 5 classes, where it can be below 100%."""
+    return ("top1", "top5") if num_classes > 5 else ("top1",)
+
+
+def knn_table(
+    results: Mapping[str, Mapping[str, Mapping[str, float]]],
+    metrics: Sequence[str] = ("top1", "top5"),
+) -> str:
     """Top-1/top-5 (%) per feature set and k.
 
     Args:
         results: ``{feature set: {"k=20": {"top1": .., "top5": ..}, ...}}``.
+        metrics: The columns of each k (see :func:`top_k_metrics`).
     """
     ks = list(next(iter(results.values())))
-    header = ["features", *(f"{k} {metric}" for k in ks for metric in ("top1", "top5"))]
+    header = ["features", *(f"{k} {metric}" for k in ks for metric in metrics)]
     rows = [
         [
             ROW_NAMES.get(name, name),
-            *(percent(per_k[k].get(metric)) for k in ks for metric in ("top1", "top5")),
+            *(percent(per_k[k].get(metric)) for k in ks for metric in metrics),
         ]
         for name, per_k in results.items()
     ]
     return format_table(header, rows)
 
 
-def linear_table(results: Mapping[str, Mapping[str, Any]]) -> str:
+def linear_table(
+    results: Mapping[str, Mapping[str, Any]], metrics: Sequence[str] = ("top1", "top5")
+) -> str:
     """Top-1/top-5 (%) and the chosen weight decay per feature set.
 
     Args:
         results: ``{feature set: {"top1": .., "top5": .., "weight_decay": ..}}``.
+        metrics: The accuracy columns (see :func:`top_k_metrics`).
     """
-    header = ["features", "top1", "top5", "weight decay"]
+    header = ["features", *metrics, "weight decay"]
     rows = [
         [
             ROW_NAMES.get(name, name),
-            percent(numbers.get("top1")),
-            percent(numbers.get("top5")),
+            *(percent(numbers.get(metric)) for metric in metrics),
             f"{numbers.get('weight_decay', 0.0):g}",
         ]
         for name, numbers in results.items()

@@ -90,7 +90,7 @@ def test_bad_requests_are_named(
 ) -> None:
     base = ["curate", "--run", run_dir, "--out", tmp_path / "r", "--no-progress"]
     assert run_cli(*base, "--data", folders["data"], "--select", 100) == 2
-    assert "--select 100 is more than the 26 images" in one_line_error(capsys)
+    assert "cannot select 100 images to label: the folder has 26" in one_line_error(capsys)
     assert run_cli(*base, "--data", folders["other"], "--label-issues", "yes") == 2
     assert "label-mistake detection needs class sub-folders" in one_line_error(capsys)
     assert run_cli(*base, "--data", folders["data"], "--link-selected") == 2

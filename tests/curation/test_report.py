@@ -118,3 +118,33 @@ def test_the_summary_says_how_far_the_label_probe_agrees_with_the_labels(
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert summary["label_probe_accuracy"] == pytest.approx(agreement)
     assert f"agrees with {agreement:.1%} of the labels" in summary_text(summary)
+
+
+def test_images_without_embeddings_are_listed_in_the_report(
+    tmp_path: Path, make_textured_folder
+) -> None:
+    root = tmp_path / "data"
+    dataset = embedded_folder(root, make_textured_folder)
+    (root / "b" / "broken.png").write_bytes(b"not an image")  # embedding skips it
+    out = tmp_path / "report"
+    summary = write_report(curate(dataset, CurationSettings(label_issues="no")), out)
+    assert summary["counts"]["left_out"] == 1
+    assert (out / "left_out.csv").read_text().splitlines() == ["path", "b/broken.png"]
+    summary_md = (out / "summary.md").read_text()
+    assert "left out: 1 image(s) of the folder without embeddings" in summary_md
+
+    (root / "b" / "broken.png").unlink()
+    summary = write_report(curate(dataset, CurationSettings(label_issues="no")), out)
+    assert summary["counts"]["left_out"] == 0
+    assert not (out / "left_out.csv").exists()  # the earlier report's list is gone
+    assert "left out" not in (out / "summary.md").read_text()
+
+
+def test_a_selection_of_no_images_is_refused_in_the_callers_words(
+    tmp_path: Path, make_textured_folder
+) -> None:
+    dataset = embedded_folder(tmp_path / "data", make_textured_folder)
+    with pytest.raises(ContrastiveError, match="^the selection must hold at least 1 image, got 0"):
+        curate(dataset, CurationSettings(select=0))
+    with pytest.raises(ContrastiveError, match="^cannot select 19 images to label: the folder"):
+        curate(dataset, CurationSettings(select=19))

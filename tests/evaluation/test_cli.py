@@ -56,6 +56,7 @@ def test_embed_then_knn_with_baselines(
     )
     printed = capsys.readouterr().out
     assert "| raw pixels" in printed and "k=5 top1" in printed
+    assert "top5" not in printed  # 3 classes: top-5 is 100% by construction, so not printed
     report = json.loads((tmp_path / "train.knn.json").read_text())
     assert set(report["results"]) == {"model", "random_init", "raw_pixels"}
     # Colour classes: raw pixels are perfectly separable.

@@ -14,6 +14,7 @@ from contrastive.evaluation.report import (
     format_table,
     knn_table,
     linear_table,
+    top_k_metrics,
     write_report,
 )
 
@@ -57,3 +58,13 @@ def test_tables_show_percentages_per_row() -> None:
     linear = linear_table({"random_init": {"top1": 0.25, "top5": None, "weight_decay": 1e-4}})
     assert linear.splitlines()[2] == "| random init | 25.00 | -    | 0.0001       |"
     assert format_table(["a"], []) == "| a |\n|---|"
+
+
+def test_top5_is_printed_only_where_it_can_miss() -> None:
+    # With 5 classes or fewer every image's class is among the top 5: always 100%.
+    assert top_k_metrics(5) == ("top1",)
+    assert top_k_metrics(6) == ("top1", "top5")
+    results = {"model": {"k=20": {"top1": 0.5, "top5": 1.0}}}
+    assert knn_table(results, top_k_metrics(3)).splitlines()[0] == "| features | k=20 top1 |"
+    linear = linear_table({"model": {"top1": 0.5, "top5": 1.0, "weight_decay": 0.1}}, ("top1",))
+    assert linear.splitlines()[0] == "| features | top1  | weight decay |"
