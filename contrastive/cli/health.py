@@ -50,6 +50,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from contrastive.errors import ContrastiveError
     from contrastive.evaluation.run_health import (
         RANKING_MEASURE,
+        NoHealthMeasuresError,
         comparison_table,
         rank_runs,
         read_run_health,
@@ -63,7 +64,18 @@ def run_compare(args: argparse.Namespace) -> int:
         raise ContrastiveError("compare-runs needs at least two different run directories")
     if len(unique) < len(args.runs):
         print("warning: a run given twice is ranked once", file=sys.stderr)
-    runs = [read_run_health(run) for run in unique]
+    runs = []
+    for run in unique:
+        try:
+            runs.append(read_run_health(run))
+        except NoHealthMeasuresError as error:
+            # One run without measures should not hide the ranking of the others.
+            print(f"warning: {run} left out: {error}", file=sys.stderr)
+    if len(runs) < 2:
+        raise ContrastiveError(
+            f"compare-runs needs two runs with label-free measures; {len(runs)} of the "
+            f"{len(unique)} runs have them"
+        )
     folders = {run.data for run in runs if run.data}
     if len(folders) > 1:
         print(

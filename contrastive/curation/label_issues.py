@@ -11,7 +11,9 @@ probability of the given class), with the most probable class as the suggestion.
 
 from __future__ import annotations
 
+import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,6 +134,39 @@ def out_of_fold_probabilities(
     return probabilities
 
 
+#: cleanlab's warning about a class too small to prune, which names it by its index.
+_SMALL_CLASS_WARNING = re.compile(r"May not flag all label issues in class: (\d+)")
+
+
+def _rename_small_class_warnings(
+    caught: Sequence[warnings.WarningMessage],
+    given: np.ndarray,
+    class_names: Sequence[str] | None,
+) -> None:
+    """Re-issues cleanlab's per-class warnings as one, naming the class folders.
+
+    cleanlab says "class: 3", the index into its own numbering, which a person cannot
+    match to a folder; other warnings pass through unchanged.
+    """
+    small = []
+    for message in caught:
+        match = _SMALL_CLASS_WARNING.search(str(message.message))
+        if match is None:
+            warnings.warn_explicit(
+                message.message, message.category, message.filename, message.lineno
+            )
+            continue
+        index = int(match.group(1))
+        name = class_names[index] if class_names is not None else str(index)
+        small.append(f"{name} ({int((given == index).sum())} labeled)")
+    if small:
+        warnings.warn(
+            f"label mistakes may be missed in {len(small)} class(es) with too few labeled "
+            f"images to judge: {', '.join(small[:10])}" + (" ..." if len(small) > 10 else ""),
+            stacklevel=3,
+        )
+
+
 def find_label_issues(
     embeddings: np.ndarray,
     labels: np.ndarray,
@@ -139,6 +174,7 @@ def find_label_issues(
     folds: int = DEFAULT_FOLDS,
     weight_decay: float | None = None,
     seed: int = 0,
+    class_names: Sequence[str] | None = None,
 ) -> LabelIssues:
     """Suspected label mistakes among the labeled images (label ``-1`` is left out).
 
@@ -149,6 +185,7 @@ def find_label_issues(
         folds: Folds of the out-of-fold probabilities.
         weight_decay: The probe's ``wd`` (default ``1 / fitted images``).
         seed: Seed of the fold split.
+        class_names: ``(C,)`` names, for the warning about classes too small to judge.
 
     Returns:
         The probabilities, label quality, flagged images and suggested classes.
@@ -179,9 +216,12 @@ def find_label_issues(
         embeddings[labeled], given, num_classes, folds, weight_decay, seed
     )
     held = probabilities[labeled].astype(np.float64)
-    flagged = cleanlab_label_issues(
-        given, held, return_indices_ranked_by="self_confidence", n_jobs=1
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        flagged = cleanlab_label_issues(
+            given, held, return_indices_ranked_by="self_confidence", n_jobs=1
+        )
+    _rename_small_class_warnings(caught, given, class_names)
     quality = np.full(len(labels), np.nan, dtype=np.float32)
     quality[labeled] = get_label_quality_scores(given, held, method="self_confidence")
     suggested = np.full(len(labels), -1, dtype=np.int64)

@@ -286,6 +286,7 @@ def curate(
             len(dataset.classes),
             folds=settings.folds,
             seed=settings.seed,
+            class_names=dataset.classes,
         )
         laps.lap("label issues")
     selection = None

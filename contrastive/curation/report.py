@@ -168,6 +168,23 @@ def _remove_links(folder: Path) -> None:
         shutil.rmtree(folder)
 
 
+#: The longest file name most file systems take, in bytes (NAME_MAX).
+NAME_MAX_BYTES = 255
+
+
+def _link_name(prefix: str, name: str) -> str:
+    """``prefix + name``, its stem shortened to fit :data:`NAME_MAX_BYTES`.
+
+    The rank prefix alone keeps the names apart; a name that already took most of the 255
+    bytes (about 84 CJK characters) would otherwise fail halfway through a report.
+    """
+    stem, suffix = os.path.splitext(name)
+    # Whole characters are cut (never half of a UTF-8 sequence), from the end of the stem.
+    while stem and len(os.fsencode(prefix + stem + suffix)) > NAME_MAX_BYTES:
+        stem = stem[:-1]
+    return prefix + stem + suffix
+
+
 def _is_selected_link(entry: Path) -> bool:
     """Whether ``entry`` is one :func:`link_images` writes: ``0001_<name>``, link or copy."""
     rank, _, name = entry.name.partition("_")
@@ -192,7 +209,7 @@ def link_images(paths: Sequence[Path], folder: Path) -> None:
     folder.mkdir(parents=True)
     width = max(4, len(str(len(paths))))
     for rank, path in enumerate(paths, start=1):
-        target = folder / f"{rank:0{width}d}_{Path(path).name}"
+        target = folder / _link_name(f"{rank:0{width}d}_", Path(path).name)
         try:
             target.symlink_to(Path(path).resolve())
         except OSError:  # file systems without symbolic links (some Windows set-ups)

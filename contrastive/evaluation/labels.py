@@ -6,6 +6,7 @@ folder lacking a class would number the rest differently: labels are matched by 
 
 from __future__ import annotations
 
+import unicodedata
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from torch import Tensor
 
 from contrastive.embeddings import Embeddings
 from contrastive.errors import ContrastiveError
+from contrastive.files import same_path
 
 
 @dataclass
@@ -53,8 +55,9 @@ def labeled_pair(
             holds one class only, their widths or kinds of feature differ, or the test set
             has classes the training set lacks.
     """
-    check_labels(train.labels, train.classes, train_name)
-    check_labels(test.labels, test.classes, test_name)
+    check_labels(train.labels, train.classes, train_name, train.paths)
+    check_labels(test.labels, test.classes, test_name, test.paths)
+    _warn_shared_images(train, test, train_name, test_name)
     present = np.unique(train.labels)
     if len(present) < 2:
         # Every prediction would be that class: 100% that says nothing.
@@ -90,13 +93,34 @@ def labeled_pair(
     )
 
 
-def check_labels(labels: np.ndarray, classes: Sequence[str], name: str) -> None:
+def _warn_shared_images(
+    train: Embeddings, test: Embeddings, train_name: str, test_name: str
+) -> None:
+    """Warns when test images are also in the training set (each would find itself)."""
+    if train.data_root is None or test.data_root is None:
+        return
+    if not same_path(train.data_root, test.data_root):
+        return
+    shared = np.intersect1d(train.paths.astype(str), test.paths.astype(str))
+    if len(shared):
+        warnings.warn(
+            f"{train_name} and {test_name} share {len(shared)} of the {len(test.paths)} test "
+            f"images (e.g. {shared[0]}): each finds itself, so the scores are inflated; "
+            "evaluate on images kept out of training",
+            stacklevel=3,
+        )
+
+
+def check_labels(
+    labels: np.ndarray, classes: Sequence[str], name: str, paths: Sequence[str] | None = None
+) -> None:
     """Raises unless every image has a class label.
 
     Args:
         labels: ``(N,)`` indices into ``classes``; -1 for images outside class folders.
         classes: Class names.
         name: The input's name in the message.
+        paths: The images' paths, to name one outside the class folders.
 
     Raises:
         ContrastiveError: If there are no images, or unlabeled ones.
@@ -107,9 +131,12 @@ def check_labels(labels: np.ndarray, classes: Sequence[str], name: str) -> None:
     if unlabeled == len(labels):
         raise ContrastiveError(f"{name} is unlabeled: evaluation needs one sub-folder per class")
     if unlabeled:
+        example = (
+            f" (e.g. {paths[int(np.flatnonzero(labels < 0)[0])]})" if paths is not None else ""
+        )
         raise ContrastiveError(
-            f"{name} has {unlabeled} image(s) outside class sub-folders; evaluation needs "
-            "every image in a class folder"
+            f"{name} has {unlabeled} image(s) outside class sub-folders{example}; evaluation "
+            "needs every image in a class folder"
         )
     if int(labels.max()) >= len(classes):
         raise ContrastiveError(f"{name}: labels index past its {len(classes)} classes")
@@ -137,13 +164,21 @@ def align_test_labels(
     Raises:
         ContrastiveError: If a test image's class is not among the training classes.
     """
-    train_index = {str(name): i for i, name in enumerate(train_classes)}
+    train_index = {_class_key(name): i for i, name in enumerate(train_classes)}
     present = sorted({str(test_classes[i]) for i in np.unique(test_labels)})
-    unseen = [name for name in present if name not in train_index]
+    unseen = [name for name in present if _class_key(name) not in train_index]
     if unseen:
         shown = ", ".join(unseen[:5]) + (" ..." if len(unseen) > 5 else "")
         raise ContrastiveError(
             f"{test_name} has {len(unseen)} class(es) not in {train_name}: {shown}"
         )
-    remap = np.array([train_index.get(str(name), -1) for name in test_classes], dtype=np.int64)
+    remap = np.array(
+        [train_index.get(_class_key(name), -1) for name in test_classes], dtype=np.int64
+    )
     return remap[test_labels]
+
+
+def _class_key(name: object) -> str:
+    """A class name as compared across folders: ``café`` copied from a Mac (decomposed,
+    NFD) and typed on Linux (composed, NFC) are one class."""
+    return unicodedata.normalize("NFC", str(name))

@@ -56,6 +56,10 @@ class RunHealth:
         return values[-1] if values else math.nan
 
 
+class NoHealthMeasuresError(ContrastiveError):
+    """A run that logged no label-free measures (``compare-runs`` leaves it out)."""
+
+
 def read_run_health(run_dir: str | os.PathLike) -> RunHealth:
     """Reads a run's health history from ``RUN/metrics.csv`` (and widths from its config).
 
@@ -88,12 +92,12 @@ def read_run_health(run_dir: str | os.PathLike) -> RunHealth:
     except (OSError, ValueError, csv.Error) as error:
         raise ContrastiveError(f"cannot read {metrics}: {error}") from error
     if not rows:
-        raise ContrastiveError(
+        raise NoHealthMeasuresError(
             f"{metrics} is empty: the run logged nothing yet (stopped before its first "
             "logged step?)"
         )
     if not history:
-        raise ContrastiveError(
+        raise NoHealthMeasuresError(
             f"{metrics} has no label-free measures (monitor/rank ...): the run was trained "
             "without them (--health-sample-size 0) or before they existed"
         )

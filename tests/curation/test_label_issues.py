@@ -72,3 +72,17 @@ def test_classes_of_one_image_cannot_be_cross_validated() -> None:
     embeddings, _ = separated()
     with pytest.raises(ContrastiveError, match="not enough labeled images per class"):
         out_of_fold_probabilities(embeddings[:4], np.arange(4), CLASSES)
+
+
+def test_classes_too_small_to_judge_are_named_by_folder() -> None:
+    # Class 2 keeps one image: cleanlab cannot prune it and says so by its index ("class: 2").
+    embeddings, labels = separated()
+    keep = np.flatnonzero((labels != 2) | (np.arange(len(labels)) == 2 * PER_CLASS))
+    with pytest.warns(UserWarning) as caught:
+        find_label_issues(embeddings[keep], labels[keep], CLASSES, class_names=list("wxyz"))
+    messages = [str(warning.message) for warning in caught]
+    assert (
+        "label mistakes may be missed in 1 class(es) with too few labeled images to judge: "
+        "y (1 labeled)"
+    ) in messages
+    assert not any("May not flag" in message for message in messages)

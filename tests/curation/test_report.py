@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +149,15 @@ def test_a_selection_of_no_images_is_refused_in_the_callers_words(
         curate(dataset, CurationSettings(select=0))
     with pytest.raises(ContrastiveError, match="^cannot select 19 images to label: the folder"):
         curate(dataset, CurationSettings(select=19))
+
+
+def test_links_to_files_with_names_near_the_length_limit_fit(
+    tmp_path: Path, make_textured_folder
+) -> None:
+    (source,) = make_textured_folder(tmp_path / "data", {"": 1})
+    long_name = tmp_path / "data" / ("图" * 83 + ".png")  # 249 bytes: no room for "0001_"
+    source.rename(long_name)
+    link_images([long_name], tmp_path / "selected")
+    (link,) = (tmp_path / "selected").iterdir()
+    assert link.name == "0001_" + "图" * 82 + ".png" and len(os.fsencode(link.name)) <= 255
+    assert link.resolve() == long_name.resolve()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -55,7 +57,7 @@ def test_test_labels_are_renumbered_by_class_name() -> None:
         (
             embeddings([0, 1], ["cat", "dog"]),
             embeddings([0, -1], ["cat"]),
-            "--test has 1 image\\(s\\) outside class sub-folders",
+            "--test has 1 image\\(s\\) outside class sub-folders \\(e\\.g\\. 1\\.png\\)",
         ),
         (embeddings([], []), embeddings([0], ["cat"]), "--train holds no images"),
         (
@@ -79,4 +81,25 @@ def test_bad_pairs_raise_one_line_errors(train: Embeddings, test: Embeddings, me
 def test_features_of_two_checkpoints_are_paired_with_a_warning() -> None:
     train, test = embeddings([0, 1], ["cat", "dog"]), embeddings([0], ["cat"], source="runs/b")
     with pytest.warns(UserWarning, match="different checkpoints \\(runs/a and runs/b\\)"):
+        labeled_pair(train, test)
+
+
+def test_class_names_match_whatever_their_unicode_form() -> None:
+    # "café" as a Mac writes it (e + combining accent) and as Linux does (one character).
+    decomposed, composed = "cafe\u0301", "caf\u00e9"
+    pair = labeled_pair(
+        embeddings([0, 1], ["bar", decomposed]), embeddings([0, 1], ["bar", composed])
+    )
+    assert pair.test_labels.tolist() == [0, 1]
+
+
+def test_test_images_that_are_also_training_images_are_warned_about(tmp_path) -> None:
+    train = embeddings([0, 1, 0], ["cat", "dog"])
+    test = embeddings([0, 1], ["cat", "dog"])  # 0.png and 1.png, as in train
+    train.data_root, test.data_root = tmp_path, tmp_path / "." / ""
+    with pytest.warns(UserWarning, match="share 2 of the 2 test images \\(e\\.g\\. 0\\.png\\)"):
+        labeled_pair(train, test)
+    test.data_root = tmp_path / "elsewhere"  # other folders may reuse file names
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         labeled_pair(train, test)

@@ -124,3 +124,20 @@ def test_bad_input_gets_one_line_errors(
 
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith("error:") and message in error[0]
+
+
+def test_compare_runs_leaves_out_a_run_without_measures(tmp_path: Path, capsys) -> None:
+    write_run(tmp_path / "a", [5.0, 40.0])
+    write_run(tmp_path / "b", [5.0, 60.0])
+    (tmp_path / "old").mkdir()  # trained with --health-sample-size 0
+    (tmp_path / "old" / "metrics.csv").write_text("step,loss\n0,5.0\n")
+
+    assert main(["compare-runs", *(str(tmp_path / name) for name in ("a", "old", "b"))]) == 0
+    captured = capsys.readouterr()
+    assert f"warning: {tmp_path / 'old'} left out:" in captured.err
+    ranked = [line.split()[1].rsplit("/", 1)[-1] for line in captured.out.splitlines()[2:]]
+    assert ranked == ["b", "a"]
+
+    assert main(["compare-runs", str(tmp_path / "a"), str(tmp_path / "old")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: compare-runs needs two runs with label-free measures; 1 of")
