@@ -157,6 +157,8 @@ def verdict(run: RunHealth) -> str:
     if "collapse" in kinds or "dimensional_collapse" in kinds:
         word = "collapsed" if "collapse" in kinds else "dimensional collapse"
         lines.append(f"verdict: {word}, not learning a useful representation")
+    elif "not_spread" in kinds:
+        lines.append("verdict: not spread yet (one measurement, as an untrained network looks)")
     elif "plateau" in kinds:
         lines.append("verdict: learning, but it plateaued well before the end")
     elif len(run.history) < 2:

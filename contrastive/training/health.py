@@ -109,7 +109,8 @@ class Finding:
     """One diagnosis.
 
     Attributes:
-        kind: ``collapse``, ``dimensional_collapse`` or ``plateau``.
+        kind: ``collapse``, ``not_spread`` (collapse-like at the first measurement, as an
+            untrained network often is), ``dimensional_collapse`` or ``plateau``.
         step: The step at which it was seen.
         message: What was seen and what to do.
     """
@@ -145,6 +146,19 @@ def diagnose(
         return []
     step = int(history[-1]["step"])
     collapse = _collapse_finding(history[-1], step, feature_dim, projection_dim, sample_size)
+    if collapse is not None and collapse.kind == "collapse" and len(history) == 1:
+        # Nothing to compare with: a barely trained network maps every image close to one
+        # point too (ReLU features share a large positive mean), so this is not yet a verdict.
+        return [
+            Finding(
+                "not_spread",
+                step,
+                f"not spread yet at step {step}, the first measurement: every image gets "
+                "nearly the same embedding, as at random initialisation; train longer. If "
+                "later measurements stay this low, try a lower learning rate (--lr) or a "
+                "higher temperature (--temperature)",
+            )
+        ]
     if collapse is not None:
         # A collapsed run is flat too; the plateau advice would only mislead.
         return [collapse]

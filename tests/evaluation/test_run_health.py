@@ -90,6 +90,13 @@ def test_one_measurement_claims_no_trend(tmp_path: Path) -> None:
     assert "settled" not in text
 
 
+def test_one_collapse_like_measurement_is_not_called_collapse(tmp_path: Path) -> None:
+    # A 1-epoch run: measured once, early, where an untrained network looks collapsed.
+    text = verdict(read_run_health(write_run(tmp_path / "run", [1.0])))
+
+    assert "verdict: not spread yet" in text and "collapsed" not in text
+
+
 def test_verdict_names_collapse(tmp_path: Path) -> None:
     run = read_run_health(write_run(tmp_path / "run", [5.0, 1.0]))
 
