@@ -5,8 +5,9 @@ to ``size x size`` (shorter side to ``size``, then a center crop, see :func:`squ
 and writes it into a raw uint8 file of layout ``(N, 3, size, size)``, so a batch of rows is a
 ready ``torch.uint8`` tensor. Later epochs, runs and embedding passes map the same file.
 
-The cache is named after a hash of the file list, each file's size and modification time
-and ``size``: changing, adding or removing a file gives a new name and a rebuild. A build
+The cache is named after a hash of the file list, each file's size, modification time and
+inode change time, and ``size``: changing, adding or removing a file gives a new name and a
+rebuild, even where the modification time was restored (``cp -p``, ``rsync -a``). A build
 writes to a temporary file renamed into place, and the JSON metadata is renamed last, so a
 killed build never leaves a cache that is later trusted.
 """
@@ -47,6 +48,9 @@ UNKNOWN_DECODE_FAILURE = "failed to decode"
 # Below this many files a worker pool costs more to start than it saves.
 _MIN_FILES_FOR_POOL = 512
 _POOL_CHUNK = 64
+# Up to this many times the output's area, resize then crop as torchvision does (exact);
+# beyond it (thin images), only the kept square is resampled (resize_center_crop).
+_MAX_RESIZED_AREA = 4
 
 
 def default_cache_dir() -> Path:
@@ -60,7 +64,8 @@ def square_uint8(image: Image.Image, size: int) -> np.ndarray:
     The rule is torchvision's ``Resize(size)`` then ``CenterCrop(size)``: the shorter side
     becomes ``size`` (bilinear with antialiasing, the longer side scaled proportionally and
     truncated), then the central square is kept. Images already ``size x size`` are stored
-    unchanged.
+    unchanged. Only the square is resampled (see :func:`resize_center_crop`), so a
+    1x50000 line costs what a square does, not a 64 x 3.2 million intermediate image.
 
     Args:
         image: An RGB ``PIL.Image``.
@@ -70,8 +75,44 @@ def square_uint8(image: Image.Image, size: int) -> np.ndarray:
         uint8 array ``(3, size, size)``.
     """
     if image.size != (size, size):
-        image = TF.center_crop(TF.resize(image, size, antialias=True), [size, size])
+        image = resize_center_crop(image, size, size)
     return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def resize_center_crop(image: Image.Image, resize: int, crop: int) -> Image.Image:
+    """``T.CenterCrop(crop)(T.Resize(resize)(image))`` on a PIL image, without its memory.
+
+    torchvision resizes the whole image, then crops: a thin image (1 x 50000 at 64 px)
+    becomes a 64 x 3.2 million intermediate (0.6 GB, 1.5 GB at peak) before 64 x 64 of it
+    are kept. Where the resized image would exceed ``_MAX_RESIZED_AREA`` crops, PIL's
+    ``resize(box=...)`` resamples only the kept square, at the same scale, drawing on the
+    pixels around it for the filter as the full resize does. PIL takes the box in single
+    precision, so that path may differ from torchvision by a grey level or two; every
+    other image (aspect ratios up to about 4:1) gets torchvision's output exactly.
+
+    Args:
+        image: A ``PIL.Image``.
+        resize: The shorter side after resizing (torchvision's ``Resize(int)``).
+        crop: Side of the central square kept.
+
+    Returns:
+        The ``crop x crop`` image.
+    """
+    width, height = image.size
+    # torchvision's output size: the short side becomes `resize`, the long one is
+    # scaled and truncated (`_compute_resized_output_size`).
+    if width <= height:
+        new_width, new_height = resize, int(resize * height / width)
+    else:
+        new_width, new_height = int(resize * width / height), resize
+    if new_width * new_height <= _MAX_RESIZED_AREA * crop * crop or crop > resize:
+        return TF.center_crop(TF.resize(image, resize, antialias=True), [crop, crop])
+    # torchvision's crop anchor (`_center_crop_compute_crop_anchor`), in resized pixels.
+    top = int(round((new_height - crop) / 2.0))
+    left = int(round((new_width - crop) / 2.0))
+    scale_x, scale_y = width / new_width, height / new_height
+    box = (left * scale_x, top * scale_y, (left + crop) * scale_x, (top + crop) * scale_y)
+    return image.resize((crop, crop), Image.Resampling.BILINEAR, box=box)
 
 
 class ToSquareUint8:
@@ -98,19 +139,29 @@ def _decode(task: tuple[int, str, int]) -> tuple[int, np.ndarray | str]:
 
 
 def _file_signature(path: Path) -> str:
+    """The line a file adds to the content hash: path, size, mtime and ctime (one stat).
+
+    Size and mtime alone miss a same-size rewrite whose mtime was restored (``cp -p``,
+    ``rsync -a``, ``touch -r``, ``exiftool -P``) or fell within a coarse mtime. The inode
+    change time cannot be set by users and moves on every rewrite, so it catches those.
+    The inode number is left out: it adds nothing once ctime is there (a replaced file has
+    a new ctime too), and network and FUSE mounts renumber inodes across mounts, which
+    would rebuild unchanged caches.
+    """
     try:
         stat = path.stat()
     except OSError:
         # A vanished file still gets a stable line; decoding it later fails and skips it.
-        return f"{path}\t-1\t-1"
-    return f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}"
+        return f"{path}\t-1\t-1\t-1"
+    return f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\t{stat.st_ctime_ns}"
 
 
 def cache_name(paths: Sequence[Path], size: int) -> str:
     """The cache's file stem: ``<list hash>-<size>px-<content hash>``.
 
     The list hash covers only the paths, so a rebuild after files change can find and
-    delete the stale cache of the same list; the content hash adds sizes and mtimes.
+    delete the stale cache of the same list; the content hash adds sizes, mtimes and
+    ctimes (see :func:`_file_signature`).
     """
     list_hash = hashlib.sha256()
     content_hash = hashlib.sha256(f"v{CACHE_VERSION}\n{size}\n".encode())

@@ -6,7 +6,9 @@ derived only on request (evaluation), from the first folder level below the root
 Bad files are expected in real folders. The policy:
 
 * :func:`list_images` lists regular files with an image extension; directories, dangling
-  links and link loops are ignored, and directory links are not followed (no hangs).
+  links, link loops, FIFOs and devices are ignored, and directory links are not followed
+  (no hangs). Hidden and system folders (``.*``, ``__MACOSX``, ``@eaDir``) are not
+  searched: they hold copies and metadata, which would otherwise become classes.
 * :func:`check_readable` is the cheap pre-pass before training: ``Image.open`` + ``verify``
   reads headers (and, for PNG, checksums) but decodes no pixels, about 0.05 ms per JPEG
   against 4 ms for a full decode of a 1024x768 photo. It catches empty, non-image,
@@ -16,7 +18,14 @@ Bad files are expected in real folders. The policy:
   file is skipped with a warning naming it, and the epoch goes on.
 * Images with more pixels than ``PIL.Image.MAX_IMAGE_PIXELS`` are unreadable. PIL itself
   only warns between 1x and 2x the limit; here anything above it is refused, so one
-  policy holds. Raise ``PIL.Image.MAX_IMAGE_PIXELS`` (or set it to None) to allow them.
+  policy holds, with one message naming the file. Set the environment variable
+  ``CONTRASTIVE_MAX_IMAGE_PIXELS`` (0 or ``none``: no limit) to allow them from the CLI,
+  or raise ``PIL.Image.MAX_IMAGE_PIXELS`` in Python.
+
+High-bit-depth images (16-bit, 32-bit integer and float grayscale) are mapped to 8 bits by
+one rule (:func:`_rescale_to_8bit`): integers by the smallest of 8, 10, 12, 14 and 16 bits
+that holds the image's maximum, floats in [0, 1] by 255, any other range by the image's own
+minimum and maximum.
 """
 
 from __future__ import annotations
@@ -24,6 +33,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
+import stat
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -50,12 +61,23 @@ _BACKGROUND = (255, 255, 255)
 
 DEFAULT_MAX_BAD_FRACTION = 0.1
 
+#: Environment variable overriding ``PIL.Image.MAX_IMAGE_PIXELS`` (0 or "none": no limit).
+MAX_PIXELS_VARIABLE = "CONTRASTIVE_MAX_IMAGE_PIXELS"
+
 # Modes holding more than 8 bits per pixel: rescaled rather than clipped by ``convert``.
 _HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _ALPHA_MODES = frozenset({"LA", "PA", "RGBa"})
+# Bit depths of integer sensors and formats, the candidates for an integer image's range.
+_INTEGER_DEPTHS = (8, 10, 12, 14, 16)
 
 # How many bad files an error or warning names before it says "and N more".
 _EXAMPLES_SHOWN = 3
+
+# Folders that hold copies or metadata, never data: macOS zip archives add "__MACOSX"
+# (AppleDouble twins of every file), Synology NAS shares add "@eaDir" (thumbnails named like
+# the photos). Besides these, every folder whose name starts with "." (".git",
+# ".ipynb_checkpoints", ".Trash-1000") is left out.
+_SYSTEM_FOLDERS = frozenset({"__MACOSX", "@eaDir"})
 
 
 def list_images(root: str | os.PathLike) -> list[Path]:
@@ -63,8 +85,11 @@ def list_images(root: str | os.PathLike) -> list[Path]:
 
     Symbolic links to files are followed; symbolic links to directories are not, so link
     loops cannot hang the scan (a warning names them, and counts broken links).
-    Directories whose names look like images are ignored. Files with other extensions
-    are counted by extension and named in one warning, so nothing is left out silently.
+    Directories whose names look like images are ignored. Folders named ``.*`` (``.git``,
+    ``.ipynb_checkpoints``), ``__MACOSX`` and ``@eaDir`` hold copies and metadata, not
+    data: they are not searched. Files with other extensions, FIFOs and devices named
+    like images, and those folders are counted in one warning (naming a few folders), so
+    nothing is left out silently.
 
     Args:
         root: Folder to scan.
@@ -83,6 +108,7 @@ def list_images(root: str | os.PathLike) -> list[Path]:
     found: list[Path] = []
     ignored: Counter[str] = Counter()
     linked_folders: list[str] = []
+    hidden_folders: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root_path, onerror=_warn_walk_error):
         if RUN_MARKER in filenames and Path(dirpath) != root_path:
             # A run written inside the data (--out under --data): its sprite and plots
@@ -90,6 +116,15 @@ def list_images(root: str | os.PathLike) -> list[Path]:
             dirnames.clear()
             ignored["run folder"] += 1
             continue
+        # Pruned in place, so os.walk never descends: notebook checkpoints and zip
+        # leftovers hold copies of the images, which would be trained on twice and
+        # become classes of their own.
+        pruned = [name for name in dirnames if _is_hidden_folder(name)]
+        if pruned:
+            dirnames[:] = [name for name in dirnames if not _is_hidden_folder(name)]
+            hidden_folders += [
+                _relative_key(Path(dirpath) / name, root_path) for name in sorted(pruned)
+            ]
         linked_folders += [
             os.path.join(dirpath, name)
             for name in dirnames
@@ -107,6 +142,11 @@ def list_images(root: str | os.PathLike) -> list[Path]:
                     found.append(path.absolute())
                 elif path.is_symlink() and not path.exists():
                     ignored["broken link"] += 1
+                else:
+                    # A FIFO, socket or device (or a link to one, like /dev/zero): never
+                    # opened, since reading it could block or never end; counted, not
+                    # dropped silently. Folders named like images are in dirnames.
+                    ignored[_special_file_kind(path)] += 1
             else:
                 # ".DS_Store" has no extension to Python; its name says more than "none".
                 ignored[extension or (name if name.startswith(".") else "no extension")] += 1
@@ -124,15 +164,48 @@ def list_images(root: str | os.PathLike) -> list[Path]:
             f"(folders holding {RUN_MARKER}: their plots and thumbnails are not data)",
             stacklevel=2,
         )
+    parts = []
     if ignored:
         counts = ", ".join(f"{count} {kind}" for kind, count in sorted(ignored.items()))
-        warnings.warn(
+        parts.append(
             f"ignored {sum(ignored.values())} non-image file(s) in {root_path}: {counts} "
-            f"(images are {', '.join(sorted(IMAGE_EXTENSIONS))})",
-            stacklevel=2,
+            f"(images are {', '.join(sorted(IMAGE_EXTENSIONS))})"
         )
+    if hidden_folders:
+        shown = ", ".join(hidden_folders[:_EXAMPLES_SHOWN])
+        more = len(hidden_folders) - _EXAMPLES_SHOWN
+        parts.append(
+            f"ignored {len(hidden_folders)} hidden or system folder(s) "
+            + ("" if ignored else f"in {root_path} ")
+            + f"(names starting with '.', {', '.join(sorted(_SYSTEM_FOLDERS))}), "
+            + f"not searched: {shown}"
+            + (f" and {more} more" if more > 0 else "")
+        )
+    if parts:
+        # One warning, one line: a folder of junk is one notice, not a screenful.
+        warnings.warn("; ".join(parts), stacklevel=2)
     found.sort(key=lambda p: _relative_key(p, root_path))
     return found
+
+
+def _special_file_kind(path: Path) -> str:
+    """What an image-named entry that is neither a regular file nor a broken link is."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:  # vanished since the listing, or its folder is not searchable
+        return "unreadable entry"
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device file"
+    return "not a regular file"
+
+
+def _is_hidden_folder(name: str) -> bool:
+    """Whether a folder holds copies or metadata rather than data (see _SYSTEM_FOLDERS)."""
+    return name.startswith(".") or name in _SYSTEM_FOLDERS
 
 
 def _relative_key(path: Path, root: Path) -> str:
@@ -150,7 +223,8 @@ def load_rgb(path: str | os.PathLike, min_side: int | None = None) -> Image.Imag
     """Decodes an image file of any mode into an 8-bit RGB image.
 
     EXIF orientation is applied; transparency is composited onto white; 16-bit and float
-    images are rescaled to 0..255; CMYK, palette and grayscale images are converted.
+    images are rescaled to 0..255 (rule: :func:`_rescale_to_8bit`); CMYK, palette and
+    grayscale images are converted.
 
     Args:
         path: Image file.
@@ -162,7 +236,9 @@ def load_rgb(path: str | os.PathLike, min_side: int | None = None) -> Image.Imag
         A fully loaded RGB ``PIL.Image``.
 
     Raises:
-        Image.DecompressionBombError: If the image has more than ``Image.MAX_IMAGE_PIXELS``.
+        Image.DecompressionBombError: If the image has more pixels than
+            :func:`max_image_pixels` allows.
+        ContrastiveError: If ``$CONTRASTIVE_MAX_IMAGE_PIXELS`` is not a pixel count.
         Exception: Whatever PIL raises on a file it cannot decode: mostly ``OSError``, but
             its plugins also raise ``ValueError``, ``SyntaxError``, ``struct.error`` and more.
     """
@@ -177,26 +253,86 @@ def load_rgb(path: str | os.PathLike, min_side: int | None = None) -> Image.Imag
 
 
 def open_image(path: str | os.PathLike) -> Image.Image:
-    """``Image.open`` that refuses images over the pixel limit instead of warning."""
-    with warnings.catch_warnings():
-        # Replaced by the stricter check below, which names the file.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        image = Image.open(path)
-    limit = Image.MAX_IMAGE_PIXELS
+    """``Image.open`` that refuses images over the pixel limit instead of warning.
+
+    The limit is ``$CONTRASTIVE_MAX_IMAGE_PIXELS`` when set (see :func:`max_image_pixels`),
+    else ``PIL.Image.MAX_IMAGE_PIXELS``. Both of PIL's cases, over the limit (a warning in
+    PIL) and over twice the limit (an error worded differently), raise one error naming
+    the file, its pixel count, the limit and the variable.
+
+    Raises:
+        Image.DecompressionBombError: If the image has more pixels than the limit.
+        ContrastiveError: If ``$CONTRASTIVE_MAX_IMAGE_PIXELS`` is not a pixel count.
+    """
+    limit = max_image_pixels()
+    if os.environ.get(MAX_PIXELS_VARIABLE, "").strip():
+        # PIL checks its own global on open (and fails at twice it): it must agree with
+        # the limit asked for, or a raised limit would still fail inside Image.open.
+        Image.MAX_IMAGE_PIXELS = limit
+    try:
+        with warnings.catch_warnings():
+            # Replaced by the stricter check below, which names the file.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except Image.DecompressionBombError as error:
+        # Over twice the limit PIL refuses before the size is known here; its message
+        # ("Image size (N pixels) exceeds limit of ...") carries the count.
+        counted = re.search(r"\((\d+) pixels\)", str(error))
+        raise _over_pixel_limit(path, int(counted[1]) if counted else None, limit) from None
     pixels = image.width * image.height
     if limit is not None and pixels > limit:
         image.close()
-        raise Image.DecompressionBombError(
-            f"{pixels} pixels exceed the limit of {limit} (PIL.Image.MAX_IMAGE_PIXELS)"
-        )
+        raise _over_pixel_limit(path, pixels, limit)
     return image
+
+
+def max_image_pixels() -> int | None:
+    """The largest image, in pixels, that :func:`open_image` reads; None for no limit.
+
+    ``$CONTRASTIVE_MAX_IMAGE_PIXELS`` when set (``0`` or ``none`` for no limit), so a CLI
+    user can allow 100 MP photos or panoramas; otherwise ``PIL.Image.MAX_IMAGE_PIXELS``
+    (89,478,485 unless changed in Python).
+
+    Raises:
+        ContrastiveError: If the variable is neither a whole number >= 0 nor ``none``.
+    """
+    raw = os.environ.get(MAX_PIXELS_VARIABLE, "").strip()
+    if not raw:
+        return Image.MAX_IMAGE_PIXELS
+    if raw.lower() == "none":
+        return None
+    try:
+        value = int(raw.replace(",", ""))
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ContrastiveError(
+            f"{MAX_PIXELS_VARIABLE}={raw!r} is not a pixel count: give a whole number "
+            "such as 200000000, or 0 or 'none' for no limit"
+        )
+    return value or None
+
+
+def _over_pixel_limit(
+    path: str | os.PathLike, pixels: int | None, limit: int | None
+) -> Image.DecompressionBombError:
+    """The one error for an image over the pixel limit (PIL's type, so callers skip it)."""
+    if pixels is not None:
+        count = f"{pixels} pixels"
+    else:
+        count = f"more than {2 * limit} pixels" if limit else "too many pixels"
+    return Image.DecompressionBombError(
+        f"{Path(path).name} has {count}, over the limit of {limit} "
+        f"(set {MAX_PIXELS_VARIABLE} to a larger pixel count, or to 0 for no limit, to read it)"
+    )
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Converts a decoded PIL image of any mode to 8-bit RGB.
 
     Transparent pixels (alpha channel or a ``transparency`` colour/palette entry) are
-    composited onto white; 16-bit and 32-bit grayscale is rescaled, not clipped.
+    composited onto white; 16-bit, 32-bit and float grayscale is rescaled, not clipped
+    (rule: :func:`_rescale_to_8bit`).
     """
     if image.mode in _HIGH_BIT_DEPTH_MODES:
         return _rescale_to_8bit(image).convert("RGB")
@@ -212,13 +348,36 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def _rescale_to_8bit(image: Image.Image) -> Image.Image:
     """Maps a high-bit-depth grayscale image onto 0..255 (8-bit mode ``L``).
 
-    16-bit modes use their full range, so ``v * 257`` maps back to ``v``. Modes ``I`` and
-    ``F`` carry no range: values up to 255 are taken as 8-bit, anything larger as 16-bit.
+    Files rarely say how many of their bits are used (a 12-bit sensor writes 16-bit PNGs
+    holding 0..4095), so the range is inferred from the pixels, by one rule:
+
+    * Integer modes (``I;16*``, ``I``) with values in 0..65535 scale by the smallest common
+      bit depth holding the image's maximum: 8, 10, 12, 14 or 16 bits, ``v * 255 / (2**bits
+      - 1)``. Images of one sensor thus share one scale (a 12-bit image stays 12-bit
+      whatever its content), and 8-bit data stored in 16 bits keeps its values. The cost:
+      an image far darker than its depth (a 16-bit frame whose maximum is under 16384) is
+      read at the lower depth, brighter than its siblings.
+    * Float mode ``F`` with every finite value in [0, 1] (the usual float convention)
+      scales by 255.
+    * Anything else (floats outside [0, 1], negative or over-16-bit integers) is stretched
+      from the image's own minimum to its maximum; a constant image keeps its value,
+      clipped to 0..255. NaN becomes 0, infinities the ends of the range.
     """
     array = np.asarray(image, dtype=np.float64)
-    high = 65535.0 if image.mode.startswith("I;16") or array.max(initial=0) > 255 else 255.0
-    array = np.clip(array / high * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return Image.fromarray(array, mode="L")
+    # Only floats can hold NaN or infinities; integer images skip the masked copy.
+    finite = array[np.isfinite(array)] if image.mode == "F" else array
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    if image.mode != "F" and low >= 0 and high <= 65535:
+        bits = next(depth for depth in _INTEGER_DEPTHS if high <= 2**depth - 1)
+        scaled = array * (255.0 / (2**bits - 1))
+    elif image.mode == "F" and low >= 0 and high <= 1:
+        scaled = array * 255.0
+    elif high > low:
+        scaled = (array - low) * (255.0 / (high - low))
+    else:
+        scaled = array
+    scaled = np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)
+    return Image.fromarray(np.clip(scaled + 0.5, 0, 255).astype(np.uint8), mode="L")
 
 
 def check_readable(
@@ -313,6 +472,8 @@ def _unreadable_reason(path: Path, *, decode: bool) -> str | None:
         else:
             with open_image(path) as image:
                 image.verify()
+    except ContrastiveError:
+        raise  # a bad setting (the pixel limit variable), not a bad file
     # PIL's plugins raise a wide, undocumented range of exceptions on malformed data.
     except Exception as error:  # noqa: BLE001
         return describe_error(error)
@@ -434,6 +595,8 @@ class ImageDataset(torch.utils.data.Dataset):
                 continue
             try:
                 image = load_rgb(path, min_side=self.min_side)
+            except ContrastiveError:
+                raise  # a bad setting (the pixel limit variable), not a bad file
             # PIL's plugins raise a wide, undocumented range of exceptions on malformed data;
             # any of them means this file is unusable, not that the epoch should stop.
             except Exception as error:  # noqa: BLE001

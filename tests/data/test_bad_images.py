@@ -314,3 +314,46 @@ def test_chmod_000_file_is_skipped(bad_image_corpus: BadImageCorpus) -> None:
         assert list(skipped) == [locked]
     finally:
         locked.chmod(0o644)
+
+
+def test_both_of_pils_pixel_limit_cases_give_one_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CONTRASTIVE_MAX_IMAGE_PIXELS", raising=False)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    # 144 pixels: PIL only warns; 400 pixels, over twice the limit: PIL raises, its way.
+    for side in (12, 20):
+        path = tmp_path / f"{side}x{side}.png"
+        Image.new("RGB", (side, side)).save(path)
+        with pytest.raises(Image.DecompressionBombError) as raised:
+            load_rgb(path)
+        assert str(raised.value) == (
+            f"{side}x{side}.png has {side * side} pixels, over the limit of 100 (set "
+            "CONTRASTIVE_MAX_IMAGE_PIXELS to a larger pixel count, or to 0 for no limit, "
+            "to read it)"
+        )
+
+
+def test_the_pixel_limit_variable_sets_or_lifts_the_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Restored afterwards: the variable also sets PIL's own limit, which PIL checks on open.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    small, large = tmp_path / "12x12.png", tmp_path / "20x20.png"
+    Image.new("RGB", (12, 12)).save(small)
+    Image.new("RGB", (20, 20)).save(large)
+    for unlimited in ("0", "none", " None "):
+        monkeypatch.setenv("CONTRASTIVE_MAX_IMAGE_PIXELS", unlimited)
+        assert load_rgb(large).size == (20, 20)
+    monkeypatch.setenv("CONTRASTIVE_MAX_IMAGE_PIXELS", "1000")
+    assert load_rgb(large).size == (20, 20)  # over twice PIL's own limit, under this one
+    monkeypatch.setenv("CONTRASTIVE_MAX_IMAGE_PIXELS", "150")
+    assert load_rgb(small).size == (12, 12)
+    with pytest.raises(Image.DecompressionBombError, match="has 400 pixels, over the limit of 150"):
+        load_rgb(large)
+    # A bad value is a setting to fix, not a bad file to skip.
+    monkeypatch.setenv("CONTRASTIVE_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(ContrastiveError, match="CONTRASTIVE_MAX_IMAGE_PIXELS='lots'"):
+        check_readable([small, large])
+    with pytest.raises(ContrastiveError, match="CONTRASTIVE_MAX_IMAGE_PIXELS='lots'"):
+        ImageDataset([small])[0]

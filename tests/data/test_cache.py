@@ -307,3 +307,48 @@ def test_cache_name_takes_file_names_that_are_not_utf8(tmp_path: Path) -> None:
     name = cache_module.cache_name([latin1], 32)
     assert name.endswith("-32px-" + name.rsplit("-", 1)[1])
     assert name != cache_module.cache_name([tmp_path / "cafe.png"], 32)
+
+
+def test_a_same_size_rewrite_with_its_mtime_restored_rebuilds(tmp_path: Path) -> None:
+    # cp -p, rsync -a, touch -r or a coarse-mtime file system leave size and mtime as they
+    # were; only the inode change time tells.
+    root = tmp_path / "images"
+    root.mkdir()
+    noise = np.random.default_rng(0).integers(1, 256, (4, 8, 8, 3), dtype=np.uint8)
+    paths = [root / f"{number}.bmp" for number in range(4)]
+    for path, pixels in zip(paths, noise, strict=True):
+        Image.fromarray(pixels).save(path)
+    first = load_or_build_cache(paths, 8, tmp_path / "cache", workers=0)
+    time.sleep(0.05)  # past the kernel's coarse timestamp clock (a few ms)
+    for path in paths:
+        before = path.stat()
+        Image.new("RGB", (8, 8)).save(path)  # black, the same BMP size
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        after = path.stat()
+        assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+    second = load_or_build_cache(paths, 8, tmp_path / "cache", workers=0)
+
+    assert second.data_path != first.data_path
+    assert not np.asarray(second.images).any()
+
+
+def test_thin_images_resample_only_the_kept_square(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A 1 x 20000 line at 16 px: torchvision's resize-then-crop makes 16 x 320000 first.
+    line = np.random.default_rng(0).integers(0, 256, (20000, 1, 3), dtype=np.uint8)
+    image = Image.fromarray(line)
+    reference = np.asarray(T.Compose([T.Resize(16, antialias=True), T.CenterCrop(16)])(image))
+    resized = []
+    original_resize = Image.Image.resize
+
+    def recording_resize(self: Image.Image, size: tuple[int, int], *args, **kwargs):
+        resized.append(size)
+        return original_resize(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", recording_resize)
+
+    square = square_uint8(image, 16)
+
+    assert resized == [(16, 16)]
+    # PIL takes the crop box in single precision: at most a grey level off torchvision.
+    assert np.abs(square.transpose(1, 2, 0).astype(int) - reference).max() <= 1

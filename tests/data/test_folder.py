@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from contrastive.data.folder import (
     ImageFolder,
     class_of,
     list_images,
+    load_rgb,
     sample_paths,
     to_rgb,
 )
@@ -202,3 +204,98 @@ def test_linked_folders_and_broken_links_are_named_not_skipped_silently(tmp_path
         f"did not follow 1 linked folder(s) in {data} (e.g. {data / 'b'})" in m for m in messages
     )
     assert any("ignored 1 non-image file(s)" in m and "1 broken link" in m for m in messages)
+
+
+def test_hidden_and_system_folders_are_not_searched_and_named_in_one_warning(
+    tmp_path: Path,
+) -> None:
+    make_image(tmp_path / "cat" / "a.png")
+    # Copies of the data (notebook checkpoints, a macOS zip's AppleDouble twins, Synology
+    # thumbnails) and a repository's files: none of it is data, nor a class.
+    make_image(tmp_path / ".ipynb_checkpoints" / "a-checkpoint.png")
+    make_image(tmp_path / "cat" / ".ipynb_checkpoints" / "a-checkpoint.png")
+    (tmp_path / ".git" / "objects").mkdir(parents=True)
+    (tmp_path / ".git" / "objects" / "pack.png").write_bytes(b"x\x9c" + bytes(50))
+    make_image(tmp_path / "__MACOSX" / "cat" / "a.png")
+    make_image(tmp_path / "cat" / "@eaDir" / "a.png" / "SYNOFILE_THUMB_M.jpg")
+    with pytest.warns(UserWarning) as caught:
+        folder = ImageFolder.scan(tmp_path)
+    assert folder.relative_paths() == ["cat/a.png"]
+    assert folder.labels()[1] == ["cat"]
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1
+    assert f"ignored 5 hidden or system folder(s) in {tmp_path}" in messages[0]
+    assert "not searched: .git, .ipynb_checkpoints, __MACOSX and 2 more" in messages[0]
+
+
+def test_hidden_folders_share_the_one_line_with_ignored_files(tmp_path: Path) -> None:
+    make_image(tmp_path / "a.png")
+    (tmp_path / "notes.txt").write_text("x")
+    make_image(tmp_path / ".thumbnails" / "a.png")
+    with pytest.warns(UserWarning) as caught:
+        paths = list_images(tmp_path)
+    assert [p.name for p in paths] == ["a.png"]
+    assert [str(w.message) for w in caught] == [
+        f"ignored 1 non-image file(s) in {tmp_path}: 1 .txt (images are "
+        f"{', '.join(sorted(IMAGE_EXTENSIONS))}); ignored 1 hidden or system folder(s) "
+        "(names starting with '.', @eaDir, __MACOSX), not searched: .thumbnails"
+    ]
+
+
+def test_a_hidden_folder_given_as_the_data_is_scanned(tmp_path: Path) -> None:
+    make_image(tmp_path / ".data" / "cat" / "a.png")
+
+    assert [p.name for p in list_images(tmp_path / ".data")] == ["a.png"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_fifos_and_device_links_named_like_images_are_counted_not_opened(tmp_path: Path) -> None:
+    make_image(tmp_path / "a.png")
+    os.mkfifo(tmp_path / "pipe.jpg")  # opening it for reading would block forever
+    if Path("/dev/zero").exists():
+        (tmp_path / "zero.png").symlink_to("/dev/zero")  # reading it would never end
+    with pytest.warns(UserWarning) as caught:
+        paths = list_images(tmp_path)
+    assert [p.name for p in paths] == ["a.png"]
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "1 FIFO" in messages[0]
+    if Path("/dev/zero").exists():
+        assert "ignored 2 non-image file(s)" in messages[0] and "1 device file" in messages[0]
+
+
+@pytest.mark.parametrize(
+    ("mode", "values", "expected"),
+    [
+        # A 12-bit sensor in a 16-bit PNG: scaled by 4095, not 65535.
+        ("I;16", [0, 2048, 4095], [0, 128, 255]),
+        # 10- and 14-bit data likewise; 8-bit data stored in 16 bits keeps its values.
+        ("I;16", [0, 512, 1023], [0, 128, 255]),
+        ("I;16", [0, 16383], [0, 255]),
+        ("I;16", [0, 100, 255], [0, 100, 255]),
+        # Mode I: 255 and 256 are both small integers, 8 and 10 bits (not 8 and 16).
+        ("I", [0, 255], [0, 255]),
+        ("I", [0, 256], [0, 64]),
+        # Negative integers: the image's own range.
+        ("I", [-1000, 0, 1000], [0, 128, 255]),
+        # Floats in [0, 1] scale by 255; other ranges by the image's min..max.
+        ("F", [0.0, 0.5, 1.0], [0, 128, 255]),
+        ("F", [-1.0, 0.0, 1.0], [0, 128, 255]),
+        ("F", [0.0, 1000.0, 2000.0], [0, 128, 255]),
+        ("F", [float("nan"), float("-inf"), 0.0, 0.5, float("inf")], [0, 0, 0, 128, 255]),
+    ],
+)
+def test_high_bit_depth_images_are_rescaled_by_one_rule(
+    tmp_path: Path, mode: str, values: list[float], expected: list[int]
+) -> None:
+    dtype = {"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]
+    # uint16 arrays give mode I;16 by themselves (and refuse it as an argument).
+    raw = Image.fromarray(np.array([values], dtype=dtype), mode=None if mode == "I;16" else mode)
+    path = tmp_path / ("image.png" if mode == "I;16" else "image.tif")
+    raw.save(path)
+    with Image.open(path) as stored:
+        assert stored.mode == mode
+
+    image = load_rgb(path)
+
+    assert np.asarray(image)[0, :, 0].tolist() == expected
+    assert np.asarray(image).std(axis=2).max() == 0  # grey stays grey
