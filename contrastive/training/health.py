@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-import torchvision.transforms.v2 as T
 from torch import Tensor, nn
 
 from contrastive.data.cache import square_uint8
@@ -52,7 +51,7 @@ from contrastive.evaluation.label_free import (
 from contrastive.training.checkpoint_io import save_torch_file
 from contrastive.views.batched import BatchedViews
 from contrastive.views.config import ViewConfig
-from contrastive.views.per_image import eval_transform, evaluation_resize
+from contrastive.views.per_image import eval_resize_crop, evaluation_resize
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +270,7 @@ class HealthSample:
         self.seed = seed
         generator = torch.Generator().manual_seed(seed)
         order = torch.randperm(len(paths), generator=generator).tolist()
-        clean_transform = T.Compose(eval_transform(view_config).transforms[:2])
+        clean_transform = eval_resize_crop(view_config)
         side = stored_size or view_config.input_size
         # Nothing larger than this is kept: large JPEGs decode at reduced scale.
         needed = max(side, evaluation_resize(view_config))
@@ -522,12 +521,17 @@ class HealthMonitor(pl.Callback):
         method = pl_module.method  # type: ignore[attr-defined]
         assert self.sample is not None
         step = trainer.global_step
+        previous = self.neighbours
+        if previous is not None and previous.shape[0] != len(self.sample):
+            # Restored from a checkpoint of another file list (--resume after the folder
+            # changed): nothing to compare with, and a mismatch would end the measures.
+            previous = None
         try:
             values, self.neighbours, self.widths = measure_health(
                 method.backbone,
                 method.projection_head,
                 self.sample,
-                self.neighbours,
+                previous,
                 pl_module.device,
                 self.batch_size,
                 channels_last=getattr(getattr(pl_module, "config", None), "channels_last", False),

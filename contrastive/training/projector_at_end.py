@@ -29,7 +29,7 @@ from contrastive.data.folder import ImageFolder, load_rgb
 from contrastive.embeddings import Embeddings, extract_features
 from contrastive.encoder import EncoderFeatures
 from contrastive.views.config import ViewConfig
-from contrastive.views.per_image import eval_transform, evaluation_resize
+from contrastive.views.per_image import eval_resize_crop, eval_transform, evaluation_resize
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class ProjectorAtEnd(pl.Callback):
         # Imported here: exploration sits above training in the package's layers.
         from contrastive.explore.images import square_thumbnail
 
-        resize_and_crop = T.Compose(eval_transform(self.view_config).transforms[:2])
+        resize_and_crop = eval_resize_crop(self.view_config)
         min_side = max(evaluation_resize(self.view_config), THUMBNAIL_SIZE)
         images, thumbnails, kept = [], [], []
         for index in sorted(order.tolist()):
@@ -137,7 +137,7 @@ class ProjectorAtEnd(pl.Callback):
         assert sample is not None
         folder = ImageFolder(self.data_root, sample.paths)
         labels, classes = folder.labels()
-        to_input = T.Compose(eval_transform(self.view_config).transforms[2:])
+        to_input = T.Compose(eval_transform(self.view_config).transforms[1:])
 
         def batches(size: int = 256) -> Iterator[tuple[torch.Tensor, np.ndarray, np.ndarray]]:
             for start in range(0, len(sample), size):

@@ -13,6 +13,7 @@ import torchvision.transforms.v2.functional as F
 from lightly.transforms import GaussianBlur
 from PIL import Image
 
+from contrastive.data.cache import resize_center_crop
 from contrastive.views.config import ViewConfig
 
 
@@ -74,6 +75,27 @@ def evaluation_resize(config: ViewConfig) -> int:
     return size if size < 64 else int(round(size / 0.875))
 
 
+class ResizeCenterCrop:
+    """Picklable ``Resize(resize)`` then ``CenterCrop(crop)`` on PIL images.
+
+    The same output as torchvision's pair, without resizing the whole of a thin image
+    (a 1 x 50000 line at 224 px would need about 10 GB): see
+    :func:`~contrastive.data.cache.resize_center_crop`.
+    """
+
+    def __init__(self, resize: int, crop: int) -> None:
+        self.resize = resize
+        self.crop = crop
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return resize_center_crop(image, self.resize, self.crop)
+
+
+def eval_resize_crop(config: ViewConfig) -> ResizeCenterCrop:
+    """The PIL part of :func:`eval_transform`: resize + center crop, no tensor conversion."""
+    return ResizeCenterCrop(evaluation_resize(config), config.evaluation_size)
+
+
 def eval_transform(config: ViewConfig) -> T.Compose:
     """The deterministic evaluation transform: resize + center crop to the evaluation size.
 
@@ -81,11 +103,9 @@ def eval_transform(config: ViewConfig) -> T.Compose:
     and more (the ImageNet convention) and exactly ``input_size`` for small inputs, where
     cropping would throw away much of a CIFAR-sized image.
     """
-    size = config.evaluation_size
     return T.Compose(
         [
-            T.Resize(evaluation_resize(config), antialias=True),
-            T.CenterCrop(size),
+            eval_resize_crop(config),
             T.ToImage(),
             T.ToDtype(torch.float32, scale=True),
             T.Normalize(list(config.mean), list(config.std)),

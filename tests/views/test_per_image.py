@@ -7,6 +7,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms.v2 as T
 from PIL import Image
 
 from contrastive.views.config import IMAGENET_MEAN, IMAGENET_STD, ViewConfig, view_preset
@@ -14,6 +15,7 @@ from contrastive.views.per_image import (
     MultiView,
     RandomGaussianNoise,
     eval_transform,
+    evaluation_resize,
     view_transform,
 )
 
@@ -172,3 +174,27 @@ def test_multiview_without_augmentation_gives_equal_views() -> None:
     # The two views differ only through the random augmentations.
     views = MultiView(ViewConfig(input_size=32, **NO_AUGMENTATION))(random_image())
     assert torch.equal(views[0], views[1])
+
+
+@pytest.mark.parametrize("size", [(500, 300), (20000, 3)])
+def test_eval_transform_is_torchvisions_resize_and_crop(size: tuple[int, int]) -> None:
+    # A thin image (20000 x 3) is resampled only where the crop keeps it: same picture,
+    # within PIL's single-precision box (a grey level), without the 224 x 1.5 million
+    # intermediate torchvision would build.
+    config = ViewConfig(input_size=224)
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    reference = T.Compose(
+        [
+            T.Resize(evaluation_resize(config), antialias=True),
+            T.CenterCrop(config.evaluation_size),
+            T.ToImage(),
+            T.ToDtype(torch.float32, scale=True),
+            T.Normalize(list(config.mean), list(config.std)),
+        ]
+    )(image)
+    ours = eval_transform(config)(image)
+    assert ours.shape == reference.shape == (3, config.evaluation_size, config.evaluation_size)
+    tolerance = 0.0 if size[0] < 4 * size[1] else 2.5 / 255 / min(config.std)
+    assert (ours - reference).abs().max() <= tolerance + 1e-6
+    assert pickle.loads(pickle.dumps(eval_transform(config)))(image).shape == ours.shape
