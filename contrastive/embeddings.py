@@ -416,6 +416,7 @@ def embed_folder(
             folder.root,
         )
     paths = np.asarray(folder.relative_paths(), dtype=str)[kept]
+    kept_labels, classes = _drop_empty_classes(labels[kept], classes, folder.root)
     sources = sources or {}
     embedded = {}
     for name, values in features.items():
@@ -423,7 +424,7 @@ def embed_folder(
             embedded[name] = Embeddings(
                 values[first_rows],
                 paths,
-                labels[kept],
+                kept_labels,
                 classes,
                 folder.root,
                 sources.get(name, ""),
@@ -432,6 +433,30 @@ def embed_folder(
         except ContrastiveError as error:  # e.g. NaN features from a diverged checkpoint
             raise ContrastiveError(f"{name} features of {folder.root}: {error}") from error
     return embedded
+
+
+def _drop_empty_classes(
+    labels: np.ndarray, classes: Sequence[str], root: Path
+) -> tuple[np.ndarray, list[str]]:
+    """Leaves out classes none of whose images could be embedded, renumbering the rest.
+
+    A class folder of unreadable files only would otherwise be a class with no rows: never
+    predicted, and its test images counted wrong without a word.
+    """
+    present = np.unique(labels[labels >= 0])
+    if len(present) == len(classes):
+        return labels, list(classes)
+    empty = [str(classes[i]) for i in range(len(classes)) if i not in set(present.tolist())]
+    log.warning(
+        "%d class folder(s) of %s have no readable image and are left out: %s",
+        len(empty),
+        root,
+        ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else ""),
+    )
+    renumber = np.full(len(classes), -1, dtype=np.int64)
+    renumber[present] = np.arange(len(present))
+    relabelled = np.where(labels >= 0, renumber[np.maximum(labels, 0)], -1)
+    return relabelled, [str(classes[i]) for i in present]
 
 
 def embed_images(

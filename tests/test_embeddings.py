@@ -256,6 +256,17 @@ def test_unreadable_image_is_left_out(tmp_path: Path) -> None:
     assert np.allclose(result.embeddings[1], image.flatten().numpy())
 
 
+def test_a_class_of_unreadable_files_only_is_left_out_and_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = write_images(tmp_path / "data", {"a": 2, "b": 1, "c": 2})
+    (root / "b" / "000.png").write_bytes(b"not a png")
+    with pytest.warns(UserWarning, match="000.png"):
+        result = embed_folder(root, VIEWS, {"p": RawPixels()}, progress=False)["p"]
+    assert list(result.classes) == ["a", "c"] and result.labels.tolist() == [0, 0, 1, 1]
+    assert "1 class folder(s) of" in caplog.text and "left out: b" in caplog.text
+
+
 def test_raw_pixels_are_area_downsampled_above_32_px() -> None:
     images = torch.rand(2, 3, 64, 64)
     pixels = RawPixels()(images)
