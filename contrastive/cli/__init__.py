@@ -15,7 +15,7 @@ import time
 import warnings
 from collections.abc import Sequence
 
-from contrastive.errors import ContrastiveError
+from contrastive.errors import ContrastiveError, user_message
 
 SUBCOMMAND_MODULES = ("train", "demo", "embed", "evaluate", "health", "export", "curate")
 
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ContrastiveError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {user_message(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

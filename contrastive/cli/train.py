@@ -119,7 +119,12 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --time-budget: print the planned recipe and its reasons, then stop",
     )
     run_group.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from checkpoints/last.ckpt"
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from checkpoints/last.ckpt with its saved settings; "
+        "--epochs (--max-steps in a time-budget run) may be raised, and the learning-rate "
+        "schedule then ramps to the cosine of the longer run; --data may name the images' "
+        "new folder",
     )
     groups["views"].add_argument(
         "--views",

@@ -551,8 +551,10 @@ class ImageDataset(torch.utils.data.Dataset):
     Files that fail to decode are skipped with a warning naming them: the sample is
     replaced by the next readable one, so an epoch never stops on a bad file. Skipped files
     are kept in :attr:`skipped`, each mapped to its one-line reason (per worker process),
-    and a skipped file is not decoded again. Errors raised by the transform are not caught:
-    they are bugs.
+    and a skipped file is not decoded again. Worker processes share nothing with the main
+    one, so each skip is also appended to ``skip_log`` (one ``path<TAB>reason`` line), which
+    the main process reads (:func:`read_skip_log`). Errors raised by the transform are not
+    caught: they are bugs.
 
     Args:
         paths: Image files.
@@ -560,9 +562,14 @@ class ImageDataset(torch.utils.data.Dataset):
         labels: Optional labels, one per path; ``-1`` when absent.
         min_side: Large JPEGs may decode at reduced scale down to this short side (see
             :func:`load_rgb`); None decodes every image whole.
+        max_bad_fraction: Stop as soon as this process alone has skipped more than this
+            fraction of all ``paths`` (then the folder surely has too many bad files); None
+            never stops.
+        skip_log: File the skipped paths are appended to; None keeps them in memory only.
 
     Raises:
-        ContrastiveError: From indexing, if no file at all can be decoded.
+        ContrastiveError: From indexing, if no file at all can be decoded, or more than
+            ``max_bad_fraction`` of the files cannot be.
     """
 
     def __init__(
@@ -571,10 +578,14 @@ class ImageDataset(torch.utils.data.Dataset):
         transform: Callable[[Image.Image], object] | None = None,
         labels: Sequence[int] | np.ndarray | None = None,
         min_side: int | None = None,
+        max_bad_fraction: float | None = None,
+        skip_log: str | os.PathLike | None = None,
     ) -> None:
         self.paths = [Path(p) for p in paths]
         self.transform = transform
         self.min_side = min_side
+        self.max_bad_fraction = max_bad_fraction
+        self.skip_log = Path(skip_log) if skip_log is not None else None
         self.labels = (
             np.asarray(labels, dtype=np.int64)
             if labels is not None
@@ -603,6 +614,7 @@ class ImageDataset(torch.utils.data.Dataset):
                 reason = describe_error(error)
                 self.skipped[str(path)] = reason
                 warnings.warn(f"skipping unreadable image {path}: {reason}", stacklevel=2)
+                self._record_skip(path, reason)
                 continue
             sample = self.transform(image) if self.transform is not None else image
             return sample, int(self.labels[i]), i
@@ -611,6 +623,40 @@ class ImageDataset(torch.utils.data.Dataset):
             f"none of the {len(self.paths)} images can be decoded"
             + (f", e.g. {first[0]} ({first[1]})" if first else "")
         )
+
+    def _record_skip(self, path: Path, reason: str) -> None:
+        """Appends a skip to ``skip_log``; stops once the bad files are surely too many."""
+        if self.skip_log is not None:
+            # One short append per line: whole lines even with several workers writing.
+            with open(self.skip_log, "a", encoding="utf-8", errors="surrogateescape") as log:
+                log.write(f"{_one_field(str(path))}\t{_one_field(reason)}\n")
+        total = len(self.paths)
+        if self.max_bad_fraction is not None and len(self.skipped) > self.max_bad_fraction * total:
+            skipped = {Path(name): why for name, why in self.skipped.items()}
+            raise ContrastiveError(
+                f"at least {len(skipped)} of {total} images "
+                f"({len(skipped) / total:.1%}) cannot be decoded, more than "
+                f"max_bad_fraction={self.max_bad_fraction} allows: {_examples(skipped)}"
+            )
+
+
+def _one_field(text: str) -> str:
+    """``text`` without the tabs and newlines that separate the skip log's fields."""
+    return text.replace("\t", " ").replace("\n", " ")
+
+
+def read_skip_log(path: str | os.PathLike) -> dict[Path, str]:
+    """The skips :class:`ImageDataset` appended to ``path`` ({} if there is none)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="surrogateescape")
+    except FileNotFoundError:
+        return {}
+    skipped = {}
+    for line in text.splitlines():
+        name, _, reason = line.partition("\t")
+        if name:
+            skipped[Path(name)] = reason
+    return skipped
 
 
 # Truncated files raise instead of silently producing half-grey images.

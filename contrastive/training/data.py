@@ -19,11 +19,26 @@ from contrastive.data.folder import ImageDataset
 from contrastive.training.config import TrainConfig
 from contrastive.views.per_image import MultiView
 
+#: Where images that fail to decode in DataLoader workers are listed while a run trains
+#: (pipelines without the decoded cache); merged into ``skipped_files.txt`` at the end.
+SKIP_LOG = ".skipped_while_training.tsv"
+
+
+def _decoding_dataset(paths: list[Path], config: TrainConfig, transform) -> ImageDataset:
+    """Decodes in workers; a worker that alone meets more bad files than the folder may
+    have stops the run, and every skip reaches the run folder's :data:`SKIP_LOG`."""
+    return ImageDataset(
+        paths,
+        transform=transform,
+        max_bad_fraction=config.max_bad_fraction,
+        skip_log=Path(config.run_dir) / SKIP_LOG,
+    )
+
 
 def per_image_loader(paths: list[Path], config: TrainConfig) -> DataLoader:
     """Decodes and augments each image in workers; batches hold ``([view0, view1], ...)``."""
     return _worker_loader(
-        ImageDataset(paths, transform=MultiView(config.views, num_views=2)), config
+        _decoding_dataset(paths, config, MultiView(config.views, num_views=2)), config
     )
 
 
@@ -37,7 +52,7 @@ def batched_loader(
     """
     size = config.resolved_stored_size
     if not config.cache_images:
-        dataset = ImageDataset(paths, transform=ToSquareUint8(size))
+        dataset = _decoding_dataset(paths, config, ToSquareUint8(size))
         return _worker_loader(dataset, config, drop_label=True), {}
     # A first run decodes on every core: nothing else runs before training starts.
     cache = load_or_build_cache(paths, size, directory=config.cache_dir)

@@ -7,6 +7,7 @@ checkpoint state (MoCo's queue).
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -18,9 +19,17 @@ from contrastive.backbones import build_backbone
 from contrastive.errors import ContrastiveError
 from contrastive.methods import build_method
 from contrastive.training.config import TrainConfig
-from contrastive.training.optim import build_optimizer, build_scheduler
+from contrastive.training.optim import (
+    ContinuableCosineWarmup,
+    build_optimizer,
+    build_scheduler,
+    continue_schedule,
+)
+from contrastive.training.resumable import CHECKPOINT_KEY as LOADER_POSITION_KEY
 from contrastive.training.seeding import step_generator
 from contrastive.training.tensor_float32 import TensorFloat32
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(ContrastiveError):
@@ -65,6 +74,10 @@ class ContrastiveModule(pl.LightningModule):
         # The first non-finite loss, kept on the device: step (-1 while every loss was
         # finite), epoch and value.
         self._first_bad: tuple[Tensor, Tensor, Tensor] | None = None
+        # Set when fit restores a checkpoint: its schedule may need a new end. The loader
+        # position it holds (cached pipeline) says where the restored run goes on.
+        self._restored = False
+        self._restored_position: dict[str, int] | None = None
 
     @property
     def backbone(self) -> nn.Module:  # type: ignore[override]
@@ -183,6 +196,64 @@ class ContrastiveModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._last_step_time = None
 
+    def on_train_start(self) -> None:
+        if self._restored:
+            self._restored = False
+            self._continue_restored_schedule()
+
+    def _continue_restored_schedule(self) -> None:
+        """Ends a restored schedule where this fit ends.
+
+        Lightning restores the scheduler's state, and with it the end (``max_epochs``, in
+        steps) of the run that saved it: a run resumed with more epochs trained its added
+        epochs at the final, near-zero rate. Runs just after the restore (and after a time
+        budget's plan, which sets its own end); an unchanged run is left as it was. The new
+        schedule is reached by a ramp from the current rate (:func:`continue_schedule`).
+        """
+        total = self._total_steps_after_restore()
+        for scheduler_config in self.trainer.lr_scheduler_configs:
+            scheduler = scheduler_config.scheduler
+            if not isinstance(scheduler, ContinuableCosineWarmup):
+                continue
+            old = scheduler.max_epochs
+            # A total at or below the restored step leaves nothing to schedule.
+            if total == old or total <= scheduler.last_epoch:
+                continue
+            continue_schedule(scheduler, total)
+            if self.trainer.is_global_zero:
+                longer = total > old
+                log.info(
+                    "learning-rate schedule %s: %d -> %d steps (from step %d, a %d-step ramp "
+                    "from lr %.3g to the cosine schedule of the %s run)",
+                    "extended" if longer else "shortened",
+                    old,
+                    total,
+                    scheduler.last_epoch,
+                    scheduler.ramp_steps,
+                    scheduler.get_last_lr()[0],
+                    "longer" if longer else "shorter",
+                )
+
+    def _total_steps_after_restore(self) -> int:
+        """The step at which this fit ends, counted from the restored step.
+
+        Lightning's estimate counts every epoch at today's batches per epoch; where the
+        folder changed since the checkpoint, the epochs before it had another number (a
+        4-step epoch, then 3-step ones, ended at step 7 of an estimated 6). With the
+        checkpoint's loader position the steps left are counted from where it resumes.
+        """
+        trainer = self.trainer
+        estimated = max(int(trainer.estimated_stepping_batches), 1)
+        position = self._restored_position
+        if position is None or trainer.max_epochs is None or trainer.max_epochs < 0:
+            return estimated
+        batches = int(trainer.num_training_batches)
+        left = (trainer.max_epochs - int(position["epoch"])) * batches - int(position["batch"])
+        total = self.global_step + max(left, 0)
+        if trainer.max_steps != -1:
+            total = min(total, trainer.max_steps)
+        return max(total, 1)
+
     def configure_callbacks(self) -> list[pl.Callback]:
         # Any Trainer fitting this module (the CLI's, a notebook's) runs fp32 maths on TF32
         # tensor cores on a CUDA GPU.
@@ -208,6 +279,8 @@ class ContrastiveModule(pl.LightningModule):
             checkpoint["memory_bank"] = {"bank": bank.bank.clone(), "ptr": bank.bank_ptr.clone()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._restored = True
+        self._restored_position = checkpoint.get(LOADER_POSITION_KEY)
         state = checkpoint.get("memory_bank")
         bank = getattr(self.method.criterion, "memory_bank", None)
         if state is not None and bank is not None:

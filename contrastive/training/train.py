@@ -10,6 +10,8 @@ Run directory layout::
                                      in a time-budget run: one per tenth of the budget)
     RUN_DIR/backbone.pt              plain torchvision state_dict of the trained backbone
     RUN_DIR/skipped_files.txt        images that could not be decoded (if any)
+    RUN_DIR/data_files.json.gz       the training images (relative paths, count, hash):
+                                     --resume says what changed since
     RUN_DIR/.contrastive-run         marker: image scans skip this folder (an --out inside
                                      --data is not data)
 """
@@ -45,10 +47,11 @@ from contrastive.data.folder import (
     ImageFolder,
     check_bad_fraction,
     check_readable,
+    read_skip_log,
     sample_paths,
 )
 from contrastive.errors import ContrastiveError
-from contrastive.files import check_writable_dir, write_text_atomic
+from contrastive.files import check_writable_dir, same_path, write_text_atomic
 from contrastive.hardware import check_accelerator
 from contrastive.training.budget import (
     BudgetPlan,
@@ -64,7 +67,8 @@ from contrastive.training.checkpoint_io import (
 )
 from contrastive.training.collapse import CollapseMonitor
 from contrastive.training.config import TrainConfig, dump_config, load_config_file
-from contrastive.training.data import batched_loader, per_image_loader
+from contrastive.training.data import SKIP_LOG, batched_loader, per_image_loader
+from contrastive.training.data_record import DATA_RECORD, describe_change, write_record
 from contrastive.training.health import health_callbacks
 from contrastive.training.interrupt import GracefulInterrupt
 from contrastive.training.last_checkpoint import SaveLastCheckpoint
@@ -125,7 +129,11 @@ def resolve_resume(config: TrainConfig, resume: bool) -> tuple[TrainConfig, Path
     """Decides whether to start fresh or continue, never overwriting a finished run silently.
 
     With ``resume``, the run directory's saved configuration is used (so a resumed run is
-    the same run); ``epochs`` may be raised to train longer.
+    the same run); ``epochs`` may be raised to train longer (``max_steps`` too, in a run
+    that has one: a time budget's plan), and the learning-rate schedule then ends at the
+    new length (:meth:`ContrastiveModule.on_train_start`). ``data`` may name another
+    folder: the run's images, moved (a change of its files is noticed by
+    :func:`~contrastive.training.data_record.describe_change`).
     """
     run_dir = config.run_dir
     last = run_dir / LAST_CHECKPOINT
@@ -135,7 +143,12 @@ def resolve_resume(config: TrainConfig, resume: bool) -> tuple[TrainConfig, Path
         saved = TrainConfig.from_dict(load_config_file(run_dir / "config.yaml"))
         _warn_ignored_on_resume(saved, config)
         _remove_partial_writes(run_dir)
-        return saved.with_overrides(epochs=max(saved.epochs, config.epochs)), last
+        resumed = saved.with_overrides(
+            epochs=max(saved.epochs, config.epochs), data=_resumed_data(saved, config)
+        )
+        if saved.max_steps is not None:
+            resumed = _resumed_step_limit(saved, config, resumed)
+        return resumed, last
     check_new_run_dir(run_dir)
     return config, None
 
@@ -162,12 +175,49 @@ def check_new_run_dir(run_dir: Path) -> None:
         )
 
 
+def _resumed_data(saved: TrainConfig, given: TrainConfig) -> str:
+    """The folder a resumed run reads: the saved one, or ``--data`` where it names another
+    (the same images, moved: cluster scratch paths differ per job, folders get renamed)."""
+    if not given.data or not saved.data or same_path(given.data, saved.data):
+        return saved.data
+    new = str(Path(given.data).expanduser().absolute())
+    log.info("--resume --data: the run continues on %s instead of %s", new, saved.data)
+    return new
+
+
+def _resumed_step_limit(
+    saved: TrainConfig, given: TrainConfig, resumed: TrainConfig
+) -> TrainConfig:
+    """A run with a step limit (a time budget's plan) is lengthened by ``--max-steps``;
+    ``--epochs`` alone leaves it ending at its limit, which is said."""
+    saved_steps = saved.max_steps or 0
+    if given.max_steps is not None and given.max_steps > saved_steps:
+        # The step limit ends the run; its epochs only need to hold the steps.
+        return resumed.with_overrides(
+            max_steps=given.max_steps,
+            epochs=max(resumed.epochs, math.ceil(given.max_steps * saved.epochs / saved_steps)),
+        )
+    if given.epochs > saved.epochs:
+        log.warning(
+            "--epochs %d does not lengthen this run: it ends at step %d (max_steps in %s); "
+            "pass --max-steps N with --resume to train longer",
+            given.epochs,
+            saved_steps,
+            saved.run_dir / "config.yaml",
+        )
+    return resumed
+
+
 def _warn_ignored_on_resume(saved: TrainConfig, given: TrainConfig) -> None:
     """Settings given with ``--resume`` that differ from the run's are not applied: say so."""
     ignored = [
         name
         for name in saved.__dataclass_fields__
-        if name not in ("epochs", "out") and getattr(given, name) != getattr(saved, name)
+        # Applied by resolve_resume: the length, data (the folder's new place), and the
+        # step limit where the run has one.
+        if name not in ("epochs", "out", "data")
+        and not (name == "max_steps" and saved.max_steps is not None)
+        and getattr(given, name) != getattr(saved, name)
     ]
     if ignored:
         log.warning(
@@ -243,9 +293,15 @@ def train(
         # other working folders.
         config = config.with_overrides(data=str(Path(config.data).expanduser().absolute()))
     check_accelerator(config.accelerator)
+    if checkpoint is not None and config.data and not Path(config.data).is_dir():
+        raise ContrastiveError(
+            f"the run's data folder {config.data} (in {config.run_dir / 'config.yaml'}) does "
+            "not exist; if the images moved, pass their folder with --resume --data FOLDER"
+        )
     inputs = _checked_inputs(config, folder)
     _mark_run_dir(config.run_dir)
     run = _build(config, checkpoint, *inputs)
+    _check_and_record_data(run)
     budgeted = config.time_budget is not None and config.max_steps is None
     if not budgeted:  # a budget run writes its config once planned, inside fit
         _write_config(run.config)
@@ -259,6 +315,28 @@ def train(
             if run.trainer.is_global_zero:
                 _write_config(run.config)
     return _export(run)
+
+
+def _check_and_record_data(run: _Run) -> None:
+    """Says where a resumed run's images changed since its record, then records this run's.
+
+    The resumed run goes on (refusing would lose its work), but its checkpoint's place in
+    the epoch and its steps per epoch belonged to the old file list: the user is told.
+    """
+    if rank_zero_only.rank != 0:  # one process writes, one warns
+        return
+    run_dir, root = run.config.run_dir, run.config.data
+    if run.checkpoint is not None:
+        change = describe_change(run_dir, root, run.paths)
+        if change is not None:
+            log.warning(
+                "--resume: %s in %s (recorded in %s); training continues on the images found "
+                "now, from the checkpoint's epoch and step",
+                change,
+                root,
+                run_dir / DATA_RECORD,
+            )
+    write_record(run_dir, root, run.paths)
 
 
 def check_image_count(config: TrainConfig, count: int, where: str | Path) -> None:
@@ -422,11 +500,42 @@ def _export(run: _Run) -> TrainResult:
         save_torch_file(
             module.backbone.state_dict(), run_dir / "backbone.pt", what="backbone weights"
         )
-        # Files that passed the quick header check but failed to decode (main process only).
+        # Files that passed the quick header check but failed to decode while training
+        # (pipelines without the cache): those of DataLoader workers are in the skip log.
         dataset = getattr(run.loader, "dataset", None)
-        late = dict(getattr(dataset, "skipped", {}))
+        dataset = getattr(dataset, "dataset", dataset)  # the batched pipeline wraps it
+        late = {Path(path): why for path, why in getattr(dataset, "skipped", {}).items()}
+        late |= read_skip_log(run_dir / SKIP_LOG)
         _write_skipped(run_dir, {**run.skipped, **run.decode_failures, **late})
-    return TrainResult(run_dir=run_dir, module=module, config=run.config, num_images=len(run.paths))
+        (run_dir / SKIP_LOG).unlink(missing_ok=True)
+        late_in_run = set(late) & set(run.paths)
+        _warn_late_bad_fraction(run, len(late_in_run))
+        num_images = len(run.paths) - len(late_in_run)
+    else:
+        num_images = len(run.paths)
+    return TrainResult(run_dir=run_dir, module=module, config=run.config, num_images=num_images)
+
+
+def _warn_late_bad_fraction(run: _Run, late: int) -> None:
+    """Says so where files found bad while training (split among worker processes, none of
+    which alone saw too many) add up to more than ``max_bad_fraction`` of the folder.
+
+    The run has finished by then: its weights are kept, and the user is told what they
+    were trained on.
+    """
+    total = len(run.paths) + len(run.skipped) + len(run.decode_failures)
+    bad = late + len(run.skipped) + len(run.decode_failures)
+    if late and bad > run.config.max_bad_fraction * total:
+        log.warning(
+            "%d of %d images (%.1f%%) could not be decoded, more than max_bad_fraction=%g "
+            "allows; the run trained on the other %d (list: %s)",
+            bad,
+            total,
+            100 * bad / total,
+            run.config.max_bad_fraction,
+            total - bad,
+            run.config.run_dir / "skipped_files.txt",
+        )
 
 
 def _with_steps(config: TrainConfig, max_steps: int, steps_per_epoch: int) -> TrainConfig:

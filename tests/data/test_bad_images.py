@@ -11,8 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from contrastive.data.folder import ImageDataset, check_readable, list_images, load_rgb
-from contrastive.errors import ContrastiveError
+from contrastive.data.folder import (
+    ImageDataset,
+    check_readable,
+    list_images,
+    load_rgb,
+    read_skip_log,
+)
+from contrastive.errors import ContrastiveError, user_message
 
 from .conftest import BLUE, RED, BadImageCorpus
 
@@ -357,3 +363,50 @@ def test_the_pixel_limit_variable_sets_or_lifts_the_limit(
         check_readable([small, large])
     with pytest.raises(ContrastiveError, match="CONTRASTIVE_MAX_IMAGE_PIXELS='lots'"):
         ImageDataset([small])[0]
+
+
+def test_worker_skips_reach_the_main_process_through_the_skip_log(
+    bad_image_corpus: BadImageCorpus, tmp_path: Path
+) -> None:
+    def to_tensor(image: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(image.resize((4, 4))).copy())
+
+    log = tmp_path / "skips.tsv"
+    dataset = ImageDataset(list_images(bad_image_corpus.root), transform=to_tensor, skip_log=log)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, num_workers=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        list(loader)
+
+    assert dataset.skipped == {}  # the workers' copies held them
+    skipped = read_skip_log(log)
+    assert set(skipped) == set(bad_image_corpus.undecodable.values())
+    assert all(reason for reason in skipped.values())
+    assert read_skip_log(tmp_path / "none.tsv") == {}
+
+
+def test_a_process_that_alone_saw_too_many_bad_files_stops(
+    bad_image_corpus: BadImageCorpus,
+) -> None:
+    paths = list_images(bad_image_corpus.root)
+    bad = len(bad_image_corpus.undecodable)
+    dataset = ImageDataset(paths, max_bad_fraction=(bad - 1) / len(paths))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ContrastiveError, match=f"at least {bad} of {len(paths)} images"):
+            [dataset[i] for i in range(len(paths))]
+    # At the allowance exactly, the epoch goes on.
+    dataset = ImageDataset(paths, max_bad_fraction=bad / len(paths))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert len([dataset[i] for i in range(len(paths))]) == len(paths)
+
+
+def test_a_worker_error_prints_as_its_own_line() -> None:
+    wrapped = ContrastiveError(
+        "Caught ContrastiveError in DataLoader worker process 0.\nOriginal Traceback (most "
+        'recent call last):\n  File "x.py", line 1\ncontrastive.errors.ContrastiveError: '
+        "at least 3 of 4 images cannot be decoded\n"
+    )
+    assert user_message(wrapped) == "at least 3 of 4 images cannot be decoded"
+    assert user_message(ContrastiveError("plain")) == "plain"

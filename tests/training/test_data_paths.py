@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import io
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from contrastive.errors import ContrastiveError
+from contrastive.errors import ContrastiveError, user_message
 from contrastive.training.config import TrainConfig
+from contrastive.training.data import SKIP_LOG
 from contrastive.training.train import train
 
 
@@ -108,3 +110,54 @@ def test_one_image_is_refused_before_training(tiny_config: TrainConfig, tmp_path
     with pytest.raises(ContrastiveError, match=r"at least 2 images; found 1 in .*one$"):
         train(config)
     assert not Path(config.out).exists()
+
+
+def _truncated_jpeg(path: Path, seed: int) -> None:
+    """A JPEG whose header verifies but whose body ends halfway: it fails only when decoded."""
+    buffer = io.BytesIO()
+    noise = np.random.default_rng(seed).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(buffer, "JPEG", quality=95)
+    path.write_bytes(buffer.getvalue()[: buffer.tell() // 2])
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "cache_images"),
+    [("batched", False), ("per_image", False)],
+    ids=["decode-each-epoch", "per-image-views"],
+)
+def test_late_decode_failures_in_workers_are_listed_counted_and_limited(
+    tiny_config: TrainConfig,
+    tiny_images: Path,
+    tmp_path: Path,
+    pipeline: str,
+    cache_images: bool,
+) -> None:
+    # Decoded in DataLoader workers, whose memory the main process never sees: the skip
+    # reaches skipped_files.txt and the image count through the run folder's skip log.
+    data = tmp_path / "images"
+    shutil.copytree(tiny_images, data)
+    _truncated_jpeg(data / "a" / "truncated.jpg", seed=0)
+    config = tiny_config.with_overrides(
+        data=str(data), view_pipeline=pipeline, cache_images=cache_images, num_workers=2
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = train(config)
+    (listed,) = (result.run_dir / "skipped_files.txt").read_text().splitlines()
+    assert listed.startswith(f"{data / 'a' / 'truncated.jpg'}\tOSError: ")
+    assert result.num_images == 32  # of 33 listed
+    assert not (result.run_dir / SKIP_LOG).exists()
+
+    # A folder of mostly truncated files stops in its first epoch, in one line.
+    worse = tmp_path / "worse"
+    (worse / "a").mkdir(parents=True)
+    for index in range(30):
+        _truncated_jpeg(worse / "a" / f"t{index}.jpg", seed=index)
+    for image in sorted((tiny_images / "a").iterdir())[:10]:
+        shutil.copy2(image, worse / "a" / image.name)
+    config = config.with_overrides(data=str(worse), out=str(tmp_path / "run2"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ContrastiveError) as error:
+            train(config)
+    assert "cannot be decoded, more than max_bad_fraction=0.1" in user_message(error.value)

@@ -12,7 +12,7 @@ from torch import nn
 from contrastive.losses import LossConfig
 from contrastive.methods import MethodConfig, build_method
 from contrastive.training.config import OptimConfig
-from contrastive.training.optim import build_optimizer, build_scheduler
+from contrastive.training.optim import build_optimizer, build_scheduler, continue_schedule
 
 
 def small_network() -> nn.Module:
@@ -78,6 +78,49 @@ def test_schedule_follows_the_cosine_formula() -> None:
     for t in range(40):
         scale = 0.001 + (1 - 0.001) * (1 + math.cos(math.pi * t / 39)) / 2
         assert rates[10 + t] == pytest.approx(0.12 * scale, rel=1e-6, abs=1e-9)
+
+
+def stepped(scheduler: torch.optim.lr_scheduler.LRScheduler, steps: int) -> list[float]:
+    """The learning rates of the next ``steps`` optimiser steps."""
+    rates = []
+    for _ in range(steps):
+        rates.append(scheduler.optimizer.param_groups[0]["lr"])
+        scheduler.optimizer.step()
+        scheduler.step()
+    return rates
+
+
+def test_a_finished_schedule_continued_ramps_up_to_the_longer_cosine_without_a_jump() -> None:
+    # A 20-step run (10% warm-up) ends at the end rate; resumed to 60 steps, before the fix
+    # the 40 added steps stayed at that rate (and Lightly warned at every step).
+    config = OptimConfig(warmup_fraction=0.1)
+    scheduler = build_scheduler(build_optimizer([nn.Linear(2, 2)], config, 256), config, 20)
+    end = stepped(scheduler, 20)[-1]
+    continue_schedule(scheduler, 60)
+    assert (scheduler.warmup_epochs, scheduler.max_epochs) == (6, 60)
+    # Ramp: 6 steps (the longer run's warm-up) up from the rate reached, no jump.
+    assert (scheduler.ramp_start, scheduler.ramp_steps) == (20, 6)
+    added = stepped(scheduler, 40)
+    assert added[0] == pytest.approx(scheduler.base_lrs[0] * 0.001) and end < 0.01 * 0.12
+    ramp = added[:7]
+    assert all(later > earlier for earlier, later in zip(ramp, ramp[1:]))
+    assert max(b - a for a, b in zip(added, added[1:])) < 0.12 / 5  # no jump to the peak
+    # Then the cosine a 60-step run follows from step 26 on, down to the end rate.
+    built = build_scheduler(build_optimizer([nn.Linear(2, 2)], config, 256), config, 60)
+    assert added[6:] == pytest.approx(stepped(built, 60)[26:], rel=1e-9)
+    assert added[-1] < 0.01 * 0.12
+
+
+def test_a_continued_schedule_survives_a_checkpoint_mid_ramp() -> None:
+    config = OptimConfig(warmup_fraction=0.1)
+    scheduler = build_scheduler(build_optimizer([nn.Linear(2, 2)], config, 256), config, 20)
+    stepped(scheduler, 20)
+    continue_schedule(scheduler, 60)
+    stepped(scheduler, 3)  # mid-ramp
+    restored = build_scheduler(build_optimizer([nn.Linear(2, 2)], config, 256), config, 20)
+    restored.load_state_dict(scheduler.state_dict())
+    restored.optimizer.load_state_dict(scheduler.optimizer.state_dict())
+    assert stepped(restored, 37) == stepped(scheduler, 37)
 
 
 def test_groups_split_weights_from_biases_and_norm_parameters() -> None:
