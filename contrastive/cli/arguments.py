@@ -1,5 +1,6 @@
 """Argparse types shared by the commands: a bad value is refused while the command line is
-read, in one line naming the flag, before any image is scanned or embedded.
+read, in one line naming the flag, before any image is scanned or embedded. Also the help
+formatter every command uses, which shows each option's default.
 
 A type raises ``argparse.ArgumentTypeError``: a ``ContrastiveError`` raised while parsing
 would escape the CLI's handler as a traceback.
@@ -85,3 +86,28 @@ def _check_writable_place(path: Path, folder: Path) -> None:
         folder = folder.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"cannot write {path}: {folder} is not writable")
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Adds ``(default: X)`` to an option's help where a default is set and not yet said.
+
+    Unlike argparse's ``ArgumentDefaultsHelpFormatter`` it leaves out ``None`` and
+    ``False`` (an unset option, an off switch), which say nothing to a reader, and writes
+    a list as it is typed (``20,200``).
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            not action.option_strings
+            or "default" in text
+            or default is None
+            or default is False
+            or default is argparse.SUPPRESS
+        ):
+            return text
+        if isinstance(default, (list, tuple)):
+            default = ",".join(map(str, default))
+        # argparse applies %-formatting to help strings.
+        return f"{text} (default: {str(default).replace('%', '%%')})"

@@ -13,12 +13,14 @@ EPOCHS_VARIABLE = "CONTRASTIVE_DEMO_EPOCHS"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from contrastive.demo import DEMO_EPOCHS
+
     parser = subparsers.add_parser("demo", help=HELP, description=HELP)
     parser.add_argument("--out", help="run directory (default: a new folder in the cache)")
     parser.add_argument(
         "--epochs",
         type=int,
-        help=f"training epochs (default: ${EPOCHS_VARIABLE}, else the recipe's)",
+        help=f"training epochs (default: ${EPOCHS_VARIABLE}, else {DEMO_EPOCHS})",
     )
     parser.add_argument("--time-budget", help="train for a wall-clock budget instead, e.g. 5m")
     parser.add_argument("--seed", type=int, help="random seed (default 0)")

@@ -44,7 +44,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def add_encoder_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
     """``--run | --checkpoint`` plus the flags that rebuild a plain state_dict."""
     source = parser.add_mutually_exclusive_group(required=required)
-    source.add_argument("--run", type=Path, help="run folder (config.yaml + weights)")
+    source.add_argument(
+        "--run",
+        type=Path,
+        help="run folder (config.yaml + weights), or one of its Lightning .ckpt files",
+    )
     source.add_argument(
         "--checkpoint",
         type=Path,

@@ -51,7 +51,9 @@ DEFAULT_KS = (20, 200)
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Registers ``eval`` with its ``knn``, ``linear`` and ``fewshot`` sub-commands."""
     parser = subparsers.add_parser(
-        "eval", help="kNN or linear-probe evaluation", description="Measure representation quality."
+        "eval",
+        help="kNN, linear-probe or few-label evaluation",
+        description="Measure representation quality.",
     )
     protocols = parser.add_subparsers(dest="protocol", metavar="PROTOCOL", required=True)
 
@@ -84,7 +86,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--weight-decay",
         type=_float_list,
         default=list(DEFAULT_WEIGHT_DECAYS),
-        help="candidate weight decays, chosen on a validation split",
+        help="candidate weight decays, comma-separated (e.g. 0.01,0.1,1), chosen on a "
+        "validation split",
     )
     linear.add_argument(
         "--val-fraction",

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from contrastive.cli.arguments import output_file
 
-HEALTH_HELP = "plot a run's label-free health (rank, alignment/uniformity, stability); verdict"
+HEALTH_HELP = (
+    "plot a run's label-free health (rank, alignment/uniformity, stability) and print a verdict"
+)
 COMPARE_HELP = "rank finished runs by a label-free measure (no labels needed)"
 
 

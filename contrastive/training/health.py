@@ -447,7 +447,7 @@ class HealthMonitor(pl.Callback):
             return
         training = time.perf_counter() - self.training_started
         skipped = (
-            f"; {len(self.skipped)} scheduled ones skipped to stay under "
+            f"; {len(self.skipped)} scheduled measurement(s) skipped to stay under "
             f"{100 * self.max_share:g}% (--health-max-share)"
             if self.skipped
             else ""
