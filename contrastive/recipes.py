@@ -9,9 +9,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from contrastive.backbones import BackboneConfig
+from contrastive.backbones import BACKBONES, TIMM_PREFIX, BackboneConfig, is_torchvision_resnet
 from contrastive.losses import LossConfig
 from contrastive.methods.config import MethodConfig
 from contrastive.training.config import OptimConfig, TrainConfig
@@ -111,3 +112,27 @@ def choose_recipe(name: str, time_budget: str | None) -> str:
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose from auto, {', '.join(RECIPES)}")
     return name
+
+
+def without_recipe_stem(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Flag values (by dotted path) that leave out a recipe's stem where ``--backbone`` names
+    a network that is not a torchvision ResNet.
+
+    A recipe's small-image stem (cpu-budget's, the base of ``--time-budget`` runs) belongs to
+    its own ResNet, as its view sizes belong to its own view size: ``--backbone
+    convnext_tiny`` must not inherit it. A stem the user gave (``--small-image-stem``) is
+    kept, so that :class:`BackboneConfig` still refuses it for such a network.
+
+    Args:
+        values: The flags given, by dotted path (``backbone.name``...).
+
+    Returns:
+        ``values``, with ``backbone.small_image_stem`` False and ``backbone.stem_stride`` 1
+        where the backbone named is not a ResNet and those were not given.
+    """
+    name = values.get("backbone.name")
+    # An unknown name is left for BackboneConfig, whose error then names the flag.
+    known = isinstance(name, str) and (name in BACKBONES or name.startswith(TIMM_PREFIX))
+    if not known or is_torchvision_resnet(name):
+        return dict(values)
+    return {"backbone.small_image_stem": False, "backbone.stem_stride": 1, **values}

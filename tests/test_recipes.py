@@ -11,6 +11,7 @@ from contrastive.recipes import (
     choose_recipe,
     cpu_budget_recipe,
     lightly_cifar10_protocol,
+    without_recipe_stem,
 )
 from contrastive.training.config import TrainConfig
 
@@ -88,3 +89,17 @@ def test_an_explicit_input_size_drops_the_recipe_evaluation_size() -> None:
     assert config.views.evaluation_size == 80
     assert cpu_budget_recipe().resolved_stored_size == 32
     assert config.resolved_stored_size == 64
+
+
+def test_a_recipes_stem_is_left_out_for_a_backbone_that_is_not_a_resnet() -> None:
+    for name in ("convnext_tiny", "timm:resnet50d"):
+        assert without_recipe_stem({"backbone.name": name}) == {
+            "backbone.name": name,
+            "backbone.small_image_stem": False,
+            "backbone.stem_stride": 1,
+        }
+    # A stem the user gave is kept (BackboneConfig refuses it); ResNets keep the recipe's.
+    given = {"backbone.name": "convnext_tiny", "backbone.small_image_stem": True}
+    assert without_recipe_stem(given) == {**given, "backbone.stem_stride": 1}
+    for values in ({"backbone.name": "resnet50"}, {"backbone.name": "no_such_net"}, {}):
+        assert without_recipe_stem(values) == values

@@ -13,7 +13,7 @@ from contrastive.data.folder import ImageFolder
 from contrastive.encoder import recorded_backbone_config
 from contrastive.hardware import detect_hardware
 from contrastive.planning.folder_stats import FolderStats
-from contrastive.planning.planner import Plan, plan_recipe
+from contrastive.planning.planner import Plan, describe_backbone, plan_recipe
 from contrastive.planning.probe import measured_rate
 from contrastive.training.budget import parse_duration
 from contrastive.training.config import TrainConfig
@@ -94,5 +94,9 @@ def _keep_architecture_of_weights(
             name: getattr(config.backbone, name) for name in names if f"backbone.{name}" in fixed
         }
         config = config.with_overrides(backbone=replace(recorded, **chosen))
-        log.info("planning keeps the backbone of %s: %s", config.init_weights, config.backbone)
+        log.info(
+            "planning keeps the backbone of %s: %s",
+            config.init_weights,
+            describe_backbone(config.backbone),
+        )
     return config, fixed | {f"backbone.{name}" for name in names}

@@ -194,13 +194,29 @@ class Candidate:
         )
 
     def describe(self) -> str:
-        stem = {
-            1: "small-image stem",
-            2: "small-image stem with stride 2",
-            4: "ImageNet stem",
-            0: "its own stem",
-        }[self.stem_stride]
-        return f"{self.backbone} ({stem}) on {self.view_size} px views"
+        return f"{self.backbone} ({STEMS[self.stem_stride]}) on {self.view_size} px views"
+
+
+#: The stems by :attr:`Candidate.stem_stride`, in words for the plan and its errors.
+STEMS = {
+    1: "small-image stem",
+    2: "small-image stem with stride 2",
+    4: "ImageNet stem",
+    0: "its own stem",
+}
+
+
+def stem_stride_of(backbone: BackboneConfig) -> int:
+    """The backbone's :attr:`Candidate.stem_stride`: 1 or 2 (small-image stem), 4 (a
+    ResNet's ImageNet stem) or 0 (a network that is not a torchvision ResNet)."""
+    if not is_torchvision_resnet(backbone.name):
+        return 0
+    return backbone.stem_stride if backbone.small_image_stem else 4
+
+
+def describe_backbone(backbone: BackboneConfig) -> str:
+    """The backbone in words, e.g. ``resnet50, ImageNet stem``."""
+    return f"{backbone.name}, {STEMS[stem_stride_of(backbone)]}"
 
 
 @dataclass(frozen=True)
@@ -429,8 +445,7 @@ def _choose(situation: _Situation, images_per_second: ImagesPerSecond) -> _Choic
     candidates = _candidates(situation.stats, situation.hardware, situation.base, situation.fixed)
     if not candidates:
         raise ContrastiveError(
-            "the fixed settings leave no network to plan; check --backbone, "
-            "--small-image-stem and --stem-stride"
+            f"the fixed settings leave no network to plan: {_why_none(situation)}"
         )
     measured: dict[Candidate, float | None] = {}
 
@@ -525,7 +540,8 @@ def _candidates(
             sizes = (base.views.input_size,) if "views.input_size" in fixed else OTHER_VIEW_SIZES
             result += [Candidate(name, size, 0) for size in sizes]
             continue
-        for stride in _strides(base, fixed):
+        strides = _strides(base, fixed)
+        for stride in strides:
             if "views.input_size" in fixed:
                 sizes: Iterable[int] = (base.views.input_size,)
             else:
@@ -535,9 +551,14 @@ def _candidates(
                     continue
                 # Views larger than the images add work, not detail (a strided stem pays off
                 # only where the images hold it): on a GPU, where time grows slowly with
-                # FLOPs, upsampled views would otherwise look like cheap capacity.
+                # FLOPs, upsampled views would otherwise look like cheap capacity. Only the
+                # smallest working size is reached by upsampling, where the stem leaves no
+                # other way to it: the stride-1 stem always (20 px images get 24 px views),
+                # and a stem the user fixed (the ImageNet stem, stride 4, gets 96 px views
+                # of 32 px images) - else no network would be left to train.
                 native = stats.short_side_median
-                largest = native if stride > 1 else max(native, WORKING_SIZES[0])
+                only_way = stride == 1 or len(strides) == 1
+                largest = max(native, WORKING_SIZES[0] * stride) if only_way else native
                 if "views.input_size" not in fixed and size > largest:
                     continue
                 result.append(Candidate(name, size, stride))
@@ -548,6 +569,35 @@ def _candidates(
         if (c.view_size <= cap or "views.input_size" in fixed)
         and not math.isnan(candidate_flops(c))
     ]
+
+
+def _why_none(situation: _Situation) -> str:
+    """Why :func:`_candidates` left nothing, naming the flags that decide it."""
+    base, fixed, stats = situation.base, situation.fixed, situation.stats
+    name = base.backbone.name if "backbone.name" in fixed else RESNETS[0]
+    size = base.views.input_size if "views.input_size" in fixed else None
+    if not is_torchvision_resnet(name):
+        if size is not None:
+            return f"--backbone {name} does not take --input-size {size} views"
+        return (
+            f"--backbone {name} takes none of the view sizes tried "
+            f"({', '.join(map(str, OTHER_VIEW_SIZES))} px) that the cache's memory holds"
+        )
+    stride = min(_strides(base, fixed))  # the stem that leaves the largest working size
+    stem = f"the {STEMS[stride]}" + (" (stride 4 with its max-pool)" if stride == 4 else "")
+    if size is not None and size % stride:
+        return f"--input-size {size} is not a multiple of {stem}; give a multiple of {stride}"
+    if size is not None:
+        return (
+            f"--input-size {size} leaves a working size of {size // stride} px after {stem}, "
+            f"below the 8 px a ResNet needs; give --input-size {8 * stride} or more"
+        )
+    cap = _cache_side_cap(stats, situation.hardware)
+    return (
+        f"{stem} needs views of {WORKING_SIZES[0] * stride} px, and the decoded cache of "
+        f"{stats.num_images:,} images holds at most {cap} px in its share of memory; give "
+        "--input-size to train at a size anyway"
+    )
 
 
 def _strides(base: TrainConfig, fixed: frozenset[str]) -> tuple[int, ...]:
@@ -801,6 +851,7 @@ def _network_decisions(
     chosen, stats, fixed = choice.candidate, situation.stats, situation.fixed
     why = _backbone_reason(situation, choice)
     decisions = [_decision(situation, "backbone", chosen.backbone, why)]
+    stem_name = STEMS[chosen.stem_stride]
     if chosen.stem_stride:
         detail = (
             f"{chosen.view_size} px views"
@@ -810,12 +861,27 @@ def _network_decisions(
         stem_reason = {
             1: f"{chosen.view_size} px views keep their full resolution after the stem",
             2: f"{detail}; stride 2 costs what {chosen.view_size // 2} px views cost",
-            4: "the ResNet's ImageNet stem",
+            4: "the ResNet's ImageNet stem: a 7x7 stride-2 conv and a max-pool",
         }[chosen.stem_stride]
         decisions.append(_decision(situation, "stem", f"stride {chosen.stem_stride}", stem_reason))
         view_reason = f"working size {chosen.view_size // chosen.stem_stride} px after the stem"
+        if chosen.view_size > stats.short_side_median and "views.input_size" not in fixed:
+            view_reason += (
+                f"; the images' {stats.short_side_median} px are upsampled: the {stem_name} "
+                "needs views this large for the smallest working size planned"
+            )
     else:
-        view_reason = "the largest view this budget affords"
+        # Not a torchvision ResNet: the small-image stem (cpu-budget's) does not fit it.
+        decisions.append(
+            _decision(
+                situation,
+                "stem",
+                "its own",
+                f"{chosen.backbone} is not a torchvision ResNet: the small-image stem and "
+                "its stride apply to ResNets only",
+            )
+        )
+        view_reason = _own_stem_view_reason(situation, choice)
     sizes = {
         "input_size": chosen.view_size,
         "stored_size": situation.stored_size(chosen),
@@ -851,6 +917,20 @@ def _network_decisions(
             )
         )
     return sizes, decisions
+
+
+def _own_stem_view_reason(situation: _Situation, choice: _Choice) -> str:
+    """Why a network with its own stem (not a ResNet) got its view size."""
+    view, native = choice.candidate.view_size, situation.stats.short_side_median
+    if "views.input_size" in situation.fixed:
+        reason = f"{choice.candidate.backbone} on the views you set"
+    else:
+        # Costs count from this network's cheapest view, which is always affordable.
+        tried = ", ".join(map(str, OTHER_VIEW_SIZES))
+        reason = f"the largest view this budget affords of those tried ({tried} px)"
+    if view > native:
+        reason += f"; the images' {native} px are upsampled"
+    return reason
 
 
 def _decoding(situation: _Situation) -> str:

@@ -147,7 +147,9 @@ def test_a_planned_run_records_its_plan_in_config_yaml(
     assert "decoded by an earlier run: reused" in caplog.text
 
 
-def test_init_weights_keep_the_architecture_they_fit(tmp_path: Path) -> None:
+def test_init_weights_keep_the_architecture_they_fit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from contrastive.backbones import BackboneConfig
     from contrastive.encoder import recorded_backbone_config
     from contrastive.planning.plan_run import plan_run
@@ -166,8 +168,11 @@ def test_init_weights_keep_the_architecture_they_fit(tmp_path: Path) -> None:
     base = cpu_budget_recipe().with_overrides(
         data=str(images), time_budget="20s", accelerator="cpu"
     )
-    config, _ = plan_run(base.with_overrides(init_weights=str(earlier / "backbone.pt")))
+    with caplog.at_level(logging.INFO):
+        config, _ = plan_run(base.with_overrides(init_weights=str(earlier / "backbone.pt")))
     assert config.backbone == expected
+    # Said in words, not as a Python repr.
+    assert "backbone.pt: resnet18_half, small-image stem with stride 2\n" in caplog.text + "\n"
     # Weights from elsewhere: the backbone the flags name is kept, not re-planned.
     config, _ = plan_run(base.with_overrides(init_weights=str(tmp_path / "imagenet.pt")))
     assert config.backbone == base.backbone

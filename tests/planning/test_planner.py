@@ -24,6 +24,7 @@ from contrastive.planning.planner import (
     _needed_passes,
     _rate_model,
     candidate_flops,
+    describe_backbone,
 )
 from contrastive.recipes import cpu_budget_recipe
 from contrastive.training.config import TrainConfig
@@ -436,7 +437,7 @@ def test_contradictory_fixed_settings_are_refused() -> None:
         backbone=base.backbone.__class__("resnet18", True, 2),
     )
     # 14 px views at stride 2 leave a 7 px feature map: too small for a ResNet's stages.
-    with pytest.raises(ContrastiveError, match="no network"):
+    with pytest.raises(ContrastiveError, match="no network.*working size of 7 px"):
         plan(folder(1000, 64), 60, fixed={"views.input_size", "backbone.stem_stride"}, base=base)
 
 
@@ -531,3 +532,69 @@ def test_measure_samples_shrink_where_decoding_them_would_eat_the_budget() -> No
     base = cpu_budget_recipe(data="images", out="run").with_overrides(health_sample_size=4096)
     kept = plan(photos, 60, base=base, fixed={"health_sample_size"})
     assert kept.config.health_sample_size == 4096
+
+
+def test_a_backbone_that_is_not_a_resnet_keeps_its_own_stem_and_the_plan_says_so() -> None:
+    # --backbone convnext_tiny on the cpu-budget base: no small-image stem (ResNets only).
+    base = cpu_budget_recipe(data="images", out="run").with_overrides(
+        backbone=BackboneConfig("convnext_tiny")
+    )
+    result = plan(folder(300, 32), 600, fixed={"backbone.name"}, base=base)
+    assert result.config.backbone == BackboneConfig("convnext_tiny")
+    shown = result.as_dict()
+    assert shown["stem"].startswith("its own: convnext_tiny is not a torchvision ResNet")
+    assert shown["views.input_size"].startswith("32: the largest view this budget affords")
+
+
+@pytest.mark.parametrize(
+    ("fixed_stem", "candidate"),
+    [
+        (BackboneConfig("resnet50"), Candidate("resnet50", 96, 4)),
+        (BackboneConfig("resnet50", True, 2), Candidate("resnet50", 48, 2)),
+    ],
+)
+def test_a_stem_the_user_fixes_gets_views_of_its_smallest_working_size(
+    fixed_stem: BackboneConfig, candidate: Candidate
+) -> None:
+    # 32 px images: the fixed stem's only way to a working size of 24 px is upsampling, as
+    # the stride-1 stem does for images under 24 px.
+    base = cpu_budget_recipe(data="images", out="run").with_overrides(backbone=fixed_stem)
+    fixed = {"backbone.name", "backbone.small_image_stem", "backbone.stem_stride"}
+    result = plan(folder(300, 32), 600, fixed=fixed, base=base)
+    assert result.candidate == candidate
+    assert "the images' 32 px are upsampled" in result.as_dict()["views.input_size"]
+    # Where the planner chooses the stem, a strided one still waits for images that hold it.
+    assert plan(folder(300, 32), 600).candidate.stem_stride == 1
+
+
+@pytest.mark.parametrize(
+    ("backbone", "size", "message"),
+    [
+        (
+            BackboneConfig("resnet50"),
+            24,
+            "--input-size 24 leaves a working size of 6 px after the ImageNet stem (stride 4 "
+            "with its max-pool), below the 8 px a ResNet needs; give --input-size 32 or more",
+        ),
+        (BackboneConfig("resnet50", True, 2), 31, "--input-size 31 is not a multiple of"),
+        (BackboneConfig("vit_b_16"), 64, "--backbone vit_b_16 does not take --input-size 64"),
+    ],
+)
+def test_the_no_network_error_says_why(backbone: BackboneConfig, size: int, message: str) -> None:
+    base = cpu_budget_recipe(data="images", out="run")
+    base = base.with_overrides(backbone=backbone, views=replace(base.views, input_size=size))
+    fixed = {"views.input_size", "backbone.name", "backbone.small_image_stem"}
+    if backbone.small_image_stem:
+        fixed.add("backbone.stem_stride")
+    with pytest.raises(ContrastiveError, match="no network to plan: ") as error:
+        plan(folder(300, 32), 600, fixed=fixed, base=base)
+    assert message in str(error.value)
+
+
+def test_backbones_are_described_in_words() -> None:
+    assert describe_backbone(BackboneConfig("resnet50")) == "resnet50, ImageNet stem"
+    assert (
+        describe_backbone(BackboneConfig("resnet18_quarter", True, 2))
+        == "resnet18_quarter, small-image stem with stride 2"
+    )
+    assert describe_backbone(BackboneConfig("convnext_tiny")) == "convnext_tiny, its own stem"
