@@ -18,7 +18,7 @@ from contrastive.cli.config_flags import (
 )
 from contrastive.losses import DISTANCES, LOSSES
 from contrastive.methods import METHODS
-from contrastive.recipes import RECIPES, choose_recipe
+from contrastive.recipes import RECIPES, choose_recipe, without_recipe_stem
 from contrastive.training.config import (
     OPTIMIZERS,
     VIEW_PIPELINES,
@@ -158,6 +158,8 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
         # A recipe's evaluation and cache sizes belong to its own view size, not this one.
         values.setdefault("views.eval_input_size", None)
         values.setdefault("stored_size", None)
+    # A recipe's small-image stem belongs to its own ResNet, not to --backbone convnext_tiny.
+    values = without_recipe_stem(values)
     return apply_flags(config, values, config_flags(TrainConfig, FLAGS, exclude=NO_FLAG))
 
 
@@ -262,7 +264,10 @@ def run(args: argparse.Namespace) -> int:
         return stop.exit_code
     from pytorch_lightning.utilities import rank_zero_only
 
+    if result.finished_at_step is not None:  # nothing trained: train() said so in one line
+        return 0
     if rank_zero_only.rank == 0:  # one summary, not one per DDP process
         print(f"trained on {result.num_images} images; run directory: {result.run_dir}")
-        print(f"backbone weights (plain torchvision state_dict): {result.backbone_path}")
+        kind = "timm" if result.config.backbone.name.startswith("timm:") else "torchvision"
+        print(f"backbone weights (plain {kind} state_dict): {result.backbone_path}")
     return 0

@@ -9,7 +9,11 @@ Lightning has no public API for two things training needs:
   saved mid-epoch stores so a resumed run starts at the next batch
   (:class:`~contrastive.training.resumable.LoaderPosition`).
 
-Everything else uses public API (``trainer.max_steps``, ``CSVLogger.log_metrics``, callbacks).
+One more lives beside its use: :mod:`~contrastive.training.metrics_history` subclasses the
+CSV logger's ``ExperimentWriter`` (its ``_check_log_dir_exists``, which deletes an earlier
+``metrics.csv``, and ``_record_new_keys``) so a resumed run keeps its rows; its tests in
+``tests/training/test_resume_history.py`` fail on a Lightning that changes them. Everything
+else uses public API (``trainer.max_steps``, ``CSVLogger.log_metrics``, callbacks).
 ``tests/training/test_lightning_contract.py`` checks every path in :data:`INTERNALS` against
 the installed Lightning, so an upgrade that moves one fails there, naming the attribute.
 """

@@ -33,7 +33,6 @@ import torch
 from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import (
-    CSVLogger,
     Logger,
     MLFlowLogger,
     TensorBoardLogger,
@@ -72,7 +71,7 @@ from contrastive.training.data_record import DATA_RECORD, describe_change, write
 from contrastive.training.health import health_callbacks
 from contrastive.training.interrupt import GracefulInterrupt
 from contrastive.training.last_checkpoint import SaveLastCheckpoint
-from contrastive.training.metrics_history import KeepMetricsHistory
+from contrastive.training.metrics_history import HistoryCSVLogger
 from contrastive.training.module import ContrastiveModule
 from contrastive.training.progress import progress_callbacks
 from contrastive.training.projector_at_end import ProjectorAtEnd
@@ -107,12 +106,15 @@ class TrainResult:
         module: The trained LightningModule (``module.backbone`` is the encoder).
         config: The resolved configuration.
         num_images: Images used for training.
+        finished_at_step: Set where a resumed run had already finished: its last step
+            (nothing was trained and no file was written).
     """
 
     run_dir: Path
     module: ContrastiveModule
     config: TrainConfig
     num_images: int
+    finished_at_step: int | None = None
 
     @property
     def backbone(self) -> torch.nn.Module:
@@ -133,7 +135,9 @@ def resolve_resume(config: TrainConfig, resume: bool) -> tuple[TrainConfig, Path
     that has one: a time budget's plan), and the learning-rate schedule then ends at the
     new length (:meth:`ContrastiveModule.on_train_start`). ``data`` may name another
     folder: the run's images, moved (a change of its files is noticed by
-    :func:`~contrastive.training.data_record.describe_change`).
+    :func:`~contrastive.training.data_record.describe_change`). The run folder is always
+    ``config.out``, the folder that holds the checkpoint, whatever ``out`` was saved: a
+    run folder can be moved or copied.
     """
     run_dir = config.run_dir
     last = run_dir / LAST_CHECKPOINT
@@ -141,6 +145,15 @@ def resolve_resume(config: TrainConfig, resume: bool) -> tuple[TrainConfig, Path
         if not last.is_file():
             raise ContrastiveError(f"nothing to resume: {last} does not exist")
         saved = TrainConfig.from_dict(load_config_file(run_dir / "config.yaml"))
+        if not same_path(saved.out, run_dir):
+            # A saved relative out would resolve against this working folder, and an
+            # absolute one names the folder the run was moved or copied from.
+            log.info(
+                "--resume: the run continues in %s, the --out given (its config.yaml names %s)",
+                run_dir,
+                saved.out,
+            )
+        saved = saved.with_overrides(out=config.out)
         _warn_ignored_on_resume(saved, config)
         _remove_partial_writes(run_dir)
         resumed = saved.with_overrides(
@@ -209,15 +222,16 @@ def _resumed_step_limit(
 
 
 def _warn_ignored_on_resume(saved: TrainConfig, given: TrainConfig) -> None:
-    """Settings given with ``--resume`` that differ from the run's are not applied: say so."""
+    """Settings given with ``--resume`` that differ from the run's are not applied: say so,
+    naming each by the flag that sets it (``--lr 0.5``), as the user typed it."""
+    # Applied by resolve_resume: the length, data (the folder's new place), the run folder,
+    # and the step limit where the run has one.
+    applied = {"epochs", "out", "data"} | ({"max_steps"} if saved.max_steps is not None else set())
+    saved_values, given_values = _leaf_values(saved.to_dict()), _leaf_values(given.to_dict())
     ignored = [
-        name
-        for name in saved.__dataclass_fields__
-        # Applied by resolve_resume: the length, data (the folder's new place), and the
-        # step limit where the run has one.
-        if name not in ("epochs", "out", "data")
-        and not (name == "max_steps" and saved.max_steps is not None)
-        and getattr(given, name) != getattr(saved, name)
+        _as_typed(path, value)
+        for path, value in given_values.items()
+        if path.partition(".")[0] not in applied and saved_values.get(path) != value
     ]
     if ignored:
         log.warning(
@@ -226,6 +240,59 @@ def _warn_ignored_on_resume(saved: TrainConfig, given: TrainConfig) -> None:
             ", ".join(ignored),
             saved.run_dir,
         )
+
+
+#: Flags named otherwise than ``--`` + the field's last name with dashes (kept equal to
+#: ``contrastive.cli.train.FLAGS`` by tests/cli/test_train_flags.py).
+FLAG_NAMES = {
+    "backbone.name": "--backbone",
+    "method.name": "--method",
+    "loss.name": "--loss",
+    "optim.base_learning_rate": "--lr",
+    "cache_images": "--cache",
+    "checkpoint_every_n_epochs": "--checkpoint-every",
+    "monitor_every_n_epochs": "--monitor-every",
+}
+#: Records of a run that no flag sets: named by their field.
+NO_FLAG_FIELDS = ("plan",)
+
+
+def flag_name(path: str) -> str:
+    """The ``contrastive train`` flag of a dotted config field (``optim.base_learning_rate``
+    -> ``--lr``); a field without a flag keeps its name."""
+    if path.partition(".")[0] in NO_FLAG_FIELDS:
+        return path.partition(".")[0]
+    return FLAG_NAMES.get(path, "--" + path.rpartition(".")[2].replace("_", "-"))
+
+
+def _leaf_values(values: dict, prefix: str = "") -> dict[str, object]:
+    """``{dotted path: value}`` of a nested config dict (``plan`` stays one value)."""
+    leaves: dict[str, object] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and key not in NO_FLAG_FIELDS:
+            leaves |= _leaf_values(value, f"{prefix}{key}.")
+        else:
+            leaves[prefix + key] = value
+    return leaves
+
+
+def _as_typed(path: str, value: object) -> str:
+    """A setting as it is typed: ``--lr 0.5``, ``--crop-scale 0.2 1``, ``--no-cache``."""
+    name = flag_name(path)
+    if not name.startswith("--"):
+        return name
+    if isinstance(value, bool):
+        return name if value else "--no-" + name[2:]
+    return f"{name} {_typed(value)}"
+
+
+def _typed(value: object) -> str:
+    """A value as it is typed after its flag."""
+    if isinstance(value, list | tuple):
+        return " ".join(_typed(item) for item in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "none" if value is None else str(value)
 
 
 def _mark_run_dir(run_dir: Path) -> None:
@@ -288,6 +355,9 @@ def train(
     """
     started = time.perf_counter() if budget_started is None else budget_started
     config, checkpoint = resolve_resume(config, resume)
+    progress = _checkpoint_progress(checkpoint) if checkpoint is not None else None
+    if checkpoint is not None and progress is not None and _finished(config, progress):
+        return _already_finished(config, progress)
     if config.data:
         # Recorded as an absolute path: export, compare-runs and --resume read it from
         # other working folders.
@@ -300,7 +370,9 @@ def train(
         )
     inputs = _checked_inputs(config, folder)
     _mark_run_dir(config.run_dir)
-    run = _build(config, checkpoint, *inputs)
+    # Unknown (an unreadable checkpoint, which Lightning then names): every row is kept.
+    resume_step = None if checkpoint is None else progress.step if progress else math.inf
+    run = _build(config, checkpoint, *inputs, resume_step=resume_step)
     _check_and_record_data(run)
     budgeted = config.time_budget is not None and config.max_steps is None
     if not budgeted:  # a budget run writes its config once planned, inside fit
@@ -315,6 +387,71 @@ def train(
             if run.trainer.is_global_zero:
                 _write_config(run.config)
     return _export(run)
+
+
+@dataclass(frozen=True)
+class _Progress:
+    """How far a checkpoint got: its optimiser steps and the epochs Lightning counts as
+    done (``processed``: raised before the end-of-epoch hooks that save checkpoints)."""
+
+    step: int
+    epochs: int
+    state_dict: dict
+
+
+def _checkpoint_progress(checkpoint: Path) -> _Progress | None:
+    """Reads how far ``checkpoint`` got, mapping its tensors instead of reading them.
+
+    Returns None for a file that cannot be read so: fitting from it then reports why.
+    """
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True)
+        epochs = saved["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
+        return _Progress(int(saved["global_step"]), int(epochs), saved["state_dict"])
+    # Any damage makes torch or the lookups raise almost anything; Lightning says more.
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _finished(config: TrainConfig, progress: _Progress) -> bool:
+    """Whether Lightning would train no step: the rule of its fit loop's ``done``."""
+    if config.max_steps is not None:
+        return progress.step >= config.max_steps
+    return progress.epochs >= config.epochs
+
+
+def _already_finished(config: TrainConfig, progress: _Progress) -> TrainResult:
+    """The result of resuming a run that has nothing left to train: its saved weights.
+
+    No file is written (a plain ``--resume`` of a finished run used to rewrite the run
+    folder and lose ``metrics.csv``), except ``backbone.pt`` where it is missing (a full
+    disk at the end of training); one line says how to continue it.
+    """
+    limit = "--max-steps" if config.max_steps is not None else "--epochs"
+    log.info(
+        "%s is already finished at step %d: nothing to train; resume with a larger %s to "
+        "continue it",
+        config.run_dir,
+        progress.step,
+        limit,
+    )
+    module = ContrastiveModule(config.to_dict())
+    # The module's own parts; a view maker has no saved state of its own to restore.
+    weights = {k: v for k, v in progress.state_dict.items() if not k.startswith("view_maker.")}
+    module.load_state_dict(weights)
+    backbone = config.run_dir / "backbone.pt"
+    if not backbone.is_file() and rank_zero_only.rank == 0:
+        # The run finished training but could not write its weights (a full disk at the
+        # end): the checkpoint holds them, so this resume completes the run.
+        save_torch_file(module.backbone.state_dict(), backbone, what="backbone weights")
+        log.info("%s was missing: written from the last checkpoint", backbone)
+    return TrainResult(
+        run_dir=config.run_dir,
+        module=module,
+        config=config,
+        num_images=0,
+        finished_at_step=progress.step,
+    )
 
 
 def _check_and_record_data(run: _Run) -> None:
@@ -415,10 +552,15 @@ def _build(
     paths: list[Path],
     skipped: dict,
     steps_per_epoch: int,
+    resume_step: float | None = None,
 ) -> _Run:
-    """The trainer (with its callbacks), the data loader and the module, seeded."""
+    """The trainer (with its callbacks), the data loader and the module, seeded.
+
+    ``resume_step``: the checkpoint's step, where a run is resumed (see
+    :func:`_build_loggers`).
+    """
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    trainer = _build_trainer(config, steps_per_epoch)
+    trainer = _build_trainer(config, steps_per_epoch, resume_step)
     _check_sync_batchnorm(config, trainer)
     if config.view_pipeline == "batched":
         loader, decode_failures = batched_loader(
@@ -441,8 +583,6 @@ def _build(
     module = ContrastiveModule(config.to_dict(), view_maker=view_maker)
     if config.init_weights and checkpoint is None:  # a resumed run has its own weights
         _init_backbone(module, config)
-    if checkpoint is not None:
-        trainer.callbacks.append(KeepMetricsHistory(config.run_dir / "metrics.csv"))
     return _Run(
         config,
         checkpoint,
@@ -618,16 +758,24 @@ def mlflow_tracking_uri(run_dir: Path) -> str:
     return f"sqlite:///{(run_dir / 'mlflow.db').absolute()}"
 
 
-def _build_loggers(config: TrainConfig) -> list[Logger]:
+def _build_loggers(config: TrainConfig, resume_step: float | None = None) -> list[Logger]:
     """Lightning's loggers for ``config.logger``; CSV first, so ``metrics.csv`` and
-    ``trainer.logger`` stay the run's record whatever else is added."""
+    ``trainer.logger`` stay the run's record whatever else is added.
+
+    ``resume_step``: where a run is resumed, the checkpoint's step (``math.inf``: unknown);
+    ``metrics.csv`` keeps its rows logged before it (:class:`HistoryCSVLogger`) instead of
+    being deleted by Lightning's ``CSVLogger``.
+    """
     run_dir = config.run_dir
     names = list(config.logger_names)
     if "auto" in names:
         names.remove("auto")
         if importlib.util.find_spec("tensorboard") is not None and "tensorboard" not in names:
             names.append("tensorboard")
-    loggers: list[Logger] = [CSVLogger(save_dir=run_dir, name="", version="")]
+    # Also for a new run: Lightning's CSVLogger warns that it will delete earlier logs as
+    # soon as the folder holds anything (the run marker), and a new run has none to keep.
+    csv_logger = HistoryCSVLogger(run_dir, math.inf if resume_step is None else resume_step)
+    loggers: list[Logger] = [csv_logger]
     for name in names[1:]:
         package = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}[name]
         if importlib.util.find_spec(package) is None:
@@ -691,7 +839,9 @@ def _checkpoint_callbacks(config: TrainConfig) -> list[Checkpoint]:
     return [kept, last]
 
 
-def _build_trainer(config: TrainConfig, steps_per_epoch: int) -> pl.Trainer:
+def _build_trainer(
+    config: TrainConfig, steps_per_epoch: int, resume_step: float | None = None
+) -> pl.Trainer:
     run_dir = config.run_dir
     log_every = max(1, min(50, steps_per_epoch))
     callbacks: list[pl.Callback] = [
@@ -725,7 +875,7 @@ def _build_trainer(config: TrainConfig, steps_per_epoch: int) -> pl.Trainer:
         # "warn": GPU ops without a deterministic kernel (adaptive pooling's backward) warn
         # instead of failing; on CPU every op of these models is deterministic.
         deterministic="warn" if config.deterministic else None,
-        logger=_build_loggers(config),
+        logger=_build_loggers(config, resume_step),
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=log_every,

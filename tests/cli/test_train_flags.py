@@ -232,3 +232,12 @@ def test_the_time_budget_counts_from_the_start_of_the_command(
     flags = ["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--time-budget", "1m"]
     assert main(["train", *flags, "--recipe", "default"]) == 130
     assert called <= marks["budget_started"] < marks["parser_built"]
+
+
+def test_resume_names_ignored_settings_by_the_cli_flags() -> None:
+    # train.py names the flags itself (training does not import the CLI): the same names.
+    from contrastive.training.train import flag_name
+
+    for flag in config_flags(TrainConfig, FLAGS, exclude=NO_FLAG):
+        assert flag_name(flag.path) == flag.name, flag.path
+    assert [flag_name(path) for path in NO_FLAG] == list(NO_FLAG)

@@ -13,6 +13,7 @@ import torch
 from contrastive.errors import ContrastiveError
 from contrastive.methods.config import MethodConfig
 from contrastive.training.config import TrainConfig
+from contrastive.training.metrics_history import HistoryCSVLogger
 from contrastive.training.train import _build, _checked_inputs, train
 
 
@@ -78,14 +79,16 @@ def test_tensorboard_event_files_hold_the_scalars(tiny_config: TrainConfig) -> N
 def test_auto_logger_adds_tensorboard_when_installed(tiny_config: TrainConfig) -> None:
     from contrastive.training.train import _build_loggers
 
-    names = [type(logger).__name__ for logger in _build_loggers(tiny_config)]
-    assert names[0] == "CSVLogger"
+    loggers = _build_loggers(tiny_config)
+    # metrics.csv comes first, from the CSV logger that keeps a resumed run's rows.
+    assert isinstance(loggers[0], HistoryCSVLogger)
+    names = [type(logger).__name__ for logger in loggers[1:]]
     try:
         import tensorboard  # noqa: F401
 
-        assert names == ["CSVLogger", "TensorBoardLogger"]
+        assert names == ["TensorBoardLogger"]
     except ImportError:
-        assert names == ["CSVLogger"]
+        assert names == []
 
 
 @pytest.mark.parametrize("name", ["mlflow", "wandb"])

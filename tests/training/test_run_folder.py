@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import timedelta
 from pathlib import Path
@@ -119,9 +120,20 @@ def test_resume_says_which_given_settings_it_ignores(
 ) -> None:
     train(tiny_config)
     with caplog.at_level(logging.WARNING, logger="contrastive.training.train"):
-        train(tiny_config.with_overrides(epochs=2, batch_size=4, seed=7), resume=True)
-    (warning,) = [r.getMessage() for r in caplog.records if "--resume" in r.getMessage()]
-    assert "ignored: batch_size, seed" in warning and "--init-weights" in warning
+        train(
+            tiny_config.with_overrides(
+                epochs=2,
+                batch_size=4,
+                seed=7,
+                optim=dataclasses.replace(tiny_config.optim, base_learning_rate=0.5),
+                cache_images=False,
+            ),
+            resume=True,
+        )
+    (warning,) = [r.getMessage() for r in caplog.records if "ignored" in r.getMessage()]
+    # Named by the flags the user typed (before: "ignored: batch_size, seed, optim, ...").
+    assert "ignored: --lr 0.5, --batch-size 4, --seed 7, --no-cache (" in warning
+    assert "--init-weights" in warning
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
