@@ -225,7 +225,8 @@ def run(args: argparse.Namespace) -> int:
     from contrastive.errors import ContrastiveError
     from contrastive.hardware import check_accelerator
     from contrastive.training.interrupt import TrainingInterrupted
-    from contrastive.training.train import check_image_count, check_new_run_dir, train
+    from contrastive.training.resume import check_new_run_dir
+    from contrastive.training.train import check_image_count, train
 
     # Everything since the command started (imports, scanning, planning) counts.
     budget_started = getattr(args, "started", None) or time.perf_counter()

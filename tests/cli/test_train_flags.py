@@ -236,7 +236,7 @@ def test_the_time_budget_counts_from_the_start_of_the_command(
 
 def test_resume_names_ignored_settings_by_the_cli_flags() -> None:
     # train.py names the flags itself (training does not import the CLI): the same names.
-    from contrastive.training.train import flag_name
+    from contrastive.training.resume import flag_name
 
     for flag in config_flags(TrainConfig, FLAGS, exclude=NO_FLAG):
         assert flag_name(flag.path) == flag.name, flag.path

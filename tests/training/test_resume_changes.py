@@ -19,7 +19,8 @@ from PIL import Image
 from contrastive.errors import ContrastiveError
 from contrastive.training.config import TrainConfig, dump_config, load_config_file
 from contrastive.training.data_record import DATA_RECORD
-from contrastive.training.train import LAST_CHECKPOINT, resolve_resume, train
+from contrastive.training.resume import LAST_CHECKPOINT, resolve_resume
+from contrastive.training.train import train
 
 
 def logged_rates(run_dir: Path) -> dict[int, float]:
@@ -69,7 +70,7 @@ def test_resume_with_data_continues_on_the_moved_folder(
 
     with pytest.raises(ContrastiveError, match="pass their folder with --resume --data FOLDER"):
         train(config.with_overrides(epochs=2), resume=True)
-    with caplog.at_level(logging.INFO, logger="contrastive.training.train"):
+    with caplog.at_level(logging.INFO, logger="contrastive.training"):
         train(config.with_overrides(epochs=2, data=str(moved)), resume=True)
 
     (line,) = messages(caplog, "--resume --data")
@@ -102,7 +103,7 @@ def test_resume_warns_when_the_folder_changed_since_the_checkpoint(
 
     # The run now records the new list: resuming again says nothing.
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="contrastive.training.train"):
+    with caplog.at_level(logging.WARNING, logger="contrastive.training"):
         train(config.with_overrides(epochs=3), resume=True)
     assert not messages(caplog, "data changed")
 
@@ -148,7 +149,7 @@ def test_a_step_limited_run_is_lengthened_by_max_steps_on_resume(
     assert (resumed.max_steps, resumed.epochs, resumed.time_budget) == (100, 25, "1m")
     assert not messages(caplog, "ignored")
 
-    with caplog.at_level(logging.WARNING, logger="contrastive.training.train"):
+    with caplog.at_level(logging.WARNING, logger="contrastive.training"):
         resumed, _ = resolve_resume(saved.with_overrides(epochs=30), resume=True)
     assert resumed.max_steps == 40
     (line,) = messages(caplog, "does not lengthen")

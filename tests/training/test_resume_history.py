@@ -19,7 +19,8 @@ import torch
 from contrastive.cli import main
 from contrastive.training.config import TrainConfig, load_config_file
 from contrastive.training.metrics_history import HistoryCSVLogger
-from contrastive.training.train import LAST_CHECKPOINT, train
+from contrastive.training.resume import LAST_CHECKPOINT
+from contrastive.training.train import train
 
 
 def logged_steps(run_dir: Path) -> list[int]:
@@ -49,7 +50,7 @@ def test_resuming_a_finished_run_trains_nothing_and_touches_no_file(
     before = snapshot(run_dir)
     assert logged_steps(run_dir) == [3]
 
-    with caplog.at_level(logging.INFO, logger="contrastive.training.train"):
+    with caplog.at_level(logging.INFO, logger="contrastive.training"):
         result = train(tiny_config, resume=True)
 
     # Before: metrics.csv was deleted, and config, record and backbone.pt rewritten.
@@ -127,7 +128,7 @@ def test_a_moved_run_folder_is_resumed_where_it_is(
     old = Path(tiny_config.out)
     moved = old.rename(tmp_path / "moved")
 
-    with caplog.at_level(logging.INFO, logger="contrastive.training.train"):
+    with caplog.at_level(logging.INFO, logger="contrastive.training"):
         result = train(tiny_config.with_overrides(out=str(moved), epochs=2), resume=True)
 
     # Before: the run was re-created at its old path and the moved checkpoint left behind.

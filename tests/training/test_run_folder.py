@@ -15,7 +15,8 @@ from contrastive.errors import ContrastiveError
 from contrastive.hardware import check_accelerator
 from contrastive.training.config import TrainConfig, load_config_file
 from contrastive.training.last_checkpoint import SaveLastCheckpoint
-from contrastive.training.train import _checkpoint_callbacks, check_new_run_dir, train
+from contrastive.training.resume import check_new_run_dir
+from contrastive.training.train import _checkpoint_callbacks, train
 
 
 @pytest.mark.parametrize(
@@ -119,7 +120,7 @@ def test_resume_says_which_given_settings_it_ignores(
     tiny_config: TrainConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
     train(tiny_config)
-    with caplog.at_level(logging.WARNING, logger="contrastive.training.train"):
+    with caplog.at_level(logging.WARNING, logger="contrastive.training"):
         train(
             tiny_config.with_overrides(
                 epochs=2,
