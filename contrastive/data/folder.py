@@ -123,7 +123,7 @@ def list_images(root: str | os.PathLike) -> list[Path]:
         if pruned:
             dirnames[:] = [name for name in dirnames if not _is_hidden_folder(name)]
             hidden_folders += [
-                _relative_key(Path(dirpath) / name, root_path) for name in sorted(pruned)
+                relative_key(Path(dirpath) / name, root_path) for name in sorted(pruned)
             ]
         linked_folders += [
             os.path.join(dirpath, name)
@@ -184,7 +184,7 @@ def list_images(root: str | os.PathLike) -> list[Path]:
     if parts:
         # One warning, one line: a folder of junk is one notice, not a screenful.
         warnings.warn("; ".join(parts), stacklevel=2)
-    found.sort(key=lambda p: _relative_key(p, root_path))
+    found.sort(key=lambda p: relative_key(p, root_path))
     return found
 
 
@@ -208,7 +208,8 @@ def _is_hidden_folder(name: str) -> bool:
     return name.startswith(".") or name in _SYSTEM_FOLDERS
 
 
-def _relative_key(path: Path, root: Path) -> str:
+def relative_key(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` in POSIX form; a path outside ``root`` kept whole."""
     try:
         return path.relative_to(root.absolute()).as_posix()
     except ValueError:
@@ -529,7 +530,7 @@ class ImageFolder:
 
     def relative_paths(self) -> list[str]:
         """Paths relative to the root, POSIX style."""
-        return [_relative_key(p, self.root) for p in self.paths]
+        return [relative_key(p, self.root) for p in self.paths]
 
     def labels(self) -> tuple[np.ndarray, list[str]]:
         """Integer labels from the first folder level (-1 for files directly in root).

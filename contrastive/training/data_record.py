@@ -19,6 +19,7 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
+from contrastive.data.folder import relative_key
 from contrastive.files import atomic_path
 from contrastive.training.checkpoint_io import explained_write_errors
 
@@ -28,15 +29,8 @@ DATA_RECORD = "data_files.json.gz"
 
 
 def relative_names(root: str | os.PathLike, paths: Sequence[Path]) -> list[str]:
-    """``paths`` relative to ``root``, sorted, as recorded."""
-    root_path = Path(root)
-    names = []
-    for path in paths:
-        try:
-            names.append(Path(path).relative_to(root_path).as_posix())
-        except ValueError:  # not under root (a caller's own list): kept whole
-            names.append(Path(path).as_posix())
-    return sorted(names)
+    """``paths`` relative to ``root``, sorted, as recorded (a path outside it kept whole)."""
+    return sorted(relative_key(Path(path), Path(root)) for path in paths)
 
 
 def list_hash(names: Sequence[str]) -> str:
