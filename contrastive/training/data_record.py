@@ -41,9 +41,9 @@ def list_hash(names: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
-def write_record(run_dir: Path, root: str | os.PathLike, paths: Sequence[Path]) -> None:
-    """Records the images the run trains on (one process writes it)."""
-    names = relative_names(root, paths)
+def write_record(run_dir: Path, names: Sequence[str]) -> None:
+    """Records the images the run trains on, as :func:`relative_names` (one process writes)."""
+    names = list(names)
     # JSON's \u escapes keep names with newlines and non-UTF-8 bytes (surrogates) intact.
     record = {"count": len(names), "sha256": list_hash(names), "files": names}
     target = run_dir / DATA_RECORD
@@ -70,8 +70,9 @@ def read_record(run_dir: Path) -> dict | None:
     return record
 
 
-def describe_change(run_dir: Path, root: str | os.PathLike, paths: Sequence[Path]) -> str | None:
-    """What changed in the training images since the run's record, in one line.
+def describe_change(run_dir: Path, names: Sequence[str]) -> str | None:
+    """What changed in the training images (``names``, as :func:`relative_names` gives them)
+    since the run's record, in one line.
 
     Returns:
         None where nothing changed or the run has no record; else ``the data changed since
@@ -81,7 +82,6 @@ def describe_change(run_dir: Path, root: str | os.PathLike, paths: Sequence[Path
     record = read_record(run_dir)
     if record is None:
         return None
-    names = relative_names(root, paths)
     if list_hash(names) == record["sha256"]:
         return None
     before, after = int(record["count"]), len(names)

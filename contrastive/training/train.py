@@ -67,7 +67,12 @@ from contrastive.training.checkpoint_io import (
 from contrastive.training.collapse import CollapseMonitor
 from contrastive.training.config import TrainConfig, dump_config
 from contrastive.training.data import SKIP_LOG, batched_loader, per_image_loader
-from contrastive.training.data_record import DATA_RECORD, describe_change, write_record
+from contrastive.training.data_record import (
+    DATA_RECORD,
+    describe_change,
+    relative_names,
+    write_record,
+)
 from contrastive.training.health import health_callbacks
 from contrastive.training.interrupt import GracefulInterrupt
 from contrastive.training.last_checkpoint import SaveLastCheckpoint
@@ -260,8 +265,9 @@ def _check_and_record_data(run: _Run) -> None:
     if rank_zero_only.rank != 0:  # one process writes, one warns
         return
     run_dir, root = run.config.run_dir, run.config.data
+    names = relative_names(root, run.paths)  # once: a million paths take seconds to sort
     if run.checkpoint is not None:
-        change = describe_change(run_dir, root, run.paths)
+        change = describe_change(run_dir, names)
         if change is not None:
             log.warning(
                 "--resume: %s in %s (recorded in %s); training continues on the images found "
@@ -270,7 +276,9 @@ def _check_and_record_data(run: _Run) -> None:
                 root,
                 run_dir / DATA_RECORD,
             )
-    write_record(run_dir, root, run.paths)
+        elif (run_dir / DATA_RECORD).is_file():
+            return  # the same images: the record stands
+    write_record(run_dir, names)
 
 
 def check_image_count(config: TrainConfig, count: int, where: str | Path) -> None:

@@ -164,13 +164,20 @@ def test_odd_names_round_trip(bad_image_corpus: BadImageCorpus) -> None:
     assert os.fsencode(bad_image_corpus.decodable["non_utf8_name"]).endswith(b"caf\xe9.png")
 
 
+def black_squares(folder: Path, *sides: int) -> list[Path]:
+    """Black RGB PNGs ``<side>x<side>.png`` in ``folder``, one per side, for pixel limits."""
+    paths = []
+    for side in sides:
+        paths.append(folder / f"{side}x{side}.png")
+        Image.new("RGB", (side, side)).save(paths[-1])
+    return paths
+
+
 def test_over_the_pixel_limit_is_unreadable_even_where_pil_only_warns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
-    at_limit, over_limit = tmp_path / "10x10.png", tmp_path / "12x12.png"
-    Image.new("RGB", (10, 10)).save(at_limit)
-    Image.new("RGB", (12, 12)).save(over_limit)
+    at_limit, over_limit = black_squares(tmp_path, 10, 12)
     with pytest.warns(Image.DecompressionBombWarning), Image.open(over_limit):
         pass  # 144 pixels is between 1x and 2x the limit: PIL alone would decode it
 
@@ -187,8 +194,7 @@ def test_over_the_pixel_limit_is_unreadable_even_where_pil_only_warns(
 def test_raising_the_pixel_limit_allows_large_images(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "12x12.png"
-    Image.new("RGB", (12, 12)).save(path)
+    (path,) = black_squares(tmp_path, 12)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
 
     assert load_rgb(path).size == (12, 12)
@@ -328,9 +334,7 @@ def test_both_of_pils_pixel_limit_cases_give_one_message(
     monkeypatch.delenv("CONTRASTIVE_MAX_IMAGE_PIXELS", raising=False)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     # 144 pixels: PIL only warns; 400 pixels, over twice the limit: PIL raises, its way.
-    for side in (12, 20):
-        path = tmp_path / f"{side}x{side}.png"
-        Image.new("RGB", (side, side)).save(path)
+    for side, path in zip((12, 20), black_squares(tmp_path, 12, 20)):
         with pytest.raises(Image.DecompressionBombError) as raised:
             load_rgb(path)
         assert str(raised.value) == (
@@ -345,9 +349,7 @@ def test_the_pixel_limit_variable_sets_or_lifts_the_limit(
 ) -> None:
     # Restored afterwards: the variable also sets PIL's own limit, which PIL checks on open.
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
-    small, large = tmp_path / "12x12.png", tmp_path / "20x20.png"
-    Image.new("RGB", (12, 12)).save(small)
-    Image.new("RGB", (20, 20)).save(large)
+    small, large = black_squares(tmp_path, 12, 20)
     for unlimited in ("0", "none", " None "):
         monkeypatch.setenv("CONTRASTIVE_MAX_IMAGE_PIXELS", unlimited)
         assert load_rgb(large).size == (20, 20)
