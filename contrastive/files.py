@@ -199,12 +199,18 @@ def check_writable_dir(path: str | os.PathLike, min_free_bytes: int = 0) -> int:
     free = shutil.disk_usage(folder).free
     if free < min_free_bytes:
         raise ContrastiveError(
-            f"only {_gigabytes(free)} free on the disk holding {folder}, "
-            f"need at least {_gigabytes(min_free_bytes)}"
+            f"only {gigabytes(free)} free on the disk holding {folder}, "
+            f"need at least {gigabytes(min_free_bytes)}"
         )
-    log.info("output folder %s: %s free", folder, _gigabytes(free))
+    log.info("output folder %s: %s free", folder, gigabytes(free))
     return free
 
 
-def _gigabytes(size: int) -> str:
+def disk_size(size: int) -> str:
+    """A byte count as ``340 MB`` below a gigabyte, else as ``1.23 GB`` (decimal units)."""
+    return f"{size / 1e6:.0f} MB" if size < 1e9 else gigabytes(size)
+
+
+def gigabytes(size: int) -> str:
+    """A byte count as ``1.23 GB`` (decimal, as disk sizes are sold and ``df -H`` shows)."""
     return f"{size / 1e9:.2f} GB"

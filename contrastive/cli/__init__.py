@@ -17,7 +17,16 @@ from collections.abc import Sequence
 
 from contrastive.errors import ContrastiveError, user_message
 
-SUBCOMMAND_MODULES = ("train", "demo", "embed", "evaluate", "health", "export", "curate")
+SUBCOMMAND_MODULES = (
+    "train",
+    "demo",
+    "embed",
+    "evaluate",
+    "health",
+    "export",
+    "curate",
+    "cache",
+)
 
 
 class OneLineErrorParser(argparse.ArgumentParser):

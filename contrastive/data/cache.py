@@ -32,7 +32,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from contrastive.cache_root import cache_dir
+from contrastive.data.cache_files import default_cache_dir, images_folder, mark_used, usage_hint
 from contrastive.data.folder import DECODE_ERRORS, describe_error, load_rgb
 from contrastive.errors import ContrastiveError
 from contrastive.files import atomic_path, write_text_atomic
@@ -51,11 +51,6 @@ _POOL_CHUNK = 64
 # Up to this many times the output's area, resize then crop as torchvision does (exact);
 # beyond it (thin images), only the kept square is resampled (resize_center_crop).
 _MAX_RESIZED_AREA = 4
-
-
-def default_cache_dir() -> Path:
-    """``contrastive.cache_root.cache_dir()/decoded``."""
-    return cache_dir() / "decoded"
 
 
 def square_uint8(image: Image.Image, size: int) -> np.ndarray:
@@ -284,6 +279,9 @@ def load_or_build_cache(
     if cache is None:
         cache = _build(folder, name, source_paths, size, workers)
         _remove_stale(folder, name)
+        hint = usage_hint(folder)
+        if hint:
+            log.info(hint)
     elif cache.skipped:
         shown = ", ".join(str(p) for p in cache.skipped[:5])
         more = f" and {len(cache.skipped) - 5} more" if len(cache.skipped) > 5 else ""
@@ -318,6 +316,7 @@ def _load(
         return None
     if not quiet:
         log.info("reusing decoded cache %s (%d images)", data_path, row_count)
+        mark_used(meta_path)
     failures = {i: reasons.get(i, UNKNOWN_DECODE_FAILURE) for i in skipped_indices}
     return _decoded_cache(data_path, size, source_paths, failures)
 
@@ -428,6 +427,7 @@ def _build(
                 "version": CACHE_VERSION,
                 "size": size,
                 "files": len(source_paths),
+                "folder": images_folder(source_paths),
                 "rows": row,
                 "skipped": skipped_indices,
                 "reasons": {str(index): failures[index] for index in skipped_indices},

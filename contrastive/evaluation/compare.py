@@ -31,7 +31,7 @@ from contrastive.evaluation.knn import knn_rankings
 from contrastive.evaluation.labels import labeled_pair
 from contrastive.evaluation.linear import DEFAULT_WEIGHT_DECAYS, linear_probe
 from contrastive.evaluation.metrics import topk_accuracy
-from contrastive.evaluation.report import ROW_NAMES, format_table, percent
+from contrastive.evaluation.report import ROW_NAMES, format_table, percent, top_k_metrics
 
 #: The numbers :func:`score_embeddings` returns for each feature set.
 SCORES = ("knn_top1", "knn_top5", "linear_top1", "linear_top5")
@@ -53,6 +53,8 @@ class Comparison:
         k: Neighbours of the kNN vote.
         train: The labelled training folder (kNN bank, probe training set).
         test: The labelled test folder.
+        num_classes: Classes of the training folder; with 5 or fewer, top-5 is 100% by
+            construction and :meth:`table` leaves it out (``None``: unknown, shown).
     """
 
     scores: dict[str, dict[str, float]]
@@ -60,21 +62,23 @@ class Comparison:
     k: int
     train: str
     test: str
+    num_classes: int | None = None
 
     def table(self) -> str:
-        """A Markdown table of top-1/top-5 (%) per feature set."""
-        header = [
-            "features",
-            f"kNN top-1 (k={self.k})",
-            "kNN top-5",
-            "linear top-1",
-            "linear top-5",
-        ]
+        """A Markdown table of top-1 (and top-5 above 5 classes) accuracy (%) per feature set."""
+        shown = ("top1", "top5") if self.num_classes is None else top_k_metrics(self.num_classes)
+        columns = {
+            "knn_top1": f"kNN top-1 (k={self.k})",
+            "knn_top5": "kNN top-5",
+            "linear_top1": "linear top-1",
+            "linear_top5": "linear top-5",
+        }
+        keys = [key for key in SCORES if key.rsplit("_", 1)[1] in shown]
         rows = [
-            [name, *(percent(numbers[key]) for key in SCORES)]
+            [name, *(percent(numbers[key]) for key in keys)]
             for name, numbers in self.scores.items()
         ]
-        return format_table(header, rows)
+        return format_table(["features", *(columns[key] for key in keys)], rows)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (see :func:`contrastive.evaluation.report.write_report`)."""
@@ -82,6 +86,7 @@ class Comparison:
             "k": self.k,
             "train": self.train,
             "test": self.test,
+            "num_classes": self.num_classes,
             "baselines": list(self.baselines),
             "scores": {name: dict(numbers) for name, numbers in self.scores.items()},
         }
@@ -189,11 +194,15 @@ def compare_encoders(
         batch_size=batch_size, num_workers=num_workers, device=device, progress=progress, seed=seed
     )
     scores: dict[str, dict[str, float]] = {}
+    num_classes = None
     for row, (train_set, test_set) in _feature_sets(named, train, test, baselines, settings):
         scores[row] = score_embeddings(
             train_set, test_set, k, temperature, weight_decays, validation_fraction, seed
         )
-    return _encoders_first(scores, named, k, str(train), str(test))
+        num_classes = len(train_set.classes)
+    comparison = _encoders_first(scores, named, k, str(train), str(test))
+    comparison.num_classes = num_classes
+    return comparison
 
 
 def _encoders_first(

@@ -192,7 +192,8 @@ def plot_run_health(run: RunHealth) -> Figure:
 
     loss_axes, rank_axes, geometry_axes, stability_axes = axes.flatten()
     if run.loss:
-        loss_axes.plot(*zip(*run.loss), color="tab:gray")
+        # A line of one point draws nothing: a short run's loss would look like an empty panel.
+        loss_axes.plot(*zip(*run.loss), color="tab:gray", marker="o" if len(run.loss) < 10 else "")
     loss_axes.set(title="training loss", xlabel="step")
     rank_axes.plot(steps, series("rank"), marker="o", label="backbone features")
     rank_axes.plot(steps, series("rank_projection"), marker="o", label="projections")

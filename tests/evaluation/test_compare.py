@@ -13,7 +13,7 @@ import contrastive.cli as cli
 from contrastive.embeddings import RawPixels, embed_folder
 from contrastive.encoder import load_encoder
 from contrastive.errors import ContrastiveError
-from contrastive.evaluation.compare import SCORES, compare_encoders, score_embeddings
+from contrastive.evaluation.compare import SCORES, Comparison, compare_encoders, score_embeddings
 from contrastive.views.config import ViewConfig
 
 
@@ -89,6 +89,9 @@ def test_several_runs_share_one_set_of_baselines(
     assert comparison.scores["first"] != comparison.scores["second"]
     table = comparison.table().splitlines()
     assert table[0].startswith("| features") and "kNN top-1 (k=3)" in table[0]
+    # Top-5 of 5 or fewer classes is 100% by construction: the table leaves it out, as the CLI.
+    assert comparison.num_classes == len(list(Path(colour_folders["train"]).iterdir())) <= 5
+    assert "top-5" not in table[0] and table[0].count("|") == 4
     assert [line.split("|")[1].strip() for line in table[2:]] == list(comparison.scores)
     saved = json.loads(json.dumps(comparison.to_dict()))
     assert saved["scores"]["second"] == comparison.scores["second"] and saved["k"] == 3
@@ -128,3 +131,12 @@ def test_unlabelled_folder_is_refused(
         shutil.copy2(image, flat / f"{image.parent.name}-{image.name}")
     with pytest.raises(ContrastiveError, match="label"):
         compare_encoders([run_dir], flat, colour_folders["test"], baselines=False)
+
+
+def test_table_shows_top5_only_above_five_classes() -> None:
+    scores = {"run": {key: 0.5 for key in SCORES}}
+    for num_classes, shown in ((10, True), (5, False), (None, True)):
+        comparison = Comparison(scores, [], 20, "a", "b", num_classes=num_classes)
+        header = comparison.table().splitlines()[0]
+        assert ("kNN top-5" in header and "linear top-5" in header) is shown, num_classes
+        assert "linear top-1" in header

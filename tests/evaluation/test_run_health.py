@@ -11,6 +11,7 @@ import pytest
 from contrastive.cli import main
 from contrastive.evaluation.run_health import (
     RANKING_MEASURE,
+    plot_run_health,
     rank_runs,
     read_run_health,
     verdict,
@@ -88,6 +89,13 @@ def test_one_measurement_claims_no_trend(tmp_path: Path) -> None:
 
     assert "verdict: no collapse; one measurement, so no trend" in text
     assert "settled" not in text
+
+
+def test_a_one_point_loss_is_drawn_as_a_marker(tmp_path: Path) -> None:
+    # A line through one point draws nothing; the loss panel of a short run looked empty.
+    figure = plot_run_health(read_run_health(write_run(tmp_path / "run", [30.0])))
+    (loss_line,) = figure.axes[0].get_lines()
+    assert len(loss_line.get_xdata()) == 1 and loss_line.get_marker() == "o"
 
 
 def test_one_collapse_like_measurement_is_not_called_collapse(tmp_path: Path) -> None:
