@@ -216,6 +216,22 @@ def read_backbone_weights(source: str | os.PathLike) -> dict[str, Tensor]:
     return dict(content)
 
 
+def small_stem_of_weights(source: str | os.PathLike) -> bool | None:
+    """Which stem ResNet weights were trained with, read off the first convolution.
+
+    Returns:
+        True for the small-image stem (a 3x3 ``conv1``), False for the ImageNet stem (7x7),
+        None where the weights have no such convolution (not a torchvision-style ResNet).
+
+    Raises:
+        ContrastiveError: If the weights cannot be read (see :func:`read_backbone_weights`).
+    """
+    first = read_backbone_weights(source).get("conv1.weight")
+    if first is None or first.ndim != 4:
+        return None
+    return {3: True, 7: False}.get(int(first.shape[-1]))
+
+
 def recorded_backbone_config(source: str | os.PathLike) -> BackboneConfig | None:
     """The architecture one of our runs recorded beside its weights, if any.
 

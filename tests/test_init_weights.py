@@ -11,7 +11,12 @@ import torchvision
 from torch import nn
 
 from contrastive.backbones import BackboneConfig, build_backbone, remove_classifier
-from contrastive.encoder import init_backbone_weights, load_encoder, read_backbone_weights
+from contrastive.encoder import (
+    init_backbone_weights,
+    load_encoder,
+    read_backbone_weights,
+    small_stem_of_weights,
+)
 from contrastive.errors import ContrastiveError
 from contrastive.views.config import ViewConfig
 
@@ -98,3 +103,38 @@ def test_imagenet_file_is_a_reference_encoder(tmp_path: Path) -> None:
     encoder = load_encoder(path, BackboneConfig("resnet18"), ViewConfig(input_size=64))
     assert torch.equal(encoder.backbone.conv1.weight, plain.conv1.weight)
     assert encoder.feature_dim == 512
+
+
+def test_the_stem_is_read_off_the_first_convolution(tmp_path: Path) -> None:
+    imagenet, _ = imagenet_style_file(tmp_path)
+    small, _ = build_backbone(BackboneConfig("resnet18_quarter", small_image_stem=True))
+    torch.save(small.state_dict(), tmp_path / "small.pt")
+    mobilenet, _ = imagenet_style_file(tmp_path, "mobilenet_v3_small")
+    assert small_stem_of_weights(imagenet) is False
+    assert small_stem_of_weights(tmp_path / "small.pt") is True
+    assert small_stem_of_weights(mobilenet) is None
+
+
+def test_foreign_weights_bring_their_stem_unless_one_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from contrastive.cli import build_parser
+    from contrastive.cli.train import _recipe_config, config_from_args
+
+    imagenet, _ = imagenet_style_file(tmp_path)
+    monkeypatch.chdir(tmp_path)
+
+    def config(*flags: str):
+        args = build_parser().parse_args(["train", "--data", "x", *flags])
+        return config_from_args(args, base=_recipe_config(args))
+
+    # The budget recipe's 3x3 stem made ImageNet weights fail on conv1's shape.
+    budget = ("--time-budget", "1m", "--backbone", "resnet18", "--init-weights", str(imagenet))
+    assert config(*budget).backbone == BackboneConfig("resnet18")
+    given = config(*budget, "--small-image-stem").backbone
+    assert given.small_image_stem  # the user's flag wins (and the load then names conv1)
+    assert config("--time-budget", "1m").backbone.small_image_stem  # no weights: the recipe's
+    # The default recipe's ImageNet stem: 3x3-stem weights bring theirs.
+    small, _ = build_backbone(BackboneConfig("resnet18", small_image_stem=True))
+    torch.save(small.state_dict(), tmp_path / "cifar.pt")
+    assert config("--init-weights", "cifar.pt").backbone.small_image_stem

@@ -160,7 +160,34 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
         values.setdefault("stored_size", None)
     # A recipe's small-image stem belongs to its own ResNet, not to --backbone convnext_tiny.
     values = without_recipe_stem(values)
+    values = _with_stem_of_weights(values, config)
     return apply_flags(config, values, config_flags(TrainConfig, FLAGS, exclude=NO_FLAG))
+
+
+def _with_stem_of_weights(values: dict[str, Any], config: TrainConfig) -> dict[str, Any]:
+    """``--init-weights`` of a ResNet from elsewhere brings its stem, unless one was given.
+
+    The recipe's stem belongs to its own training: ImageNet weights (a 7x7 ``conv1``) in the
+    budget recipe's 3x3 stem failed on the shape of ``conv1``. Weights of one of our runs
+    bring their whole recorded backbone when planned (:mod:`contrastive.planning.plan_run`).
+    """
+    from contrastive.backbones import is_torchvision_resnet
+    from contrastive.encoder import small_stem_of_weights
+
+    weights = values.get("init_weights")
+    name = values.get("backbone.name", config.backbone.name)
+    if not weights or "backbone.small_image_stem" in values or not is_torchvision_resnet(name):
+        return values
+    small = small_stem_of_weights(weights)
+    if small is None or small == config.backbone.small_image_stem:
+        return values
+    log.info(
+        "--init-weights %s were trained with the %s stem: the run uses it too",
+        weights,
+        "small-image (3x3)" if small else "ImageNet (7x7)",
+    )
+    stride = {} if small else {"backbone.stem_stride": 1}
+    return {**values, "backbone.small_image_stem": small, **stride}
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

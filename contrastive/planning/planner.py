@@ -797,7 +797,13 @@ _DECISION_SETTINGS = {
 
 def _decision(situation: _Situation, setting: str, value: Any, reason: str) -> Decision:
     fixed = any(map(situation.is_fixed, _DECISION_SETTINGS.get(setting, (setting,))))
-    return Decision(setting, value, f"set by you; {reason}" if fixed else reason)
+    if not fixed:
+        return Decision(setting, value, reason)
+    # Starting weights fix the network whether or not its flags were given.
+    weights = situation.base.init_weights and setting in ("backbone", "stem")
+    return Decision(
+        setting, value, f"{'kept for --init-weights' if weights else 'set by you'}; {reason}"
+    )
 
 
 def _passes_of(situation: _Situation) -> str:

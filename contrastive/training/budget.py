@@ -73,18 +73,36 @@ class BudgetPlan:
 
 
 def plan_budget(
-    remaining_seconds: float, seconds_per_step: float, steps_per_epoch: int
+    remaining_seconds: float,
+    seconds_per_step: float,
+    steps_per_epoch: int,
+    budget_seconds: float | None = None,
 ) -> BudgetPlan:
     """Steps (and the epochs that contain them) that fill ``remaining_seconds``.
+
+    Args:
+        remaining_seconds: What is left of the budget.
+        seconds_per_step: One measured training step.
+        steps_per_epoch: Steps in one epoch.
+        budget_seconds: The whole budget, to say where the time went when none is left.
 
     Raises:
         ContrastiveError: If not even one step fits.
     """
     steps = int(remaining_seconds * _FILL / max(seconds_per_step, 1e-9))
     if steps < 1:
+        if remaining_seconds <= 0 and budget_seconds:
+            # "leaves -57 s" said nothing of where the minute went.
+            used = budget_seconds - remaining_seconds
+            spent = (
+                f"start-up, scanning, decoding and measuring took {used:.0f} s of the "
+                f"{budget_seconds:.0f} s budget (a busy machine?)"
+            )
+        else:
+            spent = f"the time budget leaves {remaining_seconds:.0f} s"
         raise ContrastiveError(
-            f"the time budget leaves {remaining_seconds:.0f} s, less than one training step "
-            f"({seconds_per_step:.1f} s); give a larger --time-budget or a smaller model"
+            f"{spent}, less than one training step ({seconds_per_step:.1f} s); give a "
+            "larger --time-budget or a smaller model"
         )
     return BudgetPlan(seconds_per_step, steps, max(1, math.ceil(steps / steps_per_epoch)))
 
@@ -143,7 +161,7 @@ class PlanTimeBudget(pl.Callback):
         remaining = self.budget_seconds - (self.clock() - self.started)
         # One set of numbers for every rank: the plan (or its error) is the same everywhere.
         per_step, remaining = trainer.strategy.broadcast((per_step, remaining), src=0)
-        self.plan = plan_budget(remaining, per_step, self.steps_per_epoch)
+        self.plan = plan_budget(remaining, per_step, self.steps_per_epoch, self.budget_seconds)
         set_step_limit(trainer, self.plan.max_steps, self.steps_per_epoch)
         if trainer.is_global_zero:
             log.info(

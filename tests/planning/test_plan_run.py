@@ -169,8 +169,11 @@ def test_init_weights_keep_the_architecture_they_fit(
         data=str(images), time_budget="20s", accelerator="cpu"
     )
     with caplog.at_level(logging.INFO):
-        config, _ = plan_run(base.with_overrides(init_weights=str(earlier / "backbone.pt")))
+        config, plan = plan_run(base.with_overrides(init_weights=str(earlier / "backbone.pt")))
     assert config.backbone == expected
+    # The weights fixed the network, not the user's flags: the plan says so.
+    reasons = {line.split(" = ")[0].strip(): line for line in plan.lines()}
+    assert "kept for --init-weights" in reasons["backbone"] and "set by you" not in reasons["stem"]
     # Said in words, not as a Python repr.
     assert "backbone.pt: resnet18_half, small-image stem with stride 2\n" in caplog.text + "\n"
     # Weights from elsewhere: the backbone the flags name is kept, not re-planned.

@@ -43,6 +43,12 @@ def test_plan_fills_ninety_percent_of_the_remaining_time() -> None:
     assert (plan.max_steps, plan.epochs) == (300, 7)
     with pytest.raises(ContrastiveError, match="less than one training step"):
         plan_budget(1.0, 5.0, steps_per_epoch=10)
+    # Nothing left: the message says where the budget went, not "leaves -57 s".
+    with pytest.raises(
+        ContrastiveError,
+        match=r"^start-up, scanning, decoding and measuring took 117 s of the 60 s budget",
+    ):
+        plan_budget(-57.0, 8.4, steps_per_epoch=10, budget_seconds=60.0)
 
 
 class SimulatedClock:
