@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from contrastive.errors import ContrastiveError
 
@@ -31,6 +32,10 @@ BLOCK_ELEMENTS = 1 << 25
 #: count as possibly tied and are recomputed exactly. Rounding of a float32 matrix product
 #: of unit vectors stays orders of magnitude below it.
 TIE_TOLERANCE = 2e-6
+
+#: Searches of more query x key scores than this show their progress bar when asked
+#: (about 10 s of matrix products on 2 CPU cores).
+PROGRESS_SCORES = 5 * 10**8
 
 #: Candidates kept beyond ``k`` so that a tie at the k-th place is seen whole.
 _EXTRA_CANDIDATES = 8
@@ -72,6 +77,7 @@ def top_k(
     exclude: Tensor | None = None,
     chunk_rows: int | None = None,
     ordered: bool = True,
+    progress: str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The ``k`` keys of largest score ``queries @ keys.T + key_bias`` for each query.
 
@@ -89,6 +95,8 @@ def top_k(
         ordered: With False only *which* keys make the top ``k`` is settled exactly (ties
             at the k-th place by index); keys inside keep the matrix product's order. A
             weighted vote needs no more, and dense banks have many near-ties inside.
+        progress: Label of a progress bar over the queries, shown for large searches
+            (every query against every key: minutes at 10^5 rows on a CPU); None: none.
 
     Returns:
         ``(indices, scores)``: ``(Q, k)`` int64 key indices and their ``(Q, k)`` float32
@@ -108,6 +116,8 @@ def top_k(
     rows = chunk_rows or max(1, BLOCK_ELEMENTS // max(1, keys.shape[0]))
     indices = torch.empty(queries.shape[0], k, dtype=torch.long, device=queries.device)
     scores = torch.empty(queries.shape[0], k, dtype=torch.float32, device=queries.device)
+    shown = progress is not None and queries.shape[0] * keys.shape[0] > PROGRESS_SCORES
+    bar = tqdm(total=queries.shape[0], desc=progress, unit="image", disable=not shown)
     for start in range(0, queries.shape[0], rows):
         chunk = slice(start, min(start + rows, queries.shape[0]))
         block = queries[chunk] @ keys_t
@@ -121,6 +131,8 @@ def top_k(
             queries[chunk], keys, bias, exclude, chunk, top_indices, top_scores, k, ordered
         )
         indices[chunk], scores[chunk] = top_indices[:, :k], top_scores[:, :k].float()
+        bar.update(chunk.stop - chunk.start)
+    bar.close()
     return indices, scores
 
 

@@ -168,3 +168,20 @@ def test_exclude_must_be_one_key_index_per_query() -> None:
         top_k(keys[:1], keys, k=1, exclude=torch.tensor([-1]))
     with pytest.raises(ContrastiveError, match=r"one key index per query \(2\)"):
         top_k(keys[:2], keys, k=1, exclude=torch.tensor([0]))
+
+
+def test_a_large_search_shows_its_progress_and_gives_the_same_answer(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import contrastive.neighbours as neighbours
+
+    keys = keys_with_copies()
+    quiet = top_k(keys, keys, 5, chunk_rows=7, progress="near-copy search")
+    assert "near-copy search" not in capsys.readouterr().err  # small: no bar
+    monkeypatch.setattr(neighbours, "PROGRESS_SCORES", 0)
+    shown = top_k(keys, keys, 5, chunk_rows=7, progress="near-copy search")
+    bar = capsys.readouterr().err
+    assert "near-copy search" in bar and "60/60" in bar
+    assert all(torch.equal(a, b) for a, b in zip(quiet, shown))
+    top_k(keys, keys, 5, chunk_rows=7)
+    assert capsys.readouterr().err == ""  # no label: never a bar

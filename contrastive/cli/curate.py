@@ -90,8 +90,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def embeddings_from_args(args: argparse.Namespace) -> Embeddings:
+def embeddings_from_args(args: argparse.Namespace) -> tuple[Embeddings, list[str] | None]:
     """Embeds ``--data`` with ``--run``/``--checkpoint``, or reads ``--embeddings``.
+
+    Returns:
+        ``(embeddings, the folder's images without embeddings)``; the second is None where
+        the folder was not compared with the embeddings (embedded here).
 
     Raises:
         ContrastiveError: If no source or two are given, or the embeddings are of another
@@ -116,9 +120,8 @@ def embeddings_from_args(args: argparse.Namespace) -> Embeddings:
                 stacklevel=2,
             )
         dataset = dataclasses.replace(dataset, data_root=str(args.data))
-        check_matches_folder(dataset, args.data)
-        return dataset
-    return embed_with_args(args, encoder_from_args(args))
+        return dataset, check_matches_folder(dataset, args.data)
+    return embed_with_args(args, encoder_from_args(args)), None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -147,8 +150,8 @@ def run(args: argparse.Namespace) -> int:
         label_issues=args.label_issues,
         seed=args.seed,
     )
-    dataset = embeddings_from_args(args)
-    curation = curate(dataset, settings, args.against, progress=not args.no_progress)
+    dataset, left_out = embeddings_from_args(args)
+    curation = curate(dataset, settings, args.against, not args.no_progress, left_out)
     summary = write_report(curation, args.out, args.link_selected, sheets=not args.no_sheets)
     print(summary_text(summary), end="")
     print(f"report: {args.out} (summary.md, CSV files, PNG contact sheets)")

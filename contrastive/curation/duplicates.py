@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from contrastive.curation.space import unit_tensor
 from contrastive.data.near_copies import (
@@ -60,14 +61,18 @@ class DuplicateGroup:
         return len(self.members)
 
 
-def file_digests(paths: Sequence[str | os.PathLike]) -> list[str]:
+def file_digests(paths: Sequence[str | os.PathLike], progress: bool = False) -> list[str]:
     """SHA-256 of each file's bytes; an unreadable file gets a digest of its own path.
+
+    Args:
+        paths: The files.
+        progress: Show a progress bar.
 
     Raises:
         ContrastiveError: Never for unreadable files (they simply match nothing).
     """
     digests = []
-    for path in paths:
+    for path in tqdm(paths, desc="file hashes", unit="file", disable=not progress):
         digest = hashlib.sha256()
         try:
             with open(path, "rb") as handle:
@@ -96,6 +101,7 @@ def duplicate_groups(
     digests: Sequence[str] | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     candidates: int = DEFAULT_CANDIDATES,
+    progress: bool = False,
 ) -> list[DuplicateGroup]:
     """Connected groups of exact and near copies within one set of images.
 
@@ -106,6 +112,7 @@ def duplicate_groups(
             flat images that have no fingerprint; None links near copies only.
         threshold: Fingerprint cosine similarity from which two images are near copies.
         candidates: Nearest images examined per image.
+        progress: Show a progress bar where the search is large.
 
     Returns:
         The groups of two or more images, largest first.
@@ -117,7 +124,7 @@ def duplicate_groups(
     count = fingerprints.shape[0]
     if digests is not None and len(digests) != count:
         raise ContrastiveError(f"{len(digests)} file digests for {count} fingerprints")
-    pairs = near_copy_pairs(fingerprints, None, threshold, candidates)
+    pairs = near_copy_pairs(fingerprints, None, threshold, candidates, progress)
     first, second = pairs.query.numpy(), pairs.reference.numpy()
     exact_first, exact_second = (
         exact_copy_links(digests) if digests is not None else (np.zeros(0, np.int64),) * 2

@@ -31,7 +31,7 @@ TINY_FRACTION = 0.25
 
 
 def neighbourhood_similarity(
-    embeddings: np.ndarray, k: int = 10, chunk_rows: int | None = None
+    embeddings: np.ndarray, k: int = 10, chunk_rows: int | None = None, progress: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each row's mean cosine similarity to its ``k`` nearest other rows.
 
@@ -39,6 +39,7 @@ def neighbourhood_similarity(
         embeddings: ``(N, D)`` embeddings.
         k: Neighbourhood size, capped at ``N - 1``.
         chunk_rows: Queries per block of the search (default: memory-bounded).
+        progress: Show a progress bar where the search is large.
 
     Returns:
         ``(scores, nearest)``: ``(N,)`` float32 mean similarities and ``(N,)`` int64 index
@@ -59,6 +60,7 @@ def neighbourhood_similarity(
         exclude=torch.arange(len(unit)),
         chunk_rows=chunk_rows,
         ordered=False,
+        progress="neighbourhoods" if progress else None,
     )
     nearest = indices.gather(1, sims.argmax(dim=1, keepdim=True))[:, 0]
     return sims.mean(dim=1).numpy(), nearest.numpy()

@@ -121,11 +121,15 @@ class Curation:
         return self.dataset.image_path(index) if index < count else self.against[index - count]
 
 
-def check_matches_folder(dataset: Embeddings, folder: str | os.PathLike) -> None:
+def check_matches_folder(dataset: Embeddings, folder: str | os.PathLike) -> list[str]:
     """Checks that embeddings were made from the images of ``folder``.
 
     Images without embeddings are allowed where they cannot be decoded (embedding skips
     them, so embedding again would not help); they are named in a warning.
+
+    Returns:
+        The folder's images without embeddings, relative and sorted (for :func:`curate`'s
+        ``left_out``, so the folder is not scanned twice).
 
     Raises:
         ContrastiveError: If the embeddings record another folder's images, or a readable
@@ -156,6 +160,7 @@ def check_matches_folder(dataset: Embeddings, folder: str | os.PathLike) -> None
             f"left out (e.g. {unembedded[0]})",
             stacklevel=2,
         )
+    return unembedded
 
 
 def _embedded_paths(dataset: Embeddings) -> set[str]:
@@ -227,10 +232,16 @@ def _copies(
     count = len(dataset)
     every = [*(dataset.image_path(index) for index in range(count)), *other]
     fingerprints = image_fingerprints(every, progress=progress)
-    digests = file_digests(every)
-    duplicates = duplicate_groups(fingerprints[:count], digests[:count], threshold)
+    digests = file_digests(every, progress=progress)
+    duplicates = duplicate_groups(
+        fingerprints[:count], digests[:count], threshold, progress=progress
+    )
     # Leaks: the groups of both folders searched together that hold images of each.
-    leaks = cross_groups(duplicate_groups(fingerprints, digests, threshold), count) if other else []
+    leaks = (
+        cross_groups(duplicate_groups(fingerprints, digests, threshold, progress=progress), count)
+        if other
+        else []
+    )
     return duplicates, leaks, list(other), other_folder.root if other_folder else None
 
 
@@ -252,6 +263,7 @@ def curate(
     settings: CurationSettings | None = None,
     against: str | os.PathLike | None = None,
     progress: bool = False,
+    left_out: list[str] | None = None,
 ) -> Curation:
     """Duplicates, outliers, unusual groups, label mistakes and a selection for one folder.
 
@@ -260,7 +272,10 @@ def curate(
             duplicate search looks at pixels).
         settings: See :class:`CurationSettings`.
         against: Another image folder searched for copies of this one's images (leakage).
-        progress: Show progress bars while reading images.
+        progress: Show progress bars (reading images, the neighbour searches) and a line
+            as each step starts.
+        left_out: The folder's images without embeddings, where already known (from
+            :func:`check_matches_folder`); None: the folder is scanned for them.
 
     Returns:
         The findings.
@@ -271,15 +286,22 @@ def curate(
     """
     settings = settings or CurationSettings()
     labeled = _check_curation_inputs(dataset, settings)
+    count = len(dataset)
+    # Each step below runs for minutes on 10^5 images: say which one is running.
+    say = log.info if progress else log.debug
     laps = _Laps()
+    say("duplicates: exact and near copies among %d images", count)
     duplicates, leaks, other, other_root = _copies(dataset, against, settings, progress)
     laps.lap("duplicates")
+    say("outliers: each image's %d nearest images", settings.outlier_k)
     space = centred(dataset.embeddings)
-    scores, nearest = neighbourhood_similarity(space, settings.outlier_k)
+    scores, nearest = neighbourhood_similarity(space, settings.outlier_k, progress=progress)
+    say("unusual groups: k-means of %d images", count)
     unusual = unusual_groups(space, seed=settings.seed)
     laps.lap("outliers")
     issues = None
     if settings.label_issues == "yes" or (settings.label_issues == "auto" and labeled):
+        say("label mistakes: %d-fold probe on %d labelled images", settings.folds, count)
         issues = find_label_issues(
             dataset.embeddings,
             dataset.labels,
@@ -291,6 +313,7 @@ def curate(
         laps.lap("label issues")
     selection = None
     if settings.select is not None:
+        say("selection: %s picks %d of %d images", settings.select_method, settings.select, count)
         selection = select(space, settings.select, settings.select_method, settings.seed)
         laps.lap("selection")
     return Curation(
@@ -306,5 +329,5 @@ def curate(
         other_root,
         leaks,
         laps.seconds,
-        images_left_out(dataset),
+        images_left_out(dataset) if left_out is None else list(left_out),
     )

@@ -118,6 +118,7 @@ def near_copy_pairs(
     references: Tensor | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     candidates: int = DEFAULT_CANDIDATES,
+    progress: bool = False,
 ) -> NearCopies:
     """Near-copy pairs between two fingerprint sets, or within one.
 
@@ -127,6 +128,7 @@ def near_copy_pairs(
             once, ``query < reference``, an image never pairs with itself).
         threshold: Minimum fingerprint cosine similarity, in ``(0, 1]``.
         candidates: Nearest references examined per query.
+        progress: Show a progress bar where the search is large.
 
     Returns:
         The pairs, sorted by query index, then similarity descending.
@@ -148,7 +150,13 @@ def near_copy_pairs(
         return empty
     k = min(candidates, available)
     exclude = torch.arange(queries.shape[0]) if within else None
-    indices, scores = top_k(queries.float(), keys.float(), k, exclude=exclude)
+    indices, scores = top_k(
+        queries.float(),
+        keys.float(),
+        k,
+        exclude=exclude,
+        progress="near-copy search" if progress else None,
+    )
     rows, columns = torch.nonzero(scores >= threshold - 1e-6, as_tuple=True)
     query, reference, similarity = rows, indices[rows, columns], scores[rows, columns]
     if within:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 import contrastive.cli as cli
+from contrastive.data.folder import ImageFolder
 
 
 @pytest.fixture(autouse=True)
@@ -98,7 +100,12 @@ def test_bad_requests_are_named(
 
 
 def test_embeddings_of_another_folder_are_refused(
-    run_dir: Path, folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+    run_dir: Path,
+    folders: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     other = tmp_path / "other.npz"
     assert run_cli("embed", "--run", run_dir, "--data", folders["other"], "--out", other) == 0
@@ -109,6 +116,20 @@ def test_embeddings_of_another_folder_are_refused(
     mine = tmp_path / "data.npz"
     assert run_cli("embed", "--run", run_dir, "--data", folders["data"], "--out", mine) == 0
     arguments = ["curate", "--embeddings", mine, "--data", folders["data"], "--no-sheets"]
-    assert run_cli(*arguments, "--out", tmp_path / "r", "--no-progress") == 0
+    scans = []
+    original_scan = ImageFolder.scan.__func__
+
+    def counted_scan(cls, root, *args, **kwargs):  # noqa: ANN001, ANN202
+        scans.append(Path(root))
+        return original_scan(cls, root, *args, **kwargs)
+
+    monkeypatch.setattr(ImageFolder, "scan", classmethod(counted_scan))
+    with caplog.at_level(logging.INFO):
+        assert run_cli(*arguments, "--out", tmp_path / "r") == 0
+    # The folder is scanned once (a 255,000-image scan costs ~12 s), and each step of the
+    # minutes-long curation of a large folder says when it starts.
+    assert scans == [folders["data"]]
+    for step in ("duplicates:", "outliers:", "unusual groups:", "label mistakes:"):
+        assert step in caplog.text
     assert (tmp_path / "r" / "outliers.csv").is_file()
     assert not (tmp_path / "r" / "outliers.png").exists()
