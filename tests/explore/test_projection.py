@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import types
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -37,6 +38,21 @@ def test_tsne_keeps_each_point_next_to_its_own_cluster(
     distances = np.linalg.norm(coordinates[:, None] - coordinates[None], axis=2)
     np.fill_diagonal(distances, np.inf)
     assert np.array_equal(cluster[distances.argmin(axis=1)], cluster)
+
+
+def test_tsne_of_many_points_warns_that_it_is_slow(
+    toy: Embeddings, roles: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import contrastive.explore.projection as projection
+
+    embeddings, _ = _clusters_only(toy, roles)
+    monkeypatch.setattr(projection, "TSNE_SLOW_ROWS", 19)
+    with pytest.warns(UserWarning, match="t-SNE of 20 points takes many minutes"):
+        project_2d(embeddings, "tsne", seed=3, max_iter=250)
+    monkeypatch.setattr(projection, "TSNE_SLOW_ROWS", 20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        project_2d(embeddings, "tsne", seed=3, max_iter=250)
 
 
 def test_umap_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch, toy: Embeddings) -> None:
