@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from contrastive.errors import ContrastiveError
-from contrastive.neighbours import _settle_ties, check_rows, top_k
+from contrastive.neighbours import _settle_ties, check_rows, top_k, top_k_within
 
 
 def reference_top_k(
@@ -185,3 +185,66 @@ def test_a_large_search_shows_its_progress_and_gives_the_same_answer(
     assert all(torch.equal(a, b) for a, b in zip(quiet, shown))
     top_k(keys, keys, 5, chunk_rows=7)
     assert capsys.readouterr().err == ""  # no label: never a bar
+
+
+def clustered_rows(count: int, seed: int = 0) -> torch.Tensor:
+    """Unit rows around 20 centres, rows 100..149 near copies of rows 300..349."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(20, 32, generator=generator)
+    labels = torch.randint(0, 20, (count,), generator=generator)
+    rows = centres[labels] + 0.7 * torch.randn(count, 32, generator=generator)
+    rows[100:150] = rows[300:350] + 0.01 * torch.randn(50, 32, generator=generator)
+    return F.normalize(rows, dim=1)
+
+
+def test_within_a_set_is_exact_up_to_the_approximate_size() -> None:
+    rows = clustered_rows(400)
+    exact = top_k(rows, rows, 5, exclude=torch.arange(400))
+    within = top_k_within(rows, 5)
+    assert all(torch.equal(a, b) for a, b in zip(exact, within))
+
+
+def test_large_sets_are_searched_approximately_and_find_close_pairs(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    import contrastive.neighbours as neighbours
+
+    rows = clustered_rows(3000)
+    exact_indices, exact_scores = top_k(rows, rows, 10, exclude=torch.arange(3000))
+    monkeypatch.setattr(neighbours, "APPROXIMATE_ROWS", 1000)
+    monkeypatch.setattr(neighbours, "PROBED_LISTS", 8)  # of 54 lists: a real approximation
+    with caplog.at_level(logging.INFO):
+        indices, scores = top_k_within(rows, 10)
+    assert "approximate neighbour search" in caplog.text and "8 of 54" in caplog.text
+    assert indices.shape == scores.shape == (3000, 10) and scores.dtype == torch.float32
+    assert not (indices == torch.arange(3000)[:, None]).any() and (indices >= 0).all()
+    assert (scores[:, :-1] >= scores[:, 1:]).all()
+    # Every score is the true similarity of the pair it names.
+    torch.testing.assert_close(scores, (rows[:, None] * rows[indices]).sum(-1))
+    # Near copies are each other's nearest; most neighbours are the exact ones.
+    assert indices[100:150, 0].tolist() == list(range(300, 350))
+    recall = (
+        sum(len(set(a) & set(b)) for a, b in zip(indices.tolist(), exact_indices.tolist()))
+        / exact_indices.numel()
+    )
+    assert 0.8 < recall <= 1.0
+    assert (scores <= exact_scores + 1e-6).all()  # never better than the best there is
+
+
+def test_rows_whose_lists_are_too_small_get_the_exact_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import contrastive.neighbours as neighbours
+
+    # 300 copies of one row and 60 others: one list takes the copies, the rest hold few.
+    generator = torch.Generator().manual_seed(1)
+    rows = F.normalize(torch.randn(360, 8, generator=generator), dim=1)
+    rows[:300] = rows[0]
+    monkeypatch.setattr(neighbours, "APPROXIMATE_ROWS", 10)
+    monkeypatch.setattr(neighbours, "PROBED_LISTS", 1)
+    indices, scores = top_k_within(rows, 5)
+    exact_indices, exact_scores = top_k(rows, rows, 5, exclude=torch.arange(360))
+    assert (indices >= 0).all() and torch.isfinite(scores).all()
+    torch.testing.assert_close(scores[:300], exact_scores[:300])  # copies find copies

@@ -19,7 +19,7 @@ from sklearn.cluster import KMeans
 
 from contrastive.curation.space import unit_tensor
 from contrastive.errors import ContrastiveError
-from contrastive.neighbours import top_k
+from contrastive.neighbours import top_k_within
 
 #: Mean images per cluster in the unusual-group search (clusters = images / this).
 IMAGES_PER_CLUSTER = 20
@@ -53,11 +53,9 @@ def neighbourhood_similarity(
         raise ContrastiveError(f"outliers need at least 2 images, got {len(unit)}")
     if k < 1:
         raise ContrastiveError(f"k must be at least 1, got {k}")
-    indices, sims = top_k(
-        unit,
+    indices, sims = top_k_within(
         unit,
         min(k, len(unit) - 1),
-        exclude=torch.arange(len(unit)),
         chunk_rows=chunk_rows,
         ordered=False,
         progress="neighbourhoods" if progress else None,
