@@ -301,7 +301,8 @@ def curate(
     laps.lap("outliers")
     issues = None
     if settings.label_issues == "yes" or (settings.label_issues == "auto" and labeled):
-        say("label mistakes: %d-fold probe on %d labelled images", settings.folds, count)
+        labelled = int((dataset.labels >= 0).sum())
+        say("label mistakes: %d-fold probe on %d labelled images", settings.folds, labelled)
         issues = find_label_issues(
             dataset.embeddings,
             dataset.labels,
