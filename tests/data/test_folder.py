@@ -46,6 +46,24 @@ def test_list_images_is_recursive_sorted_and_case_insensitive(class_folders: Pat
     assert listed == ["cat/a.JPG", "cat/b.png", "dog/deep/c.webp", "flat.bmp"]
 
 
+def test_a_long_scan_says_how_far_it_is(
+    class_folders: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    import contrastive.data.folder as folder_module
+
+    # A million files take ~50 s to list; the first line must not wait for the end.
+    monkeypatch.setattr(folder_module, "SCAN_PROGRESS_IMAGES", 2)
+    with caplog.at_level(logging.INFO, logger="contrastive.data.folder"):
+        list_images(class_folders)
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines == [
+        f"looking for images in {class_folders}: 2 so far",
+        f"looking for images in {class_folders}: 4 so far",
+    ]
+
+
 def test_list_images_returns_absolute_paths(
     class_folders: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
