@@ -78,6 +78,7 @@ def run_clean(args: argparse.Namespace) -> int:
     from contrastive.data.cache_files import (
         abandoned_builds,
         default_cache_dir,
+        file_bytes,
         list_caches,
         remove_files,
     )
@@ -85,19 +86,15 @@ def run_clean(args: argparse.Namespace) -> int:
 
     folder = args.cache_dir or default_cache_dir()
     now = time.time()
-    entries = list_caches(folder)
     cutoff = now - args.unused_days * 86400
-    chosen = [entry for entry in entries if args.all or entry.last_used <= cutoff]
-    kept = [entry for entry in entries if entry not in chosen]
-    files = [path for entry in chosen for path in entry.files] + abandoned_builds(folder, now)
-    size = sum(entry.bytes for entry in chosen) + sum(
-        path.stat().st_size for path in files if path.name.startswith(".")
-    )
+    chosen, kept = [], []
+    for entry in list_caches(folder):
+        (chosen if args.all or entry.last_used <= cutoff else kept).append(entry)
+    killed = abandoned_builds(folder, now)
+    files = [path for entry in chosen for path in entry.files] + killed
     verb = "would remove" if args.dry_run else "removed"
-    if not args.dry_run:
-        size = remove_files(files)
-    leftovers = len(files) - sum(len(entry.files) for entry in chosen)
-    extra = f" and {leftovers} file(s) of killed builds" if leftovers else ""
+    size = file_bytes(files) if args.dry_run else remove_files(files)
+    extra = f" and {len(killed)} file(s) of killed builds" if killed else ""
     print(f"{verb} {len(chosen)} caches{extra}: {disk_size(size)} from {folder}")
     if kept:
         why = f"used in the last {args.unused_days:g} days"

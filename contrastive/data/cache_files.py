@@ -137,6 +137,11 @@ def abandoned_builds(
     return sorted(found)
 
 
+def file_bytes(paths: Iterable[Path]) -> int:
+    """Bytes of the files together (a missing one counts 0)."""
+    return sum(stat.st_size for stat in map(_stat, paths) if stat)
+
+
 def remove_files(paths: Iterable[Path]) -> int:
     """Deletes files (a missing one is skipped); returns the bytes freed.
 

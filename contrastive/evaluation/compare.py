@@ -200,9 +200,7 @@ def compare_encoders(
             train_set, test_set, k, temperature, weight_decays, validation_fraction, seed
         )
         num_classes = len(train_set.classes)
-    comparison = _encoders_first(scores, named, k, str(train), str(test))
-    comparison.num_classes = num_classes
-    return comparison
+    return _encoders_first(scores, named, k, str(train), str(test), num_classes)
 
 
 def _encoders_first(
@@ -211,6 +209,7 @@ def _encoders_first(
     k: int,
     train: str,
     test: str,
+    num_classes: int | None,
 ) -> Comparison:
     """The comparison with the encoders' rows first, then the baselines' rows.
 
@@ -223,6 +222,7 @@ def _encoders_first(
         k=k,
         train=train,
         test=test,
+        num_classes=num_classes,
     )
 
 
