@@ -184,10 +184,15 @@ class FillTimeBudget(pl.Callback):
     learning-rate and momentum schedules follow (both are functions of step / total), so the
     run still ends with a finished cosine decay. The step rate drifts during a run (epoch
     ends, checkpoints, other load), so re-plans continue until ``fractions[-1]``; late ones
-    change the total by a few percent where the learning rate is already small. In DDP
-    every process adopts rank 0's plan: the ranks start from one plan (:class:`PlanTimeBudget`)
-    and count the same global steps, so they reach every re-plan at the same step, where rank
-    0's new total is broadcast.
+    change the total by a few percent where the learning rate is already small. Fractions
+    of the steps alone are not enough where the machine slows down after a re-plan: a plan
+    of 2,438 steps made at 0.1 s/step re-planned next at step 731, and at the 0.6 s/step
+    of a busy machine that came minutes after the deadline. So the plan is also checked
+    every step (every ``check_every_steps`` in DDP): once ``time_slice`` of the budget has
+    passed since the last re-plan it re-plans, and once the deadline has passed training
+    ends with that step. In DDP every process adopts rank 0's plan: the ranks start from one plan
+    (:class:`PlanTimeBudget`) and count the same global steps, so they reach every re-plan
+    at the same step, where rank 0's new total (and its clock's verdict) is broadcast.
 
     Args:
         deadline: ``clock()`` value at which training should end.
@@ -201,6 +206,10 @@ class FillTimeBudget(pl.Callback):
         on_replan: Called with the new total steps (on rank 0), e.g. to record it in the
             run's configuration so that ``--resume`` continues the same schedule.
         clock: Seconds as a float (``time.perf_counter``; tests pass a simulated clock).
+        time_slice: Share of the training time (from the first step to the deadline) after
+            which the plan is re-made, whatever the step count.
+        check_every_steps: Steps between two looks at the clock for ``time_slice`` and the
+            deadline in DDP, where each look is a broadcast (one process looks every step).
     """
 
     def __init__(
@@ -211,6 +220,8 @@ class FillTimeBudget(pl.Callback):
         reserve_seconds: float = 5.0,
         on_replan: Callable[[int], None] | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        time_slice: float = 0.1,
+        check_every_steps: int = 5,
     ) -> None:
         self.deadline = deadline
         self.clock = clock
@@ -218,8 +229,11 @@ class FillTimeBudget(pl.Callback):
         self.fractions = fractions
         self.min_window_steps = min_window_steps
         self.reserve_seconds = reserve_seconds
+        self.time_slice = time_slice
+        self.check_every_steps = max(1, check_every_steps)
         self.replans: list[tuple[int, int]] = []
         self._window: tuple[int, float] | None = None
+        self._slice_seconds = 0.0
         self._next = 0
 
     def on_train_batch_end(
@@ -229,23 +243,35 @@ class FillTimeBudget(pl.Callback):
         if self._window is None:
             # The first step pays one-off costs (allocations, kernel choice): not counted.
             self._window = (step, now)
+            self._slice_seconds = self.time_slice * max(0.0, self.deadline - now)
             return
         total = trainer.max_steps
         window_step, window_time = self._window
-        if (
-            self._next >= len(self.fractions)
-            or step < self.fractions[self._next] * total
-            or step - window_step < self.min_window_steps
-        ):
-            return
-        self._next += 1
-        seconds_per_step = (now - window_time) / (step - window_step)
+        window_steps = step - window_step
         reserve = self.reserve_seconds + seconds_after_training(trainer.callbacks)
+        by_steps = self._next < len(self.fractions) and step >= self.fractions[self._next] * total
+        late = overdue = False
+        # One process reads its clock every step; ranks of DDP share a verdict (a broadcast).
+        every = 1 if trainer.world_size == 1 else self.check_every_steps
+        if step % every == 0:
+            # Rank 0's clock decides for every rank, so that all re-plan at the same step.
+            late, overdue = trainer.strategy.broadcast(
+                (now - window_time >= self._slice_seconds, now >= self.deadline - reserve),
+                src=0,
+            )
+        # A late window is already a tenth of the budget long: enough to measure from.
+        trusted = window_steps >= (1 if late else self.min_window_steps)
+        if not (overdue or (trusted and (by_steps or late))):
+            return
+        if by_steps:
+            self._next += 1
+        seconds_per_step = (now - window_time) / max(1, window_steps)
         remaining = self.deadline - now - reserve
-        new_total = step + max(1, int(remaining / seconds_per_step))
+        # Past the deadline: training ends with this step.
+        new_total = step if overdue else step + max(1, int(remaining / seconds_per_step))
         new_total = trainer.strategy.broadcast(new_total, src=0)
         self._window = (step, now)
-        if abs(new_total - total) > 0.01 * total:
+        if overdue or abs(new_total - total) > 0.01 * total:
             set_total_steps(trainer, new_total)
             self.replans.append((step, new_total))
             if not trainer.is_global_zero:

@@ -39,7 +39,9 @@ INTERNALS = (
 def set_step_limit(trainer: pl.Trainer, max_steps: int, steps_per_epoch: int) -> None:
     """Ends training after ``max_steps`` optimiser steps; takes effect also during ``fit``.
 
-    ``max_epochs`` follows, so that a longer run is not cut at the old last epoch.
+    ``max_epochs`` follows, so that a longer run is not cut at the old last epoch, and a
+    logging interval longer than the run shrinks (:func:`log_interval`): a 32-step budget
+    run logged every 50 steps kept no loss or learning rate at all.
 
     Args:
         trainer: The trainer, before or during ``fit``.
@@ -49,6 +51,19 @@ def set_step_limit(trainer: pl.Trainer, max_steps: int, steps_per_epoch: int) ->
     _parent(trainer, "fit_loop.epoch_loop.max_steps").max_steps = max_steps
     epochs = max(1, math.ceil(max_steps / max(steps_per_epoch, 1)))
     _parent(trainer, "fit_loop.max_epochs").max_epochs = epochs
+    trainer.log_every_n_steps = log_interval(trainer.log_every_n_steps, max_steps)
+
+
+#: Logged points of a run shorter than its logging interval (every step if it is shorter).
+LOGGED_POINTS = 10
+
+
+def log_interval(interval: int, total_steps: int) -> int:
+    """``interval``, or where a run of ``total_steps`` would not reach it (and so log
+    nothing), the interval that logs it :data:`LOGGED_POINTS` times."""
+    if total_steps >= interval:
+        return interval
+    return max(1, total_steps // LOGGED_POINTS)
 
 
 def batches_done_this_epoch(trainer: pl.Trainer) -> int:

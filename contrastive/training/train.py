@@ -76,6 +76,7 @@ from contrastive.training.data_record import (
 from contrastive.training.health import health_callbacks
 from contrastive.training.interrupt import GracefulInterrupt
 from contrastive.training.last_checkpoint import SaveLastCheckpoint
+from contrastive.training.lightning_compat import log_interval
 from contrastive.training.metrics_history import HistoryCSVLogger
 from contrastive.training.module import ContrastiveModule
 from contrastive.training.progress import progress_callbacks
@@ -648,7 +649,8 @@ def _build_trainer(
     config: TrainConfig, steps_per_epoch: int, resume_step: float | None = None
 ) -> pl.Trainer:
     run_dir = config.run_dir
-    log_every = max(1, min(50, steps_per_epoch))
+    total_steps = config.max_steps or config.epochs * steps_per_epoch
+    log_every = log_interval(max(1, min(50, steps_per_epoch)), total_steps)
     callbacks: list[pl.Callback] = [
         *_checkpoint_callbacks(config),
         *progress_callbacks(),

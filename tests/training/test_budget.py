@@ -106,20 +106,24 @@ def fit_timed(
     replanner = FillTimeBudget(
         deadline=budget, reserve_seconds=0.0, on_replan=recorded.append, clock=clock
     )
+    fit_quietly(module, planned_steps, [replanner, WorkAfterTraining(after_training)])
+    assert [total for _, total in replanner.replans] == recorded
+    return module, replanner, clock.now
+
+
+def fit_quietly(module: pl.LightningModule, max_steps: int, callbacks: list) -> None:
+    """Fits ``module`` on 10 batches an epoch for up to ``max_steps`` steps, nothing written."""
     trainer = pl.Trainer(
-        max_steps=planned_steps,
-        max_epochs=1000,
-        callbacks=[replanner, WorkAfterTraining(after_training)],
+        max_steps=max_steps,
+        max_epochs=10_000,
+        callbacks=callbacks,
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    loader = torch.utils.data.DataLoader(torch.randn(40, 2), batch_size=4)
-    trainer.fit(module, loader)
-    assert [total for _, total in replanner.replans] == recorded
-    return module, replanner, clock.now
+    trainer.fit(module, torch.utils.data.DataLoader(torch.randn(40, 2), batch_size=4))
 
 
 @pytest.mark.parametrize("planned_steps", [40, 300])
@@ -155,17 +159,21 @@ def test_set_total_steps_stretches_the_cosine_schedule() -> None:
 
     class FakeTrainer:
         num_training_batches = 4
+        log_every_n_steps = 20
         lr_scheduler_configs = [type("Config", (), {"scheduler": scheduler})()]
         fit_loop = type("FitLoop", (), {"epoch_loop": FakeLoop(), "max_epochs": 3})()
 
     trainer = FakeTrainer()
     set_total_steps(trainer, 20)  # type: ignore[arg-type]
     assert (trainer.fit_loop.epoch_loop.max_steps, trainer.fit_loop.max_epochs) == (20, 5)
+    assert trainer.log_every_n_steps == 20  # the run reaches its interval: unchanged
     for _ in range(10):
         optimizer.step()
         scheduler.step()
     # Half-way through a 20-step cosine from 0.12 the rate is about half the peak.
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.06, rel=0.1)
+    set_total_steps(trainer, 12)
+    assert trainer.log_every_n_steps == 1  # a 12-step run logs every step, not never
 
 
 def test_budget_run_records_the_steps_it_trained(tiny_images: Path, tmp_path: Path) -> None:
@@ -238,3 +246,36 @@ def test_the_health_monitor_announces_its_final_measurement_at_the_last_price() 
     assert seconds_after_training([monitor, pl.Callback()]) == 0.0  # nothing measured yet
     monitor.last_cost = 0.8
     assert seconds_after_training([monitor, WorkAfterTraining(0.5)]) == pytest.approx(1.3)
+
+
+class SlowingModule(TimedModule):
+    """Steps take 20 ms until ``slow_from``, then ``slow_seconds`` (the machine got busy)."""
+
+    def __init__(self, clock: SimulatedClock, slow_from: int, slow_seconds: float) -> None:
+        super().__init__(clock, seconds_per_step=0.02, planned_steps=40)
+        self.slow_from = slow_from
+        self.slow_seconds = slow_seconds
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        if len(self.rates) >= self.slow_from:
+            self.seconds_per_step = self.slow_seconds
+        return super().training_step(batch, batch_idx)
+
+
+@pytest.mark.parametrize("slow_seconds", [0.2, 2.0])
+def test_a_machine_that_slows_down_after_a_replan_still_ends_on_time(
+    slow_seconds: float,
+) -> None:
+    # At 20 ms a step the re-plan at step 11 (5% of 40) sets 20 s / 0.02 = ~1,000 steps, and
+    # the next fraction (15%) would come at step ~150: at 0.2-2 s a step, long after the
+    # 20 s deadline. The clock is read every few steps as well, so the run ends on time.
+    clock = SimulatedClock()
+    module = SlowingModule(clock, slow_from=30, slow_seconds=slow_seconds)
+    replanner = FillTimeBudget(deadline=20.0, reserve_seconds=0.0, clock=clock)
+    fit_quietly(module, 40, [replanner])
+    assert replanner.replans[0][1] > 500  # the fast start promised many steps
+    # One process reads the clock every step: the step that passed the deadline is the last.
+    assert clock.now < 20.0 + slow_seconds
+    assert len(module.rates) == module.global_step == replanner.replans[-1][1]
+    # The time-sliced re-plans kept the schedule near the real end: lr decayed most of the way.
+    assert module.rates[-1] < 0.3 * max(module.rates)
