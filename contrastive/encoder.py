@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -400,6 +401,8 @@ def _load_run(
             config,
             str(config_file),
         )
+        if not weights.is_file():
+            warnings.warn(unfinished_run_message(run, content, config), stacklevel=3)
         return replace(encoder, source=str(run))
     backbone_config, view_config = _configs(config, str(config_file), backbone_config, view_config)
     state_dict = load_torch_safely(weights)
@@ -407,6 +410,29 @@ def _load_run(
         raise ContrastiveError(f"{weights} holds no state_dict")
     return replace(
         _assemble(state_dict, str(weights), backbone_config, view_config), source=str(run)
+    )
+
+
+def unfinished_run_message(run: Path, checkpoint: Mapping, config: object) -> str:
+    """What a user should know before using a run whose training did not finish.
+
+    Training writes ``backbone.pt`` when it ends; a run without it was interrupted (or is
+    still training), and its last checkpoint may hold the weights it started from.
+    """
+    step = checkpoint.get("global_step")
+    planned = config.get("max_steps") if isinstance(config, Mapping) else None
+    if step is None:
+        at = "an unknown step"
+    else:
+        at = f"step {step}" + (f" of {planned}" if planned else "")
+    untrained = (
+        " (before its first training step: these are the weights it started from)"
+        if step == 0
+        else ""
+    )
+    return (
+        f"{run} did not finish training (no {RUN_BACKBONE}): using {RUN_CHECKPOINT}, saved at "
+        f"{at}{untrained}; finish it with `contrastive train --resume --out {run}`"
     )
 
 

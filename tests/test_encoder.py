@@ -187,3 +187,27 @@ def test_evaluation_mode_restores_every_module_mode() -> None:
     with evaluation_mode(model):
         assert not any(module.training for module in model.modules())
     assert [module.training for module in model.modules()] == [True, True, True, True, False]
+
+
+def test_a_run_that_did_not_finish_is_loaded_with_a_warning(run_dir: Path, tmp_path: Path) -> None:
+    import shutil
+    import warnings
+
+    from contrastive.encoder import RUN_BACKBONE, RUN_CHECKPOINT
+
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(run_dir, unfinished)
+    # Interrupted before its first step: a checkpoint, no backbone.pt (written at the end).
+    weights = torch.load(unfinished / RUN_BACKBONE)
+    (unfinished / RUN_BACKBONE).unlink()
+    (unfinished / RUN_CHECKPOINT).parent.mkdir()
+    state_dict = {f"backbone.{name}": tensor for name, tensor in weights.items()}
+    torch.save({"state_dict": state_dict, "global_step": 0}, unfinished / RUN_CHECKPOINT)
+    with pytest.warns(UserWarning, match=r"did not finish training .*saved at step 0") as caught:
+        load_encoder(unfinished)
+    message = str(caught[0].message)
+    assert "weights it started from" in message
+    assert f"contrastive train --resume --out {unfinished}" in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_encoder(run_dir)  # a finished run: no warning

@@ -71,6 +71,12 @@ def read_run_health(run_dir: str | os.PathLike) -> RunHealth:
     if not folder.is_dir():
         raise ContrastiveError(f"run directory not found: {folder}")
     if not metrics.is_file():
+        if (folder / "config.yaml").is_file():
+            # A run stopped before its first logged step: a run all the same, nothing to read.
+            raise NoHealthMeasuresError(
+                f"{folder} holds no metrics.csv yet: the run logged nothing (stopped before "
+                "its first logged step?)"
+            )
         raise ContrastiveError(f"{folder} holds no metrics.csv: not a run directory")
     columns = {name: measure.metric for name, measure in MEASURES.items()}
     history: dict[int, dict[str, float]] = {}

@@ -146,10 +146,15 @@ def test_compare_runs_leaves_out_a_run_without_measures(tmp_path: Path, capsys) 
     write_run(tmp_path / "b", [5.0, 60.0])
     (tmp_path / "old").mkdir()  # trained with --health-sample-size 0
     (tmp_path / "old" / "metrics.csv").write_text("step,loss\n0,5.0\n")
+    (tmp_path / "stopped").mkdir()  # interrupted before its first logged step
+    (tmp_path / "stopped" / "config.yaml").write_text("max_steps: 42\n")
 
-    assert main(["compare-runs", *(str(tmp_path / name) for name in ("a", "old", "b"))]) == 0
+    runs = [str(tmp_path / name) for name in ("a", "old", "stopped", "b")]
+    assert main(["compare-runs", *runs]) == 0
     captured = capsys.readouterr()
     assert f"warning: {tmp_path / 'old'} left out:" in captured.err
+    assert f"warning: {tmp_path / 'stopped'} left out: " in captured.err
+    assert "holds no metrics.csv yet: the run logged nothing" in captured.err
     ranked = [line.split()[1].rsplit("/", 1)[-1] for line in captured.out.splitlines()[2:]]
     assert ranked == ["b", "a"]
 
