@@ -322,6 +322,7 @@ def top_k_within(
     ordered: bool = True,
     progress: str | None = None,
     seed: int = 0,
+    exact: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """The ``k`` rows of largest score ``rows @ rows.T`` for each row, itself left out.
 
@@ -346,6 +347,7 @@ def top_k_within(
             index).
         progress: Label of a progress bar, shown for large searches; None: none.
         seed: Seed of the k-means of the approximate search.
+        exact: Search exactly at any size (every row against every row).
 
     Returns:
         ``(indices, scores)``: ``(N, k)`` int64 row indices and float32 scores, by score
@@ -356,7 +358,7 @@ def top_k_within(
     """
     count = rows.shape[0]
     exclude = torch.arange(count, device=rows.device)
-    if count <= APPROXIMATE_ROWS:
+    if exact or count <= APPROXIMATE_ROWS:
         return top_k(
             rows,
             rows,

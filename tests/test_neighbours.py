@@ -231,6 +231,13 @@ def test_large_sets_are_searched_approximately_and_find_close_pairs(
     )
     assert 0.8 < recall <= 1.0
     assert (scores <= exact_scores + 1e-6).all()  # never better than the best there is
+    # Asked for, the search is exact at any size.
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        forced_indices, forced_scores = top_k_within(rows, 10, exact=True)
+    assert "approximate" not in caplog.text
+    assert torch.equal(forced_indices, exact_indices)
+    torch.testing.assert_close(forced_scores, exact_scores)
 
 
 def test_rows_whose_lists_are_too_small_get_the_exact_answer(

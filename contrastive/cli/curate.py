@@ -27,9 +27,12 @@ from contrastive.curation.pipeline import (
 )
 from contrastive.curation.selection import SELECTION_METHODS
 from contrastive.data.near_copies import DEFAULT_THRESHOLD
-from contrastive.embeddings import Embeddings, load_embeddings
+from contrastive.embeddings import Embeddings, load_embeddings, save_embeddings
 from contrastive.errors import ContrastiveError
 from contrastive.files import same_path
+
+#: The embeddings ``curate`` computed with ``--run``, kept in the report folder.
+EMBEDDINGS_FILE = "embeddings.npz"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -41,7 +44,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "near copies (also shared with --against, e.g. train/test leakage), outliers and "
         "tiny isolated clusters, suspected label mistakes (class sub-folders; cleanlab on "
         "out-of-fold probe probabilities) and, with --select N, the N images to label "
-        "first. Writes CSV files and PNG contact sheets to --out.",
+        "first. Writes CSV files and PNG contact sheets to --out, and the embeddings it made "
+        "with --run (OUT/embeddings.npz, for --embeddings next time).",
     )
     add_encoder_arguments(parser, required=False)
     parser.add_argument(
@@ -83,6 +87,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_THRESHOLD,
         help=f"fingerprint cosine similarity from which images are near copies "
         f"(default {DEFAULT_THRESHOLD})",
+    )
+    parser.add_argument(
+        "--exact-search",
+        action="store_true",
+        help="compare every image with every other in the copy and outlier searches at any "
+        "size (above 100,000 images they are approximate otherwise; exact takes ~5 minutes "
+        "per search at 255,000 images on 2 CPU cores, hours at a million)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of k-means and the folds")
     parser.add_argument("--no-sheets", action="store_true", help="write CSV files only")
@@ -149,8 +160,16 @@ def run(args: argparse.Namespace) -> int:
         select_method=args.select_method,
         label_issues=args.label_issues,
         seed=args.seed,
+        exact_search=args.exact_search,
     )
     dataset, left_out = embeddings_from_args(args)
+    if args.embeddings is None:
+        # Embedding is the longest step on a large folder: keep it before the curation, so
+        # that an interrupted run, or a rerun with other settings, need not embed again.
+        args.out.mkdir(parents=True, exist_ok=True)
+        saved = args.out / EMBEDDINGS_FILE
+        save_embeddings(dataset, saved)
+        print(f"embeddings saved to {saved} (to curate again: --embeddings {saved})")
     curation = curate(dataset, settings, args.against, not args.no_progress, left_out)
     summary = write_report(curation, args.out, args.link_selected, sheets=not args.no_sheets)
     print(summary_text(summary), end="")

@@ -3,8 +3,10 @@
 Two images are linked when their files have the same bytes (an exact copy) or when their
 pixel-space fingerprints are near-copies (:mod:`contrastive.data.near_copies`: the same
 picture resized, re-encoded, lightly cropped or with its brightness and contrast shifted).
-A *group* is a connected component of those links, so a chain of copies (a ~ b, b ~ c)
-is one group even when a and c are not similar enough to be linked directly.
+A *group* is a centre image and the images linked to it
+(:func:`~contrastive.data.near_copies.copy_groups`), listed first to last: every member is
+a copy of the first, never only a copy of a copy (look-alike photos chain into groups of
+dozens of distinct pictures).
 
 Across two folders (train/test leakage), the links are found over both folders together
 and the groups that hold images of both are kept.
@@ -32,7 +34,7 @@ from contrastive.data.near_copies import (
     DEFAULT_CANDIDATES,
     DEFAULT_THRESHOLD,
     FINGERPRINT_SIDE,
-    connected_groups,
+    copy_groups,
     image_fingerprints,
     near_copy_pairs,
 )
@@ -102,8 +104,9 @@ def duplicate_groups(
     threshold: float = DEFAULT_THRESHOLD,
     candidates: int = DEFAULT_CANDIDATES,
     progress: bool = False,
+    exact: bool = False,
 ) -> list[DuplicateGroup]:
-    """Connected groups of exact and near copies within one set of images.
+    """Groups of exact and near copies within one set of images (centre first).
 
     Args:
         fingerprints: ``(N, F)`` fingerprints from
@@ -113,6 +116,8 @@ def duplicate_groups(
         threshold: Fingerprint cosine similarity from which two images are near copies.
         candidates: Nearest images examined per image.
         progress: Show a progress bar where the search is large.
+        exact: Search exactly at any size (approximate above
+            :data:`~contrastive.neighbours.APPROXIMATE_ROWS` images otherwise).
 
     Returns:
         The groups of two or more images, largest first.
@@ -124,12 +129,12 @@ def duplicate_groups(
     count = fingerprints.shape[0]
     if digests is not None and len(digests) != count:
         raise ContrastiveError(f"{len(digests)} file digests for {count} fingerprints")
-    pairs = near_copy_pairs(fingerprints, None, threshold, candidates, progress)
+    pairs = near_copy_pairs(fingerprints, None, threshold, candidates, progress, exact)
     first, second = pairs.query.numpy(), pairs.reference.numpy()
     exact_first, exact_second = (
         exact_copy_links(digests) if digests is not None else (np.zeros(0, np.int64),) * 2
     )
-    groups = connected_groups(
+    groups = copy_groups(
         np.concatenate([first, exact_first]), np.concatenate([second, exact_second]), count
     )
     return [_described(members, fingerprints, digests) for members in groups]

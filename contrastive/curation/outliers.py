@@ -31,7 +31,11 @@ TINY_FRACTION = 0.25
 
 
 def neighbourhood_similarity(
-    embeddings: np.ndarray, k: int = 10, chunk_rows: int | None = None, progress: bool = False
+    embeddings: np.ndarray,
+    k: int = 10,
+    chunk_rows: int | None = None,
+    progress: bool = False,
+    exact: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each row's mean cosine similarity to its ``k`` nearest other rows.
 
@@ -40,6 +44,8 @@ def neighbourhood_similarity(
         k: Neighbourhood size, capped at ``N - 1``.
         chunk_rows: Queries per block of the search (default: memory-bounded).
         progress: Show a progress bar where the search is large.
+        exact: Search exactly at any size (approximate above
+            :data:`~contrastive.neighbours.APPROXIMATE_ROWS` rows otherwise).
 
     Returns:
         ``(scores, nearest)``: ``(N,)`` float32 mean similarities and ``(N,)`` int64 index
@@ -59,6 +65,7 @@ def neighbourhood_similarity(
         chunk_rows=chunk_rows,
         ordered=False,
         progress="neighbourhoods" if progress else None,
+        exact=exact,
     )
     nearest = indices.gather(1, sims.argmax(dim=1, keepdim=True))[:, 0]
     return sims.mean(dim=1).numpy(), nearest.numpy()

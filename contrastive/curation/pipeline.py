@@ -30,6 +30,7 @@ from contrastive.data.folder import DECODE_ERRORS, ImageFolder, load_rgb
 from contrastive.data.near_copies import DEFAULT_THRESHOLD, image_fingerprints
 from contrastive.embeddings import Embeddings
 from contrastive.errors import ContrastiveError
+from contrastive.neighbours import APPROXIMATE_ROWS
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,9 @@ class CurationSettings:
         label_issues: ``auto`` (when the folder has class sub-folders), ``yes`` or ``no``.
         folds: Folds of the out-of-fold probe probabilities.
         seed: Seed of k-means and of the folds.
+        exact_search: Compare every image with every other in the copy and outlier
+            searches at any size; above :data:`~contrastive.neighbours.APPROXIMATE_ROWS`
+            images they are approximate otherwise.
     """
 
     near_copy_threshold: float = DEFAULT_THRESHOLD
@@ -59,6 +63,7 @@ class CurationSettings:
     label_issues: str = "auto"
     folds: int = DEFAULT_FOLDS
     seed: int = 0
+    exact_search: bool = False
 
     def __post_init__(self) -> None:
         if self.select_method not in SELECTION_METHODS:
@@ -233,12 +238,16 @@ def _copies(
     every = [*(dataset.image_path(index) for index in range(count)), *other]
     fingerprints = image_fingerprints(every, progress=progress)
     digests = file_digests(every, progress=progress)
+    exact = settings.exact_search
     duplicates = duplicate_groups(
-        fingerprints[:count], digests[:count], threshold, progress=progress
+        fingerprints[:count], digests[:count], threshold, progress=progress, exact=exact
     )
     # Leaks: the groups of both folders searched together that hold images of each.
     leaks = (
-        cross_groups(duplicate_groups(fingerprints, digests, threshold, progress=progress), count)
+        cross_groups(
+            duplicate_groups(fingerprints, digests, threshold, progress=progress, exact=exact),
+            count,
+        )
         if other
         else []
     )
@@ -291,11 +300,19 @@ def curate(
     say = log.info if progress else log.debug
     laps = _Laps()
     say("duplicates: exact and near copies among %d images", count)
+    if count > APPROXIMATE_ROWS and not settings.exact_search:
+        log.info(
+            "the copy and outlier searches are approximate above %d images "
+            "(exact_search / --exact-search compares every pair: minutes to hours)",
+            APPROXIMATE_ROWS,
+        )
     duplicates, leaks, other, other_root = _copies(dataset, against, settings, progress)
     laps.lap("duplicates")
     say("outliers: each image's %d nearest images", settings.outlier_k)
     space = centred(dataset.embeddings)
-    scores, nearest = neighbourhood_similarity(space, settings.outlier_k, progress=progress)
+    scores, nearest = neighbourhood_similarity(
+        space, settings.outlier_k, progress=progress, exact=settings.exact_search
+    )
     say("unusual groups: k-means of %d images", count)
     unusual = unusual_groups(space, seed=settings.seed)
     laps.lap("outliers")

@@ -238,6 +238,7 @@ def summary_text(summary: dict[str, object]) -> str:
             f"agrees with {summary['label_probe_accuracy']:.1%} of the labels; the lower "
             "that is, the more of these flags are the probe's own mistakes)"
         )
+        lines += _weak_probe_warning(summary)
     if "selected" in counts:
         lines.append(
             f"- selected to label first ({summary['settings']['select_method']}): "
@@ -251,6 +252,35 @@ def summary_text(summary: dict[str, object]) -> str:
     seconds = ", ".join(f"{step} {value:.1f} s" for step, value in summary["seconds"].items())
     lines += ["", f"Time: {seconds}."]
     return "\n".join(lines) + "\n"
+
+
+#: Probe agreement under which most label-mistake flags are the probe's own mistakes.
+WEAK_PROBE_AGREEMENT = 0.5
+
+
+def _weak_probe_warning(summary: dict[str, object]) -> list[str]:
+    """A loud line where the label-mistake flags cannot be trusted (empty otherwise).
+
+    On 40 flower photos (8 per class) embedded by a 2-minute run the probe agreed with
+    17.5% of the labels, below the 20% of chance, and flagged 30 of the 40 correct labels.
+    """
+    agreement = summary.get("label_probe_accuracy")
+    largest = summary.get("label_largest_class_share")
+    if agreement is None or largest is None:
+        return []
+    if agreement <= largest:
+        reason = (
+            f"the probe agrees with {agreement:.1%} of the labels, no more than always "
+            f"naming the largest class ({largest:.1%}) would"
+        )
+    elif agreement < WEAK_PROBE_AGREEMENT:
+        reason = f"the probe agrees with only {agreement:.1%} of the labels"
+    else:
+        return []
+    return [
+        f"- **warning: {reason}, so most of these flags are its own mistakes, not the "
+        "labels'**; train longer, or label more images per class, before acting on them"
+    ]
 
 
 def _summary(curation: Curation) -> dict[str, object]:
@@ -267,7 +297,7 @@ def _summary(curation: Curation) -> dict[str, object]:
     if curation.against:
         counts["leak_groups"] = len(curation.leaks)
         counts["leaked_images"] = sum(int((g.members < len(dataset)).sum()) for g in curation.leaks)
-    probe_accuracy = None
+    probe_accuracy = largest_share = None
     if curation.label_issues is not None:
         counts["label_issues"] = len(curation.label_issues.issues)
         labeled = dataset.labels >= 0
@@ -275,6 +305,7 @@ def _summary(curation: Curation) -> dict[str, object]:
         # How far to trust the list: flags of a probe that is often wrong are often its own.
         suggested = curation.label_issues.suggested[labeled]
         probe_accuracy = float((suggested == dataset.labels[labeled]).mean())
+        largest_share = float(np.bincount(dataset.labels[labeled]).max() / labeled.sum())
     if curation.selection is not None:
         counts["selected"] = len(curation.selection)
     settings = curation.settings
@@ -291,9 +322,11 @@ def _summary(curation: Curation) -> dict[str, object]:
             "label_issues": settings.label_issues,
             "folds": settings.folds,
             "seed": settings.seed,
+            "exact_search": settings.exact_search,
         },
         "counts": counts,
         "label_probe_accuracy": probe_accuracy,
+        "label_largest_class_share": largest_share,
         "seconds": curation.seconds,
     }
 

@@ -13,6 +13,10 @@
 
 Distances are Euclidean between unit-length rows (``sqrt(2 - 2 cos)``); neighbours come
 from :func:`contrastive.neighbours.top_k`.
+
+TypiClust's clustering follows the authors' code: full k-means up to
+:data:`FULL_KMEANS_MAX_CLUSTERS` clusters, mini-batch k-means above (full k-means into 1,000
+clusters of 255,000 images took 169 s on 2 CPU cores; 10,000 clusters would take hours).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from sklearn.cluster import KMeans
+from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.exceptions import ConvergenceWarning
 from torch import Tensor
 
@@ -38,6 +42,19 @@ TYPICALITY_NEIGHBOURS = 20
 #: Distance under which two unit rows count as one image (float32 rounding of a copy's
 #: features sits far below it); it bounds typicality at 1,000 where a cluster is all copies.
 SAME_IMAGE_DISTANCE = 1e-3
+
+#: Clusters up to which TypiClust runs full k-means; mini-batch k-means above, as in the
+#: authors' implementation (github.com/avihu111/TypiClust, ``pycls/al/typiclust.py``).
+FULL_KMEANS_MAX_CLUSTERS = 50
+#: Rows per mini-batch k-means step (the authors' 5,000).
+KMEANS_BATCH_ROWS = 5000
+#: Passes over the rows mini-batch k-means may take (scikit-learn's 100 are for its early
+#: stop to end; into 1,000 clusters of CIFAR-10's 50,000 images it stopped within 10, and
+#: 3 passes picked images as useful to label; into 10,000 clusters of 255,000 rows the
+#: steps cost ~0.4 s each, and 100 passes would be 5,100 of them).
+KMEANS_MAX_PASSES = 10
+#: Rows per block when the covering radii are computed (a block x picks score matrix).
+RADII_BLOCK_ELEMENTS = 1 << 24
 
 
 @dataclass
@@ -112,7 +129,11 @@ def typicality(unit: Tensor, k: int = TYPICALITY_NEIGHBOURS) -> np.ndarray:
 
 
 def typiclust(
-    embeddings: np.ndarray, count: int, k: int = TYPICALITY_NEIGHBOURS, seed: int = 0
+    embeddings: np.ndarray,
+    count: int,
+    k: int = TYPICALITY_NEIGHBOURS,
+    seed: int = 0,
+    full_kmeans_max_clusters: int = FULL_KMEANS_MAX_CLUSTERS,
 ) -> Selection:
     """TypiClust: the most typical image of each of ``count`` k-means clusters.
 
@@ -121,6 +142,8 @@ def typiclust(
         count: Images to pick (= clusters), in ``[1, N]``.
         k: Neighbours in the typicality, within each cluster.
         seed: k-means seed.
+        full_kmeans_max_clusters: Full k-means up to this many clusters, mini-batch
+            k-means above (see :func:`kmeans_clusters`).
 
     Returns:
         The picks, largest cluster first. If k-means finds fewer distinct clusters than
@@ -131,18 +154,14 @@ def typiclust(
     """
     unit = unit_tensor(embeddings)
     _check_count(count, len(unit))
-    if count == 1:
-        assignments = np.zeros(len(unit), dtype=np.int64)
-    else:
-        with warnings.catch_warnings():
-            # Fewer distinct points than clusters: the k-center top-up below handles it.
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            kmeans = KMeans(n_clusters=count, n_init=1, random_state=seed).fit(unit.numpy())
-        assignments = kmeans.labels_.astype(np.int64)
+    assignments = kmeans_clusters(unit.numpy(), count, seed, full_kmeans_max_clusters)
     sizes = np.bincount(assignments, minlength=count)
+    # Members of every cluster from one sort, not one scan of all N rows per cluster.
+    by_cluster = np.argsort(assignments, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(sizes)])
     picks, scores, clusters = [], [], []
     for cluster in np.flatnonzero(sizes):
-        members = np.flatnonzero(assignments == cluster)
+        members = by_cluster[starts[cluster] : starts[cluster + 1]]
         typical = typicality(unit[torch.from_numpy(members)], k)
         best = int(np.argmax(typical))  # the first of equals: the lowest index
         picks.append(int(members[best]))
@@ -165,6 +184,38 @@ def typiclust(
         np.where(cluster_array >= 0, sizes[cluster_array.clip(0)], 0).astype(np.int64),
         _covering_radii(unit, indices),
     )
+
+
+def kmeans_clusters(
+    unit: np.ndarray,
+    count: int,
+    seed: int = 0,
+    full_kmeans_max_clusters: int = FULL_KMEANS_MAX_CLUSTERS,
+) -> np.ndarray:
+    """``(N,)`` int64 k-means cluster of each row: full k-means up to
+    ``full_kmeans_max_clusters`` clusters, mini-batch k-means above.
+
+    Clusters may come out empty where the rows hold fewer distinct points than ``count``.
+    """
+    if count == 1:
+        return np.zeros(len(unit), dtype=np.int64)
+    with warnings.catch_warnings():
+        # Fewer distinct points than clusters: TypiClust's k-center top-up handles it.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if count <= full_kmeans_max_clusters:
+            model = KMeans(n_clusters=count, n_init=1, random_state=seed)
+        else:
+            model = MiniBatchKMeans(
+                n_clusters=count,
+                batch_size=KMEANS_BATCH_ROWS,
+                # sklearn's default initialises from 3 batches; with more clusters than
+                # that holds rows, some centres would start on no data at all.
+                init_size=min(len(unit), max(3 * KMEANS_BATCH_ROWS, 3 * count)),
+                n_init=1,
+                max_iter=KMEANS_MAX_PASSES,
+                random_state=seed,
+            )
+        return model.fit(unit).labels_.astype(np.int64)
 
 
 def kcenter_greedy(
@@ -223,12 +274,19 @@ def _distances(unit: Tensor, index: int) -> Tensor:
 
 
 def _covering_radii(unit: Tensor, picks: np.ndarray) -> np.ndarray:
-    nearest = torch.full((len(unit),), torch.inf, dtype=torch.float64)
-    radii = []
-    for pick in picks.tolist():
-        nearest = torch.minimum(nearest, _distances(unit, pick))
-        radii.append(float(nearest.max()))
-    return np.asarray(radii, dtype=np.float32)
+    """``(S,)`` the largest distance from any row to its nearest pick among the first s.
+
+    Rows are taken in blocks against all picks at once (a running maximum of similarity
+    along the picks), not one pass over every row per pick: 10,000 picks of 255,000 rows
+    would read the embeddings 10,000 times.
+    """
+    picked = unit[torch.from_numpy(np.asarray(picks, dtype=np.int64))]
+    block = max(1, RADII_BLOCK_ELEMENTS // max(1, len(picked)))
+    lowest = torch.full((len(picked),), torch.inf, dtype=torch.float64)
+    for start in range(0, len(unit), block):
+        nearest_so_far = torch.cummax(unit[start : start + block] @ picked.T, dim=1).values
+        lowest = torch.minimum(lowest, nearest_so_far.min(dim=0).values.double())
+    return (2.0 - 2.0 * lowest).clamp_min(0.0).sqrt().numpy().astype(np.float32)
 
 
 def _check_count(count: int, available: int) -> None:

@@ -68,6 +68,15 @@ def test_curate_writes_every_list(
     for sheet in ("duplicates", "leaks", "outliers", "selection"):
         assert (out / f"{sheet}.png").stat().st_size > 1000
     assert (out / "summary.json").is_file() and (out / "summary.md").is_file()
+    # The embeddings made with --run are kept, and a second curation reads them instead.
+    saved = out / "embeddings.npz"
+    assert f"embeddings saved to {saved}" in printed
+    second = ["curate", "--embeddings", saved, "--data", folders["data"], "--out", out]
+    assert run_cli(*second, "--select", 2, "--no-progress", "--no-sheets") == 0
+    printed = capsys.readouterr().out
+    assert "embeddings saved" not in printed
+    assert "duplicate groups: 1 (3 images, 1 exact copies)" in printed
+    assert len(read_csv(out / "selection.csv")) == 2
 
 
 def one_line_error(capsys: pytest.CaptureFixture) -> str:

@@ -1,4 +1,4 @@
-"""Duplicate groups: connected components of exact and near copies, within and across folders."""
+"""Duplicate groups: exact and near copies of a centre image, within and across folders."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from contrastive.curation.duplicates import (
     find_duplicates,
     similar_pairs,
 )
+from contrastive.data.near_copies import copy_groups
 from contrastive.errors import ContrastiveError
 
 
@@ -24,15 +25,24 @@ def unit(rows: list[list[float]]) -> torch.Tensor:
     return torch.nn.functional.normalize(torch.tensor(rows, dtype=torch.float32), dim=1)
 
 
-def test_a_chain_of_copies_is_one_group() -> None:
-    # a ~ b (cos 0.95) and b ~ c (cos 0.95), but a and c only cos 0.81: still one group.
+def test_a_chain_of_look_alikes_is_split_so_that_each_member_copies_its_first() -> None:
+    # Five images a ~ b ~ c ~ d ~ e, neighbours at cos 0.95, two apart only cos 0.81.
     angle = np.arccos(0.95)
-    a, b, c = ([np.cos(t), np.sin(t), 0.0] for t in (0.0, angle, 2 * angle))
+    chain = [[np.cos(t), np.sin(t), 0.0] for t in np.arange(5) * angle]
     far = [0.0, 0.0, 1.0]
-    groups = duplicate_groups(unit([a, b, c, far]), threshold=0.92)
-    assert [g.members.tolist() for g in groups] == [[0, 1, 2]]
-    assert float(unit([a])[0] @ unit([c])[0]) < 0.92
-    np.testing.assert_allclose(groups[0].similarity, [1.0, 0.95, 0.805], atol=1e-3)
+    groups = duplicate_groups(unit([*chain, far]), threshold=0.92)
+    # b has the most links (with c: the lower index is the centre): b, a, c; then d, e.
+    assert [g.members.tolist() for g in groups] == [[1, 0, 2], [3, 4]]
+    for group in groups:
+        np.testing.assert_allclose(group.similarity[1:], 0.95, atol=1e-3)
+    assert float(unit([chain[0]])[0] @ unit([chain[2]])[0]) < 0.92
+
+
+def test_copy_groups_centre_on_the_most_linked_image() -> None:
+    # A star around 3 (links to 0, 1, 5) and a pair 2 ~ 4 linked to the star through 4 ~ 5.
+    first, second = np.array([3, 3, 5, 2, 4]), np.array([0, 1, 3, 4, 5])
+    assert copy_groups(first, second, 7) == [[3, 0, 1, 5], [4, 2]]
+    assert copy_groups(np.zeros(0, np.int64), np.zeros(0, np.int64), 3) == []
 
 
 def test_exact_copies_link_even_flat_images() -> None:

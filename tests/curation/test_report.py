@@ -119,6 +119,42 @@ def test_the_summary_says_how_far_the_label_probe_agrees_with_the_labels(
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert summary["label_probe_accuracy"] == pytest.approx(agreement)
     assert f"agrees with {agreement:.1%} of the labels" in summary_text(summary)
+    assert "warning" not in summary_text(summary)  # a probe right on 16 of 18 is trusted
+
+
+@pytest.mark.parametrize(
+    ("agreement", "largest", "words"),
+    [
+        (0.175, 0.2, "no more than always naming the largest class (20.0%)"),
+        (0.40, 0.2, "agrees with only 40.0% of the labels"),
+        (0.60, 0.2, None),
+    ],
+)
+def test_a_probe_too_weak_to_trust_is_called_out(
+    agreement: float, largest: float, words: str | None
+) -> None:
+    counts = {
+        "duplicate_groups": 0,
+        "duplicate_images": 0,
+        "exact_copies": 0,
+        "unusual_groups": 0,
+        "label_issues": 30,
+        "labeled_images": 40,
+    }
+    summary = {
+        "folder": "f",
+        "images": 40,
+        "counts": counts,
+        "settings": {},
+        "seconds": {},
+        "label_probe_accuracy": agreement,
+        "label_largest_class_share": largest,
+    }
+    text = summary_text(summary)
+    if words is None:
+        assert "warning" not in text
+    else:
+        assert words in text and "most of these flags are its own mistakes" in text
 
 
 def test_images_without_embeddings_are_listed_in_the_report(
@@ -161,3 +197,35 @@ def test_links_to_files_with_names_near_the_length_limit_fit(
     (link,) = (tmp_path / "selected").iterdir()
     assert link.name == "0001_" + "图" * 82 + ".png" and len(os.fsencode(link.name)) <= 255
     assert link.resolve() == long_name.resolve()
+
+
+def test_exact_search_is_kept_where_the_searches_would_be_approximate(
+    tmp_path: Path, make_textured_folder, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    import logging
+
+    import contrastive.curation.pipeline as pipeline
+    import contrastive.neighbours as neighbours
+
+    dataset = embedded_folder(tmp_path / "data", make_textured_folder)
+    # Two neighbours: each image's list holds enough (a shorter list is searched exactly).
+    settings = CurationSettings(label_issues="no", outlier_k=2)
+    exact = curate(dataset, settings)
+    # 18 images pass as "large": 4 inverted lists, each image searched in its nearest only.
+    monkeypatch.setattr(neighbours, "APPROXIMATE_ROWS", 5)
+    monkeypatch.setattr(pipeline, "APPROXIMATE_ROWS", 5)
+    monkeypatch.setattr(neighbours, "PROBED_LISTS", 1)
+    with caplog.at_level(logging.INFO):
+        approximate = curate(dataset, settings)
+    assert "--exact-search compares every pair" in caplog.text
+    assert not np.array_equal(approximate.outlier_scores, exact.outlier_scores)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        forced = curate(
+            dataset, CurationSettings(label_issues="no", outlier_k=2, exact_search=True)
+        )
+    assert "approximate" not in caplog.text
+    np.testing.assert_array_equal(forced.outlier_scores, exact.outlier_scores)
+    np.testing.assert_array_equal(forced.nearest, exact.nearest)
+    summary = write_report(forced, tmp_path / "report", sheets=False)
+    assert summary["settings"]["exact_search"] is True

@@ -7,7 +7,9 @@ import warnings
 import numpy as np
 import pytest
 
+from contrastive.curation import selection as selection_module
 from contrastive.curation.selection import (
+    FULL_KMEANS_MAX_CLUSTERS,
     SAME_IMAGE_DISTANCE,
     kcenter_greedy,
     select,
@@ -48,6 +50,43 @@ def test_typiclust_picks_one_per_cluster_and_its_densest_point() -> None:
     assert sorted(selection.indices.tolist()) == sorted(centre_rows.tolist())
     assert selection.cluster_sizes.tolist() == [PER_BLOB] * BLOBS
     assert (selection.scores > 0).all()
+
+
+def test_minibatch_kmeans_also_picks_each_blobs_centre() -> None:
+    data, blob_of, centre_rows = blobs_with_centres(3)
+    selection = typiclust(data, BLOBS, full_kmeans_max_clusters=0)
+    assert sorted(selection.indices.tolist()) == sorted(centre_rows.tolist())
+    assert selection.cluster_sizes.tolist() == [PER_BLOB] * BLOBS
+
+
+def test_kmeans_kind_follows_the_number_of_picks(monkeypatch: pytest.MonkeyPatch) -> None:
+    used = []
+    for name in ("KMeans", "MiniBatchKMeans"):
+        original = getattr(selection_module, name)
+
+        def spy(*args, _original=original, _name=name, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            used.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(selection_module, name, spy)
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((400, 8)).astype(np.float32)
+    typiclust(data, FULL_KMEANS_MAX_CLUSTERS)
+    typiclust(data, FULL_KMEANS_MAX_CLUSTERS + 1)
+    assert used == ["KMeans", "MiniBatchKMeans"]
+
+
+@pytest.mark.parametrize("picks", [1, 7, 40])
+def test_covering_radii_match_the_definition(picks: int) -> None:
+    rng = np.random.default_rng(picks)
+    data = rng.standard_normal((300, 6)).astype(np.float32)
+    selection = typiclust(data, picks)
+    unit = data / np.linalg.norm(data, axis=1, keepdims=True)
+    distances = np.sqrt(np.clip(2 - 2 * unit @ unit[selection.indices].T, 0, None))
+    # After s picks: the farthest any image is from its nearest of the first s.
+    expected = [distances[:, : s + 1].min(axis=1).max() for s in range(picks)]
+    np.testing.assert_allclose(selection.radii, expected, rtol=1e-4, atol=1e-5)
+    assert selection.radii[0] > selection.radii[-1] or picks == 1
 
 
 def test_typiclust_tops_up_when_kmeans_finds_fewer_clusters() -> None:
