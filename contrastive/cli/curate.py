@@ -173,5 +173,6 @@ def run(args: argparse.Namespace) -> int:
     curation = curate(dataset, settings, args.against, not args.no_progress, left_out)
     summary = write_report(curation, args.out, args.link_selected, sheets=not args.no_sheets)
     print(summary_text(summary), end="")
-    print(f"report: {args.out} (summary.md, CSV files, PNG contact sheets)")
+    sheets = "" if args.no_sheets else ", PNG contact sheets"
+    print(f"report: {args.out} (summary.md, CSV files{sheets})")
     return 0

@@ -75,6 +75,7 @@ def test_curate_writes_every_list(
     assert run_cli(*second, "--select", 2, "--no-progress", "--no-sheets") == 0
     printed = capsys.readouterr().out
     assert "embeddings saved" not in printed
+    assert f"report: {out} (summary.md, CSV files)" in printed  # --no-sheets: no PNG named
     assert "duplicate groups: 1 (3 images, 1 exact copies)" in printed
     assert len(read_csv(out / "selection.csv")) == 2
 
