@@ -2,11 +2,15 @@
 
 Encoder-independent by design (a leak check must not depend on the encoder under test, and
 curation wants duplicates before any training). Each image becomes a *fingerprint*: its
-grayscale version area-downsampled to ``side x side`` pixels, minus its mean, divided by
-its norm. Two images are near-copies when the cosine similarity of their fingerprints is
-at least ``threshold``. Downsampling removes what resizing and JPEG re-encoding change
-(high frequencies); the mean/norm removes brightness and contrast shifts; a crop of a few
-percent moves content by a fraction of a fingerprint pixel. Neighbours come from
+RGB version area-downsampled to ``side x side`` pixels, each channel minus its mean, all
+three divided by their norm. Two images are near-copies when the cosine similarity of their
+fingerprints is at least ``threshold``. Downsampling removes what resizing and JPEG
+re-encoding change (high frequencies); the means and norm remove brightness, contrast and
+white-balance shifts; a crop of a few percent moves content by a fraction of a fingerprint
+pixel. The colour matters on photos: a grayscale fingerprint matched distinct flower
+photos of similar layout (a white daisy and a yellow dandelion at 0.936), and on planted
+CIFAR-10 copies the colour fingerprint keeps the recall (0.79) at 0.91 precision instead of
+0.79 (``benchmarks/README.md``). Neighbours come from
 :func:`contrastive.neighbours.top_k_within`: exact up to 100,000 images
 (seconds to minutes), approximate above (inverted lists; 255,000 images in under a minute).
 
@@ -79,18 +83,25 @@ class NearCopies:
 
 
 def fingerprint(image: Image.Image, side: int = FINGERPRINT_SIDE) -> np.ndarray:
-    """The ``side * side`` unit-norm, zero-mean grayscale thumbnail of an image (float32).
+    """The ``3 * side * side`` fingerprint of an image (float32, unit norm).
+
+    The RGB thumbnail, each channel minus its mean, divided by the norm of all three: a
+    channel weighs by its own contrast, so a nearly flat channel adds little noise, a
+    shift of each channel's gain and offset (white balance, brightness) changes little, and
+    pictures alike only in brightness (a white and a yellow flower) differ in their blue.
+    A gray image gives three equal channels: the grayscale thumbnail's cosines.
 
     A flat image (thumbnail standard deviation under :data:`FLAT_STD`) gives the zero vector.
     """
-    gray = image.convert("L")
-    if hasattr(gray, "reduce") and min(gray.size) >= 4 * side:
+    rgb = image.convert("RGB")
+    if hasattr(rgb, "reduce") and min(rgb.size) >= 4 * side:
         # A cheap integer pre-shrink before the exact area resize.
-        gray = gray.reduce(max(1, min(gray.size) // (2 * side)))
-    small = np.asarray(gray.resize((side, side), Image.Resampling.BOX), dtype=np.float32)
-    small = small.flatten() - small.mean()
-    norm = float(np.linalg.norm(small))
-    return small / norm if norm > FLAT_STD * side else np.zeros_like(small)
+        rgb = rgb.reduce(max(1, min(rgb.size) // (2 * side)))
+    small = np.asarray(rgb.resize((side, side), Image.Resampling.BOX), dtype=np.float32)
+    channels = small.reshape(side * side, 3).T
+    channels = (channels - channels.mean(axis=1, keepdims=True)).reshape(-1)
+    norm = float(np.linalg.norm(channels))
+    return channels / norm if norm > FLAT_STD * side * np.sqrt(3) else np.zeros_like(channels)
 
 
 def image_fingerprints(
@@ -98,14 +109,14 @@ def image_fingerprints(
     side: int = FINGERPRINT_SIDE,
     progress: bool = False,
 ) -> Tensor:
-    """Fingerprints ``(N, side * side)`` of image files; unreadable ones get the zero vector.
+    """Fingerprints ``(N, 3 * side * side)`` of image files; unreadable ones get zeros.
 
     Args:
         paths: Image files.
         side: Fingerprint side in pixels.
         progress: Show a progress bar.
     """
-    rows = np.zeros((len(paths), side * side), dtype=np.float32)
+    rows = np.zeros((len(paths), 3 * side * side), dtype=np.float32)
     for row, path in enumerate(tqdm(paths, desc="fingerprints", disable=not progress)):
         try:
             rows[row] = fingerprint(load_rgb(path), side)
