@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -285,10 +286,33 @@ def _write_and_print(
     args: argparse.Namespace, protocol: str, report: dict[str, Any], table: str
 ) -> int:
     path = args.out or _default_report_path(args, protocol)
+    kept = None if args.out else keep_earlier_report(path)
     write_report(report, path)
     print(table)
-    print(f"report: {path}")
+    print(f"report: {path}" + (f" (the earlier one kept as {kept.name})" if kept else ""))
     return 0
+
+
+def keep_earlier_report(path: Path) -> Path | None:
+    """Renames a report at the default ``path`` to ``<stem>.<its time>.json`` first.
+
+    The default name is per protocol, not per setting: a second ``eval knn --run RUN`` with
+    other labels would replace the first (with its baselines) without a word. ``--out``
+    names a file the user chose to write, and is replaced.
+
+    Returns:
+        Where the earlier report went (None when there was none).
+    """
+    if not path.is_file():
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(path.stat().st_mtime))
+    kept = path.with_name(f"{path.stem}.{stamp}{path.suffix}")
+    number = 1
+    while kept.exists():
+        number += 1
+        kept = path.with_name(f"{path.stem}.{stamp}-{number}{path.suffix}")
+    path.rename(kept)
+    return kept
 
 
 def _default_report_path(args: argparse.Namespace, protocol: str) -> Path:

@@ -78,6 +78,12 @@ def test_default_k_fits_a_small_labeled_folder(
     # A k the user asks for is theirs: too many neighbours is still an error.
     error = one_line_error(capsys, *arguments, "--k", "20")
     assert "k values must lie in [1, 18]" in error and "--k values" not in error
+    # A second evaluation into the run keeps the first report under its time, not lost.
+    assert run_cli(*arguments, "--k", "3") == 0
+    assert "the earlier one kept as knn." in capsys.readouterr().out
+    kept = [path for path in (run_dir / "evaluation").glob("knn.*.json")]
+    assert len(kept) == 1 and json.loads(kept[0].read_text()) == report
+    assert json.loads((run_dir / "evaluation" / "knn.json").read_text())["settings"]["k"] == [3]
 
 
 def test_linear_on_folders_writes_into_the_run(
