@@ -151,7 +151,7 @@ def run_fewshot(args: argparse.Namespace, settings: EmbedSettings) -> int:
     )
     report["leak_check"] = comparison.to_dict()["leak_check"]
     write_report(report, out / "fewshot.json")
-    markdown = _markdown(comparison.results, comparison.leak_check)
+    markdown = _markdown(comparison.results, comparison.leak_check, comparison.classes)
     write_text_atomic(out / "fewshot.md", markdown)
     from contrastive.explore.images import save_figure  # matplotlib only when writing
 
@@ -166,16 +166,33 @@ def run_fewshot(args: argparse.Namespace, settings: EmbedSettings) -> int:
     return 0
 
 
-def _markdown(results: dict[str, FewShotResult], check: LeakCheck | None) -> str:
+def _short_classes(short: dict, classes: list[str]) -> str:
+    """``rose (1 image) at 2 per class; ...``: by name, one clause per count."""
+    clauses = []
+    for count, per_class in short.items():
+        if not per_class:
+            continue
+        named = ", ".join(
+            f"{classes[index] if 0 <= index < len(classes) else index} "
+            f"({images} image{'s' if images != 1 else ''})"
+            for index, images in sorted(per_class.items())
+        )
+        clauses.append(f"{named} at {count} per class")
+    return "; ".join(clauses)
+
+
+def _markdown(
+    results: dict[str, FewShotResult], check: LeakCheck | None, classes: list[str]
+) -> str:
     first = next(iter(results.values()))
     lines = [
         f"Test top-1 (%), mean [95% interval] over {first.draws} draws (seed {first.seed}).",
         "",
         fewshot_table(results),
     ]
-    short = {c: s for c, s in first.short_classes.items() if s}
+    short = _short_classes(first.short_classes, classes)
     if short:
-        lines += ["", "Classes with fewer images than a count (all of theirs used): " + str(short)]
+        lines += ["", f"Classes with fewer images than a count (all of theirs used): {short}."]
     if check is not None:
         lines += [
             "",

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from contrastive.data.folder import IMAGE_EXTENSIONS
 from contrastive.embeddings import Embeddings, RawPixels, embed_folder, load_embeddings
 from contrastive.encoder import Encoder, feature_extractor, load_encoder, random_init_encoder
 from contrastive.errors import ContrastiveError
@@ -131,6 +132,15 @@ def _feature_sets(
         embedded = _embed(path, encoder, extractors, sources, settings)
         embedded[MODEL].feature = feature
         return embedded
+    if not path.exists():
+        raise ContrastiveError(
+            f"{name} {path} not found: give a folder of class sub-folders or an embeddings .npz"
+        )
+    if path.suffix.lower() != ".npz" and path.suffix.lower() in IMAGE_EXTENSIONS:
+        raise ContrastiveError(
+            f"{name} {path} is one image: give its folder of class sub-folders, or an "
+            "embeddings .npz"
+        )
     model = load_embeddings(path)
     if not extras:
         return {MODEL: model}

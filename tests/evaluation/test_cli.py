@@ -305,3 +305,15 @@ def test_bad_settings_are_refused_before_embedding(
         run_cli("eval", *arguments, "--train", tmp_path / "a", "--test", tmp_path / "b")
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_missing_path_or_one_image_is_named_for_what_it_should_be(
+    run_dir: Path, colour_folders: dict[str, Path], capsys: pytest.CaptureFixture
+) -> None:
+    base = ["eval", "knn", "--run", run_dir, "--no-progress", "--train", colour_folders["train"]]
+    error = one_line_error(capsys, *base, "--test", colour_folders["test"] / "nowhere")
+    assert "--test" in error and "not found: give a folder of class sub-folders" in error
+    image = next(colour_folders["test"].rglob("*.png"))
+    error = one_line_error(capsys, *base, "--test", image)
+    assert f"--test {image} is one image: give its folder" in error
+    assert "pickle" not in error

@@ -238,3 +238,12 @@ def test_cli_unlabeled_folder_is_checked_and_never_ignored(
     assert fewshot_cli(*args, "--unlabeled", tmp_path, "--no-leak-check") == 2
     assert "drop --no-leak-check or --unlabeled" in capsys.readouterr().err
     assert not (tmp_path / "report").exists()
+
+
+def test_short_classes_are_listed_by_name() -> None:
+    from contrastive.cli.fewshot import _short_classes
+
+    short = {1: {}, 2: {2: 1, 0: 3}, 5: {2: 1}}
+    assert _short_classes(short, ["daisy", "dandelion", "rose"]) == (
+        "daisy (3 images), rose (1 image) at 2 per class; rose (1 image) at 5 per class"
+    )
