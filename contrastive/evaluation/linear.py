@@ -204,7 +204,17 @@ def select_weight_decay(
         accuracies[weight_decay] = (predicted == validation_labels).float().mean().item()
         solutions[weight_decay] = solution
     best = max(accuracies, key=lambda wd: (accuracies[wd], wd))
-    if len(accuracies) > 1 and best in (min(accuracies), max(accuracies)):
+    if len(set(accuracies.values())) == 1 and len(accuracies) > 1:
+        # Every candidate scores the same (a handful of validation images): the choice is
+        # the tie-break, and a wider grid would tie as well.
+        log.warning(
+            "the %d validation image(s) cannot tell the weight decays apart (all %.1f%%); "
+            "used %g, the strongest",
+            validation_indices.numel(),
+            100 * next(iter(accuracies.values())),
+            best,
+        )
+    elif len(accuracies) > 1 and best in (min(accuracies), max(accuracies)):
         log.warning(
             "the chosen weight decay %g is at the edge of the grid %s; consider widening it",
             best,

@@ -170,7 +170,8 @@ def verdict(run: RunHealth) -> str:
     elif len(run.history) < 2:
         lines.append(
             "verdict: no collapse; one measurement, so no trend to judge (measure more "
-            "often with --health-every-n-steps)"
+            "often with --health-every-n-steps; measurements past --health-max-share of "
+            "the training time, 3% by default, are skipped)"
         )
     elif run.history[0]["rank"] < last["rank"] and not (last["stability"] >= 0.9):
         lines.append(

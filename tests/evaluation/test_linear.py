@@ -134,3 +134,17 @@ def test_numpy_arrays_are_accepted() -> None:
         train.numpy(), train_labels.numpy(), test.numpy(), test_labels.numpy(), weight_decays=[1e-2]
     )
     assert result.summary == expected.summary
+
+
+def test_a_validation_split_that_ties_every_weight_decay_says_so(caplog) -> None:
+    import logging
+
+    # Features that carry nothing: every penalty predicts the same, so the validation split
+    # ties them all, and "widen the grid" would be the wrong advice.
+    features = torch.ones(10, 4)
+    labels = torch.arange(5).repeat(2)
+    with caplog.at_level(logging.WARNING):
+        result = linear_probe(features, labels, features, labels, weight_decays=[1e-3, 1e-1, 10])
+    assert len(set(result.validation_accuracy.values())) == 1
+    assert "the 5 validation image(s) cannot tell the weight decays apart" in caplog.text
+    assert "widening" not in caplog.text and result.weight_decay == 10
