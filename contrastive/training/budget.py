@@ -278,7 +278,11 @@ class FillTimeBudget(pl.Callback):
                 return
             if self.on_replan is not None:
                 self.on_replan(new_total)
-            log.info(
+            # The tenth-of-the-budget re-plans of a steady machine move the end by a few
+            # steps: said only with -v; a large change, a step fraction or the deadline aloud.
+            large = by_steps or overdue or abs(new_total - total) > 0.05 * total
+            log.log(
+                logging.INFO if large else logging.DEBUG,
                 "time budget: %.3f s/step measured at step %d -> %d steps in total (was %d)",
                 seconds_per_step,
                 step,
