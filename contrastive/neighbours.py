@@ -331,13 +331,13 @@ def top_k_within(
     count (about 5 minutes at 255,000 rows on 2 CPU cores, hours at a million), so the
     search is approximate: the rows are split into inverted lists around ``sqrt(N)``
     k-means centres and each row is compared with the rows of its :data:`PROBED_LISTS`
-    nearest lists only (about ``32 / sqrt(N)`` of the work: 49 s instead of ~340 s at
-    255,000 rows). Close pairs (near copies, a row's nearest neighbours) share a list or
-    a neighbouring one, so they are found; a neighbour beyond the probed lists is missed
-    and replaced by the next one found. On the fingerprints of CIFAR-10's 50,000 training
-    images searched this way (223 lists): all 4,868 near-copy pairs found, each image's
-    nearest image the same for 99.5%, 481 of the 500 lowest mean similarities (outliers)
-    the same.
+    nearest lists only (about ``32 / sqrt(N)`` of the work: 75 s instead of ~660 s for
+    250,000 colour fingerprints). Close pairs (near copies, a row's nearest neighbours)
+    share a list or a neighbouring one, so they are found; a neighbour beyond the probed
+    lists is missed and replaced by the next one found. On the colour fingerprints of
+    CIFAR-10's 50,000 training images searched this way (223 lists): all 2,611 near-copy
+    pairs found, each image's nearest image the same for 99.4%, 479 of the 500 lowest mean
+    similarities (outliers) the same (``benchmarks/neighbour_search.py``).
 
     Args:
         rows: ``(N, D)`` float tensor (unit rows: scores are cosine similarities).

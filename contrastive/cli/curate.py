@@ -92,8 +92,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--exact-search",
         action="store_true",
         help="compare every image with every other in the copy and outlier searches at any "
-        "size (above 100,000 images they are approximate otherwise; exact takes ~5 minutes "
-        "per search at 255,000 images on 2 CPU cores, hours at a million)",
+        "size (above 100,000 images they are approximate otherwise; exact takes 5-11 "
+        "minutes per search at 255,000 images on 2 CPU cores, hours at a million)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of k-means and the folds")
     parser.add_argument("--no-sheets", action="store_true", help="write CSV files only")

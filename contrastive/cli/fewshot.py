@@ -173,8 +173,7 @@ def _short_classes(short: dict, classes: list[str]) -> str:
         if not per_class:
             continue
         named = ", ".join(
-            f"{classes[index] if 0 <= index < len(classes) else index} "
-            f"({images} image{'s' if images != 1 else ''})"
+            f"{classes[index]} ({images} image{'s' if images != 1 else ''})"
             for index, images in sorted(per_class.items())
         )
         clauses.append(f"{named} at {count} per class")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from contrastive import neighbours
 from contrastive.curation.duplicates import (
     DuplicateGroup,
     cross_groups,
@@ -30,7 +31,6 @@ from contrastive.data.folder import DECODE_ERRORS, ImageFolder, load_rgb
 from contrastive.data.near_copies import DEFAULT_THRESHOLD, image_fingerprints
 from contrastive.embeddings import Embeddings
 from contrastive.errors import ContrastiveError
-from contrastive.neighbours import APPROXIMATE_ROWS
 
 log = logging.getLogger(__name__)
 
@@ -300,11 +300,11 @@ def curate(
     say = log.info if progress else log.debug
     laps = _Laps()
     say("duplicates: exact and near copies among %d images", count)
-    if count > APPROXIMATE_ROWS and not settings.exact_search:
+    if count > neighbours.APPROXIMATE_ROWS and not settings.exact_search:
         log.info(
             "the copy and outlier searches are approximate above %d images "
             "(exact_search / --exact-search compares every pair: minutes to hours)",
-            APPROXIMATE_ROWS,
+            neighbours.APPROXIMATE_ROWS,
         )
     duplicates, leaks, other, other_root = _copies(dataset, against, settings, progress)
     laps.lap("duplicates")

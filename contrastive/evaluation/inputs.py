@@ -136,7 +136,7 @@ def _feature_sets(
         raise ContrastiveError(
             f"{name} {path} not found: give a folder of class sub-folders or an embeddings .npz"
         )
-    if path.suffix.lower() != ".npz" and path.suffix.lower() in IMAGE_EXTENSIONS:
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
         raise ContrastiveError(
             f"{name} {path} is one image: give its folder of class sub-folders, or an "
             "embeddings .npz"

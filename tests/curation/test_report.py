@@ -204,7 +204,6 @@ def test_exact_search_is_kept_where_the_searches_would_be_approximate(
 ) -> None:
     import logging
 
-    import contrastive.curation.pipeline as pipeline
     import contrastive.neighbours as neighbours
 
     dataset = embedded_folder(tmp_path / "data", make_textured_folder)
@@ -213,7 +212,6 @@ def test_exact_search_is_kept_where_the_searches_would_be_approximate(
     exact = curate(dataset, settings)
     # 18 images pass as "large": 4 inverted lists, each image searched in its nearest only.
     monkeypatch.setattr(neighbours, "APPROXIMATE_ROWS", 5)
-    monkeypatch.setattr(pipeline, "APPROXIMATE_ROWS", 5)
     monkeypatch.setattr(neighbours, "PROBED_LISTS", 1)
     with caplog.at_level(logging.INFO):
         approximate = curate(dataset, settings)
