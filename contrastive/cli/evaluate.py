@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from contrastive.cli.arguments import (
     checked_float,
     output_file,
@@ -36,7 +38,7 @@ from contrastive.evaluation.linear import (
     check_validation_fraction,
     linear_probe,
 )
-from contrastive.evaluation.metrics import topk_accuracy
+from contrastive.evaluation.metrics import accuracy_interval, topk_accuracy
 from contrastive.evaluation.report import (
     build_report,
     knn_table,
@@ -276,10 +278,39 @@ def _finish(
         )
     # The features' own record: .npz inputs may come from another checkpoint than --run.
     checkpoint = train.source or (encoder.source if encoder is not None else "")
+    test_labels = test.labels[test.labels >= 0]
+    data["test_largest_class_share"] = float(np.bincount(test_labels).max() / len(test_labels))
+    top1 = _first_top1(results[MODEL])
+    if top1 is not None:
+        data["model_top1_interval_95"] = accuracy_interval(top1[1], len(test_labels))
     report = build_report(protocol, settings, data, checkpoint, results)
     # Top-5 of 5 classes or fewer is 100% whatever the features: kept in the JSON, not printed.
     printed = table(results, top_k_metrics(len(train.classes)))
-    return _write_and_print(args, protocol, report, printed)
+    precision = _precision_line(len(test_labels), data, top1)
+    return _write_and_print(args, protocol, report, printed + "\n" + precision)
+
+
+def _first_top1(numbers: dict[str, Any]) -> tuple[str, float] | None:
+    """``(what, value)`` of the model's first top-1: the probe's, or that of the first k."""
+    if "top1" in numbers:
+        return "", numbers["top1"]
+    for name, value in numbers.items():
+        if isinstance(value, dict) and "top1" in value:
+            return f"{name} ", value["top1"]
+    return None
+
+
+def _precision_line(count: int, data: dict[str, Any], top1: tuple[str, float] | None) -> str:
+    """How far the printed top-1 can be trusted, and what guessing scores on this test set."""
+    guess = f"naming the largest class would score {100 * data['test_largest_class_share']:.2f}"
+    if top1 is None:
+        return f"{count} test images; {guess}"
+    low, high = data["model_top1_interval_95"]
+    return (
+        f"{count} test images: the model's {top1[0]}top-1, {100 * top1[1]:.2f}, lies in "
+        f"{100 * low:.2f}-{100 * high:.2f} with 95% confidence over which test images were "
+        f"drawn (another training seed moves it too); {guess}"
+    )
 
 
 def _write_and_print(

@@ -133,17 +133,25 @@ def _widths(folder: Path) -> tuple[str, int, int]:
 
 
 def findings(run: RunHealth) -> list[Finding]:
-    """The first finding of each kind over the run's history (each prefix diagnosed)."""
+    """The first finding of each kind over the run's history (each prefix diagnosed).
+
+    A weak spread is the last measurement's, or none where that one shows none: every run
+    starts as spread as its untrained network.
+    """
     total = int(run.history[-1]["step"]) if run.finished else None
     first: dict[str, Finding] = {}
+    latest: list[Finding] = []
     for end in range(1, len(run.history) + 1):
-        for finding in diagnose(
+        latest = diagnose(
             run.history[:end],
             run.feature_dim,
             run.projection_dim,
             total_steps=total,
-        ):
+        )
+        for finding in latest:
             first.setdefault(finding.kind, finding)
+    first.pop("weakly_spread", None)
+    first.update({f.kind: f for f in latest if f.kind == "weakly_spread"})
     return list(first.values())
 
 
@@ -165,6 +173,11 @@ def verdict(run: RunHealth) -> str:
         lines.append(f"verdict: {word}, not learning a useful representation")
     elif "not_spread" in kinds:
         lines.append("verdict: not spread yet (one measurement, as an untrained network looks)")
+    elif "weakly_spread" in kinds:
+        lines.append(
+            "verdict: barely trained (its projections are as close together as an untrained "
+            "network's)"
+        )
     elif "plateau" in kinds:
         lines.append("verdict: learning, but it plateaued well before the end")
     elif len(run.history) < 2:

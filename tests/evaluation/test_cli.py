@@ -58,6 +58,13 @@ def test_embed_then_knn_with_baselines(
     assert "| raw pixels" in printed and "k=5 top1" in printed
     assert "top5" not in printed  # 3 classes: top-5 is 100% by construction, so not printed
     report = json.loads((tmp_path / "train.knn.json").read_text())
+    # How far 9 test images pin the top-1 down, and what guessing would score.
+    top1 = report["results"]["model"]["k=1"]["top1"]
+    low, high = report["data"]["model_top1_interval_95"]
+    assert low < top1 < high or top1 in (low, high)
+    assert high - low > 0.25 and report["data"]["test_largest_class_share"] == pytest.approx(1 / 3)
+    assert f"9 test images: the model's k=1 top-1, {100 * top1:.2f}, lies in" in printed
+    assert "naming the largest class would score 33.33" in printed
     assert set(report["results"]) == {"model", "random_init", "raw_pixels"}
     # Colour classes: raw pixels are perfectly separable.
     assert report["results"]["raw_pixels"]["k=1"] == {"top1": 1.0, "top5": 1.0}

@@ -11,6 +11,7 @@ from lightly.utils.benchmarking.topk import mean_topk_accuracy
 
 from contrastive.errors import ContrastiveError
 from contrastive.evaluation.metrics import (
+    accuracy_interval,
     classification_summary,
     confusion_matrix,
     per_class_accuracy,
@@ -68,3 +69,22 @@ def test_confusion_is_scikit_learns_and_topk_matches_lightly_and_scikit_learn() 
 def test_empty_test_set_gives_an_empty_confusion() -> None:
     empty = torch.zeros(0, dtype=torch.long)
     assert confusion_matrix(empty, empty, 2).tolist() == [[0, 0], [0, 0]]
+
+
+@pytest.mark.parametrize("hits, count", [(417, 865), (0, 20), (20, 20), (6, 10), (6500, 10000)])
+def test_accuracy_interval_is_scipys_wilson_interval(hits: int, count: int) -> None:
+    stats = pytest.importorskip("scipy.stats")
+    reference = stats.binomtest(hits, count).proportion_ci(0.95, method="wilson")
+    low, high = accuracy_interval(hits / count, count)
+    assert low == pytest.approx(reference.low, abs=1e-6)
+    assert high == pytest.approx(reference.high, abs=1e-6)
+
+
+def test_accuracy_interval_checks_its_inputs() -> None:
+    # By hand, 50 of 100: centre 0.5, half-width 1.96 * sqrt(0.0025 + 0.0384/400) / 1.0384.
+    low, high = accuracy_interval(0.5, 100)
+    assert (round(low, 4), round(high, 4)) == (0.4038, 0.5962)
+    with pytest.raises(ContrastiveError, match="at least 1 test image"):
+        accuracy_interval(0.5, 0)
+    with pytest.raises(ContrastiveError, match=r"must be in \[0, 1\], got 48.5"):
+        accuracy_interval(48.5, 865)

@@ -20,9 +20,14 @@ from contrastive.training.health import MEASURES
 
 
 def write_run(
-    folder: Path, ranks: list[float], stability: float = 0.5, finished: bool = True
+    folder: Path,
+    ranks: list[float],
+    stability: float = 0.5,
+    finished: bool = True,
+    uniformity: list[float] | None = None,
 ) -> Path:
-    """A run directory whose metrics.csv holds loss rows and one measurement per rank."""
+    """A run directory whose metrics.csv holds loss rows and one measurement per rank
+    (uniformity ``-2 - rank / 100`` unless given)."""
     folder.mkdir(parents=True)
     columns = ["step", "epoch", "loss", *(measure.metric for measure in MEASURES.values())]
     with open(folder / "metrics.csv", "w", newline="") as file:
@@ -38,7 +43,9 @@ def write_run(
                     "monitor/rank": rank,
                     "monitor/rank_projection": rank / 2,
                     "monitor/alignment": 0.5,
-                    "monitor/uniformity": -2.0 - rank / 100,
+                    "monitor/uniformity": (
+                        -2.0 - rank / 100 if uniformity is None else uniformity[index]
+                    ),
                     "monitor/sample_std": 0.08,
                     "monitor/stability": "" if index == 0 else stability,
                 }
@@ -103,6 +110,19 @@ def test_one_collapse_like_measurement_is_not_called_collapse(tmp_path: Path) ->
     text = verdict(read_run_health(write_run(tmp_path / "run", [1.0])))
 
     assert "verdict: not spread yet" in text and "collapsed" not in text
+
+
+def test_a_run_as_spread_as_an_untrained_one_is_called_barely_trained(tmp_path: Path) -> None:
+    # A 12-step run of a few-labels user: uniformity -0.32, kNN at chance.
+    run = write_run(tmp_path / "weak", [30.0, 31.0], uniformity=[-0.9, -0.32])
+    (run / "config.yaml").write_text("data: images\n")  # 128-d projections by default
+    text = verdict(read_run_health(run))
+    assert "verdict: barely trained" in text and "barely spread at step 20" in text
+    # Every run starts as spread as its untrained network: a later spread clears it.
+    later = write_run(tmp_path / "later", [30.0, 31.0], uniformity=[-0.9, -3.0])
+    (later / "config.yaml").write_text("data: images\n")
+    text = verdict(read_run_health(later))
+    assert "barely" not in text and "verdict: still learning" in text
 
 
 def test_verdict_names_collapse(tmp_path: Path) -> None:

@@ -82,9 +82,11 @@ def test_collapse_is_warned_with_remedies(
 
 
 def test_healthy_short_run_is_silent_and_logs_every_measure(
-    tiny_config: TrainConfig, caplog: pytest.LogCaptureFixture
+    tiny_config: TrainConfig, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = tiny_config.with_overrides(epochs=2, health_every_n_steps=4)
+    # 8 steps on noise images are barely spread (said by its own test); no other alarm.
+    monkeypatch.setattr("contrastive.training.health.WEAK_SPREAD_FRACTION", 0.0)
 
     with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
         warnings.simplefilter("always")
@@ -196,6 +198,19 @@ def test_diagnose_dimensional_collapse_and_collapse() -> None:
     (early,) = diagnose(collapsed[:1], feature_dim=512, projection_dim=128)
     assert early.kind == "not_spread" and "will not recover" not in early.message
     assert diagnose([point(10)], feature_dim=512, projection_dim=128) == []
+
+
+def test_diagnose_weak_spread_against_the_untrained_range() -> None:
+    # Measured: untrained networks -0.60 to -1.22 (128-d projections), trained runs <= -2.38.
+    for untrained in (-0.07, -0.90, -1.22):
+        (weak,) = diagnose([point(10, uniformity=untrained)], 512, 128)
+        assert weak.kind == "weakly_spread" and "Train longer" in weak.message
+        assert "above -1.77" in weak.message and "evenly give -3.94" in weak.message
+    for trained in (-2.38, -3.0):
+        assert diagnose([point(10, uniformity=trained)], 512, 128) == []
+    # The bound scales with the sphere: on a circle, evenly spread points give only -1.58.
+    assert diagnose([point(10, uniformity=-1.2)], 512, 2) == []
+    assert diagnose([point(10, uniformity=-1.2)], 512, 0) == []  # width unknown
 
 
 def test_a_tiny_sample_at_its_full_rank_is_not_collapse() -> None:
