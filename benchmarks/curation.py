@@ -14,6 +14,9 @@ subset), the script plants what curation must find and measures what it finds:
   for the trained encoder, the same network at random init and raw pixels.
 * **selection**: kNN and linear-probe accuracy on the test split when only the N images
   picked by TypiClust / k-center greedy / at random (mean of the seeds) are labeled.
+* **complement**: ``--start`` random images are labelled already and ``--added`` more are
+  picked: beside the labelled ones (``select(labelled=...)``, what ``curate --labelled``
+  does), without knowing them, or at random; accuracy with all of them labeled.
 
 Example (a demo-recipe run on the digits; results as JSON)::
 
@@ -36,7 +39,7 @@ from PIL import Image
 
 from contrastive.curation.duplicates import duplicate_groups, file_digests
 from contrastive.curation.label_issues import find_label_issues
-from contrastive.curation.selection import kcenter_greedy, typiclust
+from contrastive.curation.selection import kcenter_greedy, select, typiclust
 from contrastive.curation.space import centred
 from contrastive.data.demo import ensure_demo_digits
 from contrastive.data.folder import ImageFolder
@@ -240,6 +243,72 @@ def selection_scores(
     return results
 
 
+def complement_scores(
+    train: np.ndarray,
+    labels: np.ndarray,
+    test: np.ndarray,
+    test_labels: np.ndarray,
+    classes: int,
+    start: int,
+    added: int,
+    seeds: int,
+    first_round: str = "random",
+    labelled: np.ndarray | None = None,
+) -> dict[str, object]:
+    """Accuracy when ``added`` picks join ``start`` labelled images: picks that know the
+    labelled ones (``select(labelled=...)``), picks made without them (another k-means seed),
+    random picks. ``first_round``: how the labelled ones were chosen, ``random`` or
+    ``typiclust`` (a second round of ``curate --select``); ``labelled``: rows of ``train``
+    labelled already, the same for every seed (then ``start`` and ``first_round`` are not
+    used)."""
+    space = centred(train)
+    rows: dict[str, list[tuple[float, float]]] = {
+        "start_only": [],
+        "typiclust_beside": [],
+        "typiclust_unaware": [],
+        "kcenter_beside": [],
+        "random": [],
+    }
+    overlap = []
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+        if labelled is not None:
+            given = np.asarray(labelled, dtype=np.int64)
+        elif first_round == "typiclust":
+            given = typiclust(space, start, seed=seed + seeds).indices
+        else:
+            given = rng.choice(len(train), size=start, replace=False)
+        rest = np.setdiff1d(np.arange(len(train)), given)
+
+        def score(picks: np.ndarray, _given: np.ndarray = given) -> tuple[float, float]:
+            union = np.union1d(_given, picks)
+            return accuracies(train, labels, test, test_labels, union, classes)
+
+        rows["start_only"].append(score(np.zeros(0, np.int64)))
+        beside = select(space, added, "typiclust", seed=seed, labelled=space[given])
+        rows["typiclust_beside"].append(score(beside.indices))
+        unaware = typiclust(space, added, seed=seed).indices
+        overlap.append(len(np.intersect1d(unaware, given)))
+        rows["typiclust_unaware"].append(score(unaware))
+        kcenter = select(space, added, "kcenter", labelled=space[given])
+        rows["kcenter_beside"].append(score(kcenter.indices))
+        rows["random"].append(score(rng.choice(rest, size=added, replace=False)))
+    return {
+        "start": start if labelled is None else len(labelled),
+        "first_round": first_round if labelled is None else "given",
+        "added": added,
+        "unaware_picks_already_labelled": float(np.mean(overlap)),
+        "results": {
+            method: {
+                "knn_top1": float(np.mean([v[0] for v in values])),
+                "linear_top1": float(np.mean([v[1] for v in values])),
+                "runs": len(values),
+            }
+            for method, values in rows.items()
+        },
+    }
+
+
 def embed_sets(run: Path, folder: Path) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
     """Trained, random-init and raw-pixel features of a folder, with labels and classes."""
     encoder = load_encoder(run)
@@ -279,13 +348,27 @@ def measure(name: str, run: Path, train: Path, test: Path, args: argparse.Namesp
     if "duplicates" in args.parts:
         report["duplicates"] = duplicate_scores(pool, args.work / name, args.seed, args.thresholds)
         print(json.dumps(report["duplicates"], indent=1), flush=True)
-    if "labels" in args.parts or "selection" in args.parts:
+    if args.parts & {"labels", "selection", "complement"}:
         features, labels, classes = embed_sets(run, train)
     if "labels" in args.parts:
         report["label_mistakes"] = label_scores(features, labels, len(classes), args.seed)
         print(json.dumps(report["label_mistakes"], indent=1), flush=True)
-    if "selection" in args.parts:
+    if args.parts & {"selection", "complement"}:
         test_features, test_labels, _ = embed_sets(run, test)
+    if "complement" in args.parts:
+        report["complement"] = complement_scores(
+            features["trained"],
+            labels,
+            test_features["trained"],
+            test_labels,
+            len(classes),
+            args.start,
+            args.added,
+            args.seeds,
+            args.first_round,
+        )
+        print(json.dumps(report["complement"], indent=1), flush=True)
+    if "selection" in args.parts:
         report["selection"] = selection_scores(
             features["trained"],
             labels,
@@ -310,6 +393,14 @@ def main() -> None:
     parser.add_argument("--counts", default="10,20,50,100,200")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--start", type=int, default=100, help="complement: labelled already")
+    parser.add_argument("--added", type=int, default=100, help="complement: images picked")
+    parser.add_argument(
+        "--first-round",
+        choices=("random", "typiclust"),
+        default="random",
+        help="complement: how the labelled images were chosen",
+    )
     parser.add_argument("--thresholds", default="0.92,0.95,0.97", help="near-copy thresholds")
     parser.add_argument("--skip-digits", action="store_true", help="only the CIFAR-10 subset")
     parser.add_argument(

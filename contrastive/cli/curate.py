@@ -12,6 +12,8 @@ import dataclasses
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from contrastive.cli.arguments import output_folder
 from contrastive.cli.embed import (
     add_compute_arguments,
@@ -28,6 +30,7 @@ from contrastive.curation.pipeline import (
 from contrastive.curation.selection import SELECTION_METHODS
 from contrastive.data.near_copies import DEFAULT_THRESHOLD
 from contrastive.embeddings import Embeddings, load_embeddings, save_embeddings
+from contrastive.encoder import Encoder
 from contrastive.errors import ContrastiveError
 from contrastive.files import same_path
 
@@ -71,6 +74,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "kcenter: k-center greedy, each pick the farthest from the earlier ones",
     )
     parser.add_argument(
+        "--labelled",
+        type=Path,
+        metavar="PATH",
+        help="images already labelled, which --select complements: a folder of them "
+        "(embedded with --run), their embeddings (.npz from `contrastive embed` with the "
+        "same run), or a text file naming images of --data, one path per line",
+    )
+    parser.add_argument(
         "--link-selected",
         action="store_true",
         help="also write OUT/selected/, a folder of links to the selected images",
@@ -101,12 +112,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def embeddings_from_args(args: argparse.Namespace) -> tuple[Embeddings, list[str] | None]:
+def embeddings_from_args(
+    args: argparse.Namespace,
+) -> tuple[Embeddings, list[str] | None, Encoder | None]:
     """Embeds ``--data`` with ``--run``/``--checkpoint``, or reads ``--embeddings``.
 
     Returns:
-        ``(embeddings, the folder's images without embeddings)``; the second is None where
-        the folder was not compared with the embeddings (embedded here).
+        ``(embeddings, the folder's images without embeddings, the encoder)``; the second
+        is None where the folder was not compared with the embeddings (embedded here), the
+        third where embeddings were read.
 
     Raises:
         ContrastiveError: If no source or two are given, or the embeddings are of another
@@ -131,8 +145,85 @@ def embeddings_from_args(args: argparse.Namespace) -> tuple[Embeddings, list[str
                 stacklevel=2,
             )
         dataset = dataclasses.replace(dataset, data_root=str(args.data))
-        return dataset, check_matches_folder(dataset, args.data)
-    return embed_with_args(args, encoder_from_args(args)), None
+        return dataset, check_matches_folder(dataset, args.data), None
+    encoder = encoder_from_args(args)
+    return embed_with_args(args, encoder), None, encoder
+
+
+def labelled_embeddings(
+    args: argparse.Namespace, dataset: Embeddings, encoder: Encoder | None
+) -> np.ndarray | None:
+    """``(L, D)`` embeddings of the images ``--labelled`` names (None without the flag).
+
+    Raises:
+        ContrastiveError: If the path is missing, a folder comes without an encoder to embed
+            it, or a list names images that are not in ``--data``.
+    """
+    path = args.labelled
+    if path is None:
+        return None
+    if not path.exists():
+        raise ContrastiveError(f"--labelled {path} does not exist")
+    if path.is_dir():
+        if encoder is None:
+            raise ContrastiveError(
+                f"--labelled {path} is a folder: it is embedded with the encoder, so give "
+                "--run (or pass its embeddings: contrastive embed --run RUN --data "
+                f"{path} --out labelled.npz, then --labelled labelled.npz)"
+            )
+        embedded = embed_with_args(args, encoder, folder=path)
+        print(f"embedded {len(embedded)} labelled images of {path}")
+        return embedded.embeddings
+    if path.suffix == ".npz":
+        given = load_embeddings(path)
+        if given.source and dataset.source and given.source != dataset.source:
+            warnings.warn(
+                f"--labelled {path} was embedded with {given.source}, --data with "
+                f"{dataset.source}: the selection assumes one encoder",
+                stacklevel=2,
+            )
+        return given.embeddings
+    return dataset.embeddings[listed_rows(path, dataset)]
+
+
+def listed_rows(path: Path, dataset: Embeddings) -> np.ndarray:
+    """Rows of ``dataset`` for the images a text file names, one per line (relative to the
+    folder, or absolute inside it; blank lines and ``#`` comments skipped; a CSV line gives
+    its first field, and a ``path`` header is skipped).
+
+    Raises:
+        ContrastiveError: If the file is not text, names no image, or names an image that is
+            not in the folder.
+    """
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ContrastiveError(
+            f"--labelled {path}: not a readable text file of image paths ({error})"
+        ) from None
+    root = Path(dataset.data_root) if dataset.data_root is not None else None
+    rows_by_path = {Path(name).as_posix(): row for row, name in enumerate(dataset.paths)}
+    rows, unknown = [], []
+    for line in lines:
+        name = line.split(",")[0].strip().strip('"')
+        if not name or name.startswith("#") or name.lower() == "path":
+            continue
+        candidate = Path(name)
+        if candidate.is_absolute() and root is not None and candidate.is_relative_to(root):
+            candidate = candidate.relative_to(root)
+        row = rows_by_path.get(candidate.as_posix())
+        if row is None:
+            unknown.append(name)
+        else:
+            rows.append(row)
+    if unknown:
+        raise ContrastiveError(
+            f"--labelled {path}: {len(unknown)} of its images are not in --data "
+            f"{root} (e.g. {unknown[0]!r}); name them relative to --data, one per line"
+        )
+    if not rows:
+        raise ContrastiveError(f"--labelled {path} names no image (one path per line)")
+    return np.unique(np.asarray(rows, dtype=np.int64))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -141,6 +232,8 @@ def run(args: argparse.Namespace) -> int:
         raise ContrastiveError(f"--against {args.against} is not a folder")
     if args.link_selected and args.select is None:
         raise ContrastiveError("--link-selected needs --select N")
+    if args.labelled is not None and args.select is None:
+        raise ContrastiveError("--labelled needs --select N (it says what the picks complement)")
     if args.out.exists() and not args.out.is_dir():
         raise ContrastiveError(f"--out {args.out} is a file, not a folder")
     if args.out.resolve().is_relative_to(args.data.resolve()):
@@ -162,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         exact_search=args.exact_search,
     )
-    dataset, left_out = embeddings_from_args(args)
+    dataset, left_out, encoder = embeddings_from_args(args)
     if args.embeddings is None:
         # Embedding is the longest step on a large folder: keep it before the curation, so
         # that an interrupted run, or a rerun with other settings, need not embed again.
@@ -170,7 +263,10 @@ def run(args: argparse.Namespace) -> int:
         saved = args.out / EMBEDDINGS_FILE
         save_embeddings(dataset, saved)
         print(f"embeddings saved to {saved} (to curate again: --embeddings {saved})")
-    curation = curate(dataset, settings, args.against, not args.no_progress, left_out)
+    labelled = labelled_embeddings(args, dataset, encoder)
+    curation = curate(
+        dataset, settings, args.against, not args.no_progress, left_out, labelled=labelled
+    )
     summary = write_report(curation, args.out, args.link_selected, sheets=not args.no_sheets)
     print(summary_text(summary), end="")
     sheets = "" if args.no_sheets else ", PNG contact sheets"

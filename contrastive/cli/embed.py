@@ -152,12 +152,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def embed_with_args(args: argparse.Namespace, encoder: Encoder) -> Embeddings:
-    """Embeds ``args.data`` with ``encoder`` as the embedding flags say (``--projection-head``,
-    ``--batch-size``, ``--num-workers``, ``--device``, ``--no-progress``)."""
+def embed_with_args(
+    args: argparse.Namespace, encoder: Encoder, folder: Path | None = None
+) -> Embeddings:
+    """Embeds ``folder`` (default ``args.data``) with ``encoder`` as the embedding flags say
+    (``--projection-head``, ``--batch-size``, ``--num-workers``, ``--device``,
+    ``--no-progress``)."""
     feature = "projector" if args.projection_head else "backbone"
     return embed_folder(
-        args.data,
+        args.data if folder is None else folder,
         encoder.view_config,
         {feature: feature_extractor(encoder, args.projection_head)},
         {feature: encoder.source},

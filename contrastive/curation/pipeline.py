@@ -273,6 +273,7 @@ def curate(
     against: str | os.PathLike | None = None,
     progress: bool = False,
     left_out: list[str] | None = None,
+    labelled: np.ndarray | None = None,
 ) -> Curation:
     """Duplicates, outliers, unusual groups, label mistakes and a selection for one folder.
 
@@ -285,6 +286,9 @@ def curate(
             as each step starts.
         left_out: The folder's images without embeddings, where already known (from
             :func:`check_matches_folder`); None: the folder is scanned for them.
+        labelled: ``(L, D)`` embeddings (the same encoder) of images already labelled, in
+            the folder or elsewhere: the selection complements them
+            (:func:`~contrastive.curation.selection.select`).
 
     Returns:
         The findings.
@@ -318,8 +322,8 @@ def curate(
     laps.lap("outliers")
     issues = None
     if settings.label_issues == "yes" or (settings.label_issues == "auto" and labeled):
-        labelled = int((dataset.labels >= 0).sum())
-        say("label mistakes: %d-fold probe on %d labelled images", settings.folds, labelled)
+        with_labels = int((dataset.labels >= 0).sum())
+        say("label mistakes: %d-fold probe on %d labelled images", settings.folds, with_labels)
         issues = find_label_issues(
             dataset.embeddings,
             dataset.labels,
@@ -332,7 +336,11 @@ def curate(
     selection = None
     if settings.select is not None:
         say("selection: %s picks %d of %d images", settings.select_method, settings.select, count)
-        selection = select(space, settings.select, settings.select_method, settings.seed)
+        # The labelled images are centred as the folder is, so both share one space.
+        given = None if labelled is None else labelled - dataset.embeddings.mean(axis=0)
+        selection = select(
+            space, settings.select, settings.select_method, settings.seed, labelled=given
+        )
         laps.lap("selection")
     return Curation(
         dataset,

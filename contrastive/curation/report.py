@@ -240,9 +240,17 @@ def summary_text(summary: dict[str, object]) -> str:
         )
         lines += _weak_probe_warning(summary)
     if "selected" in counts:
+        beside = ""
+        if counts.get("already_labelled"):
+            beside = f", beside the {counts['already_labelled']} already labelled"
+            if counts.get("already_labelled_in_folder"):
+                beside += (
+                    f"; {counts['already_labelled_in_folder']} images of this folder are "
+                    "the same as labelled ones and were not picked"
+                )
         lines.append(
             f"- selected to label first ({summary['settings']['select_method']}): "
-            f"{counts['selected']} images"
+            f"{counts['selected']} images{beside}"
         )
     if counts.get("left_out"):
         lines.append(
@@ -308,6 +316,8 @@ def _summary(curation: Curation) -> dict[str, object]:
         largest_share = float(np.bincount(dataset.labels[labeled]).max() / labeled.sum())
     if curation.selection is not None:
         counts["selected"] = len(curation.selection)
+        counts["already_labelled"] = curation.selection.labelled
+        counts["already_labelled_in_folder"] = curation.selection.labelled_in_folder
     settings = curation.settings
     return {
         "folder": str(dataset.data_root or ""),

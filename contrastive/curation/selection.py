@@ -14,6 +14,12 @@
 Distances are Euclidean between unit-length rows (``sqrt(2 - 2 cos)``); neighbours come
 from :func:`contrastive.neighbours.top_k`.
 
+Images **already labelled** (``labelled``) count as picks made earlier, as in both papers'
+active-learning rounds: k-center greedy starts from them, and TypiClust clusters them with
+the folder into ``count + L`` clusters and takes its picks from the clusters holding the
+fewest of them (the authors' code). Images of the folder that are the same as a labelled one
+(embeddings within :data:`SAME_IMAGE_DISTANCE`) are never picked.
+
 TypiClust's clustering follows the authors' code: full k-means up to
 :data:`FULL_KMEANS_MAX_CLUSTERS` clusters, mini-batch k-means above (into 1,000 clusters of
 255,000 rows on 2 CPU cores: full 130 s, mini-batch 21 s; 10,000 clusters would take hours
@@ -71,7 +77,10 @@ class Selection:
             topped up the selection when k-means found fewer distinct clusters).
         cluster_sizes: ``(S,)`` int64 size of that cluster (0 for a top-up pick).
         radii: ``(S,)`` float32 covering radius after each pick: the largest distance from
-            any image to its nearest pick so far.
+            any image to its nearest pick so far (or labelled image).
+        labelled: Images already labelled that the picks complement (0: none given).
+        labelled_in_folder: Images of the folder left out of the picks as the same as a
+            labelled image.
     """
 
     indices: np.ndarray
@@ -80,24 +89,41 @@ class Selection:
     clusters: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     cluster_sizes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     radii: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    labelled: int = 0
+    labelled_in_folder: int = 0
 
     def __len__(self) -> int:
         return len(self.indices)
 
 
 def select(
-    embeddings: np.ndarray, count: int, method: str = "typiclust", seed: int = 0
+    embeddings: np.ndarray,
+    count: int,
+    method: str = "typiclust",
+    seed: int = 0,
+    labelled: np.ndarray | None = None,
 ) -> Selection:
     """Picks ``count`` images to label with ``method`` (see the module docstring).
 
+    Args:
+        embeddings: ``(N, D)`` embeddings of the folder.
+        count: Images to pick.
+        method: ``typiclust`` or ``kcenter``.
+        seed: k-means seed (TypiClust).
+        labelled: ``(L, D)`` embeddings of images already labelled, in the same space (the
+            same encoder, centred as ``embeddings`` are); the picks complement them.
+
     Raises:
-        ContrastiveError: On an unknown method or ``count`` outside ``[1, N]``.
+        ContrastiveError: On an unknown method, ``count`` outside ``[1, N]`` (less the
+            folder's images that are labelled already) or ``labelled`` of another width.
     """
     if method not in SELECTION_METHODS:
         raise ContrastiveError(
             f"unknown selection method {method!r}; choose one of {', '.join(SELECTION_METHODS)}"
         )
-    if method == "typiclust":
+    if labelled is not None and len(labelled):
+        selection = _complement(embeddings, count, method, seed, labelled)
+    elif method == "typiclust":
         selection = typiclust(embeddings, count, seed=seed)
     else:
         selection = kcenter_greedy(embeddings, count)
@@ -112,6 +138,44 @@ def select(
             stacklevel=2,
         )
     return selection
+
+
+def _complement(
+    embeddings: np.ndarray, count: int, method: str, seed: int, labelled: np.ndarray
+) -> Selection:
+    """The selection of :func:`select` beside images already labelled (see the module
+    docstring); picks index ``embeddings`` only."""
+    pool = np.asarray(embeddings, dtype=np.float32)
+    given_rows = np.asarray(labelled, dtype=np.float32)
+    if given_rows.ndim != 2 or given_rows.shape[1] != pool.shape[1]:
+        raise ContrastiveError(
+            f"the labelled images' embeddings have shape {tuple(given_rows.shape)}; the "
+            f"folder's have {pool.shape[1]} columns: embed both with the same encoder"
+        )
+    unit = unit_tensor(np.concatenate([pool, given_rows]))
+    folder_count = len(pool)
+    labelled_rows = np.arange(folder_count, len(unit), dtype=np.int64)
+    same = _same_as_labelled(unit[:folder_count], unit[folder_count:])
+    given = np.concatenate([np.flatnonzero(same), labelled_rows])
+    _check_count(
+        count,
+        folder_count - int(same.sum()),
+        f"the images in the folder less the {int(same.sum())} already labelled",
+    )
+    if method == "kcenter":
+        selection = _kcenter(unit, count, given)
+    else:
+        selection = _typiclust(unit, count, given, seed)
+    selection.labelled = len(labelled_rows)
+    selection.labelled_in_folder = int(same.sum())
+    return selection
+
+
+def _same_as_labelled(folder: Tensor, labelled: Tensor) -> np.ndarray:
+    """``(N,)`` bool: folder rows within :data:`SAME_IMAGE_DISTANCE` of a labelled row."""
+    _, sims = top_k(folder, labelled, 1, ordered=False)
+    distances = (2.0 - 2.0 * sims[:, 0].double()).clamp_min(0.0).sqrt()
+    return (distances < SAME_IMAGE_DISTANCE).numpy()
 
 
 def typicality(unit: Tensor, k: int = TYPICALITY_NEIGHBOURS) -> np.ndarray:
@@ -155,35 +219,63 @@ def typiclust(
     """
     unit = unit_tensor(embeddings)
     _check_count(count, len(unit))
-    assignments = kmeans_clusters(unit.numpy(), count, seed, full_kmeans_max_clusters)
-    sizes = np.bincount(assignments, minlength=count)
+    return _typiclust(unit, count, np.zeros(0, np.int64), seed, k, full_kmeans_max_clusters)
+
+
+def _typiclust(
+    unit: Tensor,
+    count: int,
+    given: np.ndarray,
+    seed: int,
+    k: int = TYPICALITY_NEIGHBOURS,
+    full_kmeans_max_clusters: int = FULL_KMEANS_MAX_CLUSTERS,
+) -> Selection:
+    """TypiClust next to the ``given`` rows (none: plain TypiClust): ``count + len(given)``
+    k-means clusters of all rows; one pick, the most typical row not given, from each of the
+    ``count`` clusters holding the fewest given rows, the largest first among equals."""
+    clusters_wanted = min(len(unit), count + len(given))
+    assignments = kmeans_clusters(unit.numpy(), clusters_wanted, seed, full_kmeans_max_clusters)
+    sizes = np.bincount(assignments, minlength=clusters_wanted)
+    is_given = np.zeros(len(unit), dtype=bool)
+    is_given[given] = True
+    given_per_cluster = np.bincount(assignments[given], minlength=clusters_wanted)
+    open_rows = np.flatnonzero(~is_given)
+    open_per_cluster = np.bincount(assignments[open_rows], minlength=clusters_wanted)
     # Members of every cluster from one sort, not one scan of all N rows per cluster.
-    by_cluster = np.argsort(assignments, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    picks, scores, clusters = [], [], []
-    for cluster in np.flatnonzero(sizes):
+    by_cluster = open_rows[np.argsort(assignments[open_rows], kind="stable")]
+    starts = np.concatenate([[0], np.cumsum(open_per_cluster)])
+    chosen = sorted(
+        np.flatnonzero(open_per_cluster).tolist(),
+        key=lambda c: (given_per_cluster[c], -sizes[c], c),
+    )[:count]
+    picks, scores = [], []
+    for cluster in chosen:
         members = by_cluster[starts[cluster] : starts[cluster + 1]]
         typical = typicality(unit[torch.from_numpy(members)], k)
         best = int(np.argmax(typical))  # the first of equals: the lowest index
         picks.append(int(members[best]))
         scores.append(float(typical[best]))
-        clusters.append(int(cluster))
-    order = sorted(range(len(picks)), key=lambda i: (-sizes[clusters[i]], picks[i]))
+    order = sorted(
+        range(len(picks)),
+        key=lambda i: (given_per_cluster[chosen[i]], -sizes[chosen[i]], picks[i]),
+    )
     indices = np.asarray([picks[i] for i in order], dtype=np.int64)
     scores_array = np.asarray([scores[i] for i in order], dtype=np.float32)
-    cluster_array = np.asarray([clusters[i] for i in order], dtype=np.int64)
+    cluster_array = np.asarray([chosen[i] for i in order], dtype=np.int64)
     if len(indices) < count:
-        extra = _kcenter(unit, count - len(indices), indices)
+        extra = _kcenter(unit, count - len(indices), np.concatenate([given, indices]))
         indices = np.concatenate([indices, extra.indices])
         scores_array = np.concatenate([scores_array, np.zeros(len(extra), np.float32)])
         cluster_array = np.concatenate([cluster_array, np.full(len(extra), -1, np.int64)])
+    # The radii count the given rows as picks made before.
+    radii = _covering_radii(unit, np.concatenate([given, indices]))[len(given) :]
     return Selection(
         indices,
         "typiclust",
         scores_array,
         cluster_array,
         np.where(cluster_array >= 0, sizes[cluster_array.clip(0)], 0).astype(np.int64),
-        _covering_radii(unit, indices),
+        radii,
     )
 
 
@@ -290,9 +382,8 @@ def _covering_radii(unit: Tensor, picks: np.ndarray) -> np.ndarray:
     return (2.0 - 2.0 * lowest).clamp_min(0.0).sqrt().numpy().astype(np.float32)
 
 
-def _check_count(count: int, available: int) -> None:
+def _check_count(count: int, available: int, what: str = "the images in the folder") -> None:
     if not 1 <= count <= available:
         raise ContrastiveError(
-            f"cannot select {count} images: choose between 1 and {available} "
-            "(the images in the folder)"
+            f"cannot select {count} images: choose between 1 and {available} ({what})"
         )

@@ -143,3 +143,50 @@ def test_embeddings_of_another_folder_are_refused(
         assert step in caplog.text
     assert (tmp_path / "r" / "outliers.csv").is_file()
     assert not (tmp_path / "r" / "outliers.png").exists()
+
+
+def test_labelled_images_are_complemented_not_picked(
+    run_dir: Path, folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "report"
+    # A list of images of --data: neither they nor their exact copy are picked.
+    listed = tmp_path / "labelled.txt"
+    listed.write_text("path\na/000.png\n\n# a comment\nb/003.png,b\n")
+    arguments = ["curate", "--run", run_dir, "--data", folders["data"], "--out", out]
+    assert run_cli(*arguments, "--select", 23, "--labelled", listed, "--no-progress") == 0
+    printed = capsys.readouterr().out
+    assert "23 images, beside the 2 already labelled; 3 images of this folder are" in printed
+    picked = {row["path"] for row in read_csv(out / "selection.csv")}
+    assert len(picked) == 23 and not picked & {"a/000.png", "c/copy.png", "b/003.png"}
+    # A folder of labelled images is embedded with the run; their embeddings (.npz) do the
+    # same from --embeddings.
+    saved = out / "embeddings.npz"
+    assert run_cli(*arguments, "--select", 3, "--labelled", folders["other"], "--no-sheets") == 0
+    assert "beside the 7 already labelled" in capsys.readouterr().out
+    with_folder = [row["path"] for row in read_csv(out / "selection.csv")]
+    other = tmp_path / "other.npz"
+    assert run_cli("embed", "--run", run_dir, "--data", folders["other"], "--out", other) == 0
+    arguments = ["curate", "--embeddings", saved, "--data", folders["data"], "--out", out]
+    assert run_cli(*arguments, "--select", 3, "--labelled", other, "--no-sheets") == 0
+    assert [row["path"] for row in read_csv(out / "selection.csv")] == with_folder
+
+
+def test_bad_labelled_inputs_are_named(
+    run_dir: Path, folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    base = ["curate", "--run", run_dir, "--data", folders["data"], "--out", tmp_path / "r"]
+    base += ["--no-progress", "--no-sheets"]
+    assert run_cli(*base, "--labelled", folders["other"]) == 2
+    assert "--labelled needs --select N" in one_line_error(capsys)
+    assert run_cli(*base, "--select", 2, "--labelled", tmp_path / "nothing") == 2
+    assert f"--labelled {tmp_path / 'nothing'} does not exist" in one_line_error(capsys)
+    listed = tmp_path / "labelled.txt"
+    listed.write_text("a/000.png\na/nope.png\n")
+    assert run_cli(*base, "--select", 2, "--labelled", listed) == 2
+    error = one_line_error(capsys)
+    assert "1 of its images are not in --data" in error and "'a/nope.png'" in error
+    embedded = tmp_path / "r" / "embeddings.npz"
+    arguments = ["curate", "--embeddings", embedded, "--data", folders["data"]]
+    arguments += ["--out", tmp_path / "r2", "--select", 2, "--labelled", folders["other"]]
+    assert run_cli(*arguments) == 2
+    assert "is a folder: it is embedded with the encoder, so give --run" in one_line_error(capsys)

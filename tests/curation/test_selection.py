@@ -138,3 +138,47 @@ def test_nan_or_inf_rows_are_refused(method: str) -> None:
         ContrastiveError, match=r"embeddings contain NaN or inf in 1 row\(s\), first row 4"
     ):
         select(data, 3, method=method)
+
+
+@pytest.mark.parametrize("method", ["typiclust", "kcenter"])
+def test_picks_complement_images_labelled_elsewhere(method: str) -> None:
+    data, blob_of, centre_rows = blobs_with_centres(4)
+    # Labelled images outside the folder: points of blobs 0-2 (copies of their centres).
+    labelled = data[centre_rows[:3]] + 0.01
+    selection = select(data, 2, method, labelled=labelled)
+    assert sorted(blob_of[selection.indices].tolist()) == [3, 4]
+    assert selection.labelled == 3 and selection.labelled_in_folder == 0
+    # Without them the same count goes to the largest / farthest blobs, labelled or not.
+    unaware = select(data, 2, method)
+    assert sorted(blob_of[unaware.indices].tolist()) != [3, 4]
+
+
+def test_typiclust_beside_labelled_takes_each_open_blobs_centre() -> None:
+    data, blob_of, centre_rows = blobs_with_centres(5)
+    selection = select(data, 3, "typiclust", labelled=data[centre_rows[:2]])
+    # Blobs 0 and 1 hold a labelled image; the picks are the centres of the three others.
+    assert sorted(selection.indices.tolist()) == sorted(centre_rows[2:].tolist())
+    # The radii count the labelled images as picks: after all picks every blob is covered.
+    unit = data / np.linalg.norm(data, axis=1, keepdims=True)
+    given = unit[np.concatenate([centre_rows[:2], selection.indices])]
+    distances = np.sqrt(np.clip(2 - 2 * unit @ given.T, 0, None))
+    expected = [distances[:, : 2 + s + 1].min(axis=1).max() for s in range(3)]
+    np.testing.assert_allclose(selection.radii, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["typiclust", "kcenter"])
+def test_images_of_the_folder_already_labelled_are_never_picked(method: str) -> None:
+    data, blob_of, centre_rows = blobs_with_centres(6)
+    labelled_rows = np.flatnonzero(blob_of == 0)[:10]
+    selection = select(data, 140, method, labelled=data[labelled_rows])
+    assert not set(selection.indices.tolist()) & set(labelled_rows.tolist())
+    assert len(set(selection.indices.tolist())) == 140
+    assert selection.labelled_in_folder == 10
+    with pytest.raises(ContrastiveError, match=r"between 1 and 140 \(.*less the 10 already"):
+        select(data, 141, method, labelled=data[labelled_rows])
+
+
+def test_labelled_embeddings_of_another_width_are_refused() -> None:
+    data, _, _ = blobs_with_centres()
+    with pytest.raises(ContrastiveError, match=r"shape \(2, 8\); the folder's have 32 columns"):
+        select(data, 2, labelled=np.ones((2, 8), np.float32))
