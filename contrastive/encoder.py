@@ -430,6 +430,13 @@ def unfinished_run_message(run: Path, checkpoint: Mapping, config: object) -> st
         if step == 0
         else ""
     )
+    if step is not None and planned and step >= planned:
+        # Every step ran; the run stopped while writing its final files.
+        return (
+            f"{run} trained all its {planned} steps but stopped before writing "
+            f"{RUN_BACKBONE}: using {RUN_CHECKPOINT} (the final weights); `contrastive train "
+            f"--resume --out {run}` writes the missing files"
+        )
     return (
         f"{run} did not finish training (no {RUN_BACKBONE}): using {RUN_CHECKPOINT}, saved at "
         f"{at}{untrained}; finish it with `contrastive train --resume --out {run}`"

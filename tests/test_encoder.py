@@ -211,3 +211,16 @@ def test_a_run_that_did_not_finish_is_loaded_with_a_warning(run_dir: Path, tmp_p
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_encoder(run_dir)  # a finished run: no warning
+
+
+def test_a_run_stopped_after_its_last_step_is_not_called_unfinished() -> None:
+    from contrastive.encoder import unfinished_run_message
+
+    run = Path("runs/r")
+    done = unfinished_run_message(run, {"global_step": 42}, {"max_steps": 42})
+    assert done.startswith("runs/r trained all its 42 steps but stopped before writing")
+    assert "did not finish" not in done and "--resume --out runs/r" in done
+    partway = unfinished_run_message(run, {"global_step": 12}, {"max_steps": 42})
+    assert "did not finish training" in partway and "saved at step 12 of 42" in partway
+    unknown = unfinished_run_message(run, {"global_step": 42}, {})
+    assert "did not finish training" in unknown and "saved at step 42;" in unknown

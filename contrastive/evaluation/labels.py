@@ -6,6 +6,7 @@ folder lacking a class would number the rest differently: labels are matched by 
 
 from __future__ import annotations
 
+import difflib
 import unicodedata
 import warnings
 from collections.abc import Sequence
@@ -171,11 +172,33 @@ def align_test_labels(
         shown = ", ".join(unseen[:5]) + (" ..." if len(unseen) > 5 else "")
         raise ContrastiveError(
             f"{test_name} has {len(unseen)} class(es) not in {train_name}: {shown}"
+            + _near_names(unseen[:5], [str(name) for name in train_classes], train_name)
         )
     remap = np.array(
         [train_index.get(_class_key(name), -1) for name in test_classes], dtype=np.int64
     )
     return remap[test_labels]
+
+
+def _near_names(unseen: Sequence[str], known: Sequence[str], known_name: str) -> str:
+    """`` (did you mean ...?)`` for names that differ from a known class only in case,
+    a plural ``s`` or a near spelling (``Daisy``, ``roses``); empty where none is close."""
+    folded = {name.casefold(): name for name in known}
+    pairs = []
+    for name in unseen:
+        key = name.casefold()
+        match = folded.get(key) or folded.get(key.removesuffix("s")) or folded.get(key + "s")
+        if match is None:
+            close = difflib.get_close_matches(key, list(folded), n=1, cutoff=0.8)
+            match = folded[close[0]] if close else None
+        if match is not None:
+            pairs.append(f"{name} -> {match}")
+    if not pairs:
+        return ""
+    return (
+        f" (near {known_name}'s: {', '.join(pairs)}; class names are the sub-folder names and "
+        "must match exactly)"
+    )
 
 
 def _class_key(name: object) -> str:

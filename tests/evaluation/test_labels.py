@@ -103,3 +103,17 @@ def test_test_images_that_are_also_training_images_are_warned_about(tmp_path) ->
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         labeled_pair(train, test)
+
+
+def test_class_names_near_the_training_ones_are_suggested() -> None:
+    train = embeddings([0, 1, 2], ["daisy", "rose", "tulip"])
+    test = embeddings([0, 1, 2], ["Daisy", "roses", "zebra"])
+    with pytest.raises(ContrastiveError) as raised:
+        labeled_pair(train, test)
+    message = str(raised.value)
+    assert "3 class(es) not in --train: Daisy, roses, zebra" in message
+    assert "(near --train's: Daisy -> daisy, roses -> rose; class names are" in message
+    far = embeddings([0], ["zebra"])
+    with pytest.raises(ContrastiveError) as raised:
+        labeled_pair(train, far)
+    assert "near" not in str(raised.value)

@@ -248,6 +248,35 @@ def test_the_health_monitor_announces_its_final_measurement_at_the_last_price() 
     assert seconds_after_training([monitor, WorkAfterTraining(0.5)]) == pytest.approx(1.3)
 
 
+def test_the_first_measurement_is_priced_before_there_is_one(
+    tiny_images: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from contrastive.data.folder import ImageFolder
+    from contrastive.training import health
+
+    clock = [0.0]
+    monkeypatch.setattr(health.time, "perf_counter", lambda: clock[0])
+
+    class TenMillisecondsAnImage(nn.Module):
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            clock[0] += 0.01 * len(images)
+            return images.mean(dim=(2, 3))
+
+    paths = ImageFolder.scan(tiny_images).paths  # 32 images
+    monitor = health.HealthMonitor(paths, ViewConfig(input_size=16))
+    monitor.sample = health.HealthSample(paths, ViewConfig(input_size=16), size=32)
+    method = SimpleNamespace(backbone=TenMillisecondsAnImage(), projection_head=nn.Identity())
+    monitor.on_train_start(None, SimpleNamespace(method=method, device=torch.device("cpu")))
+    # 32 whole images and two views of each: 96 forward passes of 10 ms.
+    assert monitor.seconds_after_training() == pytest.approx(0.96)
+    clock[0] += 100.0
+    assert monitor.seconds_after_training() == pytest.approx(0.96)  # priced once
+    monitor.last_cost = 0.5
+    assert monitor.seconds_after_training() == 0.5  # a measured cost replaces the guess
+
+
 class SlowingModule(TimedModule):
     """Steps take 20 ms until ``slow_from``, then ``slow_seconds`` (the machine got busy)."""
 
