@@ -152,7 +152,10 @@ def export_backbone(
         if fold_normalization
         else _Features(encoder.backbone)
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # e.g. a path under a file, or a system folder
+        raise ContrastiveError(f"cannot write {out}: {error.strerror or error}") from None
     with evaluation_mode(model), torch.no_grad():
         model = model.float().to(memory_format=torch.contiguous_format)
         expected = _Features(encoder.backbone)(normalized)

@@ -164,3 +164,17 @@ def test_check_images_pass_over_files_that_do_not_decode(tmp_path: Path) -> None
     assert images[:, 0].min() > 0.7 and images[:, 1].max() < 0.1  # red, as written
     with pytest.raises(ContrastiveError, match=r"no readable image .*\._a\.png"):
         load_check_images(paths[:2], 16)
+
+
+def test_a_folder_that_cannot_be_made_is_one_line(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # /proc/nope/bb.onnx passes the early check as root (os.access says /proc is writable)
+    # and failed in mkdir with a 20-line traceback.
+    def refuse(self: Path, *args: object, **kwargs: object) -> None:
+        raise FileNotFoundError(2, "No such file or directory", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    out = tmp_path / "nope" / "bb.pt"
+    with pytest.raises(ContrastiveError, match=r"^cannot write .*bb\.pt: No such file or dir"):
+        export_backbone(load_encoder(run_dir), out, "torchscript", torch.rand(2, 3, 32, 32))

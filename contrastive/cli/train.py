@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -154,6 +155,14 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
             config.time_budget,
         )
         values["time_budget"] = None
+    elif length_flags and values.get("time_budget") and not resumed:
+        # Both given: the budget plans the steps (README: "every flag is kept"; not these).
+        log.warning(
+            "--%s is not used: --time-budget %s plans the number of steps itself (give one "
+            "or the other)",
+            length_flags[0].replace("_", "-"),
+            values["time_budget"],
+        )
     if "views.input_size" in values:
         # A recipe's evaluation and cache sizes belong to its own view size, not this one.
         values.setdefault("views.eval_input_size", None)
@@ -161,7 +170,26 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
     # A recipe's small-image stem belongs to its own ResNet, not to --backbone convnext_tiny.
     values = without_recipe_stem(values)
     values = _with_stem_of_weights(values, config)
-    return apply_flags(config, values, config_flags(TrainConfig, FLAGS, exclude=NO_FLAG))
+    config = apply_flags(config, values, config_flags(TrainConfig, FLAGS, exclude=NO_FLAG))
+    _check_time_budget(config.time_budget)
+    return config
+
+
+def _check_time_budget(text: str | None) -> None:
+    """Reads the budget before any work (a typo failed after the folder scan), and says how a
+    bare number is read: ``--time-budget 10`` meant 10 seconds and trained 2 steps."""
+    if text is None:
+        return
+    from contrastive.training.budget import parse_duration
+
+    seconds = parse_duration(text)
+    if re.fullmatch(r"\s*\d+(\.\d+)?\s*", str(text)) and seconds < 60:
+        log.warning(
+            "--time-budget %s is read as %g seconds, most of it start-up; for minutes give %sm",
+            str(text).strip(),
+            seconds,
+            str(text).strip(),
+        )
 
 
 def _with_stem_of_weights(values: dict[str, Any], config: TrainConfig) -> dict[str, Any]:

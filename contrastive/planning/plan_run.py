@@ -72,7 +72,10 @@ def plan_run(
         "plan for %s on %s in %s%s:\n%s",
         stats.describe(),
         hardware.describe(),
-        config.time_budget,
+        # A bare number is seconds: say so ("in 10" read as ten minutes to a user).
+        f"{config.time_budget} s"
+        if str(config.time_budget).strip().isdigit()
+        else config.time_budget,
         f" ({spent:.0f} s of it spent starting up, scanning and measuring)" if spent >= 1 else "",
         "\n".join(plan.lines()),
     )

@@ -241,3 +241,22 @@ def test_resume_names_ignored_settings_by_the_cli_flags() -> None:
     for flag in config_flags(TrainConfig, FLAGS, exclude=NO_FLAG):
         assert flag_name(flag.path) == flag.name, flag.path
     assert [flag_name(path) for path in NO_FLAG] == list(NO_FLAG)
+
+
+def test_the_time_budget_is_read_before_any_work(caplog: pytest.LogCaptureFixture) -> None:
+    from contrastive.errors import ContrastiveError
+
+    # A typo fails here, before the folder scan (the data path "x" does not even exist).
+    with pytest.raises(ContrastiveError, match="unknown time unit 'x' in '1x'"):
+        train_config("--time-budget", "1x")
+    with caplog.at_level("WARNING"):
+        assert train_config("--time-budget", "10").time_budget == "10"
+    assert "--time-budget 10 is read as 10 seconds" in caplog.text and "give 10m" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        train_config("--time-budget", "90")
+        train_config("--time-budget", "10s")
+    assert "read as" not in caplog.text  # a minute or more, or a unit: meant as given
+    with caplog.at_level("WARNING"):
+        train_config("--time-budget", "1m", "--max-steps", "10")
+    assert "--max-steps is not used: --time-budget 1m plans the number of steps" in caplog.text

@@ -142,6 +142,14 @@ def test_replanning_moves_the_end_of_training_to_the_deadline(planned_steps: int
     assert all(later <= earlier + 1e-12 for earlier, later in zip(decay, decay[1:]))
 
 
+def test_a_plan_of_a_few_slow_steps_is_corrected_before_it_ends() -> None:
+    # A tiny folder: the probe's first steps priced a step at 0.2 s, so 9 steps were planned
+    # for 2 s; the real 20 ms steps would end the run after 0.18 s of its 2 s.
+    module, replanner, ended = fit_timed(9, budget=2.0)
+    assert replanner.replans and replanner.replans[0][0] <= 3
+    assert 99 <= len(module.rates) <= 101 and ended == pytest.approx(2.0, abs=0.021)
+
+
 def test_the_end_of_training_leaves_the_time_the_callbacks_announce() -> None:
     # 0.5 s of announced work after the last step (the final health measurement): training
     # stops at 1.5 s of a 2 s budget, 75 steps of 20 ms, so the command ends on time.
