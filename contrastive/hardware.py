@@ -78,6 +78,30 @@ def usable_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def busy_cpu_warning(hardware: Hardware, threads: int | None = None) -> str | None:
+    """A warning where other processes already keep the CPU busy (None otherwise, or on a GPU).
+
+    PyTorch runs one thread per core; when another process holds a core too, its threads
+    wait on each other: on 2 cores beside another busy process the planner measured 22
+    images/s with 2 threads and 391 with ``OMP_NUM_THREADS=1``, in the same minute (a user
+    sweep of the thirty-second session). The 1-minute load average says whether others run.
+    """
+    if hardware.on_gpu or not hasattr(os, "getloadavg"):
+        return None
+    threads = torch.get_num_threads() if threads is None else threads
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return None
+    if threads < 2 or load < hardware.cpu_cores:
+        return None
+    return (
+        f"the machine is busy (load average {load:.1f} on {hardware.cpu_cores} cores) before "
+        f"this run starts: PyTorch's {threads} threads then wait on each other and can run "
+        "10x slower; run alone, or start with OMP_NUM_THREADS=1"
+    )
+
+
 def check_accelerator(accelerator: str) -> None:
     """Refuses a GPU accelerator on a machine without one, before any work is done.
 

@@ -11,7 +11,7 @@ from contrastive.backbones import BackboneConfig
 from contrastive.data.cache import is_cached
 from contrastive.data.folder import ImageFolder
 from contrastive.encoder import recorded_backbone_config
-from contrastive.hardware import detect_hardware
+from contrastive.hardware import busy_cpu_warning, detect_hardware
 from contrastive.planning.folder_stats import FolderStats
 from contrastive.planning.planner import Plan, describe_backbone, plan_recipe
 from contrastive.planning.probe import measured_rate
@@ -58,6 +58,9 @@ def plan_run(
         folder = ImageFolder.scan(config.data)
     stats = FolderStats.from_paths(folder.paths)
     hardware = detect_hardware(config.accelerator, expected_world_size(config))
+    busy = busy_cpu_warning(hardware)
+    if busy is not None:
+        log.warning(busy)
     rate = measured_rate(config, hardware, max_seconds=min(PROBE_SHARE * budget, PROBE_SECONDS))
     paths = folder.paths
 

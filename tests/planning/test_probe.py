@@ -26,3 +26,19 @@ def test_candidates_are_measured_while_time_is_left() -> None:
     costly = rate(Candidate("resnet18_half", 32, 1), 16, 32)
     assert cheap is not None and costly is not None
     assert costly < cheap  # 15x the FLOPs: slower per image on any CPU
+
+
+def test_a_busy_cpu_is_named_before_the_probe(monkeypatch) -> None:  # noqa: ANN001
+    import os
+
+    from contrastive.hardware import busy_cpu_warning
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.1, 2.0, 1.0))
+    warning = busy_cpu_warning(CPU, threads=2)
+    assert warning is not None and "load average 3.1 on 2 cores" in warning
+    assert "OMP_NUM_THREADS=1" in warning
+    assert busy_cpu_warning(CPU, threads=1) is None  # one thread cannot contend with itself
+    gpu = Hardware("cuda", cpu_cores=2, bf16=True, memory_bytes=8 * 2**30)
+    assert busy_cpu_warning(gpu, threads=2) is None
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 2.0, 1.0))
+    assert busy_cpu_warning(CPU, threads=2) is None  # a core left for this run
