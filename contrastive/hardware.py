@@ -82,9 +82,10 @@ def busy_cpu_warning(hardware: Hardware, threads: int | None = None) -> str | No
     """A warning where other processes already keep the CPU busy (None otherwise, or on a GPU).
 
     PyTorch runs one thread per core; when another process holds a core too, its threads
-    wait on each other: on 2 cores beside another busy process the planner measured 22
-    images/s with 2 threads and 391 with ``OMP_NUM_THREADS=1``, in the same minute (a user
-    sweep of the thirty-second session). The 1-minute load average says whether others run.
+    wait on each other. On 2 cores beside a process multiplying matrices on 2 threads, the
+    planner measured 42 images/s with 2 threads and 324 with ``OMP_NUM_THREADS=1`` (the
+    flowers, one minute apart; a user's sweep saw 22 against 391 beside a test run). The
+    1-minute load average says whether others run.
     """
     if hardware.on_gpu or not hasattr(os, "getloadavg"):
         return None
@@ -97,8 +98,8 @@ def busy_cpu_warning(hardware: Hardware, threads: int | None = None) -> str | No
         return None
     return (
         f"the machine is busy (load average {load:.1f} on {hardware.cpu_cores} cores) before "
-        f"this run starts: PyTorch's {threads} threads then wait on each other and can run "
-        "10x slower; run alone, or start with OMP_NUM_THREADS=1"
+        f"this run starts: PyTorch's {threads} threads then wait on each other (8x slower "
+        "measured on 2 shared cores); run alone, or start with OMP_NUM_THREADS=1"
     )
 
 
