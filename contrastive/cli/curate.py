@@ -204,14 +204,22 @@ def listed_rows(path: Path, dataset: Embeddings) -> np.ndarray:
     root = Path(dataset.data_root) if dataset.data_root is not None else None
     rows_by_path = {Path(name).as_posix(): row for row, name in enumerate(dataset.paths)}
     rows, unknown = [], []
-    for line in lines:
-        name = line.split(",")[0].strip().strip('"')
-        if not name or name.startswith("#") or name.lower() == "path":
-            continue
+
+    def row_of(name: str) -> int | None:
         candidate = Path(name)
         if candidate.is_absolute() and root is not None and candidate.is_relative_to(root):
             candidate = candidate.relative_to(root)
-        row = rows_by_path.get(candidate.as_posix())
+        return rows_by_path.get(candidate.as_posix())
+
+    for line in lines:
+        whole = line.strip()
+        name = whole.split(",")[0].strip().strip('"')
+        if not name or name.startswith("#") or name.lower() == "path":
+            continue
+        # A whole line first: file names may hold commas.
+        row = row_of(whole)
+        if row is None:
+            row = row_of(name)
         if row is None:
             unknown.append(name)
         else:

@@ -151,13 +151,15 @@ def test_labelled_images_are_complemented_not_picked(
     out = tmp_path / "report"
     # A list of images of --data: neither they nor their exact copy are picked.
     listed = tmp_path / "labelled.txt"
-    listed.write_text("path\na/000.png\n\n# a comment\nb/003.png,b\n")
+    (folders["data"] / "b" / "004.png").rename(folders["data"] / "b" / "4, the fourth.png")
+    listed.write_text("path\na/000.png\n\n# a comment\nb/003.png,b\nb/4, the fourth.png\n")
     arguments = ["curate", "--run", run_dir, "--data", folders["data"], "--out", out]
-    assert run_cli(*arguments, "--select", 23, "--labelled", listed, "--no-progress") == 0
+    assert run_cli(*arguments, "--select", 22, "--labelled", listed, "--no-progress") == 0
     printed = capsys.readouterr().out
-    assert "23 images, beside the 2 already labelled; 3 images of this folder are" in printed
+    assert "22 images, beside the 3 already labelled; 4 images of this folder are" in printed
     picked = {row["path"] for row in read_csv(out / "selection.csv")}
-    assert len(picked) == 23 and not picked & {"a/000.png", "c/copy.png", "b/003.png"}
+    listed_or_copy = {"a/000.png", "c/copy.png", "b/003.png", "b/4, the fourth.png"}
+    assert len(picked) == 22 and not picked & listed_or_copy
     # A folder of labelled images is embedded with the run; their embeddings (.npz) do the
     # same from --embeddings.
     saved = out / "embeddings.npz"
