@@ -76,7 +76,7 @@ from contrastive.training.data_record import (
 from contrastive.training.health import health_callbacks
 from contrastive.training.interrupt import GracefulInterrupt
 from contrastive.training.last_checkpoint import SaveLastCheckpoint
-from contrastive.training.lightning_compat import log_interval
+from contrastive.training.lightning_compat import log_interval, set_step_limit
 from contrastive.training.metrics_history import HistoryCSVLogger
 from contrastive.training.module import ContrastiveModule
 from contrastive.training.progress import progress_callbacks
@@ -382,6 +382,10 @@ def _build(
         check_bad_fraction(len(paths), decode_failures, config.max_bad_fraction)
         paths = [path for path in paths if path not in decode_failures]
         steps_per_epoch = _steps_per_epoch(len(paths), config, trainer.world_size)
+        if config.max_steps is not None:
+            # The trainer's last epoch was counted with the unreadable files' batches: a
+            # resumed budget run (959 of 963 images) stopped at step 574 of its 611.
+            set_step_limit(trainer, config.max_steps, steps_per_epoch)
     trainer.callbacks.extend(health_callbacks(config, paths))
     trainer.callbacks.append(
         ProjectorAtEnd(config.data, paths, config.views, config.projector_sample_size, config.seed)

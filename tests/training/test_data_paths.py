@@ -77,6 +77,20 @@ def test_the_decoded_cache_finds_unreadable_files_without_a_header_pass(
         train(config)
 
 
+def test_a_step_limit_is_reached_when_the_cache_leaves_files_out(
+    tiny_config: TrainConfig, tiny_images: Path, tmp_path: Path
+) -> None:
+    # 33 files in batches of 3 are 11 steps an epoch, the 32 readable ones 10: the step
+    # limit (what a budget plan or --resume sets) of 21 took 2 epochs of 10 and ended at 20.
+    data = _with_broken_files(tiny_images, tmp_path / "images", broken=1)
+    config = tiny_config.with_overrides(
+        data=str(data), cache_dir=str(tmp_path / "cache"), batch_size=3, max_steps=21
+    )
+    with pytest.warns(UserWarning, match="broken0.jpg"):
+        result = train(config)
+    assert result.module.global_step == 21
+
+
 def test_per_image_path_lists_a_late_decode_failure_with_its_reason(
     tiny_config: TrainConfig, tiny_images: Path, tmp_path: Path
 ) -> None:
