@@ -19,6 +19,7 @@ They need no labels, so they can watch a run on an unlabeled folder:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -104,6 +105,7 @@ def uniformity(embeddings: Tensor, t: float = 2.0) -> float:
     return float(torch.logsumexp(-t * squared, dim=0) - math.log(squared.numel()))
 
 
+@functools.lru_cache(maxsize=16)
 def uniform_sphere_uniformity(dim: int, t: float = 2.0) -> float:
     """:func:`uniformity` of points spread evenly over the unit sphere in ``dim`` dimensions:
     the lowest value a large sample can reach (-1.58 in 2-D, -3.51 in 16-D, -3.94 in 128-D).

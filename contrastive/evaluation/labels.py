@@ -181,8 +181,8 @@ def align_test_labels(
 
 
 def _near_names(unseen: Sequence[str], known: Sequence[str], known_name: str) -> str:
-    """`` (did you mean ...?)`` for names that differ from a known class only in case,
-    a plural ``s`` or a near spelling (``Daisy``, ``roses``); empty where none is close."""
+    """`` (near --train's: Daisy -> daisy, ...)`` for names that differ from a known class
+    only in case, a plural ``s`` or a near spelling; empty where none is close."""
     folded = {name.casefold(): name for name in known}
     pairs = []
     for name in unseen:
