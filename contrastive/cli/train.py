@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 import time
 from pathlib import Path
@@ -180,10 +179,10 @@ def _check_time_budget(text: str | None) -> None:
     bare number is read: ``--time-budget 10`` meant 10 seconds and trained 2 steps."""
     if text is None:
         return
-    from contrastive.training.budget import parse_duration
+    from contrastive.training.budget import is_bare_number, parse_duration
 
     seconds = parse_duration(text)
-    if re.fullmatch(r"\s*\d+(\.\d+)?\s*", str(text)) and seconds < 60:
+    if is_bare_number(text) and seconds < 60:
         log.warning(
             "--time-budget %s is read as %g seconds, most of it start-up; for minutes give %sm",
             str(text).strip(),

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.stats
 import sklearn.metrics
 import torch
 from torch import Tensor
@@ -104,11 +105,11 @@ def classification_summary(
     return summary
 
 
-def accuracy_interval(accuracy: float, count: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval of an accuracy measured on ``count`` test images.
+def accuracy_interval(accuracy: float, count: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of an accuracy measured on ``count`` test images (SciPy's).
 
     It covers which test images happened to be drawn (binomial sampling), not the training
-    run's own seed-to-seed spread; 95% by default (Wilson, 1927).
+    run's own seed-to-seed spread (Wilson, 1927).
 
     Raises:
         ContrastiveError: If ``count`` is not positive or ``accuracy`` is outside [0, 1].
@@ -117,7 +118,6 @@ def accuracy_interval(accuracy: float, count: int, z: float = 1.959964) -> tuple
         raise ContrastiveError(f"an accuracy interval needs at least 1 test image, got {count}")
     if not 0.0 <= accuracy <= 1.0:
         raise ContrastiveError(f"accuracy must be in [0, 1], got {accuracy}")
-    spread = z * z / count
-    centre = (accuracy + spread / 2) / (1 + spread)
-    half = z * np.sqrt(accuracy * (1 - accuracy) / count + spread / (4 * count)) / (1 + spread)
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+    hits = round(accuracy * count)
+    interval = scipy.stats.binomtest(hits, count).proportion_ci(confidence, method="wilson")
+    return float(interval.low), float(interval.high)

@@ -15,7 +15,7 @@ from contrastive.hardware import busy_cpu_warning, detect_hardware
 from contrastive.planning.folder_stats import FolderStats
 from contrastive.planning.planner import Plan, describe_backbone, plan_recipe
 from contrastive.planning.probe import measured_rate
-from contrastive.training.budget import parse_duration
+from contrastive.training.budget import is_bare_number, parse_duration
 from contrastive.training.config import TrainConfig
 from contrastive.training.train import expected_world_size
 
@@ -76,9 +76,7 @@ def plan_run(
         stats.describe(),
         hardware.describe(),
         # A bare number is seconds: say so ("in 10" read as ten minutes to a user).
-        f"{config.time_budget} s"
-        if str(config.time_budget).strip().isdigit()
-        else config.time_budget,
+        f"{config.time_budget} s" if is_bare_number(config.time_budget) else config.time_budget,
         f" ({spent:.0f} s of it spent starting up, scanning and measuring)" if spent >= 1 else "",
         "\n".join(plan.lines()),
     )

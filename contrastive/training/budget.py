@@ -63,6 +63,11 @@ def parse_duration(text: str | float | int) -> float:
     return seconds
 
 
+def is_bare_number(text: str | float | int) -> bool:
+    """Whether a budget was given without a unit (then it is seconds: ``"10"`` is 10 s)."""
+    return re.fullmatch(r"\s*\d+(\.\d+)?\s*", str(text)) is not None
+
+
 @dataclass(frozen=True)
 class BudgetPlan:
     """How many steps fit into the remaining budget."""

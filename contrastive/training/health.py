@@ -346,6 +346,16 @@ class HealthSample:
         return self.views.to(device)(self.source[rows].to(device), generator)
 
 
+def _features_and_projections(
+    backbone: nn.Module, projection_head: nn.Module, images: Tensor, channels_last: bool
+) -> tuple[Tensor, Tensor]:
+    """``(B, D)`` backbone features and their projections, as float32."""
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    features = backbone(images).flatten(start_dim=1)
+    return features.float(), projection_head(features).float()
+
+
 @torch.no_grad()
 def measure_health(
     backbone: nn.Module,
@@ -368,10 +378,7 @@ def measure_health(
     device = torch.device(device)
 
     def embed(images: Tensor) -> tuple[Tensor, Tensor]:
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        features = backbone(images).flatten(start_dim=1)
-        return features.float(), projection_head(features).float()
+        return _features_and_projections(backbone, projection_head, images, channels_last)
 
     # Alignment and uniformity settle on far fewer images than the rank needs; two views
     # of the whole sample would double the cost.
@@ -553,9 +560,9 @@ class HealthMonitor(pl.Callback):
 
         def forward(rows: slice) -> None:
             images = self.sample.clean_batch(rows, pl_module.device)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            method.projection_head(method.backbone(images).flatten(start_dim=1))
+            _features_and_projections(
+                method.backbone, method.projection_head, images, channels_last
+            )
 
         try:
             with evaluation_mode(method.backbone, method.projection_head):
