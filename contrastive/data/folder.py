@@ -54,7 +54,8 @@ RUN_MARKER = ".contrastive-run"
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+#: Extensions read as images. An animated GIF or multi-page TIFF is read as its first frame.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 
 #: A scan says how many images it has found after every this many (255,000 took 12 s).
 SCAN_PROGRESS_IMAGES = 100_000

@@ -88,8 +88,7 @@ def test_scan_of_a_folder_without_images_names_the_extensions(tmp_path: Path) ->
 
 def test_ignored_files_are_counted_by_extension_in_one_warning(tmp_path: Path) -> None:
     Image.new("RGB", (4, 4)).save(tmp_path / "kept.png")
-    frames = [Image.new("P", (4, 4), colour) for colour in (1, 2)]
-    frames[0].save(tmp_path / "moving.gif", save_all=True, append_images=frames[1:])
+    (tmp_path / "scan.pdf").write_bytes(b"x")
     (tmp_path / "notes.txt").write_text("x")
     (tmp_path / "more.TXT").write_text("x")
     (tmp_path / "sub").mkdir()
@@ -101,7 +100,25 @@ def test_ignored_files_are_counted_by_extension_in_one_warning(tmp_path: Path) -
     messages = [str(w.message) for w in caught]
     assert len(messages) == 1
     assert "ignored 5 non-image file(s)" in messages[0] and str(tmp_path) in messages[0]
-    assert "1 .DS_Store, 1 .gif, 2 .txt, 1 no extension" in messages[0]
+    assert "1 .DS_Store, 1 .pdf, 2 .txt, 1 no extension" in messages[0]
+
+
+def test_an_animated_gif_is_read_as_its_first_frame_on_white(tmp_path: Path) -> None:
+    palette = [255, 0, 0, 0, 0, 255, 0, 0, 0] + [0] * (256 * 3 - 9)
+    frames = []
+    for colour in (0, 1):
+        frame = Image.new("P", (4, 4), colour)
+        frame.putpalette(palette)
+        frame.putpixel((0, 0), 2)
+        frames.append(frame)
+    path = tmp_path / "moving.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:], transparency=2)
+
+    assert list_images(tmp_path) == [path.absolute()]
+    image = load_rgb(path)
+    assert image.mode == "RGB" and image.size == (4, 4)
+    assert image.getpixel((1, 1)) == (255, 0, 0)
+    assert image.getpixel((0, 0)) == (255, 255, 255)
 
 
 def test_labels_come_from_the_first_folder_level(class_folders: Path) -> None:
