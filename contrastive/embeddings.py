@@ -358,16 +358,19 @@ def extract_features(
     indices: list[np.ndarray] = []
     for module in extractors.values():
         module.to(device)
-    with evaluation_mode(*extractors.values()), torch.inference_mode():
-        for images, _labels, batch_indices in tqdm(
-            loader, desc=description, unit="batch", disable=not progress, leave=False
-        ):
+    # The bar is advanced by hand: tqdm.auto's bar calls iter() on what it wraps when it
+    # is made, and iterating again started a second set of loader workers that decoded the
+    # first batches twice (and warned twice about each unreadable image in them).
+    bar = tqdm(total=len(loader), desc=description, unit="batch", disable=not progress, leave=False)
+    with bar, evaluation_mode(*extractors.values()), torch.inference_mode():
+        for images, _labels, batch_indices in loader:
             # torchvision's v2 transforms return tv_tensors.Image, a tensor subclass that a
             # torch.compile'd backbone (``--compile``) refuses deep inside its kernels.
             images = images.as_subclass(Tensor).to(device, non_blocking=True)
             for name, module in extractors.items():
                 outputs[name].append(module(images).float().cpu().numpy())
             indices.append(np.asarray(batch_indices, dtype=np.int64))
+            bar.update(1)
     features = {
         name: np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
         for name, parts in outputs.items()

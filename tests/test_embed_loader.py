@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,13 @@ from PIL import Image
 import contrastive.embeddings as embeddings_module
 from contrastive.cli.embed import add_compute_arguments
 from contrastive.data.folder import ImageFolder
-from contrastive.embeddings import MAX_AUTO_WORKERS, embed_folder, image_loader, loader_workers
+from contrastive.embeddings import (
+    MAX_AUTO_WORKERS,
+    embed_folder,
+    extract_features,
+    image_loader,
+    loader_workers,
+)
 from contrastive.encoder import EncoderFeatures
 from contrastive.errors import ContrastiveError
 from contrastive.views.config import ViewConfig
@@ -119,3 +126,37 @@ def test_reduced_decode_previews_large_jpegs_at_the_evaluation_size(tmp_path: Pa
     assert whole.shape == reduced.shape == (1, 3, 64, 64)
     # Normalised values: a few grey levels apart (std ~0.225 per 1.0 of intensity).
     assert (whole - reduced).abs().mean() < 4 / 255 / 0.225
+
+
+class _CountingImages(torch.utils.data.Dataset):
+    """Eight tiny images; every fetch appends a line to a file (workers are processes)."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        with open(self.log, "a") as file:
+            file.write(f"{index}\n")
+        return torch.zeros(3, 4, 4), 0, index
+
+
+class _SlowFlatten(torch.nn.Module):
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        # Slow enough that an idle second set of workers would have prefetched meanwhile.
+        time.sleep(0.2)
+        return images.flatten(1)
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_each_image_is_decoded_once_with_workers(tmp_path: Path, progress: bool) -> None:
+    log = tmp_path / "fetches.txt"
+    loader = torch.utils.data.DataLoader(_CountingImages(log), batch_size=2, num_workers=1)
+
+    features, indices = extract_features(loader, {"flat": _SlowFlatten()}, progress=progress)
+
+    assert indices.tolist() == list(range(8))
+    assert features["flat"].shape == (8, 48)
+    assert sorted(int(line) for line in log.read_text().split()) == list(range(8))
