@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -332,7 +332,7 @@ def image_loader(
 
 
 def extract_features(
-    loader: torch.utils.data.DataLoader,
+    loader: Iterable[tuple[Tensor, Tensor | np.ndarray, Tensor | np.ndarray]],
     extractors: Mapping[str, nn.Module],
     device: str | torch.device = "cpu",
     progress: bool = True,
@@ -344,7 +344,8 @@ def extract_features(
     so batch-norm statistics are used, never updated; their train/eval modes are restored.
 
     Args:
-        loader: Yields ``(images (B, 3, H, W), labels (B,), dataset indices (B,))``.
+        loader: Yields ``(images (B, 3, H, W), labels (B,), dataset indices (B,))``: a
+            DataLoader, or any iterable of batches (the bar then has no total).
         extractors: ``{name: module mapping images to (B, D_name) features}``.
         device: Where to compute.
         progress: Show a progress bar.
@@ -361,7 +362,8 @@ def extract_features(
     # The bar is advanced by hand: tqdm.auto's bar calls iter() on what it wraps when it
     # is made, and iterating again started a second set of loader workers that decoded the
     # first batches twice (and warned twice about each unreadable image in them).
-    bar = tqdm(total=len(loader), desc=description, unit="batch", disable=not progress, leave=False)
+    total = len(loader) if isinstance(loader, Sized) else None
+    bar = tqdm(total=total, desc=description, unit="batch", disable=not progress, leave=False)
     with bar, evaluation_mode(*extractors.values()), torch.inference_mode():
         for images, _labels, batch_indices in loader:
             # torchvision's v2 transforms return tv_tensors.Image, a tensor subclass that a

@@ -145,7 +145,7 @@ class ProjectorAtEnd(pl.Callback):
                 yield to_input(sample.images[rows]), labels[rows], rows
 
         features, _ = extract_features(
-            batches(),  # type: ignore[arg-type]
+            batches(),
             {"backbone": EncoderFeatures(backbone)},
             device,
             progress=False,
