@@ -1,13 +1,15 @@
 """The Lightning internals training relies on, in one place.
 
-Lightning has no public API for two things training needs:
+Lightning has no public API for three things training needs:
 
 * moving the end of a run while ``fit`` runs (:class:`~contrastive.training.budget.FillTimeBudget`
   re-plans the steps that fit a time budget): ``Trainer(max_steps=...)`` is read-only after
   construction, so the fit loop's ``max_steps`` and ``max_epochs`` are set directly;
 * how many batches of the current epoch have finished their optimiser step, which a checkpoint
   saved mid-epoch stores so a resumed run starts at the next batch
-  (:class:`~contrastive.training.resumable.LoaderPosition`).
+  (:class:`~contrastive.training.resumable.LoaderPosition`);
+* the count of stepped batches by which Lightning writes logged values, which a resumed run
+  must put back in step with ``global_step`` (:func:`align_logged_steps`).
 
 One more lives beside its use: :mod:`~contrastive.training.metrics_history` subclasses the
 CSV logger's ``ExperimentWriter`` (its ``_check_log_dir_exists``, which deletes an earlier
@@ -33,6 +35,7 @@ INTERNALS = (
     "fit_loop.epoch_loop.max_steps",
     "fit_loop.max_epochs",
     "fit_loop.epoch_loop.batch_progress.current.processed",
+    "fit_loop.epoch_loop._batches_that_stepped",
 )
 
 
@@ -64,6 +67,19 @@ def log_interval(interval: int, total_steps: int) -> int:
     if total_steps >= interval:
         return interval
     return max(1, total_steps // LOGGED_POINTS)
+
+
+def align_logged_steps(trainer: pl.Trainer) -> None:
+    """Sets Lightning's count of stepped batches to ``global_step`` (one optimiser here).
+
+    Lightning writes logged values, and labels the rows of ``metrics.csv``, by that count.
+    Restoring a checkpoint saved between two steps (as Ctrl-C saves) counts one batch too
+    many, so a resumed run wrote its rows one step off the steps it logged its learning
+    rate on: those rows had none. Call after the restore, at the first batch.
+    """
+    _parent(
+        trainer, "fit_loop.epoch_loop._batches_that_stepped"
+    )._batches_that_stepped = trainer.global_step
 
 
 def batches_done_this_epoch(trainer: pl.Trainer) -> int:

@@ -19,6 +19,7 @@ from contrastive.backbones import build_backbone
 from contrastive.errors import ContrastiveError
 from contrastive.methods import build_method
 from contrastive.training.config import TrainConfig
+from contrastive.training.lightning_compat import align_logged_steps
 from contrastive.training.optim import (
     ContinuableCosineWarmup,
     build_optimizer,
@@ -78,6 +79,12 @@ class ContrastiveModule(pl.LightningModule):
         # position it holds (cached pipeline) says where the restored run goes on.
         self._restored = False
         self._restored_position: dict[str, int] | None = None
+        self._steps_to_align = False
+
+    @property
+    def images_per_second(self) -> float:
+        """Training images per second, smoothed over recent steps (0 before two steps)."""
+        return self._images_per_second
 
     @property
     def backbone(self) -> nn.Module:  # type: ignore[override]
@@ -109,6 +116,13 @@ class ContrastiveModule(pl.LightningModule):
             views = [view.contiguous(memory_format=torch.channels_last) for view in batch[0]]
             batch = (views, *batch[1:])
         return batch
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self._steps_to_align:
+            # Only here: Lightning moves its restored step count when the epoch loop starts,
+            # after every epoch-start hook.
+            self._steps_to_align = False
+            align_logged_steps(self.trainer)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         views = batch[0]
@@ -281,6 +295,7 @@ class ContrastiveModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._restored = True
         self._restored_position = checkpoint.get(LOADER_POSITION_KEY)
+        self._steps_to_align = True
         state = checkpoint.get("memory_bank")
         bank = getattr(self.method.criterion, "memory_bank", None)
         if state is not None and bank is not None:

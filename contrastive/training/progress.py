@@ -150,16 +150,25 @@ class EpochSummary(pl.Callback):
         if self._logged_at is not None and now - self._logged_at < self.min_interval and not last:
             self._unlogged_epoch = trainer.current_epoch
             return
-        self._log(trainer, trainer.current_epoch)
+        self._log(trainer, pl_module, trainer.current_epoch)
         self._logged_at, self._unlogged_epoch = now, None
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero and self._unlogged_epoch is not None:
-            self._log(trainer, self._unlogged_epoch)
+            self._log(trainer, pl_module, self._unlogged_epoch)
             self._unlogged_epoch = None
 
-    def _log(self, trainer: pl.Trainer, epoch: int) -> None:
-        metrics = trainer.callback_metrics
+    def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
+        metrics = dict(trainer.callback_metrics)
+        # The learning rate and speed are logged every few steps, which need not fall in
+        # this epoch (a re-planned budget moves the interval): read now, they are this
+        # epoch's, not an earlier one's beside this epoch's loss.
+        optimizers = getattr(trainer, "optimizers", None)
+        if optimizers:
+            metrics["lr"] = optimizers[0].param_groups[0]["lr"]
+        speed = getattr(pl_module, "images_per_second", None)
+        if speed:
+            metrics["img_per_s"] = speed
         parts = [
             f"{name} {float(metrics[name]):.4g}"
             for name in ("loss", "lr", "img_per_s")

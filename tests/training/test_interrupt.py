@@ -8,6 +8,7 @@ step, exit 143. Fixtures: ``tests/training/conftest.py``.
 
 from __future__ import annotations
 
+import csv
 import signal
 from pathlib import Path
 
@@ -46,6 +47,14 @@ def test_ctrl_c_saves_and_resumes_to_the_same_weights(
 
     assert resumed.finish() == 0, resumed.output()
     same_weights(training.weights(run_dir), reference_run.weights())
+    with open(run_dir / "metrics.csv", newline="") as file:
+        rows = [row for row in csv.DictReader(file) if row["loss"]]
+    assert [int(row["step"]) for row in rows] == [3, 7, 11]
+    # Before: [3, 11] with no lr or img_per_s at 11 (in truth step 10): the restored run's
+    # step count for writing rows was one ahead of the steps the module logged on.
+    assert all(float(row["lr"]) > 0 for row in rows)
+    # Step 7 is the resumed run's first: no speed measured yet.
+    assert float(rows[2]["img_per_s"]) > 0
 
 
 def test_second_ctrl_c_stops_at_once_keeping_the_last_checkpoint(

@@ -153,3 +153,18 @@ def test_progress_bar_reads_the_metrics_at_most_once_per_interval(
         clock.now += 0.05
     assert len(reads) == 5
     assert all(later - earlier >= 1.0 for earlier, later in zip(reads, reads[1:]))
+
+
+def test_an_epoch_line_shows_the_learning_rate_and_speed_of_its_own_epoch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    trainer = fake_trainer(epochs=4, batches=5)
+    # The last logged values came from an earlier epoch's logging step.
+    trainer.callback_metrics = {"loss": 5.169, "lr": 0.07498, "img_per_s": 163.3}
+    trainer.optimizers = [SimpleNamespace(param_groups=[{"lr": 0.0625}])]
+    module = SimpleNamespace(images_per_second=201.5)
+    trainer.current_epoch = 1
+    with caplog.at_level(logging.INFO, logger="contrastive.training.progress"):
+        EpochSummary(min_interval=0.0).on_train_epoch_end(trainer, module)
+    (line,) = [record.getMessage() for record in caplog.records]
+    assert line == "epoch 2/4 (step 0): loss 5.169, lr 0.0625, img_per_s 201.5"

@@ -167,3 +167,15 @@ def test_a_relative_saved_out_does_not_follow_the_working_folder(
     train(tiny_config.with_overrides(out=str(tmp_path / "run"), epochs=2), resume=True)
     assert not (elsewhere / "run").exists()
     assert logged_steps(tmp_path / "run") == [3, 7]
+
+
+def test_a_resumed_run_logs_its_learning_rate_and_speed(tiny_config: TrainConfig) -> None:
+    run_dir = Path(tiny_config.out)
+    train(tiny_config)
+    train(tiny_config.with_overrides(epochs=3), resume=True)
+    with open(run_dir / "metrics.csv", newline="") as file:
+        rows = [row for row in csv.DictReader(file) if row["loss"]]
+    assert [int(row["step"]) for row in rows] == [3, 7, 11]
+    # Before: the resumed rows had an empty lr and img_per_s (the module read them on
+    # steps Lightning's restored counter did not write).
+    assert all(float(row["lr"]) > 0 and float(row["img_per_s"]) > 0 for row in rows)
