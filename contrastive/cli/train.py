@@ -280,7 +280,7 @@ def run(args: argparse.Namespace) -> int:
     from contrastive.hardware import check_accelerator
     from contrastive.training.interrupt import TrainingInterrupted
     from contrastive.training.resume import check_new_run_dir
-    from contrastive.training.train import check_image_count, train
+    from contrastive.training.train import check_batch_fits, check_image_count, train
 
     # Everything since the command started (imports, scanning, planning) counts.
     budget_started = getattr(args, "started", None) or time.perf_counter()
@@ -301,7 +301,10 @@ def run(args: argparse.Namespace) -> int:
 
         folder = ImageFolder.scan(config.data)  # listed once, for the plan and the run
         # The plan of a folder that cannot be trained on would be for nothing.
-        check_image_count(config, min(len(folder), config.max_images or len(folder)), folder.root)
+        count = min(len(folder), config.max_images or len(folder))
+        check_image_count(config, count, folder.root)
+        if "batch_size" in user_settings(args):  # else the planner fits the batch to the data
+            check_batch_fits(config, count, folder.root)
         config, _ = plan_run(config, user_settings(args), folder=folder, started=budget_started)
     if getattr(args, "plan_only", False):
         if not _planned(args):

@@ -302,6 +302,26 @@ def check_image_count(config: TrainConfig, count: int, where: str | Path) -> Non
         )
 
 
+def check_batch_fits(config: TrainConfig, count: int, where: str | Path) -> None:
+    """Refuses a batch larger than the data, before any planning or decoding.
+
+    Args:
+        config: The run's settings (batch size and devices).
+        count: Images found (after ``--max-images``).
+        where: The folder, as named in the message.
+
+    Raises:
+        ContrastiveError: If one batch per process needs more images than there are.
+    """
+    world = expected_world_size(config)
+    if config.batch_size * world > count:
+        raise ContrastiveError(
+            f"batch size {config.batch_size}{f' x {world} processes' if world > 1 else ''} "
+            f"is larger than the data set ({count} images in {where}); "
+            f"use --batch-size {count // world} or less"
+        )
+
+
 def _checked_inputs(
     config: TrainConfig, folder: ImageFolder | None = None
 ) -> tuple[list[Path], dict, int]:
@@ -329,12 +349,7 @@ def _checked_inputs(
     world = expected_world_size(config)
     where = f"{folder.root}{' sampled by --max-images' if len(paths) < len(folder) else ''}"
     check_image_count(config, len(paths), where)
-    if config.batch_size * world > len(paths):
-        raise ContrastiveError(
-            f"batch size {config.batch_size}{f' x {world} processes' if world > 1 else ''} "
-            f"is larger than the data set ({len(paths)} images in {where}); "
-            f"use --batch-size {len(paths) // world} or less"
-        )
+    check_batch_fits(config, len(paths), where)
     check_writable_dir(config.run_dir, min_free_bytes=MIN_FREE_BYTES)
     if _cache_decodes_every_file(config):
         paths, skipped = list(paths), {}

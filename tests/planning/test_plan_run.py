@@ -97,6 +97,21 @@ def test_plan_only_refuses_a_folder_training_would_refuse(
     assert "plan for" not in error
 
 
+def test_a_batch_larger_than_the_folder_is_refused_before_planning(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = write_images(tmp_path / "images", 6, (48, 48))
+    monkeypatch.setattr(
+        "contrastive.planning.plan_run.measured_rate",
+        lambda *_a, **_k: pytest.fail("probed a plan that cannot run"),
+    )
+    args = ["train", "--data", str(images), "--out", str(tmp_path / "run"), "--time-budget", "1m"]
+    assert main([*args, "--batch-size", "8", "--plan-only"]) == 2
+    error = capsys.readouterr().err
+    assert f"batch size 8 is larger than the data set (6 images in {images})" in error
+    assert "use --batch-size 6 or less" in error
+
+
 def flop_proportional_rate(config, hardware, max_seconds: float):
     """A probe that measures nothing: the cheapest network at 800 images/s, others in
     proportion to their FLOPs (the real probe runs in the other tests here)."""
