@@ -381,7 +381,7 @@ def extract_features(
 
 
 def embed_folder(
-    data_dir: str | os.PathLike,
+    data_dir: str | os.PathLike | ImageFolder,
     view_config: ViewConfig,
     extractors: Mapping[str, nn.Module],
     sources: Mapping[str, str] | None = None,
@@ -393,7 +393,7 @@ def embed_folder(
     """Embeds every image of a folder with each extractor, in one pass over the images.
 
     Args:
-        data_dir: Folder of images (class sub-folders give labels).
+        data_dir: Folder of images (class sub-folders give labels), or its scan.
         view_config: Its input size and normalisation define the evaluation transform.
         extractors: ``{feature name: module}``; see :func:`extract_features`.
         sources: ``{feature name: checkpoint description}`` stored in each result.
@@ -405,7 +405,7 @@ def embed_folder(
     Returns:
         ``{feature name: Embeddings}``.
     """
-    folder = ImageFolder.scan(data_dir)
+    folder = data_dir if isinstance(data_dir, ImageFolder) else ImageFolder.scan(data_dir)
     labels, classes = folder.labels()
     on_gpu = torch.device(device).type == "cuda"
     loader = image_loader(folder, view_config, batch_size, num_workers, pin_memory=on_gpu)
@@ -478,7 +478,7 @@ def embed_images(
     Args:
         source: Run folder, checkpoint (see :func:`~contrastive.encoder.load_encoder`) or
             an already loaded :class:`~contrastive.encoder.Encoder`.
-        data_dir: Folder of images (class sub-folders give labels).
+        data_dir: Folder of images (class sub-folders give labels), or its scan.
         projection_head: Embed with the projection head's output instead of the backbone
             features (needs a Lightning checkpoint), as ``embed --projection-head``.
         batch_size: Images per batch.

@@ -13,13 +13,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from contrastive.data.folder import IMAGE_EXTENSIONS
+from contrastive.data.folder import IMAGE_EXTENSIONS, ImageFolder
 from contrastive.embeddings import Embeddings, RawPixels, embed_folder, load_embeddings
 from contrastive.encoder import Encoder, feature_extractor, load_encoder, random_init_encoder
 from contrastive.errors import ContrastiveError
+from contrastive.evaluation.labels import check_label_sets
 from contrastive.files import same_path
 
 MODEL, RANDOM_INIT, RAW_PIXELS = "model", "random_init", "raw_pixels"
@@ -87,13 +89,53 @@ def evaluation_inputs(
     if baselines and encoder is None:
         encoder = _recorded_encoder(train)
     extras: dict[str, nn.Module] = baseline_extractors(encoder, settings.seed) if baselines else {}
-    sets = [
-        _feature_sets(Path(path).expanduser(), name, encoder, extras, settings)
-        for path, name in ((train, "--train"), (test, "--test"))
-    ]
+    train_path, test_path = Path(train).expanduser(), Path(test).expanduser()
+    train_input = _open_input(train_path, "--train", encoder)
+    test_input = (
+        train_input
+        if isinstance(train_input, ImageFolder) and same_path(train_path, test_path)
+        else _open_input(test_path, "--test", encoder)
+    )
+    # Before any image is embedded: a test class the training set lacks used to be found
+    # only after the model and its baselines had embedded both folders.
+    check_label_sets(
+        *_labels_of(train_input), *_labels_of(test_input), f"--train {train}", f"--test {test}"
+    )
+    sets = [_feature_sets(train_input, train_path, "--train", encoder, extras, settings)]
+    sets.append(
+        sets[0]  # one folder given twice is embedded once
+        if test_input is train_input
+        else _feature_sets(test_input, test_path, "--test", encoder, extras, settings)
+    )
     if encoder is not None:
         _warn_unused_encoder(encoder, [sets[0][MODEL], sets[1][MODEL]])
     return {name: (sets[0][name], sets[1][name]) for name in sets[0]}
+
+
+def _open_input(path: Path, name: str, encoder: Encoder | None) -> ImageFolder | Embeddings:
+    """The folder (scanned) or embeddings file (loaded) given as ``name``."""
+    if path.is_dir():
+        if encoder is None:
+            raise ContrastiveError(f"{name} {path} is a folder: give --run or --checkpoint")
+        return ImageFolder.scan(path)
+    if not path.exists():
+        raise ContrastiveError(
+            f"{name} {path} not found: give a folder of class sub-folders or an embeddings .npz"
+        )
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        raise ContrastiveError(
+            f"{name} {path} is one image: give its folder of class sub-folders, or an "
+            "embeddings .npz"
+        )
+    return load_embeddings(path)
+
+
+def _labels_of(opened: ImageFolder | Embeddings) -> tuple[np.ndarray, list[str], list[str]]:
+    """``(labels, classes, paths)`` of a scanned folder or a loaded embeddings file."""
+    if isinstance(opened, ImageFolder):
+        labels, classes = opened.labels()
+        return labels, classes, opened.relative_paths()
+    return opened.labels, [str(c) for c in opened.classes], [str(p) for p in opened.paths]
 
 
 def _warn_unused_encoder(encoder: Encoder, models: list[Embeddings]) -> None:
@@ -113,15 +155,15 @@ def _warn_unused_encoder(encoder: Encoder, models: list[Embeddings]) -> None:
 
 
 def _feature_sets(
+    opened: ImageFolder | Embeddings,
     path: Path,
     name: str,
     encoder: Encoder | None,
     extras: Mapping[str, nn.Module],
     settings: EmbedSettings,
 ) -> dict[str, Embeddings]:
-    if path.is_dir():
-        if encoder is None:
-            raise ContrastiveError(f"{name} {path} is a folder: give --run or --checkpoint")
+    if isinstance(opened, ImageFolder):
+        assert encoder is not None  # _open_input refused a folder without one
         feature = "projector" if settings.projector else "backbone"
         extractors = {MODEL: feature_extractor(encoder, settings.projector), **extras}
         sources = {
@@ -129,19 +171,10 @@ def _feature_sets(
             RANDOM_INIT: f"random init (seed {settings.seed})",
             RAW_PIXELS: "raw pixels",
         }
-        embedded = _embed(path, encoder, extractors, sources, settings)
+        embedded = _embed(opened, encoder, extractors, sources, settings)
         embedded[MODEL].feature = feature
         return embedded
-    if not path.exists():
-        raise ContrastiveError(
-            f"{name} {path} not found: give a folder of class sub-folders or an embeddings .npz"
-        )
-    if path.suffix.lower() in IMAGE_EXTENSIONS:
-        raise ContrastiveError(
-            f"{name} {path} is one image: give its folder of class sub-folders, or an "
-            "embeddings .npz"
-        )
-    model = load_embeddings(path)
+    model = opened
     if not extras:
         return {MODEL: model}
     folder = model.data_root
@@ -157,7 +190,7 @@ def _feature_sets(
 
 
 def _embed(
-    folder: Path,
+    folder: Path | ImageFolder,
     encoder: Encoder,
     extractors: Mapping[str, nn.Module],
     sources: Mapping[str, str],

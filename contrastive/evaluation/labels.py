@@ -56,16 +56,17 @@ def labeled_pair(
             holds one class only, their widths or kinds of feature differ, or the test set
             has classes the training set lacks.
     """
-    check_labels(train.labels, train.classes, train_name, train.paths)
-    check_labels(test.labels, test.classes, test_name, test.paths)
+    test_labels = check_label_sets(
+        train.labels,
+        train.classes,
+        train.paths,
+        test.labels,
+        test.classes,
+        test.paths,
+        train_name,
+        test_name,
+    )
     _warn_shared_images(train, test, train_name, test_name)
-    present = np.unique(train.labels)
-    if len(present) < 2:
-        # Every prediction would be that class: 100% that says nothing.
-        raise ContrastiveError(
-            f"{train_name} holds one class ({train.classes[int(present[0])]}): accuracy "
-            "needs images of at least two classes"
-        )
     if train.feature != test.feature:
         raise ContrastiveError(
             f"{train_name} holds {train.feature} features, {test_name} {test.feature} "
@@ -84,7 +85,6 @@ def labeled_pair(
             f"embedding widths differ: {train_name} has {train.embeddings.shape[1]}-d, "
             f"{test_name} has {test.embeddings.shape[1]}-d features"
         )
-    test_labels = align_test_labels(train.classes, test.labels, test.classes, train_name, test_name)
     return LabeledPair(
         train_features=torch.from_numpy(np.ascontiguousarray(train.embeddings, np.float32)),
         train_labels=torch.from_numpy(train.labels.astype(np.int64)),
@@ -92,6 +92,47 @@ def labeled_pair(
         test_labels=torch.from_numpy(test_labels),
         classes=[str(c) for c in train.classes],
     )
+
+
+def check_label_sets(
+    train_labels: np.ndarray,
+    train_classes: Sequence[str],
+    train_paths: Sequence[str] | None,
+    test_labels: np.ndarray,
+    test_classes: Sequence[str],
+    test_paths: Sequence[str] | None,
+    train_name: str = "--train",
+    test_name: str = "--test",
+) -> np.ndarray:
+    """The checks of :func:`labeled_pair` that need labels only (so run before embedding).
+
+    Args:
+        train_labels: ``(N,)`` indices into ``train_classes``; -1 outside class folders.
+        train_classes: Training class names.
+        train_paths: The training images, to name one in a message (or None).
+        test_labels: ``(M,)`` indices into ``test_classes``.
+        test_classes: Test class names.
+        test_paths: The test images, likewise.
+        train_name: The training input's name in messages.
+        test_name: The test input's name in messages.
+
+    Returns:
+        ``(M,)`` int64 test labels as indices into ``train_classes``.
+
+    Raises:
+        ContrastiveError: If either holds unlabeled images or nothing, the training set
+            holds one class only, or the test set has classes the training set lacks.
+    """
+    check_labels(train_labels, train_classes, train_name, train_paths)
+    check_labels(test_labels, test_classes, test_name, test_paths)
+    present = np.unique(train_labels)
+    if len(present) < 2:
+        # Every prediction would be that class: 100% that says nothing.
+        raise ContrastiveError(
+            f"{train_name} holds one class ({train_classes[int(present[0])]}): accuracy "
+            "needs images of at least two classes"
+        )
+    return align_test_labels(train_classes, test_labels, test_classes, train_name, test_name)
 
 
 def _warn_shared_images(

@@ -163,14 +163,19 @@ def test_unlabeled_folder_is_refused(
     assert "--test" in error and "unlabeled" in error
 
 
-def test_unseen_test_class_is_refused(
+def test_unseen_test_class_is_refused_before_anything_is_embedded(
     run_dir: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture,
     make_colour_folder: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     train = make_colour_folder(tmp_path / "train", 2, seed=0, classes=("blue", "green"))
     test = make_colour_folder(tmp_path / "test", 2, seed=1, classes=("blue", "red"))
+    monkeypatch.setattr(
+        "contrastive.evaluation.inputs.embed_folder",
+        lambda *_a, **_k: pytest.fail("embedded before the classes were checked"),
+    )
     error = one_line_error(
         capsys,
         "eval",
@@ -181,6 +186,7 @@ def test_unseen_test_class_is_refused(
         test,
         "--run",
         run_dir,
+        "--baselines",
         "--k",
         "1",
         "--no-progress",
