@@ -252,6 +252,23 @@ def load_embeddings(
         raise ContrastiveError(f"{file}: {error}") from error
 
 
+def recorded_data_root(path: str | os.PathLike) -> Path | None:
+    """The image folder an embeddings file records (None if it records none), read alone.
+
+    Raises:
+        ContrastiveError: If the file is missing or not an ``.npz``.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ContrastiveError(f"embeddings file not found: {file}")
+    try:
+        with np.load(file, allow_pickle=False) as content:
+            recorded = str(content["data_root"]) if "data_root" in content.files else ""
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise ContrastiveError(f"cannot read {file} as an embeddings .npz: {error}") from error
+    return Path(recorded) if recorded else None
+
+
 class RawPixels(nn.Module):
     """The network input itself, as a baseline: ``(B, 3, H, W)`` -> ``(B, 3 * s * s)``.
 

@@ -29,7 +29,12 @@ from contrastive.curation.pipeline import (
 )
 from contrastive.curation.selection import SELECTION_METHODS
 from contrastive.data.near_copies import DEFAULT_THRESHOLD
-from contrastive.embeddings import Embeddings, load_embeddings, save_embeddings
+from contrastive.embeddings import (
+    Embeddings,
+    load_embeddings,
+    recorded_data_root,
+    save_embeddings,
+)
 from contrastive.encoder import Encoder
 from contrastive.errors import ContrastiveError
 from contrastive.files import same_path
@@ -57,7 +62,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="embeddings of --data written by `contrastive embed` (instead of --run)",
     )
-    parser.add_argument("--data", required=True, type=Path, help="image folder to curate")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="image folder to curate (with --embeddings: by default the folder they record)",
+    )
     parser.add_argument("--out", required=True, type=output_folder, help="report folder to write")
     parser.add_argument(
         "--against",
@@ -110,6 +119,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-sheets", action="store_true", help="write CSV files only")
     add_compute_arguments(parser)
     parser.set_defaults(func=run)
+
+
+def _recorded_folder(embeddings: Path | None) -> Path:
+    """The image folder an embeddings file records, standing in for a missing ``--data``."""
+    if embeddings is None:
+        raise ContrastiveError("--data is required: the image folder to curate")
+    recorded = recorded_data_root(embeddings)
+    if recorded is None or not recorded.is_dir():
+        raise ContrastiveError(
+            f"give --data: {embeddings} records no existing image folder ({str(recorded or '')!r})"
+        )
+    print(f"curating {recorded} (the folder {embeddings} was embedded from)")
+    return recorded
 
 
 def embeddings_from_args(
@@ -236,6 +258,8 @@ def listed_rows(path: Path, dataset: Embeddings) -> np.ndarray:
 
 def run(args: argparse.Namespace) -> int:
     """Curates ``--data`` and writes the report to ``--out``."""
+    if args.data is None:
+        args.data = _recorded_folder(args.embeddings)
     if args.against is not None and not args.against.is_dir():
         raise ContrastiveError(f"--against {args.against} is not a folder")
     if args.link_selected and args.select is None:

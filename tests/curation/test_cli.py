@@ -6,6 +6,7 @@ import csv
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -71,9 +72,11 @@ def test_curate_writes_every_list(
     # The embeddings made with --run are kept, and a second curation reads them instead.
     saved = out / "embeddings.npz"
     assert f"embeddings saved to {saved}" in printed
-    second = ["curate", "--embeddings", saved, "--data", folders["data"], "--out", out]
+    # --data defaults to the folder the embeddings record (before: "--data is required").
+    second = ["curate", "--embeddings", saved, "--out", out]
     assert run_cli(*second, "--select", 2, "--no-progress", "--no-sheets") == 0
     printed = capsys.readouterr().out
+    assert f"curating {folders['data']} (the folder {saved} was embedded from)" in printed
     assert "embeddings saved" not in printed
     assert f"report: {out} (summary.md, CSV files)" in printed  # --no-sheets: no PNG named
     assert "duplicate groups: 1 (3 images, 1 exact copies)" in printed
@@ -86,15 +89,29 @@ def one_line_error(capsys: pytest.CaptureFixture) -> str:
     return err
 
 
+def test_embeddings_of_a_folder_gone_need_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    moved = tmp_path / "moved.npz"
+    np.savez(
+        moved,
+        embeddings=np.zeros((2, 4), np.float32),
+        paths=np.array(["a.png", "b.png"]),
+        data_root=np.asarray(str(tmp_path / "gone")),
+    )
+    assert run_cli("curate", "--embeddings", moved, "--out", tmp_path / "r") == 2
+    assert one_line_error(capsys) == (
+        f"error: give --data: {moved} records no existing image folder ('{tmp_path / 'gone'}')"
+    )
+
+
 def test_missing_run_or_data_is_one_line(
     run_dir: Path, folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     assert run_cli("curate", "--data", folders["data"], "--out", tmp_path / "r") == 2
     assert "curate needs --run" in one_line_error(capsys)
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli("curate", "--run", run_dir, "--out", tmp_path / "r")
-    assert exit_info.value.code == 2
-    assert "--data" in one_line_error(capsys)
+    assert run_cli("curate", "--run", run_dir, "--out", tmp_path / "r") == 2
+    assert one_line_error(capsys) == "error: --data is required: the image folder to curate"
 
 
 def test_bad_requests_are_named(
