@@ -26,7 +26,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     health.set_defaults(func=run_health)
 
     compare = subparsers.add_parser("compare-runs", help=COMPARE_HELP, description=COMPARE_HELP)
-    compare.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="run directories")
+    compare.add_argument(
+        "runs",
+        type=Path,
+        nargs="+",
+        metavar="RUN",
+        help="run directories, or a folder holding runs (each of its runs is compared)",
+    )
     compare.add_argument(
         "--by",
         metavar="MEASURE",
@@ -58,13 +64,14 @@ def run_compare(args: argparse.Namespace) -> int:
         read_run_health,
     )
 
-    if len(args.runs) < 2:
+    given = [run for path in args.runs for run in _runs_in(path)]
+    if len(given) < 2:
         raise ContrastiveError("compare-runs needs at least two run directories")
     measure = args.by or RANKING_MEASURE
-    unique = list(dict.fromkeys(run.resolve() for run in args.runs))
+    unique = list(dict.fromkeys(run.resolve() for run in given))
     if len(unique) < 2:
         raise ContrastiveError("compare-runs needs at least two different run directories")
-    if len(unique) < len(args.runs):
+    if len(unique) < len(given):
         print("warning: a run given twice is ranked once", file=sys.stderr)
     runs = []
     for run in unique:
@@ -97,3 +104,21 @@ def run_compare(args: argparse.Namespace) -> int:
         print(f"warning: unfinished run(s): {', '.join(unfinished)}", file=sys.stderr)
     print(comparison_table(rank_runs(runs, measure), measure))
     return 0
+
+
+def _runs_in(path: Path) -> list[Path]:
+    """``[path]`` for a run directory; for a folder of runs (``runs/``), its runs, sorted."""
+    from contrastive.data.folder import RUN_MARKER
+
+    # Any one marks a run directory: an interrupted run may lack the others.
+    run_files = ("metrics.csv", "config.yaml", RUN_MARKER)
+    if not path.is_dir() or any((path / name).exists() for name in run_files):
+        return [path]
+    runs = sorted(
+        child
+        for child in path.iterdir()
+        if child.is_dir() and any((child / name).exists() for name in run_files)
+    )
+    if runs:
+        print(f"{path}: comparing its {len(runs)} run(s)", file=sys.stderr)
+    return runs or [path]

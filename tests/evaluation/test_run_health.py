@@ -80,6 +80,13 @@ def test_compare_runs_orders_best_first_by_the_measure(tmp_path: Path, capsys) -
     assert lines[0].startswith(f"ranked by {RANKING_MEASURE}")
     assert [line.split()[1].rsplit("/", 1)[-1] for line in lines[2:]] == ["best", "middle", "worst"]
 
+    # A folder of runs stands for its runs (before: "needs at least two run directories").
+    (tmp_path / "notes").mkdir()
+    assert main(["compare-runs", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == lines
+    assert f"{tmp_path}: comparing its 3 run(s)" in captured.err
+
 
 def test_health_command_writes_the_figure_and_a_verdict(tmp_path: Path, capsys) -> None:
     run_dir = write_run(tmp_path / "run", [5.0, 20.0, 40.0])
