@@ -99,6 +99,7 @@ class Curation:
         seconds: Wall-clock seconds of each step.
         left_out: Images of the folder without embeddings, relative to it (embedding skips
             files that cannot be decoded), so the report can name what it did not look at.
+        label_issues_skipped: Why label mistakes were not looked for (None if they were).
     """
 
     dataset: Embeddings
@@ -114,6 +115,7 @@ class Curation:
     leaks: list[DuplicateGroup] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     left_out: list[str] = field(default_factory=list)
+    label_issues_skipped: str | None = None
 
     @property
     def outlier_order(self) -> np.ndarray:
@@ -189,11 +191,11 @@ def images_left_out(dataset: Embeddings) -> list[str]:
     return sorted(set(images) - _embedded_paths(dataset))
 
 
-def _check_curation_inputs(dataset: Embeddings, settings: CurationSettings) -> bool:
+def _check_curation_inputs(dataset: Embeddings, settings: CurationSettings) -> str | None:
     """Refuses what :func:`curate` cannot do, with one line naming the problem.
 
     Returns:
-        Whether the folder has labels of at least two classes (for label mistakes).
+        Why label mistakes are not looked for, or None when they are.
     """
     count = len(dataset)
     if count < 3:
@@ -213,11 +215,17 @@ def _check_curation_inputs(dataset: Embeddings, settings: CurationSettings) -> b
             f"label-mistake detection needs class sub-folders with at least two classes; "
             f"{root} has {'one class' if dataset.is_labeled else 'none'}"
         )
-    if labeled and settings.label_issues == "auto" and np.bincount(given).max() < 2:
-        # Asked for explicitly, find_label_issues says why it cannot; "auto" just skips.
+    if settings.label_issues == "no":
+        return "not asked for"
+    if settings.label_issues == "yes":
+        return None  # find_label_issues says why, if it cannot
+    if not labeled:
+        # Said in the summary: a silently missing section reads as "no mistakes found".
+        return "the folder has one class" if dataset.is_labeled else "no class sub-folders"
+    if np.bincount(given).max() < 2:
         log.warning("label mistakes skipped: no class has 2 labeled images to cross-validate")
-        return False
-    return labeled
+        return "no class has 2 labelled images to cross-validate"
+    return None
 
 
 def _copies(
@@ -298,7 +306,7 @@ def curate(
             selection is larger than the folder, or the folder has fewer than 3 images.
     """
     settings = settings or CurationSettings()
-    labeled = _check_curation_inputs(dataset, settings)
+    label_issues_skipped = _check_curation_inputs(dataset, settings)
     count = len(dataset)
     # Each step below runs for minutes on 10^5 images: say which one is running.
     say = log.info if progress else log.debug
@@ -321,7 +329,7 @@ def curate(
     unusual = unusual_groups(space, seed=settings.seed)
     laps.lap("outliers")
     issues = None
-    if settings.label_issues == "yes" or (settings.label_issues == "auto" and labeled):
+    if label_issues_skipped is None:
         with_labels = int((dataset.labels >= 0).sum())
         say("label mistakes: %d-fold probe on %d labelled images", settings.folds, with_labels)
         issues = find_label_issues(
@@ -356,4 +364,5 @@ def curate(
         leaks,
         laps.seconds,
         images_left_out(dataset) if left_out is None else list(left_out),
+        label_issues_skipped,
     )

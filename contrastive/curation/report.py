@@ -239,6 +239,8 @@ def summary_text(summary: dict[str, object]) -> str:
             "that is, the more of these flags are the probe's own mistakes)"
         )
         lines += _weak_probe_warning(summary)
+    elif summary.get("label_issues_skipped"):
+        lines.append(f"- label mistakes: not looked for ({summary['label_issues_skipped']})")
     if "selected" in counts:
         beside = ""
         if counts.get("already_labelled"):
@@ -337,6 +339,7 @@ def _summary(curation: Curation) -> dict[str, object]:
         "counts": counts,
         "label_probe_accuracy": probe_accuracy,
         "label_largest_class_share": largest_share,
+        "label_issues_skipped": curation.label_issues_skipped,
         "seconds": curation.seconds,
     }
 

@@ -98,8 +98,30 @@ def test_auto_label_check_skips_classes_of_one_image(
         ["a", "b", "c", "d"],
         data_root=tmp_path / "data",
     )
-    assert curate(dataset).label_issues is None
+    curation = curate(dataset)
+    assert curation.label_issues is None
     assert "no class has 2 labeled images" in caplog.text
+    assert curation.label_issues_skipped == "no class has 2 labelled images to cross-validate"
+
+
+@pytest.mark.parametrize(
+    ("labels", "classes", "mode", "said"),
+    [
+        (None, [], "auto", "no class sub-folders"),
+        (np.zeros(18, np.int64), ["a"], "auto", "the folder has one class"),
+        (np.repeat(np.arange(3), 6), ["a", "b", "c"], "no", "not asked for"),
+    ],
+)
+def test_the_summary_says_why_label_mistakes_were_not_looked_for(
+    tmp_path: Path, make_textured_folder, labels, classes, mode: str, said: str
+) -> None:
+    dataset = embedded_folder(tmp_path / "data", make_textured_folder)
+    dataset = Embeddings(
+        dataset.embeddings, dataset.paths, labels, classes, data_root=dataset.data_root
+    )
+    summary = write_report(curate(dataset, CurationSettings(label_issues=mode)), tmp_path / "r")
+    # Before: no line at all, which reads as "no mistakes found".
+    assert f"- label mistakes: not looked for ({said})" in summary_text(summary)
 
 
 def test_the_summary_says_how_far_the_label_probe_agrees_with_the_labels(
