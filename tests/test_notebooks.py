@@ -140,6 +140,7 @@ def test_notebooks_run(
         "CONTRASTIVE_NOTEBOOK_BUDGET",
     ):
         monkeypatch.delenv(key, raising=False)
+    printed = {}
     for path in NOTEBOOKS:
         book = nbformat.read(path, as_version=4)
         try:
@@ -147,6 +148,14 @@ def test_notebooks_run(
         finally:
             # Also after a failure: the executed copy shows the error in its cell.
             nbformat.write(book, ARTIFACTS / path.name)
+        printed[path.name] = "".join(
+            output.get("text", "") for cell in book.cells for output in cell.get("outputs", [])
+        )
+
+    # Training in a notebook says what it does, as on the command line, without Lightning's
+    # banners (before: "GPU available: False, used: False" and no line of ours).
+    assert "training on 250 images" in printed["01_quickstart.ipynb"]
+    assert "GPU available" not in printed["01_quickstart.ipynb"]
 
     missing = [name for name in EXPECTED_FIGURES if not (out / name).is_file()]
     assert not missing, f"figures not saved: {missing}"

@@ -15,6 +15,7 @@ import time
 import warnings
 from collections.abc import Sequence
 
+from contrastive.console import quiet_third_party_logs
 from contrastive.errors import ContrastiveError, user_message
 
 SUBCOMMAND_MODULES = (
@@ -83,16 +84,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-def quiet_third_party_logs(verbose: bool = False) -> None:
-    """Hides Lightning's banners and tips; our own messages say what matters."""
-    level = logging.INFO if verbose else logging.WARNING
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning"):
-        logging.getLogger(name).setLevel(level)
-    if not verbose:
-        warnings.filterwarnings("ignore", module="pytorch_lightning")
-        warnings.filterwarnings("ignore", module="lightning_fabric")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from pytorch_lightning.loggers import (
 )
 from pytorch_lightning.utilities import rank_zero_only
 
+from contrastive.console import show_messages
 from contrastive.data.cache import CachedImageLoader
 from contrastive.data.folder import (
     RUN_MARKER,
@@ -188,6 +189,7 @@ def train(
             (a KeyboardInterrupt; the message says how to resume).
     """
     started = time.perf_counter() if budget_started is None else budget_started
+    show_messages()
     config, checkpoint = resolve_resume(config, resume)
     progress = checkpoint_progress(checkpoint) if checkpoint is not None else None
     if checkpoint is not None and progress is not None and finished(config, progress):

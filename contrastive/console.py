@@ -1,0 +1,44 @@
+"""What runs print: contrastive's own messages, not Lightning's banners and tips.
+
+The command line configures logging itself. Called from Python (a notebook, a script) with
+logging left unconfigured, Python shows warnings only, so a run's plan and epoch lines were
+lost, while Lightning, which adds its own handler, printed its banners, a tip and one
+"weights_only" line per checkpoint. :func:`show_messages` does for contrastive what
+Lightning does for itself, and only where nobody configured logging.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+
+_LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning")
+
+
+def quiet_third_party_logs(verbose: bool = False) -> None:
+    """Hides Lightning's banners and tips; our own messages say what matters."""
+    level = logging.INFO if verbose else logging.WARNING
+    for name in _LIGHTNING_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+    if not verbose:
+        warnings.filterwarnings("ignore", module="pytorch_lightning")
+        warnings.filterwarnings("ignore", module="lightning_fabric")
+
+
+def show_messages() -> None:
+    """Prints contrastive's messages (INFO and up) to stderr where logging is unconfigured.
+
+    Leaves everything as it is when the root logger has a handler (``logging.basicConfig``,
+    the command line, pytest) or contrastive's logger already has one.
+    """
+    ours = logging.getLogger("contrastive")
+    if logging.getLogger().handlers or ours.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    ours.addHandler(handler)
+    if ours.level == logging.NOTSET:
+        ours.setLevel(logging.INFO)
+    ours.propagate = False  # a root handler added later would print each line twice
+    quiet_third_party_logs()

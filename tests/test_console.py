@@ -1,0 +1,51 @@
+"""Where nobody configured logging (a notebook), a run shows its own messages, not Lightning's."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator
+
+import pytest
+
+from contrastive.console import show_messages
+
+LOGGERS = ("contrastive", "pytorch_lightning", "lightning.pytorch")
+
+
+@pytest.fixture
+def unconfigured(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """contrastive's logger as in a fresh notebook; every logger touched is put back."""
+    saved = {
+        name: (logging.getLogger(name).level, logging.getLogger(name).propagate) for name in LOGGERS
+    }
+    monkeypatch.setattr(logging.getLogger("contrastive"), "handlers", [])
+    logging.getLogger("contrastive").setLevel(logging.NOTSET)
+    logging.getLogger("lightning.pytorch").setLevel(logging.INFO)  # as Lightning sets it
+    with warnings.catch_warnings():
+        yield
+    for name, (level, propagate) in saved.items():
+        logging.getLogger(name).setLevel(level)
+        logging.getLogger(name).propagate = propagate
+
+
+def test_messages_are_shown_once_and_lightning_info_is_hidden(
+    unconfigured: None, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Here, not in the fixture: pytest adds its capture handler to the root for each phase.
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    show_messages()
+    show_messages()  # a second run adds no second handler
+    logging.getLogger("contrastive.training.budget").info("time budget 20s: 194 steps")
+    logging.getLogger("lightning.pytorch").info("GPU available: False, used: False")
+    # Before: nothing of ours (Python shows warnings only), and Lightning's banner.
+    assert capsys.readouterr().err == "time budget 20s: 194 steps\n"
+
+
+def test_configured_logging_is_left_alone(
+    unconfigured: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logging.getLogger(), "handlers", [logging.NullHandler()])
+    show_messages()
+    assert logging.getLogger("contrastive").handlers == []
+    assert logging.getLogger("lightning.pytorch").level == logging.INFO
