@@ -60,8 +60,9 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", 
 #: A scan says how many images it has found after every this many (255,000 took 12 s).
 SCAN_PROGRESS_IMAGES = 100_000
 
-# Background colour used when flattening transparent images: white, as image viewers do.
-_BACKGROUND = (255, 255, 255)
+# What transparent pixels become (see load_rgb); white is what image viewers show.
+_BACKGROUNDS = ("white", "opaque_mean")
+_WHITE = (255, 255, 255)
 
 DEFAULT_MAX_BAD_FRACTION = 0.1
 
@@ -227,7 +228,9 @@ def _warn_walk_error(error: OSError) -> None:
     warnings.warn(f"cannot read folder {error.filename}: {error.strerror}", stacklevel=2)
 
 
-def load_rgb(path: str | os.PathLike, min_side: int | None = None) -> Image.Image:
+def load_rgb(
+    path: str | os.PathLike, min_side: int | None = None, background: str = "white"
+) -> Image.Image:
     """Decodes an image file of any mode into an 8-bit RGB image.
 
     EXIF orientation is applied; transparency is composited onto white; 16-bit and float
@@ -239,6 +242,9 @@ def load_rgb(path: str | os.PathLike, min_side: int | None = None) -> Image.Imag
         min_side: If given, a JPEG may be decoded at 1/2, 1/4 or 1/8 scale in the DCT domain
             (PIL's ``draft``) as long as its short side stays at least this many pixels:
             a 4000 px photo stored at 64 px then decodes about 10x faster.
+        background: What transparent pixels become: ``"white"``, as image viewers show
+            them, or ``"opaque_mean"``, the mean colour of the visible pixels, so that a
+            transparent area adds nothing to a comparison made after subtracting the mean.
 
     Returns:
         A fully loaded RGB ``PIL.Image``.
@@ -257,7 +263,7 @@ def load_rgb(path: str | os.PathLike, min_side: int | None = None) -> Image.Imag
                 image.draft(None, (math.ceil(image.width * scale), math.ceil(image.height * scale)))
         image.load()
         image = ImageOps.exif_transpose(image)
-        return to_rgb(image)
+        return to_rgb(image, background)
 
 
 def open_image(path: str | os.PathLike) -> Image.Image:
@@ -335,22 +341,36 @@ def _over_pixel_limit(
     )
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image, background: str = "white") -> Image.Image:
     """Converts a decoded PIL image of any mode to 8-bit RGB.
 
     Transparent pixels (alpha channel or a ``transparency`` colour/palette entry) are
-    composited onto white; 16-bit, 32-bit and float grayscale is rescaled, not clipped
-    (rule: :func:`_rescale_to_8bit`).
+    composited onto ``background`` (see :func:`load_rgb`); 16-bit, 32-bit and float
+    grayscale is rescaled, not clipped (rule: :func:`_rescale_to_8bit`).
     """
+    if background not in _BACKGROUNDS:
+        raise ValueError(f"background must be one of {', '.join(_BACKGROUNDS)}, got {background!r}")
     if image.mode in _HIGH_BIT_DEPTH_MODES:
         return _rescale_to_8bit(image).convert("RGB")
     if image.mode in _ALPHA_MODES or "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode == "RGBA":
-        background = Image.new("RGB", image.size, _BACKGROUND)
-        background.paste(image, mask=image.getchannel("A"))
-        return background
+        colour = _WHITE if background == "white" else _opaque_mean(image)
+        flat = Image.new("RGB", image.size, colour)
+        flat.paste(image, mask=image.getchannel("A"))
+        return flat
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _opaque_mean(image: Image.Image) -> tuple[int, int, int]:
+    """The alpha-weighted mean colour of an RGBA image (white if nothing is visible)."""
+    pixels = np.asarray(image, dtype=np.float64)
+    weights = pixels[..., 3] / 255.0
+    total = weights.sum()
+    if total == 0:
+        return _WHITE
+    mean = (pixels[..., :3] * weights[..., None]).sum(axis=(0, 1)) / total
+    return (int(round(mean[0])), int(round(mean[1])), int(round(mean[2])))
 
 
 def _rescale_to_8bit(image: Image.Image) -> Image.Image:

@@ -334,3 +334,13 @@ def test_high_bit_depth_images_are_rescaled_by_one_rule(
 
     assert np.asarray(image)[0, :, 0].tolist() == expected
     assert np.asarray(image).std(axis=2).max() == 0  # grey stays grey
+
+
+def test_transparency_becomes_white_or_the_visible_pixels_mean() -> None:
+    pixels = np.zeros((2, 2, 4), np.uint8)
+    pixels[0, 0] = (200, 100, 0, 255)
+    pixels[0, 1] = (0, 100, 200, 255)
+    image = Image.fromarray(pixels)
+    assert to_rgb(image).getpixel((1, 1)) == (255, 255, 255)
+    assert to_rgb(image, background="opaque_mean").getpixel((1, 1)) == (100, 100, 100)
+    assert to_rgb(image, background="opaque_mean").getpixel((0, 0)) == (200, 100, 0)

@@ -98,3 +98,21 @@ def test_flat_and_unreadable_images_match_nothing(tmp_path: Path) -> None:
 def test_bad_threshold_is_one_line_error() -> None:
     with pytest.raises(ContrastiveError, match="threshold"):
         near_copy_pairs(torch.zeros(2, 4), threshold=1.5)
+
+
+def test_pictures_sharing_a_transparent_half_are_not_copies(tmp_path: Path) -> None:
+    paths = []
+    for index, image in enumerate(originals(6)):
+        pixels = np.array(image.convert("RGBA"))
+        pixels[:, : pixels.shape[1] // 2, 3] = 0  # a cut-out: the left half transparent
+        paths.append(tmp_path / f"{index}.png")
+        Image.fromarray(pixels).save(paths[-1])
+    copy = tmp_path / "copy.png"
+    Image.open(paths[0]).resize((40, 40)).save(copy)
+
+    prints = image_fingerprints([*paths, copy])
+    similarity = prints @ prints.T
+    distinct = similarity[:6, :6][~torch.eye(6, dtype=torch.bool)]
+    # Before (transparency as white): 0.92-0.99 between distinct pictures.
+    assert float(distinct.max()) < 0.8
+    assert float(similarity[0, 6]) > 0.98
