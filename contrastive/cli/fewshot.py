@@ -29,6 +29,7 @@ from contrastive.evaluation.fewshot_report import (
     LeakCheck,
     few_label_comparison,
     fewshot_table,
+    gain_table,
     plot_fewshot,
 )
 from contrastive.evaluation.inputs import MODEL, EmbedSettings, evaluation_inputs
@@ -133,6 +134,8 @@ def run_fewshot(args: argparse.Namespace, settings: EmbedSettings) -> int:
         "draws": args.draws,
         "seed": args.seed,
         "interval": "95% Student-t interval over draws (spread of which images are labeled)",
+        "gain_interval": "paired difference of the first feature set and each other; 95% "
+        "normal interval over draws and test images",
         "knn": f"weighted kNN, cosine, exp(sim/T), T={args.temperature}, "
         f"k=min({args.k}, labeled images)",
         "linear": "logistic regression on features standardised with the whole training "
@@ -146,10 +149,10 @@ def run_fewshot(args: argparse.Namespace, settings: EmbedSettings) -> int:
         "test_count": len(test),
         "classes": comparison.classes,
     }
-    report = build_report(
-        "fewshot", settings_report, data, _source(train), comparison.to_dict()["results"]
-    )
-    report["leak_check"] = comparison.to_dict()["leak_check"]
+    summary = comparison.to_dict()
+    report = build_report("fewshot", settings_report, data, _source(train), summary["results"])
+    report["gains"] = summary["gains"]
+    report["leak_check"] = summary["leak_check"]
     write_report(report, out / "fewshot.json")
     markdown = _markdown(comparison.results, comparison.leak_check, comparison.classes)
     write_text_atomic(out / "fewshot.md", markdown)
@@ -189,6 +192,15 @@ def _markdown(
         "",
         fewshot_table(results),
     ]
+    if len(results) > 1:
+        lines += [
+            "",
+            "How much the first beats each other one, in top-1 points: mean [95% interval over "
+            "which images are labelled and which test images were drawn; both are scored on "
+            "the same ones].",
+            "",
+            gain_table(results),
+        ]
     short = _short_classes(first.short_classes, classes)
     if short:
         lines += ["", f"Classes with fewer images than a count (all of theirs used): {short}."]

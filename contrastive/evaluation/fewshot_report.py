@@ -29,7 +29,9 @@ from contrastive.evaluation.fewshot import (
     DEFAULT_DRAWS,
     Count,
     FewShotResult,
+    Gain,
     few_label_evaluation,
+    paired_gain,
 )
 from contrastive.evaluation.labels import labeled_pair
 from contrastive.evaluation.report import ROW_NAMES, format_table
@@ -83,11 +85,19 @@ class FewShotComparison:
     classes: list[str]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
+        """JSON-ready dict; ``gains`` are the first feature set's over each other one."""
+        gains = gains_over_others(self.results)
         return {
             "classes": self.classes,
             "leak_check": None if self.leak_check is None else self.leak_check.to_dict(),
             "results": {name: result.to_dict() for name, result in self.results.items()},
+            "gains": {
+                other: {
+                    protocol: {str(count): gain.to_dict() for count, gain in per_count.items()}
+                    for protocol, per_count in per_protocol.items()
+                }
+                for other, per_protocol in gains.items()
+            },
         }
 
     def table(self, subset: str = ALL) -> str:
@@ -240,6 +250,49 @@ def fewshot_table(results: Mapping[str, FewShotResult], subset: str = ALL) -> st
                         f"{100 * score.mean:.1f} [{100 * score.low:.1f}, {100 * score.high:.1f}]"
                     )
             rows.append([ROW_NAMES.get(name, name), protocol, *cells])
+    return format_table(header, rows)
+
+
+def gains_over_others(
+    results: Mapping[str, FewShotResult], subset: str = ALL
+) -> dict[str, dict[str, dict[Count, Gain]]]:
+    """The first feature set's paired top-1 gain over each other one (see :func:`paired_gain`).
+
+    Returns:
+        ``{other name: {protocol: {count: Gain}}}``; empty with one feature set.
+    """
+    names = list(results)
+    if len(names) < 2:
+        return {}
+    first = results[names[0]].scores.get(subset, {})
+    gains: dict[str, dict[str, dict[Count, Gain]]] = {}
+    for name in names[1:]:
+        other = results[name].scores.get(subset, {})
+        gains[name] = {
+            protocol: {
+                count: paired_gain(score, other[protocol][count])
+                for count, score in per_count.items()
+            }
+            for protocol, per_count in first.items()
+            if protocol in other
+        }
+    return gains
+
+
+def gain_table(results: Mapping[str, FewShotResult], subset: str = ALL) -> str:
+    """The first feature set's gain over each other one, in top-1 points with its interval."""
+    names = list(results)
+    counts = results[names[0]].counts
+    header = ["gain of", "over", "protocol", *(f"{c}/class" if c != ALL else "all" for c in counts)]
+    first = ROW_NAMES.get(names[0], names[0])
+    rows = []
+    for name, per_protocol in gains_over_others(results, subset).items():
+        for protocol, per_count in per_protocol.items():
+            cells = [
+                f"{100 * gain.mean:+.1f} [{100 * gain.low:+.1f}, {100 * gain.high:+.1f}]"
+                for gain in (per_count[count] for count in counts)
+            ]
+            rows.append([first, ROW_NAMES.get(name, name), protocol, *cells])
     return format_table(header, rows)
 
 
