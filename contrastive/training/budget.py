@@ -185,7 +185,9 @@ class FillTimeBudget(pl.Callback):
     """Re-plans the number of steps during training so the run ends at its deadline.
 
     At a few fractions of the planned steps it measures the step rate of the loop since the
-    previous re-plan and sets the total steps to what fits before ``deadline``. The
+    re-plan before the previous one (two windows, so that one burst of load on a shared
+    machine does not cut the plan by itself) and sets the total steps to what fits before
+    ``deadline``. The
     learning-rate and momentum schedules follow (both are functions of step / total), so the
     run still ends with a finished cosine decay. The step rate drifts during a run (epoch
     ends, checkpoints, other load), so re-plans continue until ``fractions[-1]``; late ones
@@ -238,6 +240,7 @@ class FillTimeBudget(pl.Callback):
         self.check_every_steps = max(1, check_every_steps)
         self.replans: list[tuple[int, int]] = []
         self._window: tuple[int, float] | None = None
+        self._previous_window: tuple[int, float] | None = None
         self._slice_seconds = 0.0
         self._next = 0
 
@@ -273,12 +276,15 @@ class FillTimeBudget(pl.Callback):
             return
         if by_steps:
             self._next += 1
-        seconds_per_step = (now - window_time) / max(1, window_steps)
+        # Over this window and the one before: one window of a passing burst of load (2.8
+        # s/step against 0.1-0.2) had cut 40% of the plan, and the run ended 15 s early.
+        since_step, since_time = self._previous_window or self._window
+        seconds_per_step = (now - since_time) / max(1, step - since_step)
         remaining = self.deadline - now - reserve
         # Past the deadline: training ends with this step.
         new_total = step if overdue else step + max(1, int(remaining / seconds_per_step))
         new_total = trainer.strategy.broadcast(new_total, src=0)
-        self._window = (step, now)
+        self._previous_window, self._window = self._window, (step, now)
         if overdue or abs(new_total - total) > 0.01 * total:
             set_total_steps(trainer, new_total)
             self.replans.append((step, new_total))
