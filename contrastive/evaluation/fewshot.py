@@ -70,14 +70,14 @@ class FewShotScore:
         high: Upper end.
         accuracies: Top-1 of each draw.
         hits: ``(draws, M)`` bool, whether each test image was classified right in each
-            draw (for :func:`paired_gain`; not written to JSON).
+            draw (for :func:`~contrastive.evaluation.metrics.paired_gain`; not in JSON).
     """
 
     mean: float
     low: float
     high: float
     accuracies: list[float]
-    hits: Tensor | None = field(default=None, repr=False, compare=False)
+    hits: Tensor = field(repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready numbers."""
@@ -441,56 +441,6 @@ def _scores(
                 score = FewShotScore(sum(values) / len(values), *t_interval(values), values, hits)
                 scores[subset][protocol][count] = score
     return scores
-
-
-@dataclass(frozen=True)
-class Gain:
-    """How much one feature set beats another in top-1 (fractions; may be negative).
-
-    Attributes:
-        mean: Mean difference over draws.
-        low: Lower end of the 95% interval.
-        high: Upper end.
-    """
-
-    mean: float
-    low: float
-    high: float
-
-    def to_dict(self) -> dict[str, float]:
-        """JSON-ready numbers."""
-        return {"mean": self.mean, "low": self.low, "high": self.high}
-
-
-def paired_gain(
-    score: FewShotScore, baseline: FewShotScore, confidence: float = CONFIDENCE
-) -> Gain:
-    """Top-1 of ``score`` minus ``baseline``'s, scored on the same draws and test images.
-
-    The difference is paired: each draw labels the same images for both, and each test
-    image is classified by both, so the spread both share cancels. Its interval covers
-    which images were labeled (the spread of the per-draw differences over draws) and which
-    test images were drawn (the spread over test images of the per-image difference, averaged
-    over draws), added as variances under a normal approximation. Averaging over draws
-    leaves some of the draw spread in the second term, so the interval errs wide. With
-    one draw (``all`` labels) only the test-image term is left.
-
-    Raises:
-        ContrastiveError: If either score lacks its hits, or they do not match in shape.
-    """
-    if score.hits is None or baseline.hits is None or score.hits.shape != baseline.hits.shape:
-        raise ContrastiveError("a paired gain needs both scores' hits on the same draws and images")
-    difference = score.hits.double() - baseline.hits.double()  # (draws, M), each -1, 0 or 1
-    draws, images = difference.shape
-    if images == 0:
-        return Gain(math.nan, math.nan, math.nan)
-    per_draw = difference.mean(dim=1)
-    mean = float(per_draw.mean())
-    variance = float(per_draw.var()) / draws if draws > 1 else 0.0
-    if images > 1:
-        variance += float(difference.mean(dim=0).var()) / images
-    half = float(scipy.stats.norm.ppf(0.5 + confidence / 2)) * math.sqrt(variance)
-    return Gain(mean, mean - half, mean + half)
 
 
 def _check_inputs(

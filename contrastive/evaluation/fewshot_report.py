@@ -29,11 +29,10 @@ from contrastive.evaluation.fewshot import (
     DEFAULT_DRAWS,
     Count,
     FewShotResult,
-    Gain,
     few_label_evaluation,
-    paired_gain,
 )
 from contrastive.evaluation.labels import labeled_pair
+from contrastive.evaluation.metrics import Gain, paired_gain
 from contrastive.evaluation.report import ROW_NAMES, format_table
 
 #: The test subset without near-copies of training images.
@@ -270,7 +269,7 @@ def gains_over_others(
         other = results[name].scores.get(subset, {})
         gains[name] = {
             protocol: {
-                count: paired_gain(score, other[protocol][count])
+                count: paired_gain(score.hits, other[protocol][count].hits)
                 for count, score in per_count.items()
             }
             for protocol, per_count in first.items()

@@ -9,7 +9,9 @@ matrix is scikit-learn's.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.stats
@@ -121,3 +123,62 @@ def accuracy_interval(accuracy: float, count: int, confidence: float = 0.95) -> 
     hits = round(accuracy * count)
     interval = scipy.stats.binomtest(hits, count).proportion_ci(confidence, method="wilson")
     return float(interval.low), float(interval.high)
+
+
+@dataclass(frozen=True)
+class Gain:
+    """How much one feature set beats another in top-1 (fractions; may be negative).
+
+    Attributes:
+        mean: Mean difference over draws.
+        low: Lower end of the 95% interval.
+        high: Upper end.
+    """
+
+    mean: float
+    low: float
+    high: float
+
+    def to_dict(self) -> dict[str, float]:
+        """JSON-ready numbers."""
+        return {"mean": self.mean, "low": self.low, "high": self.high}
+
+
+def paired_gain(hits: Tensor, baseline_hits: Tensor, confidence: float = 0.95) -> Gain:
+    """Top-1 of one feature set minus another's, scored on the same draws and test images.
+
+    Args:
+        hits: ``(draws, M)`` bool (or ``(M,)`` for one draw): whether each test image was
+            classified right in each draw of labeled images.
+        baseline_hits: The same for the other feature set.
+        confidence: Level of the interval.
+
+    The difference is paired: each draw labels the same images for both, and each test
+    image is classified by both, so the spread both share cancels. Its interval covers
+    which images were labeled (the spread of the per-draw differences over draws) and which
+    test images were drawn (the spread over test images of the per-image difference, averaged
+    over draws), added as variances under a normal approximation. Averaging over draws
+    leaves some of the draw spread in the second term, so the interval errs wide. With
+    one draw (``all`` labels) only the test-image term is left.
+
+    Raises:
+        ContrastiveError: If the two do not match in shape.
+    """
+    if hits.shape != baseline_hits.shape:
+        raise ContrastiveError(
+            f"a paired gain needs hits on the same draws and images, got {tuple(hits.shape)} "
+            f"and {tuple(baseline_hits.shape)}"
+        )
+    difference = hits.double() - baseline_hits.double()  # (draws, M), each -1, 0 or 1
+    if difference.ndim == 1:
+        difference = difference.unsqueeze(0)
+    draws, images = difference.shape
+    if images == 0:
+        return Gain(math.nan, math.nan, math.nan)
+    per_draw = difference.mean(dim=1)
+    mean = float(per_draw.mean())
+    variance = float(per_draw.var()) / draws if draws > 1 else 0.0
+    if images > 1:
+        variance += float(difference.mean(dim=0).var()) / images
+    half = float(scipy.stats.norm.ppf(0.5 + confidence / 2)) * math.sqrt(variance)
+    return Gain(mean, mean - half, mean + half)

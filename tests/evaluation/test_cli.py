@@ -70,6 +70,13 @@ def test_embed_then_knn_with_baselines(
     assert report["results"]["raw_pixels"]["k=1"] == {"top1": 1.0, "top5": 1.0}
     assert report["settings"]["k"] == [1, 5] and report["checkpoint"] == str(run_dir)
     assert report["data"]["train_count"] == 18 and report["data"]["test_count"] == 9
+    # How much the model beats each baseline, paired on the same 9 test images: raw pixels
+    # are right on all 9, so the gain over them is minus the images the model misses.
+    gains = report["data"]["model_gain_interval_95"]
+    assert set(gains) == {"random_init", "raw_pixels"}
+    assert gains["raw_pixels"]["mean"] == pytest.approx(top1 - 1.0)
+    assert gains["raw_pixels"]["low"] <= gains["raw_pixels"]["mean"] <= gains["raw_pixels"]["high"]
+    assert "the model's k=1 top-1 beats random init by" in printed
 
 
 def test_default_k_fits_a_small_labeled_folder(

@@ -12,10 +12,8 @@ import contrastive.cli as cli
 from contrastive.errors import ContrastiveError
 from contrastive.evaluation.fewshot import (
     ALL,
-    FewShotScore,
     draw_labeled,
     few_label_evaluation,
-    paired_gain,
     parse_counts,
     t_interval,
 )
@@ -103,47 +101,6 @@ def test_intervals_shrink_with_draws_and_cover_the_known_answer() -> None:
     few, many = score(4, 0), score(40, 0)
     assert many.high - many.low < 0.6 * (few.high - few.low)
     assert many.low <= truth <= many.high
-
-
-def score_of(hits: list[list[int]]) -> FewShotScore:
-    values = torch.tensor(hits, dtype=torch.bool)
-    accuracies = values.float().mean(dim=1).tolist()
-    return FewShotScore(sum(accuracies) / len(accuracies), 0.0, 1.0, accuracies, values)
-
-
-def test_paired_gain_of_one_draw_by_hand() -> None:
-    gain = paired_gain(score_of([[1, 1, 1, 0]]), score_of([[0, 1, 0, 0]]))
-    # Differences 1, 0, 1, 0: mean 0.5, variance 1/3 over 4 images, z = 1.95996.
-    half = 1.959964 * (1 / 3 / 4) ** 0.5
-    assert gain.mean == pytest.approx(0.5)
-    assert (gain.low, gain.high) == pytest.approx((0.5 - half, 0.5 + half), abs=1e-5)
-
-
-def test_paired_gain_adds_the_spread_over_draws_and_over_images() -> None:
-    model = [[1, 1, 1, 0, 1, 0], [1, 1, 0, 0, 1, 1], [0, 1, 1, 1, 1, 1]]
-    base = [[0, 1, 0, 0, 1, 0], [1, 0, 0, 0, 0, 1], [0, 0, 1, 0, 1, 1]]
-    gain = paired_gain(score_of(model), score_of(base))
-    difference = torch.tensor(model, dtype=torch.float64) - torch.tensor(base)
-    per_draw = difference.mean(dim=1)  # 2/6 in each draw
-    variance = per_draw.var() / 3 + difference.mean(dim=0).var() / 6
-    assert gain.mean == pytest.approx(1 / 3)
-    assert gain.high - gain.mean == pytest.approx(1.959964 * float(variance) ** 0.5, rel=1e-5)
-
-
-def test_a_gain_shared_by_every_draw_is_told_apart_from_the_overlap_of_intervals() -> None:
-    # Draws move both feature sets together (the same labelled images); the model is right
-    # on 3 more test images of 60 in each draw. Unpaired intervals overlap, the gain does not.
-    base = [[1] * (20 + 10 * draw) + [0] * (40 - 10 * draw) for draw in range(3)]
-    model = [row[:] for row in base]
-    for row in model:
-        for index in [i for i, hit in enumerate(row) if not hit][:3]:
-            row[index] = 1
-    model_score, base_score = score_of(model), score_of(base)
-    model_low, _ = t_interval(model_score.accuracies)
-    _, base_high = t_interval(base_score.accuracies)
-    assert model_low < base_high
-    gain = paired_gain(model_score, base_score)
-    assert gain.mean == pytest.approx(3 / 60) and gain.low > 0
 
 
 def test_t_interval_matches_scipy() -> None:

@@ -10,10 +10,12 @@ import torch
 from lightly.utils.benchmarking.topk import mean_topk_accuracy
 
 from contrastive.errors import ContrastiveError
+from contrastive.evaluation.fewshot import t_interval
 from contrastive.evaluation.metrics import (
     accuracy_interval,
     classification_summary,
     confusion_matrix,
+    paired_gain,
     per_class_accuracy,
     topk_accuracy,
 )
@@ -88,3 +90,48 @@ def test_accuracy_interval_checks_its_inputs() -> None:
         accuracy_interval(0.5, 0)
     with pytest.raises(ContrastiveError, match=r"must be in \[0, 1\], got 48.5"):
         accuracy_interval(48.5, 865)
+
+
+def hits_of(rows: list[list[int]]) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.bool)
+
+
+def test_paired_gain_of_one_draw_by_hand() -> None:
+    gain = paired_gain(hits_of([[1, 1, 1, 0]]), hits_of([[0, 1, 0, 0]]))
+    # Differences 1, 0, 1, 0: mean 0.5, variance 1/3 over 4 images, z = 1.95996.
+    half = 1.959964 * (1 / 3 / 4) ** 0.5
+    assert gain.mean == pytest.approx(0.5)
+    assert (gain.low, gain.high) == pytest.approx((0.5 - half, 0.5 + half), abs=1e-5)
+
+
+def test_paired_gain_adds_the_spread_over_draws_and_over_images() -> None:
+    model = [[1, 1, 1, 0, 1, 0], [1, 1, 0, 0, 1, 1], [0, 1, 1, 1, 1, 1]]
+    base = [[0, 1, 0, 0, 1, 0], [1, 0, 0, 0, 0, 1], [0, 0, 1, 0, 1, 1]]
+    gain = paired_gain(hits_of(model), hits_of(base))
+    difference = torch.tensor(model, dtype=torch.float64) - torch.tensor(base)
+    per_draw = difference.mean(dim=1)  # 2/6 in each draw
+    variance = per_draw.var() / 3 + difference.mean(dim=0).var() / 6
+    assert gain.mean == pytest.approx(1 / 3)
+    assert gain.high - gain.mean == pytest.approx(1.959964 * float(variance) ** 0.5, rel=1e-5)
+
+
+def test_a_gain_shared_by_every_draw_is_told_apart_from_the_overlap_of_intervals() -> None:
+    # Draws move both feature sets together (the same labelled images); the model is right
+    # on 3 more test images of 60 in each draw. Unpaired intervals overlap, the gain does not.
+    base = [[1] * (20 + 10 * draw) + [0] * (40 - 10 * draw) for draw in range(3)]
+    model = [row[:] for row in base]
+    for row in model:
+        for index in [i for i, hit in enumerate(row) if not hit][:3]:
+            row[index] = 1
+    model_low, _ = t_interval(hits_of(model).float().mean(dim=1).tolist())
+    _, base_high = t_interval(hits_of(base).float().mean(dim=1).tolist())
+    assert model_low < base_high
+    gain = paired_gain(hits_of(model), hits_of(base))
+    assert gain.mean == pytest.approx(3 / 60) and gain.low > 0
+
+
+def test_paired_gain_of_one_draw_takes_flat_hits_and_refuses_other_shapes() -> None:
+    flat = paired_gain(torch.tensor([True, True, False]), torch.tensor([False, True, False]))
+    assert flat == paired_gain(hits_of([[1, 1, 0]]), hits_of([[0, 1, 0]]))
+    with pytest.raises(ContrastiveError, match=r"same draws and images, got \(3,\) and \(4,\)"):
+        paired_gain(torch.ones(3, dtype=torch.bool), torch.ones(4, dtype=torch.bool))
