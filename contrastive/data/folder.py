@@ -88,8 +88,9 @@ _SYSTEM_FOLDERS = frozenset({"__MACOSX", "@eaDir"})
 def list_images(root: str | os.PathLike) -> list[Path]:
     """Lists every image file below ``root``, recursively, sorted by relative path.
 
-    Symbolic links to files are followed; symbolic links to directories are not, so link
-    loops cannot hang the scan (a warning names them, and counts broken links).
+    Symbolic links are followed, to files and to folders (a split made of links to class
+    folders); a linked folder already scanned (a link loop, or a second link to the same
+    folder) is scanned once, and a warning names it. Broken links are counted.
     Directories whose names look like images are ignored. Folders named ``.*`` (``.git``,
     ``.ipynb_checkpoints``), ``__MACOSX`` and ``@eaDir`` hold copies and metadata, not
     data: they are not searched. Files with other extensions, FIFOs and devices named
@@ -112,9 +113,23 @@ def list_images(root: str | os.PathLike) -> list[Path]:
         raise ContrastiveError(f"data path is not a folder: {root_path}")
     found: list[Path] = []
     ignored: Counter[str] = Counter()
-    linked_folders: list[str] = []
+    scanned: set[tuple[int, int]] = set()
+    repeated_folders: list[str] = []
     hidden_folders: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root_path, onerror=_warn_walk_error):
+    walk = os.walk(root_path, onerror=_warn_walk_error, followlinks=True)
+    for dirpath, dirnames, filenames in walk:
+        try:
+            status = os.stat(dirpath)
+        except OSError:
+            dirnames.clear()
+            continue
+        if (status.st_dev, status.st_ino) in scanned:
+            # Reached again through a link: a loop would never end, a second link would
+            # train on every image twice.
+            dirnames.clear()
+            repeated_folders.append(dirpath)
+            continue
+        scanned.add((status.st_dev, status.st_ino))
         if RUN_MARKER in filenames and Path(dirpath) != root_path:
             # A run written inside the data (--out under --data): its sprite and plots
             # are not data.
@@ -130,11 +145,6 @@ def list_images(root: str | os.PathLike) -> list[Path]:
             hidden_folders += [
                 relative_key(Path(dirpath) / name, root_path) for name in sorted(pruned)
             ]
-        linked_folders += [
-            os.path.join(dirpath, name)
-            for name in dirnames
-            if os.path.islink(os.path.join(dirpath, name))
-        ]
         for name in filenames:
             extension = os.path.splitext(name)[1].lower()
             if name.startswith("._"):
@@ -158,11 +168,11 @@ def list_images(root: str | os.PathLike) -> list[Path]:
             else:
                 # ".DS_Store" has no extension to Python; its name says more than "none".
                 ignored[extension or (name if name.startswith(".") else "no extension")] += 1
-    if linked_folders:
-        # Not followed, since a link loop would make the scan endless; said, not silent.
+    if repeated_folders:
         warnings.warn(
-            f"did not follow {len(linked_folders)} linked folder(s) in {root_path} (e.g. "
-            f"{linked_folders[0]}): give the folder itself as the data, or copy it in",
+            f"scanned {len(repeated_folders)} linked folder(s) in {root_path} once only, "
+            f"reached again through a link (a loop, or two links to one folder), e.g. "
+            f"{repeated_folders[0]}",
             stacklevel=2,
         )
     run_folders = ignored.pop("run folder", 0)

@@ -223,20 +223,25 @@ def test_a_run_folder_inside_the_data_is_not_data(tmp_path: Path) -> None:
     assert [p.name for p in list_images(run)] == ["sprite.png"]
 
 
-def test_linked_folders_and_broken_links_are_named_not_skipped_silently(tmp_path: Path) -> None:
+def test_linked_folders_are_followed_once_and_broken_links_are_named(tmp_path: Path) -> None:
     data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
     (data / "a").mkdir(parents=True)
     elsewhere.mkdir()
     Image.new("RGB", (4, 4)).save(data / "a" / "photo.jpg")
     Image.new("RGB", (4, 4)).save(elsewhere / "other.jpg")
+    # A class folder that is a link (a split made of links), a loop, and a broken link.
     (data / "b").symlink_to(elsewhere, target_is_directory=True)
+    (elsewhere / "back").symlink_to(data, target_is_directory=True)
     (data / "a" / "gone.jpg").symlink_to(tmp_path / "missing.jpg")
     with pytest.warns(UserWarning) as caught:
-        paths = list_images(data)
-    assert [p.name for p in paths] == ["photo.jpg"]
+        folder = ImageFolder.scan(data)
+    # Before: only a/photo.jpg, and "did not follow 1 linked folder(s)".
+    assert folder.relative_paths() == ["a/photo.jpg", "b/other.jpg"]
+    assert folder.labels()[1] == ["a", "b"]
     messages = [str(w.message) for w in caught]
     assert any(
-        f"did not follow 1 linked folder(s) in {data} (e.g. {data / 'b'})" in m for m in messages
+        f"scanned 1 linked folder(s) in {data} once only" in m and str(data / "b" / "back") in m
+        for m in messages
     )
     assert any("ignored 1 non-image file(s)" in m and "1 broken link" in m for m in messages)
 
