@@ -398,6 +398,11 @@ def _build(
     if decode_failures:
         check_bad_fraction(len(paths), decode_failures, config.max_bad_fraction)
         paths = [path for path in paths if path not in decode_failures]
+        # A batch of all the images (a tiny folder's plan) no longer fits: said, not a
+        # StopIteration from the budget probe's empty loader.
+        check_batch_fits(
+            config, len(paths), f"{config.data}, {len(decode_failures)} of its files unreadable"
+        )
         steps_per_epoch = _steps_per_epoch(len(paths), config, trainer.world_size)
         if config.max_steps is not None:
             # The trainer's last epoch was counted with the unreadable files' batches: a

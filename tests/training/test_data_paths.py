@@ -77,6 +77,26 @@ def test_the_decoded_cache_finds_unreadable_files_without_a_header_pass(
         train(config)
 
 
+def test_a_batch_of_every_image_is_refused_when_one_cannot_be_read(
+    tiny_config: TrainConfig, tiny_images: Path, tmp_path: Path
+) -> None:
+    # 33 files, batch 33 (a tiny folder's plan takes every image), one unreadable: the
+    # budget probe's loader was empty and stopped with a StopIteration traceback.
+    data = _with_broken_files(tiny_images, tmp_path / "images", broken=1)
+    config = tiny_config.with_overrides(
+        data=str(data), cache_dir=str(tmp_path / "cache"), batch_size=33
+    )
+    with (
+        pytest.warns(UserWarning, match="broken0.jpg"),
+        pytest.raises(
+            ContrastiveError,
+            match=r"^batch size 33 is larger than the data set \(32 images in .*images, 1 of "
+            r"its files unreadable\); use --batch-size 32 or less$",
+        ),
+    ):
+        train(config)
+
+
 def test_a_step_limit_is_reached_when_the_cache_leaves_files_out(
     tiny_config: TrainConfig, tiny_images: Path, tmp_path: Path
 ) -> None:
