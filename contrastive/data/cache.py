@@ -33,7 +33,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
 from contrastive.data.cache_files import default_cache_dir, images_folder, mark_used, usage_hint
-from contrastive.data.folder import DECODE_ERRORS, describe_error, load_rgb
+from contrastive.data.folder import DECODE_ERRORS, decoding_settings, describe_error, load_rgb
 from contrastive.errors import ContrastiveError
 from contrastive.files import atomic_path, write_text_atomic
 from contrastive.hardware import usable_cores
@@ -156,10 +156,13 @@ def cache_name(paths: Sequence[Path], size: int) -> str:
 
     The list hash covers only the paths, so a rebuild after files change can find and
     delete the stale cache of the same list; the content hash adds sizes, mtimes and
-    ctimes (see :func:`_file_signature`).
+    ctimes (see :func:`_file_signature`) and the decoding settings
+    (:func:`~contrastive.data.folder.decoding_settings`).
     """
     list_hash = hashlib.sha256()
-    content_hash = hashlib.sha256(f"v{CACHE_VERSION}\n{size}\n".encode())
+    # The decoding settings too: after CONTRASTIVE_MAX_IMAGE_PIXELS=0 (the advice for a
+    # panorama over the limit), a cache that had skipped it was reused, still without it.
+    content_hash = hashlib.sha256(f"v{CACHE_VERSION}\n{size}\n{decoding_settings()}\n".encode())
     for path in paths:
         # surrogateescape: a file name that is not UTF-8 (Python holds its bytes as
         # surrogates) hashes as its own bytes instead of failing.

@@ -309,6 +309,21 @@ def test_cache_name_takes_file_names_that_are_not_utf8(tmp_path: Path) -> None:
     assert name != cache_module.cache_name([tmp_path / "cafe.png"], 32)
 
 
+def test_the_cache_name_changes_with_the_decoding_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cache built under the default pixel limit had left a panorama out; reused after
+    # CONTRASTIVE_MAX_IMAGE_PIXELS=0 (its own warning's advice), it still left it out.
+    before = cache_module.cache_name([tmp_path / "pano.jpg"], 32)
+    monkeypatch.setenv("CONTRASTIVE_MAX_IMAGE_PIXELS", "0")
+    unlimited = cache_module.cache_name([tmp_path / "pano.jpg"], 32)
+    monkeypatch.setenv("CONTRASTIVE_BIT_DEPTH", "12")
+    twelve_bits = cache_module.cache_name([tmp_path / "pano.jpg"], 32)
+    assert len({before, unlimited, twelve_bits}) == 3
+    # The same list of files: the stale cache is still found (and replaced) by its prefix.
+    assert before.split("-")[0] == unlimited.split("-")[0] == twelve_bits.split("-")[0]
+
+
 def test_a_same_size_rewrite_with_its_mtime_restored_rebuilds(tmp_path: Path) -> None:
     # cp -p, rsync -a, touch -r or a coarse-mtime file system leave size and mtime as they
     # were; only the inode change time tells.

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from contrastive.data.folder import (
+    BIT_DEPTH_VARIABLE,
     IMAGE_EXTENSIONS,
     RUN_MARKER,
     ImageDataset,
@@ -339,6 +340,24 @@ def test_high_bit_depth_images_are_rescaled_by_one_rule(
 
     assert np.asarray(image)[0, :, 0].tolist() == expected
     assert np.asarray(image).std(axis=2).max() == 0  # grey stays grey
+
+
+def test_a_fixed_bit_depth_reads_every_frame_of_a_sensor_at_one_scale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = []
+    for peak in (1000, 1100):  # two dim 12-bit frames
+        paths.append(tmp_path / f"max{peak}.png")
+        Image.fromarray(np.array([[0, 500, peak]], dtype=np.uint16)).save(paths[-1])
+    guessed = [np.asarray(load_rgb(path))[0, :, 0].tolist() for path in paths]
+    # Per image: 1000 fits 10 bits, 1100 needs 12, so the brighter frame reads darker.
+    assert guessed == [[0, 125, 249], [0, 31, 68]]
+    monkeypatch.setenv(BIT_DEPTH_VARIABLE, "12")
+    fixed = [np.asarray(load_rgb(path))[0, :, 0].tolist() for path in paths]
+    assert fixed == [[0, 31, 62], [0, 31, 68]]
+    monkeypatch.setenv(BIT_DEPTH_VARIABLE, "twelve")
+    with pytest.raises(ContrastiveError, match=r"CONTRASTIVE_BIT_DEPTH='twelve' is not a bit"):
+        load_rgb(paths[0])
 
 
 def test_transparency_becomes_white_or_the_visible_pixels_mean() -> None:
