@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from contrastive.cli.arguments import (
@@ -39,7 +41,14 @@ from contrastive.evaluation.linear import (
     check_validation_fraction,
     linear_probe,
 )
-from contrastive.evaluation.metrics import Gain, accuracy_interval, paired_gain, topk_accuracy
+from contrastive.evaluation.metrics import (
+    Gain,
+    accuracy_interval,
+    confusion_matrix,
+    paired_gain,
+    per_class_accuracy,
+    topk_accuracy,
+)
 from contrastive.evaluation.report import (
     ROW_NAMES,
     build_report,
@@ -195,7 +204,7 @@ def run_knn(args: argparse.Namespace) -> int:
             }
             for k in ks
         }
-        return numbers, rankings[ks[0]][:, 0] == pair.test_labels
+        return numbers, rankings[ks[0]][:, 0]
 
     settings |= {
         "temperature": args.temperature,
@@ -224,8 +233,7 @@ def run_linear(args: argparse.Namespace) -> int:
             "weight_decay": probe.weight_decay,
             "validation_accuracy": probe.validation_accuracy,
         }
-        predicted = probe.classifier.logits(pair.test_features).argmax(dim=1)
-        return numbers, predicted == pair.test_labels
+        return numbers, probe.classifier.logits(pair.test_features).argmax(dim=1)
 
     settings = {
         "method": "multinomial logistic regression, full-batch L-BFGS, standardised "
@@ -246,17 +254,26 @@ def _evaluate_sets(
 ) -> int:
     """Scores the labelled train/test pair of every feature set; prints and writes the report.
 
-    ``score`` returns the report's numbers and, for the first k or the probe, whether each
-    test image was classified right (for the gains over the baselines).
+    ``score`` returns the report's numbers and the ``(M,)`` predicted classes of the first k
+    or the probe (for the gains over the baselines and the model's recall per class).
     """
     encoder = encoder_from_args(args)
     sets = evaluation_inputs(args.train, args.test, encoder, args.baselines, _embed_settings(args))
     results: dict[str, Any] = {}
     hits: dict[str, Tensor] = {}
+    pairs: dict[str, LabeledPair] = {}
+    recall: list[float] = []
     for name, (train, test) in sets.items():
         pair = labeled_pair(train, test, f"--train {args.train}", f"--test {args.test}")
-        results[name], hits[name] = score(pair)
-    return _finish(args, protocol, settings, sets, results, encoder, table, hits)
+        results[name], predicted = score(pair)
+        hits[name] = predicted == pair.test_labels
+        pairs[name] = pair
+        if name == MODEL:
+            confusion = confusion_matrix(predicted, pair.test_labels, len(pair.classes))
+            recall = per_class_accuracy(confusion).tolist()
+    return _finish(
+        args, protocol, settings, sets, results, encoder, table, hits, pairs[MODEL], recall
+    )
 
 
 def _finish(
@@ -268,6 +285,8 @@ def _finish(
     encoder: Encoder | None,
     table: Callable[[dict[str, Any], tuple[str, ...]], str],
     hits: dict[str, Tensor],
+    model_pair: LabeledPair,
+    recall: list[float],
 ) -> int:
     train, test = sets[MODEL]
     data = {
@@ -297,10 +316,19 @@ def _finish(
     gains = {name: paired_gain(hits[MODEL], other) for name, other in hits.items() if name != MODEL}
     if gains:
         data["model_gain_interval_95"] = {name: gain.to_dict() for name, gain in gains.items()}
+    data["model_per_class_recall"] = {
+        name: None if math.isnan(value) else value
+        for name, value in zip(model_pair.classes, recall, strict=True)
+    }
     report = build_report(protocol, settings, data, checkpoint, results)
     # Top-5 of 5 classes or fewer is 100% whatever the features: kept in the JSON, not printed.
     printed = table(results, top_k_metrics(len(train.classes)))
-    precision = _precision_line(len(test_labels), data, top1) + _gain_line(gains, top1)
+    precision = (
+        _precision_line(len(test_labels), data, top1)
+        + _gain_line(gains, top1)
+        + _recall_line(recall, model_pair.classes, top1)
+        + (_large_k_note(settings["k"], model_pair) if protocol == "knn" else "")
+    )
     return _write_and_print(args, protocol, report, printed + "\n" + precision)
 
 
@@ -340,6 +368,42 @@ def _gain_line(gains: dict[str, Gain], top1: tuple[str, float] | None) -> str:
     return (
         f"\nthe model's {top1[0]}top-1 beats {', '.join(parts)}, with 95% confidence over "
         "which test images were drawn (paired: each classified the same images)"
+    )
+
+
+#: Classes up to which the printed report lists each class's recall.
+RECALL_LINE_CLASSES = 20
+
+
+def _recall_line(recall: list[float], classes: list[str], top1: tuple[str, float] | None) -> str:
+    """Each class's recall and their mean (balanced accuracy): top-1 hides a class never
+    found where one class holds most test images."""
+    if top1 is None:
+        return ""
+    present = [value for value in recall if not math.isnan(value)]
+    balanced = f"balanced accuracy (mean recall) {100 * sum(present) / len(present):.2f}"
+    if len(classes) > RECALL_LINE_CLASSES:
+        return f"\nthe model's {top1[0]}{balanced}; per-class recall in the report"
+    listed = ", ".join(
+        f"{name} {100 * value:.1f}"
+        for name, value in zip(classes, recall, strict=True)
+        if not math.isnan(value)
+    )
+    return f"\nthe model's {top1[0]}recall per class: {listed}; {balanced}"
+
+
+def _large_k_note(ks: list[int], pair: LabeledPair) -> str:
+    """Warns where k is more than some classes' training images: the vote then leans to the
+    largest class (at 400/60/8 images, k=200 named the largest class for every image)."""
+    counts = torch.bincount(pair.train_labels, minlength=len(pair.classes)).tolist()
+    smaller = [(name, n) for name, n in zip(pair.classes, counts, strict=True) if 0 < n < max(ks)]
+    if not smaller:
+        return ""
+    shown = ", ".join(f"{name} {n}" for name, n in sorted(smaller, key=lambda item: item[1])[:3])
+    return (
+        f"\nnote: k={max(ks)} is more than the training images of {len(smaller)} of "
+        f"{len(pair.classes)} classes ({shown}{' ...' if len(smaller) > 3 else ''}): the vote "
+        "leans to the large classes; a smaller --k says more here"
     )
 
 

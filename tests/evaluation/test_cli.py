@@ -77,6 +77,18 @@ def test_embed_then_knn_with_baselines(
     assert gains["raw_pixels"]["mean"] == pytest.approx(top1 - 1.0)
     assert gains["raw_pixels"]["low"] <= gains["raw_pixels"]["mean"] <= gains["raw_pixels"]["high"]
     assert "the model's k=1 top-1 beats random init by" in printed
+    recall = report["data"]["model_per_class_recall"]
+    assert (
+        list(recall) == embedded.classes.tolist() if hasattr(embedded.classes, "tolist") else True
+    )
+    balanced = 100 * sum(recall.values()) / len(recall)
+    assert f"balanced accuracy (mean recall) {balanced:.2f}" in printed
+    assert "note: k=" not in printed  # 6 training images per class, k at most 5
+    # k above a class's training images: the vote leans to the large classes, said so.
+    arguments = ["eval", "knn", "--train", train, "--test", test, "--k", "1,7"]
+    assert run_cli(*arguments, "--out", tmp_path / "k7.json", "--no-progress") == 0
+    printed = capsys.readouterr().out
+    assert "note: k=7 is more than the training images of 3 of 3 classes" in printed
 
 
 def test_default_k_fits_a_small_labeled_folder(
