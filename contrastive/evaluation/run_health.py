@@ -17,7 +17,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from contrastive.errors import ContrastiveError
-from contrastive.training.health import MEASURES, Finding, diagnose
+from contrastive.training.health import MEASURES, Finding, diagnose, spread_is_calibrated
 
 #: The measure ``compare-runs`` ranks by: RankMe of the projections, the measure whose
 #: Spearman rho with kNN top-1 was highest on *both* data sets of ``benchmarks/label_free.py``
@@ -40,6 +40,8 @@ class RunHealth:
         feature_dim: Width of the backbone features (0 if unknown).
         projection_dim: Width of the projections (0 if unknown).
         finished: Whether the run exported its backbone.
+        spread_calibrated: Whether the weak-spread rule holds for its method
+            (:func:`~contrastive.training.health.spread_is_calibrated`).
     """
 
     run_dir: Path
@@ -49,6 +51,7 @@ class RunHealth:
     feature_dim: int = 0
     projection_dim: int = 0
     finished: bool = False
+    spread_calibrated: bool = True
 
     def final(self, measure: str) -> float:
         """The last logged value of a measure (NaN if never logged)."""
@@ -107,7 +110,7 @@ def read_run_health(run_dir: str | os.PathLike) -> RunHealth:
             f"{metrics} has no label-free measures (monitor/rank ...): the run was trained "
             "without them (--health-sample-size 0) or before they existed"
         )
-    data, feature_dim, projection_dim = _widths(folder)
+    data, feature_dim, projection_dim, method = _widths(folder)
     return RunHealth(
         run_dir=folder,
         history=[history[step] for step in sorted(history)],
@@ -116,20 +119,22 @@ def read_run_health(run_dir: str | os.PathLike) -> RunHealth:
         feature_dim=feature_dim,
         projection_dim=projection_dim,
         finished=(folder / "backbone.pt").is_file(),
+        spread_calibrated=spread_is_calibrated(method) if method else True,
     )
 
 
-def _widths(folder: Path) -> tuple[str, int, int]:
-    """The run's data folder and feature and projection widths, from ``config.yaml``."""
+def _widths(folder: Path) -> tuple[str, int, int, str]:
+    """The run's data folder, feature and projection widths and method, from
+    ``config.yaml``."""
     config_file = folder / "config.yaml"
     if not config_file.is_file():
-        return "", 0, 0
+        return "", 0, 0, ""
     from contrastive.backbones import build_backbone
     from contrastive.training.config import TrainConfig, load_config_file
 
     config = TrainConfig.from_dict(load_config_file(config_file))
     _backbone, feature_dim = build_backbone(config.backbone)
-    return config.data, feature_dim, config.method.projection_output_dim
+    return config.data, feature_dim, config.method.projection_output_dim, config.method.name
 
 
 def findings(run: RunHealth) -> list[Finding]:
@@ -147,6 +152,7 @@ def findings(run: RunHealth) -> list[Finding]:
             run.feature_dim,
             run.projection_dim,
             total_steps=total,
+            spread_calibrated=run.spread_calibrated,
         )
         for finding in latest:
             first.setdefault(finding.kind, finding)

@@ -132,6 +132,15 @@ def test_a_run_as_spread_as_an_untrained_one_is_called_barely_trained(tmp_path: 
     assert "barely" not in text and "verdict: still learning" in text
 
 
+def test_a_moco_run_is_not_judged_by_the_simclr_spread(tmp_path: Path) -> None:
+    # A 2-minute MoCo run ended at -0.3 and beat a SimCLR run's linear probe (70.0 vs
+    # 68.3): its memory bank spreads the projections less; the rule was set on SimCLR runs.
+    run = write_run(tmp_path / "moco", [30.0, 31.0], uniformity=[-0.9, -0.3])
+    (run / "config.yaml").write_text("data: images\nmethod:\n  name: moco\n")
+    text = verdict(read_run_health(run))
+    assert "barely" not in text and "verdict: still learning" in text
+
+
 def test_verdict_names_collapse(tmp_path: Path) -> None:
     run = read_run_health(write_run(tmp_path / "run", [5.0, 1.0]))
 
