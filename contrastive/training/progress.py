@@ -62,6 +62,10 @@ class DurationForecast(pl.Callback):
         self.seconds_left: float | None = None
         self.forecast: str | None = None
         self._budgeted: bool | None = None
+        self._first_step = 0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._first_step = trainer.global_step  # > 0 in a resumed run
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
@@ -83,18 +87,27 @@ class DurationForecast(pl.Callback):
             if timed_steps < self.min_steps or timed_seconds < self.min_seconds:
                 return
             self.seconds_per_step = timed_seconds / timed_steps
-            self._announce(trainer, self.seconds_per_step, total)
+            self._announce(trainer, self.seconds_per_step, total, step)
         else:
             self.seconds_per_step = timed_seconds / timed_steps
         self.seconds_left = max(0, total - step) * self.seconds_per_step
 
-    def _announce(self, trainer: pl.Trainer, seconds_per_step: float, total: int) -> None:
+    def _announce(
+        self, trainer: pl.Trainer, seconds_per_step: float, total: int, step: int
+    ) -> None:
         config = getattr(trainer.lightning_module, "config", None)
         batch = getattr(config, "batch_size", None)
         rate = f", {batch * trainer.world_size / seconds_per_step:,.0f} images/s" if batch else ""
-        expected = total * seconds_per_step
+        if self._first_step > 0:
+            # A resumed run: the whole run's time read as the rest's (98 s said, 72 s taken).
+            left = max(0, total - self._first_step)
+            expected = left * seconds_per_step
+            steps = f"{left:,} steps left of {total:,}"
+        else:
+            expected = total * seconds_per_step
+            steps = f"{total:,} steps"
         self.forecast = (
-            f"expected training time: {format_duration(expected)} ({total:,} steps at "
+            f"expected training time: {format_duration(expected)} ({steps} at "
             f"{seconds_per_step:.3g} s/step{rate} on this machine)"
         )
         if expected > LONG_RUN_SECONDS:

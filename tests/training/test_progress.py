@@ -168,3 +168,15 @@ def test_an_epoch_line_shows_the_learning_rate_and_speed_of_its_own_epoch(
         EpochSummary(min_interval=0.0).on_train_epoch_end(trainer, module)
     (line,) = [record.getMessage() for record in caplog.records]
     assert line == "epoch 2/4 (step 0): loss 5.169, lr 0.0625, img_per_s 201.5"
+
+
+def test_a_resumed_run_forecasts_the_steps_it_has_left(caplog: pytest.LogCaptureFixture) -> None:
+    clock, trainer = Clock(), fake_trainer(epochs=100, batches=40)  # 4,000 steps
+    trainer.global_step = 3000  # resumed at step 3,000
+    forecast = DurationForecast(skip_steps=3, min_steps=10, min_seconds=5.0, clock=clock)
+    forecast.on_train_start(trainer, trainer.lightning_module)
+    with caplog.at_level(logging.INFO, logger="contrastive.training.progress"):
+        run_steps(forecast, trainer, clock, steps=20, seconds=2.0)
+    (message,) = [r.getMessage() for r in caplog.records if "expected" in r.getMessage()]
+    # Before: "2 h 13 min (4,000 steps ...", the whole run's time, not the rest's.
+    assert message.startswith("expected training time: 33 min 20 s (1,000 steps left of 4,000")
