@@ -264,8 +264,10 @@ def summary_text(summary: dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
-#: Probe agreement under which most label-mistake flags are the probe's own mistakes.
-WEAK_PROBE_AGREEMENT = 0.5
+#: Share of what naming the largest class leaves unexplained that the label probe must
+#: get right to be trusted: half-way from that guess to every label (50% for two balanced
+#: classes; 92.75% where one class holds 85.5% of the images).
+WEAK_PROBE_GAIN = 0.5
 
 
 def _weak_probe_warning(summary: dict[str, object]) -> list[str]:
@@ -273,6 +275,8 @@ def _weak_probe_warning(summary: dict[str, object]) -> list[str]:
 
     On 40 flower photos (8 per class) embedded by a 2-minute run the probe agreed with
     17.5% of the labels, below the 20% of chance, and flagged 30 of the 40 correct labels.
+    On 468 grayscale images of 400/60/8 it agreed with 88.5%, beside 85.5% for naming the
+    largest class, and flagged 14 of the 60 images of the second class.
     """
     agreement = summary.get("label_probe_accuracy")
     largest = summary.get("label_largest_class_share")
@@ -283,8 +287,11 @@ def _weak_probe_warning(summary: dict[str, object]) -> list[str]:
             f"the probe agrees with {agreement:.1%} of the labels, no more than always "
             f"naming the largest class ({largest:.1%}) would"
         )
-    elif agreement < WEAK_PROBE_AGREEMENT:
-        reason = f"the probe agrees with only {agreement:.1%} of the labels"
+    elif agreement < largest + WEAK_PROBE_GAIN * (1 - largest) - 1e-9:
+        reason = (
+            f"the probe agrees with only {agreement:.1%} of the labels, little more than "
+            f"always naming the largest class ({largest:.1%}) would"
+        )
     else:
         return []
     return [

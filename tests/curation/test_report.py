@@ -148,8 +148,11 @@ def test_the_summary_says_how_far_the_label_probe_agrees_with_the_labels(
     ("agreement", "largest", "words"),
     [
         (0.175, 0.2, "no more than always naming the largest class (20.0%)"),
-        (0.40, 0.2, "agrees with only 40.0% of the labels"),
+        (0.40, 0.2, "agrees with only 40.0% of the labels, little more than"),
         (0.60, 0.2, None),
+        # One class of 85.5%: 88.5% was trusted before, and flagged 14 of 60 of a rare class.
+        (0.885, 0.855, "agrees with only 88.5% of the labels, little more than always naming"),
+        (0.95, 0.855, None),
     ],
 )
 def test_a_probe_too_weak_to_trust_is_called_out(
