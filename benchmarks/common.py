@@ -100,9 +100,11 @@ def embed_pair(
     batch_size: int = 512,
 ) -> LabeledPair:
     """Features of a labeled train (bank) and test folder, through the evaluation transform
-    of ``views`` (its evaluation size and normalisation), labels aligned by class name."""
-    train = embed_folder(train_dir, views, {"f": extractor}, batch_size=batch_size, progress=False)
-    test = embed_folder(test_dir, views, {"f": extractor}, batch_size=batch_size, progress=False)
+    of ``views`` (its evaluation size and normalisation), labels aligned by class name.
+    Every image is decoded whole, as for the rows recorded before reduced decoding."""
+    settings = {"batch_size": batch_size, "progress": False, "full_decode": True}
+    train = embed_folder(train_dir, views, {"f": extractor}, **settings)
+    test = embed_folder(test_dir, views, {"f": extractor}, **settings)
     return labeled_pair(train["f"], test["f"], str(train_dir), str(test_dir))
 
 

@@ -128,6 +128,25 @@ def test_reduced_decode_previews_large_jpegs_at_the_evaluation_size(tmp_path: Pa
     assert (whole - reduced).abs().mean() < 4 / 255 / 0.225
 
 
+@pytest.mark.parametrize(("full_decode", "min_side"), [(False, 73), (True, None)])
+def test_embedding_decodes_large_jpegs_at_reduced_scale_unless_asked(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, full_decode: bool, min_side: int | None
+) -> None:
+    made = []
+    original = embeddings_module.image_loader
+
+    def recording_loader(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        loader = original(*args, **kwargs)
+        made.append(loader.dataset.min_side)
+        return loader
+
+    monkeypatch.setattr(embeddings_module, "image_loader", recording_loader)
+    extractor = EncoderFeatures(torch.nn.Flatten())
+    embed_folder(folder, ViewConfig(input_size=64), {"f": extractor}, full_decode=full_decode)
+    # Before: every image whole (19.5 s against 2.4 s on 300 phone photos).
+    assert made == [min_side]
+
+
 class _CountingImages(torch.utils.data.Dataset):
     """Eight tiny images; every fetch appends a line to a file (workers are processes)."""
 

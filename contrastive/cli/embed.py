@@ -85,6 +85,12 @@ def add_compute_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument(
+        "--full-decode",
+        action="store_true",
+        help="decode large JPEGs whole (default: at reduced scale, never below the "
+        "evaluation resize: ~8x faster on phone photos, features of cosine 1.0000)",
+    )
 
 
 def encoder_from_args(args: argparse.Namespace) -> Encoder | None:
@@ -157,7 +163,7 @@ def embed_with_args(
 ) -> Embeddings:
     """Embeds ``folder`` (default ``args.data``) with ``encoder`` as the embedding flags say
     (``--projection-head``, ``--batch-size``, ``--num-workers``, ``--device``,
-    ``--no-progress``)."""
+    ``--no-progress``, ``--full-decode``)."""
     feature = "projector" if args.projection_head else "backbone"
     return embed_folder(
         args.data if folder is None else folder,
@@ -168,4 +174,5 @@ def embed_with_args(
         args.num_workers,
         resolve_device(args.device),
         not args.no_progress,
+        args.full_decode,
     )[feature]

@@ -459,4 +459,5 @@ def _embed_settings(args: argparse.Namespace) -> EmbedSettings:
         progress=not args.no_progress,
         projector=args.projection_head,
         seed=args.seed,
+        full_decode=args.full_decode,
     )

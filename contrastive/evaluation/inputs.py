@@ -39,6 +39,8 @@ class EmbedSettings:
         progress: Show progress bars.
         projector: Use the projection head's output instead of backbone features.
         seed: Seed of the random-init baseline.
+        full_decode: Decode large JPEGs whole (see
+            :func:`~contrastive.embeddings.embed_folder`).
     """
 
     batch_size: int = 256
@@ -47,6 +49,7 @@ class EmbedSettings:
     progress: bool = True
     projector: bool = False
     seed: int = 0
+    full_decode: bool = False
 
 
 def baseline_extractors(encoder: Encoder, seed: int = 0) -> dict[str, nn.Module]:
@@ -205,6 +208,7 @@ def _embed(
         settings.num_workers,
         torch.device(settings.device),
         settings.progress,
+        settings.full_decode,
     )
 
 
