@@ -36,6 +36,7 @@ INTERNALS = (
     "fit_loop.max_epochs",
     "fit_loop.epoch_loop.batch_progress.current.processed",
     "fit_loop.epoch_loop._batches_that_stepped",
+    "fit_loop.epoch_progress.current.started",
 )
 
 
@@ -80,6 +81,16 @@ def align_logged_steps(trainer: pl.Trainer) -> None:
     _parent(
         trainer, "fit_loop.epoch_loop._batches_that_stepped"
     )._batches_that_stepped = trainer.global_step
+
+
+def last_started_epoch(trainer: pl.Trainer) -> int:
+    """The epoch in progress, or the one just finished (0 before any started).
+
+    ``current_epoch`` counts completed epochs, which Lightning raises once an epoch's end
+    hooks have run: a checkpoint saved when training ends (after the last epoch) read it as
+    the next epoch, so a resumed run thought itself one epoch further than it was.
+    """
+    return max(0, int(_resolve(trainer, "fit_loop.epoch_progress.current.started")) - 1)
 
 
 def batches_done_this_epoch(trainer: pl.Trainer) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 import pytorch_lightning as pl
 
 from contrastive.data.cache import CachedImageLoader
-from contrastive.training.lightning_compat import batches_done_this_epoch
+from contrastive.training.lightning_compat import batches_done_this_epoch, last_started_epoch
 
 CHECKPOINT_KEY = "loader_position"
 
@@ -79,7 +79,7 @@ class LoaderPosition(pl.Callback):
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        epoch = trainer.current_epoch
+        epoch = last_started_epoch(trainer)
         # Batches of this epoch whose optimiser step is done: the resumed run starts after them.
         done = batches_done_this_epoch(trainer)
         if done >= len(self.loader):

@@ -19,6 +19,7 @@ from PIL import Image
 from contrastive.errors import ContrastiveError
 from contrastive.training.config import TrainConfig, dump_config, load_config_file
 from contrastive.training.data_record import DATA_RECORD
+from contrastive.training.last_checkpoint import SaveLastCheckpoint
 from contrastive.training.resume import LAST_CHECKPOINT, resolve_resume
 from contrastive.training.train import train
 
@@ -58,6 +59,26 @@ def test_more_epochs_on_resume_extend_the_schedule(
     assert rates[3] < 0.01 * peak  # the first run's end
     assert rates[7] > 0.1 * peak  # the added epochs train (the 12-step cosine)
     assert rates[11] == pytest.approx(rates[3])  # and end at the same end rate
+
+
+def test_a_run_whose_last_checkpoint_came_at_its_end_is_extended_exactly(
+    tiny_config: TrainConfig, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A budget run writes last.ckpt at most every 30 s at epoch ends, and when training
+    # ends; that one recorded the next epoch as one further than it was: a 417-step run
+    # resumed with --max-steps 800 was scheduled to 799, and Lightly warned at 760 and 800.
+    monkeypatch.setattr(SaveLastCheckpoint, "on_train_epoch_end", lambda *_args: None)
+    one_batch = tiny_config.with_overrides(batch_size=32, checkpoint_every_n_epochs=None)
+    train(one_batch.with_overrides(max_steps=4, epochs=4))
+    with (
+        caplog.at_level(logging.INFO, logger="contrastive.training.module"),
+        warnings.catch_warnings(record=True) as caught,
+    ):
+        warnings.simplefilter("always")
+        train(one_batch.with_overrides(max_steps=8, epochs=8), resume=True)
+    assert not [w for w in caught if "exceeds max_steps" in str(w.message)]
+    (line,) = messages(caplog, "learning-rate schedule")
+    assert line.startswith("learning-rate schedule extended: 4 -> 8 steps (from step 4")
 
 
 def test_resume_with_data_continues_on_the_moved_folder(
