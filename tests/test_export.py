@@ -73,6 +73,12 @@ def test_export_matches_pytorch_features(
     difference = float(re.search(r"max abs difference (\S+)", printed).group(1))
     assert difference < 1e-4, printed
     assert "checked on 5 images" in printed
+    # What a deployment must do to its images, which the file alone does not say.
+    mean = ", ".join(f"{value:.4f}" for value in VIEWS.mean)
+    assert (
+        "preprocessing: resize the short side to 32 px, centre-crop 32 px, RGB in [0, 1]" in printed
+    )
+    assert f"mean ({mean})" in printed and ("the file subtracts" in printed) == fold
 
     # The file alone, at a batch size never traced, gives the backbone's features.
     encoder = load_encoder(run_dir)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from contrastive.cli.arguments import output_file
 from contrastive.errors import ContrastiveError
+
+if TYPE_CHECKING:
+    from contrastive.views.config import ViewConfig
 
 HELP = "export a run's backbone to ONNX, TorchScript or a state_dict, checked on real images"
 
@@ -92,7 +97,23 @@ def run(args: argparse.Namespace) -> int:
         f"checked on {result.num_images} images from {folder}: max abs difference "
         f"{result.max_abs_difference:.2e} vs PyTorch"
     )
+    print(_preprocessing(encoder.view_config, input_size, result.fold_normalization))
     return 0
+
+
+def _preprocessing(views: ViewConfig, input_size: int, folded: bool) -> str:
+    """How a deployment prepares images for the file, as the run's evaluation did."""
+    from contrastive.views.per_image import evaluation_resize
+
+    resize = evaluation_resize(replace(views, eval_input_size=input_size))
+    steps = f"resize the short side to {resize} px, centre-crop {input_size} px, RGB in [0, 1]"
+    mean = ", ".join(f"{value:.4f}" for value in views.mean)
+    std = ", ".join(f"{value:.4f}" for value in views.std)
+    if folded:
+        return (
+            f"preprocessing: {steps} (the file subtracts mean ({mean}) and divides by std ({std}))"
+        )
+    return f"preprocessing: {steps}, then subtract mean ({mean}) and divide by std ({std})"
 
 
 def _training_data(source: Path) -> Path:
