@@ -356,8 +356,8 @@ def _precision_line(count: int, data: dict[str, Any], top1: tuple[str, float] | 
 
 
 def _gain_line(gains: dict[str, Gain], top1: tuple[str, float] | None) -> str:
-    """``; it beats random init by +45.7 points (95%: +40.0 to +51.4) ...``; empty without
-    baselines."""
+    """``the model's k=20 top-1 beats random init by +33.15 points (+28.03 to +38.26), ...``
+    on a line of its own; empty without baselines."""
     if not gains or top1 is None:
         return ""
     parts = [
