@@ -18,6 +18,7 @@ from contrastive.embeddings import Embeddings
 from contrastive.encoder import Encoder, load_encoder
 from contrastive.errors import ContrastiveError
 from contrastive.evaluation.fewshot import (
+    ALL,
     DEFAULT_COUNTS,
     DEFAULT_DRAWS,
     Count,
@@ -187,11 +188,17 @@ def _markdown(
     results: dict[str, FewShotResult], check: LeakCheck | None, classes: list[str]
 ) -> str:
     first = next(iter(results.values()))
+    neighbours = ", ".join(
+        f"{f'{count}/class' if count != ALL else 'all'} {k}" for count, k in first.k.items()
+    )
     lines = [
         f"Test top-1 (%), mean [95% interval] over {first.draws} draws (seed {first.seed}).",
         "",
         fewshot_table(results),
     ]
+    if neighbours:
+        # `eval knn` defaults to k=20 and 200: its numbers differ from the 'all' column here.
+        lines += ["", f"kNN neighbours (k = min(--k, labelled images)): {neighbours}."]
     if len(results) > 1:
         lines += [
             "",

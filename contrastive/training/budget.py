@@ -187,17 +187,17 @@ class FillTimeBudget(pl.Callback):
     At a few fractions of the planned steps it measures the step rate of the loop since the
     re-plan before the previous one (two windows, so that one burst of load on a shared
     machine does not cut the plan by itself) and sets the total steps to what fits before
-    ``deadline``. The
-    learning-rate and momentum schedules follow (both are functions of step / total), so the
-    run still ends with a finished cosine decay. The step rate drifts during a run (epoch
-    ends, checkpoints, other load), so re-plans continue until ``fractions[-1]``; late ones
-    change the total by a few percent where the learning rate is already small. Fractions
-    of the steps alone are not enough where the machine slows down after a re-plan: a plan
-    of 2,438 steps made at 0.1 s/step re-planned next at step 731, and at the 0.6 s/step
-    of a busy machine that came minutes after the deadline. So the plan is also checked
-    every step (every ``check_every_steps`` in DDP): once ``time_slice`` of the budget has
-    passed since the last re-plan it re-plans, and once the deadline has passed training
-    ends with that step. In DDP every process adopts rank 0's plan: the ranks start from one plan
+    ``deadline``. The learning-rate and momentum schedules follow (both are functions of
+    step / total), so the run still ends with a finished cosine decay. The step rate drifts
+    during a run (epoch ends, checkpoints, other load), so re-plans continue until
+    ``fractions[-1]``; late ones change the total by a few percent where the learning rate
+    is already small. Fractions of the steps alone are not enough where the machine slows
+    down after a re-plan: a plan of 2,438 steps made at 0.1 s/step re-planned next at step
+    731, and at the 0.6 s/step of a busy machine that came minutes after the deadline. So
+    the plan is also checked every step (every ``check_every_steps`` in DDP): once
+    ``time_slice`` of the budget has passed since the last re-plan it re-plans, and once
+    the deadline has passed training ends with that step. In DDP every process adopts rank
+    0's plan: the ranks start from one plan
     (:class:`PlanTimeBudget`) and count the same global steps, so they reach every re-plan
     at the same step, where rank 0's new total (and its clock's verdict) is broadcast.
 

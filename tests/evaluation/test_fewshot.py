@@ -163,6 +163,11 @@ def test_cli_writes_report_table_and_plot(
     assert report["gains"]["other"]["knn"]["1"] == {"mean": 0.0, "low": 0.0, "high": 0.0}
     assert set(report["gains"]) == {"other", "random_init", "raw_pixels"}
     assert "| model   | raw pixels  | knn" in (out / "fewshot.md").read_text()
+    # Which k each column's kNN used (eval knn's k=20 and 200 would differ from 'all').
+    assert (
+        "kNN neighbours (k = min(--k, labelled images)): 1/class 3, 2/class 6, all 18."
+        in (out / "fewshot.md").read_text()
+    )
     assert (out / "fewshot.png").stat().st_size > 10_000
 
 
