@@ -261,18 +261,16 @@ def _evaluate_sets(
     sets = evaluation_inputs(args.train, args.test, encoder, args.baselines, _embed_settings(args))
     results: dict[str, Any] = {}
     hits: dict[str, Tensor] = {}
-    pairs: dict[str, LabeledPair] = {}
-    recall: list[float] = []
     for name, (train, test) in sets.items():
         pair = labeled_pair(train, test, f"--train {args.train}", f"--test {args.test}")
         results[name], predicted = score(pair)
         hits[name] = predicted == pair.test_labels
-        pairs[name] = pair
         if name == MODEL:
+            model_pair = pair
             confusion = confusion_matrix(predicted, pair.test_labels, len(pair.classes))
             recall = per_class_accuracy(confusion).tolist()
     return _finish(
-        args, protocol, settings, sets, results, encoder, table, hits, pairs[MODEL], recall
+        args, protocol, settings, sets, results, encoder, table, hits, model_pair, recall
     )
 
 
