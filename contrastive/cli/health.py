@@ -85,13 +85,9 @@ def run_compare(args: argparse.Namespace) -> int:
             f"compare-runs needs two runs with label-free measures; {len(runs)} of the "
             f"{len(unique)} runs have them"
         )
-    folders = {run.data for run in runs if run.data}
-    if len(folders) > 1:
-        print(
-            "warning: the runs trained on different folders; their measures are not "
-            "comparable: " + ", ".join(sorted(folders)),
-            file=sys.stderr,
-        )
+    by_folder: dict[str | None, list] = {}
+    for run in runs:
+        by_folder.setdefault(run.data or None, []).append(run)
     widths = sorted({run.feature_dim for run in runs if run.feature_dim})
     if measure == "rank" and len(widths) > 1:
         print(
@@ -102,7 +98,23 @@ def run_compare(args: argparse.Namespace) -> int:
     unfinished = [str(run.run_dir) for run in runs if not run.finished]
     if unfinished:
         print(f"warning: unfinished run(s): {', '.join(unfinished)}", file=sys.stderr)
-    print(comparison_table(rank_runs(runs, measure), measure))
+    if len(by_folder) == 1:
+        print(comparison_table(rank_runs(runs, measure), measure))
+        return 0
+    # Measures of runs on different images are not comparable: one ranking per folder.
+    print(
+        f"the runs trained on {len(by_folder)} folders; each folder's runs are ranked apart",
+        file=sys.stderr,
+    )
+    for index, (folder, members) in enumerate(
+        sorted(by_folder.items(), key=lambda item: item[0] or "~")
+    ):
+        gap = "\n" if index else ""
+        print(f"{gap}{folder or 'folder not recorded (no config.yaml)'}:")
+        if len(members) == 1:
+            print(f"  {members[0].run_dir}: the only run on these images, not ranked")
+        else:
+            print(comparison_table(rank_runs(members, measure), measure))
     return 0
 
 

@@ -197,3 +197,34 @@ def test_compare_runs_leaves_out_a_run_without_measures(tmp_path: Path, capsys) 
     assert main(["compare-runs", str(tmp_path / "a"), str(tmp_path / "old")]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("error: compare-runs needs two runs with label-free measures; 1 of")
+
+
+def test_compare_runs_ranks_each_folders_runs_apart(tmp_path: Path, capsys) -> None:
+    runs = {}
+    for name, rank, folder in (
+        ("cats_a", 40.0, "/data/cats"),
+        ("digits_a", 90.0, "/data/digits"),
+        ("cats_b", 60.0, "/data/cats"),
+        ("digits_b", 10.0, "/data/digits"),
+        ("flowers", 50.0, "/data/flowers"),
+    ):
+        runs[name] = write_run(tmp_path / name, [5.0, rank])
+        (runs[name] / "config.yaml").write_text(f"data: {folder}\n")
+
+    assert main(["compare-runs", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "trained on 3 folders; each folder's runs are ranked apart" in captured.err
+    sections = captured.out.split("\n\n")
+    assert [section.splitlines()[0] for section in sections] == [
+        "/data/cats:",
+        "/data/digits:",
+        "/data/flowers:",
+    ]
+
+    def ranked(section: str) -> list[str]:
+        return [line.split()[1].rsplit("/", 1)[-1] for line in section.splitlines()[3:]]
+
+    # One ranking would have put digits_a first and digits_b last, between the cats.
+    assert ranked(sections[0]) == ["cats_b", "cats_a"]
+    assert ranked(sections[1]) == ["digits_a", "digits_b"]
+    assert "flowers: the only run on these images, not ranked" in sections[2]
