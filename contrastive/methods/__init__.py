@@ -6,7 +6,7 @@ from torch import nn
 
 from contrastive.errors import ContrastiveError
 from contrastive.losses import LossConfig, build_loss
-from contrastive.methods.config import MethodConfig
+from contrastive.methods.config import DEFAULT_QUEUE_SIZE, MethodConfig, default_queue_size
 from contrastive.methods.moco import MoCo
 from contrastive.methods.simclr import SimCLR
 
@@ -34,8 +34,10 @@ def build_method(
             f"unknown method {config.name!r}; choose one of {', '.join(METHODS)}"
         )
     method_class = METHODS[config.name]
+    # Unplanned (no data set at hand, as in tests and exports): MoCo v2's own queue.
+    queue_size = DEFAULT_QUEUE_SIZE if config.queue_size is None else config.queue_size
     memory_bank_size = (
-        (config.queue_size, config.projection_output_dim) if method_class.uses_memory_bank else 0
+        (queue_size, config.projection_output_dim) if method_class.uses_memory_bank else 0
     )
     criterion = build_loss(
         loss,
@@ -48,4 +50,12 @@ def build_method(
     return method_class(backbone, feature_dim, resolved, criterion)
 
 
-__all__ = ["METHODS", "MethodConfig", "MoCo", "SimCLR", "build_method"]
+__all__ = [
+    "DEFAULT_QUEUE_SIZE",
+    "METHODS",
+    "MethodConfig",
+    "MoCo",
+    "SimCLR",
+    "build_method",
+    "default_queue_size",
+]

@@ -24,7 +24,7 @@ import math
 import time
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -53,6 +53,7 @@ from contrastive.data.folder import (
 from contrastive.errors import ContrastiveError
 from contrastive.files import check_writable_dir, write_text_atomic
 from contrastive.hardware import check_accelerator
+from contrastive.methods import DEFAULT_QUEUE_SIZE, METHODS, default_queue_size
 from contrastive.training.budget import (
     BudgetPlan,
     FillTimeBudget,
@@ -205,6 +206,7 @@ def train(
             "not exist; if the images moved, pass their folder with --resume --data FOLDER"
         )
     inputs = _checked_inputs(config, folder)
+    config = _with_queue_size(config, len(inputs[0]))
     _mark_run_dir(config.run_dir)
     # Unknown (an unreadable checkpoint, which Lightning then names): every row is kept.
     resume_step = None if checkpoint is None else progress.step if progress else math.inf
@@ -359,6 +361,38 @@ def _checked_inputs(
         paths, skipped = check_readable(paths, config.max_bad_fraction)
     log.info("training on %d images from %s", len(paths), folder.root)
     return paths, skipped, _steps_per_epoch(len(paths), config, world)
+
+
+def _with_queue_size(config: TrainConfig, images: int) -> TrainConfig:
+    """MoCo's queue sized for the data set (when not set), or a warning where the one set
+    holds about as many keys as there are images; unchanged for in-batch methods."""
+    method_class = METHODS.get(config.method.name)
+    if method_class is None or not method_class.uses_memory_bank:
+        return config
+    world = expected_world_size(config)
+    per_process = images // world
+    where = f"the {per_process:,} images{' per process' if world > 1 else ''}"
+    if config.method.queue_size is None:
+        size = default_queue_size(per_process)
+        if size < DEFAULT_QUEUE_SIZE:
+            log.info(
+                "MoCo queue: %d keys, a quarter of %s (a queue as large as the data set "
+                "holds each image's own older key as a negative; --queue-size)",
+                size,
+                where,
+            )
+        return config.with_overrides(method=replace(config.method, queue_size=size))
+    if config.method.queue_size >= per_process / 2:
+        log.warning(
+            "--queue-size %d is %s %s: each image often meets its own older key among "
+            "its negatives and is pushed away from itself (the loss can rise); %d, a "
+            "quarter of them, is the planned size",
+            config.method.queue_size,
+            "more than" if config.method.queue_size > per_process else "half or more of",
+            where,
+            default_queue_size(per_process),
+        )
+    return config
 
 
 def _steps_per_epoch(images: int, config: TrainConfig, world_size: int) -> int:

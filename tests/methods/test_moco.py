@@ -12,7 +12,7 @@ from torch import nn
 
 from contrastive.errors import ContrastiveError
 from contrastive.losses import DistanceContrastiveLoss, LossConfig
-from contrastive.methods import MethodConfig, MoCo, build_method
+from contrastive.methods import MethodConfig, MoCo, build_method, default_queue_size
 
 from .conftest import LOSS_CASES, LOSS_IDS, loss_ratio
 
@@ -187,3 +187,17 @@ def test_build_method_criterion(loss: LossConfig, expected_type: type, expected_
 def test_bad_method_config_raises(kwargs: dict, culprit: str) -> None:
     with pytest.raises(ContrastiveError, match=culprit):
         MethodConfig("moco", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("images", "expected"), [(1_000, 250), (16_384, 4096), (50_000, 4096), (3, 1), (0, 1)]
+)
+def test_default_queue_size_is_a_quarter_of_the_images_up_to_mocos(
+    images: int, expected: int
+) -> None:
+    assert default_queue_size(images) == expected
+
+
+def test_an_unplanned_queue_is_mocos_own(method_factory: Callable) -> None:
+    method = method_factory("moco", LossConfig("ntxent"), queue_size=None)
+    assert method.criterion.memory_bank.size[0] == 4096
