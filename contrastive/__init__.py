@@ -28,7 +28,7 @@ _HOMES = {
     "OptimConfig": "contrastive.training",
     "TrainConfig": "contrastive.training",
     "TrainResult": "contrastive.training",
-    "train": "contrastive.training",
+    "train": "contrastive.planning.planned_training",
     "VIEW_PRESETS": "contrastive.views",
     "ViewConfig": "contrastive.views",
     "view_preset": "contrastive.views",
@@ -57,7 +57,8 @@ if TYPE_CHECKING:
     from contrastive.errors import ContrastiveError
     from contrastive.losses import DistanceContrastiveLoss, LossConfig
     from contrastive.methods import METHODS, MethodConfig
-    from contrastive.training import OptimConfig, TrainConfig, TrainResult, train
+    from contrastive.planning.planned_training import train
+    from contrastive.training import OptimConfig, TrainConfig, TrainResult
     from contrastive.views import VIEW_PRESETS, ViewConfig, view_preset
 
 

@@ -15,7 +15,12 @@ from typing import Any
 from contrastive.backbones import BACKBONES, TIMM_PREFIX, BackboneConfig, is_torchvision_resnet
 from contrastive.losses import LossConfig
 from contrastive.methods.config import MethodConfig
-from contrastive.training.config import OptimConfig, TrainConfig
+from contrastive.training.config import (
+    OptimConfig,
+    TrainConfig,
+    leaf_settings,
+    nested_settings,
+)
 from contrastive.views.config import view_preset
 
 
@@ -112,6 +117,24 @@ def choose_recipe(name: str, time_budget: str | None) -> str:
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose from auto, {', '.join(RECIPES)}")
     return name
+
+
+def settings_for_recipe(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings given (by dotted path) as they apply to a recipe: a view size given drops the
+    recipe's evaluation and stored sizes (they belong to its own view size), and a backbone
+    that is not a ResNet drops its stem (:func:`without_recipe_stem`)."""
+    values = dict(values)
+    if "views.input_size" in values:
+        values.setdefault("views.eval_input_size", None)
+        values.setdefault("stored_size", None)
+    return without_recipe_stem(values)
+
+
+def with_settings(recipe: TrainConfig, values: Mapping[str, Any]) -> TrainConfig:
+    """``recipe`` with the settings given (by dotted path), as ``contrastive train`` applies
+    its flags to a recipe (:func:`settings_for_recipe`)."""
+    merged = leaf_settings(recipe.to_dict()) | settings_for_recipe(values)
+    return TrainConfig.from_dict(nested_settings(merged))
 
 
 def without_recipe_stem(values: Mapping[str, Any]) -> dict[str, Any]:

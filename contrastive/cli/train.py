@@ -18,11 +18,13 @@ from contrastive.cli.config_flags import (
 )
 from contrastive.losses import DISTANCES, LOSSES
 from contrastive.methods import METHODS
-from contrastive.recipes import RECIPES, choose_recipe, without_recipe_stem
+from contrastive.recipes import RECIPES, choose_recipe, settings_for_recipe
 from contrastive.training.config import (
     OPTIMIZERS,
+    RECORD_FIELDS,
     VIEW_PIPELINES,
     TrainConfig,
+    leaf_settings,
     load_config_file,
 )
 from contrastive.views.config import VIEW_PRESETS, ViewConfig, view_preset
@@ -63,7 +65,7 @@ FLAGS = {
 }
 
 #: Fields that are records of a run, not options.
-NO_FLAG = ("plan",)
+NO_FLAG = RECORD_FIELDS
 
 #: ``--help`` sections and the config fields (or whole components) each one lists.
 GROUPS = {
@@ -162,12 +164,7 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
             length_flags[0].replace("_", "-"),
             values["time_budget"],
         )
-    if "views.input_size" in values:
-        # A recipe's evaluation and cache sizes belong to its own view size, not this one.
-        values.setdefault("views.eval_input_size", None)
-        values.setdefault("stored_size", None)
-    # A recipe's small-image stem belongs to its own ResNet, not to --backbone convnext_tiny.
-    values = without_recipe_stem(values)
+    values = settings_for_recipe(values)
     values = _with_stem_of_weights(values, config)
     config = apply_flags(config, values, config_flags(TrainConfig, FLAGS, exclude=NO_FLAG))
     _check_time_budget(config.time_budget)
@@ -255,7 +252,7 @@ def user_settings(args: argparse.Namespace) -> frozenset[str]:
     planner keeps them and plans the rest around them."""
     paths = set(flag_values(args, TrainConfig))
     if getattr(args, "config", None):
-        paths |= set(_dotted(load_config_file(args.config)))
+        paths |= set(leaf_settings(load_config_file(args.config)))
     if getattr(args, "views", None):
         # A preset names the augmentations; the sizes and crops stay the planner's.
         planned = {"input_size", "eval_input_size", "crop_scale"}
@@ -263,16 +260,6 @@ def user_settings(args: argparse.Namespace) -> frozenset[str]:
             f"views.{name}" for name in planned
         }
     return frozenset(paths)
-
-
-def _dotted(values: dict[str, Any], prefix: str = "") -> list[str]:
-    paths = []
-    for key, value in values.items():
-        if isinstance(value, dict) and key != "plan":
-            paths += _dotted(value, f"{prefix}{key}.")
-        else:
-            paths.append(f"{prefix}{key}")
-    return paths
 
 
 def run(args: argparse.Namespace) -> int:

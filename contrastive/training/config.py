@@ -334,6 +334,35 @@ class TrainConfig:
         return replace(self, **overrides)
 
 
+#: Records of a run rather than settings: one value each, never split into leaves.
+RECORD_FIELDS = ("plan",)
+
+
+def leaf_settings(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{dotted path: value}`` of a nested (possibly partial) config dict:
+    ``{"optim": {"base_learning_rate": 0.3}}`` -> ``{"optim.base_learning_rate": 0.3}``."""
+    leaves: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and key not in RECORD_FIELDS:
+            leaves |= leaf_settings(value, f"{prefix}{key}.")
+        else:
+            leaves[prefix + key] = value
+    return leaves
+
+
+def nested_settings(leaves: dict[str, Any]) -> dict[str, Any]:
+    """The nested config dict of ``{dotted path: value}`` (the inverse of
+    :func:`leaf_settings`)."""
+    values: dict[str, Any] = {}
+    for path, value in leaves.items():
+        *parents, name = path.split(".")
+        level = values
+        for parent in parents:
+            level = level.setdefault(parent, {})
+        level[name] = value
+    return values
+
+
 def _component(component: type, key: str, values: dict[str, Any]) -> Any:
     known = {f.name for f in fields(component)}
     unknown = set(values) - known

@@ -20,7 +20,12 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from contrastive.errors import ContrastiveError
 from contrastive.files import same_path
-from contrastive.training.config import TrainConfig, load_config_file
+from contrastive.training.config import (
+    RECORD_FIELDS,
+    TrainConfig,
+    leaf_settings,
+    load_config_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +134,7 @@ def _warn_ignored_on_resume(saved: TrainConfig, given: TrainConfig) -> None:
     # Applied by resolve_resume: the length, data (the folder's new place), the run folder,
     # and the step limit where the run has one.
     applied = {"epochs", "out", "data"} | ({"max_steps"} if saved.max_steps is not None else set())
-    saved_values, given_values = _leaf_values(saved.to_dict()), _leaf_values(given.to_dict())
+    saved_values, given_values = leaf_settings(saved.to_dict()), leaf_settings(given.to_dict())
     ignored = [
         _as_typed(path, value)
         for path, value in given_values.items()
@@ -155,27 +160,14 @@ FLAG_NAMES = {
     "checkpoint_every_n_epochs": "--checkpoint-every",
     "monitor_every_n_epochs": "--monitor-every",
 }
-#: Records of a run that no flag sets: named by their field.
-NO_FLAG_FIELDS = ("plan",)
 
 
 def flag_name(path: str) -> str:
     """The ``contrastive train`` flag of a dotted config field (``optim.base_learning_rate``
     -> ``--lr``); a field without a flag keeps its name."""
-    if path.partition(".")[0] in NO_FLAG_FIELDS:
+    if path.partition(".")[0] in RECORD_FIELDS:
         return path.partition(".")[0]
     return FLAG_NAMES.get(path, "--" + path.rpartition(".")[2].replace("_", "-"))
-
-
-def _leaf_values(values: dict, prefix: str = "") -> dict[str, object]:
-    """``{dotted path: value}`` of a nested config dict (``plan`` stays one value)."""
-    leaves: dict[str, object] = {}
-    for key, value in values.items():
-        if isinstance(value, dict) and key not in NO_FLAG_FIELDS:
-            leaves |= _leaf_values(value, f"{prefix}{key}.")
-        else:
-            leaves[prefix + key] = value
-    return leaves
 
 
 def _as_typed(path: str, value: object) -> str:
