@@ -106,9 +106,10 @@ def read_run_health(run_dir: str | os.PathLike) -> RunHealth:
             "logged step?)"
         )
     if not history:
+        last_step = max((step for step, _ in loss), default=0)
         raise NoHealthMeasuresError(
-            f"{metrics} has no label-free measures (monitor/rank ...): the run was trained "
-            "without them (--health-sample-size 0) or before they existed"
+            f"{metrics} has no label-free measures (monitor/rank ...): "
+            + _why_no_measures(folder, last_step)
         )
     data, feature_dim, projection_dim, method = _widths(folder)
     return RunHealth(
@@ -121,6 +122,26 @@ def read_run_health(run_dir: str | os.PathLike) -> RunHealth:
         finished=(folder / "backbone.pt").is_file(),
         spread_calibrated=spread_is_calibrated(method) if method else True,
     )
+
+
+def _why_no_measures(folder: Path, last_step: int) -> str:
+    """Why a run's metrics hold no measures: not measured yet (still training), switched
+    off, or trained before they existed."""
+    config_file = folder / "config.yaml"
+    if not config_file.is_file():
+        return "the run was trained without them or before they existed"
+    from contrastive.training.config import TrainConfig, load_config_file
+
+    config = TrainConfig.from_dict(load_config_file(config_file))
+    if config.health_sample_size == 0:
+        return "the run was trained without them (--health-sample-size 0)"
+    if not (folder / "backbone.pt").is_file():
+        return (
+            f"the run has not measured them yet (logged up to step {last_step}; they come "
+            f"every {config.health_every_n_steps} steps and at the end): if it is still "
+            "training, ask again later"
+        )
+    return "the run was trained before they existed"
 
 
 def _widths(folder: Path) -> tuple[str, int, int, str]:

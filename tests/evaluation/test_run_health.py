@@ -228,3 +228,25 @@ def test_compare_runs_ranks_each_folders_runs_apart(tmp_path: Path, capsys) -> N
     assert ranked(sections[0]) == ["cats_b", "cats_a"]
     assert ranked(sections[1]) == ["digits_a", "digits_b"]
     assert "flowers: the only run on these images, not ranked" in sections[2]
+
+
+@pytest.mark.parametrize(
+    ("config", "finished", "reason"),
+    [
+        # Before: every case read "trained without them ... or before they existed".
+        ("health_every_n_steps: 400\n", False, "has not measured them yet (logged up to step 22;"),
+        ("health_sample_size: 0\n", False, "trained without them (--health-sample-size 0)"),
+        ("health_every_n_steps: 400\n", True, "trained before they existed"),
+    ],
+)
+def test_a_run_without_measures_is_told_why(
+    tmp_path: Path, capsys, config: str, finished: bool, reason: str
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(config)
+    (run / "metrics.csv").write_text("step,loss\n9,5.0\n21,4.5\n")
+    if finished:
+        (run / "backbone.pt").write_bytes(b"")
+    assert main(["health", str(run)]) == 2
+    assert reason in capsys.readouterr().err
