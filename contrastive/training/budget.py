@@ -181,6 +181,11 @@ class PlanTimeBudget(pl.Callback):
                 self.on_plan(self.plan)
 
 
+#: A run that ends with fewer than this share of its largest plan's steps is said to have
+#: fallen short (:meth:`FillTimeBudget.shortfall`).
+SHORTFALL_SHARE = 0.5
+
+
 class FillTimeBudget(pl.Callback):
     """Re-plans the number of steps during training so the run ends at its deadline.
 
@@ -239,6 +244,8 @@ class FillTimeBudget(pl.Callback):
         self.time_slice = time_slice
         self.check_every_steps = max(1, check_every_steps)
         self.replans: list[tuple[int, int]] = []
+        #: ``(step, total steps, seconds per step)`` of the plan with the most steps.
+        self._largest_plan: tuple[int, int, float] | None = None
         self._window: tuple[int, float] | None = None
         self._previous_window: tuple[int, float] | None = None
         self._slice_seconds = 0.0
@@ -285,6 +292,8 @@ class FillTimeBudget(pl.Callback):
         new_total = step if overdue else step + max(1, int(remaining / seconds_per_step))
         new_total = trainer.strategy.broadcast(new_total, src=0)
         self._previous_window, self._window = self._window, (step, now)
+        if self._largest_plan is None or new_total > self._largest_plan[1]:
+            self._largest_plan = (step, new_total, seconds_per_step)
         if overdue or abs(new_total - total) > 0.01 * total:
             set_total_steps(trainer, new_total)
             self.replans.append((step, new_total))
@@ -303,6 +312,27 @@ class FillTimeBudget(pl.Callback):
                 new_total,
                 total,
             )
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        message = self.shortfall(trainer.global_step)
+        if message is not None and trainer.is_global_zero and not trainer.interrupted:
+            log.warning(message)
+
+    def shortfall(self, steps_done: int) -> str | None:
+        """What the user is told where the machine slowed down so much during the run that
+        it trained under half the steps once planned (another process on the same cores):
+        otherwise the weak result reads as the method's."""
+        if self._largest_plan is None or self._window is None:
+            return None
+        step, planned, fast = self._largest_plan
+        if steps_done >= SHORTFALL_SHARE * planned:
+            return None
+        return (
+            f"time budget: the run trained {steps_done} steps, under half of the {planned} "
+            f"planned at step {step} ({fast:.3f} s/step then): the machine slowed down "
+            "during the run (other work on these cores?), so this is the result of a shorter "
+            "run; where cores are shared, a process started with OMP_NUM_THREADS=1 slows less"
+        )
 
 
 def seconds_after_training(callbacks: Iterable[object]) -> float:

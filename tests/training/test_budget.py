@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -344,3 +345,32 @@ def test_a_passing_burst_of_load_does_not_end_the_run_early() -> None:
     fit_quietly(module, 40, [replanner])
     assert clock.now > 19.5
     assert module.rates[-1] < 0.05 * max(module.rates)
+
+
+def test_a_run_that_slowed_to_under_half_its_plan_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # 20 ms steps promise ~1,000 steps at the first re-plan; from step 30 on, steps take
+    # 0.2 s and the run ends with about a tenth of them (the sweep: 257 of 2,176 steps while
+    # another training shared the 2 cores, and nothing said so).
+    clock = SimulatedClock()
+    module = SlowingModule(clock, slow_from=30, slow_seconds=0.2)
+    replanner = FillTimeBudget(deadline=20.0, reserve_seconds=0.0, clock=clock)
+    with caplog.at_level(logging.WARNING):
+        fit_quietly(module, 40, [replanner])
+    largest = max(total for _, total in replanner.replans)
+    assert module.global_step < largest / 2
+    message = f"time budget: the run trained {module.global_step} steps, under half of the"
+    assert message in caplog.text
+    assert f"{largest} planned at step" in caplog.text
+    assert "OMP_NUM_THREADS=1" in caplog.text
+
+
+def test_a_steady_or_briefly_loaded_run_is_not_said_to_fall_short() -> None:
+    _, steady, _ = fit_timed(planned_steps=40, budget=20.0)
+    assert steady.replans and steady.shortfall(steady.replans[-1][1]) is None
+    clock = SimulatedClock()
+    module = BurstModule(clock, burst=range(800, 804), burst_seconds=0.5)
+    replanner = FillTimeBudget(deadline=20.0, reserve_seconds=0.0, clock=clock)
+    fit_quietly(module, 40, [replanner])
+    assert replanner.shortfall(module.global_step) is None
