@@ -10,20 +10,24 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
+from PIL import Image
 from torch import Tensor, nn
 
 from contrastive.backbones import BackboneConfig, build_backbone
+from contrastive.data.folder import load_rgb, to_rgb
 from contrastive.errors import ContrastiveError
 from contrastive.files import load_torch_safely
 from contrastive.losses import LossConfig
 from contrastive.methods import MethodConfig, build_method
 from contrastive.views.config import ViewConfig
+from contrastive.views.per_image import eval_transform
 
 RUN_CONFIG = "config.yaml"
 RUN_BACKBONE = "backbone.pt"
@@ -50,6 +54,70 @@ class Encoder:
     backbone_config: BackboneConfig
     source: str
     projection_head: nn.Module | None = None
+
+    def embed(self, images: ImageInput | Sequence[ImageInput], batch_size: int = 256) -> Tensor:
+        """Backbone features of images, through the run's evaluation transform (resize,
+        center crop, the run's normalisation) with batch-norm in eval mode: the features
+        ``contrastive embed`` computes for the same files.
+
+        Args:
+            images: One image or a sequence of them: PIL images, image file paths, or
+                ``(H, W, 3)`` / ``(H, W)`` uint8 NumPy arrays.
+            batch_size: Images per forward pass.
+
+        Returns:
+            ``(N, feature_dim)`` float features on the CPU, in the order given.
+
+        Raises:
+            ContrastiveError: For a tensor (the backbone itself takes batches already
+                resized and normalised), another type, or an array of another shape or
+                dtype, naming the item.
+        """
+        single = isinstance(images, str | os.PathLike | Image.Image | np.ndarray)
+        items = [images] if single else list(images)
+        if not items:
+            raise ContrastiveError("embed needs at least one image")
+        transform = eval_transform(self.view_config)
+        device = next(self.backbone.parameters()).device
+        batches = []
+        with evaluation_mode(self.backbone), torch.no_grad():
+            for start in range(0, len(items), batch_size):
+                chunk = items[start : start + batch_size]
+                pixels = torch.stack(
+                    [transform(_as_pil(item, start + i)) for i, item in enumerate(chunk)]
+                )
+                batches.append(self.backbone(pixels.to(device)).flatten(start_dim=1).float().cpu())
+        return torch.cat(batches)
+
+
+#: What :meth:`Encoder.embed` takes for one image.
+ImageInput = str | os.PathLike | Image.Image | np.ndarray
+
+
+def _as_pil(item: object, index: int) -> Image.Image:
+    """One input of :meth:`Encoder.embed` as an RGB PIL image."""
+    if isinstance(item, Image.Image):
+        return to_rgb(item)
+    if isinstance(item, str | os.PathLike):
+        return load_rgb(item)
+    if isinstance(item, np.ndarray):
+        if item.dtype != np.uint8 or not (
+            item.ndim == 2 or (item.ndim == 3 and item.shape[2] in (1, 3, 4))
+        ):
+            raise ContrastiveError(
+                f"image {index}: an array must be uint8 (H, W), (H, W, 3) or (H, W, 4); got "
+                f"{item.dtype} {item.shape}"
+            )
+        return to_rgb(Image.fromarray(item[:, :, 0] if item.shape[2:] == (1,) else item))
+    if isinstance(item, Tensor):
+        raise ContrastiveError(
+            f"image {index} is a tensor: embed takes PIL images, paths or uint8 arrays; a batch "
+            "already resized and normalised (contrastive.views.per_image.eval_transform) goes "
+            "to encoder.backbone"
+        )
+    raise ContrastiveError(
+        f"image {index} is a {type(item).__name__}: embed takes PIL images, paths or uint8 arrays"
+    )
 
 
 class EncoderFeatures(nn.Module):

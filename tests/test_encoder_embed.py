@@ -1,0 +1,73 @@
+"""``Encoder.embed``: features of PIL images, files or arrays, equal to ``contrastive embed``'s."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from contrastive.backbones import BackboneConfig, build_backbone
+from contrastive.embeddings import embed_folder
+from contrastive.encoder import Encoder, feature_extractor
+from contrastive.errors import ContrastiveError
+from contrastive.views.config import ViewConfig
+
+
+@pytest.fixture
+def encoder() -> Encoder:
+    torch.manual_seed(0)
+    backbone, width = build_backbone(BackboneConfig("resnet18_quarter", small_image_stem=True))
+    views = ViewConfig(
+        input_size=24, eval_input_size=32, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25)
+    )
+    return Encoder(backbone.train(), width, views, BackboneConfig("resnet18_quarter"), "test")
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> list[Path]:
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    paths = []
+    for index, size in enumerate([(48, 40), (32, 32), (70, 90)]):
+        pixels = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+        paths.append(folder / f"{index}.png")
+        Image.fromarray(pixels).save(paths[-1])
+    return paths
+
+
+def test_embed_equals_the_folder_embedding_for_files_images_and_arrays(
+    encoder: Encoder, photos: list[Path]
+) -> None:
+    folder = embed_folder(
+        photos[0].parent, encoder.view_config, {"f": feature_extractor(encoder)}, progress=False
+    )["f"]
+    order = [list(folder.paths).index(path.name) for path in photos]
+    expected = torch.as_tensor(folder.embeddings[order])
+    images = [Image.open(path) for path in photos]
+    arrays = [np.asarray(image) for image in images]
+    for given in (photos, [str(path) for path in photos], images, arrays):
+        features = encoder.embed(given, batch_size=2)
+        assert features.shape == (3, encoder.feature_dim)
+        torch.testing.assert_close(features, expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(encoder.embed(images[1]), expected[1:2], atol=1e-4, rtol=1e-4)
+    assert encoder.backbone.training  # its mode is given back
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (torch.rand(2, 3, 32, 32), "image 0 is a tensor: .* goes to encoder.backbone"),
+        ([np.zeros((8, 8, 3), dtype=np.float32)], r"image 0: an array must be uint8 .* float32"),
+        ([Image.new("RGB", (8, 8)), 3], "image 1 is a int"),
+        ([], "at least one image"),
+    ],
+)
+def test_embed_refuses_what_it_cannot_read_in_one_line(
+    encoder: Encoder, given: object, message: str
+) -> None:
+    with pytest.raises(ContrastiveError, match=message):
+        encoder.embed(given)
