@@ -28,7 +28,7 @@ from contrastive.curation.outliers import UnusualGroup, neighbourhood_similarity
 from contrastive.curation.selection import SELECTION_METHODS, Selection, select
 from contrastive.curation.space import centred
 from contrastive.data.folder import DECODE_ERRORS, ImageFolder, load_rgb
-from contrastive.data.near_copies import DEFAULT_THRESHOLD, image_fingerprints
+from contrastive.data.near_copies import BLANK_STD, DEFAULT_THRESHOLD, fingerprints_and_spreads
 from contrastive.embeddings import Embeddings
 from contrastive.errors import ContrastiveError
 
@@ -100,6 +100,10 @@ class Curation:
         left_out: Images of the folder without embeddings, relative to it (embedding skips
             files that cannot be decoded), so the report can name what it did not look at.
         label_issues_skipped: Why label mistakes were not looked for (None if they were).
+        blank: Indices of blank images (one colour: every channel's standard deviation
+            under :data:`~contrastive.data.near_copies.BLANK_STD` levels), least varied
+            first. Their embeddings can sit among the ordinary images, where the outlier
+            ranking misses them: a uniform gray frame ranked 2,675th of 3,013.
     """
 
     dataset: Embeddings
@@ -116,6 +120,7 @@ class Curation:
     seconds: dict[str, float] = field(default_factory=dict)
     left_out: list[str] = field(default_factory=list)
     label_issues_skipped: str | None = None
+    blank: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
     def outlier_order(self) -> np.ndarray:
@@ -233,18 +238,23 @@ def _copies(
     against: str | os.PathLike | None,
     settings: CurationSettings,
     progress: bool,
-) -> tuple[list, list, list[Path], Path | None]:
-    """Duplicate groups within the folder, and leak groups shared with the ``against`` folder.
+) -> tuple[list, list, list[Path], Path | None, np.ndarray]:
+    """Duplicate groups within the folder, leak groups shared with the ``against`` folder,
+    and the folder's blank images, from one decode of each file.
 
     Returns:
-        ``(duplicate groups, leak groups, the other folder's images, its root)``.
+        ``(duplicate groups, leak groups, the other folder's images, its root, blank image
+        indices, least varied first)``.
     """
     other_folder = ImageFolder.scan(against) if against is not None else None
     other = other_folder.paths if other_folder is not None else []
     threshold = settings.near_copy_threshold
     count = len(dataset)
     every = [*(dataset.image_path(index) for index in range(count)), *other]
-    fingerprints = image_fingerprints(every, progress=progress)
+    fingerprints, spreads = fingerprints_and_spreads(every, progress=progress)
+    spreads = spreads[:count]
+    flat = np.flatnonzero(spreads < BLANK_STD)
+    blank = flat[np.argsort(spreads[flat], kind="stable")]
     digests = file_digests(every, progress=progress)
     exact = settings.exact_search
     duplicates = duplicate_groups(
@@ -259,7 +269,7 @@ def _copies(
         if other
         else []
     )
-    return duplicates, leaks, list(other), other_folder.root if other_folder else None
+    return duplicates, leaks, list(other), other_folder.root if other_folder else None, blank
 
 
 class _Laps:
@@ -318,7 +328,7 @@ def curate(
             "(exact_search / --exact-search compares every pair: minutes to hours)",
             neighbours.APPROXIMATE_ROWS,
         )
-    duplicates, leaks, other, other_root = _copies(dataset, against, settings, progress)
+    duplicates, leaks, other, other_root, blank = _copies(dataset, against, settings, progress)
     laps.lap("duplicates")
     say("outliers: each image's %d nearest images", settings.outlier_k)
     space = centred(dataset.embeddings)
@@ -365,4 +375,5 @@ def curate(
         laps.seconds,
         images_left_out(dataset) if left_out is None else list(left_out),
         label_issues_skipped,
+        blank,
     )

@@ -10,6 +10,7 @@ Files (each list only when it was computed):
 * ``label_issues.csv`` / ``label_issues.png``: suspected label mistakes with the suggested class.
 * ``selection.csv`` / ``selection.png``: the images to label first, in order; with
   ``link_selected`` also ``selected/``, a folder of links to them.
+* ``blank.csv`` / ``blank.png``: blank images (one colour), least varied first.
 * ``left_out.csv``: images of the folder that have no embeddings (files that cannot be
   decoded are skipped when embedding), so none of the lists above looked at them.
 
@@ -43,6 +44,7 @@ REPORT_LISTS = (
     "unusual_groups",
     "label_issues",
     "selection",
+    "blank",
     "left_out",
 )
 #: The folder of links to the selected images.
@@ -106,6 +108,8 @@ def write_report(
                 [curation.path(int(i)) for i in curation.selection.indices],
                 folder / SELECTED_FOLDER,
             )
+    if len(curation.blank):
+        rows_written["blank"] = _write_blank(curation, folder / "blank", sheets)
     if curation.left_out:
         rows_written["left_out"] = _write_csv(
             folder / "left_out.csv", ["path"], [[path] for path in curation.left_out]
@@ -230,6 +234,11 @@ def summary_text(summary: dict[str, object]) -> str:
             f"({counts['leaked_images']} of this folder's images)"
         )
     lines.append(f"- unusual groups (tiny isolated clusters): {counts['unusual_groups']}")
+    if counts.get("blank_images"):
+        lines.append(
+            f"- blank images (one colour, nothing to learn from): {counts['blank_images']}, "
+            "listed in blank.csv"
+        )
     lines.append("- outliers: every image ranked in outliers.csv, most outlying first")
     if "label_issues" in counts:
         lines.append(
@@ -309,6 +318,7 @@ def _summary(curation: Curation) -> dict[str, object]:
         # Images beyond the first of each set of identical files.
         "exact_copies": sum(_exact_extras(g) for g in curation.duplicates),
         "unusual_groups": len(curation.unusual),
+        "blank_images": len(curation.blank),
         "left_out": len(curation.left_out),
     }
     if curation.against:
@@ -435,6 +445,17 @@ def _write_outliers(curation: Curation, stem: Path, sheets: bool) -> int:
             [f"#{r} {curation.outlier_scores[i]:.3f}" for r, i in enumerate(shown, start=1)],
             stem.with_suffix(".png"),
         )
+    return written
+
+
+def _write_blank(curation: Curation, stem: Path, sheets: bool) -> int:
+    rows = [
+        [_relative(curation, int(index)), _label(curation, int(index))] for index in curation.blank
+    ]
+    written = _write_csv(stem.with_suffix(".csv"), ["path", "label"], rows)
+    if sheets:
+        shown = curation.blank[:SHEET_IMAGES]
+        _flat_sheet(curation, shown, ["blank"] * len(shown), stem.with_suffix(".png"))
     return written
 
 

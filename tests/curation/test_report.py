@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from contrastive.curation import CurationSettings, curate
 from contrastive.curation.report import (
@@ -200,6 +201,39 @@ def test_images_without_embeddings_are_listed_in_the_report(
     assert summary["counts"]["left_out"] == 0
     assert not (out / "left_out.csv").exists()  # the earlier report's list is gone
     assert "left out" not in (out / "summary.md").read_text()
+
+
+def test_blank_images_are_listed_where_the_outlier_ranking_misses_them(
+    tmp_path: Path, make_textured_folder
+) -> None:
+    root = tmp_path / "data"
+    dataset = embedded_folder(root, make_textured_folder)
+    # A uniform gray frame and an almost black one (a little JPEG-like noise), and a faint
+    # but real gradient that stays: its spread is 7 levels.
+    rng = np.random.default_rng(1)
+    Image.new("RGB", (48, 48), (250, 250, 250)).save(root / "a" / "002.png")
+    dark = rng.integers(0, 3, (48, 48, 3), dtype=np.uint8)
+    Image.fromarray(dark).save(root / "c" / "004.png")
+    ramp = np.repeat(np.linspace(100, 124, 48, dtype=np.uint8)[None, :, None], 48, 0)
+    Image.fromarray(np.repeat(ramp, 3, 2)).save(root / "b" / "000.png")
+
+    out = tmp_path / "report"
+    curation = curate(dataset, CurationSettings(label_issues="no"))
+    assert [str(dataset.paths[i]) for i in curation.blank] == ["a/002.png", "c/004.png"]
+    summary = write_report(curation, out)
+    assert summary["counts"]["blank_images"] == 2
+    listed = (out / "blank.csv").read_text().splitlines()
+    assert listed == ["path,label", "a/002.png,a", "c/004.png,c"]
+    assert (out / "blank.png").is_file()
+    assert "blank images (one colour, nothing to learn from): 2" in (out / "summary.md").read_text()
+
+    # None left: the earlier list goes and the summary says nothing of blank images.
+    for seed, path in enumerate(("a/002.png", "c/004.png"), start=7):
+        make_textured_folder(tmp_path / "fresh", {"": 1}, seed=seed)
+        (tmp_path / "fresh" / "000.png").rename(root / path)
+    write_report(curate(dataset, CurationSettings(label_issues="no")), out)
+    assert not (out / "blank.csv").exists()
+    assert "blank images" not in (out / "summary.md").read_text()
 
 
 def test_a_selection_of_no_images_is_refused_in_the_callers_words(
