@@ -193,6 +193,9 @@ def few_label_comparison(
             num_classes=len(pair.classes),
             test_subsets=subsets,
         )
+        # The counts the first set kept (larger ones are dropped with a warning): the same
+        # labels follow, and each set repeated the warning.
+        counts = results[name].counts
     return FewShotComparison(results, check, classes)
 
 

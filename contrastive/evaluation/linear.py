@@ -216,8 +216,8 @@ def select_weight_decay(
         )
     elif len(accuracies) > 1 and best in (min(accuracies), max(accuracies)):
         log.warning(
-            "the chosen weight decay %g is at the edge of the grid %s; consider widening it "
-            "(--weight-decay)",
+            "the chosen weight decay %g is at the edge of the grid %s; consider a wider one "
+            "(weight_decays; eval linear --weight-decay)",
             best,
             sorted(accuracies),
         )

@@ -256,3 +256,22 @@ def test_short_classes_are_listed_by_name() -> None:
     assert _short_classes(short, ["daisy", "dandelion", "rose"]) == (
         "daisy (3 images), rose (1 image) at 2 per class; rose (1 image) at 5 per class"
     )
+
+
+def test_counts_larger_than_every_class_are_warned_about_once_for_all_sets(
+    tmp_path: Path, npz_pair
+) -> None:
+    import warnings
+
+    from contrastive.embeddings import load_embeddings
+    from contrastive.evaluation.fewshot_report import few_label_comparison
+
+    train, test = (load_embeddings(path) for path in npz_pair(tmp_path))
+    sets = {"model": (train, test), "baseline": (train, test), "other": (train, test)}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        comparison = few_label_comparison(sets, [1, 10, 25, "all"], 2, 0, check_leaks=False)
+    exceeded = [w for w in caught if "exceed every class" in str(w.message)]
+    # Before: once per feature set (3 here; the sweep's --baselines printed it 3 times).
+    assert len(exceeded) == 1
+    assert all(result.counts == [1, "all"] for result in comparison.results.values())
