@@ -191,6 +191,11 @@ def load_encoder(
     path = Path(source).expanduser().absolute()
     if path.is_dir():
         return _load_run(path, backbone_config, view_config, with_projection_head)
+    if not path.exists():
+        # A mistyped run folder read "file not found", as if a file were expected.
+        raise ContrastiveError(
+            f"no run folder or weights file at {path} (a run folder, a .ckpt or a .pt file)"
+        )
     if path.suffix.lower() in {".yaml", ".yml", ".json", ".csv", ".npz"}:
         # A file of a run, not its weights: the run folder is what was meant.
         raise ContrastiveError(

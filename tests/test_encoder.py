@@ -163,6 +163,11 @@ def test_not_a_run_folder(tmp_path: Path) -> None:
         load_encoder(tmp_path)
 
 
+def test_a_mistyped_run_folder_is_not_called_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ContrastiveError, match="^no run folder or weights file at .*runs/R1 "):
+        load_encoder(tmp_path / "runs" / "R1")
+
+
 def test_a_file_of_the_run_points_to_the_run_folder(run_dir: Path) -> None:
     with pytest.raises(ContrastiveError, match=f"not weights: give the run folder \\({run_dir}\\)"):
         load_encoder(run_dir / "config.yaml")
