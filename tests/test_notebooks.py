@@ -91,6 +91,34 @@ def execute(book: nbformat.NotebookNode, cwd: Path) -> nbformat.NotebookNode:
     return client.execute()
 
 
+def notebook_settings(
+    monkeypatch: pytest.MonkeyPatch, kernel_path: Path, **settings: str | Path
+) -> None:
+    """The test kernel and the ``CONTRASTIVE_NOTEBOOK_*`` variables: those given
+    (``data=...`` sets ``CONTRASTIVE_NOTEBOOK_DATA``), the others unset."""
+    monkeypatch.setenv("JUPYTER_PATH", str(kernel_path))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    for name in ("data", "test", "out", "epochs", "labeled", "run", "runs", "budget"):
+        key = f"CONTRASTIVE_NOTEBOOK_{name.upper()}"
+        if name in settings:
+            monkeypatch.setenv(key, str(settings[name]))
+        else:
+            monkeypatch.delenv(key, raising=False)
+
+
+def run_notebook(path: Path, artifacts: Path) -> str:
+    """Executes the notebook at ``path``, writes the executed copy into ``artifacts`` (also
+    after a failure: the copy shows the error in its cell) and returns what it printed."""
+    book = nbformat.read(path, as_version=4)
+    try:
+        execute(book, NOTEBOOK_DIR)
+    finally:
+        nbformat.write(book, artifacts / path.name)
+    return "".join(
+        output.get("text", "") for cell in book.cells for output in cell.get("outputs", [])
+    )
+
+
 @pytest.fixture(scope="module")
 def small_digits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """25 train and 8 test images per digit, copied from the demo data."""
@@ -126,31 +154,17 @@ def test_notebooks_run(
     kernel_path: Path, small_digits: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir(parents=True)
     out = ARTIFACTS / "output"
-    monkeypatch.setenv("JUPYTER_PATH", str(kernel_path))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    monkeypatch.setenv("CONTRASTIVE_NOTEBOOK_DATA", str(small_digits["train"]))
-    monkeypatch.setenv("CONTRASTIVE_NOTEBOOK_TEST", str(small_digits["test"]))
-    monkeypatch.setenv("CONTRASTIVE_NOTEBOOK_OUT", str(out))
-    monkeypatch.setenv("CONTRASTIVE_NOTEBOOK_EPOCHS", "3")
-    for key in (
-        "CONTRASTIVE_NOTEBOOK_LABELED",
-        "CONTRASTIVE_NOTEBOOK_RUN",
-        "CONTRASTIVE_NOTEBOOK_RUNS",
-        "CONTRASTIVE_NOTEBOOK_BUDGET",
-    ):
-        monkeypatch.delenv(key, raising=False)
-    printed = {}
-    for path in NOTEBOOKS:
-        book = nbformat.read(path, as_version=4)
-        try:
-            execute(book, NOTEBOOK_DIR)
-        finally:
-            # Also after a failure: the executed copy shows the error in its cell.
-            nbformat.write(book, ARTIFACTS / path.name)
-        printed[path.name] = "".join(
-            output.get("text", "") for cell in book.cells for output in cell.get("outputs", [])
-        )
+    notebook_settings(
+        monkeypatch,
+        kernel_path,
+        data=small_digits["train"],
+        test=small_digits["test"],
+        out=out,
+        epochs="3",
+    )
+    printed = {path.name: run_notebook(path, ARTIFACTS) for path in NOTEBOOKS}
 
     # Training in a notebook says what it does, as on the command line, without Lightning's
     # banners (before: "GPU available: False, used: False" and no line of ours).
@@ -170,3 +184,53 @@ def test_notebooks_run(
     # The explore, benchmark and curate notebooks reuse the quickstart's run instead of training.
     assert not (out / "explore" / "run").exists() and not (out / "benchmark" / "ntxent").exists()
     assert not (out / "curate" / "run").exists()
+
+
+@pytest.fixture(scope="module")
+def flat_digits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Demo digits copied into folders without class sub-folders: 8 per digit to curate and
+    explore, 2 per digit as the folder searched for leaked copies."""
+    digits = ensure_demo_digits()
+    base = tmp_path_factory.mktemp("flat")
+    for name, split, per_class in (("data", "train", 8), ("test", "test", 2)):
+        (base / name).mkdir()
+        for folder in sorted((digits / split).iterdir()):
+            for image in sorted(folder.glob("*.png"))[:per_class]:
+                shutil.copy2(image, base / name / f"{folder.name}_{image.name}")
+    return {"data": base / "data", "test": base / "test"}
+
+
+@pytest.mark.e2e
+def test_notebooks_on_a_flat_folder(
+    kernel_path: Path, flat_digits: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's unlabeled folder, as the README suggests: curation and exploration run to the
+    end and say why the label-based parts were skipped (before: 04 raised AttributeError on
+    ``label_issues`` None, 02 a kNN error late, naming no variable to set)."""
+    artifacts = ROOT / "test-artifacts" / "notebooks-flat"
+    shutil.rmtree(artifacts, ignore_errors=True)
+    artifacts.mkdir(parents=True)
+    out = artifacts / "output"
+    flat = {"data": flat_digits["data"], "out": out, "epochs": "1"}
+    notebook_settings(monkeypatch, kernel_path, test=flat_digits["test"], **flat)
+    printed = {"04_curate.ipynb": run_notebook(NOTEBOOK_DIR / "04_curate.ipynb", artifacts)}
+    # Explore the unlabeled folder itself, with the run 04 trained on it; the kNN bank
+    # (LABELED) defaults to DATA, which is flat too.
+    notebook_settings(
+        monkeypatch, kernel_path, test=flat_digits["data"], run=out / "curate" / "run", **flat
+    )
+    explore = NOTEBOOK_DIR / "02_explore_embeddings.ipynb"
+    printed[explore.name] = run_notebook(explore, artifacts)
+
+    report = out / "curate" / "report"
+    assert "label mistakes not looked for: no class sub-folders" in printed["04_curate.ipynb"]
+    assert (report / "outliers.png").is_file() and (report / "selection.png").is_file()
+    assert not (report / "label_issues.png").exists()
+    explored = printed["02_explore_embeddings.ipynb"]
+    assert "CONTRASTIVE_NOTEBOOK_LABELED" in explored and "CONTRASTIVE_NOTEBOOK_TEST" in explored
+    # No classes: k-means picks its count from the 80 images (round(sqrt(80 / 2)) = 6).
+    assert "6 clusters" in explored
+    figures = out / "explore" / "figures"
+    assert (figures / "clusters.png").is_file() and (figures / "augmentations.png").is_file()
+    assert not (figures / "confusion.png").exists()
+    assert (out / "explore" / "projector" / "projector_config.pbtxt").is_file()
