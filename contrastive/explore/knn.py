@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from contrastive.embeddings import Embeddings
 from contrastive.errors import ContrastiveError
 from contrastive.evaluation.knn import knn_classify
-from contrastive.evaluation.labels import align_test_labels
+from contrastive.evaluation.labels import align_test_labels, check_comparable
 from contrastive.evaluation.metrics import confusion_matrix, per_class_accuracy
 
 # Cells are annotated with their value only while the text still fits.
@@ -124,6 +124,7 @@ def _classify_test(
         ContrastiveError: If the test set has no labelled images or a class the training
             set lacks, or ``k`` exceeds the voters.
     """
+    check_comparable(train, test)
     queries = _labelled_rows(test, "test")
     targets = align_test_labels(
         train.classes, test.labels[queries], test.classes, train_name="train", test_name="test"

@@ -107,3 +107,16 @@ def test_leave_one_out_votes_like_the_evaluation_knn(toy: Embeddings) -> None:
             num_classes=2,
         )
         assert ranking[0, 0].item() == prediction
+
+
+def test_embeddings_of_two_trainings_or_widths_are_not_scored_silently(toy: Embeddings) -> None:
+    def copy(**changes: object) -> Embeddings:
+        fields = {"embeddings": toy.embeddings, "paths": toy.paths, "labels": toy.labels}
+        fields |= {"classes": toy.classes, **changes}
+        return Embeddings(**fields)
+
+    # Before: a bank of one run and queries of another scored at chance, without a word.
+    with pytest.warns(UserWarning, match=r"different checkpoints \(runs/a and runs/b\)"):
+        knn_report(copy(source="runs/a"), copy(source="runs/b"), k=3)
+    with pytest.raises(ContrastiveError, match="embedding widths differ: train has 8-d"):
+        knn_report(toy, copy(embeddings=toy.embeddings[:, :4]), k=3)
