@@ -65,6 +65,16 @@ class LinearProbeResult:
     validation_accuracy: dict[float, float] = field(default_factory=dict)
     classifier: LinearClassifier | None = None
 
+    def __repr__(self) -> str:
+        # The dataclass repr printed the classifier's tensors and the confusion matrix:
+        # 60 lines in a notebook for one probe.
+        top = ", ".join(
+            f"{name} {100 * float(value):.2f}"
+            for name, value in self.summary.items()
+            if name.startswith("top")
+        )
+        return f"LinearProbeResult({top}, weight_decay={self.weight_decay:g})"
+
 
 def standardization(features: Tensor) -> tuple[Tensor, Tensor]:
     """Per-dimension mean and standard deviation ``(D,)``; constant dimensions get std 1."""

@@ -81,6 +81,9 @@ def test_summary_holds_per_class_accuracy_and_confusion() -> None:
     counts = np.bincount(test_labels.numpy(), minlength=3)
     assert result.summary["per_class_accuracy"] == pytest.approx(list(np.diag(confusion) / counts))
     assert result.summary["top5"] == 1.0  # only 3 classes
+    # One line in a notebook, not the classifier's tensors and the confusion matrix.
+    top1 = 100 * result.summary["top1"]
+    assert repr(result) == f"LinearProbeResult(top1 {top1:.2f}, top5 100.00, weight_decay=0.001)"
 
 
 def test_stratified_split_holds_out_a_share_of_each_class() -> None:
