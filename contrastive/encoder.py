@@ -21,7 +21,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from contrastive.backbones import BackboneConfig, build_backbone
-from contrastive.data.folder import load_rgb, to_rgb
+from contrastive.data.folder import DECODE_ERRORS, load_rgb, to_rgb
 from contrastive.errors import ContrastiveError
 from contrastive.files import load_torch_safely
 from contrastive.losses import LossConfig
@@ -99,7 +99,10 @@ def _as_pil(item: object, index: int) -> Image.Image:
     if isinstance(item, Image.Image):
         return to_rgb(item)
     if isinstance(item, str | os.PathLike):
-        return load_rgb(item)
+        try:
+            return load_rgb(item)
+        except DECODE_ERRORS as error:
+            raise ContrastiveError(f"image {index}: cannot read {item}: {error}") from error
     if isinstance(item, np.ndarray):
         if item.dtype != np.uint8 or not (
             item.ndim == 2 or (item.ndim == 3 and item.shape[2] in (1, 3, 4))

@@ -10,7 +10,10 @@ or fails when ``CONTRASTIVE_REQUIRE_CIFAR10=1`` (CI sets it, so CI cannot pass w
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +150,24 @@ def run_dir(tmp_path: Path) -> Path:
     backbone, _ = build_backbone(backbone_config)
     torch.save(backbone.state_dict(), run / "backbone.pt")
     return run
+
+
+#: The loggers :func:`contrastive.console.show_messages` sets up.
+CONSOLE_LOGGERS = ("contrastive", "pytorch_lightning", "lightning.pytorch")
+
+
+@pytest.fixture
+def unconfigured(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """contrastive's logger as in a fresh notebook; every logger touched is put back."""
+    saved = {
+        name: (logging.getLogger(name).level, logging.getLogger(name).propagate)
+        for name in CONSOLE_LOGGERS
+    }
+    monkeypatch.setattr(logging.getLogger("contrastive"), "handlers", [])
+    logging.getLogger("contrastive").setLevel(logging.NOTSET)
+    logging.getLogger("lightning.pytorch").setLevel(logging.INFO)  # as Lightning sets it
+    with warnings.catch_warnings():
+        yield
+    for name, (level, propagate) in saved.items():
+        logging.getLogger(name).setLevel(level)
+        logging.getLogger(name).propagate = propagate

@@ -3,30 +3,10 @@
 from __future__ import annotations
 
 import logging
-import warnings
-from collections.abc import Iterator
 
 import pytest
 
 from contrastive.console import show_messages
-
-LOGGERS = ("contrastive", "pytorch_lightning", "lightning.pytorch")
-
-
-@pytest.fixture
-def unconfigured(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """contrastive's logger as in a fresh notebook; every logger touched is put back."""
-    saved = {
-        name: (logging.getLogger(name).level, logging.getLogger(name).propagate) for name in LOGGERS
-    }
-    monkeypatch.setattr(logging.getLogger("contrastive"), "handlers", [])
-    logging.getLogger("contrastive").setLevel(logging.NOTSET)
-    logging.getLogger("lightning.pytorch").setLevel(logging.INFO)  # as Lightning sets it
-    with warnings.catch_warnings():
-        yield
-    for name, (level, propagate) in saved.items():
-        logging.getLogger(name).setLevel(level)
-        logging.getLogger(name).propagate = propagate
 
 
 def test_messages_are_shown_once_and_lightning_info_is_hidden(

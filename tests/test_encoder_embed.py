@@ -64,6 +64,7 @@ def test_embed_equals_the_folder_embedding_for_files_images_and_arrays(
         ([np.zeros((8, 8, 3), dtype=np.float32)], r"image 0: an array must be uint8 .* float32"),
         ([Image.new("RGB", (8, 8)), 3], "image 1 is a int"),
         ([], "at least one image"),
+        (["/nope/missing.jpg"], "image 0: cannot read /nope/missing.jpg"),
     ],
 )
 def test_embed_refuses_what_it_cannot_read_in_one_line(

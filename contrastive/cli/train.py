@@ -167,25 +167,10 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
     values = settings_for_recipe(values)
     values = _with_stem_of_weights(values, config)
     config = apply_flags(config, values, config_flags(TrainConfig, FLAGS, exclude=NO_FLAG))
-    _check_time_budget(config.time_budget)
+    from contrastive.training.budget import check_time_budget
+
+    check_time_budget(config.time_budget, "--time-budget")
     return config
-
-
-def _check_time_budget(text: str | None) -> None:
-    """Reads the budget before any work (a typo failed after the folder scan), and says how a
-    bare number is read: ``--time-budget 10`` meant 10 seconds and trained 2 steps."""
-    if text is None:
-        return
-    from contrastive.training.budget import is_bare_number, parse_duration
-
-    seconds = parse_duration(text)
-    if is_bare_number(text) and seconds < 60:
-        log.warning(
-            "--time-budget %s is read as %g seconds, most of it start-up; for minutes give %sm",
-            str(text).strip(),
-            seconds,
-            str(text).strip(),
-        )
 
 
 def _with_stem_of_weights(values: dict[str, Any], config: TrainConfig) -> dict[str, Any]:

@@ -733,7 +733,7 @@ def _with_enough_steps(situation: _Situation, images_per_second: float) -> _Situ
 
     if situation.is_fixed("batch_size"):
         # "set by you" is the decision's own prefix; the reason says what the batch buys.
-        reason = f"the budget gives {steps(batch):,.0f} steps of {batch}"
+        reason = f"the budget gives ~{steps(batch):,.0f} steps of {batch}"
         return replace(situation, batch_reason=reason)
     planned = batch
     while planned > MIN_PLANNED_BATCH and steps(planned) < MIN_STEPS:
@@ -741,7 +741,7 @@ def _with_enough_steps(situation: _Situation, images_per_second: float) -> _Situ
     if planned == batch:
         return situation
     reason = (
-        f"the budget gives {steps(batch):.0f} steps of {batch}; {steps(planned):.0f} steps of "
+        f"the budget gives ~{steps(batch):.0f} steps of {batch}; {steps(planned):.0f} steps of "
         f"{planned} instead (early on, updates count more than negatives per update)"
     )
     return replace(situation, batch_size=planned, batch_reason=reason)

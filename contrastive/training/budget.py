@@ -63,6 +63,27 @@ def parse_duration(text: str | float | int) -> float:
     return seconds
 
 
+def check_time_budget(text: str | None, name: str = "time_budget") -> None:
+    """Reads a budget before any work (a typo failed after the folder scan), and says how a
+    bare number is read: ``--time-budget 10`` meant 10 seconds and trained 2 steps.
+
+    Args:
+        text: The budget as given (None: no budget).
+        name: How the user gave it (``--time-budget``, ``time_budget``), for the message.
+    """
+    if text is None:
+        return
+    seconds = parse_duration(text)
+    if is_bare_number(text) and seconds < 60:
+        log.warning(
+            "%s %s is read as %g seconds, most of it start-up; for minutes give %sm",
+            name,
+            str(text).strip(),
+            seconds,
+            str(text).strip(),
+        )
+
+
 def is_bare_number(text: str | float | int) -> bool:
     """Whether a budget was given without a unit (then it is seconds: ``"10"`` is 10 s)."""
     return re.fullmatch(r"\s*\d+(\.\d+)?\s*", str(text)) is not None

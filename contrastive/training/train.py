@@ -206,7 +206,8 @@ def train(
             "not exist; if the images moved, pass their folder with --resume --data FOLDER"
         )
     inputs = _checked_inputs(config, folder)
-    config = _with_queue_size(config, len(inputs[0]))
+    if checkpoint is None:  # a resumed run keeps its queue, said once when it started
+        config = _with_queue_size(config, len(inputs[0]))
     _mark_run_dir(config.run_dir)
     # Unknown (an unreadable checkpoint, which Lightning then names): every row is kept.
     resume_step = None if checkpoint is None else progress.step if progress else math.inf

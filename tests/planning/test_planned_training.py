@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -24,16 +25,22 @@ def no_probe(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("contrastive.planning.plan_run.measured_rate", flop_proportional_rate)
 
 
-def test_given_settings_are_those_that_differ_from_the_defaults() -> None:
+def test_given_settings_are_those_that_differ_from_the_defaults_or_are_kept() -> None:
     config = TrainConfig(
         data="x", out="y", time_budget="1m", batch_size=16, backbone=BackboneConfig("resnet34")
     )
     assert given_settings(config) == {"batch_size": 16, "backbone.name": "resnet34"}
     assert given_settings(TrainConfig(data="x", time_budget="1m")) == {}
+    # ResNet-18 is the default: asked for by name, it is kept only where named in keep.
+    resnet18 = TrainConfig(data="x", time_budget="1m", backbone=BackboneConfig("resnet18"))
+    assert given_settings(resnet18) == {}
+    assert given_settings(resnet18, keep=["backbone.name"]) == {"backbone.name": "resnet18"}
+    with pytest.raises(ContrastiveError, match="keep names no field of TrainConfig: backbone"):
+        given_settings(resnet18, keep=["backbone"])
 
 
 def test_a_python_time_budget_plans_the_run_and_keeps_what_was_given(
-    tmp_path: Path, no_probe: None
+    tmp_path: Path, no_probe: None, unconfigured: None, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     images = write_images(tmp_path / "images", 48, (40, 40))
     config = TrainConfig(
@@ -41,10 +48,17 @@ def test_a_python_time_budget_plans_the_run_and_keeps_what_was_given(
         out=str(tmp_path / "run"),
         time_budget="20s",
         batch_size=16,
+        epochs=3,
         accelerator="cpu",
         cache_dir=str(tmp_path / "cache"),
     )
+    # A fresh Python process: logging not configured, so the run's messages go through
+    # show_messages (before: the plan was made before it and never printed).
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
     result = contrastive.train(config)
+    printed = capsys.readouterr().err
+    assert "plan for 48 images" in printed
+    assert "epochs is not used: time_budget 20s plans the number of steps" in printed
 
     saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
     # Before: TrainConfig's own plain ResNet-18 at 224 px on 40 px images, no plan.

@@ -48,6 +48,19 @@ def test_a_set_queue_as_large_as_the_images_is_kept_with_a_warning(
     assert any("8, a quarter of them" in m for m in warned), warned
 
 
+def test_a_resumed_run_keeps_its_queue_without_warning_again(
+    tiny_config: TrainConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    _moco_run(tiny_config, caplog, queue_size=64)
+    caplog.clear()
+    longer = replace(tiny_config, epochs=2)
+    with caplog.at_level(logging.INFO):
+        result = train(replace(longer, method=MethodConfig("moco", queue_size=64)), resume=True)
+    assert result.module.method.criterion.memory_bank.size[0] == 64
+    # Before: the warning about --queue-size came again on every resume, no flag given.
+    assert "--queue-size" not in caplog.text
+
+
 def test_a_small_set_queue_is_neither_changed_nor_warned_about(
     tiny_config: TrainConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
