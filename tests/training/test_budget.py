@@ -249,6 +249,26 @@ def test_step_timing_skips_the_warm_up_and_takes_the_mean_or_the_fastest(
     assert module.weight.item() == 1.0  # a throw-away copy stepped, not the module
 
 
+def test_step_timing_stops_at_its_time_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from contrastive.training import budget
+
+    clock = SimulatedClock()
+    monkeypatch.setattr(budget.time, "perf_counter", clock)
+    # Steps of 108 s against 60 s left: the warm-up alone passes the limit and is the
+    # estimate (before: four steps, 432 s, to learn that not one step fits).
+    module = SteppedModule(clock, [108.0, 100.0, 100.0, 100.0])
+    seconds = budget.measure_seconds_per_step(
+        module, [torch.ones(2)], "32-true", torch.device("cpu"), steps=3, max_seconds=60.0
+    )
+    assert seconds == pytest.approx(108.0) and clock.now == pytest.approx(108.0)
+    # Within the limit, every step is timed as before.
+    module = SteppedModule(clock, [10.0, 1.0, 5.0, 3.0])
+    seconds = budget.measure_seconds_per_step(
+        module, [torch.ones(2)], "32-true", torch.device("cpu"), steps=3, max_seconds=60.0
+    )
+    assert seconds == pytest.approx(3.0)
+
+
 def test_the_health_monitor_announces_its_final_measurement_at_the_last_price() -> None:
     from contrastive.training.budget import seconds_after_training
     from contrastive.training.health import HealthMonitor
