@@ -84,7 +84,8 @@ def check_new_run_dir(run_dir: Path) -> None:
         raise ContrastiveError(f"output path is a file, not a folder: {run_dir}")
     if (run_dir / LAST_CHECKPOINT).exists():
         raise ContrastiveError(
-            f"{run_dir} already holds a run; pass --resume to continue it or choose a new --out"
+            f"{run_dir} already holds a run; pass --resume (resume=True in Python) to "
+            "continue it, or choose a new --out"
         )
     # Only the first process looks: under DDP the others start once it has written.
     held = [name for name in RUN_FILES if (run_dir / name).exists()]
