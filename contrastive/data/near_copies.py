@@ -119,7 +119,7 @@ def image_fingerprints(
         side: Fingerprint side in pixels.
         progress: Show a progress bar.
     """
-    return fingerprints_and_spreads(paths, side, progress)[0]
+    return _read_fingerprints(paths, side, progress, spreads=False)[0]
 
 
 def fingerprints_and_spreads(
@@ -135,8 +135,16 @@ def fingerprints_and_spreads(
         standard deviation of one channel over the whole image, in 0-255 levels (NaN for
         an unreadable file); under :data:`BLANK_STD` the image is blank.
     """
+    return _read_fingerprints(paths, side, progress, spreads=True)
+
+
+def _read_fingerprints(
+    paths: Sequence[str | os.PathLike], side: int, progress: bool, spreads: bool
+) -> tuple[Tensor, np.ndarray]:
+    """Fingerprints, and the pixel spreads only where asked: on a 12 MP photo the spread
+    adds 19 ms to a 177 ms decode, for nothing in the leak check."""
     rows = np.zeros((len(paths), 3 * side * side), dtype=np.float32)
-    spreads = np.full(len(paths), np.nan)
+    spread = np.full(len(paths) if spreads else 0, np.nan)
     for row, path in enumerate(tqdm(paths, desc="fingerprints", disable=not progress)):
         try:
             # Transparency becomes the picture's own mean colour, which the fingerprint's
@@ -144,10 +152,11 @@ def fingerprints_and_spreads(
             # cut-outs, logos) all matched by their shared white half, at 0.92-0.99.
             image = load_rgb(path, background="opaque_mean")
             rows[row] = fingerprint(image, side)
-            spreads[row] = max(ImageStat.Stat(image).stddev)
+            if spreads:
+                spread[row] = max(ImageStat.Stat(image).stddev)
         except Exception:  # noqa: BLE001 - an unreadable file simply matches nothing
             continue
-    return torch.from_numpy(rows), spreads
+    return torch.from_numpy(rows), spread
 
 
 def near_copy_pairs(

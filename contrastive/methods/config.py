@@ -52,7 +52,7 @@ def default_queue_size(images_per_process: int) -> int:
     The queue holds the keys of the last batches. Once it holds about as many keys as
     there are images, each query meets an older key of its own image among its negatives
     and is pushed away from itself: on 1,000 CIFAR-10 images (40 epochs) the loss rose
-    from 5.6 to 7.7 with 4,096 keys and kNN top-1 was lower than with 256
+    from 5.6 to 7.6 with 4,096 keys and kNN top-1 was 4 points lower than with 250
     (``benchmarks/README.md``). At a quarter of the images, an image's own key is a
     negative in about 3% of its steps (``share**2 / 2``, with reshuffled epochs).
 
