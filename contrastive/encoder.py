@@ -247,13 +247,44 @@ def load_backbone_weights(
     Raises:
         ContrastiveError: Naming the file, the architecture, and the first mismatches.
     """
-    state_dict, _ = without_removed_classifier(backbone, state_dict)
+    state_dict, _ = without_removed_classifier(backbone, with_child_names(backbone, state_dict))
     problems = _mismatches(backbone, state_dict)
     if problems:
         raise ContrastiveError(
             f"{source} does not fit backbone {config.name} (small_image_stem="
-            f"{config.small_image_stem}): {'; '.join(problems)}"
+            f"{config.small_image_stem}): {'; '.join(problems)}{_stem_hint(backbone, state_dict)}"
         )
+
+
+def with_child_names(module: nn.Module, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Renames the keys of a model's children kept as a ``Sequential`` to the model's own.
+
+    Lightly's examples build their backbone as ``nn.Sequential(*list(resnet.children())[:-1])``,
+    so its weights read ``0.weight``, ``4.0.conv1.weight``: child ``i`` of that ``Sequential``
+    is child ``i`` of ``module`` (``conv1``, ``layer1.0.conv1``). Any other layout is returned
+    unchanged.
+    """
+    names = [name for name, _ in module.named_children()]
+    renamed: dict[str, Tensor] = {}
+    for key, value in state_dict.items():
+        index, _, rest = key.partition(".")
+        if not (index.isdigit() and rest and int(index) < len(names)):
+            return dict(state_dict)
+        renamed[f"{names[int(index)]}.{rest}"] = value
+    return renamed
+
+
+def _stem_hint(module: nn.Module, state_dict: Mapping[str, Tensor]) -> str:
+    """Which stem flag fits ResNet weights whose first convolution has the other kernel."""
+    expected = module.state_dict().get("conv1.weight")
+    found = state_dict.get("conv1.weight")
+    if expected is None or found is None or found.ndim != 4 or found.shape == expected.shape:
+        return ""
+    if int(found.shape[-1]) == 3:
+        return " (the file's conv1 is 3x3, the small-image stem: add --small-image-stem)"
+    if int(found.shape[-1]) == 7:
+        return " (the file's conv1 is 7x7, the ImageNet stem: leave out --small-image-stem)"
+    return ""
 
 
 def read_backbone_weights(source: str | os.PathLike) -> dict[str, Tensor]:
@@ -303,7 +334,9 @@ def small_stem_of_weights(source: str | os.PathLike) -> bool | None:
     Raises:
         ContrastiveError: If the weights cannot be read (see :func:`read_backbone_weights`).
     """
-    first = read_backbone_weights(source).get("conv1.weight")
+    weights = read_backbone_weights(source)
+    # "0.weight": the first convolution of a Sequential of the ResNet's children (Lightly).
+    first = weights.get("conv1.weight", weights.get("0.weight"))
     if first is None or first.ndim != 4:
         return None
     return {3: True, 7: False}.get(int(first.shape[-1]))
@@ -378,7 +411,9 @@ def init_backbone_weights(
         ContrastiveError: On a shape mismatch (always), or missing/unexpected keys (strict),
             naming the first offending tensors.
     """
-    state_dict, ignored = without_removed_classifier(backbone, read_backbone_weights(source))
+    state_dict, ignored = without_removed_classifier(
+        backbone, with_child_names(backbone, read_backbone_weights(source))
+    )
     expected = backbone.state_dict()
     reshaped = [
         f"{key}: file {tuple(state_dict[key].shape)} vs model {tuple(value.shape)}"
@@ -529,17 +564,38 @@ def _from_lightning(
     config_source: str | None = None,
 ) -> Encoder:
     if config is None:
-        config = (content.get("hyper_parameters") or {}).get("config")
+        hyper_parameters = content.get("hyper_parameters")
+        if isinstance(hyper_parameters, Mapping):
+            config = hyper_parameters.get("config")
+        if not isinstance(config, Mapping) and (backbone_config is None or view_config is None):
+            # A Lightning checkpoint of another tool (Lightly's examples, solo-learn) records
+            # no configuration of ours: the architecture and input size must be said.
+            raise ContrastiveError(
+                f"{source} is a Lightning checkpoint without a contrastive configuration "
+                "(trained by another tool?): give --backbone and --input-size (load_encoder: "
+                "backbone_config and view_config) to read its backbone.* weights"
+            )
         config_source = f"{source} (hyper_parameters.config)"
     config_source = config_source or source
     backbone_config, view_config = _configs(config, config_source, backbone_config, view_config)
     state_dict = content["state_dict"]
     backbone_weights = _with_prefix(state_dict, "backbone.")
     if not backbone_weights:
-        raise ContrastiveError(f"{source} holds no backbone.* weights")
+        found = sorted({key.partition(".")[0] for key in state_dict})
+        raise ContrastiveError(
+            f"{source} holds no backbone.* weights (its weights are under "
+            f"{', '.join(f'{name}.' for name in found[:6]) or 'nothing'}): extract the "
+            "backbone's state_dict into a .pt file and give that"
+        )
     encoder = _assemble(backbone_weights, source, backbone_config, view_config)
     if not with_projection_head:
         return encoder
+    if not isinstance(config, Mapping):
+        # The head is rebuilt from the run's method section, which only our runs record.
+        raise ContrastiveError(
+            f"{source} records no contrastive configuration, so its projection head cannot be "
+            "rebuilt: leave out --projection-head (the backbone's features are read)"
+        )
     head_weights = _with_prefix(state_dict, "projection_head.")
     if not head_weights:
         raise ContrastiveError(f"{source} holds no projection_head.* weights")
@@ -590,6 +646,8 @@ def _configs(
     backbone_config: BackboneConfig | None,
     view_config: ViewConfig | None,
 ) -> tuple[BackboneConfig, ViewConfig]:
+    if backbone_config is not None and view_config is not None:
+        return backbone_config, view_config
     if not isinstance(config, Mapping):
         raise ContrastiveError(f"{source} holds no configuration mapping")
     if backbone_config is None:

@@ -229,3 +229,64 @@ def test_a_run_stopped_after_its_last_step_is_not_called_unfinished() -> None:
     assert "did not finish training" in partway and "saved at step 12 of 42" in partway
     unknown = unfinished_run_message(run, {"global_step": 42}, {})
     assert "did not finish training" in unknown and "saved at step 42;" in unknown
+
+
+def lightly_example_backbone(seed: int = 1) -> nn.Sequential:
+    """The backbone of Lightly's example recipes: a ResNet's children without ``fc``."""
+    return nn.Sequential(*list(trained_backbone(seed).children())[:-1])
+
+
+def test_lightly_example_weights_load_as_the_resnet_they_came_from(tmp_path: Path) -> None:
+    sequential = lightly_example_backbone()
+    weights = tmp_path / "backbone.pt"
+    torch.save(sequential.state_dict(), weights)  # keys 0.weight, 4.0.conv1.weight, ...
+    encoder = load_encoder(weights, BACKBONE, ViewConfig(input_size=32))
+    assert same_weights(encoder.backbone, trained_backbone())
+    images = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = sequential.eval()(images).flatten(1)
+        assert torch.allclose(encoder.backbone(images), expected, atol=1e-5)
+
+
+def test_a_lightning_checkpoint_of_another_tool_needs_and_uses_given_configs(
+    tmp_path: Path,
+) -> None:
+    sequential = lightly_example_backbone()
+    head = SimCLRProjectionHead(128, 128, 32)
+    state = {f"backbone.{k}": v for k, v in sequential.state_dict().items()}
+    state.update({f"projection_head.{k}": v for k, v in head.state_dict().items()})
+    checkpoint = tmp_path / "lightly.ckpt"
+    torch.save({"state_dict": state, "hyper_parameters": {"lr": 0.06}, "epoch": 9}, checkpoint)
+    with pytest.raises(ContrastiveError, match="another tool.*--backbone and --input-size"):
+        load_encoder(checkpoint)
+    encoder = load_encoder(checkpoint, BACKBONE, ViewConfig(input_size=32))
+    assert same_weights(encoder.backbone, trained_backbone())
+    # Only our runs record the head's configuration: refused in one line, not AttributeError.
+    with pytest.raises(ContrastiveError, match="leave out --projection-head"):
+        load_encoder(checkpoint, BACKBONE, ViewConfig(input_size=32), with_projection_head=True)
+
+
+def test_a_checkpoint_without_backbone_weights_names_what_it_holds(tmp_path: Path) -> None:
+    state = {f"encoder.{k}": v for k, v in trained_backbone().state_dict().items()}
+    checkpoint = tmp_path / "other.ckpt"
+    torch.save({"state_dict": state}, checkpoint)
+    with pytest.raises(ContrastiveError, match=r"under encoder\.") as error:
+        load_encoder(checkpoint, BACKBONE, ViewConfig(input_size=32))
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("small_image_stem", "hint"),
+    [(True, "leave out --small-image-stem"), (False, "add --small-image-stem")],
+)
+def test_a_stem_mismatch_names_the_flag_that_fits(
+    tmp_path: Path, small_image_stem: bool, hint: str
+) -> None:
+    torch.manual_seed(0)
+    backbone, _ = build_backbone(BackboneConfig("resnet18", small_image_stem=not small_image_stem))
+    weights = tmp_path / "weights.pt"
+    torch.save(backbone.state_dict(), weights)
+    with pytest.raises(ContrastiveError, match=hint):
+        load_encoder(
+            weights, BackboneConfig("resnet18", small_image_stem), ViewConfig(input_size=32)
+        )

@@ -138,3 +138,22 @@ def test_foreign_weights_bring_their_stem_unless_one_is_given(
     small, _ = build_backbone(BackboneConfig("resnet18", small_image_stem=True))
     torch.save(small.state_dict(), tmp_path / "cifar.pt")
     assert config("--init-weights", "cifar.pt").backbone.small_image_stem
+
+
+def test_lightly_example_checkpoint_starts_a_run_with_its_weights_and_stem(
+    tmp_path: Path,
+) -> None:
+    # Lightly's examples train nn.Sequential(*list(resnet.children())[:-1]) as `backbone`.
+    torch.manual_seed(4)
+    plain = torchvision.models.resnet18()
+    sequential = nn.Sequential(*list(plain.children())[:-1])
+    checkpoint = tmp_path / "lightly.ckpt"
+    state = {f"backbone.{key}": value for key, value in sequential.state_dict().items()}
+    torch.save({"state_dict": state, "hyper_parameters": {}}, checkpoint)
+    assert small_stem_of_weights(checkpoint) is False
+    backbone, _ = build_backbone(BackboneConfig("resnet18"))
+    report = init_backbone_weights(backbone, checkpoint)
+    assert "missing" not in report and "unexpected" not in report
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(backbone.eval()(images), sequential.eval()(images).flatten(1))
