@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from contrastive.backbones import BackboneConfig, build_backbone
 from contrastive.data.folder import DECODE_ERRORS, load_rgb, to_rgb
 from contrastive.errors import ContrastiveError
-from contrastive.files import load_torch_safely
+from contrastive.files import load_torch_safely, same_path
 from contrastive.losses import LossConfig
 from contrastive.methods import MethodConfig, build_method
 from contrastive.views.config import ViewConfig
@@ -522,6 +522,28 @@ def _load_run(
     return replace(
         _assemble(state_dict, str(weights), backbone_config, view_config), source=str(run)
     )
+
+
+def weights_identity(source: str | os.PathLike) -> str:
+    """One name for the places that hold a finished run's final weights.
+
+    A run folder, its ``backbone.pt`` and, once ``backbone.pt`` is written, its
+    ``checkpoints/last.ckpt`` hold the same weights; each gives the run folder. Any other
+    source (``best.ckpt``, a file from elsewhere, a baseline) is returned as it is.
+    """
+    path = Path(source).expanduser()
+    for run in (path.parent, path.parent.parent):
+        finished = (run / RUN_CONFIG).is_file() and (run / RUN_BACKBONE).is_file()
+        if finished and path in (run / RUN_BACKBONE, run / RUN_CHECKPOINT):
+            return os.fspath(run.absolute())
+    if path.is_dir() and (path / RUN_CONFIG).is_file():
+        return os.fspath(path.absolute())
+    return os.fspath(source)
+
+
+def same_weights_source(first: str | os.PathLike, second: str | os.PathLike) -> bool:
+    """Whether two recorded sources name the same weights (see :func:`weights_identity`)."""
+    return same_path(weights_identity(first), weights_identity(second))
 
 
 def unfinished_run_message(run: Path, checkpoint: Mapping, config: object) -> str:

@@ -35,7 +35,7 @@ from contrastive.embeddings import (
     recorded_data_root,
     save_embeddings,
 )
-from contrastive.encoder import Encoder
+from contrastive.encoder import Encoder, same_weights_source
 from contrastive.errors import ContrastiveError
 from contrastive.files import same_path
 
@@ -198,7 +198,11 @@ def labelled_embeddings(
         return embedded.embeddings
     if path.suffix == ".npz":
         given = load_embeddings(path)
-        if given.source and dataset.source and given.source != dataset.source:
+        if (
+            given.source
+            and dataset.source
+            and not same_weights_source(given.source, dataset.source)
+        ):
             warnings.warn(
                 f"--labelled {path} was embedded with {given.source}, --data with "
                 f"{dataset.source}: the selection assumes one encoder",

@@ -19,7 +19,13 @@ from torch import nn
 
 from contrastive.data.folder import IMAGE_EXTENSIONS, ImageFolder
 from contrastive.embeddings import Embeddings, RawPixels, embed_folder, load_embeddings
-from contrastive.encoder import Encoder, feature_extractor, load_encoder, random_init_encoder
+from contrastive.encoder import (
+    Encoder,
+    feature_extractor,
+    load_encoder,
+    random_init_encoder,
+    same_weights_source,
+)
 from contrastive.errors import ContrastiveError
 from contrastive.evaluation.labels import check_label_sets
 from contrastive.files import same_path
@@ -147,7 +153,7 @@ def _warn_unused_encoder(encoder: Encoder, models: list[Embeddings]) -> None:
     others = {
         model.source
         for model in models
-        if model.source and not same_path(model.source, encoder.source)
+        if model.source and not same_weights_source(model.source, encoder.source)
     }
     if others:
         warnings.warn(

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from contrastive.embeddings import Embeddings
+from contrastive.encoder import same_weights_source
 from contrastive.errors import ContrastiveError
 from contrastive.files import same_path
 
@@ -55,7 +56,7 @@ def check_comparable(
             f"{train_name} holds {train.feature} features, {test_name} {test.feature} "
             "features: they are not comparable; embed both the same way"
         )
-    if train.source and test.source and train.source != test.source:
+    if train.source and test.source and not same_weights_source(train.source, test.source):
         # The same weights may sit at two paths (a copied run), so this is not refused.
         warnings.warn(
             f"{train_name} and {test_name} were embedded by different checkpoints "

@@ -84,6 +84,31 @@ def test_features_of_two_checkpoints_are_paired_with_a_warning() -> None:
         labeled_pair(train, test)
 
 
+def test_a_finished_runs_folder_weights_and_last_checkpoint_are_one_source(tmp_path) -> None:
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("config.yaml", "backbone.pt", "checkpoints/last.ckpt", "checkpoints/best.ckpt"):
+        (run / name).write_text("")
+    same = [str(run), str(run / "backbone.pt"), str(run / "checkpoints" / "last.ckpt")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for source in same[1:]:
+            labeled_pair(
+                embeddings([0, 1], ["cat", "dog"], source=same[0]),
+                embeddings([0], ["cat"], source=source),
+            )
+    # best.ckpt holds other weights; so does last.ckpt of a run still training.
+    best = embeddings([0], ["cat"], source=str(run / "checkpoints" / "best.ckpt"))
+    with pytest.warns(UserWarning, match="different checkpoints"):
+        labeled_pair(embeddings([0, 1], ["cat", "dog"], source=same[0]), best)
+    (run / "backbone.pt").unlink()
+    with pytest.warns(UserWarning, match="different checkpoints"):
+        labeled_pair(
+            embeddings([0, 1], ["cat", "dog"], source=same[0]),
+            embeddings([0], ["cat"], source=same[2]),
+        )
+
+
 def test_class_names_match_whatever_their_unicode_form() -> None:
     # "café" as a Mac writes it (e + combining accent) and as Linux does (one character).
     decomposed, composed = "cafe\u0301", "caf\u00e9"
