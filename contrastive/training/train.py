@@ -235,13 +235,19 @@ def _alreadyfinished(config: TrainConfig, progress: Progress) -> TrainResult:
     folder and lose ``metrics.csv``), except ``backbone.pt`` where it is missing (a full
     disk at the end of training); one line says how to continue it.
     """
-    limit = "--max-steps" if config.max_steps is not None else "--epochs"
+    limit, length = (
+        ("--max-steps", config.max_steps)
+        if config.max_steps is not None
+        else ("--epochs", config.epochs)
+    )
     log.info(
         "%s is already finished at step %d: nothing to train; resume with a larger %s to "
-        "continue it",
+        "continue it (%s %d trains as long again)",
         config.run_dir,
         progress.step,
         limit,
+        limit,
+        2 * length,
     )
     module = ContrastiveModule(config.to_dict())
     # The module's own parts; a view maker has no saved state of its own to restore.

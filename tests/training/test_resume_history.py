@@ -59,7 +59,7 @@ def test_resuming_a_finished_run_trains_nothing_and_touches_no_file(
     (line,) = messages(caplog, "already finished")
     assert line == (
         f"{run_dir} is already finished at step 4: nothing to train; resume with a larger "
-        "--epochs to continue it"
+        f"--epochs to continue it (--epochs {2 * tiny_config.epochs} trains as long again)"
     )
     # The result holds the run's trained weights, as after training.
     for name, tensor in first.backbone.state_dict().items():
