@@ -22,6 +22,7 @@ _HOMES = {
     "build_backbone": "contrastive.backbones",
     "ContrastiveError": "contrastive.errors",
     "DistanceContrastiveLoss": "contrastive.losses",
+    "Encoder": "contrastive.encoder",
     "LossConfig": "contrastive.losses",
     "METHODS": "contrastive.methods",
     "MethodConfig": "contrastive.methods",
@@ -29,6 +30,7 @@ _HOMES = {
     "TrainConfig": "contrastive.training",
     "TrainResult": "contrastive.training",
     "train": "contrastive.planning.planned_training",
+    "load_encoder": "contrastive.encoder",
     "VIEW_PRESETS": "contrastive.views",
     "ViewConfig": "contrastive.views",
     "view_preset": "contrastive.views",
@@ -41,6 +43,7 @@ __all__ = [
     "BackboneConfig",
     "ContrastiveError",
     "DistanceContrastiveLoss",
+    "Encoder",
     "LossConfig",
     "MethodConfig",
     "OptimConfig",
@@ -48,12 +51,14 @@ __all__ = [
     "TrainResult",
     "ViewConfig",
     "build_backbone",
+    "load_encoder",
     "train",
     "view_preset",
 ]
 
 if TYPE_CHECKING:
     from contrastive.backbones import BACKBONES, BackboneConfig, build_backbone
+    from contrastive.encoder import Encoder, load_encoder
     from contrastive.errors import ContrastiveError
     from contrastive.losses import DistanceContrastiveLoss, LossConfig
     from contrastive.methods import METHODS, MethodConfig

@@ -132,7 +132,16 @@ def check_backbone_name(name: str) -> None:
         if not timm.is_model(name[len(TIMM_PREFIX) :]):
             raise ContrastiveError(f"unknown timm model {name!r}; see timm.list_models()")
     elif name not in BACKBONES:
-        raise ContrastiveError(f"unknown backbone {name!r}; {HOW_TO_LIST}")
+        raise ContrastiveError(f"unknown backbone {name!r}; {_timm_suggestion(name)}{HOW_TO_LIST}")
+
+
+def _timm_suggestion(name: str) -> str:
+    """``did you mean timm:NAME?`` where an installed timm has a model of that name."""
+    try:
+        import timm
+    except ImportError:  # the extra is optional; HOW_TO_LIST says how to add it
+        return ""
+    return f"did you mean {TIMM_PREFIX}{name}? " if timm.is_model(name) else ""
 
 
 def _import_timm(name: str) -> types.ModuleType:

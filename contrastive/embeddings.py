@@ -27,7 +27,14 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from contrastive.data.folder import ImageDataset, ImageFolder
-from contrastive.encoder import Encoder, evaluation_mode, feature_extractor, load_encoder
+from contrastive.encoder import (
+    NETWORK_INPUT_ERRORS,
+    Encoder,
+    evaluation_mode,
+    feature_extractor,
+    first_batch_error,
+    load_encoder,
+)
 from contrastive.errors import ContrastiveError
 from contrastive.files import atomic_path
 from contrastive.hardware import usable_cores
@@ -387,7 +394,13 @@ def extract_features(
             # torch.compile'd backbone (``--compile``) refuses deep inside its kernels.
             images = images.as_subclass(Tensor).to(device, non_blocking=True)
             for name, module in extractors.items():
-                outputs[name].append(module(images).float().cpu().numpy())
+                try:
+                    features = module(images)
+                except NETWORK_INPUT_ERRORS as error:
+                    if outputs[name]:  # a later batch: not a question of the input size
+                        raise
+                    raise first_batch_error(error, images, f"computing {name} features") from error
+                outputs[name].append(features.float().cpu().numpy())
             indices.append(np.asarray(batch_indices, dtype=np.int64))
             bar.update(1)
     features = {

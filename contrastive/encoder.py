@@ -86,8 +86,33 @@ class Encoder:
                 pixels = torch.stack(
                     [transform(_as_pil(item, start + i)) for i, item in enumerate(chunk)]
                 )
-                batches.append(self.backbone(pixels.to(device)).flatten(start_dim=1).float().cpu())
+                try:
+                    features = self.backbone(pixels.to(device))
+                except NETWORK_INPUT_ERRORS as error:
+                    if batches:
+                        raise
+                    raise first_batch_error(error, pixels, self.source) from error
+                batches.append(features.flatten(start_dim=1).float().cpu())
         return torch.cat(batches)
+
+
+#: What a network raises on images it was not built for (timm's ViT asserts its input size).
+NETWORK_INPUT_ERRORS = (RuntimeError, AssertionError, ValueError)
+
+
+def first_batch_error(error: BaseException, images: Tensor, source: str) -> ContrastiveError:
+    """A network that failed on its first batch, in one line naming the input size.
+
+    A ViT built for 224 px given 32 px images stopped with a 52-line traceback ending in
+    timm's ``AssertionError: Input height (32) doesn't match model (224)``.
+    """
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    height, width = images.shape[-2:]
+    return ContrastiveError(
+        f"{source} failed on {height}x{width} px images: {first} (a network built for one "
+        "input size needs --input-size of that size)"
+    )
 
 
 #: What :meth:`Encoder.embed` takes for one image.
@@ -145,8 +170,8 @@ def feature_extractor(encoder: Encoder, projector: bool = False) -> EncoderFeatu
     """
     if projector and encoder.projection_head is None:
         raise ContrastiveError(
-            f"--projector needs a Lightning checkpoint with a projection head; {encoder.source} "
-            "has none"
+            "the projection head's features need a Lightning checkpoint of ours with a "
+            f"projection head; {encoder.source} has none"
         )
     return EncoderFeatures(encoder.backbone, encoder.projection_head if projector else None)
 
@@ -162,6 +187,10 @@ def evaluation_mode(*modules: nn.Module) -> Iterator[None]:
     finally:
         for module, training in saved:
             module.training = training
+
+
+class MissingConfigurationError(ContrastiveError):
+    """Weights that record no architecture or views (a plain state_dict, another tool's)."""
 
 
 def load_encoder(
@@ -204,18 +233,28 @@ def load_encoder(
         raise ContrastiveError(
             f"{path} is not weights: give the run folder ({path.parent}), a .ckpt or a .pt file"
         )
-    content = load_torch_safely(path)
-    if isinstance(content, Mapping) and "state_dict" in content:
+    if path.name == RUN_BACKBONE and (path.parent / RUN_CONFIG).is_file():
+        # A run's own weights: the config.yaml beside them says what they are.
+        encoder = _load_run(path.parent, backbone_config, view_config, with_projection_head)
+        return replace(encoder, source=str(path))
+    content = _weights_file_content(path)
+    if isinstance(content, Mapping) and isinstance(_recorded_config(content), Mapping):
         return _from_lightning(
             content, str(path), backbone_config, view_config, with_projection_head
         )
-    if not isinstance(content, Mapping):
-        raise ContrastiveError(f"{path} holds no state_dict (found {type(content).__name__})")
-    if backbone_config is None or view_config is None:
+    # A plain state_dict, or a checkpoint of another tool: nothing says what it holds.
+    if with_projection_head:
         raise ContrastiveError(
-            f"{path} is a plain state_dict without a config: give --backbone and --input-size"
+            f"{path} records no contrastive configuration, so its projection head cannot be "
+            "rebuilt: leave out --projection-head (the backbone's features are read)"
         )
-    return _assemble(content, str(path), backbone_config, view_config)
+    if backbone_config is None or view_config is None:
+        raise MissingConfigurationError(
+            f"{path} holds weights without a contrastive configuration (a plain state_dict, or "
+            "a checkpoint of another tool): give --backbone and --input-size (load_encoder: "
+            "backbone_config and view_config)"
+        )
+    return _assemble(backbone_weights_of(content, path), str(path), backbone_config, view_config)
 
 
 def random_init_encoder(encoder: Encoder, seed: int = 0) -> Encoder:
@@ -247,31 +286,54 @@ def load_backbone_weights(
     Raises:
         ContrastiveError: Naming the file, the architecture, and the first mismatches.
     """
-    state_dict, _ = without_removed_classifier(backbone, with_child_names(backbone, state_dict))
+    state_dict, _ = without_removed_classifier(backbone, in_module_names(backbone, state_dict))
     problems = _mismatches(backbone, state_dict)
     if problems:
+        hints = _stem_hint(backbone, state_dict) + _prefix_hint(backbone, state_dict)
         raise ContrastiveError(
             f"{source} does not fit backbone {config.name} (small_image_stem="
-            f"{config.small_image_stem}): {'; '.join(problems)}{_stem_hint(backbone, state_dict)}"
+            f"{config.small_image_stem}): {'; '.join(problems)}{hints}"
         )
 
 
-def with_child_names(module: nn.Module, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Renames the keys of a model's children kept as a ``Sequential`` to the model's own.
+def in_module_names(module: nn.Module, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Renames the keys of weights saved from a wrapper to ``module``'s own names.
 
-    Lightly's examples build their backbone as ``nn.Sequential(*list(resnet.children())[:-1])``,
-    so its weights read ``0.weight``, ``4.0.conv1.weight``: child ``i`` of that ``Sequential``
-    is child ``i`` of ``module`` (``conv1``, ``layer1.0.conv1``). Any other layout is returned
-    unchanged.
+    - A prefix every key shares and ``module`` has no child of (``model.``, ``encoder.``: a
+      Lightning module of another tool that holds the network alone) is removed.
+    - Lightly's examples build their backbone as ``nn.Sequential(*list(resnet.children())
+      [:-1])``, so its weights read ``0.weight``, ``4.0.conv1.weight``: child ``i`` of that
+      ``Sequential`` is child ``i`` of ``module`` (``conv1``, ``layer1.0.conv1``).
+
+    Any other layout is returned unchanged, for the strict load to name its mismatches.
     """
     names = [name for name, _ in module.named_children()]
+    weights = dict(state_dict)
+    while weights and all("." in key for key in weights):
+        shared = {key.partition(".")[0] for key in weights}
+        (prefix,) = shared if len(shared) == 1 else ("",)
+        if not prefix or prefix in names or prefix.isdigit():
+            break
+        weights = {key.partition(".")[2]: value for key, value in weights.items()}
     renamed: dict[str, Tensor] = {}
-    for key, value in state_dict.items():
+    for key, value in weights.items():
         index, _, rest = key.partition(".")
         if not (index.isdigit() and rest and int(index) < len(names)):
-            return dict(state_dict)
+            return weights
         renamed[f"{names[int(index)]}.{rest}"] = value
     return renamed
+
+
+def _prefix_hint(module: nn.Module, state_dict: Mapping[str, Tensor]) -> str:
+    """Where a file's weights sit when they are not the backbone's names (several wrappers)."""
+    expected = module.state_dict()
+    unexpected = {key.partition(".")[0] for key in state_dict if key not in expected}
+    names = {name for name, _ in module.named_children()}
+    outside = sorted(prefix for prefix in unexpected if prefix not in names)
+    if not outside or len(outside) < len(unexpected):
+        return ""
+    listed = ", ".join(f"{prefix}." for prefix in outside[:4])
+    return f" (the file's weights are under {listed}: save the backbone's state_dict alone)"
 
 
 def _stem_hint(module: nn.Module, state_dict: Mapping[str, Tensor]) -> str:
@@ -304,12 +366,28 @@ def read_backbone_weights(source: str | os.PathLike) -> dict[str, Tensor]:
         if not weights.is_file() and not checkpoint.is_file():
             raise ContrastiveError(f"{path} holds no {RUN_BACKBONE} or {RUN_CHECKPOINT}")
         path = weights if weights.is_file() else checkpoint
+    return backbone_weights_of(_weights_file_content(path), path)
+
+
+def _weights_file_content(path: Path) -> object:
+    """What a weights file holds: ``torch.load``'s result, or a ``.safetensors`` mapping."""
     if path.suffix == ".safetensors" and path.is_file():
         from safetensors.torch import load_file  # installed with timm
 
-        content: object = load_file(path)
-    else:
-        content = load_torch_safely(path)
+        return load_file(path)
+    return load_torch_safely(path)
+
+
+def backbone_weights_of(content: object, path: Path) -> dict[str, Tensor]:
+    """The backbone ``state_dict`` inside a weights file's content, unwrapped.
+
+    ``{"state_dict": ...}`` (Lightning) and ``{"model": ...}`` (timm's train script, DeiT)
+    are unwrapped; of a Lightning module's weights, those under ``backbone.`` are kept
+    (ours, Lightly's examples, solo-learn), and a DDP wrapper's ``module.`` is removed.
+
+    Raises:
+        ContrastiveError: If the content holds no tensors, in one line naming ``path``.
+    """
     for wrapper in ("state_dict", "model"):  # Lightning / timm train script / DeiT layouts
         if isinstance(content, Mapping) and isinstance(content.get(wrapper), Mapping):
             content = content[wrapper]
@@ -412,7 +490,7 @@ def init_backbone_weights(
             naming the first offending tensors.
     """
     state_dict, ignored = without_removed_classifier(
-        backbone, with_child_names(backbone, read_backbone_weights(source))
+        backbone, in_module_names(backbone, read_backbone_weights(source))
     )
     expected = backbone.state_dict()
     reshaped = [
@@ -586,17 +664,7 @@ def _from_lightning(
     config_source: str | None = None,
 ) -> Encoder:
     if config is None:
-        hyper_parameters = content.get("hyper_parameters")
-        if isinstance(hyper_parameters, Mapping):
-            config = hyper_parameters.get("config")
-        if not isinstance(config, Mapping) and (backbone_config is None or view_config is None):
-            # A Lightning checkpoint of another tool (Lightly's examples, solo-learn) records
-            # no configuration of ours: the architecture and input size must be said.
-            raise ContrastiveError(
-                f"{source} is a Lightning checkpoint without a contrastive configuration "
-                "(trained by another tool?): give --backbone and --input-size (load_encoder: "
-                "backbone_config and view_config) to read its backbone.* weights"
-            )
+        config = _recorded_config(content)
         config_source = f"{source} (hyper_parameters.config)"
     config_source = config_source or source
     backbone_config, view_config = _configs(config, config_source, backbone_config, view_config)
@@ -612,18 +680,18 @@ def _from_lightning(
     encoder = _assemble(backbone_weights, source, backbone_config, view_config)
     if not with_projection_head:
         return encoder
-    if not isinstance(config, Mapping):
-        # The head is rebuilt from the run's method section, which only our runs record.
-        raise ContrastiveError(
-            f"{source} records no contrastive configuration, so its projection head cannot be "
-            "rebuilt: leave out --projection-head (the backbone's features are read)"
-        )
     head_weights = _with_prefix(state_dict, "projection_head.")
     if not head_weights:
         raise ContrastiveError(f"{source} holds no projection_head.* weights")
     method_config = _method_config(config, config_source)
     head = projection_head(method_config, encoder.feature_dim, head_weights, source)
     return replace(encoder, projection_head=head)
+
+
+def _recorded_config(checkpoint: Mapping) -> object:
+    """The run configuration our Lightning checkpoints carry (None in another tool's)."""
+    hyper_parameters = checkpoint.get("hyper_parameters")
+    return hyper_parameters.get("config") if isinstance(hyper_parameters, Mapping) else None
 
 
 def projection_head(

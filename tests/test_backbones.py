@@ -140,7 +140,13 @@ def test_resnet18_state_dict_loads_into_plain_torchvision(small_stem: bool) -> N
 def test_unknown_backbone_raises_with_where_to_find_names() -> None:
     with pytest.raises(ContrastiveError, match=r"vgg17.*list_models.*timm:NAME") as error:
         BackboneConfig("vgg17")
-    assert "\n" not in str(error.value)
+    assert "\n" not in str(error.value) and "did you mean" not in str(error.value)
+
+
+def test_a_timm_name_without_its_prefix_is_suggested_with_it() -> None:
+    pytest.importorskip("timm")
+    with pytest.raises(ContrastiveError, match=r"did you mean timm:convnext_atto\?"):
+        BackboneConfig("convnext_atto")
 
 
 def test_small_image_stem_is_for_resnets_only() -> None:

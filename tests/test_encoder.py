@@ -266,13 +266,38 @@ def test_a_lightning_checkpoint_of_another_tool_needs_and_uses_given_configs(
         load_encoder(checkpoint, BACKBONE, ViewConfig(input_size=32), with_projection_head=True)
 
 
-def test_a_checkpoint_without_backbone_weights_names_what_it_holds(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "packaging",
+    [
+        lambda weights: {"state_dict": weights},  # a plain state_dict, wrapped
+        lambda weights: {"model": weights},  # timm's train script, DeiT
+        lambda weights: {f"module.{k}": v for k, v in weights.items()},  # DDP
+        lambda weights: {"state_dict": {f"model.{k}": v for k, v in weights.items()}},
+        lambda weights: {"state_dict": {f"encoder.{k}": v for k, v in weights.items()}},
+    ],
+    ids=["state_dict", "model", "module", "lightning-model", "lightning-encoder"],
+)
+def test_weights_in_another_tools_packaging_load_as_the_backbone(tmp_path: Path, packaging) -> None:
+    weights = tmp_path / "weights.ckpt"
+    torch.save(packaging(trained_backbone().state_dict()), weights)
+    encoder = load_encoder(weights, BACKBONE, ViewConfig(input_size=32))
+    assert same_weights(encoder.backbone, trained_backbone())
+
+
+def test_weights_under_several_prefixes_name_them(tmp_path: Path) -> None:
     state = {f"encoder.{k}": v for k, v in trained_backbone().state_dict().items()}
+    state["head.weight"] = torch.zeros(2, 128)
     checkpoint = tmp_path / "other.ckpt"
     torch.save({"state_dict": state}, checkpoint)
-    with pytest.raises(ContrastiveError, match=r"under encoder\.") as error:
+    with pytest.raises(ContrastiveError, match=r"under encoder\., head\.") as error:
         load_encoder(checkpoint, BACKBONE, ViewConfig(input_size=32))
     assert "\n" not in str(error.value)
+
+
+def test_a_runs_backbone_file_is_read_with_the_config_beside_it(run_dir: Path) -> None:
+    encoder = load_encoder(run_dir / "backbone.pt")
+    assert encoder.backbone_config == BACKBONE
+    assert same_weights(encoder.backbone, trained_backbone())
 
 
 @pytest.mark.parametrize(

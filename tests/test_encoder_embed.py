@@ -72,3 +72,33 @@ def test_embed_refuses_what_it_cannot_read_in_one_line(
 ) -> None:
     with pytest.raises(ContrastiveError, match=message):
         encoder.embed(given)
+
+
+class FixedSizeNetwork(torch.nn.Module):
+    """Asserts its input size, as timm's ViT does (``Input height (32) doesn't match``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 4)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        assert images.shape[-1] == 224, (
+            f"Input height ({images.shape[-1]}) doesn't match model (224)"
+        )
+        return self.linear(images.mean(dim=(2, 3)))
+
+
+def test_a_network_built_for_another_input_size_fails_in_one_line(
+    encoder: Encoder, photos: list[Path]
+) -> None:
+    fixed = Encoder(FixedSizeNetwork(), 4, encoder.view_config, encoder.backbone_config, "vit.pt")
+    with pytest.raises(
+        ContrastiveError, match=r"vit.pt failed on 32x32 px images: Input height \(32\)"
+    ):
+        fixed.embed(photos)
+    with pytest.raises(
+        ContrastiveError, match="computing model features failed on 32x32 px.*--input-size"
+    ):
+        embed_folder(
+            photos[0].parent, fixed.view_config, {"model": feature_extractor(fixed)}, progress=False
+        )

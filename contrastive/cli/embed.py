@@ -11,7 +11,13 @@ import torch
 
 from contrastive.backbones import BackboneConfig
 from contrastive.cli.arguments import output_file, output_folder, positive_int
-from contrastive.embeddings import MAX_AUTO_WORKERS, Embeddings, embed_folder, save_embeddings
+from contrastive.embeddings import (
+    MAX_AUTO_WORKERS,
+    Embeddings,
+    embed_folder,
+    load_embeddings,
+    save_embeddings,
+)
 from contrastive.encoder import Encoder, feature_extractor, load_encoder
 from contrastive.errors import ContrastiveError
 from contrastive.views.config import ViewConfig
@@ -68,6 +74,21 @@ def add_encoder_arguments(parser: argparse.ArgumentParser, required: bool) -> No
     )
     parser.add_argument("--input-size", type=int, help="evaluation input size in pixels")
     parser.add_argument(
+        "--mean",
+        type=float,
+        nargs=3,
+        metavar=("R", "G", "B"),
+        help="normalisation mean of plain weights (default: ImageNet's 0.485 0.456 0.406; a "
+        "run records its own)",
+    )
+    parser.add_argument(
+        "--std",
+        type=float,
+        nargs=3,
+        metavar=("R", "G", "B"),
+        help="normalisation std of plain weights (default: ImageNet's 0.229 0.224 0.225)",
+    )
+    parser.add_argument(
         "--projection-head",
         action="store_true",
         help="use the projection head's output (Lightning checkpoints only)",
@@ -98,20 +119,53 @@ def encoder_from_args(args: argparse.Namespace) -> Encoder | None:
     source = args.run or args.checkpoint
     if source is None:
         return None
-    backbone_config = (
-        BackboneConfig(args.backbone, args.small_image_stem) if args.backbone else None
-    )
-    view_config = None
-    if args.input_size is not None and backbone_config is not None:
-        view_config = ViewConfig(input_size=args.input_size)
+    backbone_config, view_config = configs_from_args(args)
     encoder = load_encoder(
         source, backbone_config, view_config, with_projection_head=args.projection_head
     )
-    if args.input_size is not None and view_config is None:
-        encoder = replace(
-            encoder, view_config=replace(encoder.view_config, eval_input_size=args.input_size)
-        )
+    if view_config is None:
+        encoder = replace(encoder, view_config=view_config_from_args(args, encoder.view_config))
     return encoder
+
+
+def evaluation_encoder_from_args(args: argparse.Namespace) -> Encoder | None:
+    """:func:`encoder_from_args`, or for ``--baselines`` of a ``--train`` .npz embedded from
+    weights that record no architecture, those weights read with ``--backbone`` and
+    ``--input-size`` (the baselines need the model's architecture and views)."""
+    encoder = encoder_from_args(args)
+    if encoder is not None or not args.baselines:
+        return encoder
+    backbone_config, view_config = configs_from_args(args)
+    train = Path(args.train).expanduser()
+    if view_config is None or train.suffix != ".npz" or not train.is_file():
+        return None
+    source = load_embeddings(train).source
+    if not source or not Path(source).exists():
+        return None
+    return load_encoder(source, backbone_config, view_config)
+
+
+def configs_from_args(args: argparse.Namespace) -> tuple[BackboneConfig | None, ViewConfig | None]:
+    """The architecture and views ``--backbone``/``--input-size``/``--mean``/``--std`` give
+    weights that record none (each None unless both ``--backbone`` and ``--input-size``)."""
+    if not args.backbone or args.input_size is None:
+        return (
+            BackboneConfig(args.backbone, args.small_image_stem) if args.backbone else None
+        ), None
+    views = view_config_from_args(args, ViewConfig(input_size=args.input_size))
+    return BackboneConfig(args.backbone, args.small_image_stem), views
+
+
+def view_config_from_args(args: argparse.Namespace, views: ViewConfig) -> ViewConfig:
+    """``views`` with the evaluation size and normalisation the flags give."""
+    changes: dict = {}
+    if args.input_size is not None:
+        changes["eval_input_size"] = args.input_size
+    if args.mean is not None:
+        changes["mean"] = tuple(args.mean)
+    if args.std is not None:
+        changes["std"] = tuple(args.std)
+    return replace(views, **changes) if changes else views
 
 
 def resolve_device(name: str) -> str:

@@ -22,7 +22,7 @@ from contrastive.cli.arguments import (
 from contrastive.cli.embed import (
     add_compute_arguments,
     add_encoder_arguments,
-    encoder_from_args,
+    evaluation_encoder_from_args,
     resolve_device,
 )
 from contrastive.cli.fewshot import add_fewshot_arguments, run_fewshot
@@ -257,7 +257,7 @@ def _evaluate_sets(
     ``score`` returns the report's numbers and the ``(M,)`` predicted classes of the first k
     or the probe (for the gains over the baselines and the model's recall per class).
     """
-    encoder = encoder_from_args(args)
+    encoder = evaluation_encoder_from_args(args)
     sets = evaluation_inputs(args.train, args.test, encoder, args.baselines, _embed_settings(args))
     results: dict[str, Any] = {}
     hits: dict[str, Tensor] = {}

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from contrastive.backbones import BackboneConfig
 from contrastive.cli.arguments import checked_float, positive_int
-from contrastive.cli.embed import encoder_from_args
+from contrastive.cli.embed import evaluation_encoder_from_args
 from contrastive.data.near_copies import DEFAULT_THRESHOLD
 from contrastive.embeddings import Embeddings
-from contrastive.encoder import Encoder, load_encoder
+from contrastive.encoder import Encoder, MissingConfigurationError, load_encoder
 from contrastive.errors import ContrastiveError
 from contrastive.evaluation.fewshot import (
     ALL,
@@ -46,10 +46,11 @@ def add_fewshot_arguments(parser: argparse.ArgumentParser) -> None:
         "--encoder",
         action="append",
         default=[],
-        metavar="NAME=PATH",
+        metavar="NAME=PATH[,backbone=B,input-size=N,small-image-stem]",
         help="another encoder to put side by side (repeatable): a run folder, a Lightning "
-        ".ckpt, or a plain .pt backbone state_dict (architecture from --backbone, input "
-        "size from --input-size or the first encoder); needs image folders",
+        ".ckpt, or weights that record no architecture (a plain state_dict, another tool's "
+        "checkpoint: architecture from the options after the path, else --backbone, input "
+        "size from input-size=, --input-size or the first encoder); needs image folders",
     )
     parser.add_argument(
         "--counts",
@@ -105,7 +106,7 @@ def run_fewshot(args: argparse.Namespace, settings: EmbedSettings) -> int:
             raise ContrastiveError(
                 "--unlabeled is searched by the leak check: drop --no-leak-check or --unlabeled"
             )
-    encoder = encoder_from_args(args)
+    encoder = evaluation_encoder_from_args(args)
     sets = evaluation_inputs(args.train, args.test, encoder, args.baselines, settings)
     named = _extra_encoders(args, encoder, sets[MODEL])
     for name, extra in named.items():
@@ -228,39 +229,89 @@ def _markdown(
 def _extra_encoders(
     args: argparse.Namespace, first: Encoder | None, model: tuple[Embeddings, Embeddings]
 ) -> dict[str, Encoder]:
-    """Loads each ``--encoder NAME=PATH``; plain weights take --backbone and the input size."""
+    """Loads each ``--encoder NAME=PATH[,backbone=B][,input-size=N][,small-image-stem]``.
+
+    A run or checkpoint of ours brings its architecture; weights that record none (a plain
+    state_dict, another tool's checkpoint) take the options given after the path, else
+    ``--backbone``/``--input-size``, else the first encoder's.
+    """
     encoders: dict[str, Encoder] = {}
     for item in args.encoder:
-        name, separator, path = item.partition("=")
-        if not separator or not name or not path:
+        name, separator, value = item.partition("=")
+        if not separator or not name or not value:
             raise ContrastiveError(f"--encoder expects NAME=PATH, got {item!r}")
         if name in encoders or name in (MODEL, "random_init", "raw_pixels"):
             raise ContrastiveError(f"--encoder name {name!r} is used twice or taken")
-        source = Path(path).expanduser()
-        if not source.exists():
-            raise ContrastiveError(f"--encoder {name}: {source} does not exist")
-        backbone_config = view_config = None
-        if source.is_file() and source.suffix != ".ckpt":
-            reference = first if first is not None else _recorded(model[0])
-            backbone_config = (
-                BackboneConfig(args.backbone, args.small_image_stem)
-                if args.backbone
-                else (reference.backbone_config if reference is not None else None)
-            )
-            if reference is not None:
-                view_config = reference.view_config
-            if args.input_size is not None:
-                view_config = replace(
-                    view_config or ViewConfig(input_size=args.input_size),
-                    eval_input_size=args.input_size,
-                )
+        source, options = _encoder_path_and_options(name, value)
+        try:
+            encoders[name] = load_encoder(source)
+        except MissingConfigurationError:
+            backbone_config, view_config = _encoder_configs(args, first, model, options)
             if backbone_config is None or view_config is None:
                 raise ContrastiveError(
-                    f"--encoder {name}: {source} is a plain state_dict; give --backbone and "
-                    "--input-size"
-                )
-        encoders[name] = load_encoder(source, backbone_config, view_config)
+                    f"--encoder {name}: {source} records no architecture; give it after the "
+                    f"path ({name}={source},backbone=NAME,input-size=PX) or give --backbone "
+                    "and --input-size"
+                ) from None
+            encoders[name] = load_encoder(source, backbone_config, view_config)
     return encoders
+
+
+#: Options an ``--encoder`` may carry after its path, for weights that record no config.
+ENCODER_OPTIONS = ("backbone", "input-size", "small-image-stem")
+
+
+def _encoder_path_and_options(name: str, value: str) -> tuple[Path, dict[str, str]]:
+    """Splits ``PATH[,key=value...]``; a path that exists as written keeps its commas."""
+    whole = Path(value).expanduser()
+    path_text, *parts = [value] if whole.exists() else value.split(",")
+    options: dict[str, str] = {}
+    for part in parts:
+        key, _, option = part.partition("=")
+        if key not in ENCODER_OPTIONS or (key == "small-image-stem") == bool(option):
+            raise ContrastiveError(
+                f"--encoder {name}: unknown option {part!r} (after the path: backbone=NAME, "
+                "input-size=PX, small-image-stem)"
+            )
+        options[key] = option
+    source = Path(path_text).expanduser()
+    if not source.exists():
+        raise ContrastiveError(f"--encoder {name}: {source} does not exist")
+    return source, options
+
+
+def _encoder_configs(
+    args: argparse.Namespace,
+    first: Encoder | None,
+    model: tuple[Embeddings, Embeddings],
+    options: dict[str, str],
+) -> tuple[BackboneConfig | None, ViewConfig | None]:
+    reference = first if first is not None else _recorded(model[0])
+    backbone = options.get("backbone") or args.backbone
+    small_image_stem = "small-image-stem" in options or (
+        "backbone" not in options and args.small_image_stem
+    )
+    backbone_config = (
+        BackboneConfig(backbone, small_image_stem)
+        if backbone
+        else (reference.backbone_config if reference is not None else None)
+    )
+    view_config = reference.view_config if reference is not None else None
+    size_text = options.get("input-size")
+    size = args.input_size if size_text is None else _option_size(size_text)
+    if size is not None:
+        view_config = replace(view_config or ViewConfig(input_size=size), eval_input_size=size)
+    return backbone_config, view_config
+
+
+def _option_size(text: str) -> int:
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if size <= 0:
+        raise ContrastiveError(f"--encoder input-size={text}: expected a positive integer")
+    return size
 
 
 def _recorded(train: Embeddings) -> Encoder | None:

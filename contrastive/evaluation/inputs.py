@@ -21,6 +21,7 @@ from contrastive.data.folder import IMAGE_EXTENSIONS, ImageFolder
 from contrastive.embeddings import Embeddings, RawPixels, embed_folder, load_embeddings
 from contrastive.encoder import (
     Encoder,
+    MissingConfigurationError,
     feature_extractor,
     load_encoder,
     random_init_encoder,
@@ -229,4 +230,10 @@ def _recorded_encoder(train: str | os.PathLike) -> Encoder:
             f"--baselines: {path} records no existing checkpoint ({source!r}); give --run or "
             "--checkpoint"
         )
-    return load_encoder(source)
+    try:
+        return load_encoder(source)
+    except MissingConfigurationError:
+        raise ContrastiveError(
+            f"--baselines: {path} was embedded from {source}, which records no architecture: "
+            "give --backbone NAME and --input-size PX"
+        ) from None

@@ -13,6 +13,7 @@ import yaml
 from lightly.models.modules import SimCLRProjectionHead
 
 import contrastive.cli as cli
+from contrastive.backbones import BackboneConfig
 from contrastive.embeddings import load_embeddings
 
 
@@ -349,3 +350,51 @@ def test_a_missing_path_or_one_image_is_named_for_what_it_should_be(
     error = one_line_error(capsys, *base, "--test", image)
     assert f"--test {image} is one image: give its folder" in error
     assert "pickle" not in error
+
+
+def test_baselines_of_embeddings_from_plain_weights_take_the_architecture_flags(
+    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    weights = tmp_path / "plain.pt"  # weights another tool saved: no config.yaml beside them
+    weights.write_bytes((run_dir / "backbone.pt").read_bytes())
+    flags = ("--backbone", "resnet18_quarter", "--input-size", "16")
+    npz = {}
+    for split in ("train", "test"):
+        npz[split] = tmp_path / f"{split}.npz"
+        assert (
+            run_cli("embed", "--checkpoint", weights, *flags, "--data", colour_folders[split],
+                    "--out", npz[split], "--no-progress")
+            == 0
+        )  # fmt: skip
+    evaluate = ("eval", "knn", "--train", npz["train"], "--test", npz["test"], "--k", "3")
+    error = one_line_error(capsys, *evaluate, "--baselines")
+    assert "records no architecture: give --backbone NAME and --input-size PX" in error
+    # Before, the same error came with both flags given.
+    assert run_cli(*evaluate, "--baselines", *flags, "--no-progress") == 0
+    report = json.loads((tmp_path / "train.knn.json").read_text())
+    assert set(report["results"]) == {"model", "random_init", "raw_pixels"}
+
+
+def test_mean_and_std_flags_normalise_plain_weights(
+    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path
+) -> None:
+    from contrastive.encoder import load_encoder
+    from contrastive.views.config import ViewConfig
+
+    weights = tmp_path / "plain.pt"
+    weights.write_bytes((run_dir / "backbone.pt").read_bytes())
+    flags = ("--checkpoint", weights, "--backbone", "resnet18_quarter", "--input-size", "16")
+    cifar = ("--mean", "0.4914", "0.4822", "0.4465", "--std", "0.247", "0.243", "0.261")
+    for name, extra in (("imagenet", ()), ("cifar", cifar)):
+        out = tmp_path / f"{name}.npz"
+        assert run_cli("embed", *flags, *extra, "--data", colour_folders["test"], "--out", out,
+                       "--no-progress") == 0  # fmt: skip
+    default, given = (
+        load_embeddings(tmp_path / "imagenet.npz"),
+        load_embeddings(tmp_path / "cifar.npz"),
+    )
+    assert not np.allclose(default.embeddings, given.embeddings, atol=1e-3)
+    views = ViewConfig(input_size=16, mean=(0.4914, 0.4822, 0.4465), std=(0.247, 0.243, 0.261))
+    encoder = load_encoder(weights, BackboneConfig("resnet18_quarter"), views)
+    files = [colour_folders["test"] / path for path in given.paths]
+    assert np.allclose(encoder.embed(files).numpy(), given.embeddings, atol=1e-4)

@@ -103,6 +103,18 @@ def test_intervals_shrink_with_draws_and_cover_the_known_answer() -> None:
     assert many.low <= truth <= many.high
 
 
+def test_accuracy_intervals_stay_within_0_and_1() -> None:
+    train, train_labels = blobs(20, spread=6.0)
+    test, test_labels = blobs(20, seed=1, spread=6.0)
+    result = few_label_evaluation(
+        train, train_labels, test, test_labels, [1], draws=2, seed=3, protocols=["knn"]
+    )
+    score = result.scores[ALL]["knn"][1]
+    unclipped = t_interval(score.accuracies)
+    assert unclipped[0] < 0 or unclipped[1] > 1  # two noisy draws: t = 12.7
+    assert 0.0 <= score.low <= score.mean <= score.high <= 1.0
+
+
 def test_t_interval_matches_scipy() -> None:
     import scipy.stats
 
@@ -112,6 +124,10 @@ def test_t_interval_matches_scipy() -> None:
     )
     assert t_interval(values) == pytest.approx(expected)
     assert t_interval([0.4]) == (0.4, 0.4)
+    # Two draws: t = 12.7, an accuracy's interval would reach below 0 (10.7 [-36.9, 58.4]).
+    low, high = t_interval([0.07, 0.144])
+    assert low < 0 < high < 1
+    assert t_interval([0.07, 0.144], bounds=(0.0, 1.0)) == (0.0, pytest.approx(high))
 
 
 @pytest.mark.parametrize(
@@ -275,3 +291,32 @@ def test_counts_larger_than_every_class_are_warned_about_once_for_all_sets(
     # Before: once per feature set (3 here; the sweep's --baselines printed it 3 times).
     assert len(exceeded) == 1
     assert all(result.counts == [1, "all"] for result in comparison.results.values())
+
+
+def test_an_encoder_that_records_no_architecture_takes_options_after_its_path(
+    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("embed", "evaluate"))
+    # Lightly's example layout in a Lightning checkpoint of its own: no config of ours.
+    backbone = torch.load(run_dir / "backbone.pt")
+    names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+    state = {}
+    for key, value in backbone.items():
+        child, _, rest = key.partition(".")
+        state[f"backbone.{names.index(child)}.{rest}"] = value
+    checkpoint = tmp_path / "lightly.ckpt"
+    torch.save({"state_dict": state, "hyper_parameters": {"lr": 0.06}}, checkpoint)
+    out = tmp_path / "fewshot"
+    arguments = [
+        "eval", "fewshot", "--run", run_dir, "--train", colour_folders["train"],
+        "--test", colour_folders["test"], "--counts", "1,all", "--draws", "2",
+        "--encoder", f"lightly={checkpoint},backbone=resnet18_quarter,input-size=16",
+        "--out", out, "--no-progress",
+    ]  # fmt: skip
+    assert cli.main([str(a) for a in arguments]) == 0
+    report = json.loads((out / "fewshot.json").read_text())
+    assert report["results"]["lightly"]["scores"] == report["results"]["model"]["scores"]
+    arguments[arguments.index("--encoder") + 1] = f"lightly={checkpoint},width=2"
+    capsys.readouterr()
+    assert cli.main([str(a) for a in arguments]) != 0
+    assert "unknown option 'width=2'" in capsys.readouterr().err
