@@ -305,8 +305,21 @@ def in_module_names(module: nn.Module, state_dict: Mapping[str, Tensor]) -> dict
       [:-1])``, so its weights read ``0.weight``, ``4.0.conv1.weight``: child ``i`` of that
       ``Sequential`` is child ``i`` of ``module`` (``conv1``, ``layer1.0.conv1``).
 
-    Any other layout is returned unchanged, for the strict load to name its mismatches.
+    Any other layout, or one these renamings fit no better, is returned unchanged, for the
+    strict load to name its mismatches as they are in the file.
     """
+    expected = module.state_dict()
+
+    def fitting(weights: Mapping[str, Tensor]) -> int:
+        return sum(
+            key in expected and expected[key].shape == value.shape for key, value in weights.items()
+        )
+
+    renamed = _renamed_to_children(module, state_dict)
+    return renamed if fitting(renamed) > fitting(state_dict) else dict(state_dict)
+
+
+def _renamed_to_children(module: nn.Module, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     names = [name for name, _ in module.named_children()]
     weights = dict(state_dict)
     while weights and all("." in key for key in weights):
@@ -606,7 +619,8 @@ def weights_identity(source: str | os.PathLike) -> str:
     """One name for the places that hold a finished run's final weights.
 
     A run folder, its ``backbone.pt`` and, once ``backbone.pt`` is written, its
-    ``checkpoints/last.ckpt`` hold the same weights; each gives the run folder. Any other
+    ``checkpoints/last.ckpt`` hold the same weights; each gives the run folder (the folder of
+    an unfinished run gives its ``last.ckpt``, which it is read from). Any other
     source (``best.ckpt``, a file from elsewhere, a baseline) is returned as it is.
     """
     path = Path(source).expanduser()
@@ -615,6 +629,9 @@ def weights_identity(source: str | os.PathLike) -> str:
         if finished and path in (run / RUN_BACKBONE, run / RUN_CHECKPOINT):
             return os.fspath(run.absolute())
     if path.is_dir() and (path / RUN_CONFIG).is_file():
+        if not (path / RUN_BACKBONE).is_file():
+            # An unfinished run's folder is read from its last checkpoint.
+            return os.fspath((path / RUN_CHECKPOINT).absolute())
         return os.fspath(path.absolute())
     return os.fspath(source)
 

@@ -315,3 +315,20 @@ def test_a_stem_mismatch_names_the_flag_that_fits(
         load_encoder(
             weights, BackboneConfig("resnet18", small_image_stem), ViewConfig(input_size=32)
         )
+
+
+def test_a_mismatch_names_the_files_own_keys(tmp_path: Path) -> None:
+    # A Sequential of backbone and head under model.: renaming 0 -> conv1 fits nothing, and
+    # the message once named keys the file does not hold (conv1.conv1.weight).
+    state = {f"model.0.{k}": v for k, v in trained_backbone().state_dict().items()}
+    state["model.1.weight"] = torch.zeros(2, 128)
+    checkpoint = tmp_path / "wrapped.ckpt"
+    torch.save({"state_dict": state}, checkpoint)
+    with pytest.raises(ContrastiveError, match=r"model\.0\.conv1\.weight") as error:
+        load_encoder(checkpoint, BACKBONE, ViewConfig(input_size=32))
+    assert "conv1.conv1" not in str(error.value)
+
+
+def test_normalisation_on_the_0_255_scale_is_refused() -> None:
+    with pytest.raises(ContrastiveError, match="0-1 scale.*divide 0-255 values by 255"):
+        ViewConfig(mean=(125.0, 123.0, 114.0), std=(63.0, 62.0, 66.0))

@@ -78,15 +78,16 @@ def add_encoder_arguments(parser: argparse.ArgumentParser, required: bool) -> No
         type=float,
         nargs=3,
         metavar=("R", "G", "B"),
-        help="normalisation mean of plain weights (default: ImageNet's 0.485 0.456 0.406; a "
-        "run records its own)",
+        help="normalisation mean, 0-1 scale (default: the run's own; ImageNet's 0.485 0.456 "
+        "0.406 for weights that record none)",
     )
     parser.add_argument(
         "--std",
         type=float,
         nargs=3,
         metavar=("R", "G", "B"),
-        help="normalisation std of plain weights (default: ImageNet's 0.229 0.224 0.225)",
+        help="normalisation std, 0-1 scale (default: the run's own; ImageNet's 0.229 0.224 "
+        "0.225 for weights that record none)",
     )
     parser.add_argument(
         "--projection-head",

@@ -111,7 +111,12 @@ def run_fewshot(args: argparse.Namespace, settings: EmbedSettings) -> int:
     named = _extra_encoders(args, encoder, sets[MODEL])
     for name, extra in named.items():
         train_folder, test_folder = _folders(args, sets[MODEL])
-        extra_sets = evaluation_inputs(train_folder, test_folder, extra, False, settings)
+        try:
+            extra_sets = evaluation_inputs(train_folder, test_folder, extra, False, settings)
+        except ContrastiveError as error:
+            text = str(error).replace("computing model features", "computing its features")
+            text = text.replace("needs --input-size", "needs input-size=")
+            raise ContrastiveError(f"--encoder {name}: {text}") from error
         sets[name] = extra_sets[MODEL]
     # Encoders first, baselines last.
     order = [MODEL, *named, *(name for name in sets if name != MODEL and name not in named)]
@@ -244,17 +249,51 @@ def _extra_encoders(
             raise ContrastiveError(f"--encoder name {name!r} is used twice or taken")
         source, options = _encoder_path_and_options(name, value)
         try:
-            encoders[name] = load_encoder(source)
-        except MissingConfigurationError:
-            backbone_config, view_config = _encoder_configs(args, first, model, options)
-            if backbone_config is None or view_config is None:
-                raise ContrastiveError(
-                    f"--encoder {name}: {source} records no architecture; give it after the "
-                    f"path ({name}={source},backbone=NAME,input-size=PX) or give --backbone "
-                    "and --input-size"
-                ) from None
-            encoders[name] = load_encoder(source, backbone_config, view_config)
+            encoders[name] = _load_extra_encoder(args, first, model, source, options)
+        except ContrastiveError as error:
+            # Several encoders load here: the message says which, and flags become options.
+            text = str(error).replace("add --small-image-stem", "add ,small-image-stem")
+            text = text.replace("leave out --small-image-stem", "leave out small-image-stem")
+            text = text.replace("needs --input-size", "needs input-size=")
+            raise ContrastiveError(f"--encoder {name}: {text}") from error
     return encoders
+
+
+def _load_extra_encoder(
+    args: argparse.Namespace,
+    first: Encoder | None,
+    model: tuple[Embeddings, Embeddings],
+    source: Path,
+    options: dict[str, str],
+) -> Encoder:
+    try:
+        encoder = load_encoder(source)
+    except MissingConfigurationError:
+        backbone_config, view_config = _encoder_configs(args, first, model, options)
+        if backbone_config is None or view_config is None:
+            raise ContrastiveError(
+                f"{source} records no architecture; give it after the path "
+                f"(NAME={source},backbone=NAME,input-size=PX) or give --backbone and --input-size"
+            ) from None
+        try:
+            return load_encoder(source, backbone_config, view_config)
+        except ContrastiveError as error:
+            if "backbone" in options or args.backbone:
+                raise
+            raise ContrastiveError(
+                f"{error} (no backbone= was given after the path: the first encoder's "
+                f"{backbone_config.name} was tried)"
+            ) from error
+    given = sorted(set(options) - {"input-size"})
+    if given:
+        raise ContrastiveError(
+            f"{source} records its architecture ({encoder.backbone_config.name}): "
+            f"{', '.join(given)} after the path is for weights that record none"
+        )
+    if "input-size" in options:
+        size = _option_size(options["input-size"])
+        encoder = replace(encoder, view_config=replace(encoder.view_config, eval_input_size=size))
+    return encoder
 
 
 #: Options an ``--encoder`` may carry after its path, for weights that record no config.
@@ -286,16 +325,21 @@ def _encoder_configs(
     model: tuple[Embeddings, Embeddings],
     options: dict[str, str],
 ) -> tuple[BackboneConfig | None, ViewConfig | None]:
+    """The architecture and views of weights that record none: the options after the path,
+    else ``--backbone``/``--small-image-stem``/``--input-size``, else the first encoder's."""
     reference = first if first is not None else _recorded(model[0])
-    backbone = options.get("backbone") or args.backbone
-    small_image_stem = "small-image-stem" in options or (
-        "backbone" not in options and args.small_image_stem
-    )
-    backbone_config = (
-        BackboneConfig(backbone, small_image_stem)
-        if backbone
-        else (reference.backbone_config if reference is not None else None)
-    )
+    if "backbone" in options:
+        backbone_config = BackboneConfig(options["backbone"], "small-image-stem" in options)
+    elif args.backbone:
+        backbone_config = BackboneConfig(
+            args.backbone, args.small_image_stem or "small-image-stem" in options
+        )
+    elif reference is not None:
+        backbone_config = reference.backbone_config
+        if "small-image-stem" in options:
+            backbone_config = replace(backbone_config, small_image_stem=True)
+    else:
+        backbone_config = None
     view_config = reference.view_config if reference is not None else None
     size_text = options.get("input-size")
     size = args.input_size if size_text is None else _option_size(size_text)

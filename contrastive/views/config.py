@@ -90,6 +90,12 @@ class ViewConfig:
             raise ContrastiveError("hue * color_jitter_strength must be in [0, 0.5]")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ContrastiveError("mean and std need three values, std > 0")
+        if max(*self.mean, *self.std) > 1 or min(self.mean) < 0:
+            # Images reach the normalisation as 0-1 tensors; 0-255 values collapse features.
+            raise ContrastiveError(
+                f"mean {tuple(self.mean)} and std {tuple(self.std)} must be on the 0-1 scale "
+                "of the image tensors (divide 0-255 values by 255)"
+            )
 
     @property
     def evaluation_size(self) -> int:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import contrastive.cli as cli
+from contrastive.encoder import load_encoder
 from contrastive.errors import ContrastiveError
 from contrastive.evaluation.fewshot import (
     ALL,
@@ -320,3 +321,51 @@ def test_an_encoder_that_records_no_architecture_takes_options_after_its_path(
     capsys.readouterr()
     assert cli.main([str(a) for a in arguments]) != 0
     assert "unknown option 'width=2'" in capsys.readouterr().err
+
+
+def test_options_after_a_runs_path_resize_it_or_are_refused(
+    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("embed", "evaluate"))
+    out = tmp_path / "fewshot"
+    base = [
+        "eval", "fewshot", "--run", run_dir, "--train", colour_folders["train"],
+        "--test", colour_folders["test"], "--counts", "all", "--draws", "2", "--out", out,
+        "--no-progress", "--encoder",
+    ]  # fmt: skip
+    # input-size= applies to a run too (it was ignored without a word).
+    from argparse import Namespace
+
+    from contrastive.cli.fewshot import _load_extra_encoder
+
+    flags = Namespace(backbone=None, small_image_stem=False, input_size=None)
+    resized = _load_extra_encoder(flags, None, None, run_dir, {"input-size": "32"})
+    assert (
+        resized.view_config.evaluation_size
+        == 32
+        != load_encoder(run_dir).view_config.evaluation_size
+    )
+    assert cli.main([str(a) for a in [*base, f"other={run_dir},backbone=resnet50"]]) != 0
+    error = capsys.readouterr().err
+    assert "--encoder other:" in error and "records its architecture (resnet18_quarter)" in error
+
+
+def test_an_encoders_error_names_it_and_its_options(
+    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("embed", "evaluate"))
+    torch.manual_seed(0)
+    from contrastive.backbones import BackboneConfig, build_backbone
+
+    small, _ = build_backbone(BackboneConfig("resnet18", small_image_stem=True))
+    weights = tmp_path / "cifar_resnet.pt"
+    torch.save(small.state_dict(), weights)
+    arguments = [
+        "eval", "fewshot", "--run", run_dir, "--train", colour_folders["train"],
+        "--test", colour_folders["test"], "--counts", "all", "--draws", "2",
+        "--out", tmp_path / "fewshot", "--no-progress",
+        "--encoder", f"solo={weights},backbone=resnet18,input-size=16",
+    ]  # fmt: skip
+    assert cli.main([str(a) for a in arguments]) != 0
+    error = capsys.readouterr().err
+    assert error.startswith("error: --encoder solo: ") and "add ,small-image-stem" in error
