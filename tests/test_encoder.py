@@ -284,14 +284,25 @@ def test_weights_in_another_tools_packaging_load_as_the_backbone(tmp_path: Path,
     assert same_weights(encoder.backbone, trained_backbone())
 
 
-def test_weights_under_several_prefixes_name_them(tmp_path: Path) -> None:
-    state = {f"encoder.{k}": v for k, v in trained_backbone().state_dict().items()}
-    state["head.weight"] = torch.zeros(2, 128)
+@pytest.mark.parametrize(
+    ("backbone_prefix", "head_key", "message"),
+    [
+        ("encoder.", "head.weight", r"under encoder\., head\."),
+        # A Sequential of backbone and head under model.: renaming 0 -> conv1 fits nothing,
+        # and the message once named keys the file does not hold (conv1.conv1.weight).
+        ("model.0.", "model.1.weight", r"model\.0\.conv1\.weight"),
+    ],
+)
+def test_weights_beside_other_modules_are_named_as_the_file_holds_them(
+    tmp_path: Path, backbone_prefix: str, head_key: str, message: str
+) -> None:
+    state = {f"{backbone_prefix}{k}": v for k, v in trained_backbone().state_dict().items()}
+    state[head_key] = torch.zeros(2, 128)
     checkpoint = tmp_path / "other.ckpt"
     torch.save({"state_dict": state}, checkpoint)
-    with pytest.raises(ContrastiveError, match=r"under encoder\., head\.") as error:
+    with pytest.raises(ContrastiveError, match=message) as error:
         load_encoder(checkpoint, BACKBONE, ViewConfig(input_size=32))
-    assert "\n" not in str(error.value)
+    assert "\n" not in str(error.value) and "conv1.conv1" not in str(error.value)
 
 
 def test_a_runs_backbone_file_is_read_with_the_config_beside_it(run_dir: Path) -> None:
@@ -315,18 +326,6 @@ def test_a_stem_mismatch_names_the_flag_that_fits(
         load_encoder(
             weights, BackboneConfig("resnet18", small_image_stem), ViewConfig(input_size=32)
         )
-
-
-def test_a_mismatch_names_the_files_own_keys(tmp_path: Path) -> None:
-    # A Sequential of backbone and head under model.: renaming 0 -> conv1 fits nothing, and
-    # the message once named keys the file does not hold (conv1.conv1.weight).
-    state = {f"model.0.{k}": v for k, v in trained_backbone().state_dict().items()}
-    state["model.1.weight"] = torch.zeros(2, 128)
-    checkpoint = tmp_path / "wrapped.ckpt"
-    torch.save({"state_dict": state}, checkpoint)
-    with pytest.raises(ContrastiveError, match=r"model\.0\.conv1\.weight") as error:
-        load_encoder(checkpoint, BACKBONE, ViewConfig(input_size=32))
-    assert "conv1.conv1" not in str(error.value)
 
 
 def test_normalisation_on_the_0_255_scale_is_refused() -> None:
