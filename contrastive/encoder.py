@@ -198,6 +198,7 @@ def load_encoder(
     backbone_config: BackboneConfig | None = None,
     view_config: ViewConfig | None = None,
     with_projection_head: bool = False,
+    weights_prefix: str | None = None,
 ) -> Encoder:
     """Loads an encoder from a run folder, a Lightning ``.ckpt`` or a plain state_dict.
 
@@ -212,6 +213,9 @@ def load_encoder(
         backbone_config: Architecture override (required for a plain state_dict).
         view_config: View override (required for a plain state_dict).
         with_projection_head: Also load the projection head (Lightning checkpoints only).
+        weights_prefix: In a file of another tool, the backbone's weights are those under
+            this prefix (``encoder_q.``, ``teacher.backbone.``; see
+            :func:`backbone_weights_of`). The configs must then be given.
 
     Returns:
         The encoder, backbone in eval mode on the CPU.
@@ -238,7 +242,8 @@ def load_encoder(
         encoder = _load_run(path.parent, backbone_config, view_config, with_projection_head)
         return replace(encoder, source=str(path))
     content = _weights_file_content(path)
-    if isinstance(content, Mapping) and isinstance(_recorded_config(content), Mapping):
+    recorded = isinstance(content, Mapping) and isinstance(_recorded_config(content), Mapping)
+    if recorded and not weights_prefix:
         return _from_lightning(
             content, str(path), backbone_config, view_config, with_projection_head
         )
@@ -254,7 +259,8 @@ def load_encoder(
             "a checkpoint of another tool): give --backbone and --input-size (load_encoder: "
             "backbone_config and view_config)"
         )
-    return _assemble(backbone_weights_of(content, path), str(path), backbone_config, view_config)
+    weights = backbone_weights_of(content, path, weights_prefix)
+    return _assemble(weights, str(path), backbone_config, view_config)
 
 
 def random_init_encoder(encoder: Encoder, seed: int = 0) -> Encoder:
@@ -345,8 +351,14 @@ def _prefix_hint(module: nn.Module, state_dict: Mapping[str, Tensor]) -> str:
     outside = sorted(prefix for prefix in unexpected if prefix not in names)
     if not outside or len(outside) < len(unexpected):
         return ""
-    listed = ", ".join(f"{prefix}." for prefix in outside[:4])
-    return f" (the file's weights are under {listed}: save the backbone's state_dict alone)"
+    dotted = sorted({key.partition(".")[0] for key in state_dict if "." in key} & set(outside))
+    if not dotted:
+        return ""
+    listed = ", ".join(f"{prefix}." for prefix in dotted[:4])
+    return (
+        f" (the file's weights are under {listed}: pick the backbone's with --weights-prefix, "
+        f"e.g. --weights-prefix {dotted[0]}.)"
+    )
 
 
 def _stem_hint(module: nn.Module, state_dict: Mapping[str, Tensor]) -> str:
@@ -391,28 +403,97 @@ def _weights_file_content(path: Path) -> object:
     return load_torch_safely(path)
 
 
-def backbone_weights_of(content: object, path: Path) -> dict[str, Tensor]:
+def backbone_weights_of(
+    content: object, path: Path, weights_prefix: str | None = None
+) -> dict[str, Tensor]:
     """The backbone ``state_dict`` inside a weights file's content, unwrapped.
 
     ``{"state_dict": ...}`` (Lightning) and ``{"model": ...}`` (timm's train script, DeiT)
     are unwrapped; of a Lightning module's weights, those under ``backbone.`` are kept
     (ours, Lightly's examples, solo-learn), and a DDP wrapper's ``module.`` is removed.
 
+    Args:
+        content: What the file holds.
+        path: The file, named in errors.
+        weights_prefix: Keep only the tensors under this dotted prefix, which is removed
+            (``encoder_q.`` of MoCo v2, ``teacher.backbone.`` of DINO); nested mappings
+            count as prefixes. The automatic choices above are then not made.
+
     Raises:
-        ContrastiveError: If the content holds no tensors, in one line naming ``path``.
+        ContrastiveError: If the content holds no tensors (or none under the prefix), in
+            one line naming ``path`` and what it holds.
     """
+    if weights_prefix:
+        return _under_prefix(content, path, weights_prefix)
     for wrapper in ("state_dict", "model"):  # Lightning / timm train script / DeiT layouts
         if isinstance(content, Mapping) and isinstance(content.get(wrapper), Mapping):
             content = content[wrapper]
     if not isinstance(content, Mapping) or not all(
         isinstance(value, Tensor) for value in content.values()
     ):
-        raise ContrastiveError(f"{path} holds no state_dict of tensors")
+        found = sorted(str(key) for key in content) if isinstance(content, Mapping) else []
+        networks = [key for key in found if isinstance(content[key], Mapping)]
+        raise ContrastiveError(
+            f"{path} holds no state_dict of tensors"
+            + (
+                f" (its keys: {', '.join(found[:6])}): pick the network with --weights-prefix, "
+                f"e.g. --weights-prefix {networks[0]}."
+                if networks
+                else ""
+            )
+        )
     for prefix in ("backbone.", "module."):  # our Lightning module / a DDP-wrapped model
         inner = _with_prefix(content, prefix)
         if inner:
             return inner
     return dict(content)
+
+
+def _under_prefix(content: object, path: Path, prefix: str) -> dict[str, Tensor]:
+    """The tensors under ``prefix`` of a content whose nested mappings read as dotted keys."""
+    prefix = prefix if prefix.endswith(".") else f"{prefix}."
+    flat = _flattened(content, "state_dict." if _is_lightning(content) else "")
+    # A Lightning file's weights are named without its state_dict wrapper, or with it; a
+    # DDP wrapper's "module." (MoCo's module.encoder_q., DINO's student.module.) is skipped.
+    selected = _with_prefix(_without_ddp(flat), _without_ddp_part(prefix)) or _with_prefix(
+        _without_ddp(_flattened(content)), _without_ddp_part(prefix)
+    )
+    if not selected:
+        names = sorted({key.partition(".")[0] for key in flat})
+        raise ContrastiveError(
+            f"{path} holds no weights under {prefix} (its weights are under "
+            f"{', '.join(f'{name}.' for name in names[:6]) or 'nothing'})"
+        )
+    return selected
+
+
+def _without_ddp_part(key: str) -> str:
+    return ".".join(part for part in key.split(".") if part != "module")
+
+
+def _without_ddp(weights: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    return {_without_ddp_part(key): value for key, value in weights.items()}
+
+
+def _is_lightning(content: object) -> bool:
+    return isinstance(content, Mapping) and isinstance(content.get("state_dict"), Mapping)
+
+
+def _flattened(content: object, skip: str = "") -> dict[str, Tensor]:
+    """Every tensor of nested mappings under its dotted path; ``skip`` is a wrapper whose
+    name is left out of the paths (a Lightning checkpoint's ``state_dict.``)."""
+    flat: dict[str, Tensor] = {}
+
+    def walk(mapping: Mapping, path: str) -> None:
+        for key, value in mapping.items():
+            if isinstance(value, Tensor):
+                flat[f"{path}{key}".removeprefix(skip)] = value
+            elif isinstance(value, Mapping):
+                walk(value, f"{path}{key}.")
+
+    if isinstance(content, Mapping):
+        walk(content, "")
+    return flat
 
 
 def small_stem_of_weights(source: str | os.PathLike) -> bool | None:

@@ -331,3 +331,43 @@ def test_a_stem_mismatch_names_the_flag_that_fits(
 def test_normalisation_on_the_0_255_scale_is_refused() -> None:
     with pytest.raises(ContrastiveError, match="0-1 scale.*divide 0-255 values by 255"):
         ViewConfig(mean=(125.0, 123.0, 114.0), std=(63.0, 62.0, 66.0))
+
+
+def test_a_weights_prefix_picks_the_backbone_of_moco_or_dino_files(tmp_path: Path) -> None:
+    weights = trained_backbone().state_dict()
+    other = trained_backbone(seed=2).state_dict()
+    # MoCo v2's files come from DDP (module.encoder_q.), DINO's student too.
+    moco = {f"module.encoder_q.{k}": v for k, v in weights.items()}
+    moco.update({f"module.encoder_k.{k}": v for k, v in other.items()})
+    moco.update({"queue": torch.zeros(128, 16), "queue_ptr": torch.zeros(1)})
+    moco_file = tmp_path / "moco_v2.pth.tar"
+    torch.save({"state_dict": moco, "epoch": 200, "arch": "resnet50"}, moco_file)
+    dino_file = tmp_path / "dino.pth"
+    torch.save(
+        {
+            "student": {f"module.backbone.{k}": v for k, v in other.items()},
+            "teacher": {f"backbone.{k}": v for k, v in weights.items()},
+            "epoch": 100,
+        },
+        dino_file,
+    )
+    views = ViewConfig(input_size=32)
+    # Without a prefix, each file says where its weights are and which flag picks them.
+    with pytest.raises(
+        ContrastiveError, match=r"under encoder_k\., encoder_q\.: .*--weights-prefix"
+    ):
+        load_encoder(moco_file, BACKBONE, views)
+    with pytest.raises(
+        ContrastiveError,
+        match=r"its keys: epoch, student, teacher\): .* --weights-prefix student\.$",
+    ):
+        load_encoder(dino_file, BACKBONE, views)
+    picks = [(moco_file, "encoder_q.", 1), (dino_file, "teacher.backbone", 1)]
+    picks.append((dino_file, "student.backbone.", 2))
+    for path, prefix, seed in picks:
+        encoder = load_encoder(path, BACKBONE, views, weights_prefix=prefix)
+        assert same_weights(encoder.backbone, trained_backbone(seed))
+    with pytest.raises(
+        ContrastiveError, match=r"no weights under teacher\.head\. .*student\., teacher\."
+    ):
+        load_encoder(dino_file, BACKBONE, views, weights_prefix="teacher.head.")

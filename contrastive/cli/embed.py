@@ -74,6 +74,12 @@ def add_encoder_arguments(parser: argparse.ArgumentParser, required: bool) -> No
     )
     parser.add_argument("--input-size", type=int, help="evaluation input size in pixels")
     parser.add_argument(
+        "--weights-prefix",
+        metavar="PREFIX",
+        help="in a file of another tool, the backbone's weights are those under PREFIX "
+        "(MoCo v2: encoder_q., DINO: teacher.backbone.); give --backbone and --input-size",
+    )
+    parser.add_argument(
         "--mean",
         type=float,
         nargs=3,
@@ -122,7 +128,11 @@ def encoder_from_args(args: argparse.Namespace) -> Encoder | None:
         return None
     backbone_config, view_config = configs_from_args(args)
     encoder = load_encoder(
-        source, backbone_config, view_config, with_projection_head=args.projection_head
+        source,
+        backbone_config,
+        view_config,
+        with_projection_head=args.projection_head,
+        weights_prefix=args.weights_prefix,
     )
     if view_config is None:
         encoder = replace(encoder, view_config=view_config_from_args(args, encoder.view_config))
@@ -143,7 +153,7 @@ def evaluation_encoder_from_args(args: argparse.Namespace) -> Encoder | None:
     source = load_embeddings(train).source
     if not source or not Path(source).exists():
         return None
-    return load_encoder(source, backbone_config, view_config)
+    return load_encoder(source, backbone_config, view_config, weights_prefix=args.weights_prefix)
 
 
 def configs_from_args(args: argparse.Namespace) -> tuple[BackboneConfig | None, ViewConfig | None]:

@@ -46,11 +46,12 @@ def add_fewshot_arguments(parser: argparse.ArgumentParser) -> None:
         "--encoder",
         action="append",
         default=[],
-        metavar="NAME=PATH[,backbone=B,input-size=N,small-image-stem]",
+        metavar="NAME=PATH[,OPTION...]",
         help="another encoder to put side by side (repeatable): a run folder, a Lightning "
         ".ckpt, or weights that record no architecture (a plain state_dict, another tool's "
-        "checkpoint: architecture from the options after the path, else --backbone, input "
-        "size from input-size=, --input-size or the first encoder); needs image folders",
+        "checkpoint), then options after the path: backbone=B, input-size=N, "
+        "small-image-stem, weights-prefix=P (else --backbone, --input-size, the first "
+        "encoder's); needs image folders%(default).0s",
     )
     parser.add_argument(
         "--counts",
@@ -266,7 +267,11 @@ def _load_extra_encoder(
     source: Path,
     options: dict[str, str],
 ) -> Encoder:
+    prefix = options.get("weights-prefix")
     try:
+        if prefix:
+            # Weights picked out of another tool's file: nothing recorded applies.
+            raise MissingConfigurationError(f"{source}")
         encoder = load_encoder(source)
     except MissingConfigurationError:
         backbone_config, view_config = _encoder_configs(args, first, model, options)
@@ -276,7 +281,7 @@ def _load_extra_encoder(
                 f"(NAME={source},backbone=NAME,input-size=PX) or give --backbone and --input-size"
             ) from None
         try:
-            return load_encoder(source, backbone_config, view_config)
+            return load_encoder(source, backbone_config, view_config, weights_prefix=prefix)
         except ContrastiveError as error:
             if "backbone" in options or args.backbone:
                 raise
@@ -297,7 +302,7 @@ def _load_extra_encoder(
 
 
 #: Options an ``--encoder`` may carry after its path, for weights that record no config.
-ENCODER_OPTIONS = ("backbone", "input-size", "small-image-stem")
+ENCODER_OPTIONS = ("backbone", "input-size", "small-image-stem", "weights-prefix")
 
 
 def _encoder_path_and_options(name: str, value: str) -> tuple[Path, dict[str, str]]:
@@ -310,7 +315,7 @@ def _encoder_path_and_options(name: str, value: str) -> tuple[Path, dict[str, st
         if key not in ENCODER_OPTIONS or (key == "small-image-stem") == bool(option):
             raise ContrastiveError(
                 f"--encoder {name}: unknown option {part!r} (after the path: backbone=NAME, "
-                "input-size=PX, small-image-stem)"
+                "input-size=PX, small-image-stem, weights-prefix=PREFIX)"
             )
         options[key] = option
     source = Path(path_text).expanduser()

@@ -398,3 +398,23 @@ def test_mean_and_std_flags_normalise_plain_weights(
     encoder = load_encoder(weights, BackboneConfig("resnet18_quarter"), views)
     files = [colour_folders["test"] / path for path in given.paths]
     assert np.allclose(encoder.embed(files).numpy(), given.embeddings, atol=1e-4)
+
+
+def test_embed_picks_a_moco_files_query_encoder_with_a_weights_prefix(
+    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path
+) -> None:
+    weights = torch.load(run_dir / "backbone.pt")
+    moco = {f"encoder_q.{k}": v for k, v in weights.items()}
+    moco.update({f"encoder_k.{k}": torch.zeros_like(v) for k, v in weights.items()})
+    moco["queue"] = torch.zeros(16, 8)
+    checkpoint = tmp_path / "moco.pth.tar"
+    torch.save({"state_dict": moco, "epoch": 200}, checkpoint)
+    ours = embed(run_dir, colour_folders["test"], tmp_path / "ours.npz")
+    picked = tmp_path / "moco.npz"
+    assert (
+        run_cli("embed", "--checkpoint", checkpoint, "--weights-prefix", "encoder_q.",
+                "--backbone", "resnet18_quarter", "--input-size", "16",
+                "--data", colour_folders["test"], "--out", picked, "--no-progress")
+        == 0
+    )  # fmt: skip
+    assert np.array_equal(load_embeddings(ours).embeddings, load_embeddings(picked).embeddings)

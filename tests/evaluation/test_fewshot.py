@@ -312,11 +312,14 @@ def test_an_encoder_that_records_no_architecture_takes_options_after_its_path(
         "eval", "fewshot", "--run", run_dir, "--train", colour_folders["train"],
         "--test", colour_folders["test"], "--counts", "1,all", "--draws", "2",
         "--encoder", f"lightly={checkpoint},backbone=resnet18_quarter,input-size=16",
+        "--encoder", f"picked={checkpoint},backbone=resnet18_quarter,input-size=16,"
+        "weights-prefix=state_dict.backbone.",
         "--out", out, "--no-progress",
     ]  # fmt: skip
     assert cli.main([str(a) for a in arguments]) == 0
     report = json.loads((out / "fewshot.json").read_text())
     assert report["results"]["lightly"]["scores"] == report["results"]["model"]["scores"]
+    assert report["results"]["picked"]["scores"] == report["results"]["model"]["scores"]
     arguments[arguments.index("--encoder") + 1] = f"lightly={checkpoint},width=2"
     capsys.readouterr()
     assert cli.main([str(a) for a in arguments]) != 0
