@@ -73,6 +73,8 @@ class Embeddings:
         source: The checkpoint (or baseline) the features come from.
         feature: What was extracted: ``backbone``, ``projector``, ``random_init`` or
             ``raw_pixels``.
+        preprocessing: The evaluation size and normalisation the images were given
+            (:meth:`ViewConfig.evaluation_description`; "" when unknown).
 
     Raises:
         ContrastiveError: If ``embeddings`` is not a real ``N x D`` array or has NaN or inf
@@ -87,6 +89,7 @@ class Embeddings:
     data_root: Path | None = None
     source: str = ""
     feature: str = "backbone"
+    preprocessing: str = ""
 
     def __post_init__(self) -> None:
         self.embeddings = checked_features(self.embeddings)
@@ -101,6 +104,7 @@ class Embeddings:
         self.labels = _checked_labels(self.labels, count, len(self.classes))
         self.data_root = Path(self.data_root).expanduser() if self.data_root else None
         self.source, self.feature = str(self.source), str(self.feature)
+        self.preprocessing = str(self.preprocessing)
 
     def __len__(self) -> int:
         return len(self.embeddings)
@@ -213,6 +217,7 @@ def save_embeddings(embeddings: Embeddings, path: str | os.PathLike) -> None:
             data_root=np.asarray(str(embeddings.data_root or ""), dtype=str),
             source=np.asarray(embeddings.source, dtype=str),
             feature=np.asarray(embeddings.feature, dtype=str),
+            preprocessing=np.asarray(embeddings.preprocessing, dtype=str),
         )
 
 
@@ -254,6 +259,7 @@ def load_embeddings(
             data_root=data_root if data_root is not None else str(arrays.get("data_root", "")),
             source=str(arrays.get("source", "")),
             feature=str(arrays.get("feature", "backbone")),
+            preprocessing=str(arrays.get("preprocessing", "")),
         )
     except ContrastiveError as error:
         raise ContrastiveError(f"{file}: {error}") from error
@@ -479,6 +485,7 @@ def embed_folder(
                 folder.root,
                 sources.get(name, ""),
                 name,
+                view_config.evaluation_description(),
             )
         except ContrastiveError as error:  # e.g. NaN features from a diverged checkpoint
             raise ContrastiveError(f"{name} features of {folder.root}: {error}") from error

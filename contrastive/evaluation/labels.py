@@ -64,6 +64,13 @@ def check_comparable(
             "comparable, and the scores mean nothing unless the weights are the same",
             stacklevel=3,
         )
+    if train.preprocessing and test.preprocessing and train.preprocessing != test.preprocessing:
+        warnings.warn(
+            f"{train_name} and {test_name} were embedded with other preprocessing "
+            f"({train.preprocessing}; {test.preprocessing}): their features are not "
+            "comparable; embed both with the same --input-size, --mean and --std",
+            stacklevel=3,
+        )
     if train.embeddings.shape[1] != test.embeddings.shape[1]:
         raise ContrastiveError(
             f"embedding widths differ: {train_name} has {train.embeddings.shape[1]}-d, "

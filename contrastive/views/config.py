@@ -97,6 +97,13 @@ class ViewConfig:
                 "of the image tensors (divide 0-255 values by 255)"
             )
 
+    def evaluation_description(self) -> str:
+        """The evaluation size and normalisation, as recorded beside embeddings: features
+        of the same weights under other preprocessing are not comparable."""
+        mean = ", ".join(f"{value:.4g}" for value in self.mean)
+        std = ", ".join(f"{value:.4g}" for value in self.std)
+        return f"{self.evaluation_size} px, mean ({mean}), std ({std})"
+
     @property
     def evaluation_size(self) -> int:
         """Side of the images at evaluation and embedding time."""

@@ -394,6 +394,11 @@ def test_mean_and_std_flags_normalise_plain_weights(
         load_embeddings(tmp_path / "cifar.npz"),
     )
     assert not np.allclose(default.embeddings, given.embeddings, atol=1e-3)
+    assert given.preprocessing == "16 px, mean (0.4914, 0.4822, 0.4465), std (0.247, 0.243, 0.261)"
+    # Features of the same weights under other normalisation do not compare: said.
+    with pytest.warns(UserWarning, match="other preprocessing .*mean \\(0.485, 0.456, 0.406\\)"):
+        run_cli("eval", "knn", "--train", tmp_path / "imagenet.npz", "--test",
+                tmp_path / "cifar.npz", "--k", "3", "--out", tmp_path / "knn.json")  # fmt: skip
     views = ViewConfig(input_size=16, mean=(0.4914, 0.4822, 0.4465), std=(0.247, 0.243, 0.261))
     encoder = load_encoder(weights, BackboneConfig("resnet18_quarter"), views)
     files = [colour_folders["test"] / path for path in given.paths]
