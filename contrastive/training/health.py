@@ -510,7 +510,8 @@ class HealthMonitor(pl.Callback):
         training = time.perf_counter() - self.training_started
         skipped = (
             f"; {len(self.skipped)} scheduled measurement(s) skipped to stay under "
-            f"{100 * self.max_share:g}% (--health-max-share)"
+            f"{100 * self.max_share:g}% (--health-max-share; the last measurement is always "
+            "taken)"
             if self.skipped
             else ""
         )

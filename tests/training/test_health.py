@@ -128,8 +128,9 @@ def test_measurements_over_the_cost_share_are_skipped_but_never_the_last(
     assert [step for step, _value in logged(scheduled.run_dir, "rank")] == [3, 7, 11, 15]
     # The first measurement has nothing to price it by; the last one is always taken.
     assert [step for step, _value in logged(cheap.run_dir, "rank")] == [3, 15]
-    assert "2 scheduled measurement(s) skipped to stay under 0.0001% (--health-max-share)" in (
-        caplog.text
+    assert (
+        "2 scheduled measurement(s) skipped to stay under 0.0001% (--health-max-share; the "
+        "last measurement is always taken)" in caplog.text
     )
 
 
