@@ -343,7 +343,9 @@ def _renamed_to_children(module: nn.Module, state_dict: Mapping[str, Tensor]) ->
     return renamed
 
 
-def _prefix_hint(module: nn.Module, state_dict: Mapping[str, Tensor]) -> str:
+def _prefix_hint(
+    module: nn.Module, state_dict: Mapping[str, Tensor], flag: str = "--weights-prefix"
+) -> str:
     """Where a file's weights sit when they are not the backbone's names (several wrappers)."""
     expected = module.state_dict()
     unexpected = {key.partition(".")[0] for key in state_dict if key not in expected}
@@ -356,8 +358,8 @@ def _prefix_hint(module: nn.Module, state_dict: Mapping[str, Tensor]) -> str:
         return ""
     listed = ", ".join(f"{prefix}." for prefix in dotted[:4])
     return (
-        f" (the file's weights are under {listed}: pick the backbone's with --weights-prefix, "
-        f"e.g. --weights-prefix {dotted[0]}.)"
+        f" (the file's weights are under {listed}: pick the backbone's with {flag}, "
+        f"e.g. {flag} {dotted[0]}.)"
     )
 
 
@@ -374,7 +376,9 @@ def _stem_hint(module: nn.Module, state_dict: Mapping[str, Tensor]) -> str:
     return ""
 
 
-def read_backbone_weights(source: str | os.PathLike) -> dict[str, Tensor]:
+def read_backbone_weights(
+    source: str | os.PathLike, weights_prefix: str | None = None
+) -> dict[str, Tensor]:
     """The backbone ``state_dict`` held by a file or run folder, whatever its packaging.
 
     Accepts a run folder (its ``backbone.pt``, else ``checkpoints/last.ckpt``), a Lightning
@@ -391,7 +395,7 @@ def read_backbone_weights(source: str | os.PathLike) -> dict[str, Tensor]:
         if not weights.is_file() and not checkpoint.is_file():
             raise ContrastiveError(f"{path} holds no {RUN_BACKBONE} or {RUN_CHECKPOINT}")
         path = weights if weights.is_file() else checkpoint
-    return backbone_weights_of(_weights_file_content(path), path)
+    return backbone_weights_of(_weights_file_content(path), path, weights_prefix)
 
 
 def _weights_file_content(path: Path) -> object:
@@ -496,7 +500,9 @@ def _flattened(content: object, skip: str = "") -> dict[str, Tensor]:
     return flat
 
 
-def small_stem_of_weights(source: str | os.PathLike) -> bool | None:
+def small_stem_of_weights(
+    source: str | os.PathLike, weights_prefix: str | None = None
+) -> bool | None:
     """Which stem ResNet weights were trained with, read off the first convolution.
 
     Returns:
@@ -506,7 +512,7 @@ def small_stem_of_weights(source: str | os.PathLike) -> bool | None:
     Raises:
         ContrastiveError: If the weights cannot be read (see :func:`read_backbone_weights`).
     """
-    weights = read_backbone_weights(source)
+    weights = read_backbone_weights(source, weights_prefix)
     # "0.weight": the first convolution of a Sequential of the ResNet's children (Lightly).
     first = weights.get("conv1.weight", weights.get("0.weight"))
     if first is None or first.ndim != 4:
@@ -567,7 +573,10 @@ def without_removed_classifier(
 
 
 def init_backbone_weights(
-    backbone: nn.Module, source: str | os.PathLike, strict: bool = True
+    backbone: nn.Module,
+    source: str | os.PathLike,
+    strict: bool = True,
+    weights_prefix: str | None = None,
 ) -> str:
     """Loads starting weights into ``backbone`` (see :func:`read_backbone_weights`).
 
@@ -575,6 +584,7 @@ def init_backbone_weights(
         backbone: The freshly built backbone.
         source: The weights file or run folder.
         strict: Refuse missing or unexpected keys; off: load the rest and report them.
+        weights_prefix: Take the tensors under this prefix (see :func:`backbone_weights_of`).
 
     Returns:
         A one-line report: tensors loaded, classifier keys ignored, keys missing/unexpected.
@@ -584,7 +594,7 @@ def init_backbone_weights(
             naming the first offending tensors.
     """
     state_dict, ignored = without_removed_classifier(
-        backbone, in_module_names(backbone, read_backbone_weights(source))
+        backbone, in_module_names(backbone, read_backbone_weights(source, weights_prefix))
     )
     expected = backbone.state_dict()
     reshaped = [
@@ -611,6 +621,7 @@ def init_backbone_weights(
         raise ContrastiveError(
             f"init weights {source} do not fit the backbone: {'; '.join(problems)} "
             "(--no-init-weights-strict loads the matching tensors)"
+            + _prefix_hint(backbone, state_dict, "--init-weights-prefix")
         )
     backbone.load_state_dict(state_dict, strict=False)
     loaded = len(expected) - len(missing)

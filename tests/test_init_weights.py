@@ -157,3 +157,34 @@ def test_lightly_example_checkpoint_starts_a_run_with_its_weights_and_stem(
     images = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(backbone.eval()(images), sequential.eval()(images).flatten(1))
+
+
+def test_an_init_weights_prefix_picks_moco_v2s_query_encoder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from contrastive.cli import build_parser
+    from contrastive.cli.train import _recipe_config, config_from_args
+
+    torch.manual_seed(5)
+    query, key = torchvision.models.resnet18(), torchvision.models.resnet18()
+    state = {f"module.encoder_q.{k}": v for k, v in query.state_dict().items()}
+    state.update({f"module.encoder_k.{k}": v for k, v in key.state_dict().items()})
+    state["module.queue"] = torch.zeros(128, 16)
+    moco = tmp_path / "moco_v2.pth.tar"
+    torch.save({"state_dict": state, "epoch": 200}, moco)
+    backbone, _ = build_backbone(BackboneConfig("resnet18"))
+    with pytest.raises(
+        ContrastiveError, match=r"under encoder_k\., encoder_q\.: .*--init-weights-prefix"
+    ):
+        init_backbone_weights(backbone, moco)
+    report = init_backbone_weights(backbone, moco, weights_prefix="encoder_q.")
+    assert "missing" not in report and "unexpected" not in report
+    assert torch.equal(backbone.conv1.weight, query.conv1.weight)
+    # The flag reaches the config, and the stem is read off the picked network (7x7).
+    monkeypatch.chdir(tmp_path)
+    flags = ["train", "--data", "x", "--time-budget", "1m", "--backbone", "resnet18"]
+    flags += ["--init-weights", str(moco), "--init-weights-prefix", "encoder_q."]
+    args = build_parser().parse_args(flags)
+    config = config_from_args(args, base=_recipe_config(args))
+    assert config.init_weights_prefix == "encoder_q."
+    assert config.backbone == BackboneConfig("resnet18")

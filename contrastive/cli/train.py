@@ -61,6 +61,7 @@ FLAGS = {
     "checkpoint_every_n_epochs": Flag("--checkpoint-every"),
     "monitor_every_n_epochs": Flag("--monitor-every"),
     "init_weights": Flag(metavar="FILE"),
+    "init_weights_prefix": Flag(metavar="PREFIX"),
     "logger": Flag(metavar="NAMES"),
 }
 
@@ -70,7 +71,14 @@ NO_FLAG = RECORD_FIELDS
 #: ``--help`` sections and the config fields (or whole components) each one lists.
 GROUPS = {
     "data and run": ("data", "out", "seed", "deterministic", "max_bad_fraction", "max_images"),
-    "method": ("method", "loss", "backbone", "init_weights", "init_weights_strict"),
+    "method": (
+        "method",
+        "loss",
+        "backbone",
+        "init_weights",
+        "init_weights_prefix",
+        "init_weights_strict",
+    ),
     "views": ("views", "stored_size"),
     "optimisation": ("batch_size", "epochs", "time_budget", "max_steps", "optim"),
     "hardware": (
@@ -187,7 +195,7 @@ def _with_stem_of_weights(values: dict[str, Any], config: TrainConfig) -> dict[s
     name = values.get("backbone.name", config.backbone.name)
     if not weights or "backbone.small_image_stem" in values or not is_torchvision_resnet(name):
         return values
-    small = small_stem_of_weights(weights)
+    small = small_stem_of_weights(weights, values.get("init_weights_prefix"))
     if small is None or small == config.backbone.small_image_stem:
         return values
     log.info(

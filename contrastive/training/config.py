@@ -157,6 +157,9 @@ class TrainConfig:
             torchvision/timm ``state_dict`` file (its classifier is ignored), a run folder or
             its ``backbone.pt``, or a Lightning ``.ckpt`` (its ``backbone.*``). Nothing is
             downloaded.
+        init_weights_prefix: In an ``init_weights`` file holding several networks, the
+            backbone's weights are those under this prefix (``encoder_q.`` of MoCo v2,
+            ``teacher.backbone.`` of DINO).
         init_weights_strict: Refuse init weights with missing or unexpected keys (off: load
             the matching tensors and report the rest); a shape mismatch is always refused.
         projector_sample_size: Training images shown in TensorBoard's Embedding Projector
@@ -205,6 +208,7 @@ class TrainConfig:
     health_max_share: float = 0.03
     keep_best: str | None = None
     init_weights: str | None = None
+    init_weights_prefix: str | None = None
     init_weights_strict: bool = True
     projector_sample_size: int = 1000
     logger: str = "auto"

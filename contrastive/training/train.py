@@ -618,7 +618,10 @@ def _init_backbone(module: ContrastiveModule, config: TrainConfig) -> None:
     from contrastive.encoder import init_backbone_weights
 
     report = init_backbone_weights(
-        module.backbone, config.init_weights or "", strict=config.init_weights_strict
+        module.backbone,
+        config.init_weights or "",
+        strict=config.init_weights_strict,
+        weights_prefix=config.init_weights_prefix,
     )
     log.info("%s", report)
     momentum_backbone = getattr(module.method, "momentum_backbone", None)
