@@ -364,7 +364,13 @@ def _option_size(text: str) -> int:
 
 
 def _recorded(train: Embeddings) -> Encoder | None:
-    return load_encoder(train.source) if train.source and Path(train.source).exists() else None
+    """The encoder the model's embeddings were made with, where its weights say what it is."""
+    if not train.source or not Path(train.source).exists():
+        return None
+    try:
+        return load_encoder(train.source)
+    except MissingConfigurationError:  # plain weights: no architecture to lend others
+        return None
 
 
 def _folders(args: argparse.Namespace, model: tuple[Embeddings, Embeddings]) -> tuple[Path, Path]:

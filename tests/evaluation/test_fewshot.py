@@ -372,3 +372,28 @@ def test_an_encoders_error_names_it_and_its_options(
     assert cli.main([str(a) for a in arguments]) != 0
     error = capsys.readouterr().err
     assert error.startswith("error: --encoder solo: ") and "add ,small-image-stem" in error
+
+
+def test_an_encoder_beside_embeddings_of_plain_weights_is_not_blamed_on_them(
+    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("embed", "evaluate"))
+    weights = tmp_path / "plain.pt"  # no config.yaml beside it
+    weights.write_bytes((run_dir / "backbone.pt").read_bytes())
+    flags = ["--backbone", "resnet18_quarter", "--input-size", "16", "--no-progress"]
+    for split in ("train", "test"):
+        embedded = ["embed", "--checkpoint", weights, "--data", colour_folders[split]]
+        assert (
+            cli.main([str(a) for a in [*embedded, "--out", tmp_path / f"{split}.npz", *flags]]) == 0
+        )
+    # Before: "plain.pt holds weights without a contrastive configuration" for the .npz's
+    # weights, though the encoder gave its own architecture.
+    arguments = [
+        "eval", "fewshot", "--train", tmp_path / "train.npz", "--test", tmp_path / "test.npz",
+        "--counts", "all", "--draws", "2", "--out", tmp_path / "fewshot", "--no-progress",
+        "--encoder", f"other={run_dir / 'backbone.pt'}",
+        "--encoder", f"copy={weights},backbone=resnet18_quarter,input-size=16",
+    ]  # fmt: skip
+    assert cli.main([str(a) for a in arguments]) == 0
+    report = json.loads((tmp_path / "fewshot" / "fewshot.json").read_text())
+    assert report["results"]["copy"]["scores"] == report["results"]["model"]["scores"]
