@@ -456,14 +456,13 @@ def backbone_weights_of(
 def _under_prefix(content: object, path: Path, prefix: str) -> dict[str, Tensor]:
     """The tensors under ``prefix`` of a content whose nested mappings read as dotted keys."""
     prefix = prefix if prefix.endswith(".") else f"{prefix}."
-    flat = _flattened(content, "state_dict." if _is_lightning(content) else "")
-    # A Lightning file's weights are named without its state_dict wrapper, or with it; a
-    # DDP wrapper's "module." (MoCo's module.encoder_q., DINO's student.module.) is skipped.
-    selected = _with_prefix(_without_ddp(flat), _without_ddp_part(prefix)) or _with_prefix(
-        _without_ddp(_flattened(content)), _without_ddp_part(prefix)
-    )
+    # A DDP wrapper's "module." (MoCo's module.encoder_q., DINO's student.module.) is
+    # skipped, and a Lightning file's weights may be named without its state_dict wrapper.
+    flat = _without_ddp(_flattened(content))
+    wanted = _without_ddp_part(prefix)
+    selected = _with_prefix(flat, wanted) or _with_prefix(flat, f"state_dict.{wanted}")
     if not selected:
-        names = sorted({key.partition(".")[0] for key in flat})
+        names = sorted({key.removeprefix("state_dict.").partition(".")[0] for key in flat})
         raise ContrastiveError(
             f"{path} holds no weights under {prefix} (its weights are under "
             f"{', '.join(f'{name}.' for name in names[:6]) or 'nothing'})"
@@ -479,19 +478,14 @@ def _without_ddp(weights: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {_without_ddp_part(key): value for key, value in weights.items()}
 
 
-def _is_lightning(content: object) -> bool:
-    return isinstance(content, Mapping) and isinstance(content.get("state_dict"), Mapping)
-
-
-def _flattened(content: object, skip: str = "") -> dict[str, Tensor]:
-    """Every tensor of nested mappings under its dotted path; ``skip`` is a wrapper whose
-    name is left out of the paths (a Lightning checkpoint's ``state_dict.``)."""
+def _flattened(content: object) -> dict[str, Tensor]:
+    """Every tensor of nested mappings under its dotted path."""
     flat: dict[str, Tensor] = {}
 
     def walk(mapping: Mapping, path: str) -> None:
         for key, value in mapping.items():
             if isinstance(value, Tensor):
-                flat[f"{path}{key}".removeprefix(skip)] = value
+                flat[f"{path}{key}"] = value
             elif isinstance(value, Mapping):
                 walk(value, f"{path}{key}.")
 

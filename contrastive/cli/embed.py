@@ -20,7 +20,7 @@ from contrastive.embeddings import (
 )
 from contrastive.encoder import Encoder, feature_extractor, load_encoder
 from contrastive.errors import ContrastiveError
-from contrastive.views.config import ViewConfig
+from contrastive.views.config import IMAGENET_MEAN, IMAGENET_STD, ViewConfig
 
 log = logging.getLogger(__name__)
 
@@ -79,22 +79,15 @@ def add_encoder_arguments(parser: argparse.ArgumentParser, required: bool) -> No
         help="in a file of another tool, the backbone's weights are those under PREFIX "
         "(MoCo v2: encoder_q., DINO: teacher.backbone.); give --backbone and --input-size",
     )
-    parser.add_argument(
-        "--mean",
-        type=float,
-        nargs=3,
-        metavar=("R", "G", "B"),
-        help="normalisation mean, 0-1 scale (default: the run's own; ImageNet's 0.485 0.456 "
-        "0.406 for weights that record none)",
-    )
-    parser.add_argument(
-        "--std",
-        type=float,
-        nargs=3,
-        metavar=("R", "G", "B"),
-        help="normalisation std, 0-1 scale (default: the run's own; ImageNet's 0.229 0.224 "
-        "0.225 for weights that record none)",
-    )
+    for statistic, imagenet in (("mean", IMAGENET_MEAN), ("std", IMAGENET_STD)):
+        parser.add_argument(
+            f"--{statistic}",
+            type=float,
+            nargs=3,
+            metavar=("R", "G", "B"),
+            help=f"normalisation {statistic}, 0-1 scale (default: the run's own; ImageNet's "
+            f"{' '.join(map(str, imagenet))} for weights that record none)",
+        )
     parser.add_argument(
         "--projection-head",
         action="store_true",

@@ -7,6 +7,7 @@ table) and ``fewshot.png`` (accuracy vs labels per class) into ``--out``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -267,19 +268,20 @@ def _load_extra_encoder(
     source: Path,
     options: dict[str, str],
 ) -> Encoder:
-    prefix = options.get("weights-prefix")
-    try:
-        if prefix:
-            # Weights picked out of another tool's file: nothing recorded applies.
-            raise MissingConfigurationError(f"{source}")
-        encoder = load_encoder(source)
-    except MissingConfigurationError:
+    encoder = None
+    if "weights-prefix" not in options:  # picked out of another tool's file: nothing recorded
+        with contextlib.suppress(MissingConfigurationError):
+            encoder = load_encoder(source)
+    if encoder is None:
+        # Weights that record no architecture, read with _encoder_configs.
         backbone_config, view_config = _encoder_configs(args, first, model, options)
         if backbone_config is None or view_config is None:
             raise ContrastiveError(
                 f"{source} records no architecture; give it after the path "
-                f"(NAME={source},backbone=NAME,input-size=PX) or give --backbone and --input-size"
-            ) from None
+                f"(NAME={source},backbone=NAME,input-size=PX) or give --backbone and "
+                "--input-size"
+            )
+        prefix = options.get("weights-prefix")
         try:
             return load_encoder(source, backbone_config, view_config, weights_prefix=prefix)
         except ContrastiveError as error:
