@@ -16,7 +16,7 @@ import math
 import os
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence, Sized
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from contrastive.data.folder import ImageDataset, ImageFolder
+from contrastive.data.label_table import LabelMatch, LabelTable, match_labels
 from contrastive.encoder import (
     NETWORK_INPUT_ERRORS,
     Encoder,
@@ -136,10 +137,47 @@ class Embeddings:
             )
         return self.data_root / path
 
+    def subset(self, rows: Sequence[int] | np.ndarray) -> Embeddings:
+        """The embeddings of images ``rows`` only (same classes, root and source)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return replace(
+            self, embeddings=self.embeddings[rows], paths=self.paths[rows], labels=self.labels[rows]
+        )
+
     def label_name(self, index: int) -> str:
         """The class name of image ``index``, or ``"unlabeled"``."""
         label = int(self.labels[index])
         return str(self.classes[label]) if label >= 0 else "unlabeled"
+
+
+def image_files(embeddings: Embeddings) -> list[Path]:
+    """Each image's path under ``data_root`` where one is recorded (the folder need not exist
+    on this machine), else as stored."""
+    root = embeddings.data_root
+    return [
+        Path(p) if root is None or Path(p).is_absolute() else root / p for p in embeddings.paths
+    ]
+
+
+def with_label_table(
+    embeddings: Embeddings, table: LabelTable, where: str = ""
+) -> tuple[Embeddings, LabelMatch]:
+    """The embeddings labelled by ``table`` instead of their class folders.
+
+    Args:
+        embeddings: Any embeddings; their labels and classes are replaced.
+        table: A label table (:func:`~contrastive.data.label_table.read_label_table`).
+        where: The images' folder or file as named in messages (default: ``data_root``).
+
+    Returns:
+        The relabelled embeddings (images the table does not name are unlabeled) and the
+        match, whose ``matched_lines`` say which rows named an image.
+
+    Raises:
+        ContrastiveError: If a row fits two images or gives an image a second label.
+    """
+    match = match_labels(table, image_files(embeddings), where or str(embeddings.data_root))
+    return replace(embeddings, labels=match.labels, classes=match.classes), match
 
 
 def checked_features(embeddings: Any, name: str = "embeddings") -> np.ndarray:

@@ -92,6 +92,33 @@ def same_path(first: str | os.PathLike, second: str | os.PathLike) -> bool:
         return False
 
 
+def refuse_output_inside(
+    output: str | os.PathLike | None,
+    folder: str | os.PathLike | None,
+    output_name: str,
+    folder_name: str,
+) -> None:
+    """Refuses an output folder inside an image folder: its plots and contact sheets would be
+    scanned as images (a new class) the next time the folder is trained on or embedded.
+
+    Args:
+        output: The folder to be written (None: nothing to check).
+        folder: An image folder (None: nothing to check).
+        output_name: How to name the output in the message (its flag).
+        folder_name: How to name the image folder (its flag).
+
+    Raises:
+        ContrastiveError: If ``output`` is ``folder`` or lies inside it.
+    """
+    if output is None or folder is None:
+        return
+    if Path(output).resolve().is_relative_to(Path(folder).resolve()):
+        raise ContrastiveError(
+            f"{output_name} {output} is inside {folder_name} {folder}: the next scan would take "
+            "the report's images for data; choose a folder outside it"
+        )
+
+
 def _fsync_directory(folder: Path) -> None:
     """Makes a rename in ``folder`` durable across a power loss, where the OS allows it."""
     # Windows and some network file systems cannot open or sync folders; the rename has

@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from contrastive.data.label_table import LabelTable, read_label_table
 from contrastive.errors import ContrastiveError
 
 
@@ -56,6 +57,22 @@ def checked_float(check: Callable[[float], None], expected: str) -> Callable[[st
         return value
 
     return parse
+
+
+def label_table_file(text: str) -> LabelTable:
+    """A label table (CSV of image,label rows), read while the command line is."""
+    try:
+        return read_label_table(text)
+    except ContrastiveError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+#: ``--labels``' help, shared by embed, eval and curate.
+LABELS_HELP = (
+    "CSV (or TSV) of image,label rows giving the labels instead of class sub-folders: images "
+    "by path relative to the folder, file name or stem, with a header such as path,label "
+    "(or two columns); images it does not name are unlabeled"
+)
 
 
 def output_file(text: str) -> Path:

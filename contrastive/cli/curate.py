@@ -14,12 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from contrastive.cli.arguments import output_folder
+from contrastive.cli.arguments import LABELS_HELP, label_table_file, output_folder
 from contrastive.cli.embed import (
     add_compute_arguments,
     add_encoder_arguments,
     embed_with_args,
     encoder_from_args,
+    labelled_with_args,
+    show_progress,
 )
 from contrastive.curation.pipeline import (
     LABEL_ISSUE_MODES,
@@ -37,7 +39,7 @@ from contrastive.embeddings import (
 )
 from contrastive.encoder import Encoder, same_weights_source
 from contrastive.errors import ContrastiveError
-from contrastive.files import same_path
+from contrastive.files import refuse_output_inside, same_path
 
 #: The embeddings ``curate`` computed with ``--run``, kept in the report folder.
 EMBEDDINGS_FILE = "embeddings.npz"
@@ -81,6 +83,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default="typiclust",
         help="typiclust: the most typical image of each of N k-means clusters (default); "
         "kcenter: k-center greedy, each pick the farthest from the earlier ones",
+    )
+    parser.add_argument(
+        "--labels",
+        type=label_table_file,
+        metavar="FILE",
+        help=LABELS_HELP + "; its labelled images are also what --select complements",
     )
     parser.add_argument(
         "--labelled",
@@ -272,12 +280,8 @@ def run(args: argparse.Namespace) -> int:
         raise ContrastiveError("--labelled needs --select N (it says what the picks complement)")
     if args.out.exists() and not args.out.is_dir():
         raise ContrastiveError(f"--out {args.out} is a file, not a folder")
-    if args.out.resolve().is_relative_to(args.data.resolve()):
-        # The report's contact sheets and selected/ links would be curated as data next time.
-        raise ContrastiveError(
-            f"--out {args.out} is inside --data {args.data}: the next scan would take the "
-            "report's images for data; choose a folder outside it"
-        )
+    # The report's contact sheets and selected/ links would be curated as data next time.
+    refuse_output_inside(args.out, args.data, "--out", "--data")
     # Imported when curating: the report draws with matplotlib, which other commands skip.
     from contrastive.curation.report import check_selected_folder, summary_text, write_report
 
@@ -292,6 +296,7 @@ def run(args: argparse.Namespace) -> int:
         exact_search=args.exact_search,
     )
     dataset, left_out, encoder = embeddings_from_args(args)
+    dataset = labelled_with_args(args, dataset, str(args.data))
     if args.embeddings is None:
         # Embedding is the longest step on a large folder: keep it before the curation, so
         # that an interrupted run, or a rerun with other settings, need not embed again.
@@ -300,8 +305,11 @@ def run(args: argparse.Namespace) -> int:
         save_embeddings(dataset, saved)
         print(f"embeddings saved to {saved} (to curate again: --embeddings {saved})")
     labelled = labelled_embeddings(args, dataset, encoder)
+    if labelled is None and args.labels is not None and args.select is not None:
+        labelled = dataset.embeddings[dataset.labels >= 0]
+        print(f"--select complements the {len(labelled):,} images --labels labels")
     curation = curate(
-        dataset, settings, args.against, not args.no_progress, left_out, labelled=labelled
+        dataset, settings, args.against, show_progress(args), left_out, labelled=labelled
     )
     summary = write_report(curation, args.out, args.link_selected, sheets=not args.no_sheets)
     print(summary_text(summary), end="")

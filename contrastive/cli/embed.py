@@ -4,22 +4,32 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from contrastive.backbones import BackboneConfig
-from contrastive.cli.arguments import output_file, output_folder, positive_int
+from contrastive.cli.arguments import (
+    LABELS_HELP,
+    label_table_file,
+    output_file,
+    output_folder,
+    positive_int,
+)
+from contrastive.data.label_table import unmatched_rows
 from contrastive.embeddings import (
     MAX_AUTO_WORKERS,
     Embeddings,
     embed_folder,
     load_embeddings,
     save_embeddings,
+    with_label_table,
 )
 from contrastive.encoder import Encoder, feature_extractor, load_encoder
 from contrastive.errors import ContrastiveError
+from contrastive.files import refuse_output_inside
 from contrastive.views.config import IMAGENET_MEAN, IMAGENET_STD, ViewConfig
 
 log = logging.getLogger(__name__)
@@ -36,6 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_encoder_arguments(parser, required=True)
     parser.add_argument("--data", required=True, type=Path, help="image folder to embed")
     parser.add_argument("--out", required=True, type=output_file, help="output .npz file")
+    parser.add_argument("--labels", type=label_table_file, metavar="FILE", help=LABELS_HELP)
     parser.add_argument(
         "--projector",
         type=output_folder,
@@ -105,7 +116,12 @@ def add_compute_arguments(parser: argparse.ArgumentParser) -> None:
         f"{MAX_AUTO_WORKERS}, none for a single batch)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide progress bars (hidden anyway where stderr is not a terminal: a log file "
+        "gets none)",
+    )
     parser.add_argument(
         "--full-decode",
         action="store_true",
@@ -172,6 +188,12 @@ def view_config_from_args(args: argparse.Namespace, views: ViewConfig) -> ViewCo
     return replace(views, **changes) if changes else views
 
 
+def show_progress(args: argparse.Namespace) -> bool:
+    """Whether to draw progress bars: not with ``--no-progress``, nor where stderr is not a
+    terminal (a cron job's log would fill with carriage-return frames)."""
+    return not args.no_progress and sys.stderr.isatty()
+
+
 def resolve_device(name: str) -> str:
     """``auto`` picks CUDA when available."""
     if name == "auto":
@@ -193,10 +215,12 @@ def run(args: argparse.Namespace) -> int:
     """Embeds ``--data`` and writes ``--out``."""
     if args.out.suffix != ".npz":
         raise ContrastiveError(f"--out must end in .npz, got {args.out}")
+    # The export's thumbnail sprite would be scanned as an image of the folder next time.
+    refuse_output_inside(args.projector, args.data, "--projector", "--data")
     encoder = encoder_from_args(args)
     if encoder is None:
         raise ContrastiveError("embed needs --run or --checkpoint")
-    embedded = embed_with_args(args, encoder)
+    embedded = labelled_with_args(args, embed_with_args(args, encoder), str(args.data))
     save_embeddings(embedded, args.out)
     if args.projector is not None:
         # Imported here: the export pulls in matplotlib and TensorBoard; embedding needs neither.
@@ -216,6 +240,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def labelled_with_args(args: argparse.Namespace, embedded: Embeddings, where: str) -> Embeddings:
+    """``embedded`` labelled by ``--labels`` (as it is without the flag), with a line that
+    counts the labels and a warning naming rows that named no image.
+
+    Raises:
+        ContrastiveError: If no row names an image of ``where``, one fits two images, or two
+            give one image different labels.
+    """
+    if args.labels is None:
+        return embedded
+    relabelled, match = with_label_table(embedded, args.labels, where)
+    example = Path(str(embedded.paths[0])).name if len(embedded) else "none"
+    message = unmatched_rows(args.labels, match.matched_lines, where, example)
+    if message:
+        log.warning("%s", message)
+    labeled = int((relabelled.labels >= 0).sum())
+    print(
+        f"labels from {args.labels.describe()}: {labeled:,} of the {len(embedded):,} images "
+        f"labeled, {len(relabelled.classes)} classes"
+    )
+    return relabelled
+
+
 def embed_with_args(
     args: argparse.Namespace, encoder: Encoder, folder: Path | None = None
 ) -> Embeddings:
@@ -231,6 +278,6 @@ def embed_with_args(
         args.batch_size,
         args.num_workers,
         resolve_device(args.device),
-        not args.no_progress,
+        show_progress(args),
         args.full_decode,
     )[feature]

@@ -14,7 +14,9 @@ import torch
 from torch import Tensor
 
 from contrastive.cli.arguments import (
+    LABELS_HELP,
     checked_float,
+    label_table_file,
     output_file,
     output_folder,
     positive_int_list,
@@ -24,6 +26,7 @@ from contrastive.cli.embed import (
     add_encoder_arguments,
     evaluation_encoder_from_args,
     resolve_device,
+    show_progress,
 )
 from contrastive.cli.fewshot import add_fewshot_arguments, run_fewshot
 from contrastive.embeddings import Embeddings, RawPixels
@@ -138,6 +141,9 @@ def _add_common_arguments(parser: argparse.ArgumentParser, out_folder: bool = Fa
         required=True,
         type=Path,
         help="test embeddings .npz, or image folder (needs --run)",
+    )
+    parser.add_argument(
+        "--labels", type=label_table_file, metavar="FILE", help=LABELS_HELP + " (both sets)"
     )
     add_encoder_arguments(parser, required=False)
     parser.add_argument(
@@ -258,7 +264,9 @@ def _evaluate_sets(
     or the probe (for the gains over the baselines and the model's recall per class).
     """
     encoder = evaluation_encoder_from_args(args)
-    sets = evaluation_inputs(args.train, args.test, encoder, args.baselines, _embed_settings(args))
+    sets = evaluation_inputs(
+        args.train, args.test, encoder, args.baselines, _embed_settings(args), args.labels
+    )
     results: dict[str, Any] = {}
     hits: dict[str, Tensor] = {}
     for name, (train, test) in sets.items():
@@ -454,7 +462,7 @@ def _embed_settings(args: argparse.Namespace) -> EmbedSettings:
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         device=resolve_device(args.device),
-        progress=not args.no_progress,
+        progress=show_progress(args),
         projector=args.projection_head,
         seed=args.seed,
         full_decode=args.full_decode,

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from contrastive.backbones import BackboneConfig
 from contrastive.cli.arguments import checked_float, positive_int
-from contrastive.cli.embed import evaluation_encoder_from_args
+from contrastive.cli.embed import evaluation_encoder_from_args, show_progress
 from contrastive.data.near_copies import DEFAULT_THRESHOLD
-from contrastive.embeddings import Embeddings
+from contrastive.embeddings import Embeddings, recorded_data_root
 from contrastive.encoder import Encoder, MissingConfigurationError, load_encoder
 from contrastive.errors import ContrastiveError
 from contrastive.evaluation.fewshot import (
@@ -34,10 +34,10 @@ from contrastive.evaluation.fewshot_report import (
     gain_table,
     plot_fewshot,
 )
-from contrastive.evaluation.inputs import MODEL, EmbedSettings, evaluation_inputs
+from contrastive.evaluation.inputs import MODEL, EmbedSettings, evaluation_inputs, labels_like
 from contrastive.evaluation.knn import check_temperature
 from contrastive.evaluation.report import build_report, write_report
-from contrastive.files import write_text_atomic
+from contrastive.files import refuse_output_inside, write_text_atomic
 from contrastive.views.config import ViewConfig
 
 
@@ -100,6 +100,10 @@ def run_fewshot(args: argparse.Namespace, settings: EmbedSettings) -> int:
     out = args.out or _default_out(args)
     if out.exists() and not out.is_dir():  # the default place; a given --out is checked by argparse
         raise ContrastiveError(f"{out} is a file; give --out a folder for the fewshot report")
+    for flag in ("--train", "--test", "--unlabeled"):
+        given = getattr(args, flag[2:])
+        folder = given if given is None or given.is_dir() else _recorded_root(given)
+        refuse_output_inside(out, folder, "--out", flag)
     if args.unlabeled is not None:
         if not args.unlabeled.is_dir():
             raise ContrastiveError(f"--unlabeled {args.unlabeled} is not a folder")
@@ -109,17 +113,23 @@ def run_fewshot(args: argparse.Namespace, settings: EmbedSettings) -> int:
                 "--unlabeled is searched by the leak check: drop --no-leak-check or --unlabeled"
             )
     encoder = evaluation_encoder_from_args(args)
-    sets = evaluation_inputs(args.train, args.test, encoder, args.baselines, settings)
+    sets = evaluation_inputs(args.train, args.test, encoder, args.baselines, settings, args.labels)
     named = _extra_encoders(args, encoder, sets[MODEL])
     for name, extra in named.items():
         train_folder, test_folder = _folders(args, sets[MODEL])
         try:
-            extra_sets = evaluation_inputs(train_folder, test_folder, extra, False, settings)
+            extra_sets = evaluation_inputs(
+                train_folder, test_folder, extra, False, settings, args.labels
+            )
         except ContrastiveError as error:
             text = str(error).replace("computing model features", "computing its features")
             text = text.replace("needs --input-size", "needs input-size=")
             raise ContrastiveError(f"--encoder {name}: {text}") from error
-        sets[name] = extra_sets[MODEL]
+        # The labels are the model's (an embeddings file may record a label table's).
+        sets[name] = (
+            labels_like(sets[MODEL][0], extra_sets[MODEL][0]),
+            labels_like(sets[MODEL][1], extra_sets[MODEL][1]),
+        )
     # Encoders first, baselines last.
     order = [MODEL, *named, *(name for name in sets if name != MODEL and name not in named)]
     sets = {name: sets[name] for name in order}
@@ -133,7 +143,7 @@ def run_fewshot(args: argparse.Namespace, settings: EmbedSettings) -> int:
         check_leaks=not args.no_leak_check,
         unlabeled=args.unlabeled,
         threshold=args.near_copy_threshold,
-        progress=not args.no_progress,
+        progress=show_progress(args),
     )
     out.mkdir(parents=True, exist_ok=True)
     train, test = sets[MODEL]
@@ -389,6 +399,15 @@ def _folders(args: argparse.Namespace, model: tuple[Embeddings, Embeddings]) -> 
             )
         folders.append(folder)
     return folders[0], folders[1]
+
+
+def _recorded_root(path: Path) -> Path | None:
+    """The image folder an embeddings file records (None for a missing or unreadable file:
+    loading it reports that)."""
+    try:
+        return recorded_data_root(path)
+    except (ContrastiveError, OSError):
+        return None
 
 
 def _source(embeddings: Embeddings) -> str:

@@ -32,6 +32,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
+from contrastive.cache_root import CACHE_ENV
 from contrastive.data.cache_files import default_cache_dir, images_folder, mark_used, usage_hint
 from contrastive.data.folder import DECODE_ERRORS, decoding_settings, describe_error, load_rgb
 from contrastive.errors import ContrastiveError
@@ -280,6 +281,7 @@ def load_or_build_cache(
     folder, name, source_paths = _located(paths, size, directory)
     cache = _load(folder, name, source_paths, size)
     if cache is None:
+        _check_creatable(folder)
         cache = _build(folder, name, source_paths, size, workers)
         _remove_stale(folder, name)
         hint = usage_hint(folder)
@@ -293,6 +295,19 @@ def load_or_build_cache(
             stacklevel=2,
         )
     return cache
+
+
+def _check_creatable(folder: Path) -> None:
+    """Refuses a cache folder that cannot be made, naming the ways around it (a read-only
+    home in a cron job or a container)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ContrastiveError(
+            f"cannot create the decoded-image cache folder {folder}: {error.strerror or error}; "
+            f"point --cache-dir (or the {CACHE_ENV} environment variable) at a writable "
+            "folder, or train with --no-cache"
+        ) from None
 
 
 def _load(

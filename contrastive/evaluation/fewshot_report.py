@@ -31,7 +31,7 @@ from contrastive.evaluation.fewshot import (
     FewShotResult,
     few_label_evaluation,
 )
-from contrastive.evaluation.labels import labeled_pair
+from contrastive.evaluation.labels import labeled_alike, labeled_pair
 from contrastive.evaluation.metrics import Gain, paired_gain
 from contrastive.evaluation.report import ROW_NAMES, format_table
 
@@ -171,6 +171,12 @@ def few_label_comparison(
         ContrastiveError: If the sets hold different images, or a pair cannot be evaluated.
     """
     first_train, first_test = _same_images(sets)
+    # Unlabeled images are left out of every set alike (one warning), before the leak check
+    # numbers the test images.
+    trains = labeled_alike({name: pair[0] for name, pair in sets.items()}, "train")
+    tests = labeled_alike({name: pair[1] for name, pair in sets.items()}, "test")
+    sets = {name: (trains[name], tests[name]) for name in sets}
+    first_train, first_test = next(iter(sets.values()))
     check = (
         leak_check(first_test, first_train, unlabeled, threshold, progress) if check_leaks else None
     )

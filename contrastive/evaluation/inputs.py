@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,19 @@ import torch
 from torch import nn
 
 from contrastive.data.folder import IMAGE_EXTENSIONS, ImageFolder
-from contrastive.embeddings import Embeddings, RawPixels, embed_folder, load_embeddings
+from contrastive.data.label_table import (
+    LabelTable,
+    match_labels,
+    unmatched_rows,
+)
+from contrastive.embeddings import (
+    Embeddings,
+    RawPixels,
+    embed_folder,
+    image_files,
+    load_embeddings,
+    with_label_table,
+)
 from contrastive.encoder import (
     Encoder,
     MissingConfigurationError,
@@ -28,7 +40,7 @@ from contrastive.encoder import (
     same_weights_source,
 )
 from contrastive.errors import ContrastiveError
-from contrastive.evaluation.labels import check_label_sets
+from contrastive.evaluation.labels import check_label_sets, labeled_alike
 from contrastive.files import same_path
 
 MODEL, RANDOM_INIT, RAW_PIXELS = "model", "random_init", "raw_pixels"
@@ -73,6 +85,7 @@ def evaluation_inputs(
     encoder: Encoder | None = None,
     baselines: bool = False,
     settings: EmbedSettings = EmbedSettings(),
+    label_table: LabelTable | None = None,
 ) -> dict[str, tuple[Embeddings, Embeddings]]:
     """Train/test embeddings for the model and, on request, its baselines.
 
@@ -84,9 +97,13 @@ def evaluation_inputs(
         baselines: Add ``random_init`` and ``raw_pixels`` feature sets; their images come
             from the folders, or from the ``data_root`` recorded in embeddings files.
         settings: Embedding settings.
+        label_table: Labels instead of the class folders (or the labels recorded in an
+            embeddings file) of each set it names images of; images of such a set it does
+            not name are unlabeled. A set it names none of keeps its own labels.
 
     Returns:
-        ``{"model": (train, test), ["random_init": ..., "raw_pixels": ...]}``.
+        ``{"model": (train, test), ["random_init": ..., "raw_pixels": ...]}``, of the
+        labeled images only (a warning counts the images left out).
 
     Raises:
         ContrastiveError: If a folder is given without an encoder, or the baselines' images
@@ -108,8 +125,12 @@ def evaluation_inputs(
     )
     # Before any image is embedded: a test class the training set lacks used to be found
     # only after the model and its baselines had embedded both folders.
+    tables = _tables_for(label_table, [(str(train), train_input), (str(test), test_input)])
     check_label_sets(
-        *_labels_of(train_input), *_labels_of(test_input), f"--train {train}", f"--test {test}"
+        *_labels_of(train_input, tables[0]),
+        *_labels_of(test_input, tables[1]),
+        f"--train {train}",
+        f"--test {test}",
     )
     sets = [_feature_sets(train_input, train_path, "--train", encoder, extras, settings)]
     sets.append(
@@ -119,7 +140,32 @@ def evaluation_inputs(
     )
     if encoder is not None:
         _warn_unused_encoder(encoder, [sets[0][MODEL], sets[1][MODEL]])
+    sets = [
+        named
+        if table is None
+        else {name: with_label_table(embedded, table)[0] for name, embedded in named.items()}
+        for named, table in zip(sets, tables, strict=True)
+    ]
+    sets = [
+        labeled_alike(
+            {name: labels_like(named[MODEL], embedded) for name, embedded in named.items()}, flag
+        )
+        for named, flag in zip(sets, (f"--train {train}", f"--test {test}"), strict=True)
+    ]
     return {name: (sets[0][name], sets[1][name]) for name in sets[0]}
+
+
+def labels_like(reference: Embeddings, other: Embeddings) -> Embeddings:
+    """``other`` with ``reference``'s labels where both embed the same images in the same
+    order: baselines embedded from a folder get the labels an embeddings file records (a
+    label table's, given when it was embedded), not the folder's class sub-folders."""
+    if other is reference or not np.array_equal(other.paths, reference.paths):
+        return other
+    if np.array_equal(other.labels, reference.labels) and np.array_equal(
+        other.classes, reference.classes
+    ):
+        return other
+    return replace(other, labels=reference.labels, classes=reference.classes)
 
 
 def _open_input(path: Path, name: str, encoder: Encoder | None) -> ImageFolder | Embeddings:
@@ -140,12 +186,52 @@ def _open_input(path: Path, name: str, encoder: Encoder | None) -> ImageFolder |
     return load_embeddings(path)
 
 
-def _labels_of(opened: ImageFolder | Embeddings) -> tuple[np.ndarray, list[str], list[str]]:
-    """``(labels, classes, paths)`` of a scanned folder or a loaded embeddings file."""
+def _labels_of(
+    opened: ImageFolder | Embeddings, label_table: LabelTable | None = None
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """``(labels, classes, paths)`` of a scanned folder or a loaded embeddings file, from
+    ``label_table`` where given."""
     if isinstance(opened, ImageFolder):
+        if label_table is not None:
+            match = match_labels(label_table, opened.paths, str(opened.root))
+            return match.labels, match.classes, opened.relative_paths()
         labels, classes = opened.labels()
         return labels, classes, opened.relative_paths()
+    if label_table is not None:
+        opened = with_label_table(opened, label_table)[0]
     return opened.labels, [str(c) for c in opened.classes], [str(p) for p in opened.paths]
+
+
+def _tables_for(
+    label_table: LabelTable | None, inputs: Sequence[tuple[str, ImageFolder | Embeddings]]
+) -> list[LabelTable | None]:
+    """The label table for each input: ``label_table`` where it names one of the input's
+    images, else None (the input keeps its class folders: a table of the training images
+    beside a test folder of class sub-folders).
+
+    Args:
+        label_table: The table, or None.
+        inputs: ``(name in messages, scanned folder or loaded embeddings)`` pairs.
+
+    Raises:
+        ContrastiveError: If the table names no image of any input.
+
+    Warns:
+        UserWarning: Naming rows that name no image of any input.
+    """
+    if label_table is None:
+        return [None] * len(inputs)
+    matched: list[set[int]] = []
+    for name, opened in inputs:
+        images = opened.paths if isinstance(opened, ImageFolder) else image_files(opened)
+        matched.append(match_labels(label_table, images, name).matched_lines)
+    names = list(dict.fromkeys(name for name, _ in inputs))
+    first = inputs[0][1]
+    example = Path(str(first.paths[0])).name if len(first.paths) else "none"
+    message = unmatched_rows(label_table, set().union(*matched), " or ".join(names), example)
+    if message:
+        warnings.warn(message, stacklevel=3)
+    return [label_table if lines else None for lines in matched]
 
 
 def _warn_unused_encoder(encoder: Encoder, models: list[Embeddings]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import unicodedata
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,6 +83,10 @@ def labeled_pair(
 ) -> LabeledPair:
     """Validates a train/test pair and expresses test labels in the training classes.
 
+    Images without a label (outside class folders, or not named by a label table) are left
+    out of either set, with a warning that counts them: a mostly unlabeled folder is
+    evaluated on its labeled images.
+
     Args:
         train: Training embeddings.
         test: Test embeddings.
@@ -90,11 +94,11 @@ def labeled_pair(
         test_name: Likewise for the test input.
 
     Raises:
-        ContrastiveError: If either holds unlabeled images or nothing, the training set
-            holds one class only, their widths or kinds of feature differ, or the test set
-            has classes the training set lacks.
+        ContrastiveError: If either holds no labeled image, the training set holds one class
+            only, their widths or kinds of feature differ, or the test set has classes the
+            training set lacks.
     """
-    test_labels = check_label_sets(
+    check_label_sets(
         train.labels,
         train.classes,
         train.paths,
@@ -106,6 +110,8 @@ def labeled_pair(
     )
     _warn_shared_images(train, test, train_name, test_name)
     check_comparable(train, test, train_name, test_name)
+    train, test = labeled_only(train, train_name), labeled_only(test, test_name)
+    test_labels = align_test_labels(train.classes, test.labels, test.classes, train_name, test_name)
     return LabeledPair(
         train_features=torch.from_numpy(np.ascontiguousarray(train.embeddings, np.float32)),
         train_labels=torch.from_numpy(train.labels.astype(np.int64)),
@@ -113,6 +119,48 @@ def labeled_pair(
         test_labels=torch.from_numpy(test_labels),
         classes=[str(c) for c in train.classes],
     )
+
+
+def labeled_rows(embeddings: Embeddings, name: str) -> np.ndarray:
+    """Indices of the labeled images, with a warning that counts the others (if any).
+
+    Args:
+        embeddings: Any embeddings.
+        name: How to name them in the warning.
+    """
+    labels = embeddings.labels
+    rows = np.flatnonzero(labels >= 0)
+    unlabeled = len(labels) - len(rows)
+    if unlabeled and len(rows):  # with none, the caller's error says so
+        example = embeddings.paths[int(np.flatnonzero(labels < 0)[0])]
+        warnings.warn(
+            f"{name}: {unlabeled:,} of its {len(labels):,} images have no label (outside the "
+            f"class sub-folders, or not in the label table; e.g. {example}) and are left out: "
+            f"evaluating its {len(rows):,} labeled images",
+            stacklevel=3,
+        )
+    return rows
+
+
+def labeled_only(embeddings: Embeddings, name: str) -> Embeddings:
+    """The labeled images of ``embeddings`` (all of it when every image has a label), with
+    a warning that counts the others."""
+    return labeled_alike({name: embeddings}, name)[name]
+
+
+def labeled_alike(sets: Mapping[str, Embeddings], name: str) -> dict[str, Embeddings]:
+    """The labeled images of feature sets of the same images (the first set's labels decide),
+    with one warning that counts the others.
+
+    Args:
+        sets: ``{feature set: embeddings}``, each of the same images in the same order.
+        name: How to name the images in the warning.
+    """
+    first = next(iter(sets.values()))
+    rows = labeled_rows(first, name)
+    if len(rows) in (0, len(first)):  # with none labeled, the pair's error says so
+        return dict(sets)
+    return {key: embedded.subset(rows) for key, embedded in sets.items()}
 
 
 def check_label_sets(
@@ -138,15 +186,15 @@ def check_label_sets(
         test_name: The test input's name in messages.
 
     Returns:
-        ``(M,)`` int64 test labels as indices into ``train_classes``.
+        ``(M,)`` int64 test labels as indices into ``train_classes`` (-1 where unlabeled).
 
     Raises:
-        ContrastiveError: If either holds unlabeled images or nothing, the training set
-            holds one class only, or the test set has classes the training set lacks.
+        ContrastiveError: If either holds no labeled image, the training set holds one
+            class only, or the test set has classes the training set lacks.
     """
-    check_labels(train_labels, train_classes, train_name, train_paths)
-    check_labels(test_labels, test_classes, test_name, test_paths)
-    present = np.unique(train_labels)
+    check_labels(train_labels, train_classes, train_name, train_paths, allow_unlabeled=True)
+    check_labels(test_labels, test_classes, test_name, test_paths, allow_unlabeled=True)
+    present = np.unique(train_labels[train_labels >= 0])
     if len(present) < 2:
         # Every prediction would be that class: 100% that says nothing.
         raise ContrastiveError(
@@ -175,25 +223,34 @@ def _warn_shared_images(
 
 
 def check_labels(
-    labels: np.ndarray, classes: Sequence[str], name: str, paths: Sequence[str] | None = None
+    labels: np.ndarray,
+    classes: Sequence[str],
+    name: str,
+    paths: Sequence[str] | None = None,
+    allow_unlabeled: bool = False,
 ) -> None:
-    """Raises unless every image has a class label.
+    """Raises unless the images have class labels.
 
     Args:
-        labels: ``(N,)`` indices into ``classes``; -1 for images outside class folders.
+        labels: ``(N,)`` indices into ``classes``; -1 for unlabeled images.
         classes: Class names.
         name: The input's name in the message.
         paths: The images' paths, to name one outside the class folders.
+        allow_unlabeled: Accept some unlabeled images (at least one must have a label).
 
     Raises:
-        ContrastiveError: If there are no images, or unlabeled ones.
+        ContrastiveError: If there are no images, no labeled ones, or (unless allowed)
+            unlabeled ones.
     """
     if len(labels) == 0:
         raise ContrastiveError(f"{name} holds no images")
     unlabeled = int((labels < 0).sum())
     if unlabeled == len(labels):
-        raise ContrastiveError(f"{name} is unlabeled: evaluation needs one sub-folder per class")
-    if unlabeled:
+        raise ContrastiveError(
+            f"{name} is unlabeled: evaluation needs one sub-folder per class, or --labels "
+            "FILE (a CSV of image,label rows)"
+        )
+    if unlabeled and not allow_unlabeled:
         example = (
             f" (e.g. {paths[int(np.flatnonzero(labels < 0)[0])]})" if paths is not None else ""
         )
@@ -222,13 +279,16 @@ def align_test_labels(
         test_name: The test input's name in the message.
 
     Returns:
-        ``(M,)`` int64 indices into ``train_classes``.
+        ``(M,)`` int64 indices into ``train_classes`` (-1 stays -1: unlabeled).
 
     Raises:
         ContrastiveError: If a test image's class is not among the training classes.
     """
+    test_labels = np.asarray(test_labels, dtype=np.int64)
+    if len(test_classes) == 0:
+        return np.full(len(test_labels), -1, dtype=np.int64)
     train_index = {_class_key(name): i for i, name in enumerate(train_classes)}
-    present = sorted({str(test_classes[i]) for i in np.unique(test_labels)})
+    present = sorted({str(test_classes[i]) for i in np.unique(test_labels[test_labels >= 0])})
     unseen = [name for name in present if _class_key(name) not in train_index]
     if unseen:
         shown = ", ".join(unseen[:5]) + (" ..." if len(unseen) > 5 else "")
@@ -239,7 +299,7 @@ def align_test_labels(
     remap = np.array(
         [train_index.get(_class_key(name), -1) for name in test_classes], dtype=np.int64
     )
-    return remap[test_labels]
+    return np.where(test_labels >= 0, remap[np.maximum(test_labels, 0)], -1)
 
 
 def _near_names(unseen: Sequence[str], known: Sequence[str], known_name: str) -> str:

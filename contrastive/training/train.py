@@ -91,6 +91,7 @@ from contrastive.training.resume import (
     finished,
     resolve_resume,
 )
+from contrastive.training.run_lock import hold_run_folder
 from contrastive.views.batched import BatchedViews
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,16 @@ def train(
     """
     started = time.perf_counter() if budget_started is None else budget_started
     show_messages()
+    # Before resume looks at the folder: it clears partial writes, which would be the other
+    # training's files in progress.
+    with hold_run_folder(config.run_dir):
+        return _train_holding_the_folder(config, resume, started, folder)
+
+
+def _train_holding_the_folder(
+    config: TrainConfig, resume: bool, started: float, folder: ImageFolder | None
+) -> TrainResult:
+    """:func:`train` once the run folder's lock is held."""
     config, checkpoint = resolve_resume(config, resume)
     progress = checkpoint_progress(checkpoint) if checkpoint is not None else None
     if checkpoint is not None and progress is not None and finished(config, progress):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+import io
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from contrastive.cli import main
-from contrastive.cli.embed import resolve_device
+from contrastive.cli.embed import resolve_device, show_progress
 from contrastive.errors import ContrastiveError
 
 
@@ -89,3 +92,18 @@ def test_devices_are_named_in_errors() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ContrastiveError, match="--device cuda:1: CUDA is not available"):
             resolve_device("cuda:1")
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bars_are_drawn_on_a_terminal_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    shown = argparse.Namespace(no_progress=False)
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert show_progress(shown)
+    assert not show_progress(argparse.Namespace(no_progress=True))
+    # A cron job's log file: carriage-return frames would fill it.
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert not show_progress(shown)

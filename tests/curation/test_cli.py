@@ -12,6 +12,7 @@ from PIL import Image
 
 import contrastive.cli as cli
 from contrastive.data.folder import ImageFolder
+from contrastive.embeddings import load_embeddings
 
 
 @pytest.fixture(autouse=True)
@@ -209,3 +210,26 @@ def test_bad_labelled_inputs_are_named(
     arguments += ["--out", tmp_path / "r2", "--select", 2, "--labelled", folders["other"]]
     assert run_cli(*arguments) == 2
     assert "is a folder: it is embedded with the encoder, so give --run" in one_line_error(capsys)
+
+
+def test_a_label_table_labels_the_folder_and_is_what_the_selection_complements(
+    run_dir: Path, folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # The class folders say a/b/c; the table relabels 3 images and leaves the rest unlabeled.
+    table = tmp_path / "labels.csv"
+    table.write_text("file,species\na/000.png,x\nb/003.png,y\nsmall,z\nnothere.png,x\n")
+    out = tmp_path / "report"
+    arguments = ["curate", "--run", run_dir, "--data", folders["data"], "--out", out]
+    assert run_cli(*arguments, "--labels", table, "--select", 22, "--no-progress") == 0
+    printed = capsys.readouterr().out
+    assert "labels from labels.csv (4 rows; images in 'file', labels in 'species')" in printed
+    assert "3 of the 26 images labeled, 3 classes" in printed
+    assert "--select complements the 3 images --labels labels" in printed
+    assert "22 images, beside the 3 already labelled" in printed
+    picked = {row["path"] for row in read_csv(out / "selection.csv")}
+    assert not picked & {"a/000.png", "c/copy.png", "b/003.png", "b/small.png"}
+    saved = load_embeddings(out / "embeddings.npz")
+    named = {str(path): saved.label_name(row) for row, path in enumerate(saved.paths)}
+    assert named["a/000.png"] == "x" and named["b/003.png"] == "y"
+    assert named["b/small.png"] == "z" and named["a/001.png"] == "unlabeled"
+    assert list(saved.classes) == ["x", "y", "z"]

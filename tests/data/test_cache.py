@@ -367,3 +367,17 @@ def test_thin_images_resample_only_the_kept_square(monkeypatch: pytest.MonkeyPat
     assert resized == [(16, 16)]
     # PIL takes the crop box in single precision: at most a grey level off torchvision.
     assert np.abs(square.transpose(1, 2, 0).astype(int) - reference).max() <= 1
+
+
+def test_a_cache_folder_that_cannot_be_made_names_the_ways_around_it(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    # A file where a folder should be fails as a read-only home does, even for root.
+    (tmp_path / "home").write_text("")
+    paths = list_images(image_folder)
+    with pytest.raises(ContrastiveError) as error:
+        load_or_build_cache(paths, 8, directory=tmp_path / "home" / "decoded")
+    message = str(error.value)
+    assert message.startswith(f"cannot create the decoded-image cache folder {tmp_path}/home/")
+    assert "--cache-dir (or the CONTRASTIVE_CACHE environment variable)" in message
+    assert message.endswith("or train with --no-cache")

@@ -423,3 +423,101 @@ def test_embed_picks_a_moco_files_query_encoder_with_a_weights_prefix(
         == 0
     )  # fmt: skip
     assert np.array_equal(load_embeddings(ours).embeddings, load_embeddings(picked).embeddings)
+
+
+def flattened(folder: Path, flat: Path, table: Path, keep: Callable[[int], bool]) -> Path:
+    """Copies each class folder's images into ``flat/`` as ``CLASS_NAME`` and writes the
+    ``label,name`` table (STL-10's layout: the label first) of those ``keep(i)`` selects."""
+    flat.mkdir()
+    rows = ["label,name"]
+    for index, image in enumerate(sorted(folder.glob("*/*.png"))):
+        name = f"{image.parent.name}_{image.name}"
+        (flat / name).write_bytes(image.read_bytes())
+        if keep(index):
+            rows.append(f"{image.parent.name},{name}")
+    table.write_text("\n".join(rows) + "\n")
+    return flat
+
+
+def knn_top1(*arguments: object, out: Path) -> float:
+    assert run_cli("eval", "knn", "--k", "3", "--no-progress", "--out", out, *arguments) == 0
+    return json.loads(out.read_text())["results"]["model"]["k=3"]["top1"]
+
+
+def test_labels_from_a_table_score_as_the_class_folders(
+    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    table = tmp_path / "labels.csv"
+    flat = flattened(colour_folders["train"], tmp_path / "flat", table, lambda index: True)
+    test = colour_folders["test"]
+    folders = knn_top1("--run", run_dir, "--train", colour_folders["train"], "--test", test,
+                       out=tmp_path / "folders.json")  # fmt: skip
+    # The table names no test image: the test set keeps its class folders.
+    tabled = knn_top1("--run", run_dir, "--train", flat, "--test", test, "--labels", table,
+                      out=tmp_path / "table.json")  # fmt: skip
+    assert tabled == folders
+    capsys.readouterr()
+    out = tmp_path / "flat.npz"
+    assert run_cli("embed", "--run", run_dir, "--data", flat, "--labels", table, "--out", out,
+                   "--no-progress") == 0  # fmt: skip
+    assert "18 of the 18 images labeled, 3 classes" in capsys.readouterr().out
+    embedded = load_embeddings(out)
+    named = [name.split("_")[0] for name in embedded.paths]
+    assert [embedded.classes[label] for label in embedded.labels] == named
+    npz = knn_top1("--run", run_dir, "--train", out, "--test", test, out=tmp_path / "npz.json")
+    assert npz == folders
+
+
+def test_a_mostly_unlabeled_folder_is_evaluated_on_its_labeled_images(
+    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path
+) -> None:
+    table = tmp_path / "labels.csv"
+    flat = flattened(colour_folders["train"], tmp_path / "flat", table, lambda i: i % 3 == 0)
+    labelled = tmp_path / "labelled"
+    for row in table.read_text().splitlines()[1:]:
+        label, name = row.split(",")
+        (labelled / label).mkdir(parents=True, exist_ok=True)
+        (labelled / label / name).write_bytes((flat / name).read_bytes())
+    test = colour_folders["test"]
+    expected = knn_top1("--run", run_dir, "--train", labelled, "--test", test,
+                        out=tmp_path / "labelled.json")  # fmt: skip
+    with pytest.warns(UserWarning) as record:
+        top1 = knn_top1("--run", run_dir, "--train", flat, "--test", test, "--labels", table,
+                        "--baselines", out=tmp_path / "flat.json")  # fmt: skip
+    assert top1 == expected
+    warned = [str(warning.message) for warning in record]
+    # Once, though three feature sets (model, random init, raw pixels) were scored.
+    left_out = [text for text in warned if "12 of its 18 images have no label" in text]
+    assert len(left_out) == 1 and "evaluating its 6 labeled images" in left_out[0]
+
+
+def test_a_table_naming_no_image_is_one_line_error_before_embedding(
+    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    table = tmp_path / "ids.csv"
+    table.write_text("id,label\nA17,red\n")
+    error = one_line_error(capsys, "eval", "knn", "--run", run_dir, "--train",
+                           colour_folders["train"], "--test", colour_folders["test"],
+                           "--labels", table, "--no-progress")  # fmt: skip
+    assert "no row of" in error and "ids.csv" in error and "'A17' (in 'id')" in error
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b,c\nx,y,z\n")
+    with pytest.raises(SystemExit):  # a usage error, as argparse reports it
+        run_cli("embed", "--run", run_dir, "--data", colour_folders["test"], "--labels", bad,
+                "--out", tmp_path / "x.npz")  # fmt: skip
+    error = capsys.readouterr().err.strip()
+    assert (
+        "\n" not in error
+        and "argument --labels" in error
+        and "bad.csv has no header and 3 columns" in error
+    )
+
+
+def test_a_projector_export_inside_the_data_folder_is_refused(
+    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    error = one_line_error(capsys, "embed", "--run", run_dir, "--data", colour_folders["test"],
+                           "--out", tmp_path / "x.npz", "--projector",
+                           colour_folders["test"] / "projector")  # fmt: skip
+    assert "--projector" in error and "is inside --data" in error
+    assert not (tmp_path / "x.npz").exists()

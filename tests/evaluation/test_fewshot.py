@@ -397,3 +397,48 @@ def test_an_encoder_beside_embeddings_of_plain_weights_is_not_blamed_on_them(
     assert cli.main([str(a) for a in arguments]) == 0
     report = json.loads((tmp_path / "fewshot" / "fewshot.json").read_text())
     assert report["results"]["copy"]["scores"] == report["results"]["model"]["scores"]
+
+
+def test_cli_few_labels_of_a_table_in_a_mostly_unlabeled_folder(
+    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("embed", "evaluate"))
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    rows = ["path,label"]
+    for index, image in enumerate(sorted(colour_folders["train"].glob("*/*.png"))):
+        (flat / f"{image.parent.name}_{image.name}").write_bytes(image.read_bytes())
+        if index % 2:
+            rows.append(f"{image.parent.name}_{image.name},{image.parent.name}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows))
+    out = tmp_path / "fewshot"
+    arguments = [
+        "--run", run_dir, "--train", flat, "--test", colour_folders["test"], "--labels",
+        tmp_path / "labels.csv", "--counts", "1,all", "--draws", "2", "--baselines", "--out", out,
+    ]  # fmt: skip
+    with pytest.warns(UserWarning, match="9 of its 18 images have no label"):
+        assert fewshot_cli(*arguments) == 0
+    report = json.loads((out / "fewshot.json").read_text())
+    # 9 labelled images of 18 (3 per class): 'all' is 3 per class; every test image scored.
+    assert report["results"]["raw_pixels"]["scores"]["all"]["knn"]["all"]["mean"] == 1.0
+    assert report["leak_check"]["test_images"] == 9
+    assert "all 9." in (out / "fewshot.md").read_text()
+
+
+def test_cli_out_inside_an_image_folder_is_refused(
+    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path, monkeypatch, capsys
+) -> None:
+    # Its plots would be scanned as images of a new class 'reports' the next time.
+    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("embed", "evaluate"))
+    train = tmp_path / "train.npz"
+    assert cli.main(["embed", "--run", str(run_dir), "--data", str(colour_folders["train"]),
+                     "--out", str(train), "--no-progress"]) == 0  # fmt: skip
+    for given, out in (
+        (colour_folders["test"], colour_folders["test"] / "reports"),
+        (colour_folders["test"], colour_folders["train"] / "reports"),  # the .npz's folder
+    ):
+        arguments = ["--run", run_dir, "--train", train, "--test", given, "--out", out]
+        assert fewshot_cli(*arguments) == 2
+        error = capsys.readouterr().err
+        assert "is inside --t" in error and "the next scan would take the report's images" in error
+        assert not out.exists()

@@ -40,6 +40,25 @@ def test_test_labels_are_renumbered_by_class_name() -> None:
     assert pair.classes == ["bird", "cat", "dog"]
 
 
+def test_unlabeled_images_are_left_out_with_one_warning_that_counts_them() -> None:
+    train = embeddings([0, -1, 1, -1], ["cat", "dog"])
+    train.embeddings[:] = np.arange(4)[:, None]
+    test = embeddings([-1, 1, 0], ["cat", "emu"])
+    with pytest.warns(UserWarning) as record:
+        pair = labeled_pair(train, embeddings([-1, 0, 1], ["cat", "dog"]))
+    assert pair.train_features[:, 0].tolist() == [0.0, 2.0]
+    assert pair.train_labels.tolist() == [0, 1] and pair.test_labels.tolist() == [0, 1]
+    assert [str(warning.message) for warning in record] == [
+        "--train: 2 of its 4 images have no label (outside the class sub-folders, or not in "
+        "the label table; e.g. 1.png) and are left out: evaluating its 2 labeled images",
+        "--test: 1 of its 3 images have no label (outside the class sub-folders, or not in "
+        "the label table; e.g. 0.png) and are left out: evaluating its 2 labeled images",
+    ]
+    # An unlabeled image's class is no class: only the labeled ones are checked.
+    with pytest.raises(ContrastiveError, match="--test has 1 class\\(es\\) not in --train: emu"):
+        labeled_pair(train, test)
+
+
 @pytest.mark.parametrize(
     ("train", "test", "message"),
     [
@@ -55,9 +74,9 @@ def test_test_labels_are_renumbered_by_class_name() -> None:
         ),
         (embeddings([-1, -1], []), embeddings([0], ["cat"]), "--train is unlabeled"),
         (
-            embeddings([0, 1], ["cat", "dog"]),
-            embeddings([0, -1], ["cat"]),
-            "--test has 1 image\\(s\\) outside class sub-folders \\(e\\.g\\. 1\\.png\\)",
+            embeddings([0, -1], ["cat", "dog"]),
+            embeddings([0], ["cat"]),
+            "--train holds one class \\(cat\\)",
         ),
         (embeddings([], []), embeddings([0], ["cat"]), "--train holds no images"),
         (

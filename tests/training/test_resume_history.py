@@ -20,6 +20,7 @@ from contrastive.cli import main
 from contrastive.training.config import TrainConfig, load_config_file
 from contrastive.training.metrics_history import HistoryCSVLogger
 from contrastive.training.resume import LAST_CHECKPOINT
+from contrastive.training.run_lock import LOCK_FILE
 from contrastive.training.train import train
 
 
@@ -30,11 +31,12 @@ def logged_steps(run_dir: Path) -> list[int]:
 
 
 def snapshot(run_dir: Path) -> dict[str, tuple[int, int]]:
-    """``relative path: (size, mtime_ns)`` of every file under ``run_dir``."""
+    """``relative path: (size, mtime_ns)`` of every file under ``run_dir`` but the lock
+    (which names the process training the folder, rewritten by each)."""
     return {
         str(path.relative_to(run_dir)): (path.stat().st_size, path.stat().st_mtime_ns)
         for path in sorted(run_dir.rglob("*"))
-        if path.is_file()
+        if path.is_file() and path.name != LOCK_FILE
     }
 
 
