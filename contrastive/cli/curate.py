@@ -309,7 +309,13 @@ def run(args: argparse.Namespace) -> int:
         labelled = dataset.embeddings[dataset.labels >= 0]
         print(f"--select complements the {len(labelled):,} images --labels labels")
     curation = curate(
-        dataset, settings, args.against, show_progress(args), left_out, labelled=labelled
+        dataset,
+        settings,
+        args.against,
+        show_progress(args),
+        left_out,
+        labelled=labelled,
+        announce_steps=not args.no_progress,
     )
     summary = write_report(curation, args.out, args.link_selected, sheets=not args.no_sheets)
     print(summary_text(summary), end="")

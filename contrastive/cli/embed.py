@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -229,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
         export_projector(embedded, args.projector)
         print(
             f"wrote a TensorBoard projector export to {args.projector} "
-            f"(view it with: tensorboard --logdir {args.projector})"
+            f"(view it with: tensorboard --logdir {shlex.quote(str(args.projector))})"
         )
     labeled = int((embedded.labels >= 0).sum())
     feature = "projector" if args.projection_head else "backbone"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,7 @@ from contrastive.cli.embed import (
 from contrastive.cli.fewshot import add_fewshot_arguments, run_fewshot
 from contrastive.embeddings import Embeddings, RawPixels
 from contrastive.encoder import Encoder
+from contrastive.errors import ContrastiveError
 from contrastive.evaluation.inputs import (
     MODEL,
     RAW_PIXELS,
@@ -263,6 +265,7 @@ def _evaluate_sets(
     ``score`` returns the report's numbers and the ``(M,)`` predicted classes of the first k
     or the probe (for the gains over the baselines and the model's recall per class).
     """
+    check_default_report_place(args, protocol)
     encoder = evaluation_encoder_from_args(args)
     sets = evaluation_inputs(
         args.train, args.test, encoder, args.baselines, _embed_settings(args), args.labels
@@ -326,6 +329,8 @@ def _finish(
         name: None if math.isnan(value) else value
         for name, value in zip(model_pair.classes, recall, strict=True)
     }
+    present = [value for value in recall if not math.isnan(value)]
+    data["model_balanced_accuracy"] = sum(present) / len(present) if present else None
     report = build_report(protocol, settings, data, checkpoint, results)
     # Top-5 of 5 classes or fewer is 100% whatever the features: kept in the JSON, not printed.
     printed = table(results, top_k_metrics(len(train.classes)))
@@ -417,11 +422,31 @@ def _write_and_print(
     args: argparse.Namespace, protocol: str, report: dict[str, Any], table: str
 ) -> int:
     path = args.out or _default_report_path(args, protocol)
+    print(table, flush=True)  # first: a report that cannot be written loses no result
     kept = None if args.out else keep_earlier_report(path)
     write_report(report, path)
-    print(table)
     print(f"report: {path}" + (f" (the earlier one kept as {kept.name})" if kept else ""))
     return 0
+
+
+def check_default_report_place(args: argparse.Namespace, protocol: str) -> None:
+    """Refuses, before anything is embedded, a default report place that cannot be written
+    (``--out`` is checked by the parser): the scores used to be computed, then lost.
+
+    Raises:
+        ContrastiveError: Naming the place and ``--out``.
+    """
+    if args.out is not None:
+        return
+    path = _default_report_path(args, protocol)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not os.access(folder, os.W_OK):
+        raise ContrastiveError(
+            f"the report would be written to {path}, but {folder} is not writable; give "
+            "--out with a writable place"
+        )
 
 
 def keep_earlier_report(path: Path) -> Path | None:

@@ -100,10 +100,6 @@ def run_fewshot(args: argparse.Namespace, settings: EmbedSettings) -> int:
     out = args.out or _default_out(args)
     if out.exists() and not out.is_dir():  # the default place; a given --out is checked by argparse
         raise ContrastiveError(f"{out} is a file; give --out a folder for the fewshot report")
-    for flag in ("--train", "--test", "--unlabeled"):
-        given = getattr(args, flag[2:])
-        folder = given if given is None or given.is_dir() else _recorded_root(given)
-        refuse_output_inside(out, folder, "--out", flag)
     if args.unlabeled is not None:
         if not args.unlabeled.is_dir():
             raise ContrastiveError(f"--unlabeled {args.unlabeled} is not a folder")
@@ -112,6 +108,10 @@ def run_fewshot(args: argparse.Namespace, settings: EmbedSettings) -> int:
             raise ContrastiveError(
                 "--unlabeled is searched by the leak check: drop --no-leak-check or --unlabeled"
             )
+    for flag in ("--train", "--test", "--unlabeled"):
+        given = getattr(args, flag[2:])
+        folder = given if given is None or given.is_dir() else _recorded_root(given)
+        refuse_output_inside(out, folder, "--out", flag)
     encoder = evaluation_encoder_from_args(args)
     sets = evaluation_inputs(args.train, args.test, encoder, args.baselines, settings, args.labels)
     named = _extra_encoders(args, encoder, sets[MODEL])

@@ -292,6 +292,7 @@ def curate(
     progress: bool = False,
     left_out: list[str] | None = None,
     labelled: np.ndarray | None = None,
+    announce_steps: bool | None = None,
 ) -> Curation:
     """Duplicates, outliers, unusual groups, label mistakes and a selection for one folder.
 
@@ -307,6 +308,8 @@ def curate(
         labelled: ``(L, D)`` embeddings (the same encoder) of images already labelled, in
             the folder or elsewhere: the selection complements them
             (:func:`~contrastive.curation.selection.select`).
+        announce_steps: Log a line as each step starts (default: as ``progress``); a log
+            file wants the lines without the bars.
 
     Returns:
         The findings.
@@ -319,7 +322,7 @@ def curate(
     label_issues_skipped = _check_curation_inputs(dataset, settings)
     count = len(dataset)
     # Each step below runs for minutes on 10^5 images: say which one is running.
-    say = log.info if progress else log.debug
+    say = log.info if (progress if announce_steps is None else announce_steps) else log.debug
     laps = _Laps()
     say("duplicates: exact and near copies among %d images", count)
     if count > neighbours.APPROXIMATE_ROWS and not settings.exact_search:

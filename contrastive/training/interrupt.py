@@ -3,8 +3,9 @@
 The first Ctrl-C only raises a flag: the step in flight finishes, the next one does not
 start, the run's state is saved to ``checkpoints/last.ckpt`` and :class:`TrainingInterrupted`
 tells how to continue. A second Ctrl-C stops at once (Lightning's own handling) and the last
-periodic checkpoint is what remains. SIGTERM (a scheduler's or ``kill``'s polite stop) is
-handled the same way; a second SIGTERM ends the process at once.
+periodic checkpoint is what remains. SIGTERM (a scheduler's or ``kill``'s polite stop) and
+SIGHUP (a dropped ssh session; unless ``nohup`` ignores it) are handled the same way; a
+second one ends the process at once.
 
 Under DDP a signal reaches one process, or all of them at different steps. The request is
 reduced across processes before every step, so all stop at the same step and save one
@@ -26,8 +27,12 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+#: A closed terminal's signal (an ssh session dropped without nohup); absent on Windows.
+SIGHUP = getattr(signal, "SIGHUP", None)
 #: Shell convention for "terminated by signal N": 128 + N.
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+if SIGHUP is not None:
+    EXIT_CODES[SIGHUP] = 129
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -65,6 +70,7 @@ class GracefulInterrupt(pl.Callback):
         self._saved_at: int | None = None
         self._stopped_at_once = False
         self._previous_handler: Any = signal.default_int_handler
+        self._previous_hangup: Any = None
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
         self.requested = True
@@ -76,6 +82,12 @@ class GracefulInterrupt(pl.Callback):
         self.signal = signal.SIGTERM
         # A second SIGTERM ends a process that hangs (a collective, a stuck write) at once.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    def _on_sighup(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+        if self.signal != signal.SIGTERM:
+            self.signal = signal.Signals(signum)
+        signal.signal(signum, signal.SIG_DFL)
 
     @contextlib.contextmanager
     def stopping_cleanly(self) -> Iterator[None]:
@@ -112,12 +124,20 @@ class GracefulInterrupt(pl.Callback):
             if catch:
                 # Lightning leaves SIGINT ignored after it handled a KeyboardInterrupt.
                 signal.signal(signal.SIGINT, self._previous_handler)
+            if self._previous_hangup is not None:
+                signal.signal(SIGHUP, self._previous_hangup)
+                self._previous_hangup = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Lightning installed its SIGTERM handler just before this hook; Lightning puts the
         # handlers it found back when fit ends.
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_sigterm)
+            # A hang-up killed the run with no checkpoint since the last periodic one (step 9
+            # of 218 in one budget run); nohup's ignored SIGHUP stays ignored.
+            if SIGHUP is not None and signal.getsignal(SIGHUP) == signal.SIG_DFL:
+                self._previous_hangup = signal.SIG_DFL
+                signal.signal(SIGHUP, self._on_sighup)
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int

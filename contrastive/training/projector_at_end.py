@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +108,7 @@ class ProjectorAtEnd(pl.Callback):
         log.info(
             "TensorBoard projector: %d training images, `tensorboard --logdir %s`",
             len(embeddings),
-            folders[0],
+            shlex.quote(str(folders[0])),
         )
 
     def _decode_sample(self) -> DecodedSample:

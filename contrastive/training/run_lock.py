@@ -54,7 +54,9 @@ def hold_run_folder(run_dir: Path) -> Iterator[None]:
         run_dir.mkdir(parents=True, exist_ok=True)
         handle = open(run_dir / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115
     except OSError as error:
-        raise ContrastiveError(f"cannot write {run_dir}: {error.strerror or error}") from None
+        raise ContrastiveError(
+            f"cannot create output folder {run_dir}: {error.strerror or error}"
+        ) from None
     try:
         try:
             fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

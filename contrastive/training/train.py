@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import shlex
 import time
 import warnings
 from collections.abc import Iterable
@@ -91,7 +92,8 @@ from contrastive.training.resume import (
     finished,
     resolve_resume,
 )
-from contrastive.training.run_lock import hold_run_folder
+from contrastive.training.run_lock import LOCK_FILE, hold_run_folder
+from contrastive.training.run_log import RUN_LOG, run_log
 from contrastive.views.batched import BatchedViews
 
 log = logging.getLogger(__name__)
@@ -194,8 +196,27 @@ def train(
     show_messages()
     # Before resume looks at the folder: it clears partial writes, which would be the other
     # training's files in progress.
-    with hold_run_folder(config.run_dir):
-        return _train_holding_the_folder(config, resume, started, folder)
+    created = not config.run_dir.exists()
+    try:
+        with hold_run_folder(config.run_dir):
+            return _train_holding_the_folder(config, resume, started, folder)
+    except BaseException:
+        if created:
+            _remove_unused_run_dir(config.run_dir)
+        raise
+
+
+def _remove_unused_run_dir(run_dir: Path) -> None:
+    """Removes a run folder made by a run refused before it wrote anything but its lock and
+    log (one image, a bad setting): a folder of nothing would block nothing, yet look like a
+    run."""
+    try:
+        if {path.name for path in run_dir.iterdir()} <= {LOCK_FILE, RUN_LOG}:
+            for name in (LOCK_FILE, RUN_LOG):
+                (run_dir / name).unlink(missing_ok=True)
+            run_dir.rmdir()
+    except OSError:  # a file appeared, or the folder is not ours to tidy: leave it
+        pass
 
 
 def _train_holding_the_folder(
@@ -205,7 +226,19 @@ def _train_holding_the_folder(
     config, checkpoint = resolve_resume(config, resume)
     progress = checkpoint_progress(checkpoint) if checkpoint is not None else None
     if checkpoint is not None and progress is not None and finished(config, progress):
-        return _alreadyfinished(config, progress)
+        return _alreadyfinished(config, progress)  # touches no file, the log included
+    with run_log(config.run_dir, config.plan):
+        return _train_logged(config, checkpoint, progress, started, folder)
+
+
+def _train_logged(
+    config: TrainConfig,
+    checkpoint: Path | None,
+    progress: Progress | None,
+    started: float,
+    folder: ImageFolder | None,
+) -> TrainResult:
+    """:func:`train` of a run that has steps to go, its messages copied to ``train.log``."""
     if config.data:
         # Recorded as an absolute path: export, compare-runs and --resume read it from
         # other working folders.
@@ -503,7 +536,7 @@ def _fit(run: _Run, budget_started: float | None) -> None:
         trainer.callbacks.append(FillTimeBudget(deadline=budget_started + budget))
     interrupt = GracefulInterrupt(
         run.config.run_dir / LAST_CHECKPOINT,
-        resume_hint=f"contrastive train --resume --out {run.config.run_dir}",
+        resume_hint=f"contrastive train --resume --out {shlex.quote(str(run.config.run_dir))}",
     )
     trainer.callbacks.append(interrupt)
     with warnings.catch_warnings(), interrupt.stopping_cleanly():

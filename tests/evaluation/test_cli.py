@@ -15,6 +15,7 @@ from lightly.models.modules import SimCLRProjectionHead
 import contrastive.cli as cli
 from contrastive.backbones import BackboneConfig
 from contrastive.embeddings import load_embeddings
+from contrastive.errors import ContrastiveError
 
 
 @pytest.fixture(autouse=True)
@@ -521,3 +522,27 @@ def test_a_projector_export_inside_the_data_folder_is_refused(
                            colour_folders["test"] / "projector")  # fmt: skip
     assert "--projector" in error and "is inside --data" in error
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_the_report_holds_balanced_accuracy_and_the_table_comes_before_writing(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch, npz_pair
+) -> None:
+    train, test = npz_pair(tmp_path)
+    out = tmp_path / "knn.json"
+    assert run_cli("eval", "knn", "--train", train, "--test", test, "--k", "3", "--out", out) == 0
+    data = json.loads(out.read_text())["data"]
+    recall = [value for value in data["model_per_class_recall"].values() if value is not None]
+    assert data["model_balanced_accuracy"] == pytest.approx(sum(recall) / len(recall))
+    printed = capsys.readouterr().out
+    assert f"balanced accuracy (mean recall) {100 * data['model_balanced_accuracy']:.2f}" in printed
+
+    def full_disk(report, path) -> None:  # noqa: ANN001
+        raise ContrastiveError(f"cannot write {path}: No space left on device")
+
+    monkeypatch.setattr("contrastive.cli.evaluate.write_report", full_disk)
+    assert run_cli("eval", "knn", "--train", train, "--test", test, "--k", "3", "--out", out) == 2
+    assert "| model" in capsys.readouterr().out  # the scores were printed all the same
+    # A default place that cannot be written is refused before anything is computed.
+    monkeypatch.setattr("os.access", lambda path, mode: Path(path) != train.parent)
+    error = one_line_error(capsys, "eval", "knn", "--train", train, "--test", test)
+    assert f"would be written to {train.parent}" in error and "give --out" in error

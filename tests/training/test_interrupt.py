@@ -9,6 +9,7 @@ step, exit 143. Fixtures: ``tests/training/conftest.py``.
 from __future__ import annotations
 
 import csv
+import shlex
 import signal
 from pathlib import Path
 
@@ -24,7 +25,9 @@ def assert_one_line_resume_message(
     assert "Traceback" not in output
     message = output.strip().splitlines()[-1]
     assert message.startswith(f"training stopped by {signal_name}")
-    assert message.endswith(f"continue with `contrastive train --resume --out {run_dir}`")
+    # Quoted for the shell: a folder with a space pastes as one argument.
+    quoted = shlex.quote(str(run_dir))
+    assert message.endswith(f"continue with `contrastive train --resume --out {quoted}`")
     assert ("saved" in message) == saved, message
 
 
@@ -98,4 +101,24 @@ def test_sigterm_saves_at_the_step_end_and_resumes_to_the_same_weights(
     resumed = training.resume(run_dir)
 
     assert resumed.finish() == 0, resumed.output()
+    same_weights(training.weights(run_dir), reference_run.weights())
+
+
+def test_a_hang_up_saves_like_sigterm_and_the_hint_quotes_the_folder(
+    training, reference_run, same_weights, tmp_path: Path
+) -> None:
+    # An ssh session dropped without nohup: the run used to die with its last periodic
+    # checkpoint only.
+    run_dir = tmp_path / "my run"
+    child = training.start(run_dir, stall_at_step=MID_SECOND_EPOCH)
+    child.wait_until_ready()
+
+    assert child.send(signal.SIGHUP) == 129
+
+    output = child.output()
+    assert_one_line_resume_message(output, run_dir, saved=True, signal_name="SIGHUP")
+    assert f"--out '{run_dir}'`" in output
+    state = AtomicCheckpointIO().load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert state["global_step"] == MID_SECOND_EPOCH + 1
+    assert training.resume(run_dir).finish() == 0
     same_weights(training.weights(run_dir), reference_run.weights())
