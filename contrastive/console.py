@@ -16,6 +16,23 @@ import warnings
 _LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning")
 
 
+class ConsoleFormatter(logging.Formatter):
+    """Messages as written, a warning's with ``warning: `` in front (as Python's warnings get
+    from the command line), so that ``grep '^warning:'`` finds every one in a log."""
+
+    def __init__(self, fmt: str = "%(message)s", datefmt: str | None = None) -> None:
+        super().__init__(fmt, datefmt)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        if record.levelno >= logging.WARNING and not record.message.startswith(
+            ("warning:", "error:")
+        ):
+            record = logging.makeLogRecord(
+                {**record.__dict__, "message": f"warning: {record.message}"}
+            )
+        return super().formatMessage(record)
+
+
 def quiet_third_party_logs(verbose: bool = False) -> None:
     """Hides Lightning's banners and tips; our own messages say what matters."""
     level = logging.INFO if verbose else logging.WARNING
@@ -36,7 +53,7 @@ def show_messages() -> None:
     if logging.getLogger().handlers or ours.handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(ConsoleFormatter())
     ours.addHandler(handler)
     if ours.level == logging.NOTSET:
         ours.setLevel(logging.INFO)

@@ -171,12 +171,14 @@ def with_label_table(
 
     Returns:
         The relabelled embeddings (images the table does not name are unlabeled) and the
-        match, whose ``matched_lines`` say which rows named an image.
+        match, whose ``matched_rows`` say which rows named an image.
 
     Raises:
         ContrastiveError: If a row fits two images or gives an image a second label.
     """
-    match = match_labels(table, image_files(embeddings), where or str(embeddings.data_root))
+    match = match_labels(
+        table, image_files(embeddings), where or str(embeddings.data_root), embeddings.data_root
+    )
     return replace(embeddings, labels=match.labels, classes=match.classes), match
 
 
@@ -279,6 +281,12 @@ def load_embeddings(
         raise ContrastiveError(f"embeddings file not found: {file}")
     if data_root is not None and not Path(data_root).expanduser().is_dir():
         raise ContrastiveError(f"data_root is not a folder: {Path(data_root).expanduser()}")
+    if not zipfile.is_zipfile(file):
+        # np.load would read it as a pickle and say so, which explains nothing here.
+        raise ContrastiveError(
+            f"{file} is not an embeddings .npz (not a NumPy .npz archive); write one with "
+            "`contrastive embed`"
+        )
     try:
         # allow_pickle=False: object arrays could run code when loaded, so they are refused.
         with np.load(file, allow_pickle=False) as content:

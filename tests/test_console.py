@@ -20,6 +20,10 @@ def test_messages_are_shown_once_and_lightning_info_is_hidden(
     logging.getLogger("lightning.pytorch").info("GPU available: False, used: False")
     # Before: nothing of ours (Python shows warnings only), and Lightning's banner.
     assert capsys.readouterr().err == "time budget 20s: 194 steps\n"
+    # A warning says it is one, as Python's warnings do: one grep finds them all in a log.
+    logging.getLogger("contrastive.cli.embed").warning("3 rows name no image")
+    logging.getLogger("contrastive.training").warning("warning: said already")
+    assert capsys.readouterr().err == "warning: 3 rows name no image\nwarning: said already\n"
 
 
 def test_configured_logging_is_left_alone(

@@ -15,7 +15,7 @@ import time
 import warnings
 from collections.abc import Sequence
 
-from contrastive.console import quiet_third_party_logs
+from contrastive.console import ConsoleFormatter, quiet_third_party_logs
 from contrastive.errors import ContrastiveError, user_message
 
 SUBCOMMAND_MODULES = (
@@ -68,10 +68,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Lightning (5-7 s on 2 cores), which is part of the time the user waits.
     started = time.perf_counter()
     parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
-    quiet_third_party_logs(verbose=args.verbose)
+    # Before parsing: reading an argument (a label table) may warn.
     warnings.formatwarning = lambda message, category, *_a, **_k: f"warning: {message}\n"
+    args = parser.parse_args(argv)
+    console = logging.StreamHandler()
+    console.setFormatter(ConsoleFormatter())
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[console])
+    quiet_third_party_logs(verbose=args.verbose)
     if args.command is None:
         # `contrastive` alone runs the demo, the advertised first command.
         args = parser.parse_args(["demo", *(argv or [])])

@@ -67,11 +67,20 @@ def label_table_file(text: str) -> LabelTable:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+class MergeLabelTables(argparse.Action):
+    """``--labels`` given again adds its rows (a table of the training images and one of the
+    test images), where argparse would keep the last table only."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
+        earlier = getattr(namespace, self.dest, None)
+        setattr(namespace, self.dest, values if earlier is None else earlier.merged(values))
+
+
 #: ``--labels``' help, shared by embed, eval and curate.
 LABELS_HELP = (
     "CSV (or TSV) of image,label rows giving the labels instead of class sub-folders: images "
     "by path relative to the folder, file name or stem, with a header such as path,label "
-    "(or two columns); images it does not name are unlabeled"
+    "(or two columns); images it does not name are unlabeled; given twice, both tables count"
 )
 
 

@@ -14,7 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from contrastive.cli.arguments import LABELS_HELP, label_table_file, output_folder
+from contrastive.cli.arguments import (
+    LABELS_HELP,
+    MergeLabelTables,
+    label_table_file,
+    output_folder,
+)
 from contrastive.cli.embed import (
     add_compute_arguments,
     add_encoder_arguments,
@@ -87,6 +92,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--labels",
         type=label_table_file,
+        action=MergeLabelTables,
         metavar="FILE",
         help=LABELS_HELP + "; its labelled images are also what --select complements",
     )
@@ -305,9 +311,12 @@ def run(args: argparse.Namespace) -> int:
         save_embeddings(dataset, saved)
         print(f"embeddings saved to {saved} (to curate again: --embeddings {saved})")
     labelled = labelled_embeddings(args, dataset, encoder)
-    if labelled is None and args.labels is not None and args.select is not None:
+    partly = dataset.is_labeled and bool((dataset.labels < 0).any())
+    if labelled is None and partly and args.select is not None:
+        # A label table's images (given now, or recorded in --embeddings) are labelled
+        # already: picking them again would waste the labelling.
         labelled = dataset.embeddings[dataset.labels >= 0]
-        print(f"--select complements the {len(labelled):,} images --labels labels")
+        print(f"--select complements the {len(labelled):,} labelled images")
     curation = curate(
         dataset,
         settings,

@@ -14,6 +14,7 @@ import torch
 from contrastive.backbones import BackboneConfig
 from contrastive.cli.arguments import (
     LABELS_HELP,
+    MergeLabelTables,
     label_table_file,
     output_file,
     output_folder,
@@ -47,7 +48,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_encoder_arguments(parser, required=True)
     parser.add_argument("--data", required=True, type=Path, help="image folder to embed")
     parser.add_argument("--out", required=True, type=output_file, help="output .npz file")
-    parser.add_argument("--labels", type=label_table_file, metavar="FILE", help=LABELS_HELP)
+    parser.add_argument(
+        "--labels", type=label_table_file, action=MergeLabelTables, metavar="FILE", help=LABELS_HELP
+    )
     parser.add_argument(
         "--projector",
         type=output_folder,
@@ -253,7 +256,7 @@ def labelled_with_args(args: argparse.Namespace, embedded: Embeddings, where: st
         return embedded
     relabelled, match = with_label_table(embedded, args.labels, where)
     example = Path(str(embedded.paths[0])).name if len(embedded) else "none"
-    message = unmatched_rows(args.labels, match.matched_lines, where, example)
+    message = unmatched_rows(args.labels, match.matched_rows, where, example)
     if message:
         log.warning("%s", message)
     labeled = int((relabelled.labels >= 0).sum())

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from contrastive.cli.arguments import (
     LABELS_HELP,
+    MergeLabelTables,
     checked_float,
     label_table_file,
     output_file,
@@ -145,7 +146,11 @@ def _add_common_arguments(parser: argparse.ArgumentParser, out_folder: bool = Fa
         help="test embeddings .npz, or image folder (needs --run)",
     )
     parser.add_argument(
-        "--labels", type=label_table_file, metavar="FILE", help=LABELS_HELP + " (both sets)"
+        "--labels",
+        type=label_table_file,
+        action=MergeLabelTables,
+        metavar="FILE",
+        help=LABELS_HELP + " (both sets)",
     )
     add_encoder_arguments(parser, required=False)
     parser.add_argument(

@@ -64,9 +64,19 @@ def run_compare(args: argparse.Namespace) -> int:
         read_run_health,
     )
 
+    missing = [str(path) for path in args.runs if not path.exists()]
+    if missing:
+        raise ContrastiveError(f"compare-runs: {', '.join(missing)} does not exist")
     given = [run for path in args.runs for run in _runs_in(path)]
-    if len(given) < 2:
-        raise ContrastiveError("compare-runs needs at least two run directories")
+    if len(given) == 1:
+        # A nightly "compare everything in runs/" job on its first night: nothing to rank,
+        # nothing wrong either.
+        print(
+            f"only one run ({given[0]}): nothing to rank; `contrastive health {given[0]}` "
+            "shows its measures",
+            file=sys.stderr,
+        )
+        return 0
     measure = args.by or RANKING_MEASURE
     unique = list(dict.fromkeys(run.resolve() for run in given))
     if len(unique) < 2:

@@ -126,7 +126,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     run_group.add_argument(
         "--plan-only",
         action="store_true",
-        help="with --time-budget: print the planned recipe and its reasons, then stop",
+        help="with --time-budget: print the planned recipe's reasons (stderr) and its "
+        "configuration as YAML (stdout), then stop; --out is not needed",
     )
     run_group.add_argument(
         "--resume",
@@ -268,12 +269,14 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args, base=base)
     if not config.data and not args.resume:
         raise ContrastiveError("--data is required (or run `contrastive demo`)")
-    if not hasattr(args, "out") and not (args.config and "out" in load_config_file(args.config)):
+    plan_only = getattr(args, "plan_only", False)
+    out_given = hasattr(args, "out") or bool(args.config and "out" in load_config_file(args.config))
+    if not out_given and not plan_only:  # a plan writes nothing
         raise ContrastiveError("--out is required: the run directory to write")
     folder = None
     # Before planning and scanning: that work would be for nothing.
     check_accelerator(config.accelerator)
-    if not args.resume:
+    if not args.resume and out_given:
         check_new_run_dir(config.run_dir)
     if _planned(args):
         from contrastive.data.folder import ImageFolder
@@ -286,9 +289,17 @@ def run(args: argparse.Namespace) -> int:
         if "batch_size" in user_settings(args):  # else the planner fits the batch to the data
             check_batch_fits(config, count, folder.root)
         config, _ = plan_run(config, user_settings(args), folder=folder, started=budget_started)
-    if getattr(args, "plan_only", False):
+    if plan_only:
         if not _planned(args):
             raise ContrastiveError("--plan-only needs --time-budget (and the automatic recipe)")
+        # The plan is this command's result: on stdout, as the YAML a run's config.yaml holds
+        # (the reasons were logged on stderr), for a script to read or keep.
+        import yaml
+
+        planned = config.to_dict()
+        if not out_given:
+            planned.pop("out", None)  # a default folder no run would use: --out is required
+        print(yaml.safe_dump(planned, sort_keys=False), end="")
         return 0
     try:
         result = train(config, resume=args.resume, budget_started=budget_started, folder=folder)

@@ -536,7 +536,8 @@ def check_bad_fraction(
     if len(skipped) > max_bad_fraction * total:
         raise ContrastiveError(
             f"{len(skipped)} of {total} images ({len(skipped) / total:.1%}) cannot be read, "
-            f"more than max_bad_fraction={max_bad_fraction} allows: {_examples(skipped)}"
+            f"more than --max-bad-fraction {max_bad_fraction:g} (max_bad_fraction) allows: "
+            f"{_examples(skipped)}"
         )
 
 
@@ -712,7 +713,8 @@ class ImageDataset(torch.utils.data.Dataset):
             raise ContrastiveError(
                 f"at least {len(skipped)} of {total} images "
                 f"({len(skipped) / total:.1%}) cannot be decoded, more than "
-                f"max_bad_fraction={self.max_bad_fraction} allows: {_examples(skipped)}"
+                f"--max-bad-fraction {self.max_bad_fraction:g} (max_bad_fraction) allows: "
+                f"{_examples(skipped)}"
             )
 
 

@@ -26,6 +26,9 @@ from __future__ import annotations
 import csv
 import os
 import re
+import unicodedata
+import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -49,6 +52,8 @@ PATH_COLUMNS = (
     "image_name",
     "image_id",
     "img",
+    "photo",
+    "picture",
     "name",
     "id",
 )
@@ -62,6 +67,13 @@ LABEL_COLUMNS = (
     "category",
     "target",
     "species",
+    "organism",
+    "taxon",
+    "breed",
+    "type",
+    "diagnosis",
+    "annotation",
+    "ground_truth",
     "y",
 )
 _DELIMITERS = ",\t;|"
@@ -78,11 +90,17 @@ class LabelRow:
         line: The row's line number in the file (1-based, the header counted).
         image: How the row names its image (a path, a file name or a stem).
         label: The class name; "" leaves the image unlabeled.
+        source: The file it was read from.
     """
 
     line: int
     image: str
     label: str
+    source: Path = Path()
+
+    def where(self) -> str:
+        """``labels.csv line 12``, for messages."""
+        return f"{self.source.name} line {self.line}"
 
 
 @dataclass
@@ -103,9 +121,21 @@ class LabelTable:
     def describe(self) -> str:
         """``labels.csv (5,000 rows; images in 'name', labels in 'label')``."""
         return (
-            f"{self.source.name} ({len(self.rows):,} rows; images in {self.columns[0]}, "
+            f"{self.name} ({len(self.rows):,} rows; images in {self.columns[0]}, "
             f"labels in {self.columns[1]})"
         )
+
+    @property
+    def name(self) -> str:
+        """The file's name, or the files' (``train.csv + test.csv``) of merged tables."""
+        names = dict.fromkeys(row.source.name for row in self.rows)
+        return " + ".join(names) if len(names) > 1 else self.source.name
+
+    def merged(self, other: LabelTable) -> LabelTable:
+        """One table of this one's rows and then ``other``'s (``--labels`` given twice: a
+        table of the training images and one of the test images)."""
+        columns = self.columns if self.columns == other.columns else ("their columns",) * 2
+        return LabelTable(self.source, [*self.rows, *other.rows], columns)
 
 
 @dataclass
@@ -116,12 +146,12 @@ class LabelMatch:
         labels: ``(N,)`` int64 indices into ``classes``; -1 for images the table does not
             label.
         classes: The class names, sorted (numerically where every name is a number).
-        matched_lines: Line numbers of the rows that named one of the images.
+        matched_rows: Indices into the table's ``rows`` of those that named an image.
     """
 
     labels: np.ndarray
     classes: list[str]
-    matched_lines: set[int] = field(default_factory=set)
+    matched_rows: set[int] = field(default_factory=set)
 
 
 def read_label_table(path: str | os.PathLike) -> LabelTable:
@@ -171,10 +201,40 @@ def read_label_table(path: str | os.PathLike) -> LabelTable:
                 f"expected at least {max(image_column, label_column) + 1}: {','.join(row)!r}"
             )
         if row[image_column]:
-            rows.append(LabelRow(number, row[image_column], row[label_column]))
+            label = unicodedata.normalize("NFC", row[label_column])
+            rows.append(LabelRow(number, row[image_column], label, source))
     if not rows:
         raise ContrastiveError(f"label table {source} has a header but no rows")
+    _warn_about_labels(rows, source)
     return LabelTable(source, rows, columns)
+
+
+def _warn_about_labels(rows: Sequence[LabelRow], source: Path) -> None:
+    """Warns about empty labels and class names that differ only in case ("Cat", "cat"):
+    each spelling is a class of its own, which halved one table's kNN accuracy unnoticed."""
+    empty = [row.line for row in rows if not row.label]
+    if empty:
+        shown = ", ".join(map(str, empty[:_EXAMPLES_SHOWN])) + (" ..." if len(empty) > 3 else "")
+        warnings.warn(
+            f"{source}: {len(empty):,} row(s) with an empty label (line {shown}) leave their "
+            "images unlabeled",
+            stacklevel=3,
+        )
+    spellings: dict[str, Counter] = {}
+    for row in rows:
+        if row.label:
+            spellings.setdefault(row.label.casefold(), Counter())[row.label] += 1
+    alike = [counts for counts in spellings.values() if len(counts) > 1]
+    if alike:
+        shown = "; ".join(
+            " and ".join(f"{name!r} ({count} rows)" for name, count in counts.most_common())
+            for counts in alike[:_EXAMPLES_SHOWN]
+        )
+        warnings.warn(
+            f"{source}: class names that differ only in case are different classes: {shown}; "
+            "write each class one way if they are one",
+            stacklevel=3,
+        )
 
 
 def _columns(cells: list[list[str]], source: Path) -> tuple[int, int, tuple[str, str], bool]:
@@ -215,13 +275,18 @@ def _first_known(names: Sequence[str], known: Sequence[str]) -> int | None:
     return None
 
 
-def match_labels(table: LabelTable, images: Sequence[Path], where: str) -> LabelMatch:
+def match_labels(
+    table: LabelTable, images: Sequence[Path], where: str, root: Path | None = None
+) -> LabelMatch:
     """The labels ``table`` gives to ``images``.
 
     Args:
         table: A read label table.
         images: Absolute image paths.
         where: The images' folder (or file) as named in messages.
+        root: The folder ``images`` lie in: an absolute path written on another machine
+            (``/home/bio/photos/img_1.jpg``) names the image whose path below ``root``,
+            with ``root``'s own name before it, ends it.
 
     Returns:
         The labels, classes and which rows named an image.
@@ -230,50 +295,53 @@ def match_labels(table: LabelTable, images: Sequence[Path], where: str) -> Label
         ContrastiveError: If a row's name fits two images, or two rows give one image
             different labels.
     """
-    by_name: dict[str, list[int]] = {}
-    by_stem: dict[str, list[int]] = {}
-    for index, image in enumerate(images):
-        by_name.setdefault(image.name, []).append(index)
-        by_stem.setdefault(image.stem, []).append(index)
-    given: dict[int, LabelRow] = {}
+    names = _NameIndex(images)
+    given: dict[int, tuple[int, LabelRow]] = {}
     matched: set[int] = set()
-    for row in table.rows:
+    for position, row in enumerate(table.rows):
         parts = [part for part in row.image.replace("\\", "/").split("/") if part not in ("", ".")]
         if not parts:
             continue
-        hits = [i for i in _candidates(parts[-1], by_name, by_stem) if _ends_with(images[i], parts)]
+        hits = names.find(parts, _is_absolute(row.image), root)
         if len(hits) > 1:
             shown = ", ".join(str(images[i]) for i in hits[:_EXAMPLES_SHOWN])
             raise ContrastiveError(
-                f"{table.source} line {row.line}: {row.image!r} fits {len(hits)} images of "
-                f"{where} ({shown}): write the image's path relative to {where}"
+                f"{row.source} line {row.line}: {row.image!r} fits {len(hits)} images of "
+                f"{where} ({shown}): "
+                f"write the image's path relative to {where}"
             )
         if not hits:
             continue
-        matched.add(row.line)
+        matched.add(position)
         earlier = given.get(hits[0])
-        if earlier is not None and earlier.label != row.label:
-            raise ContrastiveError(
-                f"{table.source} lines {earlier.line} and {row.line} give {images[hits[0]]} "
-                f"two labels ({earlier.label!r}, {row.label!r})"
+        if earlier is not None and earlier[1].label != row.label:
+            first = earlier[1]
+            lines = (
+                f"{row.source} lines {first.line} and {row.line}"
+                if first.source == row.source
+                else f"{first.where()} and {row.where()}"
             )
-        given[hits[0]] = row
-    classes = sorted({row.label for row in given.values() if row.label}, key=_class_order)
+            raise ContrastiveError(
+                f"{lines} give {images[hits[0]]} two labels ({first.label!r}, {row.label!r})"
+            )
+        given[hits[0]] = (position, row)
+    classes = sorted({row.label for _, row in given.values() if row.label}, key=_class_order)
     index = {name: i for i, name in enumerate(classes)}
     labels = np.full(len(images), -1, dtype=np.int64)
-    for image, row in given.items():
+    for image, (_, row) in given.items():
         labels[image] = index.get(row.label, -1)
     return LabelMatch(labels, classes, matched)
 
 
 def unmatched_rows(
-    table: LabelTable, matched_lines: set[int], where: str, example_image: str
+    table: LabelTable, matched_rows: set[int], where: str, example_image: str
 ) -> str | None:
     """A warning naming the rows of ``table`` that named no image (None if all did).
 
     Args:
         table: The table.
-        matched_lines: Lines that named an image (over every folder the table labelled).
+        matched_rows: Indices of the rows that named an image (over every folder the table
+            labelled).
         where: The folder(s) searched, as named in messages.
         example_image: One image's name there, for the error.
 
@@ -281,43 +349,90 @@ def unmatched_rows(
         ContrastiveError: If no row named an image: an example of each side, since the
             names are then written another way (ids, another folder's paths).
     """
-    if not matched_lines:
+    if not matched_rows:
         raise ContrastiveError(
-            f"no row of {table.source} names an image of {where}: its first row names "
+            f"no row of {table.name} names an image of {where}: its first row names "
             f"{table.rows[0].image!r} (in {table.columns[0]}), the folder holds e.g. "
             f"{example_image!r}; name images by their path relative to the folder or their "
             "file name"
         )
-    missing = [row for row in table.rows if row.line not in matched_lines]
+    missing = [row for position, row in enumerate(table.rows) if position not in matched_rows]
     if not missing:
         return None
-    shown = ", ".join(f"{row.image!r} (line {row.line})" for row in missing[:_EXAMPLES_SHOWN])
+    merged = len({row.source for row in table.rows}) > 1
+    shown = ", ".join(
+        f"{row.image!r} ({row.where() if merged else f'line {row.line}'})"
+        for row in missing[:_EXAMPLES_SHOWN]
+    )
     more = len(missing) - _EXAMPLES_SHOWN
     return (
-        f"{len(missing):,} of the {len(table.rows):,} rows of {table.source} name no image of "
+        f"{len(missing):,} of the {len(table.rows):,} rows of {table.name} name no image of "
         f"{where}: {shown}" + (f" and {more:,} more" if more > 0 else "")
     )
 
 
-def _candidates(
-    last: str, by_name: dict[str, list[int]], by_stem: dict[str, list[int]]
-) -> list[int]:
-    if PurePosixPath(last).suffix.lower() in IMAGE_EXTENSIONS:
-        return by_name.get(last, [])
-    # Kaggle-style ids name images without their extension; a name like "img.v2" may too.
-    return sorted(set(by_name.get(last, [])) | set(by_stem.get(last, [])))
+class _NameIndex:
+    """The images by file name and by stem, exactly and case-folded."""
+
+    def __init__(self, images: Sequence[Path]) -> None:
+        self.images = images
+        self.exact: dict[str, list[int]] = {}
+        self.folded: dict[str, list[int]] = {}
+        for index, image in enumerate(images):
+            for key in {image.name, image.stem}:
+                self.exact.setdefault(key, []).append(index)
+                self.folded.setdefault(key.casefold(), []).append(index)
+
+    def find(self, parts: Sequence[str], absolute: bool, root: Path | None) -> list[int]:
+        """The images a row's path ``parts`` names: its path ending in them, else (an
+        absolute path of another machine) them ending in the image's path below ``root``,
+        else the same compared without case (``IMG_1.JPG`` for ``img_1.jpg``)."""
+        last = parts[-1]
+        named = sorted(set(self.exact.get(last, [])))
+        hits = [i for i in named if _ends_with(self.images[i], parts)]
+        if not hits and absolute and root is not None:
+            hits = [i for i in named if _written_elsewhere(self.images[i], parts, root)]
+        if not hits:
+            folded = [part.casefold() for part in parts]
+            candidates = sorted(set(self.folded.get(last.casefold(), [])))
+            hits = [i for i in candidates if _ends_with(self.images[i], folded, casefold=True)]
+        return hits
 
 
-def _ends_with(image: Path, parts: Sequence[str]) -> bool:
+def _is_absolute(text: str) -> bool:
+    """A POSIX, Windows drive or network path (``/home/...``, ``C:\\...``, ``\\\\server``)."""
+    return text.startswith(("/", "\\")) or bool(re.match(r"[A-Za-z]:[\\/]", text))
+
+
+def _ends_with(image: Path, parts: Sequence[str], casefold: bool = False) -> bool:
     """Whether ``image``'s path ends in ``parts`` (the last compared with or without its
     extension)."""
-    folders, last = parts[:-1], parts[-1]
-    if last not in (image.name, image.stem):
+    own = [part.casefold() for part in image.parts] if casefold else list(image.parts)
+    name, stem = (
+        (image.name.casefold(), image.stem.casefold()) if casefold else (image.name, image.stem)
+    )
+    folders, last = list(parts[:-1]), parts[-1]
+    if last not in (name, stem):
         return False
-    if not folders:
-        return True
-    above = image.parent.parts
-    return len(above) >= len(folders) and list(above[len(above) - len(folders) :]) == folders
+    above = own[:-1]
+    return len(above) >= len(folders) and above[len(above) - len(folders) :] == folders
+
+
+def _written_elsewhere(image: Path, parts: Sequence[str], root: Path) -> bool:
+    """Whether ``parts`` (an absolute path of another machine) end in ``root``'s name and
+    ``image``'s path below ``root``: a table's test row never labels a training image of
+    the same name below another folder."""
+    try:
+        below = image.relative_to(root).parts
+    except ValueError:
+        return False
+    tail = [root.name, *below[:-1]]
+    folders, last = list(parts[:-1]), parts[-1]
+    return (
+        last in (image.name, image.stem)
+        and len(folders) >= len(tail)
+        and folders[len(folders) - len(tail) :] == tail
+    )
 
 
 def _class_order(name: str) -> tuple[int, float, str]:

@@ -193,7 +193,7 @@ def _labels_of(
     ``label_table`` where given."""
     if isinstance(opened, ImageFolder):
         if label_table is not None:
-            match = match_labels(label_table, opened.paths, str(opened.root))
+            match = match_labels(label_table, opened.paths, str(opened.root), opened.root)
             return match.labels, match.classes, opened.relative_paths()
         labels, classes = opened.labels()
         return labels, classes, opened.relative_paths()
@@ -224,13 +224,22 @@ def _tables_for(
     matched: list[set[int]] = []
     for name, opened in inputs:
         images = opened.paths if isinstance(opened, ImageFolder) else image_files(opened)
-        matched.append(match_labels(label_table, images, name).matched_lines)
+        root = opened.root if isinstance(opened, ImageFolder) else opened.data_root
+        matched.append(match_labels(label_table, images, name, root).matched_rows)
     names = list(dict.fromkeys(name for name, _ in inputs))
     first = inputs[0][1]
     example = Path(str(first.paths[0])).name if len(first.paths) else "none"
     message = unmatched_rows(label_table, set().union(*matched), " or ".join(names), example)
     if message:
         warnings.warn(message, stacklevel=3)
+    for (name, opened), rows in zip(inputs, matched, strict=True):
+        labels = _labels_of(opened)[0]
+        if not rows and len(labels) and (labels < 0).all():
+            raise ContrastiveError(
+                f"{name} is unlabeled and {label_table.name} names none of its images (e.g. "
+                f"{Path(str(opened.paths[0])).name}); give a table that names them (--labels "
+                "may be given twice), or class sub-folders"
+            )
     return [label_table if lines else None for lines in matched]
 
 

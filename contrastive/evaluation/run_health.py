@@ -53,6 +53,11 @@ class RunHealth:
     finished: bool = False
     spread_calibrated: bool = True
 
+    @property
+    def steps(self) -> int:
+        """The last step measured (0 when none)."""
+        return int(self.history[-1]["step"]) if self.history else 0
+
     def final(self, measure: str) -> float:
         """The last logged value of a measure (NaN if never logged)."""
         values = [point[measure] for point in self.history if math.isfinite(point[measure])]
@@ -301,9 +306,20 @@ def rank_runs(runs: Sequence[RunHealth], measure: str = RANKING_MEASURE) -> list
 def comparison_table(ranked: Sequence[RankedRun], measure: str) -> str:
     """A text table of ranked runs with every final measure."""
     names = list(MEASURES)
-    header = f"{'#':>2}  {'run':<30}" + "".join(f"{name:>16}" for name in names)
+    header = f"{'#':>2}  {'run':<30}{'steps':>8}" + "".join(f"{name:>16}" for name in names)
     lines = [f"ranked by {measure} ({MEASURES[measure].description}), best first:", header]
     for place, entry in enumerate(ranked, start=1):
         values = "".join(f"{entry.run.final(name):>16.4g}" for name in names)
-        lines.append(f"{place:>2}  {str(entry.run.run_dir):<30}{values}")
+        lines.append(f"{place:>2}  {str(entry.run.run_dir):<30}{entry.run.steps:>8}{values}")
+    longest = max((entry.run.steps for entry in ranked), default=0)
+    short = [entry.run for entry in ranked if entry.run.steps * 10 < longest]
+    if short:
+        # A network barely trained can score high on rank: its features are still spread at
+        # random (three 10-step runs were ranked above a 1,717-step one).
+        lines.append(
+            f"note: {', '.join(str(run.run_dir) for run in short[:3])}"
+            f"{' ...' if len(short) > 3 else ''} measured under a tenth of the longest run's "
+            f"{longest} steps: a barely trained network's measures say little; compare runs "
+            "of similar length"
+        )
     return "\n".join(lines)

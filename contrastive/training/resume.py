@@ -94,6 +94,20 @@ def check_new_run_dir(run_dir: Path) -> None:
             f"{run_dir} already holds {', '.join(held)}; choose a new --out (training "
             "would overwrite them)"
         )
+    if rank_zero_only.rank == 0 and run_dir.is_dir():
+        # A folder of the user's own (reports, images): the run's files would mix with them.
+        # Hidden files (.DS_Store, a refused run's lock) and a refused run's log are no data.
+        others = sorted(
+            path.name
+            for path in run_dir.iterdir()
+            if not path.name.startswith(".") and path.name != "train.log"
+        )
+        if others:
+            shown = ", ".join(others[:3]) + (" ..." if len(others) > 3 else "")
+            raise ContrastiveError(
+                f"{run_dir} holds {len(others)} file(s) or folder(s) of no run ({shown}); "
+                "choose a new or empty --out, so that the run's files do not mix with them"
+            )
 
 
 def _resumed_data(saved: TrainConfig, given: TrainConfig) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pytorch_lightning.utilities import rank_zero_only
 
+from contrastive.console import ConsoleFormatter
 from contrastive.errors import ContrastiveError, user_message
 
 #: The log file inside a run folder.
@@ -46,7 +47,7 @@ def run_log(run_dir: Path, plan: Mapping[str, str] | None = None) -> Iterator[No
         yield
         return
     handler.setLevel(logging.INFO)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    handler.setFormatter(ConsoleFormatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     _write(handler, f"== {_command()} (contrastive {_version()})")
     for decision, reason in (plan or {}).items():
         _write(handler, f"plan: {decision}: {reason}")
@@ -66,10 +67,10 @@ def run_log(run_dir: Path, plan: Mapping[str, str] | None = None) -> Iterator[No
         _write(handler, f"error: {user_message(error)}", logging.ERROR)
         raise
     except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM, SIGHUP (TrainingInterrupted)
-        _write(handler, str(stop) or "interrupted", logging.WARNING)
+        _write(handler, str(stop) or "interrupted")
         raise
     except Exception as error:
-        _write(handler, f"failed: {type(error).__name__}: {error}", logging.ERROR)
+        _write(handler, f"error: {type(error).__name__}: {error}", logging.ERROR)
         raise
     else:
         _write(handler, "finished")

@@ -224,10 +224,16 @@ def test_a_label_table_labels_the_folder_and_is_what_the_selection_complements(
     printed = capsys.readouterr().out
     assert "labels from labels.csv (4 rows; images in 'file', labels in 'species')" in printed
     assert "3 of the 26 images labeled, 3 classes" in printed
-    assert "--select complements the 3 images --labels labels" in printed
+    assert "--select complements the 3 labelled images" in printed
     assert "22 images, beside the 3 already labelled" in printed
     picked = {row["path"] for row in read_csv(out / "selection.csv")}
     assert not picked & {"a/000.png", "c/copy.png", "b/003.png", "b/small.png"}
+    # Again from the saved embeddings, which record the table's labels: the same picks.
+    saved_run = ["curate", "--embeddings", out / "embeddings.npz", "--out", tmp_path / "again"]
+    assert run_cli(*saved_run, "--select", 22, "--no-progress", "--no-sheets") == 0
+    assert "--select complements the 3 labelled images" in capsys.readouterr().out
+    again = {row["path"] for row in read_csv(tmp_path / "again" / "selection.csv")}
+    assert again == picked
     saved = load_embeddings(out / "embeddings.npz")
     named = {str(path): saved.label_name(row) for row, path in enumerate(saved.paths)}
     assert named["a/000.png"] == "x" and named["b/003.png"] == "y"

@@ -278,7 +278,7 @@ def test_check_readable_fails_over_the_bad_fraction(bad_image_corpus: BadImageCo
     with pytest.raises(
         ContrastiveError,
         match=rf"4 of {len(listed)} images .* cannot be read, "
-        r"more than max_bad_fraction=0.1 allows: .*and 1 more",
+        r"more than --max-bad-fraction 0.1 \(max_bad_fraction\) allows: .*and 1 more",
     ):
         check_readable(listed, max_bad_fraction=0.1)
 

@@ -60,19 +60,20 @@ def test_rows_name_images_by_relative_or_absolute_path_file_name_or_stem(tmp_pat
     assert labels_of(match) == ["cat", "dog", "7", "10"]
     # Numbers sort as numbers, names after them.
     assert match.classes == ["7", "10", "cat", "dog"]
-    assert match.matched_lines == {2, 3, 4, 5}
+    assert match.matched_rows == {0, 1, 2, 3}
 
 
 def test_unmatched_rows_and_empty_labels_leave_images_unlabeled(tmp_path) -> None:
-    read = table(tmp_path, "path,label\ncats/1.jpg,cat\ndogs/1.jpg,\nbirds/1.jpg,bird\n")
+    with pytest.warns(UserWarning, match="1 row\\(s\\) with an empty label \\(line 3\\)"):
+        read = table(tmp_path, "path,label\ncats/1.jpg,cat\ndogs/1.jpg,\nbirds/1.jpg,bird\n")
     match = match_labels(read, IMAGES, "photos")
     assert labels_of(match) == ["cat", "", "", ""]
     assert match.classes == ["cat"]
-    message = unmatched_rows(read, match.matched_lines, "photos", "1.jpg")
-    assert message == "1 of the 3 rows of " + str(read.source) + (
-        " name no image of photos: 'birds/1.jpg' (line 4)"
+    message = unmatched_rows(read, match.matched_rows, "photos", "1.jpg")
+    assert (
+        message == "1 of the 3 rows of labels.csv name no image of photos: 'birds/1.jpg' (line 4)"
     )
-    assert unmatched_rows(read, {2, 3, 4}, "photos", "1.jpg") is None
+    assert unmatched_rows(read, {0, 1, 2}, "photos", "1.jpg") is None
 
 
 @pytest.mark.parametrize(
@@ -100,7 +101,7 @@ def test_a_table_naming_no_image_gives_an_example_of_each_side(tmp_path) -> None
     match = match_labels(read, IMAGES, "photos")
     assert (match.labels == -1).all()
     with pytest.raises(ContrastiveError, match="first row names 'A17' \\(in 'id'\\), the folder "):
-        unmatched_rows(read, match.matched_lines, "photos", "1.jpg")
+        unmatched_rows(read, match.matched_rows, "photos", "1.jpg")
 
 
 @pytest.mark.parametrize(
@@ -136,3 +137,36 @@ def test_a_spreadsheets_byte_order_mark_and_blank_lines_are_ignored(tmp_path) ->
     assert read.columns == ("'Path'", "'Label'")
     assert [row.line for row in read.rows] == [3]
     assert np.array_equal(match_labels(read, IMAGES, "photos").labels, [0, -1, -1, -1])
+
+
+def test_names_from_another_machine_or_in_another_case_find_their_image(tmp_path) -> None:
+    read = table(
+        tmp_path,
+        "path,label\n"
+        "/home/bio/photos/cats/1.jpg,cat\n"  # the folder's own name, then the path below it
+        "C:\\Users\\bio\\photos\\00007.png,7\n"
+        "IMG.V2.PNG,10\n"  # a camera's upper case for img.v2.png
+        "/home/bio/train/dogs/1.jpg,dog\n",  # another folder's dogs/1.jpg: not this one
+    )
+    match = match_labels(read, IMAGES, "photos", root=Path("/data/photos"))
+    assert labels_of(match) == ["cat", "", "7", "10"]
+    assert match.matched_rows == {0, 1, 2}
+    # Without the folder, an absolute path must match the image's own.
+    assert labels_of(match_labels(read, IMAGES, "photos"))[0] == ""
+
+
+def test_class_names_differing_only_in_case_are_warned_about(tmp_path) -> None:
+    with pytest.warns(UserWarning, match="differ only in case are different classes: 'cat' "):
+        read = table(tmp_path, "path,label\ncats/1.jpg,cat\ndogs/1.jpg,Cat\n00007,cat\n")
+    assert match_labels(read, IMAGES, "photos").classes == ["Cat", "cat"]
+
+
+def test_two_tables_merge_and_a_contradiction_names_both_files(tmp_path) -> None:
+    train = table(tmp_path, "path,label\ncats/1.jpg,cat\n", "train.csv")
+    test = table(tmp_path, "path,label\ndogs/1.jpg,dog\n", "test.csv")
+    both = train.merged(test)
+    assert both.name == "train.csv + test.csv" and len(both.rows) == 2
+    assert labels_of(match_labels(both, IMAGES, "photos")) == ["cat", "dog", "", ""]
+    other = table(tmp_path, "path,label\ncats/1.jpg,lynx\n", "other.csv")
+    with pytest.raises(ContrastiveError, match="train.csv line 2 and other.csv line 2 give"):
+        match_labels(train.merged(other), IMAGES, "photos")

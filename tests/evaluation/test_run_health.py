@@ -153,7 +153,7 @@ def test_verdict_names_collapse(tmp_path: Path) -> None:
     [
         (["health", "{tmp}/missing"], "run directory not found"),
         (["health", "{tmp}"], "holds no metrics.csv"),
-        (["compare-runs", "{tmp}/a"], "at least two run directories"),
+        (["compare-runs", "{tmp}/a", "{tmp}/nothere"], "nothere does not exist"),
         (["compare-runs", "{tmp}/a", "{tmp}/b", "--by", "accuracy"], "unknown measure 'accuracy'"),
         (["compare-runs", "{tmp}/a", "{tmp}/a"], "at least two different run directories"),
         (["compare-runs", "{tmp}/a", "{tmp}/b", "--by", "stability"], "no run has a final stab"),
@@ -250,3 +250,19 @@ def test_a_run_without_measures_is_told_why(
         (run / "backbone.pt").write_bytes(b"")
     assert main(["health", str(run)]) == 2
     assert reason in capsys.readouterr().err
+
+
+def test_one_run_is_nothing_to_rank_and_no_failure(tmp_path: Path, capsys) -> None:
+    # A nightly "compare everything in runs/" job on its first night.
+    write_run(tmp_path / "runs" / "first", [5.0, 4.0])
+    assert main(["compare-runs", str(tmp_path / "runs")]) == 0
+    assert "only one run" in capsys.readouterr().err
+
+
+def test_runs_measured_far_shorter_than_the_longest_are_noted(tmp_path: Path, capsys) -> None:
+    write_run(tmp_path / "short", [60.0, 65.0])  # steps 9, 19: high rank, barely trained
+    write_run(tmp_path / "long", [5.0 + i for i in range(30)])  # to step 300
+    assert main(["compare-runs", str(tmp_path / "short"), str(tmp_path / "long")]) == 0
+    printed = capsys.readouterr().out
+    assert "steps" in printed.splitlines()[1]
+    assert f"note: {tmp_path / 'short'} measured under a tenth of the longest run's 300" in printed

@@ -16,6 +16,7 @@ from contrastive.data.folder import ImageFolder
 from contrastive.errors import ContrastiveError
 from contrastive.planning import FolderStats
 from contrastive.planning.planner import REFERENCE, Candidate, Plan, candidate_flops
+from contrastive.training.config import load_config_file
 
 
 def write_images(root: Path, count: int, size: tuple[int, int], mode: str = "RGB") -> Path:
@@ -84,6 +85,23 @@ def test_plan_only_prints_the_plan_and_keeps_what_the_user_set(
     assert not (run_dir / "config.yaml").exists()  # a plan only: nothing trained or written
     assert main([*args, "--plan-only"]) == 2
     assert "--plan-only needs --time-budget" in capsys.readouterr().err
+
+
+def test_plan_only_prints_the_planned_configuration_as_yaml_without_an_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    images = write_images(tmp_path / "images", 64, (48, 48))
+    args = ["train", "--data", str(images), "--accelerator", "cpu", "--time-budget", "30s"]
+    assert main([*args, "--batch-size", "16", "--plan-only"]) == 0
+    planned = yaml.safe_load(capsys.readouterr().out)  # stdout is the plan, for a script
+    assert planned["batch_size"] == 16 and planned["time_budget"] == "30s"
+    assert planned["plan"]["batch_size"].startswith("16: set by you") and "out" not in planned
+    # It is a configuration file training reads.
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(planned))
+    assert load_config_file(tmp_path / "plan.yaml")["views"] == planned["views"]
+    # Training still needs a folder to write.
+    assert main(args) == 2
+    assert "--out is required" in capsys.readouterr().err
 
 
 def test_plan_only_refuses_a_folder_training_would_refuse(

@@ -194,4 +194,5 @@ def test_late_decode_failures_in_workers_are_listed_counted_and_limited(
         warnings.simplefilter("ignore")
         with pytest.raises(ContrastiveError) as error:
             train(config)
-    assert "cannot be decoded, more than max_bad_fraction=0.1" in user_message(error.value)
+    message = user_message(error.value)
+    assert "cannot be decoded, more than --max-bad-fraction 0.1 (max_bad_fraction)" in message

@@ -13,6 +13,8 @@ import shlex
 import signal
 from pathlib import Path
 
+import pytest
+
 from contrastive.training.checkpoint_io import AtomicCheckpointIO
 
 # 4 steps per epoch: step 6 lies in the middle of the second epoch.
@@ -85,40 +87,29 @@ def test_second_ctrl_c_stops_at_once_keeping_the_last_checkpoint(
     same_weights(training.weights(run_dir), reference_run.weights())
 
 
-def test_sigterm_saves_at_the_step_end_and_resumes_to_the_same_weights(
-    training, reference_run, same_weights, tmp_path: Path
+@pytest.mark.parametrize(
+    ("stop", "code", "folder"),
+    [
+        (signal.SIGTERM, 143, "run"),
+        # An ssh session dropped without nohup: the run used to die with its last periodic
+        # checkpoint only. The folder's space checks the hint's shell quoting.
+        (signal.SIGHUP, 129, "my run"),
+    ],
+)
+def test_sigterm_and_hang_up_save_at_the_step_end_and_resume_to_the_same_weights(
+    training, reference_run, same_weights, tmp_path: Path, stop, code: int, folder: str
 ) -> None:
-    run_dir = tmp_path / "run"
+    run_dir = tmp_path / folder
     child = training.start(run_dir, stall_at_step=MID_SECOND_EPOCH)
     child.wait_until_ready()
 
-    assert child.send(signal.SIGTERM) == 143
+    assert child.send(stop) == code
 
-    assert_one_line_resume_message(child.output(), run_dir, saved=True, signal_name="SIGTERM")
+    assert_one_line_resume_message(child.output(), run_dir, saved=True, signal_name=stop.name)
     state = AtomicCheckpointIO().load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     assert state["global_step"] == MID_SECOND_EPOCH + 1
 
     resumed = training.resume(run_dir)
 
     assert resumed.finish() == 0, resumed.output()
-    same_weights(training.weights(run_dir), reference_run.weights())
-
-
-def test_a_hang_up_saves_like_sigterm_and_the_hint_quotes_the_folder(
-    training, reference_run, same_weights, tmp_path: Path
-) -> None:
-    # An ssh session dropped without nohup: the run used to die with its last periodic
-    # checkpoint only.
-    run_dir = tmp_path / "my run"
-    child = training.start(run_dir, stall_at_step=MID_SECOND_EPOCH)
-    child.wait_until_ready()
-
-    assert child.send(signal.SIGHUP) == 129
-
-    output = child.output()
-    assert_one_line_resume_message(output, run_dir, saved=True, signal_name="SIGHUP")
-    assert f"--out '{run_dir}'`" in output
-    state = AtomicCheckpointIO().load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
-    assert state["global_step"] == MID_SECOND_EPOCH + 1
-    assert training.resume(run_dir).finish() == 0
     same_weights(training.weights(run_dir), reference_run.weights())

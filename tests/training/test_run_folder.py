@@ -116,6 +116,19 @@ def test_a_new_run_takes_a_new_or_empty_folder(tmp_path: Path) -> None:
         check_new_run_dir(tmp_path / "file")
 
 
+def test_a_new_run_refuses_a_folder_of_the_users_own_files(tmp_path: Path) -> None:
+    # Before: trained into a folder of earlier reports, mixing the files, rc 0.
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "knn.json").write_text("{}")
+    with pytest.raises(ContrastiveError, match="holds 1 file\\(s\\) or folder\\(s\\) of no run"):
+        check_new_run_dir(tmp_path / "reports")
+    # A finder's metadata, a refused run's lock and log are no reason to refuse.
+    (tmp_path / "used").mkdir()
+    for name in (".DS_Store", ".contrastive-lock", "train.log"):
+        (tmp_path / "used" / name).write_text("")
+    check_new_run_dir(tmp_path / "used")
+
+
 def test_resume_says_which_given_settings_it_ignores(
     tiny_config: TrainConfig, caplog: pytest.LogCaptureFixture
 ) -> None:

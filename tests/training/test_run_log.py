@@ -38,6 +38,7 @@ def test_the_plan_warnings_and_an_error_are_written(
     plan = {"backbone": "quarter-width ResNet-10: 62 passes"}
     with pytest.raises(ContrastiveError), run_log(tmp_path, plan):
         logging.getLogger("contrastive.training").info("epoch 3/9")
+        logging.getLogger("contrastive.training").warning("barely spread at step 4")
         logging.getLogger("elsewhere").warning("not a run's message")
         with warnings.catch_warnings():
             warnings.simplefilter("always")
@@ -47,6 +48,7 @@ def test_the_plan_warnings_and_an_error_are_written(
     assert lines[1:] == [
         "plan: backbone: quarter-width ResNet-10: 62 passes",
         "epoch 3/9",
+        "warning: barely spread at step 4",
         "warning: 12 images skipped",
         "error: loss became nan at step 4",
     ]
