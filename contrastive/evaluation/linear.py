@@ -177,6 +177,10 @@ def check_validation_fraction(fraction: float) -> None:
         raise ContrastiveError(f"validation fraction must lie in (0, 1), got {fraction}")
 
 
+# Validation images below which an edge choice of the weight decay says little.
+_FEW_VALIDATION_IMAGES = 50
+
+
 def select_weight_decay(
     features: Tensor,
     labels: Tensor,
@@ -225,11 +229,20 @@ def select_weight_decay(
             best,
         )
     elif len(accuracies) > 1 and best in (min(accuracies), max(accuracies)):
+        count = validation_indices.numel()
+        advice = (
+            "consider a wider one (weight_decays; eval linear --weight-decay)"
+            if count >= _FEW_VALIDATION_IMAGES
+            # A few images pick an edge by chance as often as by need.
+            else "so few images choose by chance as much as by need; more labels say more"
+        )
         log.warning(
-            "the chosen weight decay %g is at the edge of the grid %s; consider a wider one "
-            "(weight_decays; eval linear --weight-decay)",
+            "the chosen weight decay %g is at the edge of the grid %s, chosen on %d validation "
+            "image(s); %s",
             best,
             sorted(accuracies),
+            count,
+            advice,
         )
     return best, accuracies, solutions
 

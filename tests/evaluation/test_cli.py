@@ -86,11 +86,24 @@ def test_embed_then_knn_with_baselines(
     balanced = 100 * sum(recall.values()) / len(recall)
     assert f"balanced accuracy (mean recall) {balanced:.2f}" in printed
     assert "note: k=" not in printed  # 6 training images per class, k at most 5
-    # k above a class's training images: the vote leans to the large classes, said so.
+    # k above the training images of classes of one size leans nowhere: no advice to lower it.
     arguments = ["eval", "knn", "--train", train, "--test", test, "--k", "1,7"]
     assert run_cli(*arguments, "--out", tmp_path / "k7.json", "--no-progress") == 0
-    printed = capsys.readouterr().out
-    assert "note: k=7 is more than the training images of 3 of 3 classes" in printed
+    assert "note: k=" not in capsys.readouterr().out
+
+
+def test_a_large_k_is_noted_where_it_leans_to_the_large_classes() -> None:
+    from contrastive.cli.evaluate import _large_k_note
+    from contrastive.evaluation.labels import LabeledPair
+
+    def pair(counts: list[int]) -> LabeledPair:
+        labels = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+        features = torch.zeros(len(labels), 2)
+        return LabeledPair(features, labels, features[:1], labels[:1], ["a", "b", "c"])
+
+    assert _large_k_note([20, 100], pair([10, 9, 11])) == ""  # one size: leans nowhere
+    note = _large_k_note([20, 200], pair([400, 60, 8]))
+    assert note.startswith("\nnote: k=200 is more than the training images of 2 of 3 classes")
 
 
 def test_default_k_fits_a_small_labeled_folder(

@@ -176,6 +176,11 @@ def test_cli_writes_report_table_and_plot(
     assert report["results"]["other"]["scores"] == report["results"]["model"]["scores"]
     assert report["leak_check"]["test_images"] == 9
     assert "| raw pixels" in (out / "fewshot.md").read_text()
+    # The table's intervals cover the labelled draws; the test images' own sampling is said.
+    assert (
+        "Which 9 test images were drawn moves a score too: model's kNN top-1 with all labels,"
+        in (out / "fewshot.md").read_text()
+    )
     # The same weights: a gain of exactly 0 with no spread; the baselines' gains are paired.
     assert report["gains"]["other"]["knn"]["1"] == {"mean": 0.0, "low": 0.0, "high": 0.0}
     assert set(report["gains"]) == {"other", "random_init", "raw_pixels"}

@@ -151,3 +151,22 @@ def test_a_validation_split_that_ties_every_weight_decay_says_so(caplog) -> None
     assert len(set(result.validation_accuracy.values())) == 1
     assert "the 5 validation image(s) cannot tell the weight decays apart" in caplog.text
     assert "widening" not in caplog.text and result.weight_decay == 10
+
+
+def test_an_edge_weight_decay_on_few_validation_images_is_not_sent_to_a_wider_grid(
+    caplog,
+) -> None:
+    import logging
+
+    from contrastive.cli.evaluate import _messages_named
+
+    # 60 images (6 validation images) of the clusters a strong penalty flattens.
+    features, labels = clustered(60, seed=7, num_classes=3, spread=3.0)
+    with caplog.at_level(logging.WARNING), _messages_named("random_init"):
+        result = linear_probe(features, labels, features, labels, weight_decays=[1e-4, 1e3])
+    assert result.weight_decay == 1e-4
+    (message,) = [record.getMessage() for record in caplog.records]
+    # The feature set is named (eval prints three sets' warnings one after another).
+    assert message.startswith(f"random init: the chosen weight decay {result.weight_decay:g}")
+    assert "chosen on 6 validation image(s)" in message and "wider one" not in message
+    assert "so few images choose by chance as much as by need" in message
