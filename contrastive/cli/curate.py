@@ -35,6 +35,7 @@ from contrastive.curation.pipeline import (
     curate,
 )
 from contrastive.curation.selection import SELECTION_METHODS
+from contrastive.data.label_table import LABEL_COLUMNS, PATH_COLUMNS
 from contrastive.data.near_copies import DEFAULT_THRESHOLD
 from contrastive.embeddings import (
     Embeddings,
@@ -265,6 +266,12 @@ def listed_rows(path: Path, dataset: Embeddings) -> np.ndarray:
         else:
             rows.append(row)
     if unknown:
+        header = [cell.strip().strip('"').casefold() for cell in lines[0].split(",")]
+        if len(header) > 1 and set(header) & {*PATH_COLUMNS, *LABEL_COLUMNS}:
+            raise ContrastiveError(
+                f"--labelled {path} looks like a label table (its first line: {lines[0]!r}): "
+                "give it as --labels FILE; its images are then what --select complements"
+            )
         raise ContrastiveError(
             f"--labelled {path}: {len(unknown)} of its images are not in --data "
             f"{root} (e.g. {unknown[0]!r}); name them relative to --data, one per line"

@@ -114,13 +114,16 @@ def run_fewshot(args: argparse.Namespace, settings: EmbedSettings) -> int:
         folder = given if given is None or given.is_dir() else _recorded_root(given)
         refuse_output_inside(out, folder, "--out", flag)
     encoder = evaluation_encoder_from_args(args)
-    sets = evaluation_inputs(args.train, args.test, encoder, args.baselines, settings, args.labels)
+    # The images without a label stay: the leak check searches them too.
+    sets = evaluation_inputs(
+        args.train, args.test, encoder, args.baselines, settings, args.labels, keep_unlabeled=True
+    )
     named = _extra_encoders(args, encoder, sets[MODEL])
     for name, extra in named.items():
         train_folder, test_folder = _folders(args, sets[MODEL])
         try:
             extra_sets = evaluation_inputs(
-                train_folder, test_folder, extra, False, settings, args.labels
+                train_folder, test_folder, extra, False, settings, args.labels, keep_unlabeled=True
             )
         except ContrastiveError as error:
             text = str(error).replace("computing model features", "computing its features")

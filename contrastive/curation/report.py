@@ -257,7 +257,7 @@ def summary_text(summary: dict[str, object]) -> str:
             if counts.get("already_labelled_in_folder"):
                 beside += (
                     f"; {counts['already_labelled_in_folder']} images of this folder are "
-                    "the same as labelled ones and were not picked"
+                    "labelled ones or copies of them, and were not picked"
                 )
         lines.append(
             f"- selected to label first ({summary['settings']['select_method']}): "

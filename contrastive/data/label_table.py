@@ -77,6 +77,8 @@ LABEL_COLUMNS = (
     "y",
 )
 _DELIMITERS = ",\t;|"
+# Workbook files (Excel, LibreOffice, Numbers) hold zipped or binary sheets, not rows of text.
+_WORKBOOKS = frozenset({".xlsx", ".xlsm", ".xls", ".ods", ".numbers"})
 _NUMBER = re.compile(r"[+-]?\d+(\.\d+)?")
 # How many unmatched rows a message names before "and N more".
 _EXAMPLES_SHOWN = 3
@@ -168,6 +170,13 @@ def read_label_table(path: str | os.PathLike) -> LabelTable:
             be told apart; the message names the file.
     """
     source = Path(path).expanduser()
+    if source.suffix.lower() in _WORKBOOKS or _starts_with(
+        source, (b"PK\x03\x04", b"\xd0\xcf\x11\xe0")
+    ):
+        raise ContrastiveError(
+            f"label table {source} is a spreadsheet workbook, not text: export the sheet as CSV "
+            "(File > Save as > CSV) and give that file"
+        )
     try:
         text = source.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -235,6 +244,16 @@ def _warn_about_labels(rows: Sequence[LabelRow], source: Path) -> None:
             "write each class one way if they are one",
             stacklevel=3,
         )
+
+
+def _starts_with(path: Path, signatures: tuple[bytes, ...]) -> bool:
+    """Whether the file begins with one of ``signatures`` (False if it cannot be read: the
+    read that follows says why)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(8).startswith(signatures)
+    except OSError:
+        return False
 
 
 def _columns(cells: list[list[str]], source: Path) -> tuple[int, int, tuple[str, str], bool]:

@@ -110,6 +110,7 @@ def leak_check(
     unlabeled: str | os.PathLike | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     progress: bool = False,
+    train_without_labels: Embeddings | None = None,
 ) -> LeakCheck:
     """Finds test images with a near-copy among the labeled training images (and a folder).
 
@@ -117,6 +118,8 @@ def leak_check(
         test: Test embeddings (their ``data_root`` and ``paths`` name the images).
         train: Labeled training embeddings.
         unlabeled: Optional folder of unlabeled training images (searched recursively).
+        train_without_labels: The training set's own images without a label (a mostly
+            unlabeled folder): the encoder trained on them, so they are searched too.
         threshold: Fingerprint cosine similarity from which images count as near-copies.
         progress: Show progress bars.
 
@@ -125,6 +128,8 @@ def leak_check(
     """
     test_paths = _image_paths(test, "test")
     references = {"labeled train": _image_paths(train, "train")}
+    if train_without_labels is not None and len(train_without_labels):
+        references["train without labels"] = _image_paths(train_without_labels, "train")
     if unlabeled is not None:
         references["unlabeled train"] = [str(p) for p in ImageFolder.scan(unlabeled).paths]
     queries = image_fingerprints(test_paths, progress=progress)
@@ -171,6 +176,7 @@ def few_label_comparison(
         ContrastiveError: If the sets hold different images, or a pair cannot be evaluated.
     """
     first_train, first_test = _same_images(sets)
+    without_labels = first_train.subset(np.flatnonzero(first_train.labels < 0))
     # Unlabeled images are left out of every set alike (one warning), before the leak check
     # numbers the test images.
     trains = labeled_alike({name: pair[0] for name, pair in sets.items()}, "train")
@@ -178,7 +184,9 @@ def few_label_comparison(
     sets = {name: (trains[name], tests[name]) for name in sets}
     first_train, first_test = next(iter(sets.values()))
     check = (
-        leak_check(first_test, first_train, unlabeled, threshold, progress) if check_leaks else None
+        leak_check(first_test, first_train, unlabeled, threshold, progress, without_labels)
+        if check_leaks
+        else None
     )
     subsets = None if check is None else _clean_subset(check, first_test)
     results = {}

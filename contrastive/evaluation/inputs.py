@@ -86,6 +86,7 @@ def evaluation_inputs(
     baselines: bool = False,
     settings: EmbedSettings = EmbedSettings(),
     label_table: LabelTable | None = None,
+    keep_unlabeled: bool = False,
 ) -> dict[str, tuple[Embeddings, Embeddings]]:
     """Train/test embeddings for the model and, on request, its baselines.
 
@@ -100,10 +101,13 @@ def evaluation_inputs(
         label_table: Labels instead of the class folders (or the labels recorded in an
             embeddings file) of each set it names images of; images of such a set it does
             not name are unlabeled. A set it names none of keeps its own labels.
+        keep_unlabeled: Keep the images without a label (the few-label evaluation searches
+            them for copies of test images); by default they are left out, with a warning.
 
     Returns:
         ``{"model": (train, test), ["random_init": ..., "raw_pixels": ...]}``, of the
-        labeled images only (a warning counts the images left out).
+        labeled images only (a warning counts the images left out) unless
+        ``keep_unlabeled``.
 
     Raises:
         ContrastiveError: If a folder is given without an encoder, or the baselines' images
@@ -147,11 +151,14 @@ def evaluation_inputs(
         for named, table in zip(sets, tables, strict=True)
     ]
     sets = [
-        labeled_alike(
-            {name: labels_like(named[MODEL], embedded) for name, embedded in named.items()}, flag
-        )
-        for named, flag in zip(sets, (f"--train {train}", f"--test {test}"), strict=True)
+        {name: labels_like(named[MODEL], embedded) for name, embedded in named.items()}
+        for named in sets
     ]
+    if not keep_unlabeled:
+        sets = [
+            labeled_alike(named, flag)
+            for named, flag in zip(sets, (f"--train {train}", f"--test {test}"), strict=True)
+        ]
     return {name: (sets[0][name], sets[1][name]) for name in sets[0]}
 
 

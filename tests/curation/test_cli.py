@@ -205,6 +205,11 @@ def test_bad_labelled_inputs_are_named(
     assert run_cli(*base, "--select", 2, "--labelled", listed) == 2
     error = one_line_error(capsys)
     assert "1 of its images are not in --data" in error and "'a/nope.png'" in error
+    # A label table given as the list: its header was read as an image.
+    listed.write_text("filename,species\na/000.png,cat\n")
+    assert run_cli(*base, "--select", 2, "--labelled", listed) == 2
+    error = one_line_error(capsys)
+    assert "looks like a label table" in error and "give it as --labels FILE" in error
     embedded = tmp_path / "r" / "embeddings.npz"
     arguments = ["curate", "--embeddings", embedded, "--data", folders["data"]]
     arguments += ["--out", tmp_path / "r2", "--select", 2, "--labelled", folders["other"]]

@@ -170,3 +170,11 @@ def test_two_tables_merge_and_a_contradiction_names_both_files(tmp_path) -> None
     other = table(tmp_path, "path,label\ncats/1.jpg,lynx\n", "other.csv")
     with pytest.raises(ContrastiveError, match="train.csv line 2 and other.csv line 2 give"):
         match_labels(train.merged(other), IMAGES, "photos")
+
+
+def test_a_workbook_is_refused_with_the_way_to_export_it(tmp_path) -> None:
+    (tmp_path / "labels.xlsx").write_bytes(b"PK\x03\x04 zipped sheets")
+    (tmp_path / "saved-as.csv").write_bytes(b"\xd0\xcf\x11\xe0 an old .xls renamed")
+    for name in ("labels.xlsx", "saved-as.csv"):
+        with pytest.raises(ContrastiveError, match=f"{name} is a spreadsheet workbook, not text"):
+            read_label_table(tmp_path / name)

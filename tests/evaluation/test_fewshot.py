@@ -427,6 +427,8 @@ def test_cli_few_labels_of_a_table_in_a_mostly_unlabeled_folder(
     # 9 labelled images of 18 (3 per class): 'all' is 3 per class; every test image scored.
     assert report["results"]["raw_pixels"]["scores"]["all"]["knn"]["all"]["mean"] == 1.0
     assert report["leak_check"]["test_images"] == 9
+    # The images without a label trained the encoder too: searched for copies of test images.
+    assert report["leak_check"]["searched"] == ["labeled train", "train without labels"]
     assert "all 9." in (out / "fewshot.md").read_text()
 
 
