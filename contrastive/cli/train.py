@@ -261,6 +261,7 @@ def run(args: argparse.Namespace) -> int:
     from contrastive.hardware import check_accelerator
     from contrastive.training.interrupt import TrainingInterrupted
     from contrastive.training.resume import check_new_run_dir
+    from contrastive.training.run_lock import check_not_held
     from contrastive.training.train import check_batch_fits, check_image_count, train
 
     # Everything since the command started (imports, scanning, planning) counts.
@@ -276,6 +277,8 @@ def run(args: argparse.Namespace) -> int:
     folder = None
     # Before planning and scanning: that work would be for nothing.
     check_accelerator(config.accelerator)
+    if out_given:
+        check_not_held(config.run_dir)
     if not args.resume and out_given:
         check_new_run_dir(config.run_dir)
     if _planned(args):

@@ -84,3 +84,17 @@ def hold_run_folder(run_dir: Path) -> Iterator[None]:
         yield
     finally:
         handle.close()  # closing releases the lock
+
+
+def check_not_held(run_dir: Path) -> None:
+    """Refuses at once a run folder another process is training (before a plan's probes,
+    which took seconds to end in the same refusal); :func:`hold_run_folder` still takes the
+    lock for the run.
+
+    Raises:
+        ContrastiveError: As :func:`hold_run_folder` does, when another process holds it.
+    """
+    if fcntl is None or rank_zero_only.rank != 0 or not (run_dir / LOCK_FILE).is_file():
+        return
+    with hold_run_folder(run_dir):
+        pass

@@ -63,3 +63,18 @@ def test_training_into_a_held_folder_stops_before_touching_it(
     with pytest.raises(ContrastiveError, match="is being trained by process"):
         train(config, resume=True)
     assert [path.name for path in run_dir.iterdir()] == [LOCK_FILE]
+
+
+def test_the_command_refuses_a_held_folder_before_planning(
+    held, tiny_images: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from contrastive.cli import main
+
+    run_dir, holder = held
+    args = ["train", "--data", str(tiny_images), "--out", str(run_dir), "--time-budget", "30s"]
+    with caplog.at_level(logging.INFO):
+        assert main(args) == 2
+    assert f"is being trained by process {holder.pid}" in capsys.readouterr().err
+    assert "plan for" not in caplog.text  # refused before the planner's probes (seconds)
