@@ -47,8 +47,25 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(f"contrastive.cli.{name}").add_parser(subparsers)
+    _accept_verbose_anywhere(parser)
     _show_defaults(parser)
     return parser
+
+
+def _accept_verbose_anywhere(parser: argparse.ArgumentParser) -> None:
+    """``contrastive eval knn -v ...`` as well as ``contrastive -v eval knn ...``; SUPPRESS
+    keeps a command not given -v from undoing the one given before it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                command.add_argument(
+                    "-v",
+                    "--verbose",
+                    action="store_true",
+                    default=argparse.SUPPRESS,
+                    help="show debug logging",
+                )
+                _accept_verbose_anywhere(command)
 
 
 def _show_defaults(parser: argparse.ArgumentParser) -> None:

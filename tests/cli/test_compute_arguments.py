@@ -107,3 +107,18 @@ def test_progress_bars_are_drawn_on_a_terminal_only(monkeypatch: pytest.MonkeyPa
     # A cron job's log file: carriage-return frames would fill it.
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     assert not show_progress(shown)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "verbose"),
+    [
+        (["-v", "eval", "knn", "--train", "a", "--test", "b"], True),
+        (["eval", "knn", "--train", "a", "--test", "b", "-v"], True),  # was: unrecognized
+        (["train", "--verbose", "--data", "x"], True),
+        (["eval", "knn", "--train", "a", "--test", "b"], False),
+    ],
+)
+def test_verbose_is_taken_before_or_after_the_command(arguments: list[str], verbose: bool) -> None:
+    from contrastive.cli import build_parser
+
+    assert build_parser().parse_args(arguments).verbose is verbose
