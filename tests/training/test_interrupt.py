@@ -100,7 +100,13 @@ def test_sigterm_and_hang_up_save_at_the_step_end_and_resume_to_the_same_weights
     training, reference_run, same_weights, tmp_path: Path, stop, code: int, folder: str
 ) -> None:
     run_dir = tmp_path / folder
-    child = training.start(run_dir, stall_at_step=MID_SECOND_EPOCH)
+    # Under nohup (as a CI job may run) SIGHUP is ignored and children inherit that: a run
+    # then rightly trains on. The child starts with the default a terminal gives.
+    previous = signal.signal(stop, signal.SIG_DFL)
+    try:
+        child = training.start(run_dir, stall_at_step=MID_SECOND_EPOCH)
+    finally:
+        signal.signal(stop, previous)
     child.wait_until_ready()
 
     assert child.send(stop) == code
