@@ -14,11 +14,16 @@ How a table is read:
   exactly two columns, and the image column is the one whose values end in an image
   extension (the first where neither or both do).
 * An image is named by its path relative to the folder, by a path ending in it (an absolute
-  path, or one relative to a parent folder: ``train/cat/1.jpg``), by its file name alone or,
-  where the name has no image extension, by its stem (Kaggle's ``id`` columns). A name that
-  fits two images of the folder is refused with both named.
-* Class names are the label cells as written; numeric labels sort as numbers (``2`` before
-  ``10``). An empty label cell leaves its image unlabeled.
+  path, or one relative to a parent folder: ``train/cat/1.jpg``), by its file name alone or
+  by its stem (Kaggle's ``id`` columns); where none fits exactly, the same without letter
+  case (``IMG_1.JPG``). An absolute path written on another machine names the image whose
+  path below the folder, after the folder's own name, ends it. A name that fits two images
+  of the folder is refused with both named.
+* Class names are the label cells as written (Unicode-normalised); numeric labels sort as
+  numbers (``2`` before ``10``). An empty label cell leaves its image unlabeled, and names
+  that differ only in case ("Cat", "cat") are two classes: both are warned about.
+* Spreadsheet workbooks (``.xlsx``, ``.ods``) are refused with the way to export them; two
+  tables (``--labels`` given twice) merge into one (:meth:`LabelTable.merged`).
 """
 
 from __future__ import annotations
