@@ -23,6 +23,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         type=output_file,
         help="figure to write (default: RUN/health.png; .png, .pdf, .svg)",
     )
+    health.add_argument(
+        "--fail-on-collapse",
+        action="store_true",
+        help="exit with status 3 when the verdict is collapse (for a cron job to alert on); "
+        "the verdict and measures are written as JSON beside the figure either way",
+    )
     health.set_defaults(func=run_health)
 
     compare = subparsers.add_parser("compare-runs", help=COMPARE_HELP, description=COMPARE_HELP)
@@ -43,14 +49,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     compare.set_defaults(func=run_compare)
 
 
+#: ``health --fail-on-collapse``'s exit status for a collapsed run (2 is a refused input).
+COLLAPSED_EXIT = 3
+
+
 def run_health(args: argparse.Namespace) -> int:
-    from contrastive.evaluation.run_health import plot_run_health, read_run_health, verdict
+    from contrastive.evaluation.report import write_report
+    from contrastive.evaluation.run_health import (
+        COLLAPSED_VERDICTS,
+        health_record,
+        plot_run_health,
+        read_run_health,
+        verdict,
+    )
     from contrastive.explore.images import save_figure
 
     run = read_run_health(args.run)
     target = save_figure(plot_run_health(run), args.out or args.run / "health.png")
+    record = health_record(run)
+    record_path = target.with_suffix(".json")
+    write_report(record, record_path)
     print(verdict(run))
-    print(f"figure: {target}")
+    print(f"figure: {target}; verdict and measures for scripts: {record_path}")
+    if args.fail_on_collapse and record["verdict"] in COLLAPSED_VERDICTS:
+        return COLLAPSED_EXIT
     return 0
 
 

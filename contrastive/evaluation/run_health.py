@@ -13,6 +13,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from matplotlib.figure import Figure
 
@@ -199,34 +200,63 @@ def verdict(run: RunHealth) -> str:
         f"stability {_shown(last['stability'])}",
     ]
     found = findings(run)
-    kinds = {finding.kind for finding in found}
-    if "collapse" in kinds or "dimensional_collapse" in kinds:
-        word = "collapsed" if "collapse" in kinds else "dimensional collapse"
-        lines.append(f"verdict: {word}, not learning a useful representation")
-    elif "not_spread" in kinds:
-        lines.append("verdict: not spread yet (one measurement, as an untrained network looks)")
-    elif "weakly_spread" in kinds:
-        lines.append(
-            "verdict: barely trained (its projections are as close together as an untrained "
-            "network's)"
-        )
-    elif "plateau" in kinds:
-        lines.append("verdict: learning, but it plateaued well before the end")
-    elif len(run.history) < 2:
-        lines.append(
-            "verdict: no collapse; one measurement, so no trend to judge (measure more "
-            "often with --health-every-n-steps; measurements past --health-max-share of "
-            "the training time, 3% by default, are skipped)"
-        )
-    elif run.history[0]["rank"] < last["rank"] and not (last["stability"] >= 0.9):
-        lines.append(
-            "verdict: still learning (rank rising, neighbours still changing); a longer run "
-            "would probably help"
-        )
-    else:
-        lines.append("verdict: healthy; the representation has settled")
+    lines.append(f"verdict: {judged(run, found)[1]}")
     lines += [f"  - {finding.message}" for finding in found]
     return "\n".join(lines)
+
+
+#: Verdicts of a run that learns nothing useful (``health --fail-on-collapse`` exits 3).
+COLLAPSED_VERDICTS = frozenset({"collapsed", "dimensional_collapse"})
+
+
+def judged(run: RunHealth, found: Sequence[Finding] | None = None) -> tuple[str, str]:
+    """``(verdict, its sentence)``: ``collapsed``, ``dimensional_collapse``, ``not_spread``,
+    ``barely_trained``, ``plateau``, ``one_measurement``, ``still_learning`` or ``healthy``."""
+    found = findings(run) if found is None else found
+    kinds = {finding.kind for finding in found}
+    last = run.history[-1]
+    if "collapse" in kinds:
+        return "collapsed", "collapsed, not learning a useful representation"
+    if "dimensional_collapse" in kinds:
+        return "dimensional_collapse", "dimensional collapse, not learning a useful representation"
+    if "not_spread" in kinds:
+        return "not_spread", "not spread yet (one measurement, as an untrained network looks)"
+    if "weakly_spread" in kinds:
+        return "barely_trained", (
+            "barely trained (its projections are as close together as an untrained network's)"
+        )
+    if "plateau" in kinds:
+        return "plateau", "learning, but it plateaued well before the end"
+    if len(run.history) < 2:
+        return "one_measurement", (
+            "no collapse; one measurement, so no trend to judge (measure more often with "
+            "--health-every-n-steps; measurements past --health-max-share of the training "
+            "time, 3% by default, are skipped)"
+        )
+    if run.history[0]["rank"] < last["rank"] and not (last["stability"] >= 0.9):
+        return "still_learning", (
+            "still learning (rank rising, neighbours still changing); a longer run would "
+            "probably help"
+        )
+    return "healthy", "healthy; the representation has settled"
+
+
+def health_record(run: RunHealth) -> dict[str, Any]:
+    """The verdict, findings and final measures as JSON-ready data (``RUN/health.json``)."""
+    found = findings(run)
+    kind, sentence = judged(run, found)
+    return {
+        "run": str(run.run_dir),
+        "verdict": kind,
+        "verdict_text": sentence,
+        "findings": [{"kind": f.kind, "message": f.message} for f in found],
+        "measurements": len(run.history),
+        "last_step": int(run.history[-1]["step"]),
+        "finished": run.finished,
+        "final": {
+            name: (value if math.isfinite(value := run.final(name)) else None) for name in MEASURES
+        },
+    }
 
 
 def _shown(value: float) -> str:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -266,3 +267,18 @@ def test_runs_measured_far_shorter_than_the_longest_are_noted(tmp_path: Path, ca
     printed = capsys.readouterr().out
     assert "steps" in printed.splitlines()[1]
     assert f"note: {tmp_path / 'short'} measured under a tenth of the longest run's 300" in printed
+
+
+def test_health_writes_its_verdict_as_json_and_can_fail_a_collapsed_run(
+    tmp_path: Path, capsys
+) -> None:
+    collapsed = write_run(tmp_path / "collapsed", [5.0, 1.0])
+    assert main(["health", str(collapsed)]) == 0  # a verdict, not a failure, by default
+    record = json.loads((collapsed / "health.json").read_text())
+    assert record["verdict"] == "collapsed" and record["last_step"] == 20
+    assert record["final"]["rank"] == 1.0 and record["findings"][0]["kind"] == "collapse"
+    assert main(["health", str(collapsed), "--fail-on-collapse"]) == 3
+    learning = write_run(tmp_path / "learning", [5.0, 40.0, 60.0])
+    assert main(["health", str(learning), "--fail-on-collapse"]) == 0
+    assert json.loads((learning / "health.json").read_text())["verdict"] != "collapsed"
+    assert "verdict and measures for scripts" in capsys.readouterr().out
