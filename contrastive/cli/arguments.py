@@ -76,12 +76,19 @@ class MergeLabelTables(argparse.Action):
         setattr(namespace, self.dest, values if earlier is None else earlier.merged(values))
 
 
-#: ``--labels``' help, shared by embed, eval and curate.
-LABELS_HELP = (
-    "CSV (or TSV) of image,label rows giving the labels instead of class sub-folders: images "
-    "by path relative to the folder, file name or stem, with a header such as path,label "
-    "(or two columns); images it does not name are unlabeled; given twice, both tables count"
-)
+def add_labels_argument(parser: argparse.ArgumentParser, note: str = "") -> None:
+    """``--labels FILE`` (embed, eval, curate): a label table instead of class sub-folders;
+    ``note`` ends the help with what the command does with it beyond that."""
+    parser.add_argument(
+        "--labels",
+        type=label_table_file,
+        action=MergeLabelTables,
+        metavar="FILE",
+        help="CSV (or TSV) of image,label rows giving the labels instead of class sub-folders: "
+        "images by path relative to the folder, file name or stem, with a header such as "
+        "path,label (or two columns); images it does not name are unlabeled; given twice, "
+        f"both tables count{note}",
+    )
 
 
 def output_file(text: str) -> Path:

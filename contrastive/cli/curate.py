@@ -14,12 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from contrastive.cli.arguments import (
-    LABELS_HELP,
-    MergeLabelTables,
-    label_table_file,
-    output_folder,
-)
+from contrastive.cli.arguments import add_labels_argument, output_folder
 from contrastive.cli.embed import (
     add_compute_arguments,
     add_encoder_arguments,
@@ -35,7 +30,7 @@ from contrastive.curation.pipeline import (
     curate,
 )
 from contrastive.curation.selection import SELECTION_METHODS
-from contrastive.data.label_table import LABEL_COLUMNS, PATH_COLUMNS
+from contrastive.data.label_table import is_table_header
 from contrastive.data.near_copies import DEFAULT_THRESHOLD
 from contrastive.embeddings import (
     Embeddings,
@@ -90,13 +85,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="typiclust: the most typical image of each of N k-means clusters (default); "
         "kcenter: k-center greedy, each pick the farthest from the earlier ones",
     )
-    parser.add_argument(
-        "--labels",
-        type=label_table_file,
-        action=MergeLabelTables,
-        metavar="FILE",
-        help=LABELS_HELP + "; its labelled images are also what --select complements",
-    )
+    add_labels_argument(parser, "; its labelled images are what --select complements")
     parser.add_argument(
         "--labelled",
         type=Path,
@@ -266,8 +255,7 @@ def listed_rows(path: Path, dataset: Embeddings) -> np.ndarray:
         else:
             rows.append(row)
     if unknown:
-        header = [cell.strip().strip('"').casefold() for cell in lines[0].split(",")]
-        if len(header) > 1 and set(header) & {*PATH_COLUMNS, *LABEL_COLUMNS}:
+        if lines and is_table_header(lines[0]):
             raise ContrastiveError(
                 f"--labelled {path} looks like a label table (its first line: {lines[0]!r}): "
                 "give it as --labels FILE; its images are then what --select complements"

@@ -13,9 +13,7 @@ import torch
 
 from contrastive.backbones import BackboneConfig
 from contrastive.cli.arguments import (
-    LABELS_HELP,
-    MergeLabelTables,
-    label_table_file,
+    add_labels_argument,
     output_file,
     output_folder,
     positive_int,
@@ -48,9 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_encoder_arguments(parser, required=True)
     parser.add_argument("--data", required=True, type=Path, help="image folder to embed")
     parser.add_argument("--out", required=True, type=output_file, help="output .npz file")
-    parser.add_argument(
-        "--labels", type=label_table_file, action=MergeLabelTables, metavar="FILE", help=LABELS_HELP
-    )
+    add_labels_argument(parser)
     parser.add_argument(
         "--projector",
         type=output_folder,

@@ -17,10 +17,8 @@ import torch
 from torch import Tensor
 
 from contrastive.cli.arguments import (
-    LABELS_HELP,
-    MergeLabelTables,
+    add_labels_argument,
     checked_float,
-    label_table_file,
     output_file,
     output_folder,
     positive_int_list,
@@ -147,13 +145,7 @@ def _add_common_arguments(parser: argparse.ArgumentParser, out_folder: bool = Fa
         type=Path,
         help="test embeddings .npz, or image folder (needs --run)",
     )
-    parser.add_argument(
-        "--labels",
-        type=label_table_file,
-        action=MergeLabelTables,
-        metavar="FILE",
-        help=LABELS_HELP + " (both sets)",
-    )
+    add_labels_argument(parser, "; a set the tables name no image of keeps its class folders")
     add_encoder_arguments(parser, required=False)
     parser.add_argument(
         "--baselines",

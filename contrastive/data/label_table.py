@@ -292,6 +292,17 @@ def _columns(cells: list[list[str]], source: Path) -> tuple[int, int, tuple[str,
     return image, 1 - image, (f"column {image + 1}", f"column {2 - image}"), False
 
 
+def is_table_header(line: str) -> bool:
+    """Whether a text line reads as a label table's header (``filename,species``): two
+    columns or more, one of them a known image or label column name."""
+    cells = next(csv.reader([line]), [])
+    names = [cell.strip().casefold() for cell in cells]
+    return len(names) > 1 and (
+        _first_known(names, PATH_COLUMNS) is not None
+        or _first_known(names, LABEL_COLUMNS) is not None
+    )
+
+
 def _first_known(names: Sequence[str], known: Sequence[str]) -> int | None:
     for candidate in known:
         if candidate in names:

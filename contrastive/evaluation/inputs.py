@@ -18,11 +18,7 @@ import torch
 from torch import nn
 
 from contrastive.data.folder import IMAGE_EXTENSIONS, ImageFolder
-from contrastive.data.label_table import (
-    LabelTable,
-    match_labels,
-    unmatched_rows,
-)
+from contrastive.data.label_table import LabelMatch, LabelTable, match_labels, unmatched_rows
 from contrastive.embeddings import (
     Embeddings,
     RawPixels,
@@ -129,10 +125,10 @@ def evaluation_inputs(
     )
     # Before any image is embedded: a test class the training set lacks used to be found
     # only after the model and its baselines had embedded both folders.
-    tables = _tables_for(label_table, [(str(train), train_input), (str(test), test_input)])
+    matches = _label_matches(label_table, [(str(train), train_input), (str(test), test_input)])
     check_label_sets(
-        *_labels_of(train_input, tables[0]),
-        *_labels_of(test_input, tables[1]),
+        *_labels_of(train_input, matches[0]),
+        *_labels_of(test_input, matches[1]),
         f"--train {train}",
         f"--test {test}",
     )
@@ -144,15 +140,15 @@ def evaluation_inputs(
     )
     if encoder is not None:
         _warn_unused_encoder(encoder, [sets[0][MODEL], sets[1][MODEL]])
-    sets = [
-        named
-        if table is None
-        else {name: with_label_table(embedded, table)[0] for name, embedded in named.items()}
-        for named, table in zip(sets, tables, strict=True)
+    # Matched once per set, on the model's features (embedding may have left out unreadable
+    # images); the baselines take the same labels from it.
+    models = [
+        named[MODEL] if match is None else with_label_table(named[MODEL], label_table)[0]
+        for named, match in zip(sets, matches, strict=True)
     ]
     sets = [
-        {name: labels_like(named[MODEL], embedded) for name, embedded in named.items()}
-        for named in sets
+        {name: labels_like(model, embedded) for name, embedded in named.items()}
+        for named, model in zip(sets, models, strict=True)
     ]
     if not keep_unlabeled:
         sets = [
@@ -166,7 +162,7 @@ def labels_like(reference: Embeddings, other: Embeddings) -> Embeddings:
     """``other`` with ``reference``'s labels where both embed the same images in the same
     order: baselines embedded from a folder get the labels an embeddings file records (a
     label table's, given when it was embedded), not the folder's class sub-folders."""
-    if other is reference or not np.array_equal(other.paths, reference.paths):
+    if not np.array_equal(other.paths, reference.paths):
         return other
     if np.array_equal(other.labels, reference.labels) and np.array_equal(
         other.classes, reference.classes
@@ -194,60 +190,59 @@ def _open_input(path: Path, name: str, encoder: Encoder | None) -> ImageFolder |
 
 
 def _labels_of(
-    opened: ImageFolder | Embeddings, label_table: LabelTable | None = None
+    opened: ImageFolder | Embeddings, match: LabelMatch | None = None
 ) -> tuple[np.ndarray, list[str], list[str]]:
     """``(labels, classes, paths)`` of a scanned folder or a loaded embeddings file, from
-    ``label_table`` where given."""
+    a label table's ``match`` of its images where given."""
     if isinstance(opened, ImageFolder):
-        if label_table is not None:
-            match = match_labels(label_table, opened.paths, str(opened.root), opened.root)
-            return match.labels, match.classes, opened.relative_paths()
-        labels, classes = opened.labels()
+        labels, classes = (match.labels, match.classes) if match else opened.labels()
         return labels, classes, opened.relative_paths()
-    if label_table is not None:
-        opened = with_label_table(opened, label_table)[0]
+    if match is not None:
+        return match.labels, match.classes, [str(p) for p in opened.paths]
     return opened.labels, [str(c) for c in opened.classes], [str(p) for p in opened.paths]
 
 
-def _tables_for(
+def _label_matches(
     label_table: LabelTable | None, inputs: Sequence[tuple[str, ImageFolder | Embeddings]]
-) -> list[LabelTable | None]:
-    """The label table for each input: ``label_table`` where it names one of the input's
-    images, else None (the input keeps its class folders: a table of the training images
-    beside a test folder of class sub-folders).
+) -> list[LabelMatch | None]:
+    """What ``label_table`` gives each input, or None where it names none of the input's
+    images (the input keeps its class folders: a table of the training images beside a
+    test folder of class sub-folders).
 
     Args:
         label_table: The table, or None.
         inputs: ``(name in messages, scanned folder or loaded embeddings)`` pairs.
 
     Raises:
-        ContrastiveError: If the table names no image of any input.
+        ContrastiveError: If the table names no image of any input, or none of an input
+            that has no labels of its own.
 
     Warns:
         UserWarning: Naming rows that name no image of any input.
     """
     if label_table is None:
         return [None] * len(inputs)
-    matched: list[set[int]] = []
+    matches = []
     for name, opened in inputs:
         images = opened.paths if isinstance(opened, ImageFolder) else image_files(opened)
         root = opened.root if isinstance(opened, ImageFolder) else opened.data_root
-        matched.append(match_labels(label_table, images, name, root).matched_rows)
+        matches.append(match_labels(label_table, images, name, root))
     names = list(dict.fromkeys(name for name, _ in inputs))
     first = inputs[0][1]
     example = Path(str(first.paths[0])).name if len(first.paths) else "none"
-    message = unmatched_rows(label_table, set().union(*matched), " or ".join(names), example)
+    named_rows = set().union(*(match.matched_rows for match in matches))
+    message = unmatched_rows(label_table, named_rows, " or ".join(names), example)
     if message:
         warnings.warn(message, stacklevel=3)
-    for (name, opened), rows in zip(inputs, matched, strict=True):
+    for (name, opened), match in zip(inputs, matches, strict=True):
         labels = _labels_of(opened)[0]
-        if not rows and len(labels) and (labels < 0).all():
+        if not match.matched_rows and len(labels) and (labels < 0).all():
             raise ContrastiveError(
                 f"{name} is unlabeled and {label_table.name} names none of its images (e.g. "
                 f"{Path(str(opened.paths[0])).name}); give a table that names them (--labels "
                 "may be given twice), or class sub-folders"
             )
-    return [label_table if lines else None for lines in matched]
+    return [match if match.matched_rows else None for match in matches]
 
 
 def _warn_unused_encoder(encoder: Encoder, models: list[Embeddings]) -> None:

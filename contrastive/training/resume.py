@@ -26,6 +26,7 @@ from contrastive.training.config import (
     leaf_settings,
     load_config_file,
 )
+from contrastive.training.run_log import RUN_LOG
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def check_new_run_dir(run_dir: Path) -> None:
         others = sorted(
             path.name
             for path in run_dir.iterdir()
-            if not path.name.startswith(".") and path.name != "train.log"
+            if not path.name.startswith(".") and path.name != RUN_LOG
         )
         if others:
             shown = ", ".join(others[:3]) + (" ..." if len(others) > 3 else "")
