@@ -24,8 +24,11 @@ def test_candidates_are_measured_while_time_is_left() -> None:
     rate = measured_rate(base, CPU, max_seconds=60.0)
     cheap = rate(Candidate(*REFERENCE), 16, 32)
     costly = rate(Candidate("resnet18_half", 32, 1), 16, 32)
-    assert cheap is not None and costly is not None
-    assert costly < cheap  # 15x the FLOPs: slower per image on any CPU
+    # Measured again after the costly one: a stall of a shared host (seconds per step of a
+    # ~10 ms network under a parallel run) must hit both to flip the comparison.
+    cheap_again = rate(Candidate(*REFERENCE), 16, 32)
+    assert cheap is not None and costly is not None and cheap_again is not None
+    assert costly < max(cheap, cheap_again)  # 15x the FLOPs: slower per image on any CPU
 
 
 def test_a_busy_cpu_is_named_before_the_probe(monkeypatch) -> None:  # noqa: ANN001
