@@ -65,11 +65,16 @@ def _narrow_resnet(base_width: int, layers: list[int]) -> torchvision.models.Res
 
 # Narrower ResNet-18s for small CPU budgets (same depth, fewer channels), and ResNet-10s
 # (one block per stage) for the smallest budgets.
+#: name -> (channels of the first stage, blocks per stage).
+_NARROW_SHAPES: dict[str, tuple[int, list[int]]] = {
+    "resnet18_half": (32, [2, 2, 2, 2]),
+    "resnet18_quarter": (16, [2, 2, 2, 2]),
+    "resnet10_half": (32, [1, 1, 1, 1]),
+    "resnet10_quarter": (16, [1, 1, 1, 1]),
+}
 _NARROW_RESNETS: dict[str, Callable[[], nn.Module]] = {
-    "resnet18_half": lambda: _narrow_resnet(32, [2, 2, 2, 2]),
-    "resnet18_quarter": lambda: _narrow_resnet(16, [2, 2, 2, 2]),
-    "resnet10_half": lambda: _narrow_resnet(32, [1, 1, 1, 1]),
-    "resnet10_quarter": lambda: _narrow_resnet(16, [1, 1, 1, 1]),
+    name: functools.partial(_narrow_resnet, width, layers)
+    for name, (width, layers) in _NARROW_SHAPES.items()
 }
 
 
@@ -209,6 +214,29 @@ def remove_classifier(model: nn.Module) -> tuple[str, int]:
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name), child, nn.Identity())
     return name, feature_dim
+
+
+def describe_architecture(config: BackboneConfig) -> str:
+    """How to build ``config``'s network without contrastive, in torchvision (or timm) terms:
+    what a service needs to load a plain ``state_dict`` export."""
+    if config.name.startswith(TIMM_PREFIX):
+        return f"timm.create_model({config.name[len(TIMM_PREFIX) :]!r}, num_classes=0)"
+    if config.name in _NARROW_SHAPES:
+        width, layers = _NARROW_SHAPES[config.name]
+        built = (
+            f"torchvision.models.ResNet(BasicBlock, {layers}) narrowed to stages of "
+            f"{width}, {2 * width}, {4 * width}, {8 * width} channels (conv1 a 7x7/2 conv to "
+            f"{width} channels, bn1 of {width}; layer1-4 rebuilt with _make_layer at those "
+            f"widths, strides 1, 2, 2, 2)"
+        )
+    else:
+        built = f"torchvision.models.{config.name}(weights=None)"
+    if config.small_image_stem:
+        built += (
+            f"; then conv1 = Conv2d(3, conv1.out_channels, kernel_size=3, "
+            f"stride={config.stem_stride}, padding=1, bias=False) and maxpool = Identity()"
+        )
+    return built + "; the classifier (fc) replaced by Identity()"
 
 
 def build_backbone(config: BackboneConfig) -> tuple[nn.Module, int]:

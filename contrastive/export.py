@@ -8,6 +8,12 @@ backbone's (:attr:`ExportResult.max_abs_difference`). The batch dimension is dyn
 With ``fold_normalization`` the exported model takes RGB images scaled to ``[0, 1]`` and
 normalises them itself (the run's mean/std become its first operation), so a deployment
 does not need to know them.
+
+Every export carries its deployment card (:func:`deployment_card`): the preprocessing that
+gives the features ``contrastive embed --full-decode`` gives, the input and output, and the
+weights it came from. It is written beside the file (``backbone.onnx.json``) and inside it
+where the format has room (ONNX ``metadata_props``, a TorchScript extra file), so that it
+travels with a copied model.
 """
 
 from __future__ import annotations
@@ -15,24 +21,34 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import json
 import re
+import time
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 import torchvision.transforms.v2 as T
 from torch import Tensor, nn
 
-from contrastive.backbones import build_backbone
+from contrastive.backbones import build_backbone, describe_architecture
 from contrastive.data.folder import load_rgb
 from contrastive.encoder import Encoder, evaluation_mode, load_backbone_weights
 from contrastive.errors import ContrastiveError
-from contrastive.views.per_image import eval_transform
+from contrastive.files import write_text_atomic
+from contrastive.views.config import ViewConfig
+from contrastive.views.per_image import eval_transform, evaluation_resize
 
 EXPORT_FORMATS = ("onnx", "torchscript", "state_dict")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "state_dict": ".pt"}
+
+#: The deployment card's key in ONNX ``metadata_props`` and its TorchScript extra file.
+CARD_NAME = "contrastive.json"
+
+#: A model with the normalisation folded in is named apart: the two take different inputs.
+FOLDED_STEM = "backbone.rgb01"
 
 # Traced at this batch size and checked at another, so a batch size baked in is caught.
 _TRACE_BATCH = 2
@@ -68,6 +84,7 @@ class ExportResult:
 
     Attributes:
         path: The written file.
+        card_path: Its deployment card, written beside it (:func:`deployment_card`).
         format: ``onnx``, ``torchscript`` or ``state_dict``.
         input_size: Side of the square input images in pixels.
         fold_normalization: Whether the file takes ``[0, 1]`` images (else normalised ones).
@@ -77,6 +94,7 @@ class ExportResult:
     """
 
     path: Path
+    card_path: Path
     format: str
     input_size: int
     fold_normalization: bool
@@ -119,8 +137,12 @@ def export_backbone(
     export_format: str,
     check_images: Tensor,
     fold_normalization: bool = False,
+    weights: Mapping[str, object] | None = None,
 ) -> ExportResult:
     """Writes the encoder's backbone to ``out`` and verifies the file on ``check_images``.
+
+    The deployment card goes beside the file (``out`` + ``.json``) and, for ONNX and
+    TorchScript, inside it.
 
     Args:
         encoder: The trained encoder (its view config gives mean and std).
@@ -128,6 +150,8 @@ def export_backbone(
         export_format: One of :data:`EXPORT_FORMATS`.
         check_images: ``(N, 3, S, S)`` RGB images in ``[0, 1]``; ``S`` is the export size.
         fold_normalization: Put the normalisation into the exported model.
+        weights: Where the weights came from, recorded in the card (e.g. the checkpoint,
+            its training step, whether the run had finished).
 
     Raises:
         ContrastiveError: For an unknown format, a missing optional package, a layer that
@@ -156,27 +180,114 @@ def export_backbone(
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:  # e.g. a path under a file, or a system folder
         raise ContrastiveError(f"cannot write {out}: {error.strerror or error}") from None
+    input_size = int(check_images.shape[-1])
+    card = deployment_card(encoder, input_size, export_format, fold_normalization, weights)
+    card_text = json.dumps(card, indent=2)
     with evaluation_mode(model), torch.no_grad():
         model = model.float().to(memory_format=torch.contiguous_format)
         expected = _Features(encoder.backbone)(normalized)
         example = inputs[:_TRACE_BATCH]
         if export_format == "onnx":
-            actual = _export_onnx(model, example, inputs, out)
+            actual = _export_onnx(model, example, inputs, out, card_text)
         elif export_format == "torchscript":
-            actual = _export_torchscript(model, example, inputs, out)
+            actual = _export_torchscript(model, example, inputs, out, card_text)
         else:
             actual = _export_state_dict(encoder, normalized, out)
+    max_abs_difference = float((actual - expected).abs().max())
+    card["check"] = {
+        "images": len(check_images),
+        "max_abs_difference_vs_pytorch": max_abs_difference,
+    }
+    card_path = out.with_name(out.name + ".json")
+    write_text_atomic(card_path, json.dumps(card, indent=2) + "\n")
     return ExportResult(
         path=out,
+        card_path=card_path,
         format=export_format,
-        input_size=int(check_images.shape[-1]),
+        input_size=input_size,
         fold_normalization=fold_normalization,
         num_images=len(check_images),
-        max_abs_difference=float((actual - expected).abs().max()),
+        max_abs_difference=max_abs_difference,
     )
 
 
-def _export_onnx(model: nn.Module, example: Tensor, inputs: Tensor, out: Path) -> Tensor:
+def preprocessing_steps(views: ViewConfig, input_size: int, folded: bool) -> list[str]:
+    """What a deployment does to an image file to give the export the input ``contrastive
+    embed --full-decode`` gives the backbone (the run's evaluation transform), in order."""
+    resize = evaluation_resize(replace(views, eval_input_size=input_size))
+    mean = ", ".join(repr(float(value)) for value in views.mean)
+    std = ", ".join(repr(float(value)) for value in views.std)
+    crop = (
+        f"centre-crop {input_size} x {input_size} px (top = round((height - {input_size}) / 2), "
+        "left likewise: torchvision's CenterCrop)"
+    )
+    normalise = (
+        f"nothing more: the model subtracts mean ({mean}) and divides by std ({std}) itself"
+        if folded
+        else f"subtract mean ({mean}) and divide by std ({std}), per channel"
+    )
+    return [
+        "decode the file and apply its EXIF orientation (PIL.ImageOps.exif_transpose)",
+        "make it 8-bit RGB: transparent pixels composited onto white; 16-bit images scaled "
+        "by v * 255 / (2**bits - 1), bits the smallest of 8, 10, 12, 14, 16 that holds the "
+        "image's maximum",
+        f"resize the short side to {resize} px, the long side to int(long * {resize} / short) "
+        "(truncated), bilinear with antialiasing: PIL's Image.resize(size, "
+        "Image.Resampling.BILINEAR), as torchvision's Resize does on a PIL image",
+        crop,
+        "to float32 in [0, 1] (divide by 255), channels first: (batch, 3, height, width), RGB",
+        normalise,
+    ]
+
+
+def deployment_card(
+    encoder: Encoder,
+    input_size: int,
+    export_format: str,
+    fold_normalization: bool,
+    weights: Mapping[str, object] | None = None,
+) -> dict:
+    """What a service needs to use an export without ``contrastive``: preprocessing, input,
+    output, architecture and where the weights came from (JSON-ready)."""
+    from contrastive import __version__
+
+    views = encoder.view_config
+    backbone = encoder.backbone_config
+    return {
+        "format": export_format,
+        "input": {
+            "name": "images",
+            "shape": ["batch", 3, input_size, input_size]
+            if export_format == "onnx"
+            else ["batch", 3, "height", "width"],
+            "dtype": "float32",
+            "channels": "RGB",
+            "values": "RGB in [0, 1]" if fold_normalization else "normalised (see preprocessing)",
+        },
+        "preprocessing": preprocessing_steps(views, input_size, fold_normalization),
+        "mean": [float(value) for value in views.mean],
+        "std": [float(value) for value in views.std],
+        "normalization_in_model": fold_normalization,
+        "resize_short_side": evaluation_resize(replace(views, eval_input_size=input_size)),
+        "crop": input_size,
+        "output": {
+            "name": "features",
+            "shape": ["batch", encoder.feature_dim],
+            "l2_normalised": False,
+            "note": "divide each row by its L2 norm before cosine similarity or kNN, as "
+            "contrastive eval does",
+        },
+        # Needed for a state_dict only: ONNX and TorchScript files hold the network.
+        "architecture": describe_architecture(backbone),
+        "backbone_config": asdict(backbone),
+        "weights": dict(weights or {"source": encoder.source}),
+        "reference": "contrastive embed --full-decode gives these features for the same files",
+        "contrastive_version": __version__,
+        "exported_at": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    }
+
+
+def _export_onnx(model: nn.Module, example: Tensor, inputs: Tensor, out: Path, card: str) -> Tensor:
     missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
     if missing:
         raise ContrastiveError(
@@ -201,17 +312,24 @@ def _export_onnx(model: nn.Module, example: Tensor, inputs: Tensor, out: Path) -
             )
     except Exception as error:  # noqa: BLE001 - any exporter failure is reported by layer
         raise _not_exportable("ONNX", model, example, error) from error
+    import onnx
+
+    proto = onnx.load(str(out))
+    onnx.helper.set_model_props(proto, {CARD_NAME: card})
+    onnx.save(proto, str(out))
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     (features,) = session.run(["features"], {"images": inputs.numpy()})
     return torch.from_numpy(features)
 
 
-def _export_torchscript(model: nn.Module, example: Tensor, inputs: Tensor, out: Path) -> Tensor:
+def _export_torchscript(
+    model: nn.Module, example: Tensor, inputs: Tensor, out: Path, card: str
+) -> Tensor:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             traced = torch.jit.trace(model, example, check_trace=False)
-        traced.save(str(out))
+        traced.save(str(out), _extra_files={CARD_NAME: card})
     except Exception as error:  # noqa: BLE001 - any tracer failure is reported by layer
         raise _not_exportable("TorchScript", model, example, error) from error
     with warnings.catch_warnings():
@@ -290,7 +408,9 @@ def _layer_of_operator(model: nn.Module, example: Tensor, error: Exception) -> s
     return None
 
 
-def default_export_path(source: Path, export_format: str) -> Path:
-    """``RUN/export/backbone<suffix>`` (next to a checkpoint file's folder for a ``.ckpt``)."""
+def default_export_path(source: Path, export_format: str, fold_normalization: bool = False) -> Path:
+    """``RUN/export/backbone<suffix>`` (next to a checkpoint file's folder for a ``.ckpt``);
+    ``backbone.rgb01<suffix>`` for a model that takes RGB in ``[0, 1]``."""
     run_dir = source if source.is_dir() else source.parent
-    return run_dir / "export" / f"backbone{SUFFIXES[export_format]}"
+    stem = FOLDED_STEM if fold_normalization else "backbone"
+    return run_dir / "export" / f"{stem}{SUFFIXES[export_format]}"

@@ -16,6 +16,7 @@ import re
 import shutil
 import tempfile
 import warnings
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,12 @@ def load_torch_safely(path: str | os.PathLike) -> Any:
         raise ContrastiveError(f"file not found: {file}")
     if not file.is_file():
         raise ContrastiveError(f"not a file: {file}")
+    export = _deployed_model_kind(file)
+    if export is not None:
+        raise ContrastiveError(
+            f"{file} is {export} (what contrastive export writes for a service), not weights "
+            "to load: give the run folder, its .ckpt or its backbone.pt"
+        )
     try:
         with warnings.catch_warnings():
             # Foreign pickles trigger a note about their protocol; the error below says more.
@@ -174,6 +181,18 @@ def load_torch_safely(path: str | os.PathLike) -> Any:
                 f"could run code; only tensors and plain data are loaded (weights_only=True)"
             ) from error
         raise ContrastiveError(f"cannot read {file} as a torch file: {_summary(error)}") from error
+
+
+def _deployed_model_kind(file: Path) -> str | None:
+    """``"an ONNX model"`` / ``"a TorchScript model"`` for such files, else None."""
+    if file.suffix.lower() == ".onnx":
+        return "an ONNX model"
+    if zipfile.is_zipfile(file):
+        with contextlib.suppress(OSError, zipfile.BadZipFile), zipfile.ZipFile(file) as archive:
+            # torch.jit.save writes code/ and constants.pkl; torch.save writes neither.
+            if any(name.endswith("/constants.pkl") for name in archive.namelist()):
+                return "a TorchScript model"
+    return None
 
 
 def _summary(error: Exception) -> str:

@@ -3,7 +3,10 @@ backbone's features on real images (1e-4 in fp32), at any batch size."""
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +20,7 @@ from contrastive.backbones import BackboneConfig, build_backbone
 from contrastive.cli import main
 from contrastive.encoder import Encoder, load_encoder
 from contrastive.errors import ContrastiveError
-from contrastive.export import export_backbone, load_check_images
+from contrastive.export import CARD_NAME, export_backbone, load_check_images
 from contrastive.training.config import TrainConfig
 from contrastive.views.config import ViewConfig
 
@@ -73,12 +76,27 @@ def test_export_matches_pytorch_features(
     difference = float(re.search(r"max abs difference (\S+)", printed).group(1))
     assert difference < 1e-4, printed
     assert "checked on 5 images" in printed
-    # What a deployment must do to its images, which the file alone does not say.
-    mean = ", ".join(f"{value:.4f}" for value in VIEWS.mean)
-    assert (
-        "preprocessing: resize the short side to 32 px, centre-crop 32 px, RGB in [0, 1]" in printed
-    )
-    assert f"mean ({mean})" in printed and ("the file subtracts" in printed) == fold
+    # What a deployment must do to its images, printed and in the card beside the file.
+    assert "resize the short side to 32 px, the long side to int(long * 32 / short)" in printed
+    assert "centre-crop 32 x 32 px" in printed and "EXIF orientation" in printed
+    assert "mean (0.3, 0.4, 0.5)" in printed and ("the model subtracts" in printed) == fold
+    card = json.loads(out.with_name(out.name + ".json").read_text())
+    assert card["normalization_in_model"] == fold and card["mean"] == list(VIEWS.mean)
+    assert (card["resize_short_side"], card["crop"]) == (32, 32)
+    assert card["output"] == {**card["output"], "shape": ["batch", 128], "l2_normalised": False}
+    assert card["weights"]["run"] == str(run_dir) and card["weights"]["run_finished"]
+    assert card["check"]["max_abs_difference_vs_pytorch"] == pytest.approx(difference, rel=0.1)
+    assert card["backbone_config"]["name"] == "resnet18_quarter"
+    # ... and inside the file where the format has room, so that it travels with a copy.
+    if export_format == "onnx":
+        import onnx
+
+        inside = {prop.key: prop.value for prop in onnx.load(str(out)).metadata_props}
+    elif export_format == "torchscript":
+        inside = {CARD_NAME: ""}
+        torch.jit.load(str(out), _extra_files=inside)
+    if export_format != "state_dict":
+        assert json.loads(inside[CARD_NAME])["preprocessing"] == card["preprocessing"]
 
     # The file alone, at a batch size never traced, gives the backbone's features.
     encoder = load_encoder(run_dir)
@@ -110,7 +128,12 @@ def test_default_path_and_size_come_from_the_run_and_a_rerun_says_it_replaces(
     for _ in range(2):
         assert main(["export", str(run_dir), "--format", "torchscript"]) == 0
     assert (run_dir / "export" / "backbone.torchscript.pt").is_file()
-    assert capsys.readouterr().out.count("replacing ") == 1
+    assert capsys.readouterr().out.count("(replaced the previous file)") == 1
+    # A model that takes RGB in [0, 1] does not replace the one that takes normalised images.
+    assert main(["export", str(run_dir), "--format", "torchscript", "--fold-normalization"]) == 0
+    assert "replaced" not in capsys.readouterr().out
+    card = json.loads((run_dir / "export" / "backbone.rgb01.torchscript.pt.json").read_text())
+    assert card["normalization_in_model"] and card["input"]["values"] == "RGB in [0, 1]"
 
 
 @pytest.mark.parametrize(
@@ -120,6 +143,7 @@ def test_default_path_and_size_come_from_the_run_and_a_rerun_says_it_replaces(
         (["--format", "onnx", "--out", "m.pt"], "name it \\*.onnx"),
         (["--input-size", "100000"], "--input-size 100000: give 8 to 4096 pixels"),
         (["--input-size", "4"], "--input-size 4: give 8 to 4096 pixels"),
+        (["--input-size", "0"], "--input-size 0: give 8 to 4096 pixels"),
     ],
 )
 def test_bad_outputs_and_sizes_are_refused_before_any_work(
@@ -184,3 +208,137 @@ def test_a_folder_that_cannot_be_made_is_one_line(
     out = tmp_path / "nope" / "bb.pt"
     with pytest.raises(ContrastiveError, match=r"^cannot write .*bb\.pt: No such file or dir"):
         export_backbone(load_encoder(run_dir), out, "torchscript", torch.rand(2, 3, 32, 32))
+
+
+def test_an_export_given_as_weights_is_named(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["export", str(run_dir), "--format", "torchscript"]) == 0
+    exported = run_dir / "export" / "backbone.torchscript.pt"
+    for source in (exported, exported.with_suffix(".onnx")):
+        source.touch()
+        assert main(["export", str(source), "--images", str(run_dir.parent / "images")]) == 2
+        error = capsys.readouterr().err
+        kind = "TorchScript" if source == exported else "ONNX"
+        assert f"is a{'n' if kind == 'ONNX' else ''} {kind} model (what contrastive export" in error
+        assert "Traceback" not in error and "weights_only" not in error
+
+
+def test_a_run_still_training_is_exported_with_its_step_named(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from contrastive.training.run_lock import training_holder
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(run_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        out = tmp_path / "live.onnx"
+        with caplog.at_level(logging.WARNING):
+            assert main(["export", str(run_dir), "--out", str(out), "--format", "onnx"]) == 0
+        assert f"is still being trained by process {holder.pid}" in caplog.text
+        assert "--resume" not in caplog.text + capsys.readouterr().err
+        weights = json.loads(out.with_name("live.onnx.json").read_text())["weights"]
+        assert weights["training_now"].startswith(f"process {holder.pid} ")
+        assert weights["run_finished"] is False
+        assert training_holder(run_dir) is not None  # looking did not release the lock
+    finally:
+        holder.communicate("")
+    assert training_holder(run_dir) is None
+
+
+# Holds a run folder's lock, as a training does, until its stdin closes.
+HOLDER = """
+import sys
+from pathlib import Path
+from contrastive.training.run_lock import hold_run_folder
+with hold_run_folder(Path(sys.argv[1])):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def _readme_deployment_code() -> dict:
+    """The README's ``preprocess`` / ``embed`` block, executed: the code users copy."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
+    (code,) = [block for block in blocks if "def preprocess(path, card)" in block]
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    return namespace
+
+
+def _awkward_images(folder: Path) -> list[Path]:
+    """Files whose decoding differs from a plain ``Image.open(p).convert("RGB")``."""
+    from PIL import PngImagePlugin  # noqa: F401 - registers the 16-bit PNG writer
+
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    photo = rng.integers(0, 256, (150, 200, 3), dtype=np.uint8)
+    photo[:40, :60] = (250, 20, 20)  # a corner that shows a rotation
+    sideways = Image.fromarray(photo)
+    exif = sideways.getexif()
+    exif[0x0112] = 6  # EXIF orientation: rotate 90 degrees on display
+    sideways.save(folder / "sideways.jpg", exif=exif, quality=95)
+    Image.fromarray(photo).save(folder / "wide.png")
+    rgba = np.dstack([photo[:120, :90], np.tile(np.linspace(0, 255, 90), (120, 1))])
+    Image.fromarray(rgba.astype(np.uint8)).save(folder / "transparent.png")
+    twelve_bit = (rng.random((70, 50)) * 4095).astype(np.uint16)
+    Image.fromarray(twelve_bit).save(folder / "sensor.png")
+    palette = Image.fromarray(photo[:64, :64]).convert("P", palette=Image.Palette.ADAPTIVE)
+    palette.info["transparency"] = 0
+    palette.save(folder / "palette.png", transparency=0)
+    Image.fromarray(photo[:, :, 0]).save(folder / "gray.png")
+    return sorted(folder.iterdir())
+
+
+@pytest.mark.parametrize("size", [32, 72])
+def test_the_readme_preprocessing_is_the_package_s(tmp_path: Path, size: int) -> None:
+    from contrastive.data.folder import load_rgb
+    from contrastive.export import deployment_card
+    from contrastive.views.per_image import eval_transform
+
+    views = ViewConfig(input_size=size, mean=VIEWS.mean, std=VIEWS.std)
+    backbone, dim = build_backbone(BACKBONE)
+    card = deployment_card(Encoder(backbone, dim, views, BACKBONE, "test"), size, "onnx", False)
+    preprocess = _readme_deployment_code()["preprocess"]
+    transform = eval_transform(views)
+    for path in _awkward_images(tmp_path / "images"):
+        expected = transform(load_rgb(path)).numpy()
+        actual = preprocess(path, card)
+        assert actual.shape == (3, size, size) and actual.dtype == np.float32, path.name
+        np.testing.assert_allclose(actual, expected, atol=1e-6, rtol=0, err_msg=path.name)
+    assert card["resize_short_side"] == (size if size < 64 else round(size / 0.875))
+
+
+def test_the_readme_embed_gives_the_encoder_s_features(run_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime", reason="the export extra is not installed")
+    out = tmp_path / "model.onnx"
+    assert main(["export", str(run_dir), "--out", str(out), "--fold-normalization"]) == 0
+    paths = _awkward_images(tmp_path / "images")
+    features = _readme_deployment_code()["embed"](str(out), paths)
+    expected = load_encoder(run_dir).embed(paths)
+    expected = expected / expected.norm(dim=1, keepdim=True)
+    np.testing.assert_allclose(features, expected.numpy(), atol=1e-5, rtol=0)
+
+
+def test_weights_of_another_tool_are_exported_with_the_flags_embed_takes(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    weights = tmp_path / "plain.pt"
+    torch.save(torch.load(run_dir / "backbone.pt", weights_only=True), weights)
+    images = str(run_dir.parent / "images")
+    assert main(["export", str(weights), "--images", images]) == 2
+    assert "give --backbone and --input-size" in capsys.readouterr().err
+    out = tmp_path / "plain.onnx"
+    flags = ["--backbone", "resnet18_quarter", "--small-image-stem", "--input-size", "32"]
+    assert main(["export", str(weights), *flags, "--images", images, "--out", str(out)]) == 0
+    card = json.loads(out.with_name("plain.onnx.json").read_text())
+    assert card["backbone_config"]["small_image_stem"] and card["mean"] == [0.485, 0.456, 0.406]
+    # A run's own backbone.pt finds its training images through the config.yaml beside it.
+    assert main(["export", str(run_dir / "backbone.pt"), "--out", str(tmp_path / "b.onnx")]) == 0
+    assert f"images from {images}" in capsys.readouterr().out

@@ -72,6 +72,18 @@ def add_encoder_arguments(parser: argparse.ArgumentParser, required: bool) -> No
         help="Lightning .ckpt, or plain backbone state_dict .pt (then give "
         "--backbone and --input-size)",
     )
+    add_weights_arguments(parser)
+    parser.add_argument(
+        "--projection-head",
+        action="store_true",
+        help="use the projection head's output (Lightning checkpoints only)",
+    )
+
+
+def add_weights_arguments(parser: argparse.ArgumentParser, input_size: bool = True) -> None:
+    """The flags that say what weights recording no configuration are (a plain state_dict,
+    another tool's checkpoint) and how their images are normalised; ``input_size=False``
+    where the command defines ``--input-size`` itself."""
     parser.add_argument(
         "--backbone",
         metavar="NAME",
@@ -83,7 +95,8 @@ def add_encoder_arguments(parser: argparse.ArgumentParser, required: bool) -> No
         action="store_true",
         help="the plain state_dict uses the 3x3 small-image stem",
     )
-    parser.add_argument("--input-size", type=int, help="evaluation input size in pixels")
+    if input_size:
+        parser.add_argument("--input-size", type=int, help="evaluation input size in pixels")
     parser.add_argument(
         "--weights-prefix",
         metavar="PREFIX",
@@ -99,11 +112,6 @@ def add_encoder_arguments(parser: argparse.ArgumentParser, required: bool) -> No
             help=f"normalisation {statistic}, 0-1 scale (default: the run's own; ImageNet's "
             f"{' '.join(map(str, imagenet))} for weights that record none)",
         )
-    parser.add_argument(
-        "--projection-head",
-        action="store_true",
-        help="use the projection head's output (Lightning checkpoints only)",
-    )
 
 
 def add_compute_arguments(parser: argparse.ArgumentParser) -> None:

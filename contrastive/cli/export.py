@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import yaml
 
 from contrastive.cli.arguments import output_file
+from contrastive.cli.embed import add_weights_arguments, configs_from_args, view_config_from_args
 from contrastive.errors import ContrastiveError
 
-if TYPE_CHECKING:
-    from contrastive.views.config import ViewConfig
+log = logging.getLogger(__name__)
 
 HELP = "export a run's backbone to ONNX, TorchScript or a state_dict, checked on real images"
 
@@ -28,7 +30,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from contrastive.export import EXPORT_FORMATS
 
     parser = subparsers.add_parser("export", help=HELP, description=HELP + ".")
-    parser.add_argument("run", type=Path, help="run folder or Lightning .ckpt")
+    parser.add_argument(
+        "run",
+        type=Path,
+        help="run folder, its .ckpt or backbone.pt; or weights of another tool (a plain "
+        "state_dict: give --backbone and --input-size, and --images)",
+    )
     parser.add_argument("--format", choices=EXPORT_FORMATS, default="onnx", help="(default: onnx)")
     parser.add_argument(
         "--input-size",
@@ -42,7 +49,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="the exported model takes RGB in [0, 1] and applies the run's mean/std itself",
     )
     parser.add_argument(
-        "--out", type=output_file, help="file to write (default: RUN/export/backbone.onnx etc.)"
+        "--out",
+        type=output_file,
+        help="file to write (default: RUN/export/backbone.onnx etc., backbone.rgb01.onnx etc. "
+        "with --fold-normalization); its deployment card goes beside it as FILE.json",
     )
     parser.add_argument(
         "--images",
@@ -50,10 +60,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="folder of images to check the export on (default: the run's training data)",
     )
+    add_weights_arguments(parser, input_size=False)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from contrastive.backbones import torchvision_backbones
     from contrastive.data.folder import ImageFolder
     from contrastive.encoder import load_encoder
     from contrastive.export import (
@@ -62,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         export_backbone,
         load_check_images,
     )
+    from contrastive.training.run_lock import training_holder
 
     if args.out is not None and (args.out.suffix.lower() == ".onnx") != (args.format == "onnx"):
         # A TorchScript file named .onnx (or the reverse) fails later in whatever loads it.
@@ -69,58 +82,116 @@ def run(args: argparse.Namespace) -> int:
             f"--out {args.out} does not fit --format {args.format}: name it "
             f"*{SUFFIXES[args.format]}, or give the --format its name says"
         )
-    encoder = load_encoder(args.run)
-    input_size = args.input_size or encoder.view_config.evaluation_size
-    if not 8 <= input_size <= MAX_INPUT_SIZE:
+    if args.input_size is not None and not 8 <= args.input_size <= MAX_INPUT_SIZE:
         raise ContrastiveError(
-            f"--input-size {input_size}: give {8} to {MAX_INPUT_SIZE} pixels (the check runs "
-            "the network on images of that side)"
+            f"--input-size {args.input_size}: give {8} to {MAX_INPUT_SIZE} pixels (the check "
+            "runs the network on images of that side)"
         )
+    run_dir = _run_folder(args.run)
+    holder = training_holder(run_dir) if run_dir is not None else None
+    with warnings.catch_warnings():
+        if holder is not None:
+            # Its advice, to finish the run with --resume, is wrong while it trains.
+            warnings.filterwarnings("ignore", message=".*did not finish training")
+        backbone_config, view_config = configs_from_args(args)
+        encoder = load_encoder(
+            args.run, backbone_config, view_config, weights_prefix=args.weights_prefix
+        )
+    if view_config is None:
+        encoder = replace(encoder, view_config=view_config_from_args(args, encoder.view_config))
+    weights = _weights_record(encoder.source, run_dir, holder)
+    if holder is not None:
+        log.warning(
+            "%s is still being trained by %s: exporting its last checkpoint (step %s); "
+            "export again when the run ends (the card beside the file records the step)",
+            run_dir,
+            holder,
+            weights.get("step", "unknown"),
+        )
+    input_size = args.input_size or encoder.view_config.evaluation_size
     folder = args.images or _training_data(args.run)
     paths = ImageFolder.scan(folder).paths
-    out = args.out or default_export_path(args.run, args.format)
-    if out.exists():
-        print(f"replacing {out}")
+    out = args.out or default_export_path(args.run, args.format, args.fold_normalization)
+    existed = out.exists()
     result = export_backbone(
         encoder,
         out,
         args.format,
         load_check_images(paths, input_size, CHECK_IMAGES),
         fold_normalization=args.fold_normalization,
+        weights=weights,
     )
     takes = "RGB in [0, 1]" if result.fold_normalization else "normalised images"
     print(
-        f"wrote {result.path} ({result.format}, input (batch, 3, {input_size}, {input_size}) "
-        f"{takes}, output (batch, {encoder.feature_dim}))"
+        f"wrote {result.path}{' (replaced the previous file)' if existed else ''} "
+        f"({result.format}, input (batch, 3, {input_size}, {input_size}) float32 {takes}, "
+        f"output (batch, {encoder.feature_dim}) features, not L2-normalised)"
     )
     print(
         f"checked on {result.num_images} images from {folder}: max abs difference "
         f"{result.max_abs_difference:.2e} vs PyTorch"
     )
-    print(_preprocessing(encoder.view_config, input_size, result.fold_normalization))
+    if result.format == "state_dict" and (
+        encoder.backbone_config.name not in torchvision_backbones()
+        or encoder.backbone_config.small_image_stem
+    ):
+        print(
+            f"a state_dict of contrastive's {encoder.backbone_config.name}"
+            f"{' with the small-image stem' if encoder.backbone_config.small_image_stem else ''}"
+            ", not a torchvision model: load it with contrastive, rebuild it as the card's "
+            "'architecture' says, or export --format onnx or torchscript for a service "
+            "without contrastive"
+        )
+    print(f"preprocessing (also in {result.card_path}, with the input, output and weights):")
+    for number, step in enumerate(_card_steps(result.card_path), start=1):
+        print(f"  {number}. {step}")
     return 0
 
 
-def _preprocessing(views: ViewConfig, input_size: int, folded: bool) -> str:
-    """How a deployment prepares images for the file, as the run's evaluation did."""
-    from contrastive.views.per_image import evaluation_resize
+def _card_steps(card_path: Path) -> list[str]:
+    return json.loads(card_path.read_text(encoding="utf-8"))["preprocessing"]
 
-    resize = evaluation_resize(replace(views, eval_input_size=input_size))
-    steps = f"resize the short side to {resize} px, centre-crop {input_size} px, RGB in [0, 1]"
-    mean = ", ".join(f"{value:.4f}" for value in views.mean)
-    std = ", ".join(f"{value:.4f}" for value in views.std)
-    if folded:
-        return (
-            f"preprocessing: {steps} (the file subtracts mean ({mean}) and divides by std ({std}))"
-        )
-    return f"preprocessing: {steps}, then subtract mean ({mean}) and divide by std ({std})"
+
+def _run_folder(source: Path) -> Path | None:
+    """The run folder of a run path, its ``.ckpt`` or its ``backbone.pt`` (None: not a run)."""
+    source = source.expanduser().absolute()
+    if source.is_dir():
+        return source
+    parent = source.parent.parent if source.parent.name == "checkpoints" else source.parent
+    return parent if (parent / "config.yaml").is_file() else None
+
+
+def _weights_record(source: str, run_dir: Path | None, holder: str | None) -> dict:
+    """Where the exported weights came from, for the deployment card."""
+    import torch
+
+    from contrastive.encoder import RUN_BACKBONE, RUN_CHECKPOINT
+
+    record: dict = {"source": source}
+    if run_dir is not None:
+        record["run"] = str(run_dir)
+        record["run_finished"] = (run_dir / RUN_BACKBONE).is_file() and holder is None
+        if holder is not None:
+            record["training_now"] = holder
+    checkpoint = Path(source)
+    if checkpoint.is_dir():
+        checkpoint = checkpoint / RUN_CHECKPOINT
+    if checkpoint.suffix == ".ckpt" and checkpoint.is_file():
+        try:
+            # Memory-mapped: only the step is read, not the weights.
+            content = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+            record["step"] = int(content["global_step"])
+        except Exception:  # noqa: BLE001 - the step is a note; the weights loaded already
+            pass
+    return record
 
 
 def _training_data(source: Path) -> Path:
     """The ``data`` folder recorded in a run's ``config.yaml``."""
-    config_file = (source if source.is_dir() else source.parent.parent) / "config.yaml"
+    run_dir = _run_folder(source)
+    config_file = run_dir / "config.yaml" if run_dir is not None else None
     data = None
-    if config_file.is_file():
+    if config_file is not None and config_file.is_file():
         data = (yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}).get("data")
     if not data or not Path(data).is_dir():
         raise ContrastiveError(

@@ -27,7 +27,13 @@ from contrastive.curation.label_issues import DEFAULT_FOLDS, LabelIssues, find_l
 from contrastive.curation.outliers import UnusualGroup, neighbourhood_similarity, unusual_groups
 from contrastive.curation.selection import SELECTION_METHODS, Selection, select
 from contrastive.curation.space import centred
-from contrastive.data.folder import DECODE_ERRORS, ImageFolder, load_rgb
+from contrastive.data.folder import (
+    DECODE_ERRORS,
+    ImageFolder,
+    list_images,
+    load_rgb,
+    relative_key,
+)
 from contrastive.data.near_copies import BLANK_STD, DEFAULT_THRESHOLD, fingerprints_and_spreads
 from contrastive.embeddings import Embeddings
 from contrastive.errors import ContrastiveError
@@ -189,11 +195,9 @@ def images_left_out(dataset: Embeddings) -> list[str]:
     root = dataset.data_root
     if root is None or not root.is_dir() or any(Path(p).is_absolute() for p in dataset.paths):
         return []
-    try:
-        images = ImageFolder.scan(root).relative_paths()
-    except ContrastiveError:
-        return []
-    return sorted(set(images) - _embedded_paths(dataset))
+    # Listed without ImageFolder.scan's "found N images": embedding the folder said it.
+    images = {relative_key(path, root) for path in list_images(root)}
+    return sorted(images - _embedded_paths(dataset))
 
 
 def _check_curation_inputs(dataset: Embeddings, settings: CurationSettings) -> str | None:

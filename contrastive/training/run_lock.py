@@ -98,3 +98,24 @@ def check_not_held(run_dir: Path) -> None:
         return
     with hold_run_folder(run_dir):
         pass
+
+
+def training_holder(run_dir: Path) -> str | None:
+    """Who is training ``run_dir`` now (``"process 123 on host since ..."``), or None.
+
+    Only looks: the lock is not taken (a reader such as ``export`` must not block a
+    ``--resume``), and nothing is written.
+    """
+    lock_file = run_dir / LOCK_FILE
+    if fcntl is None or not lock_file.is_file():
+        return None
+    try:
+        with open(lock_file, "r+", encoding="utf-8") as handle:
+            try:
+                fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                if error.errno in (errno.EACCES, errno.EAGAIN):
+                    return handle.read().strip() or "another process"
+            return None  # closing the file released the lock just taken
+    except OSError:  # unreadable: nothing can be said
+        return None
