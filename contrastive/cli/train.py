@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from contrastive.backbones import BackboneConfig
 from contrastive.cli.config_flags import (
     Flag,
     add_config_flags,
@@ -320,6 +322,41 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if rank_zero_only.rank == 0:  # one summary, not one per DDP process
         print(f"trained on {result.num_images} images; run directory: {result.run_dir}")
-        kind = "timm" if result.config.backbone.name.startswith("timm:") else "torchvision"
-        print(f"backbone weights (plain {kind} state_dict): {result.backbone_path}")
+        print(f"backbone weights ({_weights_kind(result.config.backbone)}): {result.backbone_path}")
+        _warn_stale_exports(result.run_dir, result.backbone_path)
     return 0
+
+
+def _weights_kind(backbone: BackboneConfig) -> str:
+    """What ``backbone.pt`` holds, in the terms of the library that can load it."""
+    from contrastive.backbones import torchvision_backbones
+
+    if backbone.name.startswith("timm:"):
+        return "plain timm state_dict"
+    if backbone.name in torchvision_backbones() and not backbone.small_image_stem:
+        return "plain torchvision state_dict"
+    # The CPU plans' narrow ResNets and small stems: torchvision alone does not build them.
+    return f"state_dict of contrastive's {backbone.name}; `contrastive export` for ONNX"
+
+
+def _warn_stale_exports(run_dir: Path, backbone_path: Path) -> None:
+    """Names exports older than the weights training just wrote (made mid-run, or before a
+    ``--resume`` trained on): they are not of the final model."""
+    folder = run_dir / "export"
+    if not folder.is_dir() or not backbone_path.is_file():
+        return
+    written = backbone_path.stat().st_mtime
+    stale = sorted(
+        path.name
+        for path in folder.iterdir()
+        if path.is_file() and not path.name.endswith(".json") and path.stat().st_mtime < written
+    )
+    if stale:
+        log.warning(
+            "%s holds %d export(s) made before this training ended (%s): they are not of the "
+            "final weights; export again (`contrastive export %s`)",
+            folder,
+            len(stale),
+            ", ".join(stale),
+            shlex.quote(str(run_dir)),
+        )
