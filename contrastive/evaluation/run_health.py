@@ -18,6 +18,8 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from contrastive.errors import ContrastiveError
+from contrastive.training.collapse import DEFAULT_THRESHOLD_FRACTION
+from contrastive.training.collapse import METRIC_NAME as COLLAPSE_STD
 from contrastive.training.health import MEASURES, Finding, diagnose, spread_is_calibrated
 
 #: The measure ``compare-runs`` ranks by: RankMe of the projections, the measure whose
@@ -37,10 +39,14 @@ class RunHealth:
         history: Measurements in step order: ``step`` and the :data:`MEASURES` short names
             (NaN where a value was not logged).
         loss: ``(step, loss)`` pairs.
+        collapse_std: ``(step, std of the L2-normalised projections)`` pairs, logged every
+            few steps (:mod:`~contrastive.training.collapse`): a collapse between two health
+            measurements, or in a run too short for a second one, shows here.
         data: The run's training folder (from ``config.yaml``; empty if unknown).
         feature_dim: Width of the backbone features (0 if unknown).
         projection_dim: Width of the projections (0 if unknown).
         finished: Whether the run exported its backbone.
+        method: The run's method (``simclr``, ``moco``...; empty if unknown).
         spread_calibrated: Whether the weak-spread rule holds for its method
             (:func:`~contrastive.training.health.spread_is_calibrated`).
     """
@@ -48,10 +54,12 @@ class RunHealth:
     run_dir: Path
     history: list[dict[str, float]]
     loss: list[tuple[int, float]] = field(default_factory=list)
+    collapse_std: list[tuple[int, float]] = field(default_factory=list)
     data: str = ""
     feature_dim: int = 0
     projection_dim: int = 0
     finished: bool = False
+    method: str = ""
     spread_calibrated: bool = True
 
     @property
@@ -90,6 +98,7 @@ def read_run_health(run_dir: str | os.PathLike) -> RunHealth:
     columns = {name: measure.metric for name, measure in MEASURES.items()}
     history: dict[int, dict[str, float]] = {}
     loss = []
+    collapse_std = []
     rows = 0
     try:
         with open(metrics, newline="", encoding="utf-8") as file:
@@ -98,6 +107,8 @@ def read_run_health(run_dir: str | os.PathLike) -> RunHealth:
                 step = int(float(row.get("step") or 0)) + 1  # the CSV step is global_step - 1
                 if row.get("loss"):
                     loss.append((step, float(row["loss"])))
+                if row.get(COLLAPSE_STD):
+                    collapse_std.append((step, float(row[COLLAPSE_STD])))
                 for name, column in columns.items():
                     if row.get(column):
                         point = history.setdefault(
@@ -122,10 +133,12 @@ def read_run_health(run_dir: str | os.PathLike) -> RunHealth:
         run_dir=folder,
         history=[history[step] for step in sorted(history)],
         loss=loss,
+        collapse_std=collapse_std,
         data=data,
         feature_dim=feature_dim,
         projection_dim=projection_dim,
         finished=(folder / "backbone.pt").is_file(),
+        method=method,
         spread_calibrated=spread_is_calibrated(method) if method else True,
     )
 
@@ -185,7 +198,30 @@ def findings(run: RunHealth) -> list[Finding]:
             first.setdefault(finding.kind, finding)
     first.pop("weakly_spread", None)
     first.update({f.kind: f for f in latest if f.kind == "weakly_spread"})
+    collapsed = _collapsed_at_the_end(run)
+    if collapsed is not None and "collapse" not in first:
+        first = {"collapse": collapsed, **first}
+        first.pop("not_spread", None)  # not "as an untrained network": it stayed collapsed
     return list(first.values())
+
+
+def _collapsed_at_the_end(run: RunHealth, last: int = 3) -> Finding | None:
+    """A collapse finding where the run's last ``last`` per-step spreads are all under the
+    collapse monitor's threshold (the warning training gives, read back from the CSV)."""
+    if not run.projection_dim or len(run.collapse_std) < last:
+        return None
+    threshold = DEFAULT_THRESHOLD_FRACTION / math.sqrt(run.projection_dim)
+    tail = run.collapse_std[-last:]
+    if max(value for _, value in tail) >= threshold:
+        return None
+    step, value = tail[-1]
+    return Finding(
+        "collapse",
+        step,
+        f"collapse: the projections' spread ({COLLAPSE_STD}) stayed at {value:.2g} up to step "
+        f"{step}, under {threshold:.2g} (healthy ~{1 / math.sqrt(run.projection_dim):.2g}); try "
+        "a lower learning rate, a higher temperature or stronger augmentations",
+    )
 
 
 def verdict(run: RunHealth) -> str:
@@ -326,11 +362,21 @@ def rank_runs(runs: Sequence[RunHealth], measure: str = RANKING_MEASURE) -> list
             f"no run has a final {measure} to rank by (it needs two measurements or more); "
             f"choose another measure: {', '.join(name for name in MEASURES if name != measure)}"
         )
-    # Runs without the value go last.
+    # Collapsed runs go last whatever the measure (a collapsed run's alignment is perfect,
+    # and by rank it came first), then runs without the value.
     return sorted(
         ranked,
-        key=lambda r: (not math.isfinite(r.value), sign * r.value if math.isfinite(r.value) else 0),
+        key=lambda r: (
+            is_collapsed(r.run),
+            not math.isfinite(r.value),
+            sign * r.value if math.isfinite(r.value) else 0,
+        ),
     )
+
+
+def is_collapsed(run: RunHealth) -> bool:
+    """Whether :func:`judged` calls the run collapsed (fully or dimensionally)."""
+    return judged(run)[0] in COLLAPSED_VERDICTS
 
 
 def comparison_table(ranked: Sequence[RankedRun], measure: str) -> str:
@@ -340,7 +386,21 @@ def comparison_table(ranked: Sequence[RankedRun], measure: str) -> str:
     lines = [f"ranked by {measure} ({MEASURES[measure].description}), best first:", header]
     for place, entry in enumerate(ranked, start=1):
         values = "".join(f"{entry.run.final(name):>16.4g}" for name in names)
-        lines.append(f"{place:>2}  {str(entry.run.run_dir):<30}{entry.run.steps:>8}{values}")
+        name = f"{entry.run.run_dir}{' (collapsed)' if is_collapsed(entry.run) else ''}"
+        lines.append(f"{place:>2}  {name:<30}{entry.run.steps:>8}{values}")
+    if any(is_collapsed(entry.run) for entry in ranked):
+        lines.append(
+            "note: runs marked (collapsed) are ranked last whatever the measure (`contrastive "
+            "health RUN` says why)"
+        )
+    methods = sorted({entry.run.method for entry in ranked if entry.run.method})
+    if len(methods) > 1:
+        # MoCo's projections are less spread than SimCLR's while it learns (README).
+        lines.append(
+            f"note: these runs use different methods ({', '.join(methods)}): their spread "
+            "measures are not on one scale; rank each method's runs apart, or compare them "
+            "with labels (contrastive eval knn)"
+        )
     longest = max((entry.run.steps for entry in ranked), default=0)
     short = [entry.run for entry in ranked if entry.run.steps * 10 < longest]
     if short:

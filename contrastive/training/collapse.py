@@ -92,5 +92,7 @@ class CollapseMonitor(pl.Callback):
                 f"{value:.2g} < {threshold:.2g} (healthy ~{1 / math.sqrt(dim):.2g}); try a lower "
                 f"learning rate, a higher temperature or stronger augmentations",
                 RepresentationCollapseWarning,
-                stacklevel=2,
+                # Attributed here: the caller is Lightning's hook code, whose warnings the
+                # console hides (module="pytorch_lightning"), and this one with them.
+                stacklevel=1,
             )

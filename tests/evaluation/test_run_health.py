@@ -79,7 +79,8 @@ def test_compare_runs_orders_best_first_by_the_measure(tmp_path: Path, capsys) -
     assert main(["compare-runs", *map(str, runs.values())]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"ranked by {RANKING_MEASURE}")
-    assert [line.split()[1].rsplit("/", 1)[-1] for line in lines[2:]] == ["best", "middle", "worst"]
+    places = [line for line in lines[2:] if not line.startswith("note:")]
+    assert [line.split()[1].rsplit("/", 1)[-1] for line in places] == ["best", "middle", "worst"]
 
     # A folder of runs stands for its runs (before: "needs at least two run directories").
     (tmp_path / "notes").mkdir()
@@ -223,7 +224,8 @@ def test_compare_runs_ranks_each_folders_runs_apart(tmp_path: Path, capsys) -> N
     ]
 
     def ranked(section: str) -> list[str]:
-        return [line.split()[1].rsplit("/", 1)[-1] for line in section.splitlines()[3:]]
+        places = [line for line in section.splitlines()[3:] if not line.startswith("note:")]
+        return [line.split()[1].rsplit("/", 1)[-1] for line in places]
 
     # One ranking would have put digits_a first and digits_b last, between the cats.
     assert ranked(sections[0]) == ["cats_b", "cats_a"]
@@ -282,3 +284,42 @@ def test_health_writes_its_verdict_as_json_and_can_fail_a_collapsed_run(
     assert main(["health", str(learning), "--fail-on-collapse"]) == 0
     assert json.loads((learning / "health.json").read_text())["verdict"] != "collapsed"
     assert "verdict and measures for scripts" in capsys.readouterr().out
+
+
+def test_a_spread_that_stayed_collapsed_between_measurements_is_called_collapse(
+    tmp_path: Path,
+) -> None:
+    from contrastive.evaluation.run_health import judged
+
+    # A short MoCo run measured once: the one health measurement looks as an untrained
+    # network does, but the per-step spread (healthy ~0.088 at 128 dims) stayed collapsed.
+    run = read_run_health(write_run(tmp_path / "run", [1.0]))
+    run.projection_dim = 128
+    run.collapse_std = [(11, 0.0013), (22, 0.0011), (33, 0.0009)]
+    kind, _ = judged(run)
+    assert kind == "collapsed"
+    assert "stayed at 0.0009 up to step 33, under 0.0088" in verdict(run)
+    # A run that recovered (its last spreads healthy) keeps the measurement's verdict.
+    run.collapse_std = [(11, 0.0013), (22, 0.05), (33, 0.08)]
+    assert judged(run)[0] == "not_spread"
+    run.projection_dim = 0  # widths unknown (no config.yaml): no threshold, no claim
+    run.collapse_std = [(11, 0.0013), (22, 0.0011), (33, 0.0009)]
+    assert judged(run)[0] == "not_spread"
+
+
+def test_collapsed_runs_rank_last_whatever_the_measure_and_methods_are_noted(
+    tmp_path: Path,
+) -> None:
+    from contrastive.evaluation.run_health import comparison_table
+
+    learning = read_run_health(write_run(tmp_path / "learning", [5.0, 40.0, 60.0]))
+    collapsed = read_run_health(write_run(tmp_path / "collapsed", [5.0, 1.0]))
+    for measure in ("rank", "alignment", "uniformity", RANKING_MEASURE):
+        collapsed_first = rank_runs([collapsed, learning], measure)
+        assert [entry.run.run_dir.name for entry in collapsed_first] == ["learning", "collapsed"]
+    table = comparison_table(rank_runs([collapsed, learning], "alignment"), "alignment")
+    assert f"{tmp_path / 'collapsed'} (collapsed)" in table
+    assert "ranked last whatever the measure" in table and "different methods" not in table
+    learning.method, collapsed.method = "simclr", "moco"
+    table = comparison_table(rank_runs([collapsed, learning], "rank"), "rank")
+    assert "these runs use different methods (moco, simclr)" in table

@@ -71,6 +71,23 @@ def test_collapsed_embeddings_are_logged_and_warned_once(
     assert values and max(values) < 1e-3
 
 
+def test_collapse_is_shown_under_the_console_s_warning_filters(
+    tiny_config: TrainConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from contrastive.console import quiet_third_party_logs
+
+    monkeypatch.setattr(
+        "contrastive.training.module.build_backbone", lambda config: (ConstantBackbone(16), 16)
+    )
+    # The command line hides Lightning's warnings; the collapse warning, raised from inside
+    # Lightning's hook, had been hidden with them (seen only with -v).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        quiet_third_party_logs()
+        train(tiny_config)
+    assert [w for w in caught if w.category is RepresentationCollapseWarning]
+
+
 def test_healthy_embeddings_do_not_warn(tiny_config: TrainConfig) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
