@@ -82,7 +82,7 @@ from contrastive.training.last_checkpoint import SaveLastCheckpoint
 from contrastive.training.lightning_compat import log_interval, set_step_limit
 from contrastive.training.metrics_history import HistoryCSVLogger
 from contrastive.training.module import ContrastiveModule
-from contrastive.training.progress import progress_callbacks
+from contrastive.training.progress import EpochSummary, progress_callbacks
 from contrastive.training.projector_at_end import ProjectorAtEnd
 from contrastive.training.resumable import LoaderPosition, ResumableLoader
 from contrastive.training.resume import (
@@ -539,6 +539,9 @@ def _fit(run: _Run, budget_started: float | None) -> None:
         resume_hint=f"contrastive train --resume --out {shlex.quote(str(run.config.run_dir))}",
     )
     trainer.callbacks.append(interrupt)
+    # Epoch lines after every other epoch-end hook: printed before the kNN monitor's, a line
+    # showed the previous epoch's monitor/knn_top1 beside this epoch's loss.
+    trainer.callbacks.sort(key=lambda callback: isinstance(callback, EpochSummary))
     with warnings.catch_warnings(), interrupt.stopping_cleanly():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*The number of training batches.*")

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 import pytorch_lightning as pl
 import torch
 from PIL import Image
@@ -110,3 +111,27 @@ def test_logs_the_online_monitor_during_fit(tmp_path: Path) -> None:
     assert logged == monitor.measure(module.backbone)
     assert module.backbone.training
     assert METRIC_NAME in (tmp_path / "logs" / "metrics.csv").read_text().splitlines()[0]
+
+
+def test_the_epoch_line_shows_this_epoch_s_knn(
+    tiny_config, tiny_images: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import csv
+    import logging
+    import re
+
+    from contrastive.training.train import train
+
+    config = tiny_config.with_overrides(
+        epochs=3, val_train=str(tiny_images), val_test=str(tiny_images), monitor_every_n_epochs=1
+    )
+    with caplog.at_level(logging.INFO):
+        train(config)
+    line = r"epoch (\d)/3 \(step \d+\): .*?monitor/knn_top1 ([\d.]+)"
+    shown = {int(m.group(1)): float(m.group(2)) for m in re.finditer(line, caplog.text)}
+    with open(config.run_dir / "metrics.csv", newline="") as file:
+        logged = [float(row[METRIC_NAME]) for row in csv.DictReader(file) if row[METRIC_NAME]]
+    assert len(logged) == 3 and 1 in shown
+    # Each value is shown beside the epoch that measured it (before: the epoch after).
+    for epoch, value in shown.items():
+        assert value == pytest.approx(logged[epoch - 1], abs=1e-4), (epoch, shown, logged)
