@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -22,6 +23,8 @@ from contrastive.training.config import (
     nested_settings,
 )
 from contrastive.views.config import view_preset
+
+log = logging.getLogger(__name__)
 
 
 def cpu_budget_recipe(
@@ -119,21 +122,42 @@ def choose_recipe(name: str, time_budget: str | None) -> str:
     return name
 
 
-def settings_for_recipe(values: Mapping[str, Any]) -> dict[str, Any]:
+def settings_for_recipe(
+    values: Mapping[str, Any], recipe: TrainConfig | None = None
+) -> dict[str, Any]:
     """Settings given (by dotted path) as they apply to a recipe: a view size given drops the
-    recipe's evaluation and stored sizes (they belong to its own view size), and a backbone
-    that is not a ResNet drops its stem (:func:`without_recipe_stem`)."""
+    recipe's evaluation and stored sizes (they belong to its own view size), a backbone that
+    is not a ResNet drops its stem (:func:`without_recipe_stem`), and another method than
+    ``recipe``'s drops its temperature (cpu-budget's 0.1 is SimCLR's: MoCo with the distance
+    loss collapsed at 0.1 and trained at its own 0.2), unless one was given."""
     values = dict(values)
     if "views.input_size" in values:
         values.setdefault("views.eval_input_size", None)
         values.setdefault("stored_size", None)
+    method = values.get("method.name")
+    if (
+        recipe is not None
+        and method is not None
+        and method != recipe.method.name
+        and recipe.loss.temperature is not None
+        and "loss.temperature" not in values
+    ):
+        log.info(
+            "--method %s: the temperature %g belongs to the recipe's %s; %s trains at its "
+            "usual temperature (--temperature sets one)",
+            method,
+            recipe.loss.temperature,
+            recipe.method.name,
+            method,
+        )
+        values["loss.temperature"] = None
     return without_recipe_stem(values)
 
 
 def with_settings(recipe: TrainConfig, values: Mapping[str, Any]) -> TrainConfig:
     """``recipe`` with the settings given (by dotted path), as ``contrastive train`` applies
     its flags to a recipe (:func:`settings_for_recipe`)."""
-    merged = leaf_settings(recipe.to_dict()) | settings_for_recipe(values)
+    merged = leaf_settings(recipe.to_dict()) | settings_for_recipe(values, recipe)
     return TrainConfig.from_dict(nested_settings(merged))
 
 

@@ -175,7 +175,7 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
             length_flags[0].replace("_", "-"),
             values["time_budget"],
         )
-    values = settings_for_recipe(values)
+    values = settings_for_recipe(values, config)
     values = _with_stem_of_weights(values, config)
     config = apply_flags(config, values, config_flags(TrainConfig, FLAGS, exclude=NO_FLAG))
     from contrastive.training.budget import check_time_budget

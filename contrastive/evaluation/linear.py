@@ -231,7 +231,7 @@ def select_weight_decay(
     elif len(accuracies) > 1 and best in (min(accuracies), max(accuracies)):
         count = validation_indices.numel()
         advice = (
-            "consider a wider one (weight_decays; eval linear --weight-decay)"
+            "consider a wider one (eval linear --weight-decay; weight_decays in Python)"
             if count >= _FEW_VALIDATION_IMAGES
             # A few images pick an edge by chance as often as by need.
             else "so few images choose by chance as much as by need; more labels say more"

@@ -71,6 +71,9 @@ def test_embed_then_knn_with_baselines(
     # Colour classes: raw pixels are perfectly separable.
     assert report["results"]["raw_pixels"]["k=1"] == {"top1": 1.0, "top5": 1.0}
     assert report["settings"]["k"] == [1, 5] and report["checkpoint"] == str(run_dir)
+    # The interval, gains and recall are of the first k, and the JSON says so.
+    assert report["data"]["model_figures_of"] == "k=1"
+    assert "Wilson" in report["data"]["interval_methods"]["model_top1_interval_95"]
     assert report["data"]["train_count"] == 18 and report["data"]["test_count"] == 9
     # How much the model beats each baseline, paired on the same 9 test images: raw pixels
     # are right on all 9, so the gain over them is minus the images the model misses.
@@ -128,7 +131,7 @@ def test_default_k_fits_a_small_labeled_folder(
 
 
 def test_linear_on_folders_writes_into_the_run(
-    run_dir: Path, colour_folders: dict[str, Path]
+    run_dir: Path, colour_folders: dict[str, Path], capsys: pytest.CaptureFixture
 ) -> None:
     assert (
         run_cli(
@@ -151,6 +154,10 @@ def test_linear_on_folders_writes_into_the_run(
     assert len(model["confusion_matrix"]) == 3 and len(model["per_class_accuracy"]) == 3
     assert model["weight_decay"] in (1e-3, 1e-1)
     assert report["settings"]["weight_decay_grid"] == [1e-3, 1e-1]
+    assert report["data"]["model_figures_of"] == "linear"
+    # The grid is searched on validation images the probe's --seed draws: that moves the
+    # score as much as a training seed does, and a comparison should fix the weight decay.
+    assert "so does the probe's --seed" in capsys.readouterr().out
 
 
 def test_augmented_protocol_is_gone(

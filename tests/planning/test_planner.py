@@ -598,3 +598,30 @@ def test_backbones_are_described_in_words() -> None:
         == "resnet18_quarter, small-image stem with stride 2"
     )
     assert describe_backbone(BackboneConfig("convnext_tiny")) == "convnext_tiny, its own stem"
+
+
+def test_another_method_is_planned_at_its_own_temperature() -> None:
+    from contrastive.methods.config import MethodConfig
+
+    base = cpu_budget_recipe(data="images", out="run")
+    simclr = plan(folder(50_000, 32), 600, base=base).as_dict()
+    assert simclr["temperature"].startswith("0.1: NT-Xent")
+    # 0.1 was measured on SimCLR; MoCo with the distance loss collapsed at it.
+    moco = base.with_overrides(method=MethodConfig("moco"))
+    shown = plan(folder(50_000, 32), 600, base=moco).as_dict()
+    assert shown["temperature"].startswith("0.2: moco's usual value")
+
+
+def test_a_method_given_to_a_recipe_drops_the_recipe_s_temperature(caplog) -> None:  # noqa: ANN001
+    import logging
+
+    from contrastive.recipes import settings_for_recipe
+
+    recipe = cpu_budget_recipe(data="images", out="run")
+    with caplog.at_level(logging.INFO):
+        values = settings_for_recipe({"method.name": "moco"}, recipe)
+    assert values["loss.temperature"] is None  # the method's own (MoCo's 0.2)
+    assert "the temperature 0.1 belongs to the recipe's simclr" in caplog.text
+    given = {"method.name": "moco", "loss.temperature": 0.1}
+    assert settings_for_recipe(given, recipe)["loss.temperature"] == 0.1
+    assert "loss.temperature" not in settings_for_recipe({"method.name": "simclr"}, recipe)
