@@ -225,18 +225,23 @@ def describe_architecture(config: BackboneConfig) -> str:
         width, layers = _NARROW_SHAPES[config.name]
         built = (
             f"torchvision.models.ResNet(BasicBlock, {layers}) narrowed to stages of "
-            f"{width}, {2 * width}, {4 * width}, {8 * width} channels (conv1 a 7x7/2 conv to "
-            f"{width} channels, bn1 of {width}; layer1-4 rebuilt with _make_layer at those "
-            f"widths, strides 1, 2, 2, 2)"
+            f"{width}, {2 * width}, {4 * width}, {8 * width} channels: model.inplanes = "
+            f"{width}; conv1 = Conv2d(3, {width}, 7, stride=2, padding=3, bias=False); bn1 = "
+            f"BatchNorm2d({width}); layer1-4 = model._make_layer(BasicBlock, W, blocks, "
+            f"stride) in turn with W = {width}, {2 * width}, {4 * width}, {8 * width}, strides "
+            "1, 2, 2, 2"
         )
+        classifier = "fc"
     else:
         built = f"torchvision.models.{config.name}(weights=None)"
+        # Where the classifier sits differs by family (fc, classifier.3, heads.head...).
+        classifier, _ = remove_classifier(torchvision.models.get_model(config.name, weights=None))
     if config.small_image_stem:
         built += (
             f"; then conv1 = Conv2d(3, conv1.out_channels, kernel_size=3, "
             f"stride={config.stem_stride}, padding=1, bias=False) and maxpool = Identity()"
         )
-    return built + "; the classifier (fc) replaced by Identity()"
+    return built + f"; then {classifier} = Identity() (the classifier removed)"
 
 
 def build_backbone(config: BackboneConfig) -> tuple[nn.Module, int]:

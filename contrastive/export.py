@@ -34,7 +34,7 @@ import torchvision.transforms.v2 as T
 from torch import Tensor, nn
 
 from contrastive.backbones import build_backbone, describe_architecture
-from contrastive.data.folder import load_rgb
+from contrastive.data.folder import BIT_DEPTH_VARIABLE, integer_bit_depth, load_rgb
 from contrastive.encoder import Encoder, evaluation_mode, load_backbone_weights
 from contrastive.errors import ContrastiveError
 from contrastive.files import write_text_atomic
@@ -215,6 +215,7 @@ def preprocessing_steps(views: ViewConfig, input_size: int, folded: bool) -> lis
     """What a deployment does to an image file to give the export the input ``contrastive
     embed --full-decode`` gives the backbone (the run's evaluation transform), in order."""
     resize = evaluation_resize(replace(views, eval_input_size=input_size))
+    depth = integer_bit_depth()
     mean = ", ".join(repr(float(value)) for value in views.mean)
     std = ", ".join(repr(float(value)) for value in views.std)
     crop = (
@@ -228,9 +229,12 @@ def preprocessing_steps(views: ViewConfig, input_size: int, folded: bool) -> lis
     )
     return [
         "decode the file and apply its EXIF orientation (PIL.ImageOps.exif_transpose)",
-        "make it 8-bit RGB: transparent pixels composited onto white; 16-bit images scaled "
-        "by v * 255 / (2**bits - 1), bits the smallest of 8, 10, 12, 14, 16 that holds the "
-        "image's maximum",
+        "make it 8-bit RGB: transparent pixels composited onto white; integer images of more "
+        "than 8 bits (values up to 65535) scaled by v * 255 / (2**bits - 1), bits the "
+        "smallest of 8, 10, 12, 14, 16 that holds the image's maximum"
+        + (f" (here fixed at {depth} bits by {BIT_DEPTH_VARIABLE})" if depth else "")
+        + "; float images with values in [0, 1] scaled by 255; any other range stretched "
+        "from the image's minimum to its maximum (NaN as 0); then rounded to 8 bits",
         f"resize the short side to {resize} px, the long side to int(long * {resize} / short) "
         "(truncated), bilinear with antialiasing: PIL's Image.resize(size, "
         "Image.Resampling.BILINEAR), as torchvision's Resize does on a PIL image",
@@ -281,7 +285,8 @@ def deployment_card(
         "architecture": describe_architecture(backbone),
         "backbone_config": asdict(backbone),
         "weights": dict(weights or {"source": encoder.source}),
-        "reference": "contrastive embed --full-decode gives these features for the same files",
+        "reference": f"contrastive embed --run RUN --full-decode --input-size {input_size} gives "
+        "these features for the same files",
         "contrastive_version": __version__,
         "exported_at": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }

@@ -231,3 +231,33 @@ def test_timm_backbone_gives_pooled_features_and_loads_into_plain_timm() -> None
     plain.load_state_dict(model.state_dict(), strict=True)
     with pytest.raises(ContrastiveError, match="timm:resnet_nonexistent"):
         BackboneConfig("timm:resnet_nonexistent")
+
+
+def test_the_architecture_text_names_where_each_family_s_classifier_was() -> None:
+    from contrastive.backbones import describe_architecture
+
+    assert describe_architecture(BackboneConfig("mobilenet_v3_small")).endswith(
+        "then classifier.3 = Identity() (the classifier removed)"
+    )
+    text = describe_architecture(BackboneConfig("resnet10_quarter", True, stem_stride=2))
+    assert "model.inplanes = 16" in text and "stride=2, padding=1" in text
+    assert text.endswith("then fc = Identity() (the classifier removed)")
+
+
+def test_the_narrow_resnet_rebuilt_as_its_text_says_takes_its_weights() -> None:
+    from torchvision.models.resnet import BasicBlock
+
+    # Followed literally, without contrastive's builder.
+    model = torchvision.models.ResNet(BasicBlock, [1, 1, 1, 1])
+    model.inplanes = 16
+    model.conv1 = nn.Conv2d(3, 16, 7, stride=2, padding=3, bias=False)
+    model.bn1 = nn.BatchNorm2d(16)
+    for index, (width, stride) in enumerate(zip((16, 32, 64, 128), (1, 2, 2, 2), strict=True)):
+        setattr(model, f"layer{index + 1}", model._make_layer(BasicBlock, width, 1, stride))
+    model.conv1 = nn.Conv2d(
+        3, model.conv1.out_channels, kernel_size=3, stride=2, padding=1, bias=False
+    )
+    model.maxpool = nn.Identity()
+    model.fc = nn.Identity()
+    ours, _ = build_backbone(BackboneConfig("resnet10_quarter", True, stem_stride=2))
+    model.load_state_dict(ours.state_dict())  # strict: every key and shape

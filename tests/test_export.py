@@ -293,6 +293,12 @@ def _awkward_images(folder: Path) -> list[Path]:
     palette.info["transparency"] = 0
     palette.save(folder / "palette.png", transparency=0)
     Image.fromarray(photo[:, :, 0]).save(folder / "gray.png")
+    Image.fromarray(rng.random((40, 60)).astype(np.float32)).save(folder / "unit.tif")
+    outside = (rng.random((40, 60)) * 7 - 2).astype(np.float32)
+    outside[0, 0] = np.nan
+    Image.fromarray(outside).save(folder / "outside.tif")
+    wide_range = (rng.random((50, 40)) * 200_000).astype(np.int32)
+    Image.fromarray(wide_range).save(folder / "wide_range.tif")
     return sorted(folder.iterdir())
 
 
@@ -342,3 +348,28 @@ def test_weights_of_another_tool_are_exported_with_the_flags_embed_takes(
     # A run's own backbone.pt finds its training images through the config.yaml beside it.
     assert main(["export", str(run_dir / "backbone.pt"), "--out", str(tmp_path / "b.onnx")]) == 0
     assert f"images from {images}" in capsys.readouterr().out
+
+
+def test_a_stride_2_stem_and_a_non_number_normalisation_are_read_as_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    for index in range(3):
+        Image.new("RGB", (40, 40), (60 * index, 90, 200)).save(images / f"{index}.png")
+    config = BackboneConfig("resnet10_quarter", small_image_stem=True, stem_stride=2)
+    backbone, _ = build_backbone(config)
+    weights = tmp_path / "strided.pt"
+    torch.save(backbone.state_dict(), weights)
+    flags = ["--backbone", "resnet10_quarter", "--small-image-stem", "--input-size", "32"]
+    common = [str(weights), *flags, "--images", str(images)]
+    out = tmp_path / "strided.onnx"
+    assert main(["export", *common, "--stem-stride", "2", "--out", str(out)]) == 0
+    assert json.loads(out.with_name("strided.onnx.json").read_text())["backbone_config"] == {
+        "name": "resnet10_quarter",
+        "small_image_stem": True,
+        "stem_stride": 2,
+    }
+    # NaN passed every range check, and every feature came out NaN (the check "passed").
+    assert main(["export", *common, "--stem-stride", "2", "--mean", "nan", "0.5", "0.5"]) == 2
+    assert "must be finite numbers" in capsys.readouterr().err

@@ -95,6 +95,13 @@ def add_weights_arguments(parser: argparse.ArgumentParser, input_size: bool = Tr
         action="store_true",
         help="the plain state_dict uses the 3x3 small-image stem",
     )
+    parser.add_argument(
+        "--stem-stride",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="stride of that small-image stem (the planner's stride-2 stems: 2)",
+    )
     if input_size:
         parser.add_argument("--input-size", type=int, help="evaluation input size in pixels")
     parser.add_argument(
@@ -177,11 +184,13 @@ def configs_from_args(args: argparse.Namespace) -> tuple[BackboneConfig | None, 
     """The architecture and views ``--backbone``/``--input-size``/``--mean``/``--std`` give
     weights that record none (each None unless both ``--backbone`` and ``--input-size``)."""
     if not args.backbone or args.input_size is None:
-        return (
-            BackboneConfig(args.backbone, args.small_image_stem) if args.backbone else None
-        ), None
+        return (_backbone_config(args) if args.backbone else None), None
     views = view_config_from_args(args, ViewConfig(input_size=args.input_size))
-    return BackboneConfig(args.backbone, args.small_image_stem), views
+    return _backbone_config(args), views
+
+
+def _backbone_config(args: argparse.Namespace) -> BackboneConfig:
+    return BackboneConfig(args.backbone, args.small_image_stem, args.stem_stride)
 
 
 def view_config_from_args(args: argparse.Namespace, views: ViewConfig) -> ViewConfig:

@@ -171,6 +171,9 @@ def _weights_record(source: str, run_dir: Path | None, holder: str | None) -> di
     if run_dir is not None:
         record["run"] = str(run_dir)
         record["run_finished"] = (run_dir / RUN_BACKBONE).is_file() and holder is None
+        # An epoch checkpoint of a finished run is not its final model.
+        final_sources = {run_dir, run_dir / RUN_BACKBONE, run_dir / RUN_CHECKPOINT}
+        record["final_weights"] = record["run_finished"] and Path(source) in final_sources
         if holder is not None:
             record["training_now"] = holder
     checkpoint = Path(source)

@@ -513,6 +513,34 @@ def _build(
     )
 
 
+def environment_line(trainer: pl.Trainer) -> str:
+    """What besides the config decides a run's numbers (into ``train.log``): the precision
+    used, the threads, and the versions that compute it."""
+    import importlib.metadata
+
+    import torchvision
+
+    def version(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    precision = getattr(trainer, "precision", "?")
+    kind = type(trainer.accelerator).__name__.removesuffix("Accelerator")
+    threads = torch.get_num_threads()
+    where = (
+        f"{threads} CPU thread{'' if threads == 1 else 's'}"
+        if kind == "CPU"
+        else f"{trainer.num_devices} {kind} device(s)"
+    )
+    return (
+        f"environment: precision {precision}, {where}, torch {torch.__version__}, torchvision "
+        f"{torchvision.__version__}, lightly {version('lightly')}, pytorch-lightning "
+        f"{version('pytorch-lightning')}, numpy {version('numpy')}"
+    )
+
+
 def _fit(run: _Run, budget_started: float | None) -> None:
     """Runs ``trainer.fit``; a budget run re-plans its end as it goes (:class:`FillTimeBudget`)."""
     trainer = run.trainer
@@ -539,6 +567,7 @@ def _fit(run: _Run, budget_started: float | None) -> None:
         resume_hint=f"contrastive train --resume --out {shlex.quote(str(run.config.run_dir))}",
     )
     trainer.callbacks.append(interrupt)
+    log.info("%s", environment_line(trainer))
     # Epoch lines after every other epoch-end hook: printed before the kNN monitor's, a line
     # showed the previous epoch's monitor/knn_top1 beside this epoch's loss.
     trainer.callbacks.sort(key=lambda callback: isinstance(callback, EpochSummary))

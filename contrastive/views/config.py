@@ -7,6 +7,7 @@ One dataclass describes the distributions; both the per-image pipeline
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 
 from contrastive.errors import ContrastiveError
@@ -88,8 +89,13 @@ class ViewConfig:
                 raise ContrastiveError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.hue * self.color_jitter_strength <= 0.5:
             raise ContrastiveError("hue * color_jitter_strength must be in [0, 0.5]")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+        if len(self.mean) != 3 or len(self.std) != 3 or not min(self.std) > 0:
             raise ContrastiveError("mean and std need three values, std > 0")
+        if not all(math.isfinite(value) for value in (*self.mean, *self.std)):
+            # NaN passes every comparison below, and then every feature is NaN.
+            raise ContrastiveError(
+                f"mean {tuple(self.mean)} and std {tuple(self.std)} must be finite numbers"
+            )
         if max(*self.mean, *self.std) > 1 or min(self.mean) < 0:
             # Images reach the normalisation as 0-1 tensors; 0-255 values collapse features.
             raise ContrastiveError(

@@ -24,6 +24,10 @@ def test_a_run_and_its_resume_append_their_messages_and_how_they_ended(
     first = log.read_text().splitlines()
     assert first[0].endswith(")") and "== " in first[0] and "(contrastive " in first[0]
     assert any("epoch 1/1" in line for line in first), first
+    # What besides config.yaml decides the numbers: the precision used, threads, versions.
+    (environment,) = [line for line in first if " environment: " in line]
+    assert "precision 32-true, 1 CPU thread, torch " in environment
+    assert "lightly " in environment and "pytorch-lightning " in environment
     assert first[-1].endswith(" finished")
     train(tiny_config.with_overrides(epochs=2), resume=True)
     second = log.read_text().splitlines()
