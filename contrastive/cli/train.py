@@ -8,7 +8,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contrastive.backbones import BackboneConfig
 from contrastive.cli.config_flags import (
@@ -32,6 +32,9 @@ from contrastive.training.config import (
 from contrastive.views.config import VIEW_PRESETS, ViewConfig, view_preset
 
 HELP = "train an encoder on a folder of images (no labels needed)"
+
+if TYPE_CHECKING:
+    from contrastive.data.folder import ImageFolder
 
 log = logging.getLogger(__name__)
 
@@ -306,6 +309,8 @@ def run(args: argparse.Namespace) -> int:
             planned.pop("out", None)  # a default folder no run would use: --out is required
         print(yaml.safe_dump(planned, sort_keys=False), end="")
         return 0
+    if getattr(args, "config", None) and not args.resume:
+        folder = _note_config_source(args, config, folder)
     try:
         result = train(config, resume=args.resume, budget_started=budget_started, folder=folder)
     except TrainingInterrupted as stop:
@@ -325,6 +330,45 @@ def run(args: argparse.Namespace) -> int:
         print(f"backbone weights ({_weights_kind(result.config.backbone)}): {result.backbone_path}")
         _warn_stale_exports(result.run_dir, result.backbone_path)
     return 0
+
+
+def _note_config_source(
+    args: argparse.Namespace, config: TrainConfig, folder: ImageFolder | None
+) -> ImageFolder | None:
+    """Says where ``--config RUN/config.yaml`` will not re-create RUN: a time-budget run's
+    schedule is not replayed, and images changed since it are named. Returns the folder's
+    scan where it made one (the run reuses it)."""
+    from contrastive.data.folder import ImageFolder
+    from contrastive.files import same_path
+    from contrastive.training.data_record import DATA_RECORD, describe_change, relative_names
+
+    path = Path(args.config)
+    recorded = load_config_file(path)
+    if recorded.get("time_budget") and recorded.get("max_steps") and not _planned(args):
+        log.info(
+            "--config %s is of a --time-budget %s run: this trains its final %s steps on one "
+            "schedule; that run re-planned its schedule as it measured its speed, so it is not "
+            "re-created step for step (compare runs with --epochs or --max-steps)",
+            path,
+            recorded["time_budget"],
+            recorded["max_steps"],
+        )
+    source = path.parent
+    data = recorded.get("data")
+    if (
+        not (source / DATA_RECORD).is_file()
+        or not data
+        or not same_path(data, config.data)
+        or config.max_images is not None
+    ):
+        return folder
+    folder = folder or ImageFolder.scan(config.data)
+    change = describe_change(
+        source, relative_names(folder.root, folder.paths), since=f"the run of {path} was trained"
+    )
+    if change is not None:
+        log.warning("%s: its numbers came from the images it recorded in %s", change, DATA_RECORD)
+    return folder
 
 
 def _weights_kind(backbone: BackboneConfig) -> str:

@@ -70,7 +70,9 @@ def read_record(run_dir: Path) -> dict | None:
     return record
 
 
-def describe_change(run_dir: Path, names: Sequence[str]) -> str | None:
+def describe_change(
+    run_dir: Path, names: Sequence[str], since: str = "the checkpoint"
+) -> str | None:
     """What changed in the training images (``names``, as :func:`relative_names` gives them)
     since the run's record, in one line.
 
@@ -91,4 +93,4 @@ def describe_change(run_dir: Path, names: Sequence[str]) -> str | None:
         counts = f"{len(old - new)} removed, {len(new - old)} added ({before} -> {after} images)"
     else:
         counts = f"{before} -> {after} images"
-    return f"the data changed since the checkpoint: {counts}"
+    return f"the data changed since {since}: {counts}"

@@ -40,3 +40,41 @@ def test_exports_older_than_the_final_weights_are_named(
     os.utime(run / "export" / "backbone.onnx", (written + 1, written + 1))
     _warn_stale_exports(run, backbone)
     assert caplog.text == ""
+
+
+def test_a_config_of_another_run_says_what_it_does_not_re_create(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import argparse
+
+    import yaml
+    from PIL import Image
+
+    from contrastive.cli.train import _note_config_source
+    from contrastive.training.config import TrainConfig
+    from contrastive.training.data_record import write_record
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for index in range(3):
+        Image.new("RGB", (8, 8)).save(images / f"{index}.png")
+    source = tmp_path / "budget run"
+    source.mkdir()
+    recorded = {"data": str(images), "time_budget": "40s", "max_steps": 220}
+    (source / "config.yaml").write_text(yaml.safe_dump(recorded))
+    write_record(source, ["0.png", "1.png", "2.png", "gone.png"])
+    args = argparse.Namespace(config=str(source / "config.yaml"), recipe="auto", resume=False)
+    config = TrainConfig(data=str(images), out=str(tmp_path / "again"))
+    with caplog.at_level(logging.INFO):
+        folder = _note_config_source(args, config, None)
+    assert folder is not None and len(folder) == 3  # the scan, for the run to reuse
+    assert "is of a --time-budget 40s run: this trains its final 220 steps" in caplog.text
+    assert "1 removed, 0 added (4 -> 3 images)" in caplog.text
+    caplog.clear()
+    write_record(source, ["0.png", "1.png", "2.png"])
+    recorded.pop("time_budget")
+    (source / "config.yaml").write_text(yaml.safe_dump(recorded))
+    with caplog.at_level(logging.INFO):
+        _note_config_source(args, config, None)
+    # The same images, an --epochs run: re-created as it was; only the scan is announced.
+    assert [record.message.split(" ")[0] for record in caplog.records] == ["found"]
