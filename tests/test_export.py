@@ -351,12 +351,9 @@ def test_weights_of_another_tool_are_exported_with_the_flags_embed_takes(
 
 
 def test_a_stride_2_stem_and_a_non_number_normalisation_are_read_as_given(
-    tmp_path: Path, capsys: pytest.CaptureFixture
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    images = tmp_path / "images"
-    images.mkdir()
-    for index in range(3):
-        Image.new("RGB", (40, 40), (60 * index, 90, 200)).save(images / f"{index}.png")
+    images = run_dir.parent / "images"
     config = BackboneConfig("resnet10_quarter", small_image_stem=True, stem_stride=2)
     backbone, _ = build_backbone(config)
     weights = tmp_path / "strided.pt"
