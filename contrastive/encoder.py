@@ -542,6 +542,14 @@ def recorded_backbone_config(source: str | os.PathLike) -> BackboneConfig | None
     return None
 
 
+def run_folder_of(source: str | os.PathLike) -> Path | None:
+    """The run folder of a run path, its ``backbone.pt`` or a checkpoint under
+    ``checkpoints/`` (the folder holding ``config.yaml``); None for weights from elsewhere."""
+    path = Path(source).expanduser().absolute()
+    folders = (path,) if path.is_dir() else (path.parent, path.parent.parent)
+    return next((folder for folder in folders if (folder / RUN_CONFIG).is_file()), None)
+
+
 def without_removed_classifier(
     module: nn.Module, state_dict: Mapping[str, Tensor]
 ) -> tuple[dict[str, Tensor], list[str]]:

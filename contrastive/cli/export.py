@@ -67,7 +67,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from contrastive.backbones import torchvision_backbones
     from contrastive.data.folder import ImageFolder
-    from contrastive.encoder import load_encoder
+    from contrastive.encoder import load_encoder, run_folder_of
     from contrastive.export import (
         SUFFIXES,
         default_export_path,
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             f"--input-size {args.input_size}: give {8} to {MAX_INPUT_SIZE} pixels (the check "
             "runs the network on images of that side)"
         )
-    run_dir = _run_folder(args.run)
+    run_dir = run_folder_of(args.run)
     holder = training_holder(run_dir) if run_dir is not None else None
     with warnings.catch_warnings():
         if holder is not None:
@@ -152,15 +152,6 @@ def _card_steps(card_path: Path) -> list[str]:
     return json.loads(card_path.read_text(encoding="utf-8"))["preprocessing"]
 
 
-def _run_folder(source: Path) -> Path | None:
-    """The run folder of a run path, its ``.ckpt`` or its ``backbone.pt`` (None: not a run)."""
-    source = source.expanduser().absolute()
-    if source.is_dir():
-        return source
-    parent = source.parent.parent if source.parent.name == "checkpoints" else source.parent
-    return parent if (parent / "config.yaml").is_file() else None
-
-
 def _weights_record(source: str, run_dir: Path | None, holder: str | None) -> dict:
     """Where the exported weights came from, for the deployment card."""
     import torch
@@ -191,7 +182,9 @@ def _weights_record(source: str, run_dir: Path | None, holder: str | None) -> di
 
 def _training_data(source: Path) -> Path:
     """The ``data`` folder recorded in a run's ``config.yaml``."""
-    run_dir = _run_folder(source)
+    from contrastive.encoder import run_folder_of
+
+    run_dir = run_folder_of(source)
     config_file = run_dir / "config.yaml" if run_dir is not None else None
     data = None
     if config_file is not None and config_file.is_file():

@@ -34,16 +34,59 @@ def build_report(
         checkpoint: What was evaluated.
         results: ``{feature set: numbers}``.
     """
+    from contrastive import __version__
+
     return to_jsonable(
         {
             "protocol": protocol,
             "settings": dict(settings),
             "checkpoint": checkpoint,
+            "run": run_record(checkpoint) if checkpoint else None,
             "data": dict(data),
             "results": dict(results),
+            "contrastive_version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
     )
+
+
+def run_record(checkpoint: str | os.PathLike) -> dict[str, Any] | None:
+    """What a report needs to be matched to the run it measured, years later: the run's
+    settings that decide its numbers and a hash of its ``config.yaml`` (None for weights
+    that are not a run's)."""
+    import hashlib
+
+    import yaml
+
+    from contrastive.encoder import RUN_BACKBONE, RUN_CONFIG, run_folder_of
+
+    folder = run_folder_of(checkpoint)
+    if folder is None:
+        return None
+    text = (folder / RUN_CONFIG).read_bytes()
+    try:
+        config = yaml.safe_load(text) or {}
+    except yaml.YAMLError:
+        config = {}
+    if not isinstance(config, Mapping):
+        config = {}
+
+    def name_of(section: str) -> Any:
+        value = config.get(section)
+        return value.get("name") if isinstance(value, Mapping) else None
+
+    return {
+        "folder": str(folder),
+        "config_sha256": hashlib.sha256(text).hexdigest(),
+        "finished": (folder / RUN_BACKBONE).is_file(),
+        "seed": config.get("seed"),
+        "method": name_of("method"),
+        "loss": name_of("loss"),
+        "backbone": name_of("backbone"),
+        "epochs": config.get("epochs"),
+        "max_steps": config.get("max_steps"),
+        "time_budget": config.get("time_budget"),
+    }
 
 
 def to_jsonable(value: Any) -> Any:

@@ -155,6 +155,13 @@ def test_linear_on_folders_writes_into_the_run(
     assert model["weight_decay"] in (1e-3, 1e-1)
     assert report["settings"]["weight_decay_grid"] == [1e-3, 1e-1]
     assert report["data"]["model_figures_of"] == "linear"
+    # Matched to the run it measured by more than a path that can move or be re-trained.
+    import hashlib
+
+    run = report["run"]
+    expected_hash = hashlib.sha256((run_dir / "config.yaml").read_bytes()).hexdigest()
+    assert run["config_sha256"] == expected_hash and run["folder"] == str(run_dir)
+    assert run["method"] == "simclr" and "seed" in run and report["contrastive_version"]
     # The grid is searched on validation images the probe's --seed draws: that moves the
     # score as much as a training seed does, and a comparison should fix the weight decay.
     assert "so does the probe's --seed" in capsys.readouterr().out
