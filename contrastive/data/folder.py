@@ -96,7 +96,8 @@ def list_images(root: str | os.PathLike) -> list[Path]:
     folder) is scanned once, and a warning names it. Broken links are counted.
     Directories whose names look like images are ignored. Folders named ``.*`` (``.git``,
     ``.ipynb_checkpoints``), ``__MACOSX`` and ``@eaDir`` hold copies and metadata, not
-    data: they are not searched. Files with other extensions, FIFOs and devices named
+    data: they are not searched, and hidden files (``.*``) are passed over as they are.
+    Files with other extensions, FIFOs and devices named
     like images, and those folders are counted in one warning (naming a few folders), so
     nothing is left out silently.
 
@@ -154,6 +155,10 @@ def list_images(root: str | os.PathLike) -> list[Path]:
                 # macOS writes "._photo.jpg" beside each file copied to a foreign disk: its
                 # metadata, not an image, though the extension says so.
                 ignored["._ (macOS metadata)"] += 1
+            elif name.startswith(".") and extension in IMAGE_EXTENSIONS:
+                # Hidden like the .* folders passed over above: thumbnails and caches of
+                # tools, not the user's images (one was counted as an unreadable image).
+                ignored["hidden (.*) image-named file"] += 1
             elif extension in IMAGE_EXTENSIONS:
                 path = Path(dirpath) / name
                 if path.is_file():

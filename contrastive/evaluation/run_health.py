@@ -20,7 +20,13 @@ from matplotlib.figure import Figure
 from contrastive.errors import ContrastiveError
 from contrastive.training.collapse import DEFAULT_THRESHOLD_FRACTION
 from contrastive.training.collapse import METRIC_NAME as COLLAPSE_STD
-from contrastive.training.health import MEASURES, Finding, diagnose, spread_is_calibrated
+from contrastive.training.health import (
+    MEASURES,
+    MEMORISED_LOSS,
+    Finding,
+    diagnose,
+    spread_is_calibrated,
+)
 
 #: The measure ``compare-runs`` ranks by: RankMe of the projections, the measure whose
 #: Spearman rho with kNN top-1 was highest on *both* data sets of ``benchmarks/label_free.py``
@@ -202,7 +208,26 @@ def findings(run: RunHealth) -> list[Finding]:
     if collapsed is not None and "collapse" not in first:
         first = {"collapse": collapsed, **first}
         first.pop("not_spread", None)  # not "as an untrained network": it stayed collapsed
+    memorised = _memorised(run)
+    if memorised is not None:
+        first[memorised.kind] = memorised
     return list(first.values())
+
+
+def _memorised(run: RunHealth) -> Finding | None:
+    """A finding where the last logged losses fell to near zero."""
+    tail = [value for _, value in run.loss[-3:]]
+    if len(tail) < 3 or max(tail) >= MEMORISED_LOSS:
+        return None
+    step, value = run.loss[-1]
+    return Finding(
+        "memorised",
+        step,
+        f"memorised: the training loss fell to {value:.3g} by step {step}, so the network "
+        "tells its training images apart almost surely; on few images that needs no general "
+        "features (40 images scored 39 points under raw pixels): compare with raw pixels "
+        "(contrastive eval knn --baselines) before using it, or train on more images",
+    )
 
 
 def _collapsed_at_the_end(run: RunHealth, last: int = 3) -> Finding | None:
@@ -246,8 +271,9 @@ COLLAPSED_VERDICTS = frozenset({"collapsed", "dimensional_collapse"})
 
 
 def judged(run: RunHealth, found: Sequence[Finding] | None = None) -> tuple[str, str]:
-    """``(verdict, its sentence)``: ``collapsed``, ``dimensional_collapse``, ``not_spread``,
-    ``barely_trained``, ``plateau``, ``one_measurement``, ``still_learning`` or ``healthy``."""
+    """``(verdict, its sentence)``: ``collapsed``, ``dimensional_collapse``, ``memorised``,
+    ``not_spread``, ``barely_trained``, ``plateau``, ``one_measurement``, ``still_learning``
+    or ``healthy``."""
     found = findings(run) if found is None else found
     kinds = {finding.kind for finding in found}
     last = run.history[-1]
@@ -255,6 +281,8 @@ def judged(run: RunHealth, found: Sequence[Finding] | None = None) -> tuple[str,
         return "collapsed", "collapsed, not learning a useful representation"
     if "dimensional_collapse" in kinds:
         return "dimensional_collapse", "dimensional collapse, not learning a useful representation"
+    if "memorised" in kinds:
+        return "memorised", "memorised its training images (loss near zero): not to be trusted"
     if "not_spread" in kinds:
         return "not_spread", "not spread yet (one measurement, as an untrained network looks)"
     if "weakly_spread" in kinds:

@@ -27,6 +27,13 @@ DECODE_TIMING_SIDE = 64
 _GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
 
+#: Long side over this many times the short side: an image mostly outside the central square.
+ELONGATED_RATIO = 3
+
+#: Share of such images from which the plan warns.
+ELONGATED_WARNING_SHARE = 0.1
+
+
 @dataclass(frozen=True)
 class FolderStats:
     """Image count, size distribution and colour of a training folder.
@@ -41,6 +48,9 @@ class FolderStats:
         grayscale_fraction: Share of sampled images stored without colour channels.
         decode_seconds: Median seconds to decode one image into a 64 px cache square on one
             core (timed on a few sampled files); None: not timed.
+        elongated_fraction: Share of sampled images whose long side is over
+            :data:`ELONGATED_RATIO` times their short side: training and evaluation see only
+            their central square.
     """
 
     num_images: int
@@ -51,6 +61,7 @@ class FolderStats:
     median_pixels: int
     grayscale_fraction: float
     decode_seconds: float | None = None
+    elongated_fraction: float = 0.0
 
     @classmethod
     def from_paths(
@@ -65,7 +76,7 @@ class FolderStats:
         if not paths:
             raise ContrastiveError("no images to plan for: the folder is empty")
         step = max(1, len(paths) // sample)
-        shorts, pixels, gray, readable = [], [], 0, []
+        shorts, pixels, gray, readable, elongated = [], [], 0, [], 0
         for path in list(paths)[::step][:sample]:
             try:
                 with open_image(path) as image:
@@ -75,6 +86,7 @@ class FolderStats:
                 continue  # the run names bad files; the plan needs only the good ones
             shorts.append(min(width, height))
             pixels.append(width * height)
+            elongated += max(width, height) > ELONGATED_RATIO * max(min(width, height), 1)
             readable.append(path)
         if not shorts:
             raise ContrastiveError(f"could not read any image header in {paths[0]} and others")
@@ -89,6 +101,7 @@ class FolderStats:
             median_pixels=int(np.median(pixels)),
             grayscale_fraction=gray / len(shorts),
             decode_seconds=_decode_seconds(timed),
+            elongated_fraction=elongated / len(shorts),
         )
 
     def describe(self) -> str:
@@ -100,7 +113,22 @@ class FolderStats:
             f"{self.short_side_p90})"
         )
         colour = f", {self.grayscale_fraction:.0%} grayscale" if self.grayscale_fraction else ""
-        return f"{self.num_images:,} images, short side {spread}{colour}"
+        shape = (
+            f", {self.elongated_fraction:.0%} longer than {ELONGATED_RATIO}:1"
+            if self.elongated_fraction
+            else ""
+        )
+        return f"{self.num_images:,} images, short side {spread}{colour}{shape}"
+
+    def elongated_warning(self) -> str | None:
+        """What a folder of panoramas or strips loses, where a tenth or more of it is one."""
+        if self.elongated_fraction < ELONGATED_WARNING_SHARE:
+            return None
+        return (
+            f"{self.elongated_fraction:.0%} of the images are longer than {ELONGATED_RATIO}:1: "
+            "training and evaluation see only their central square (a 10:1 panorama keeps a "
+            "tenth of itself); cut them into square-ish tiles first to use all of each"
+        )
 
 
 def _decode_seconds(paths: Sequence[str | os.PathLike]) -> float | None:

@@ -70,6 +70,15 @@ def plan_run(
     # Start-up is a fixed cost (~11 s on 2 cores, 5-6 s of it imports): a tenth of a minute's
     # budget, so passes planned from the whole budget read ~20% high at 1 minute.
     spent = 0.0 if started is None else max(time.perf_counter() - started, 0.0)
+    if spent >= budget:
+        # Still planned (a plan to look at), but the run itself stops before its first step;
+        # --plan-only had printed "1 s of training" and nothing else.
+        log.warning(
+            "start-up, scanning and measuring took %.0f s of the %.0f s budget: nothing is "
+            "left to train, and the run would refuse to start; give a larger --time-budget",
+            spent,
+            budget,
+        )
     plan = plan_recipe(stats, hardware, max(budget - spent, 1.0), config, fixed, rate, decoded)
     log.info(
         "plan for %s on %s in %s%s:\n%s",
@@ -80,6 +89,9 @@ def plan_run(
         f" ({spent:.0f} s of it spent starting up, scanning and measuring)" if spent >= 1 else "",
         "\n".join(plan.lines()),
     )
+    elongated = stats.elongated_warning()
+    if elongated is not None:
+        log.warning(elongated)
     return plan.config.with_overrides(plan=plan.as_dict()), plan
 
 

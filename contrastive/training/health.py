@@ -58,6 +58,12 @@ from contrastive.views.per_image import eval_resize_crop, evaluation_resize
 log = logging.getLogger(__name__)
 
 
+#: A contrastive loss under this tells every view's partner apart almost surely (over 90%
+#: probability): on a few dozen small images, by memorising them (40 images of 8-16 px:
+#: loss 0.015, kNN 39 points under raw pixels; 50 CIFAR-10 photos: loss 0.29, 7 points over).
+MEMORISED_LOSS = 0.1
+
+
 @dataclass(frozen=True)
 class Measure:
     """One label-free measure as logged.

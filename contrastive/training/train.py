@@ -76,7 +76,7 @@ from contrastive.training.data_record import (
     relative_names,
     write_record,
 )
-from contrastive.training.health import health_callbacks
+from contrastive.training.health import MEMORISED_LOSS, health_callbacks
 from contrastive.training.interrupt import GracefulInterrupt
 from contrastive.training.last_checkpoint import SaveLastCheckpoint
 from contrastive.training.lightning_compat import log_interval, set_step_limit
@@ -405,6 +405,7 @@ def _checked_inputs(
     where = f"{folder.root}{' sampled by --max-images' if len(paths) < len(folder) else ''}"
     check_image_count(config, len(paths), where)
     check_batch_fits(config, len(paths), where)
+
     check_writable_dir(config.run_dir, min_free_bytes=MIN_FREE_BYTES)
     if _cache_decodes_every_file(config):
         paths, skipped = list(paths), {}
@@ -578,6 +579,23 @@ def _fit(run: _Run, budget_started: float | None) -> None:
             run.module,
             train_dataloaders=run.loader,
             ckpt_path=str(run.checkpoint) if run.checkpoint else None,
+        )
+    _warn_if_memorised(trainer)
+
+
+def _warn_if_memorised(trainer: pl.Trainer) -> None:
+    """Names a run whose final loss fell to near zero (``health`` calls it memorised)."""
+    loss = trainer.callback_metrics.get("loss")
+    if loss is None or not trainer.is_global_zero:
+        return
+    value = float(loss)
+    if math.isfinite(value) and value < MEMORISED_LOSS:
+        log.warning(
+            "the training loss fell to %.3g: the network tells its training images apart "
+            "almost surely, which a few small images allow without learning general features "
+            "(memorised); compare it with raw pixels (contrastive eval knn --baselines) "
+            "before using it",
+            value,
         )
 
 

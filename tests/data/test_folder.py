@@ -207,6 +207,15 @@ def test_macos_metadata_files_are_ignored_not_counted_as_bad_images(tmp_path: Pa
     assert [p.name for p in paths] == ["photo.jpg"]
 
 
+def test_hidden_image_named_files_are_passed_over_as_hidden_folders_are(tmp_path: Path) -> None:
+    Image.new("RGB", (4, 4)).save(tmp_path / "photo.jpg")
+    Image.new("RGB", (4, 4)).save(tmp_path / ".thumbnail.jpg")  # a tool's, not the user's
+    (tmp_path / ".hidden.jpg").write_bytes(b"not an image")  # was an "unreadable image"
+    with pytest.warns(UserWarning, match=r"2 hidden \(\.\*\) image-named file"):
+        paths = list_images(tmp_path)
+    assert [p.name for p in paths] == ["photo.jpg"]
+
+
 def test_a_run_folder_inside_the_data_is_not_data(tmp_path: Path) -> None:
     Image.new("RGB", (4, 4)).save(tmp_path / "photo.jpg")
     run = tmp_path / "runs" / "first"

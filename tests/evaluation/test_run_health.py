@@ -323,3 +323,18 @@ def test_collapsed_runs_rank_last_whatever_the_measure_and_methods_are_noted(
     learning.method, collapsed.method = "simclr", "moco"
     table = comparison_table(rank_runs([collapsed, learning], "rank"), "rank")
     assert "these runs use different methods (moco, simclr)" in table
+
+
+def test_a_run_whose_loss_fell_to_zero_is_called_memorised(tmp_path: Path) -> None:
+    from contrastive.evaluation.run_health import judged
+
+    # 40 tiny images for 1,240 epochs: every view told apart, nothing general learned;
+    # the spread measures alone had called it healthy.
+    run = read_run_health(write_run(tmp_path / "run", [5.0, 6.0, 6.0], stability=0.95))
+    assert judged(run)[0] == "healthy"
+    run.loss = [(100, 0.9), (200, 0.05), (300, 0.02), (400, 0.015)]
+    kind, _ = judged(run)
+    assert kind == "memorised"
+    assert "the training loss fell to 0.015 by step 400" in verdict(run)
+    run.loss = [(100, 0.9), (200, 0.05), (300, 0.2), (400, 0.015)]  # one low value: noise
+    assert judged(run)[0] == "healthy"

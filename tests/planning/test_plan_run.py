@@ -39,6 +39,22 @@ def test_folder_stats_read_sizes_and_colour_from_headers(tmp_path: Path) -> None
     assert "8 images" in stats.describe()
     with pytest.raises(ContrastiveError, match="empty"):
         FolderStats.from_paths([])
+    assert stats.elongated_fraction == 0 and stats.elongated_warning() is None
+
+
+def test_a_folder_of_panoramas_is_told_it_keeps_their_central_square(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    wide = write_images(tmp_path / "images" / "wide", 3, (400, 40))  # 10:1
+    write_images(tmp_path / "images" / "square", 5, (60, 50))
+    stats = FolderStats.from_paths(ImageFolder.scan(tmp_path / "images").paths)
+    assert stats.elongated_fraction == pytest.approx(3 / 8)
+    assert "38% longer than 3:1" in stats.describe()
+    assert "only their central square" in stats.elongated_warning()
+    args = ["train", "--data", str(wide.parent), "--time-budget", "30s", "--plan-only"]
+    with caplog.at_level(logging.WARNING):
+        assert main(args) == 0
+    assert "38% of the images are longer than 3:1" in caplog.text
 
 
 def test_folder_stats_skip_images_over_the_pixel_limit(
@@ -214,7 +230,9 @@ def test_init_weights_keep_the_architecture_they_fit(
     assert config.backbone == base.backbone
 
 
-def test_time_spent_before_planning_is_not_planned_as_training(tmp_path: Path) -> None:
+def test_time_spent_before_planning_is_not_planned_as_training(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     import time
 
     from contrastive.planning.plan_run import plan_run
@@ -233,5 +251,9 @@ def test_time_spent_before_planning_is_not_planned_as_training(tmp_path: Path) -
         return plan.passes / plan.images_per_second
 
     assert 0.4 < planned_seconds(half) / planned_seconds(whole) < 0.5 + 1e-6
-    _, late = plan_run(base, started=time.perf_counter() - 60.0)
+    assert "nothing is left to train" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        _, late = plan_run(base, started=time.perf_counter() - 60.0)
     assert late.passes > 0  # a budget spent before planning still plans a (short) run
+    # ... and says the run itself would refuse to start (--plan-only said nothing).
+    assert "of the 20 s budget: nothing is left to train" in caplog.text

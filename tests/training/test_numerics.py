@@ -132,3 +132,20 @@ def test_non_finite_loss_stops_the_run_within_the_check_interval(
     )
     assert nan_from < len(losses) <= nan_from + interval
     assert not (config.run_dir / "backbone.pt").exists()
+
+
+def test_a_final_loss_near_zero_is_named_memorised(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    from types import SimpleNamespace
+
+    from contrastive.training.train import _warn_if_memorised
+
+    with caplog.at_level(logging.WARNING):
+        _warn_if_memorised(
+            SimpleNamespace(callback_metrics={"loss": torch.tensor(0.29)}, is_global_zero=True)
+        )
+        assert caplog.text == ""  # 50 CIFAR-10 photos ended here and beat raw pixels
+        _warn_if_memorised(
+            SimpleNamespace(callback_metrics={"loss": torch.tensor(0.015)}, is_global_zero=True)
+        )
+    assert "the training loss fell to 0.015" in caplog.text and "(memorised)" in caplog.text
