@@ -225,7 +225,8 @@ def _memorised(run: RunHealth) -> Finding | None:
         step,
         f"memorised: the training loss fell to {value:.3g} by step {step}, so the network "
         "tells its training images apart almost surely; on few images that needs no general "
-        "features (40 images scored 39 points under raw pixels): compare with raw pixels "
+        "features (40 tiny images at loss 0.015 scored 31 points under raw pixels): compare "
+        "with raw pixels "
         "(contrastive eval knn --baselines) before using it, or train on more images",
     )
 
