@@ -216,6 +216,12 @@ def remove_classifier(model: nn.Module) -> tuple[str, int]:
     return name, feature_dim
 
 
+def builds_in_torchvision(config: BackboneConfig) -> bool:
+    """Whether torchvision alone builds ``config``'s network (a torchvision name with its own
+    stem), so that its plain ``state_dict`` loads without contrastive."""
+    return config.name in torchvision_backbones() and not config.small_image_stem
+
+
 def describe_architecture(config: BackboneConfig) -> str:
     """How to build ``config``'s network without contrastive, in torchvision (or timm) terms:
     what a service needs to load a plain ``state_dict`` export."""

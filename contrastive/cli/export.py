@@ -65,7 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from contrastive.backbones import torchvision_backbones
+    from contrastive.backbones import builds_in_torchvision
     from contrastive.data.folder import ImageFolder
     from contrastive.encoder import load_encoder, run_folder_of
     from contrastive.export import (
@@ -131,16 +131,13 @@ def run(args: argparse.Namespace) -> int:
         f"checked on {result.num_images} images from {folder}: max abs difference "
         f"{result.max_abs_difference:.2e} vs PyTorch"
     )
-    if result.format == "state_dict" and (
-        encoder.backbone_config.name not in torchvision_backbones()
-        or encoder.backbone_config.small_image_stem
-    ):
+    if result.format == "state_dict" and not builds_in_torchvision(encoder.backbone_config):
         print(
-            f"a state_dict of contrastive's {encoder.backbone_config.name}"
+            f"a state_dict of {encoder.backbone_config.name}"
             f"{' with the small-image stem' if encoder.backbone_config.small_image_stem else ''}"
-            ", not a torchvision model: load it with contrastive, rebuild it as the card's "
-            "'architecture' says, or export --format onnx or torchscript for a service "
-            "without contrastive"
+            ", which torchvision alone does not build: load it with contrastive, rebuild it as "
+            "the card's 'architecture' says, or export --format onnx or torchscript for a "
+            "service without contrastive"
         )
     print(f"preprocessing (also in {result.card_path}, with the input, output and weights):")
     for number, step in enumerate(_card_steps(result.card_path), start=1):

@@ -373,11 +373,11 @@ def _note_config_source(
 
 def _weights_kind(backbone: BackboneConfig) -> str:
     """What ``backbone.pt`` holds, in the terms of the library that can load it."""
-    from contrastive.backbones import torchvision_backbones
+    from contrastive.backbones import builds_in_torchvision
 
     if backbone.name.startswith("timm:"):
         return "plain timm state_dict"
-    if backbone.name in torchvision_backbones() and not backbone.small_image_stem:
+    if builds_in_torchvision(backbone):
         return "plain torchvision state_dict"
     # The CPU plans' narrow ResNets and small stems: torchvision alone does not build them.
     return f"state_dict of contrastive's {backbone.name}; `contrastive export` for ONNX"
