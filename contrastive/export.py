@@ -50,6 +50,9 @@ CARD_NAME = "contrastive.json"
 #: A model with the normalisation folded in is named apart: the two take different inputs.
 FOLDED_STEM = "backbone.rgb01"
 
+#: Where a run's exports go by default: ``RUN/export/``.
+EXPORT_FOLDER = "export"
+
 # Traced at this batch size and checked at another, so a batch size baked in is caught.
 _TRACE_BATCH = 2
 
@@ -85,6 +88,7 @@ class ExportResult:
     Attributes:
         path: The written file.
         card_path: Its deployment card, written beside it (:func:`deployment_card`).
+        card: That card's content.
         format: ``onnx``, ``torchscript`` or ``state_dict``.
         input_size: Side of the square input images in pixels.
         fold_normalization: Whether the file takes ``[0, 1]`` images (else normalised ones).
@@ -95,6 +99,7 @@ class ExportResult:
 
     path: Path
     card_path: Path
+    card: dict
     format: str
     input_size: int
     fold_normalization: bool
@@ -203,6 +208,7 @@ def export_backbone(
     return ExportResult(
         path=out,
         card_path=card_path,
+        card=card,
         format=export_format,
         input_size=input_size,
         fold_normalization=fold_normalization,
@@ -418,4 +424,4 @@ def default_export_path(source: Path, export_format: str, fold_normalization: bo
     ``backbone.rgb01<suffix>`` for a model that takes RGB in ``[0, 1]``."""
     run_dir = source if source.is_dir() else source.parent
     stem = FOLDED_STEM if fold_normalization else "backbone"
-    return run_dir / "export" / f"{stem}{SUFFIXES[export_format]}"
+    return run_dir / EXPORT_FOLDER / f"{stem}{SUFFIXES[export_format]}"

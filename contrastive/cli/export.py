@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import warnings
 from dataclasses import replace
 from pathlib import Path
-
-import yaml
 
 from contrastive.cli.arguments import output_file
 from contrastive.cli.embed import add_weights_arguments, configs_from_args, view_config_from_args
@@ -140,28 +137,25 @@ def run(args: argparse.Namespace) -> int:
             "service without contrastive"
         )
     print(f"preprocessing (also in {result.card_path}, with the input, output and weights):")
-    for number, step in enumerate(_card_steps(result.card_path), start=1):
+    for number, step in enumerate(result.card["preprocessing"], start=1):
         print(f"  {number}. {step}")
     return 0
-
-
-def _card_steps(card_path: Path) -> list[str]:
-    return json.loads(card_path.read_text(encoding="utf-8"))["preprocessing"]
 
 
 def _weights_record(source: str, run_dir: Path | None, holder: str | None) -> dict:
     """Where the exported weights came from, for the deployment card."""
     import torch
 
-    from contrastive.encoder import RUN_BACKBONE, RUN_CHECKPOINT
+    from contrastive.encoder import RUN_BACKBONE, RUN_CHECKPOINT, weights_identity
+    from contrastive.files import same_path
 
     record: dict = {"source": source}
     if run_dir is not None:
         record["run"] = str(run_dir)
         record["run_finished"] = (run_dir / RUN_BACKBONE).is_file() and holder is None
-        # An epoch checkpoint of a finished run is not its final model.
-        final_sources = {run_dir, run_dir / RUN_BACKBONE, run_dir / RUN_CHECKPOINT}
-        record["final_weights"] = record["run_finished"] and Path(source) in final_sources
+        # A finished run's final weights all name the run folder; an epoch checkpoint does not.
+        final = same_path(weights_identity(source), run_dir)
+        record["final_weights"] = record["run_finished"] and final
         if holder is not None:
             record["training_now"] = holder
     checkpoint = Path(source)
@@ -180,12 +174,13 @@ def _weights_record(source: str, run_dir: Path | None, holder: str | None) -> di
 def _training_data(source: Path) -> Path:
     """The ``data`` folder recorded in a run's ``config.yaml``."""
     from contrastive.encoder import run_folder_of
+    from contrastive.training.config import load_config_file
 
-    run_dir = run_folder_of(source)
-    config_file = run_dir / "config.yaml" if run_dir is not None else None
+    run_dir = run_folder_of(source)  # the folder holding config.yaml, if any
     data = None
-    if config_file is not None and config_file.is_file():
-        data = (yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}).get("data")
+    if run_dir is not None:
+        config = load_config_file(run_dir / "config.yaml")
+        data = config.get("data")
     if not data or not Path(data).is_dir():
         raise ContrastiveError(
             f"cannot find the training images of {source}: give --images DIR to check the export"

@@ -373,9 +373,9 @@ def _note_config_source(
 
 def _weights_kind(backbone: BackboneConfig) -> str:
     """What ``backbone.pt`` holds, in the terms of the library that can load it."""
-    from contrastive.backbones import builds_in_torchvision
+    from contrastive.backbones import TIMM_PREFIX, builds_in_torchvision
 
-    if backbone.name.startswith("timm:"):
+    if backbone.name.startswith(TIMM_PREFIX):
         return "plain timm state_dict"
     if builds_in_torchvision(backbone):
         return "plain torchvision state_dict"
@@ -386,7 +386,9 @@ def _weights_kind(backbone: BackboneConfig) -> str:
 def _warn_stale_exports(run_dir: Path, backbone_path: Path) -> None:
     """Names exports older than the weights training just wrote (made mid-run, or before a
     ``--resume`` trained on): they are not of the final model."""
-    folder = run_dir / "export"
+    from contrastive.export import EXPORT_FOLDER
+
+    folder = run_dir / EXPORT_FOLDER
     if not folder.is_dir() or not backbone_path.is_file():
         return
     written = backbone_path.stat().st_mtime

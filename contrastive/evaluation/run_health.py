@@ -18,8 +18,8 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from contrastive.errors import ContrastiveError
-from contrastive.training.collapse import DEFAULT_THRESHOLD_FRACTION
 from contrastive.training.collapse import METRIC_NAME as COLLAPSE_STD
+from contrastive.training.collapse import collapse_threshold
 from contrastive.training.health import (
     MEASURES,
     MEMORISED_LOSS,
@@ -226,8 +226,8 @@ def _memorised(run: RunHealth) -> Finding | None:
         f"memorised: the training loss fell to {value:.3g} by step {step}, so the network "
         "tells its training images apart almost surely; on few images that needs no general "
         "features (40 tiny images at loss 0.015 scored 31 points under raw pixels): compare "
-        "with raw pixels "
-        "(contrastive eval knn --baselines) before using it, or train on more images",
+        "with raw pixels (contrastive eval knn --baselines) before using it, or train on more "
+        "images",
     )
 
 
@@ -236,7 +236,7 @@ def _collapsed_at_the_end(run: RunHealth, last: int = 3) -> Finding | None:
     collapse monitor's threshold (the warning training gives, read back from the CSV)."""
     if not run.projection_dim or len(run.collapse_std) < last:
         return None
-    threshold = DEFAULT_THRESHOLD_FRACTION / math.sqrt(run.projection_dim)
+    threshold = collapse_threshold(run.projection_dim)
     tail = run.collapse_std[-last:]
     if max(value for _, value in tail) >= threshold:
         return None
@@ -369,10 +369,13 @@ class RankedRun:
     Attributes:
         run: Its health.
         value: Its final value of the ranking measure.
+        collapsed: Whether :func:`judged` calls it collapsed (ranked last whatever the
+            measure).
     """
 
     run: RunHealth
     value: float
+    collapsed: bool = False
 
 
 def rank_runs(runs: Sequence[RunHealth], measure: str = RANKING_MEASURE) -> list[RankedRun]:
@@ -384,7 +387,8 @@ def rank_runs(runs: Sequence[RunHealth], measure: str = RANKING_MEASURE) -> list
     if measure not in MEASURES:
         raise ContrastiveError(f"unknown measure {measure!r}; choose one of {', '.join(MEASURES)}")
     sign = -1.0 if MEASURES[measure].higher_is_better else 1.0
-    ranked = [RankedRun(run, run.final(measure)) for run in runs]
+    # Judged once per run: each verdict diagnoses every prefix of the run's history.
+    ranked = [RankedRun(run, run.final(measure), is_collapsed(run)) for run in runs]
     if not any(math.isfinite(entry.value) for entry in ranked):
         # A "best first" order of nothing but NaN would look like a verdict.
         raise ContrastiveError(
@@ -396,7 +400,7 @@ def rank_runs(runs: Sequence[RunHealth], measure: str = RANKING_MEASURE) -> list
     return sorted(
         ranked,
         key=lambda r: (
-            is_collapsed(r.run),
+            r.collapsed,
             not math.isfinite(r.value),
             sign * r.value if math.isfinite(r.value) else 0,
         ),
@@ -415,9 +419,9 @@ def comparison_table(ranked: Sequence[RankedRun], measure: str) -> str:
     lines = [f"ranked by {measure} ({MEASURES[measure].description}), best first:", header]
     for place, entry in enumerate(ranked, start=1):
         values = "".join(f"{entry.run.final(name):>16.4g}" for name in names)
-        name = f"{entry.run.run_dir}{' (collapsed)' if is_collapsed(entry.run) else ''}"
+        name = f"{entry.run.run_dir}{' (collapsed)' if entry.collapsed else ''}"
         lines.append(f"{place:>2}  {name:<30}{entry.run.steps:>8}{values}")
-    if any(is_collapsed(entry.run) for entry in ranked):
+    if any(entry.collapsed for entry in ranked):
         lines.append(
             "note: runs marked (collapsed) are ranked last whatever the measure (`contrastive "
             "health RUN` says why)"

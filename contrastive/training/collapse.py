@@ -24,6 +24,12 @@ class RepresentationCollapseWarning(UserWarning):
     """The embeddings of different images have become (nearly) identical."""
 
 
+def collapse_threshold(dim: int, fraction: float = DEFAULT_THRESHOLD_FRACTION) -> float:
+    """The spread of L2-normalised ``dim``-wide embeddings under which a run is collapsed:
+    ``fraction`` of the ``1/sqrt(dim)`` that random embeddings have."""
+    return fraction / math.sqrt(dim)
+
+
 class CollapseMonitor(pl.Callback):
     """Logs ``monitor/collapse_std`` every step; warns once if it falls far below ``1/sqrt(d)``.
 
@@ -83,7 +89,7 @@ class CollapseMonitor(pl.Callback):
         if self.warned or step % self.check_every_n_steps != 0:
             return
         dim = embeddings.shape[1]
-        threshold = self.threshold_fraction / math.sqrt(dim)
+        threshold = collapse_threshold(dim, self.threshold_fraction)
         value = float(std)
         if value < threshold and trainer.is_global_zero:
             self.warned = True

@@ -405,7 +405,6 @@ def _checked_inputs(
     where = f"{folder.root}{' sampled by --max-images' if len(paths) < len(folder) else ''}"
     check_image_count(config, len(paths), where)
     check_batch_fits(config, len(paths), where)
-
     check_writable_dir(config.run_dir, min_free_bytes=MIN_FREE_BYTES)
     if _cache_decodes_every_file(config):
         paths, skipped = list(paths), {}
