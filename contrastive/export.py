@@ -136,6 +136,28 @@ def load_check_images(paths: Sequence[Path], input_size: int, count: int | None 
     return torch.stack(images)
 
 
+#: ONNX opsets the exporter writes (torch's TorchScript-based exporter stops at 20; the
+#: networks here need nothing newer than 9). None: torch's default.
+ONNX_OPSETS = range(9, 21)
+
+
+def check_opset(opset: int | None, export_format: str) -> None:
+    """Refuses an opset the exporter does not write, or one given for another format.
+
+    Raises:
+        ContrastiveError: Naming the accepted opsets.
+    """
+    if opset is None:
+        return
+    if export_format != "onnx":
+        raise ContrastiveError(f"--opset applies to --format onnx, not {export_format}")
+    if opset not in ONNX_OPSETS:
+        raise ContrastiveError(
+            f"--opset {opset}: the exporter writes opsets {ONNX_OPSETS.start}-"
+            f"{ONNX_OPSETS.stop - 1}"
+        )
+
+
 def export_backbone(
     encoder: Encoder,
     out: Path,
@@ -143,6 +165,7 @@ def export_backbone(
     check_images: Tensor,
     fold_normalization: bool = False,
     weights: Mapping[str, object] | None = None,
+    opset: int | None = None,
 ) -> ExportResult:
     """Writes the encoder's backbone to ``out`` and verifies the file on ``check_images``.
 
@@ -157,6 +180,8 @@ def export_backbone(
         fold_normalization: Put the normalisation into the exported model.
         weights: Where the weights came from, recorded in the card (e.g. the checkpoint,
             its training step, whether the run had finished).
+        opset: ONNX opset to write (older runtimes load only older opsets); None: torch's
+            default. The file is checked with the installed onnxruntime either way.
 
     Raises:
         ContrastiveError: For an unknown format, a missing optional package, a layer that
@@ -166,6 +191,7 @@ def export_backbone(
         raise ContrastiveError(
             f"unknown export format {export_format!r}; choose one of {', '.join(EXPORT_FORMATS)}"
         )
+    check_opset(opset, export_format)
     if fold_normalization and export_format == "state_dict":
         raise ContrastiveError(
             "--fold-normalization needs --format onnx or torchscript (a state_dict holds "
@@ -187,15 +213,14 @@ def export_backbone(
         raise ContrastiveError(f"cannot write {out}: {error.strerror or error}") from None
     input_size = int(check_images.shape[-1])
     card = deployment_card(encoder, input_size, export_format, fold_normalization, weights)
-    card_text = json.dumps(card, indent=2)
     with evaluation_mode(model), torch.no_grad():
         model = model.float().to(memory_format=torch.contiguous_format)
         expected = _Features(encoder.backbone)(normalized)
         example = inputs[:_TRACE_BATCH]
         if export_format == "onnx":
-            actual = _export_onnx(model, example, inputs, out, card_text)
+            actual = _export_onnx(model, example, inputs, out, card, opset)
         elif export_format == "torchscript":
-            actual = _export_torchscript(model, example, inputs, out, card_text)
+            actual = _export_torchscript(model, example, inputs, out, json.dumps(card, indent=2))
         else:
             actual = _export_state_dict(encoder, normalized, out)
     max_abs_difference = float((actual - expected).abs().max())
@@ -298,7 +323,11 @@ def deployment_card(
     }
 
 
-def _export_onnx(model: nn.Module, example: Tensor, inputs: Tensor, out: Path, card: str) -> Tensor:
+def _export_onnx(
+    model: nn.Module, example: Tensor, inputs: Tensor, out: Path, card: dict, opset: int | None
+) -> Tensor:
+    """Writes and checks the ONNX file; the opset it was written at goes into ``card`` (then
+    embedded in the file) as ``onnx_opset``."""
     missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
     if missing:
         raise ContrastiveError(
@@ -320,13 +349,17 @@ def _export_onnx(model: nn.Module, example: Tensor, inputs: Tensor, out: Path, c
                 input_names=["images"],
                 output_names=["features"],
                 dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
+                **({} if opset is None else {"opset_version": opset}),
             )
     except Exception as error:  # noqa: BLE001 - any exporter failure is reported by layer
         raise _not_exportable("ONNX", model, example, error) from error
     import onnx
 
     proto = onnx.load(str(out))
-    onnx.helper.set_model_props(proto, {CARD_NAME: card})
+    card["onnx_opset"] = next(
+        entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")
+    )
+    onnx.helper.set_model_props(proto, {CARD_NAME: json.dumps(card, indent=2)})
     onnx.save(proto, str(out))
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     (features,) = session.run(["features"], {"images": inputs.numpy()})

@@ -144,6 +144,9 @@ def test_default_path_and_size_come_from_the_run_and_a_rerun_says_it_replaces(
         (["--input-size", "100000"], "--input-size 100000: give 8 to 4096 pixels"),
         (["--input-size", "4"], "--input-size 4: give 8 to 4096 pixels"),
         (["--input-size", "0"], "--input-size 0: give 8 to 4096 pixels"),
+        (["--opset", "5"], "--opset 5: the exporter writes opsets 9-20"),
+        (["--opset", "21"], "--opset 21: the exporter writes opsets 9-20"),
+        (["--format", "torchscript", "--opset", "17"], "applies to --format onnx, not torch"),
     ],
 )
 def test_bad_outputs_and_sizes_are_refused_before_any_work(
@@ -151,6 +154,23 @@ def test_bad_outputs_and_sizes_are_refused_before_any_work(
 ) -> None:
     assert main(["export", str(run_dir), *flags]) == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_an_older_opset_is_written_checked_and_recorded(run_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime", reason="the export extra is not installed")
+    import onnx
+
+    for opset, name in ((None, "default.onnx"), (13, "old.onnx")):
+        out = tmp_path / name
+        assert main(["export", str(run_dir), "--out", str(out), "--input-size", "32",
+                     *(["--opset", str(opset)] if opset else [])]) == 0  # fmt: skip
+        proto = onnx.load(str(out))
+        written = next(entry.version for entry in proto.opset_import if entry.domain == "")
+        inside = json.loads({prop.key: prop.value for prop in proto.metadata_props}[CARD_NAME])
+        beside = json.loads(out.with_name(out.name + ".json").read_text())
+        assert inside["onnx_opset"] == beside["onnx_opset"] == written
+        assert beside["check"]["max_abs_difference_vs_pytorch"] < 1e-4
+    assert written == 13
 
 
 def test_state_dict_refuses_folded_normalization(run_dir: Path, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ MAX_INPUT_SIZE = 4096
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from contrastive.export import EXPORT_FORMATS
+    from contrastive.export import EXPORT_FORMATS, ONNX_OPSETS
 
     parser = subparsers.add_parser("export", help=HELP, description=HELP + ".")
     parser.add_argument(
@@ -57,6 +57,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="folder of images to check the export on (default: the run's training data)",
     )
+    parser.add_argument(
+        "--opset",
+        type=int,
+        metavar="N",
+        help=f"ONNX opset to write, {ONNX_OPSETS.start}-{ONNX_OPSETS.stop - 1}, for a runtime "
+        "that loads only older opsets (default: torch's, recorded in the card as onnx_opset)",
+    )
     add_weights_arguments(parser, input_size=False)
     parser.set_defaults(func=run)
 
@@ -67,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from contrastive.encoder import load_encoder, run_folder_of
     from contrastive.export import (
         SUFFIXES,
+        check_opset,
         default_export_path,
         export_backbone,
         load_check_images,
@@ -79,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
             f"--out {args.out} does not fit --format {args.format}: name it "
             f"*{SUFFIXES[args.format]}, or give the --format its name says"
         )
+    check_opset(args.opset, args.format)
     if args.input_size is not None and not 8 <= args.input_size <= MAX_INPUT_SIZE:
         raise ContrastiveError(
             f"--input-size {args.input_size}: give {8} to {MAX_INPUT_SIZE} pixels (the check "
@@ -117,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         load_check_images(paths, input_size, CHECK_IMAGES),
         fold_normalization=args.fold_normalization,
         weights=weights,
+        opset=args.opset,
     )
     takes = "RGB in [0, 1]" if result.fold_normalization else "normalised images"
     print(

@@ -46,6 +46,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "stability (default: rank_projection, RankMe of the projections: the measure that "
         "tracked kNN accuracy best in benchmarks/label_free.py, rho ~0.5)",
     )
+    compare.add_argument(
+        "--json",
+        type=output_file,
+        metavar="FILE",
+        help="also write the ranking as JSON (each folder's runs in order, with their final "
+        "measures and whether they collapsed), for a script to read",
+    )
     compare.set_defaults(func=run_compare)
 
 
@@ -83,8 +90,10 @@ def run_compare(args: argparse.Namespace) -> int:
         NoHealthMeasuresError,
         comparison_table,
         rank_runs,
+        ranking_record,
         read_run_health,
     )
+    from contrastive.training.health import MEASURES
 
     missing = [str(path) for path in args.runs if not path.exists()]
     if missing:
@@ -105,13 +114,14 @@ def run_compare(args: argparse.Namespace) -> int:
         raise ContrastiveError("compare-runs needs at least two different run directories")
     if len(unique) < len(given):
         print("warning: a run given twice is ranked once", file=sys.stderr)
-    runs = []
+    runs, left_out = [], []
     for run in unique:
         try:
             runs.append(read_run_health(run))
         except NoHealthMeasuresError as error:
             # One run without measures should not hide the ranking of the others.
             print(f"warning: {run} left out: {error}", file=sys.stderr)
+            left_out.append({"run": str(run), "reason": str(error)})
     if len(runs) < 2:
         raise ContrastiveError(
             f"compare-runs needs two runs with label-free measures; {len(runs)} of the "
@@ -130,23 +140,46 @@ def run_compare(args: argparse.Namespace) -> int:
     unfinished = [str(run.run_dir) for run in runs if not run.finished]
     if unfinished:
         print(f"warning: unfinished run(s): {', '.join(unfinished)}", file=sys.stderr)
-    if len(by_folder) == 1:
-        print(comparison_table(rank_runs(runs, measure), measure))
-        return 0
     # Measures of runs on different images are not comparable: one ranking per folder.
-    print(
-        f"the runs trained on {len(by_folder)} folders; each folder's runs are ranked apart",
-        file=sys.stderr,
-    )
-    for index, (folder, members) in enumerate(
-        sorted(by_folder.items(), key=lambda item: item[0] or "~")
-    ):
-        gap = "\n" if index else ""
-        print(f"{gap}{folder or 'folder not recorded (no config.yaml)'}:")
-        if len(members) == 1:
-            print(f"  {members[0].run_dir}: the only run on these images, not ranked")
-        else:
-            print(comparison_table(rank_runs(members, measure), measure))
+    groups = [
+        (folder, rank_runs(members, measure) if len(members) > 1 else [], members)
+        for folder, members in sorted(by_folder.items(), key=lambda item: item[0] or "~")
+    ]
+    if len(groups) == 1:
+        print(comparison_table(groups[0][1], measure))
+    else:
+        print(
+            f"the runs trained on {len(groups)} folders; each folder's runs are ranked apart",
+            file=sys.stderr,
+        )
+        for index, (folder, ranked, members) in enumerate(groups):
+            gap = "\n" if index else ""
+            print(f"{gap}{folder or 'folder not recorded (no config.yaml)'}:")
+            if ranked:
+                print(comparison_table(ranked, measure))
+            else:
+                print(f"  {members[0].run_dir}: the only run on these images, not ranked")
+    if args.json:
+        from contrastive.evaluation.report import write_report
+
+        folders = [
+            {
+                "data": folder,
+                "ranked": ranking_record(ranked, measure),
+                "not_ranked": [] if ranked else [str(members[0].run_dir)],
+            }
+            for folder, ranked, members in groups
+        ]
+        write_report(
+            {
+                "measure": measure,
+                "description": MEASURES[measure].description,
+                "folders": folders,
+                "left_out": left_out,
+            },
+            args.json,
+        )
+        print(f"ranking for scripts: {args.json}", file=sys.stderr)
     return 0
 
 

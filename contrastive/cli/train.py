@@ -297,6 +297,8 @@ def run(args: argparse.Namespace) -> int:
         if "batch_size" in user_settings(args):  # else the planner fits the batch to the data
             check_batch_fits(config, count, folder.root)
         config, _ = plan_run(config, user_settings(args), folder=folder, started=budget_started)
+    elif not args.resume and not plan_only:
+        folder = _warn_if_views_upscale(config)
     if plan_only:
         if not _planned(args):
             raise ContrastiveError("--plan-only needs --time-budget (and the automatic recipe)")
@@ -330,6 +332,25 @@ def run(args: argparse.Namespace) -> int:
         print(f"backbone weights ({_weights_kind(result.config.backbone)}): {result.backbone_path}")
         _warn_stale_exports(result.run_dir, result.backbone_path)
     return 0
+
+
+def _warn_if_views_upscale(config: TrainConfig) -> ImageFolder | None:
+    """Scans the folder (once: the run reuses the scan) and warns where the views are
+    several times larger than its images: the default 224 px views on a folder of 32 px
+    images cost 49 times the work of 32 px views, for no detail the images hold."""
+    from contrastive.data.folder import ImageFolder
+    from contrastive.errors import ContrastiveError
+    from contrastive.planning.folder_stats import FolderStats
+
+    try:
+        folder = ImageFolder.scan(config.data)
+        stats = FolderStats.from_paths(folder.paths, sample=500, decoded=0)
+    except ContrastiveError:
+        return None  # no image, or no header opens: the run's own checks say which
+    warning = stats.upscale_warning(config.views.input_size)
+    if warning is not None:
+        log.warning(warning)
+    return folder
 
 
 def _note_config_source(

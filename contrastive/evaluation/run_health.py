@@ -318,10 +318,17 @@ def health_record(run: RunHealth) -> dict[str, Any]:
         "measurements": len(run.history),
         "last_step": int(run.history[-1]["step"]),
         "finished": run.finished,
-        "final": {
-            name: (value if math.isfinite(value := run.final(name)) else None) for name in MEASURES
-        },
+        "final": _final_measures(run),
     }
+
+
+def _final_measures(run: RunHealth) -> dict[str, float | None]:
+    """Each measure's final value, None where the run has none (JSON has no NaN)."""
+    return {name: _finite(run.final(name)) for name in MEASURES}
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def _shown(value: float) -> str:
@@ -410,6 +417,24 @@ def rank_runs(runs: Sequence[RunHealth], measure: str = RANKING_MEASURE) -> list
 def is_collapsed(run: RunHealth) -> bool:
     """Whether :func:`judged` calls the run collapsed (fully or dimensionally)."""
     return judged(run)[0] in COLLAPSED_VERDICTS
+
+
+def ranking_record(ranked: Sequence[RankedRun], measure: str) -> list[dict[str, Any]]:
+    """Ranked runs as JSON-ready rows, best first (``compare-runs --json``): what the table
+    shows, with the collapse judgement and the run's method as fields of their own."""
+    return [
+        {
+            "place": place,
+            "run": str(entry.run.run_dir),
+            "value": _finite(entry.value),
+            "collapsed": entry.collapsed,
+            "steps": entry.run.steps,
+            "finished": entry.run.finished,
+            "method": entry.run.method or None,
+            "final": _final_measures(entry.run),
+        }
+        for place, entry in enumerate(ranked, start=1)
+    ]
 
 
 def comparison_table(ranked: Sequence[RankedRun], measure: str) -> str:

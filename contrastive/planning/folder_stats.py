@@ -33,6 +33,13 @@ ELONGATED_RATIO = 3
 #: Share of such images from which the plan warns.
 ELONGATED_WARNING_SHARE = 0.1
 
+#: Views over this many times the median short side are warned about: upscaling adds no
+#: detail, and the work grows with the square of the view side.
+UPSCALE_WARNING_FACTOR = 2
+
+#: Largest view side that the small-image stem (3x3, stride 1, no max-pool) is suggested for.
+SMALL_STEM_MAX_SIDE = 64
+
 
 @dataclass(frozen=True)
 class FolderStats:
@@ -128,6 +135,22 @@ class FolderStats:
             f"{self.elongated_fraction:.0%} of the images are longer than {ELONGATED_RATIO}:1: "
             "training and evaluation see only their central square (a 10:1 panorama keeps a "
             "tenth of itself); cut them into square-ish tiles first to use all of each"
+        )
+
+    def upscale_warning(self, input_size: int) -> str | None:
+        """What views of ``input_size`` px cost on images much smaller than that, with the
+        flags that fit the images; None where the views are at most
+        :data:`UPSCALE_WARNING_FACTOR` times the median short side."""
+        side = self.short_side_median
+        if input_size <= UPSCALE_WARNING_FACTOR * side:
+            return None
+        stem = " --small-image-stem" if side <= SMALL_STEM_MAX_SIDE else ""
+        return (
+            f"views of {input_size} px are {input_size / side:.1f}x the images' short side "
+            f"(median {side} px): every view is an upscaled image, with no detail the image "
+            f"lacks, at {(input_size / side) ** 2:.0f}x the work per image of {side} px views; "
+            f"--input-size {side}{stem} fits these images, or --time-budget (e.g. 10m) plans "
+            "the sizes for the folder and this machine"
         )
 
 

@@ -338,3 +338,38 @@ def test_a_run_whose_loss_fell_to_zero_is_called_memorised(tmp_path: Path) -> No
     assert "the training loss fell to 0.015 by step 400" in verdict(run)
     run.loss = [(100, 0.9), (200, 0.05), (300, 0.2), (400, 0.015)]  # one low value: noise
     assert judged(run)[0] == "healthy"
+
+
+def test_compare_runs_writes_its_ranking_as_json(tmp_path: Path, capsys) -> None:
+    for name, rank, folder in (
+        ("cats_a", 40.0, "/data/cats"),
+        ("cats_b", 60.0, "/data/cats"),
+        ("cats_collapsed", 1.0, "/data/cats"),
+        ("flowers", 50.0, "/data/flowers"),
+    ):
+        write_run(tmp_path / "runs" / name, [20.0, rank])  # 20: no early collapse
+        (tmp_path / "runs" / name / "config.yaml").write_text(
+            f"data: {folder}\nmethod:\n  name: simclr\n"
+        )
+    (tmp_path / "runs" / "old").mkdir()
+    (tmp_path / "runs" / "old" / "metrics.csv").write_text("step,epoch,loss\n0,0,5.0\n")
+    target = tmp_path / "ranking.json"
+
+    assert (
+        main(["compare-runs", str(tmp_path / "runs"), "--by", "rank", "--json", str(target)]) == 0
+    )
+    assert f"ranking for scripts: {target}" in capsys.readouterr().err
+    record = json.loads(target.read_text())
+    assert record["measure"] == "rank"
+    cats, flowers = record["folders"]
+    assert cats["data"] == "/data/cats" and cats["not_ranked"] == []
+    assert [(row["place"], Path(row["run"]).name) for row in cats["ranked"]] == [
+        (1, "cats_b"), (2, "cats_a"), (3, "cats_collapsed"),
+    ]  # fmt: skip
+    best = cats["ranked"][0]
+    assert best["value"] == 60.0 and best["final"]["rank"] == 60.0 and best["steps"] == 20
+    assert best["method"] == "simclr" and best["finished"] is True
+    assert [row["collapsed"] for row in cats["ranked"]] == [False, False, True]
+    assert flowers["ranked"] == [] and Path(flowers["not_ranked"][0]).name == "flowers"
+    assert [Path(row["run"]).name for row in record["left_out"]] == ["old"]
+    assert "no label-free measures" in record["left_out"][0]["reason"]

@@ -57,6 +57,49 @@ def test_a_folder_of_panoramas_is_told_it_keeps_their_central_square(
     assert "38% of the images are longer than 3:1" in caplog.text
 
 
+def test_views_much_larger_than_the_images_are_priced_with_the_flags_that_fit() -> None:
+    cifar_like = FolderStats(
+        num_images=100, sampled=100, short_side_median=32, short_side_p10=32,
+        short_side_p90=32, median_pixels=32 * 32, grayscale_fraction=0.0,
+    )  # fmt: skip
+    warning = cifar_like.upscale_warning(224)
+    assert "7.0x the images' short side (median 32 px)" in warning
+    assert "49x the work per image of 32 px views" in warning  # (224 / 32) ** 2
+    assert "--input-size 32 --small-image-stem" in warning
+    assert cifar_like.upscale_warning(64) is None  # twice the side: within the rule
+    photos = FolderStats(
+        num_images=100, sampled=100, short_side_median=96, short_side_p10=96,
+        short_side_p90=96, median_pixels=96 * 96, grayscale_fraction=0.0,
+    )  # fmt: skip
+    assert "--input-size 96 fits" in photos.upscale_warning(224)  # no small stem at 96 px
+    assert photos.upscale_warning(192) is None
+
+
+def test_an_unplanned_run_on_small_images_warns_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import importlib
+
+    training = importlib.import_module("contrastive.training.train")  # the module
+    given: dict[str, object] = {}
+
+    def fake_train(config: object, **kwargs: object) -> None:
+        given.update(kwargs)
+        raise KeyboardInterrupt  # what was said before training is the point
+
+    monkeypatch.setattr(training, "train", fake_train)
+    images = write_images(tmp_path / "images", 4, (32, 32))
+    run = ["train", "--data", str(images), "--out", str(tmp_path / "run"), "--epochs", "1"]
+    with caplog.at_level(logging.WARNING):
+        assert main(run) == 130
+    assert "views of 224 px are 7.0x the images' short side" in caplog.text
+    assert len(given["folder"].paths) == 4  # the scan is the run's: one listing
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert main([*run[:3], "--out", str(tmp_path / "run2"), "--input-size", "32"]) == 130
+    assert "upscaled" not in caplog.text
+
+
 def test_folder_stats_skip_images_over_the_pixel_limit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
