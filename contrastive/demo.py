@@ -17,7 +17,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -32,8 +32,10 @@ from contrastive.evaluation.metrics import topk_accuracy
 from contrastive.losses import LossConfig
 from contrastive.methods.config import MethodConfig
 from contrastive.training.config import OptimConfig, TrainConfig
-from contrastive.training.train import TrainResult, train
 from contrastive.views.config import view_preset
+
+if TYPE_CHECKING:
+    from contrastive.training.train import TrainResult
 
 DEMO_K = 20
 DEMO_T = 0.1
@@ -147,6 +149,8 @@ def quick_train(
         config = config.with_overrides(
             batch_size=fitting_batch_size(config.data, config.batch_size)
         )
+    from contrastive.training.train import train
+
     clear_run_dir(config.out)
     return train(config)
 
@@ -243,6 +247,8 @@ def run_demo(config: TrainConfig | None = None, digits: str | Path | None = None
         digits: Folder with the labelled ``train/`` and ``test/`` splits to evaluate on;
             the built-in demo digits by default.
     """
+    from contrastive.training.train import train
+
     config = config or demo_config()
     digits = Path(digits) if digits is not None else ensure_demo_digits()
     started = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
@@ -45,7 +46,8 @@ def trained(monkeypatch: pytest.MonkeyPatch) -> list[TrainConfig]:
         configs.append(config)
         return config
 
-    monkeypatch.setattr(demo, "train", fake_train)
+    # demo imports train() when it runs (Lightning loads on first use): patched at its home.
+    monkeypatch.setattr(importlib.import_module("contrastive.training.train"), "train", fake_train)
     monkeypatch.setattr(demo.torch.cuda, "is_available", lambda: False)
     return configs
 

@@ -21,8 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "cache",
         help=CACHE_HELP,
         description=CACHE_HELP
-        + ". Training decodes a folder once into a cache; a changed folder gets a new one "
-        "and the old one stays until removed here. Removing a cache loses nothing: the "
+        + ". Training decodes a folder once into a cache; a folder with files added or "
+        "removed gets a new one and the old one stays until removed here (files edited in "
+        "place: the cache is rebuilt and the old one deleted). Removing a cache loses nothing: the "
         "next run that needs it decodes the images again.",
     )
     actions = cache.add_subparsers(dest="cache_action", metavar="ACTION", required=True)

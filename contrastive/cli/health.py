@@ -99,6 +99,11 @@ def run_compare(args: argparse.Namespace) -> int:
     if missing:
         raise ContrastiveError(f"compare-runs: {', '.join(missing)} does not exist")
     given = [run for path in args.runs for run in _runs_in(path)]
+    if len(given) == 1 and not _is_run(given[0]):
+        raise ContrastiveError(
+            f"compare-runs: {given[0]} is not a run directory (no metrics.csv or config.yaml) "
+            "and holds none"
+        )
     if len(given) == 1:
         # A nightly "compare everything in runs/" job on its first night: nothing to rank,
         # nothing wrong either.
@@ -183,19 +188,21 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _runs_in(path: Path) -> list[Path]:
-    """``[path]`` for a run directory; for a folder of runs (``runs/``), its runs, sorted."""
+def _is_run(path: Path) -> bool:
+    """Whether ``path`` is a run directory: any of its files marks one (an interrupted run
+    may lack the others)."""
     from contrastive.data.folder import RUN_MARKER
 
-    # Any one marks a run directory: an interrupted run may lack the others.
-    run_files = ("metrics.csv", "config.yaml", RUN_MARKER)
-    if not path.is_dir() or any((path / name).exists() for name in run_files):
-        return [path]
-    runs = sorted(
-        child
-        for child in path.iterdir()
-        if child.is_dir() and any((child / name).exists() for name in run_files)
+    return path.is_dir() and any(
+        (path / name).exists() for name in ("metrics.csv", "config.yaml", RUN_MARKER)
     )
+
+
+def _runs_in(path: Path) -> list[Path]:
+    """``[path]`` for a run directory; for a folder of runs (``runs/``), its runs, sorted."""
+    if not path.is_dir() or _is_run(path):
+        return [path]
+    runs = sorted(child for child in path.iterdir() if _is_run(child))
     if runs:
         print(f"{path}: comparing its {len(runs)} run(s)", file=sys.stderr)
     return runs or [path]

@@ -274,7 +274,7 @@ def summary_text(summary: dict[str, object]) -> str:
 
 
 #: Share of what naming the largest class leaves unexplained that the label probe must
-#: get right to be trusted: half-way from that guess to every label (50% for two balanced
+#: get right to be trusted: half-way from that guess to every label (75% for two balanced
 #: classes; 92.75% where one class holds 85.5% of the images).
 WEAK_PROBE_GAIN = 0.5
 

@@ -279,6 +279,12 @@ class FillTimeBudget(pl.Callback):
         self._slice_seconds = 0.0
         self._next = 0
 
+    def training_seconds_left(self, trainer: pl.Trainer) -> float:
+        """Seconds of training left: to the deadline, less the time kept for the work after
+        the last step."""
+        reserve = self.reserve_seconds + seconds_after_training(trainer.callbacks)
+        return max(0.0, self.deadline - reserve - self.clock())
+
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: object
     ) -> None:

@@ -39,7 +39,8 @@ class DurationForecast(pl.Callback):
     duration of the whole run is logged once, with the images/s behind it, and where it is
     longer than :data:`LONG_RUN_SECONDS` the shorter alternative. From then on
     :attr:`seconds_left` feeds the progress line. Runs with a time budget
-    (:class:`FillTimeBudget`) already end on time and get no forecast.
+    (:class:`FillTimeBudget`) already end on time and get no forecast; their time left is
+    the budget's.
 
     Args:
         skip_steps: Steps not timed.
@@ -61,7 +62,8 @@ class DurationForecast(pl.Callback):
         self.seconds_per_step: float | None = None
         self.seconds_left: float | None = None
         self.forecast: str | None = None
-        self._budgeted: bool | None = None
+        self._budget: FillTimeBudget | None = None
+        self._looked = False
         self._first_step = 0
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -70,9 +72,13 @@ class DurationForecast(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
     ) -> None:
-        if self._budgeted is None:  # callbacks are fixed once fit runs: look once
-            self._budgeted = any(isinstance(c, FillTimeBudget) for c in trainer.callbacks)
-        if self._budgeted:
+        if not self._looked:  # callbacks are fixed once fit runs: look once
+            self._looked = True
+            self._budget = next(
+                (c for c in trainer.callbacks if isinstance(c, FillTimeBudget)), None
+            )
+        if self._budget is not None:
+            self.seconds_left = self._budget.training_seconds_left(trainer)
             return
         step, now = trainer.global_step, self.clock()
         if self.started is None:
@@ -250,7 +256,7 @@ class ProgressBarWithTimeLeft(TQDMProgressBar):
 def progress_callbacks() -> list[pl.Callback]:
     """A progress bar (loss, lr, images/s) when attached to a terminal, else epoch lines.
 
-    Both show the time left of a run without a budget (:class:`DurationForecast`).
+    Both show the time left (:class:`DurationForecast`).
     """
     forecast = DurationForecast()
     if sys.stderr.isatty():

@@ -260,6 +260,12 @@ def test_one_run_is_nothing_to_rank_and_no_failure(tmp_path: Path, capsys) -> No
     write_run(tmp_path / "runs" / "first", [5.0, 4.0])
     assert main(["compare-runs", str(tmp_path / "runs")]) == 0
     assert "only one run" in capsys.readouterr().err
+    # A folder that is no run and holds none is refused (it was "only one run", exit 0).
+    (tmp_path / "images" / "cats").mkdir(parents=True)
+    assert main(["compare-runs", str(tmp_path / "images")]) == 2
+    assert "images is not a run directory (no metrics.csv or config.yaml) and holds none" in (
+        capsys.readouterr().err
+    )
 
 
 def test_runs_measured_far_shorter_than_the_longest_are_noted(tmp_path: Path, capsys) -> None:

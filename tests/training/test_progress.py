@@ -126,12 +126,23 @@ def test_health_values_are_shown_once_per_measurement(caplog: pytest.LogCaptureF
     assert "monitor/rank 51.2000" in lines[2] and "monitor/collapse_std" not in lines[2]
 
 
-def test_budget_runs_get_no_forecast() -> None:
+def test_budget_runs_get_no_forecast_and_the_budget_s_time_left(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     clock, trainer = Clock(), fake_trainer()
-    trainer.callbacks.append(FillTimeBudget(deadline=100.0, clock=clock))
+    trainer.callbacks.append(FillTimeBudget(deadline=100.0, reserve_seconds=5.0, clock=clock))
     forecast = DurationForecast(skip_steps=0, min_steps=1, min_seconds=0.0, clock=clock)
     run_steps(forecast, trainer, clock, steps=20, seconds=1.0)
-    assert forecast.forecast is None and forecast.seconds_left is None
+    assert forecast.forecast is None
+    # The deadline less the reserve for the work after training: 100 - 5 - 20 (the README
+    # promised time left on every line; budget runs showed none).
+    assert forecast.seconds_left == pytest.approx(75.0)
+    summary = EpochSummary(forecast, clock=clock)
+    with caplog.at_level(logging.INFO, logger="contrastive.training.progress"):
+        summary.on_train_epoch_end(trainer, trainer.lightning_module)
+    assert "about 1 min 15 s left" in caplog.records[-1].getMessage()
+    run_steps(forecast, trainer, clock, steps=90, seconds=1.0)  # past the deadline
+    assert forecast.seconds_left == 0.0
 
 
 def test_progress_bar_reads_the_metrics_at_most_once_per_interval(
