@@ -22,9 +22,9 @@ from contrastive.training.collapse import METRIC_NAME as COLLAPSE_STD
 from contrastive.training.collapse import collapse_threshold
 from contrastive.training.health import (
     MEASURES,
-    MEMORISED_LOSS,
     Finding,
     diagnose,
+    memorised,
     spread_is_calibrated,
 )
 
@@ -216,8 +216,7 @@ def findings(run: RunHealth) -> list[Finding]:
 
 def _memorised(run: RunHealth) -> Finding | None:
     """A finding where the last logged losses fell to near zero."""
-    tail = [value for _, value in run.loss[-3:]]
-    if len(tail) < 3 or max(tail) >= MEMORISED_LOSS:
+    if not memorised([value for _, value in run.loss]):
         return None
     step, value = run.loss[-1]
     return Finding(

@@ -65,6 +65,19 @@ log = logging.getLogger(__name__)
 #: default plan ended at loss 0.3 and 39 points under raw pixels.
 MEMORISED_LOSS = 0.1
 
+#: Logged losses, the last ones, that must all be under :data:`MEMORISED_LOSS`: one low
+#: batch is not a memorised run.
+MEMORISED_LAST = 3
+
+
+def memorised(losses: Sequence[float]) -> bool:
+    """Whether the last :data:`MEMORISED_LAST` logged losses (in step order) all fell under
+    :data:`MEMORISED_LOSS`: the one rule of ``train``'s warning and ``health``'s verdict."""
+    tail = list(losses)[-MEMORISED_LAST:]
+    return len(tail) == MEMORISED_LAST and all(
+        math.isfinite(value) and value < MEMORISED_LOSS for value in tail
+    )
+
 
 @dataclass(frozen=True)
 class Measure:

@@ -91,6 +91,13 @@ class HistoryWriter(ExperimentWriter):
         self.history, self.metrics, self.history_pending = [], [], False
 
 
+def logged_losses(path: str | os.PathLike) -> list[float]:
+    """The ``loss`` column of a ``metrics.csv``, in file (step) order; empty where the file
+    does not exist."""
+    rows, _ = _read_rows(Path(path))
+    return [float(row["loss"]) for row in rows if row.get("loss")]
+
+
 def _read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """The rows and columns of ``path``; none where it does not exist."""
     if not path.is_file():

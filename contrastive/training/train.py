@@ -76,11 +76,11 @@ from contrastive.training.data_record import (
     relative_names,
     write_record,
 )
-from contrastive.training.health import MEMORISED_LOSS, health_callbacks
+from contrastive.training.health import MEMORISED_LAST, health_callbacks, memorised
 from contrastive.training.interrupt import GracefulInterrupt
 from contrastive.training.last_checkpoint import SaveLastCheckpoint
 from contrastive.training.lightning_compat import log_interval, set_step_limit
-from contrastive.training.metrics_history import HistoryCSVLogger
+from contrastive.training.metrics_history import METRICS_FILE, HistoryCSVLogger, logged_losses
 from contrastive.training.module import ContrastiveModule
 from contrastive.training.progress import EpochSummary, progress_callbacks
 from contrastive.training.projector_at_end import ProjectorAtEnd
@@ -579,22 +579,23 @@ def _fit(run: _Run, budget_started: float | None) -> None:
             train_dataloaders=run.loader,
             ckpt_path=str(run.checkpoint) if run.checkpoint else None,
         )
-    _warn_if_memorised(trainer)
+    _warn_if_memorised(trainer, run.config.run_dir)
 
 
-def _warn_if_memorised(trainer: pl.Trainer) -> None:
-    """Names a run whose final loss fell to near zero (``health`` calls it memorised)."""
-    loss = trainer.callback_metrics.get("loss")
-    if loss is None or not trainer.is_global_zero:
+def _warn_if_memorised(trainer: pl.Trainer, run_dir: Path) -> None:
+    """Names a run whose last logged losses fell to near zero, read from ``metrics.csv`` as
+    ``health`` reads them, so that the two agree (``health`` calls it memorised)."""
+    if not trainer.is_global_zero:
         return
-    value = float(loss)
-    if math.isfinite(value) and value < MEMORISED_LOSS:
+    losses = logged_losses(run_dir / METRICS_FILE)
+    if memorised(losses):
         log.warning(
-            "the training loss fell to %.3g: the network tells its training images apart "
-            "almost surely, which a few small images allow without learning general features "
-            "(memorised); compare it with raw pixels (contrastive eval knn --baselines) "
-            "before using it",
-            value,
+            "the training loss fell to %.3g (its last %d logged values under 0.1): the "
+            "network tells its training images apart almost surely, which a few small images "
+            "allow without learning general features (memorised); compare it with raw pixels "
+            "(contrastive eval knn --baselines) before using it",
+            losses[-1],
+            MEMORISED_LAST,
         )
 
 
