@@ -137,20 +137,31 @@ class FolderStats:
             "tenth of itself); cut them into square-ish tiles first to use all of each"
         )
 
-    def upscale_warning(self, input_size: int) -> str | None:
+    def upscale_warning(self, input_size: int, planned: bool = False) -> str | None:
         """What views of ``input_size`` px cost on images much smaller than that, with the
         flags that fit the images; None where the views are at most
-        :data:`UPSCALE_WARNING_FACTOR` times the median short side."""
+        :data:`UPSCALE_WARNING_FACTOR` times the median short side.
+
+        Args:
+            input_size: The view side.
+            planned: The run is planned (``--time-budget``): without ``--input-size`` the
+                plan sizes the views itself.
+        """
         side = self.short_side_median
         if input_size <= UPSCALE_WARNING_FACTOR * side:
             return None
         stem = " --small-image-stem" if side <= SMALL_STEM_MAX_SIDE else ""
+        advice = (
+            "without --input-size the plan sizes the views to the images"
+            if planned
+            else f"--input-size {side}{stem} fits these images, or --time-budget (e.g. 10m) "
+            "plans the sizes for the folder and this machine"
+        )
         return (
             f"views of {input_size} px are {input_size / side:.1f}x the images' short side "
             f"(median {side} px): every view is an upscaled image, with no detail the image "
             f"lacks, at {(input_size / side) ** 2:.0f}x the work per image of {side} px views; "
-            f"--input-size {side}{stem} fits these images, or --time-budget (e.g. 10m) plans "
-            "the sizes for the folder and this machine"
+            f"{advice}"
         )
 
 

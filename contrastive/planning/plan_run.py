@@ -89,9 +89,15 @@ def plan_run(
         f" ({spent:.0f} s of it spent starting up, scanning and measuring)" if spent >= 1 else "",
         "\n".join(plan.lines()),
     )
-    elongated = stats.elongated_warning()
-    if elongated is not None:
-        log.warning(elongated)
+    upscaled = (
+        # The plan's own views stay near the images' side (a 8 px folder gets 24 px views).
+        stats.upscale_warning(plan.config.views.input_size, planned=True)
+        if "views.input_size" in fixed
+        else None
+    )
+    for warning in (stats.elongated_warning(), upscaled):
+        if warning is not None:
+            log.warning(warning)
     return plan.config.with_overrides(plan=plan.as_dict()), plan
 
 

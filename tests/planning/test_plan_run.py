@@ -67,6 +67,8 @@ def test_views_much_larger_than_the_images_are_priced_with_the_flags_that_fit() 
     assert "49x the work per image of 32 px views" in warning  # (224 / 32) ** 2
     assert "--input-size 32 --small-image-stem" in warning
     assert cifar_like.upscale_warning(64) is None  # twice the side: within the rule
+    planned = cifar_like.upscale_warning(128, planned=True)
+    assert "16x the work" in planned and "without --input-size the plan sizes" in planned
     photos = FolderStats(
         num_images=100, sampled=100, short_side_median=96, short_side_p10=96,
         short_side_p90=96, median_pixels=96 * 96, grayscale_fraction=0.0,
@@ -98,6 +100,16 @@ def test_an_unplanned_run_on_small_images_warns_before_training(
     with caplog.at_level(logging.WARNING):
         assert main([*run[:3], "--out", str(tmp_path / "run2"), "--input-size", "32"]) == 130
     assert "upscaled" not in caplog.text
+    # A planned run keeps a view size the user set, and says what it costs.
+    caplog.clear()
+    plan = ["train", "--data", str(images), "--time-budget", "30s", "--plan-only"]
+    with caplog.at_level(logging.WARNING):
+        assert main([*plan, "--input-size", "128"]) == 0
+    assert "views of 128 px are 4.0x the images' short side" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert main(plan) == 0
+    assert "upscaled" not in caplog.text  # the plan's own views fit the images
 
 
 def test_folder_stats_skip_images_over_the_pixel_limit(
