@@ -60,11 +60,20 @@ class DurationForecast(pl.Callback):
         self.clock = clock
         self.started: tuple[int, float] | None = None
         self.seconds_per_step: float | None = None
-        self.seconds_left: float | None = None
         self.forecast: str | None = None
-        self._budget: FillTimeBudget | None = None
+        self._seconds_left: float | None = None
+        # A budget run's time left is read from its budget when shown, not every step.
+        self._budget: tuple[FillTimeBudget, pl.Trainer] | None = None
         self._looked = False
         self._first_step = 0
+
+    @property
+    def seconds_left(self) -> float | None:
+        """Seconds of training left: the budget's, or the forecast's; None before known."""
+        if self._budget is not None:
+            budget, trainer = self._budget
+            return budget.training_seconds_left(trainer)
+        return self._seconds_left
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._first_step = trainer.global_step  # > 0 in a resumed run
@@ -74,11 +83,9 @@ class DurationForecast(pl.Callback):
     ) -> None:
         if not self._looked:  # callbacks are fixed once fit runs: look once
             self._looked = True
-            self._budget = next(
-                (c for c in trainer.callbacks if isinstance(c, FillTimeBudget)), None
-            )
+            budget = next((c for c in trainer.callbacks if isinstance(c, FillTimeBudget)), None)
+            self._budget = None if budget is None else (budget, trainer)
         if self._budget is not None:
-            self.seconds_left = self._budget.training_seconds_left(trainer)
             return
         step, now = trainer.global_step, self.clock()
         if self.started is None:
@@ -96,7 +103,7 @@ class DurationForecast(pl.Callback):
             self._announce(trainer, self.seconds_per_step, total, step)
         else:
             self.seconds_per_step = timed_seconds / timed_steps
-        self.seconds_left = max(0, total - step) * self.seconds_per_step
+        self._seconds_left = max(0, total - step) * self.seconds_per_step
 
     def _announce(
         self, trainer: pl.Trainer, seconds_per_step: float, total: int, step: int

@@ -76,7 +76,12 @@ from contrastive.training.data_record import (
     relative_names,
     write_record,
 )
-from contrastive.training.health import MEMORISED_LAST, health_callbacks, memorised
+from contrastive.training.health import (
+    MEMORISED_LAST,
+    MEMORISED_LOSS,
+    health_callbacks,
+    memorised,
+)
 from contrastive.training.interrupt import GracefulInterrupt
 from contrastive.training.last_checkpoint import SaveLastCheckpoint
 from contrastive.training.lightning_compat import log_interval, set_step_limit
@@ -590,12 +595,13 @@ def _warn_if_memorised(trainer: pl.Trainer, run_dir: Path) -> None:
     losses = logged_losses(run_dir / METRICS_FILE)
     if memorised(losses):
         log.warning(
-            "the training loss fell to %.3g (its last %d logged values under 0.1): the "
+            "the training loss fell to %.3g (its last %d logged values under %g): the "
             "network tells its training images apart almost surely, which a few small images "
             "allow without learning general features (memorised); compare it with raw pixels "
             "(contrastive eval knn --baselines) before using it",
             losses[-1],
             MEMORISED_LAST,
+            MEMORISED_LOSS,
         )
 
 
