@@ -192,8 +192,8 @@ def train(
 
     Raises:
         ContrastiveError: For bad input (missing/empty folder, batch larger than the data
-            set, a run directory that already holds a run, ...), a non-finite loss, or a
-            file that cannot be written (full disk).
+            set, a run directory that already holds a run, ...), a non-finite loss, a
+            file that cannot be written (full disk), or a run folder deleted while training.
         TrainingInterrupted: On Ctrl-C or SIGTERM, after saving ``checkpoints/last.ckpt``
             (a KeyboardInterrupt; the message says how to resume).
     """
@@ -205,9 +205,17 @@ def train(
     try:
         with hold_run_folder(config.run_dir):
             return _train_holding_the_folder(config, resume, started, folder)
-    except BaseException:
+    except BaseException as error:
         if created:
             _remove_unused_run_dir(config.run_dir)
+        if isinstance(error, OSError) and not config.run_dir.is_dir():
+            # Lightning's loggers and checkpoints fail deep inside it once the folder is
+            # gone (metrics.csv: No such file or directory), a traceback that hides why.
+            raise ContrastiveError(
+                f"the run folder {config.run_dir} was deleted or moved while training, and "
+                "its checkpoints and logs with it: training stopped; start again with "
+                "--out NEW_FOLDER"
+            ) from error
         raise
 
 

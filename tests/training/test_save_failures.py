@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +106,28 @@ def test_too_little_free_space_fails_before_training(
     with pytest.raises(ContrastiveError, match=r"^only 0\.01 GB free on the disk holding"):
         train(tiny_config)
     assert not (tiny_config.run_dir / "checkpoints").exists()
+
+
+def test_a_run_folder_deleted_while_training_stops_with_one_clear_line(
+    tiny_config: TrainConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from contrastive.training.module import ContrastiveModule
+
+    config = tiny_config.with_overrides(epochs=2)
+    step = ContrastiveModule.training_step
+
+    def deleting_the_folder(self: ContrastiveModule, batch: Any, batch_idx: int) -> Any:
+        if self.global_step == 5:  # after epoch 1's checkpoint and metrics rows
+            shutil.rmtree(config.run_dir)
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(ContrastiveModule, "training_step", deleting_the_folder)
+
+    # Before: FileNotFoundError: ... run/metrics.csv, from Lightning's CSV logger.
+    with pytest.raises(ContrastiveError) as raised:
+        train(config)
+
+    message = str(raised.value)
+    assert message.startswith(f"the run folder {config.run_dir} was deleted or moved while")
+    assert message.endswith("start again with --out NEW_FOLDER")
+    assert not config.run_dir.exists()
