@@ -220,12 +220,12 @@ def train(
 
 
 def _remove_unused_run_dir(run_dir: Path) -> None:
-    """Removes a run folder made by a run refused before it wrote anything but its lock and
-    log (one image, a bad setting): a folder of nothing would block nothing, yet look like a
-    run."""
+    """Removes a run folder made by a run refused before it wrote anything but its lock,
+    marker and log (one image, a bad setting, too many unreadable images): a folder of
+    nothing would block nothing, yet look like a run."""
     try:
-        if {path.name for path in run_dir.iterdir()} <= {LOCK_FILE, RUN_LOG}:
-            for name in (LOCK_FILE, RUN_LOG):
+        if {path.name for path in run_dir.iterdir()} <= {LOCK_FILE, RUN_MARKER, RUN_LOG}:
+            for name in (LOCK_FILE, RUN_MARKER, RUN_LOG):
                 (run_dir / name).unlink(missing_ok=True)
             run_dir.rmdir()
     except OSError:  # a file appeared, or the folder is not ours to tidy: leave it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -281,6 +282,25 @@ def test_check_readable_fails_over_the_bad_fraction(bad_image_corpus: BadImageCo
         r"more than --max-bad-fraction 0.1 \(max_bad_fraction\) allows: .*and 1 more",
     ):
         check_readable(listed, max_bad_fraction=0.1)
+
+
+def test_a_refusal_names_three_bad_files_and_logs_every_one_for_v(
+    bad_image_corpus: BadImageCorpus, caplog: pytest.LogCaptureFixture
+) -> None:
+    listed = list_images(bad_image_corpus.root)
+
+    with (
+        caplog.at_level(logging.DEBUG, logger="contrastive.data.folder"),
+        pytest.raises(ContrastiveError) as raised,
+    ):
+        check_readable(listed, max_bad_fraction=0.1)
+
+    # Before: three named, "and 1 more", and no way to see the fourth.
+    assert str(raised.value).endswith("and 1 more (-v lists all 4)")
+    logged = [record.getMessage() for record in caplog.records if record.levelname == "DEBUG"]
+    unreadable = [line for line in logged if line.startswith("cannot read ")]
+    assert len(unreadable) == 4
+    assert len({line.split(" (")[0] for line in unreadable}) == 4
 
 
 def test_check_readable_fails_when_nothing_is_readable(

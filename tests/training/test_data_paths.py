@@ -146,6 +146,23 @@ def test_one_image_is_refused_before_training(tiny_config: TrainConfig, tmp_path
     assert not Path(config.out).exists()
 
 
+def test_a_folder_of_too_many_unreadable_images_is_refused_leaving_no_run_folder(
+    tiny_config: TrainConfig, tmp_path: Path
+) -> None:
+    data = tmp_path / "half_bad"
+    shutil.copytree(tiny_config.data, data)
+    images = sorted(path for path in data.rglob("*") if path.is_file())
+    for number in range(len(images)):
+        (data / "a" / f"broken{number}.png").write_bytes(b"not an image")
+    config = tiny_config.with_overrides(data=str(data))  # the decoded cache's check
+
+    with pytest.raises(ContrastiveError, match=r"cannot be read, more than --max-bad-fraction"):
+        train(config)
+
+    # Before: the folder stayed, holding the lock, the run marker and train.log.
+    assert not Path(config.out).exists()
+
+
 def _truncated_jpeg(path: Path, seed: int) -> None:
     """A JPEG whose header verifies but whose body ends halfway: it fails only when decoded."""
     buffer = io.BytesIO()
