@@ -202,13 +202,17 @@ def train(
     # Before resume looks at the folder: it clears partial writes, which would be the other
     # training's files in progress.
     created = not config.run_dir.exists()
+    held = False
     try:
         with hold_run_folder(config.run_dir):
+            held = True
             return _train_holding_the_folder(config, resume, started, folder)
     except BaseException as error:
+        # Looked at before the tidying below, which removes the folder of a refused run.
+        gone = held and isinstance(error, OSError) and not config.run_dir.is_dir()
         if created:
             _remove_unused_run_dir(config.run_dir)
-        if isinstance(error, OSError) and not config.run_dir.is_dir():
+        if gone:
             # Lightning's loggers and checkpoints fail deep inside it once the folder is
             # gone (metrics.csv: No such file or directory), a traceback that hides why.
             raise ContrastiveError(

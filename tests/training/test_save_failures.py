@@ -131,3 +131,19 @@ def test_a_run_folder_deleted_while_training_stops_with_one_clear_line(
     assert message.startswith(f"the run folder {config.run_dir} was deleted or moved while")
     assert message.endswith("start again with --out NEW_FOLDER")
     assert not config.run_dir.exists()
+
+
+def test_an_os_error_of_a_refused_run_is_not_called_a_deleted_folder(
+    tiny_config: TrainConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import contrastive.training.train as training
+
+    def unreadable(*args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(13, "Permission denied", tiny_config.data)
+
+    monkeypatch.setattr(training, "_checked_inputs", unreadable)
+
+    # The refused run's empty folder is tidied away; that is not a folder deleted mid-run.
+    with pytest.raises(PermissionError):
+        train(tiny_config)
+    assert not tiny_config.run_dir.exists()
