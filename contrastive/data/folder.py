@@ -537,21 +537,19 @@ def check_bad_fraction(
         ContrastiveError: Naming the first few bad files and their reasons (every one is
             logged at DEBUG, which ``-v`` shows: a refused run writes no list of them).
     """
-    refused = (skipped and len(skipped) >= total) or len(skipped) > max_bad_fraction * total
-    if not refused:
+    if skipped and len(skipped) >= total:
+        problem = f"none of the {total} images can be read, e.g. "
+    elif len(skipped) > max_bad_fraction * total:
+        problem = (
+            f"{len(skipped)} of {total} images ({len(skipped) / total:.1%}) cannot be read, "
+            f"more than --max-bad-fraction {max_bad_fraction:g} (max_bad_fraction) allows: "
+        )
+    else:
         return
     for path, reason in skipped.items():
         log.debug("cannot read %s (%s)", path, reason)
     all_of_them = f" (-v lists all {len(skipped)})" if len(skipped) > _EXAMPLES_SHOWN else ""
-    if len(skipped) >= total:
-        raise ContrastiveError(
-            f"none of the {total} images can be read, e.g. {_examples(skipped)}{all_of_them}"
-        )
-    raise ContrastiveError(
-        f"{len(skipped)} of {total} images ({len(skipped) / total:.1%}) cannot be read, "
-        f"more than --max-bad-fraction {max_bad_fraction:g} (max_bad_fraction) allows: "
-        f"{_examples(skipped)}{all_of_them}"
-    )
+    raise ContrastiveError(problem + _examples(skipped) + all_of_them)
 
 
 def _unreadable_reason(path: Path, *, decode: bool) -> str | None:
