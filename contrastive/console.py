@@ -33,6 +33,21 @@ class ConsoleFormatter(logging.Formatter):
         return super().formatMessage(record)
 
 
+class HideLightningInfo(logging.Filter):
+    """Lets through Lightning's warnings only, not its banners, tips and the line it logs
+    per checkpoint ("`weights_only` was not set").
+
+    A handler's filter, because a level set on Lightning's loggers does not last: importing
+    ``pytorch_lightning`` sets its logger back to INFO, and the command line imports it
+    after configuring logging (it is not needed to parse the flags).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not any(
+            record.name == name or record.name.startswith(name + ".") for name in _LIGHTNING_LOGGERS
+        )
+
+
 def quiet_third_party_logs(verbose: bool = False) -> None:
     """Hides Lightning's banners and tips; our own messages say what matters."""
     level = logging.INFO if verbose else logging.WARNING

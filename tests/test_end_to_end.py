@@ -51,7 +51,7 @@ def contrastive(*arguments: object, check: bool = True) -> subprocess.CompletedP
 @pytest.fixture(scope="module")
 def trained_run(cifar10_small: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("e2e") / "run"
-    contrastive(
+    result = contrastive(
         "train",
         "--data",
         cifar10_small["train"],
@@ -63,7 +63,17 @@ def trained_run(cifar10_small: dict[str, Path], tmp_path_factory: pytest.TempPat
         "1",
         *TINY,
     )
+    (run.parent / "train.stderr").write_text(result.stderr)
     return run
+
+
+def test_the_console_shows_our_lines_not_lightnings(trained_run: Path) -> None:
+    printed = (trained_run.parent / "train.stderr").read_text()
+    assert "epoch 2/2 (step" in printed
+    # Before: Lightning's banners and tip, and a "weights_only" line per checkpoint
+    # (importing Lightning after the command line set its loggers' level reset them).
+    for line in ("GPU available", "Tip:", "`weights_only` was not set"):
+        assert line not in printed
 
 
 def test_run_directory_holds_config_metrics_checkpoints_and_weights(trained_run: Path) -> None:

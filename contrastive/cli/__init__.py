@@ -15,7 +15,7 @@ import time
 import warnings
 from collections.abc import Sequence
 
-from contrastive.console import ConsoleFormatter, quiet_third_party_logs
+from contrastive.console import ConsoleFormatter, HideLightningInfo, quiet_third_party_logs
 from contrastive.errors import ContrastiveError, user_message
 
 SUBCOMMAND_MODULES = (
@@ -90,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = logging.StreamHandler()
     console.setFormatter(ConsoleFormatter())
+    if not args.verbose:
+        console.addFilter(HideLightningInfo())
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[console])
     quiet_third_party_logs(verbose=args.verbose)
     if args.command is None:

@@ -142,6 +142,14 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "schedule then ramps to the cosine of the longer run; --data may name the images' "
         "new folder",
     )
+    run_group.add_argument(
+        "--auto-resume",
+        action="store_true",
+        help="continue the run in --out if it has a checkpoint (as --resume), else start it "
+        "(a run stopped before its first checkpoint starts again): one command line for a "
+        "run's first start and every restart (a preempted job, cron); a finished run is "
+        "left as it is",
+    )
     groups["views"].add_argument(
         "--views",
         choices=sorted(VIEW_PRESETS),
@@ -231,6 +239,24 @@ def _saved_config(args: argparse.Namespace) -> TrainConfig | None:
     return TrainConfig.from_dict(load_config_file(saved)) if out and saved.is_file() else None
 
 
+def _auto_resume(args: argparse.Namespace) -> bool:
+    """``--auto-resume``: whether the run in ``--out`` is continued (see :func:`auto_resume`)."""
+    from contrastive.errors import ContrastiveError
+    from contrastive.training.resume import auto_resume
+
+    if args.resume:
+        raise ContrastiveError(
+            "--resume and --auto-resume: give one (--auto-resume resumes where --out holds a "
+            "checkpoint, and starts the run where it does not)"
+        )
+    out = getattr(args, "out", None)
+    if out is None and getattr(args, "config", None):
+        out = load_config_file(args.config).get("out")
+    if out is None:
+        raise ContrastiveError("--auto-resume needs --out: the run folder to resume or start")
+    return auto_resume(Path(out))
+
+
 def _recipe_config(args: argparse.Namespace) -> TrainConfig:
     """The base configuration named by ``--recipe`` (``auto``: see :func:`choose_recipe`)."""
     return RECIPES[choose_recipe(args.recipe, getattr(args, "time_budget", None))]()
@@ -271,6 +297,8 @@ def run(args: argparse.Namespace) -> int:
 
     # Everything since the command started (imports, scanning, planning) counts.
     budget_started = getattr(args, "started", None) or time.perf_counter()
+    if getattr(args, "auto_resume", False):
+        args.resume = _auto_resume(args)
     base = _saved_config(args) if args.resume else _recipe_config(args)
     config = config_from_args(args, base=base)
     if not config.data and not args.resume:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from contrastive.training.config import (
     leaf_settings,
     load_config_file,
 )
+from contrastive.training.data_record import DATA_RECORD
+from contrastive.training.run_lock import hold_run_folder
 from contrastive.training.run_log import RUN_LOG
 
 log = logging.getLogger(__name__)
@@ -72,6 +75,62 @@ def resolve_resume(config: TrainConfig, resume: bool) -> tuple[TrainConfig, Path
         return resumed, last
     check_new_run_dir(run_dir)
     return config, None
+
+
+#: What a run writes before its first checkpoint, besides hidden files (its lock, its
+#: marker, partial writes): a folder that holds no more lost at most that first stretch.
+BEFORE_FIRST_CHECKPOINT = (
+    "config.yaml",
+    "metrics.csv",
+    "hparams.yaml",
+    DATA_RECORD,
+    RUN_LOG,
+    "checkpoints",
+    "tensorboard",
+)
+
+
+def auto_resume(run_dir: Path) -> bool:
+    """Whether ``--auto-resume`` continues the run in ``run_dir`` (else a new run starts).
+
+    The same command line then serves a run's first start and every restart after it was
+    stopped (a preempted cluster job, a cron entry), and a finished run is left as it is.
+    A run stopped before its first checkpoint has nothing to continue from: its files are
+    removed here, under the run's lock, so that it can start again. Any other folder is
+    left to the checks of a new run (:func:`check_new_run_dir`).
+
+    Returns:
+        True if ``run_dir`` holds ``checkpoints/last.ckpt``.
+
+    Raises:
+        ContrastiveError: If another process is training ``run_dir``.
+    """
+    if (run_dir / LAST_CHECKPOINT).is_file():
+        return True
+    if not run_dir.is_dir():
+        return False
+    with hold_run_folder(run_dir):
+        names = {path.name for path in run_dir.iterdir() if not path.name.startswith(".")}
+        checkpoints = run_dir / "checkpoints"
+        # A kept checkpoint (epoch=9.ckpt) without last.ckpt is a trimmed run: not ours to
+        # remove. Hidden files in it are partial writes.
+        kept = checkpoints.is_dir() and any(
+            not path.name.startswith(".") for path in checkpoints.iterdir()
+        )
+        if not names or kept or not names <= set(BEFORE_FIRST_CHECKPOINT):
+            return False
+        for name in names:
+            path = run_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    log.info(
+        "--auto-resume: %s holds a run stopped before its first checkpoint, so nothing to "
+        "continue from: it starts again",
+        run_dir,
+    )
+    return False
 
 
 def check_new_run_dir(run_dir: Path) -> None:

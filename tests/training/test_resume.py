@@ -25,6 +25,15 @@ def logged_losses(run_dir: Path) -> list[tuple[str, str, str]]:
         ]
 
 
+def run_files(run_dir: Path) -> dict[Path, int]:
+    """The modification time of each of the run's files, its hidden lock aside."""
+    return {
+        path: path.stat().st_mtime_ns
+        for path in run_dir.rglob("*")
+        if path.is_file() and path.name != ".contrastive-lock"
+    }
+
+
 def test_killed_mid_epoch_resumes_to_the_same_weights(
     training, reference_run, same_weights, tmp_path: Path
 ) -> None:
@@ -62,3 +71,41 @@ def test_kill_while_writing_last_checkpoint_keeps_the_previous_one(
     assert resumed.finish() == 0, resumed.output()
     same_weights(training.weights(run_dir), reference_run.weights())
     assert not [path.name for path in checkpoints.iterdir() if path.name.startswith(".")]
+
+
+def test_auto_resume_starts_continues_and_leaves_a_finished_run(
+    training, reference_run, same_weights, tmp_path: Path
+) -> None:
+    # One command line for the first start and every restart (a preempted job, cron).
+    run_dir = tmp_path / "run"
+    child = training.start(run_dir, "--auto-resume", stall_at_step=MID_SECOND_EPOCH)
+    child.wait_until_ready()
+    assert child.send(signal.SIGKILL) == -signal.SIGKILL
+
+    resumed = training.start(run_dir, "--auto-resume")
+
+    assert resumed.finish() == 0, resumed.output()
+    same_weights(training.weights(run_dir), reference_run.weights())
+    assert logged_losses(run_dir) == logged_losses(reference_run.run_dir)
+    written = run_files(run_dir)
+    again = training.start(run_dir, "--auto-resume")
+    assert again.finish() == 0, again.output()
+    assert run_files(run_dir) == written  # the lock's holder aside, nothing rewritten
+
+
+def test_auto_resume_starts_again_a_run_stopped_before_its_first_checkpoint(
+    training, reference_run, same_weights, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    child = training.start(run_dir, "--auto-resume", stall_at_step=2)
+    child.wait_until_ready()
+    assert child.send(signal.SIGKILL) == -signal.SIGKILL
+    assert (run_dir / "config.yaml").is_file()
+    assert not (run_dir / "checkpoints" / "last.ckpt").exists()
+
+    restarted = training.start(run_dir, "--auto-resume")
+
+    # Before: "already holds config.yaml; choose a new --out", on every restart.
+    assert restarted.finish() == 0, restarted.output()
+    same_weights(training.weights(run_dir), reference_run.weights())
+    assert logged_losses(run_dir) == logged_losses(reference_run.run_dir)

@@ -15,7 +15,7 @@ from contrastive.errors import ContrastiveError
 from contrastive.hardware import check_accelerator
 from contrastive.training.config import TrainConfig, load_config_file
 from contrastive.training.last_checkpoint import SaveLastCheckpoint
-from contrastive.training.resume import check_new_run_dir
+from contrastive.training.resume import auto_resume, check_new_run_dir
 from contrastive.training.train import _checkpoint_callbacks, train
 
 
@@ -157,3 +157,40 @@ def test_a_gpu_accelerator_without_a_gpu_is_refused_up_front() -> None:
     for name in ("cuda", "gpu"):
         with pytest.raises(ContrastiveError, match=f"--accelerator {name}: no such device"):
             check_accelerator(name)
+
+
+@pytest.mark.parametrize(
+    "kept", ["backbone.pt", "checkpoints/epoch=9.ckpt", "reports/knn.json", "notes.txt"]
+)
+def test_auto_resume_removes_nothing_but_a_run_without_checkpoint(
+    tmp_path: Path, kept: str
+) -> None:
+    # Weights, a kept checkpoint or a file of the user's own are left to the new run's
+    # refusal: auto-resume starts again only a run that saved nothing.
+    run_dir = tmp_path / "run"
+    for name in ("config.yaml", "metrics.csv", kept):
+        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / name).write_text("x")
+    assert auto_resume(run_dir) is False
+    assert (run_dir / kept).read_text() == "x"
+    assert (run_dir / "config.yaml").read_text() == "x"
+    with pytest.raises(ContrastiveError):
+        check_new_run_dir(run_dir)
+
+
+def test_auto_resume_of_a_new_or_unsaved_folder_starts_and_of_a_checkpoint_resumes(
+    tmp_path: Path,
+) -> None:
+    assert auto_resume(tmp_path / "new") is False
+    assert not (tmp_path / "new").exists()
+    unsaved = tmp_path / "unsaved"
+    (unsaved / "checkpoints").mkdir(parents=True)
+    (unsaved / "checkpoints" / ".last.ckpt.123.tmp").write_text("half")
+    (unsaved / "tensorboard").mkdir()
+    for name in ("config.yaml", "metrics.csv", "train.log", "tensorboard/events"):
+        (unsaved / name).write_text("x")
+    assert auto_resume(unsaved) is False
+    check_new_run_dir(unsaved)  # nothing left that a new run would refuse
+    (unsaved / "checkpoints").mkdir()
+    (unsaved / "checkpoints" / "last.ckpt").write_text("x")
+    assert auto_resume(unsaved) is True
