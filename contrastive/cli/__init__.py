@@ -36,6 +36,25 @@ class OneLineErrorParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]  # noqa: ANN001, ANN201
+        """As argparse's, but an unknown argument points to the command's own help
+        (``contrastive health --help``), which lists the options it has, not the top one."""
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            command = _command_parser(self, parsed)
+            command.error(f"unrecognized arguments: {' '.join(unknown)}")
+        return parsed
+
+
+def _command_parser(parser: argparse.ArgumentParser, parsed: argparse.Namespace):  # noqa: ANN202
+    """The deepest (sub)command parser that ``parsed`` chose (``contrastive eval knn``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(parsed, action.dest, None) or "")
+            if chosen is not None:
+                return _command_parser(chosen, parsed)
+    return parser
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered."""

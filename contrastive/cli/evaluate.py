@@ -406,18 +406,26 @@ def _probe_seed_note(protocol: str, settings: dict[str, Any]) -> str:
 
 
 def _gain_line(gains: dict[str, Gain], top1: tuple[str, float] | None) -> str:
-    """``the model's k=20 top-1 beats random init by +33.15 points (+28.03 to +38.26), ...``
-    on a line of its own; empty without baselines."""
+    """``the model's k=20 top-1 against each baseline, ...: ahead of random init by +33.15
+    points (+28.03 to +38.26); behind raw pixels ...`` on a line of its own; empty without
+    baselines. Ahead or behind only where the whole interval says so."""
     if not gains or top1 is None:
         return ""
-    parts = [
-        f"{ROW_NAMES.get(name, name)} by {100 * gain.mean:+.2f} points "
-        f"({100 * gain.low:+.2f} to {100 * gain.high:+.2f})"
-        for name, gain in gains.items()
-    ]
+    parts = []
+    for name, gain in gains.items():
+        if gain.low > 0:
+            verdict = "ahead of"
+        elif gain.high < 0:
+            verdict = "behind"
+        else:
+            verdict = "not told apart from"
+        parts.append(
+            f"{verdict} {ROW_NAMES.get(name, name)}: {100 * gain.mean:+.2f} points "
+            f"({100 * gain.low:+.2f} to {100 * gain.high:+.2f})"
+        )
     return (
-        f"\nthe model's {top1[0]}top-1 beats {', '.join(parts)}, with 95% confidence over "
-        "which test images were drawn (paired: each classified the same images)"
+        f"\nthe model's {top1[0]}top-1 against each baseline, with 95% confidence over which "
+        f"test images were drawn (paired: each classified the same images): {'; '.join(parts)}"
     )
 
 

@@ -537,9 +537,10 @@ class HealthMonitor(pl.Callback):
             else ""
         )
         log.info(
-            "label-free health: %d measurements, %.1f s = %.1f%% of the %.0f s of training "
+            "label-free health: %d measurement%s, %.1f s = %.1f%% of the %.0f s of training "
             "(--health-every-n-steps %d, --health-sample-size %d%s)",
             len(self.history),
+            "" if len(self.history) == 1 else "s",
             self.seconds,
             100 * self.seconds / max(training, 1e-9),
             training,

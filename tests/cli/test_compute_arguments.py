@@ -122,3 +122,23 @@ def test_verbose_is_taken_before_or_after_the_command(arguments: list[str], verb
     from contrastive.cli import build_parser
 
     assert build_parser().parse_args(arguments).verbose is verbose
+
+
+@pytest.mark.parametrize(
+    ("arguments", "command"),
+    [
+        (["health", "run", "--bogus"], "contrastive health"),
+        (["eval", "knn", "--train", "a", "--test", "b", "--bogus"], "contrastive eval knn"),
+        (["cache", "list", "--bogus"], "contrastive cache list"),
+        (["--bogus"], "contrastive"),
+    ],
+)
+def test_an_unknown_argument_points_to_its_commands_help(
+    capsys: pytest.CaptureFixture, arguments: list[str], command: str
+) -> None:
+    # Before: "(see `contrastive --help`)", whose list holds no command's options.
+    with pytest.raises(SystemExit) as stop:
+        main(arguments)
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert error == f"error: unrecognized arguments: --bogus (see `{command} --help`)\n"

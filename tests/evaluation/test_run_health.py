@@ -100,6 +100,15 @@ def test_health_command_writes_the_figure_and_a_verdict(tmp_path: Path, capsys) 
     assert (run_dir / "health.png").stat().st_size > 10_000
 
 
+def test_health_takes_the_run_as_the_other_commands_name_it(tmp_path: Path, capsys) -> None:
+    # Before: "unrecognized arguments: --run" (embed, eval, export and curate take --run).
+    run_dir = write_run(tmp_path / "run", [5.0, 20.0, 40.0])
+
+    assert main(["health", "--run", str(run_dir)]) == 0
+
+    assert "verdict: still learning" in capsys.readouterr().out
+
+
 def test_one_measurement_claims_no_trend(tmp_path: Path) -> None:
     text = verdict(read_run_health(write_run(tmp_path / "run", [30.0])))
 
@@ -161,6 +170,8 @@ def test_verdict_names_collapse(tmp_path: Path) -> None:
         (["compare-runs", "{tmp}/a", "{tmp}/b", "--by", "stability"], "no run has a final stab"),
         (["health", "{tmp}/old"], "has no label-free measures"),
         (["health", "{tmp}/empty"], "metrics.csv is empty: the run logged nothing yet"),
+        (["health"], "health needs a run folder: contrastive health RUN"),
+        (["health", "{tmp}/a", "--run", "{tmp}/b"], "two run folders given"),
     ],
 )
 def test_bad_input_gets_one_line_errors(
