@@ -119,8 +119,12 @@ def duplicate_scores(
     originals = len(pool)
     truth = {(original, copy): kind for copy, (original, kind) in planted.items()}
     result: dict[str, object] = {"pool_images": originals, "copies": len(truth)}
-    for threshold in thresholds:
-        pairs = reported_pairs(duplicate_groups(fingerprints, digests, threshold))
+    variants = [(f"threshold={t}", t, paths) for t in thresholds]
+    # The fingerprint alone, as before the detail check of large images (thirty-ninth session).
+    variants += [(f"threshold={t} fingerprint only", t, None) for t in thresholds[:1]]
+    for name, threshold, detail_paths in variants:
+        groups = duplicate_groups(fingerprints, digests, threshold, paths=detail_paths)
+        pairs = reported_pairs(groups)
         # Pairs of two untouched originals: pictures alike before anything was planted.
         natural = {pair for pair in pairs if pair[1] < originals}
         found = pairs & set(truth)
@@ -134,7 +138,9 @@ def duplicate_scores(
             touched = {i for pair in kind_truth for i in pair}
             touching = {pair for pair in pairs if pair[0] in touched or pair[1] in touched}
             row[kind] = _precision_recall(pairs & kind_truth, touching, natural, len(kind_truth))
-        result[f"threshold={threshold}"] = row
+        row["groups"] = len(groups)
+        row["natural_groups_in_pool"] = sum(int(g.members.max()) < originals for g in groups)
+        result[name] = row
     result["seconds"] = round(time.perf_counter() - clock, 1)
     return result
 
@@ -404,6 +410,13 @@ def main() -> None:
     parser.add_argument("--thresholds", default="0.92,0.95,0.97", help="near-copy thresholds")
     parser.add_argument("--skip-digits", action="store_true", help="only the CIFAR-10 subset")
     parser.add_argument(
+        "--folder",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="also a folder of your own (with --parts duplicates: no run or test split used)",
+    )
+    parser.add_argument(
         "--parts", default="duplicates,labels,selection", help="what to measure (comma-separated)"
     )
     args = parser.parse_args()
@@ -414,6 +427,9 @@ def main() -> None:
     if not args.skip_digits:
         digits = ensure_demo_digits()
         reports.append(measure("digits", args.run, digits / "train", digits / "test", args))
+    for folder in args.folder:
+        name, _, path = folder.partition("=")
+        reports.append(measure(name, args.run, Path(path), Path(path), args))
     if args.cifar10:
         train, test = cifar10_subset(args.cifar10, args.work)
         reports.append(measure("cifar10", args.cifar10_run or args.run, train, test, args))

@@ -34,6 +34,7 @@ from contrastive.data.near_copies import (
     DEFAULT_CANDIDATES,
     DEFAULT_THRESHOLD,
     FINGERPRINT_SIDE,
+    confirm_by_detail,
     copy_groups,
     image_fingerprints,
     near_copy_pairs,
@@ -105,6 +106,7 @@ def duplicate_groups(
     candidates: int = DEFAULT_CANDIDATES,
     progress: bool = False,
     exact: bool = False,
+    paths: Sequence[str | os.PathLike] | None = None,
 ) -> list[DuplicateGroup]:
     """Groups of exact and near copies within one set of images (centre first).
 
@@ -118,6 +120,8 @@ def duplicate_groups(
         progress: Show a progress bar where the search is large.
         exact: Search exactly at any size (approximate above
             :data:`~contrastive.neighbours.APPROXIMATE_ROWS` images otherwise).
+        paths: The images' files: near copies of large images must then match in detail
+            too (:func:`~contrastive.data.near_copies.confirm_by_detail`).
 
     Returns:
         The groups of two or more images, largest first.
@@ -130,6 +134,8 @@ def duplicate_groups(
     if digests is not None and len(digests) != count:
         raise ContrastiveError(f"{len(digests)} file digests for {count} fingerprints")
     pairs = near_copy_pairs(fingerprints, None, threshold, candidates, progress, exact)
+    if paths is not None:
+        pairs = confirm_by_detail(pairs, paths)
     first, second = pairs.query.numpy(), pairs.reference.numpy()
     exact_first, exact_second = (
         exact_copy_links(digests) if digests is not None else (np.zeros(0, np.int64),) * 2
@@ -175,7 +181,9 @@ def find_duplicates(
 ) -> list[DuplicateGroup]:
     """Duplicate groups among image files; see :func:`duplicate_groups`."""
     fingerprints = image_fingerprints(paths, side, progress)
-    return duplicate_groups(fingerprints, file_digests(paths), threshold, candidates)
+    return duplicate_groups(
+        fingerprints, file_digests(paths), threshold, candidates, progress, paths=paths
+    )
 
 
 def find_cross_duplicates(
@@ -193,8 +201,9 @@ def find_cross_duplicates(
         ``i >= len(paths)`` is ``other_paths[i - len(paths)]``); each holds both.
     """
     every = [*paths, *other_paths]
+    fingerprints = image_fingerprints(every, side, progress)
     groups = duplicate_groups(
-        image_fingerprints(every, side, progress), file_digests(every), threshold, candidates
+        fingerprints, file_digests(every), threshold, candidates, progress, paths=every
     )
     return cross_groups(groups, len(paths))
 

@@ -262,12 +262,19 @@ def _copies(
     digests = file_digests(every, progress=progress)
     exact = settings.exact_search
     duplicates = duplicate_groups(
-        fingerprints[:count], digests[:count], threshold, progress=progress, exact=exact
+        fingerprints[:count],
+        digests[:count],
+        threshold,
+        progress=progress,
+        exact=exact,
+        paths=every[:count],
     )
     # Leaks: the groups of both folders searched together that hold images of each.
     leaks = (
         cross_groups(
-            duplicate_groups(fingerprints, digests, threshold, progress=progress, exact=exact),
+            duplicate_groups(
+                fingerprints, digests, threshold, progress=progress, exact=exact, paths=every
+            ),
             count,
         )
         if other

@@ -20,7 +20,12 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from contrastive.data.folder import ImageFolder
-from contrastive.data.near_copies import DEFAULT_THRESHOLD, image_fingerprints, near_copy_pairs
+from contrastive.data.near_copies import (
+    DEFAULT_THRESHOLD,
+    confirm_by_detail,
+    image_fingerprints,
+    near_copy_pairs,
+)
 from contrastive.embeddings import Embeddings
 from contrastive.errors import ContrastiveError
 from contrastive.evaluation.fewshot import (
@@ -136,6 +141,7 @@ def leak_check(
     leaked: dict[str, list[tuple[str, float]]] = {}
     for paths in references.values():
         pairs = near_copy_pairs(queries, image_fingerprints(paths, progress=progress), threshold)
+        pairs = confirm_by_detail(pairs, test_paths, paths)
         for query, reference, similarity in zip(
             pairs.query.tolist(), pairs.reference.tolist(), pairs.similarity.tolist()
         ):
