@@ -125,8 +125,9 @@ def test_export_matches_pytorch_features(
 def test_default_path_and_size_come_from_the_run_and_a_rerun_says_it_replaces(
     run_dir: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    for _ in range(2):
-        assert main(["export", str(run_dir), "--format", "torchscript"]) == 0
+    # The second as embed, eval and curate name the run (before: "unrecognized --run").
+    for run in ([str(run_dir)], ["--run", str(run_dir)]):
+        assert main(["export", *run, "--format", "torchscript"]) == 0
     assert (run_dir / "export" / "backbone.torchscript.pt").is_file()
     assert capsys.readouterr().out.count("(replaced the previous file)") == 1
     # A model that takes RGB in [0, 1] does not replace the one that takes normalised images.

@@ -144,3 +144,23 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
             default = ",".join(map(str, default))
         # argparse applies %-formatting to help strings.
         return f"{text} (default: {str(default).replace('%', '%%')})"
+
+
+def add_run_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """The run as ``RUN`` or as ``--run RUN``, the way embed, eval and curate name it;
+    :func:`given_run` reads it."""
+    parser.add_argument("run", type=Path, nargs="?", help=f"{help_text}; or --run RUN")
+    parser.add_argument("--run", type=Path, dest="run_option", help="the same as RUN")
+
+
+def given_run(args: argparse.Namespace) -> Path:
+    """The run of :func:`add_run_argument`.
+
+    Raises:
+        ContrastiveError: If none or two different ones are given.
+    """
+    if args.run is None and args.run_option is None:
+        raise ContrastiveError(f"{args.command} needs a run: contrastive {args.command} RUN")
+    if args.run is not None and args.run_option is not None and args.run != args.run_option:
+        raise ContrastiveError(f"two runs given: {args.run} and --run {args.run_option}")
+    return args.run if args.run is not None else args.run_option

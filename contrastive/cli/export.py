@@ -8,7 +8,7 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
-from contrastive.cli.arguments import output_file
+from contrastive.cli.arguments import add_run_argument, given_run, output_file
 from contrastive.cli.embed import add_weights_arguments, configs_from_args, view_config_from_args
 from contrastive.errors import ContrastiveError
 
@@ -27,10 +27,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from contrastive.export import EXPORT_FORMATS, ONNX_OPSETS
 
     parser = subparsers.add_parser("export", help=HELP, description=HELP + ".")
-    parser.add_argument(
-        "run",
-        type=Path,
-        help="run folder, its .ckpt or backbone.pt; or weights of another tool (a plain "
+    add_run_argument(
+        parser,
+        "run folder, its .ckpt or backbone.pt; or weights of another tool (a plain "
         "state_dict: give --backbone and --input-size, and --images)",
     )
     parser.add_argument("--format", choices=EXPORT_FORMATS, default="onnx", help="(default: onnx)")
@@ -80,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         load_check_images,
     )
     from contrastive.training.run_lock import training_holder
+
+    args.run = given_run(args)
 
     if args.out is not None and (args.out.suffix.lower() == ".onnx") != (args.format == "onnx"):
         # A TorchScript file named .onnx (or the reverse) fails later in whatever loads it.

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from contrastive.cli.arguments import output_file
+from contrastive.cli.arguments import add_run_argument, given_run, output_file
 
 HEALTH_HELP = (
     "plot a run's label-free health (rank, alignment/uniformity, stability) and print a verdict"
@@ -17,11 +17,7 @@ COMPARE_HELP = "rank finished runs by a label-free measure (no labels needed)"
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Registers ``health`` and ``compare-runs``."""
     health = subparsers.add_parser("health", help=HEALTH_HELP, description=HEALTH_HELP + ".")
-    health.add_argument(
-        "run", type=Path, nargs="?", help="run directory (holds metrics.csv); or --run RUN"
-    )
-    # As embed, eval, export and curate name it.
-    health.add_argument("--run", type=Path, dest="run_option", help="the same as RUN")
+    add_run_argument(health, "run directory (holds metrics.csv)")
     health.add_argument(
         "--out",
         type=output_file,
@@ -75,7 +71,7 @@ def run_health(args: argparse.Namespace) -> int:
     )
     from contrastive.explore.images import save_figure
 
-    folder = _run_folder(args)
+    folder = given_run(args)
     run = read_run_health(folder)
     target = save_figure(plot_run_health(run), args.out or folder / "health.png")
     record = health_record(run)
@@ -86,17 +82,6 @@ def run_health(args: argparse.Namespace) -> int:
     if args.fail_on_collapse and record["verdict"] in COLLAPSED_VERDICTS:
         return COLLAPSED_EXIT
     return 0
-
-
-def _run_folder(args: argparse.Namespace) -> Path:
-    """The run folder, given as ``RUN`` or ``--run RUN``."""
-    from contrastive.errors import ContrastiveError
-
-    if args.run is None and args.run_option is None:
-        raise ContrastiveError("health needs a run folder: contrastive health RUN")
-    if args.run is not None and args.run_option is not None and args.run != args.run_option:
-        raise ContrastiveError(f"two run folders given: {args.run} and --run {args.run_option}")
-    return args.run if args.run is not None else args.run_option
 
 
 def run_compare(args: argparse.Namespace) -> int:

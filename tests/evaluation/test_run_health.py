@@ -170,8 +170,8 @@ def test_verdict_names_collapse(tmp_path: Path) -> None:
         (["compare-runs", "{tmp}/a", "{tmp}/b", "--by", "stability"], "no run has a final stab"),
         (["health", "{tmp}/old"], "has no label-free measures"),
         (["health", "{tmp}/empty"], "metrics.csv is empty: the run logged nothing yet"),
-        (["health"], "health needs a run folder: contrastive health RUN"),
-        (["health", "{tmp}/a", "--run", "{tmp}/b"], "two run folders given"),
+        (["health"], "health needs a run: contrastive health RUN"),
+        (["health", "{tmp}/a", "--run", "{tmp}/b"], "two runs given"),
     ],
 )
 def test_bad_input_gets_one_line_errors(
