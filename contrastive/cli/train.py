@@ -143,6 +143,12 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "new folder",
     )
     run_group.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="print epoch lines (loss, lr, images/s, time left) instead of the progress bar "
+        "a terminal gets; a log file gets the lines anyway",
+    )
+    run_group.add_argument(
         "--auto-resume",
         action="store_true",
         help="continue the run in --out if it has a checkpoint (as --resume), else start it "
@@ -342,7 +348,13 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "config", None) and not args.resume:
         folder = _note_config_source(args, config, folder)
     try:
-        result = train(config, resume=args.resume, budget_started=budget_started, folder=folder)
+        result = train(
+            config,
+            resume=args.resume,
+            budget_started=budget_started,
+            folder=folder,
+            progress_bar=False if args.no_progress else None,
+        )
     except TrainingInterrupted as stop:
         from pytorch_lightning.utilities import rank_zero_only
 

@@ -260,12 +260,16 @@ class ProgressBarWithTimeLeft(TQDMProgressBar):
         return metrics
 
 
-def progress_callbacks() -> list[pl.Callback]:
-    """A progress bar (loss, lr, images/s) when attached to a terminal, else epoch lines.
+def progress_callbacks(bar: bool | None = None) -> list[pl.Callback]:
+    """A progress bar (loss, lr, images/s), or epoch lines.
 
     Both show the time left (:class:`DurationForecast`).
+
+    Args:
+        bar: Draw the bar (True) or print epoch lines (False); None: the bar where stderr
+            is a terminal (a log file would fill with the bar's redrawn frames).
     """
     forecast = DurationForecast()
-    if sys.stderr.isatty():
+    if sys.stderr.isatty() if bar is None else bar:
         return [forecast, ProgressBarWithTimeLeft(forecast)]
     return [forecast, EpochSummary(forecast)]

@@ -173,6 +173,7 @@ def train(
     resume: bool = False,
     budget_started: float | None = None,
     folder: ImageFolder | None = None,
+    progress_bar: bool | None = None,
 ) -> TrainResult:
     """Trains an encoder on ``config.data`` and writes the run directory ``config.out``.
 
@@ -186,6 +187,8 @@ def train(
             work before this call counts against it (the recipe planner); default: now.
         folder: ``config.data`` already scanned (by the planner), so that a large folder
             is not listed twice; scanned here when None or another folder.
+        progress_bar: Draw a progress bar (True) or print epoch lines (False); None: a
+            bar where stderr is a terminal.
 
     Returns:
         The trained module and where everything was written.
@@ -206,7 +209,7 @@ def train(
     try:
         with hold_run_folder(config.run_dir):
             held = True
-            return _train_holding_the_folder(config, resume, started, folder)
+            return _train_holding_the_folder(config, resume, started, folder, progress_bar)
     except BaseException as error:
         # Looked at before the tidying below, which removes the folder of a refused run.
         gone = held and isinstance(error, OSError) and not config.run_dir.is_dir()
@@ -237,7 +240,11 @@ def _remove_unused_run_dir(run_dir: Path) -> None:
 
 
 def _train_holding_the_folder(
-    config: TrainConfig, resume: bool, started: float, folder: ImageFolder | None
+    config: TrainConfig,
+    resume: bool,
+    started: float,
+    folder: ImageFolder | None,
+    progress_bar: bool | None = None,
 ) -> TrainResult:
     """:func:`train` once the run folder's lock is held."""
     config, checkpoint = resolve_resume(config, resume)
@@ -245,7 +252,7 @@ def _train_holding_the_folder(
     if checkpoint is not None and progress is not None and finished(config, progress):
         return _alreadyfinished(config, progress)  # touches no file, the log included
     with run_log(config.run_dir, config.plan):
-        return _train_logged(config, checkpoint, progress, started, folder)
+        return _train_logged(config, checkpoint, progress, started, folder, progress_bar)
 
 
 def _train_logged(
@@ -254,6 +261,7 @@ def _train_logged(
     progress: Progress | None,
     started: float,
     folder: ImageFolder | None,
+    progress_bar: bool | None = None,
 ) -> TrainResult:
     """:func:`train` of a run that has steps to go, its messages copied to ``train.log``."""
     if config.data:
@@ -272,7 +280,7 @@ def _train_logged(
     _mark_run_dir(config.run_dir)
     # Unknown (an unreadable checkpoint, which Lightning then names): every row is kept.
     resume_step = None if checkpoint is None else progress.step if progress else math.inf
-    run = _build(config, checkpoint, *inputs, resume_step=resume_step)
+    run = _build(config, checkpoint, *inputs, resume_step=resume_step, progress_bar=progress_bar)
     _check_and_record_data(run)
     budgeted = config.time_budget is not None and config.max_steps is None
     if not budgeted:  # a budget run writes its config once planned, inside fit
@@ -478,14 +486,15 @@ def _build(
     skipped: dict,
     steps_per_epoch: int,
     resume_step: float | None = None,
+    progress_bar: bool | None = None,
 ) -> _Run:
     """The trainer (with its callbacks), the data loader and the module, seeded.
 
     ``resume_step``: the checkpoint's step, where a run is resumed (see
-    :func:`_build_loggers`).
+    :func:`_build_loggers`); ``progress_bar``: see :func:`train`.
     """
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    trainer = _build_trainer(config, steps_per_epoch, resume_step)
+    trainer = _build_trainer(config, steps_per_epoch, resume_step, progress_bar)
     _check_sync_batchnorm(config, trainer)
     if config.view_pipeline == "batched":
         loader, decode_failures = batched_loader(
@@ -828,14 +837,17 @@ def _checkpoint_callbacks(config: TrainConfig) -> list[Checkpoint]:
 
 
 def _build_trainer(
-    config: TrainConfig, steps_per_epoch: int, resume_step: float | None = None
+    config: TrainConfig,
+    steps_per_epoch: int,
+    resume_step: float | None = None,
+    progress_bar: bool | None = None,
 ) -> pl.Trainer:
     run_dir = config.run_dir
     total_steps = config.max_steps or config.epochs * steps_per_epoch
     log_every = log_interval(max(1, min(50, steps_per_epoch)), total_steps)
     callbacks: list[pl.Callback] = [
         *_checkpoint_callbacks(config),
-        *progress_callbacks(),
+        *progress_callbacks(progress_bar),
         CollapseMonitor(check_every_n_steps=log_every),
     ]
     if config.val_train is not None and config.val_test is not None:

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import logging
+import sys
 from types import SimpleNamespace
 
 import pytest
 
 from contrastive.training.budget import FillTimeBudget
-from contrastive.training.progress import DurationForecast, EpochSummary, format_duration
+from contrastive.training.progress import (
+    DurationForecast,
+    EpochSummary,
+    ProgressBarWithTimeLeft,
+    format_duration,
+    progress_callbacks,
+)
 
 
 class Clock:
@@ -191,3 +198,34 @@ def test_a_resumed_run_forecasts_the_steps_it_has_left(caplog: pytest.LogCapture
     (message,) = [r.getMessage() for r in caplog.records if "expected" in r.getMessage()]
     # Before: "2 h 13 min (4,000 steps ...", the whole run's time, not the rest's.
     assert message.startswith("expected training time: 33 min 20 s (1,000 steps left of 4,000")
+
+
+@pytest.mark.parametrize(
+    ("terminal", "bar", "drawn"),
+    [(True, None, True), (False, None, False), (True, False, False), (False, True, True)],
+)
+def test_the_bar_is_drawn_on_a_terminal_unless_told(
+    monkeypatch: pytest.MonkeyPatch, terminal: bool, bar: bool | None, drawn: bool
+) -> None:
+    # `train --no-progress` (bar=False) gives a terminal the log's epoch lines.
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
+    callbacks = progress_callbacks(bar)
+    assert isinstance(callbacks[0], DurationForecast)
+    assert isinstance(callbacks[1], ProgressBarWithTimeLeft if drawn else EpochSummary)
+
+
+def test_train_no_progress_reaches_training(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    import contrastive.training.train as training
+    from contrastive.cli import main
+
+    seen = {}
+
+    def fake_train(config, **options):  # noqa: ANN001, ANN003, ANN202
+        seen.update(options)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "train", fake_train)
+    for flags, expected in (([], None), (["--no-progress"], False)):
+        arguments = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), *flags]
+        assert main([*arguments, "--epochs", "1"]) == 130
+        assert seen["progress_bar"] is expected
