@@ -253,8 +253,9 @@ def verdict(run: RunHealth) -> str:
     """A few lines: the final measures, their trend and what to do."""
     last = run.history[-1]
     width = f" of {run.feature_dim}" if run.feature_dim else ""
+    plural = "" if len(run.history) == 1 else "s"
     lines = [
-        f"{run.run_dir}: {len(run.history)} measurements up to step {int(last['step'])}"
+        f"{run.run_dir}: {len(run.history)} measurement{plural} up to step {int(last['step'])}"
         f"{'' if run.finished else ' (unfinished)'}",
         f"  rank {last['rank']:.1f}{width} (projections {last['rank_projection']:.1f}), "
         f"alignment {last['alignment']:.3f}, uniformity {last['uniformity']:.3f}, "
