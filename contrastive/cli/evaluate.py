@@ -271,18 +271,26 @@ def _evaluate_sets(
     )
     results: dict[str, Any] = {}
     hits: dict[str, Tensor] = {}
+    balanced: dict[str, float | None] = {}
     for name, (train, test) in sets.items():
         pair = labeled_pair(train, test, f"--train {args.train}", f"--test {args.test}")
         with _messages_named(name):  # three sets' probe warnings read alike otherwise
             results[name], predicted = score(pair)
         hits[name] = predicted == pair.test_labels
+        confusion = confusion_matrix(predicted, pair.test_labels, len(pair.classes))
+        recalls = per_class_accuracy(confusion).tolist()
+        balanced[name] = _mean_recall(recalls)
         if name == MODEL:
-            model_pair = pair
-            confusion = confusion_matrix(predicted, pair.test_labels, len(pair.classes))
-            recall = per_class_accuracy(confusion).tolist()
+            model_pair, recall = pair, recalls
     return _finish(
-        args, protocol, settings, sets, results, encoder, table, hits, model_pair, recall
+        args, protocol, settings, sets, results, encoder, table, hits, model_pair, recall, balanced
     )
+
+
+def _mean_recall(recall: list[float]) -> float | None:
+    """Balanced accuracy: the mean recall of the classes that have test images."""
+    present = [value for value in recall if not math.isnan(value)]
+    return sum(present) / len(present) if present else None
 
 
 @contextlib.contextmanager
@@ -316,6 +324,7 @@ def _finish(
     hits: dict[str, Tensor],
     model_pair: LabeledPair,
     recall: list[float],
+    balanced: dict[str, float | None],
 ) -> int:
     train, test = sets[MODEL]
     data = {
@@ -355,15 +364,17 @@ def _finish(
         name: None if math.isnan(value) else value
         for name, value in zip(model_pair.classes, recall, strict=True)
     }
-    present = [value for value in recall if not math.isnan(value)]
-    data["model_balanced_accuracy"] = sum(present) / len(present) if present else None
+    data["model_balanced_accuracy"] = balanced[MODEL]
+    # Of each feature set, for the same first k or probe: imbalanced classes move the
+    # baselines' top-1 as much as the model's.
+    data["balanced_accuracy"] = balanced
     report = build_report(protocol, settings, data, checkpoint, results)
     # Top-5 of 5 classes or fewer is 100% whatever the features: kept in the JSON, not printed.
     printed = table(results, top_k_metrics(len(train.classes)))
     precision = (
         _precision_line(len(test_labels), data, top1, _probe_seed_note(protocol, settings))
         + _gain_line(gains, top1)
-        + _recall_line(recall, model_pair.classes, top1)
+        + _recall_line(recall, model_pair.classes, top1, balanced)
         + (_large_k_note(settings["k"], model_pair) if protocol == "knn" else "")
     )
     return _write_and_print(args, protocol, report, printed + "\n" + precision)
@@ -433,13 +444,24 @@ def _gain_line(gains: dict[str, Gain], top1: tuple[str, float] | None) -> str:
 RECALL_LINE_CLASSES = 20
 
 
-def _recall_line(recall: list[float], classes: list[str], top1: tuple[str, float] | None) -> str:
-    """Each class's recall and their mean (balanced accuracy): top-1 hides a class never
-    found where one class holds most test images."""
-    if top1 is None:
+def _recall_line(
+    recall: list[float],
+    classes: list[str],
+    top1: tuple[str, float] | None,
+    balanced_of: dict[str, float | None],
+) -> str:
+    """Each class's recall and their mean (balanced accuracy), the baselines' beside it:
+    top-1 hides a class never found where one class holds most test images."""
+    if top1 is None or balanced_of.get(MODEL) is None:
         return ""
-    present = [value for value in recall if not math.isnan(value)]
-    balanced = f"balanced accuracy (mean recall) {100 * sum(present) / len(present):.2f}"
+    balanced = f"balanced accuracy (mean recall) {100 * balanced_of[MODEL]:.2f}"
+    baselines = [
+        f"{ROW_NAMES.get(name, name)} {100 * value:.2f}"
+        for name, value in balanced_of.items()
+        if name != MODEL and value is not None
+    ]
+    if baselines:
+        balanced += f" ({', '.join(baselines)})"
     if len(classes) > RECALL_LINE_CLASSES:
         return f"\nthe model's {top1[0]}{balanced}; per-class recall in the report"
     listed = ", ".join(

@@ -93,7 +93,11 @@ def test_embed_then_knn_with_baselines(
         list(recall) == embedded.classes.tolist() if hasattr(embedded.classes, "tolist") else True
     )
     balanced = 100 * sum(recall.values()) / len(recall)
-    assert f"balanced accuracy (mean recall) {balanced:.2f}" in printed
+    # The baselines' beside the model's (raw pixels find every colour class).
+    assert f"balanced accuracy (mean recall) {balanced:.2f} (random init " in printed
+    assert printed.count("raw pixels 100.00)") == 1
+    assert report["data"]["balanced_accuracy"]["raw_pixels"] == 1.0
+    assert report["data"]["balanced_accuracy"]["model"] == report["data"]["model_balanced_accuracy"]
     assert "note: k=" not in printed  # 6 training images per class, k at most 5
     # k above the training images of classes of one size leans nowhere: no advice to lower it.
     arguments = ["eval", "knn", "--train", train, "--test", test, "--k", "1,7"]
