@@ -107,7 +107,8 @@ def auto_resume(run_dir: Path) -> bool:
     """
     if (run_dir / LAST_CHECKPOINT).is_file():
         return True
-    if not run_dir.is_dir():
+    # Under DDP the other processes start once the first has decided (and written).
+    if not run_dir.is_dir() or rank_zero_only.rank != 0:
         return False
     with hold_run_folder(run_dir):
         names = {path.name for path in run_dir.iterdir() if not path.name.startswith(".")}

@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 import pytorch_lightning as pl
 import torch
@@ -93,6 +94,7 @@ from contrastive.training.resumable import LoaderPosition, ResumableLoader
 from contrastive.training.resume import (
     LAST_CHECKPOINT,
     Progress,
+    auto_resume,
     checkpoint_progress,
     finished,
     resolve_resume,
@@ -170,7 +172,7 @@ class _Run:
 
 def train(
     config: TrainConfig,
-    resume: bool = False,
+    resume: bool | Literal["auto"] = False,
     budget_started: float | None = None,
     folder: ImageFolder | None = None,
     progress_bar: bool | None = None,
@@ -182,7 +184,9 @@ def train(
 
     Args:
         config: The run's configuration.
-        resume: Continue the run in ``config.out`` from its last checkpoint.
+        resume: Continue the run in ``config.out`` from its last checkpoint; ``"auto"``:
+            where it has one, else start it (:func:`~contrastive.training.resume.auto_resume`,
+            the command line's ``--auto-resume``).
         budget_started: ``time.perf_counter()`` at which the time budget started, when
             work before this call counts against it (the recipe planner); default: now.
         folder: ``config.data`` already scanned (by the planner), so that a large folder
@@ -202,6 +206,8 @@ def train(
     """
     started = time.perf_counter() if budget_started is None else budget_started
     show_messages()
+    if resume == "auto":
+        resume = auto_resume(config.run_dir)
     # Before resume looks at the folder: it clears partial writes, which would be the other
     # training's files in progress.
     created = not config.run_dir.exists()

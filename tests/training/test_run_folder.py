@@ -194,3 +194,14 @@ def test_auto_resume_of_a_new_or_unsaved_folder_starts_and_of_a_checkpoint_resum
     (unsaved / "checkpoints").mkdir()
     (unsaved / "checkpoints" / "last.ckpt").write_text("x")
     assert auto_resume(unsaved) is True
+
+
+def test_train_resume_auto_starts_then_continues_from_python(tiny_config: TrainConfig) -> None:
+    # resume="auto" is --auto-resume for scripts and notebooks.
+    first = train(tiny_config, resume="auto")
+    assert first.finished_at_step is None  # trained: 4 steps
+    longer = train(tiny_config.with_overrides(epochs=2), resume="auto")
+    last = torch.load(longer.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 8  # continued to 2 epochs, not started again
+    again = train(tiny_config.with_overrides(epochs=2), resume="auto")
+    assert again.finished_at_step == 8
