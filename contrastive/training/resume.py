@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
+from contrastive.data.folder import RUN_MARKER
 from contrastive.errors import ContrastiveError
 from contrastive.files import same_path
 from contrastive.training.config import (
@@ -96,7 +97,8 @@ def auto_resume(run_dir: Path) -> bool:
     The same command line then serves a run's first start and every restart after it was
     stopped (a preempted cluster job, a cron entry), and a finished run is left as it is.
     A run stopped before its first checkpoint has nothing to continue from: its files are
-    removed here, under the run's lock, so that it can start again. Any other folder is
+    removed here, under the run's lock, so that it can start again (only in a folder that
+    holds the run marker, written before any of those files). Any other folder is
     left to the checks of a new run (:func:`check_new_run_dir`).
 
     Returns:
@@ -107,8 +109,10 @@ def auto_resume(run_dir: Path) -> bool:
     """
     if (run_dir / LAST_CHECKPOINT).is_file():
         return True
-    # Under DDP the other processes start once the first has decided (and written).
-    if not run_dir.is_dir() or rank_zero_only.rank != 0:
+    # Under DDP the other processes start once the first has decided (and written). A
+    # folder without the run marker is not a run's (a config.yaml of the user's own, put
+    # where the run is to go): it is left to the checks of a new run.
+    if not (run_dir / RUN_MARKER).is_file() or rank_zero_only.rank != 0:
         return False
     with hold_run_folder(run_dir):
         names = {path.name for path in run_dir.iterdir() if not path.name.startswith(".")}

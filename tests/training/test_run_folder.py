@@ -168,7 +168,7 @@ def test_auto_resume_removes_nothing_but_a_run_without_checkpoint(
     # Weights, a kept checkpoint or a file of the user's own are left to the new run's
     # refusal: auto-resume starts again only a run that saved nothing.
     run_dir = tmp_path / "run"
-    for name in ("config.yaml", "metrics.csv", kept):
+    for name in (RUN_MARKER, "config.yaml", "metrics.csv", kept):
         (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
         (run_dir / name).write_text("x")
     assert auto_resume(run_dir) is False
@@ -189,6 +189,11 @@ def test_auto_resume_of_a_new_or_unsaved_folder_starts_and_of_a_checkpoint_resum
     (unsaved / "tensorboard").mkdir()
     for name in ("config.yaml", "metrics.csv", "train.log", "tensorboard/events"):
         (unsaved / name).write_text("x")
+    # Without the run marker these could be the user's own (a config.yaml put where the
+    # run is to go): left to the new run's refusal.
+    assert auto_resume(unsaved) is False
+    assert (unsaved / "config.yaml").read_text() == "x"
+    (unsaved / RUN_MARKER).write_text("")
     assert auto_resume(unsaved) is False
     check_new_run_dir(unsaved)  # nothing left that a new run would refuse
     (unsaved / "checkpoints").mkdir()
