@@ -228,6 +228,13 @@ def summary_text(summary: dict[str, object]) -> str:
         f"- duplicate groups: {counts['duplicate_groups']} "
         f"({counts['duplicate_images']} images, {counts['exact_copies']} exact copies)"
     )
+    if counts.get("duplicate_groups_with_mixed_labels"):
+        lines.append(
+            f"- duplicate groups whose images are filed under different classes (the same "
+            f"picture with two labels: one of them is wrong): "
+            f"{counts['duplicate_groups_with_mixed_labels']}, see the label column of "
+            "duplicates.csv"
+        )
     if "leak_groups" in counts:
         lines.append(
             f"- groups shared with {summary['against']}: {counts['leak_groups']} "
@@ -321,6 +328,12 @@ def _summary(curation: Curation) -> dict[str, object]:
         "blank_images": len(curation.blank),
         "left_out": len(curation.left_out),
     }
+    if (dataset.labels >= 0).any():
+        # The same picture under two classes: a label mistake that needs no probe to find.
+        counts["duplicate_groups_with_mixed_labels"] = sum(
+            len({int(label) for label in dataset.labels[group.members] if label >= 0}) > 1
+            for group in curation.duplicates
+        )
     if curation.against:
         counts["leak_groups"] = len(curation.leaks)
         counts["leaked_images"] = sum(int((g.members < len(dataset)).sum()) for g in curation.leaks)

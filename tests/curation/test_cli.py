@@ -52,6 +52,8 @@ def test_curate_writes_every_list(
     assert run_cli(*arguments, "--no-progress") == 0
     printed = capsys.readouterr().out
     assert "duplicate groups: 1 (3 images, 1 exact copies)" in printed
+    # The copies of a/000.png are filed under b/ and c/ too: one picture, three labels.
+    assert "filed under different classes (the same picture with two labels" in printed
     duplicates = read_csv(out / "duplicates.csv")
     assert [row["path"] for row in duplicates] == ["a/000.png", "b/small.png", "c/copy.png"]
     assert [row["exact_copy"] for row in duplicates] == ["1", "0", "1"]
