@@ -36,7 +36,9 @@ class OneLineErrorParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
-    def parse_args(self, args=None, namespace=None):  # type: ignore[override]  # noqa: ANN001, ANN201
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
         """As argparse's, but an unknown argument points to the command's own help
         (``contrastive health --help``), which lists the options it has, not the top one."""
         parsed, unknown = self.parse_known_args(args, namespace)
@@ -46,7 +48,9 @@ class OneLineErrorParser(argparse.ArgumentParser):
         return parsed
 
 
-def _command_parser(parser: argparse.ArgumentParser, parsed: argparse.Namespace):  # noqa: ANN202
+def _command_parser(
+    parser: argparse.ArgumentParser, parsed: argparse.Namespace
+) -> argparse.ArgumentParser:
     """The deepest (sub)command parser that ``parsed`` chose (``contrastive eval knn``)."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):

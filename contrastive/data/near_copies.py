@@ -356,20 +356,18 @@ def confirm_by_detail(
     keep = torch.ones(len(pairs), dtype=torch.bool)
     for start in range(0, len(pairs), _CHUNK):
         stop = min(start + _CHUNK, len(pairs))
-        # Each image once per chunk: ("q" or "r", index) -> its row of views.
-        keys = [("q", i) for i in pairs.query[start:stop].tolist()]
-        keys += [("r", i) for i in pairs.reference[start:stop].tolist()]
-        files = {key: query_paths[key[1]] if key[0] == "q" else references[key[1]] for key in keys}
-        large = {key: thumbnail(os.fspath(path)) for key, path in files.items()}
-        large = {key: image for key, image in large.items() if image is not None}
-        half = stop - start
-        rows = [row for row in range(half) if keys[row] in large and keys[half + row] in large]
+        firsts = [os.fspath(query_paths[i]) for i in pairs.query[start:stop].tolist()]
+        seconds = [os.fspath(references[i]) for i in pairs.reference[start:stop].tolist()]
+        # Each image's views once per chunk, however many of its pairs the chunk holds.
+        large = {path: thumbnail(path) for path in {*firsts, *seconds}}
+        large = {path: image for path, image in large.items() if image is not None}
+        rows = [row for row, pair in enumerate(zip(firsts, seconds)) if set(pair) <= large.keys()]
         if not rows:
             continue
-        order = {key: position for position, key in enumerate(large)}
+        position = {path: index for index, path in enumerate(large)}
         views = _detail_views(torch.stack(list(large.values())))
-        first = views[[order[keys[row]] for row in rows]]
-        second = views[[order[keys[half + row]] for row in rows]]
+        first = views[[position[firsts[row]] for row in rows]]
+        second = views[[position[seconds[row]] for row in rows]]
         keep[[start + row for row in rows]] = detail_similarity(first, second) >= DETAIL_THRESHOLD
     return NearCopies(pairs.query[keep], pairs.reference[keep], pairs.similarity[keep])
 
