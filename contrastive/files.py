@@ -21,8 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from contrastive.errors import ContrastiveError
 
 log = logging.getLogger(__name__)
@@ -144,6 +142,8 @@ def write_text_atomic(target: str | os.PathLike, text: str) -> None:
 
 def save_torch_atomic(obj: Any, target: str | os.PathLike) -> None:
     """``torch.save`` to ``target`` atomically."""
+    import torch  # here, not above: the other helpers serve commands without torch
+
     with atomic_path(target) as temporary:
         torch.save(obj, temporary)
 
@@ -155,6 +155,8 @@ def load_torch_safely(path: str | os.PathLike) -> Any:
         ContrastiveError: If the file is missing, not a torch file, or holds objects other
             than tensors and plain containers (a pickle that could run code is refused).
     """
+    import torch
+
     file = Path(path)
     if not file.exists():
         raise ContrastiveError(f"file not found: {file}")

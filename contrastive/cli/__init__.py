@@ -15,19 +15,12 @@ import time
 import warnings
 from collections.abc import Sequence
 
+from contrastive.cli.commands import COMMAND_MODULES, COMMANDS, command_in
 from contrastive.console import ConsoleFormatter, HideLightningInfo, quiet_third_party_logs
 from contrastive.errors import ContrastiveError, user_message
 
-SUBCOMMAND_MODULES = (
-    "train",
-    "demo",
-    "embed",
-    "evaluate",
-    "health",
-    "export",
-    "curate",
-    "cache",
-)
+#: Modules :func:`build_parser` loads when no command is named (all of them).
+SUBCOMMAND_MODULES = COMMAND_MODULES
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -60,16 +53,32 @@ def _command_parser(
     return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every subcommand registered."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand registered.
+
+    Args:
+        command: Register only this command's module in full (it imports torch), the other
+            commands by name and help line: what parsing a command line that names it needs.
+            ``""``: no module at all (``contrastive --help``). None: every module in
+            :data:`SUBCOMMAND_MODULES`.
+    """
     parser = OneLineErrorParser(
         prog="contrastive",
         description="Self-supervised contrastive learning on image folders.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMAND_MODULES:
-        importlib.import_module(f"contrastive.cli.{name}").add_parser(subparsers)
+    if command is None:
+        for name in SUBCOMMAND_MODULES:
+            importlib.import_module(f"contrastive.cli.{name}").add_parser(subparsers)
+    else:
+        wanted = COMMANDS[command].module if command else None
+        for name, spec in COMMANDS.items():
+            if spec.module == wanted:
+                if name not in subparsers.choices:  # one module may register two commands
+                    importlib.import_module(f"contrastive.cli.{wanted}").add_parser(subparsers)
+            else:
+                subparsers.add_parser(name, help=spec.help, description=spec.help)
     _accept_verbose_anywhere(parser)
     _show_defaults(parser)
     return parser
@@ -104,10 +113,11 @@ def _show_defaults(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point. Bad input ends with a one-line ``error: ...`` and exit code 2."""
-    # A command's --time-budget counts from here: building the parser imports torch and
+    # A command's --time-budget counts from here: building its parser imports torch and
     # Lightning (5-7 s on 2 cores), which is part of the time the user waits.
     started = time.perf_counter()
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(command_in(argv) or "")
     # Before parsing: reading an argument (a label table) may warn.
     warnings.formatwarning = lambda message, category, *_a, **_k: f"warning: {message}\n"
     args = parser.parse_args(argv)
@@ -119,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_third_party_logs(verbose=args.verbose)
     if args.command is None:
         # `contrastive` alone runs the demo, the advertised first command.
-        args = parser.parse_args(["demo", *(argv or [])])
+        args = build_parser("demo").parse_args(["demo", *argv])
     args.started = started
     try:
         return int(args.func(args) or 0)

@@ -8,9 +8,10 @@ import time
 from pathlib import Path
 
 from contrastive.cli.arguments import checked_float
+from contrastive.cli.commands import COMMANDS
 from contrastive.errors import ContrastiveError
 
-CACHE_HELP = "list the decoded image caches or remove the ones no longer used"
+CACHE_HELP = COMMANDS["cache"].help
 #: Default age, in days, after which ``clean`` removes an unused cache.
 DEFAULT_UNUSED_DAYS = 30.0
 

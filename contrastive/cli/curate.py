@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from contrastive.cli.arguments import add_labels_argument, output_folder
+from contrastive.cli.commands import COMMANDS
 from contrastive.cli.embed import (
     add_compute_arguments,
     add_encoder_arguments,
@@ -50,7 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Registers ``curate``."""
     parser = subparsers.add_parser(
         "curate",
-        help="find duplicates, outliers, label mistakes and what to label first",
+        help=COMMANDS["curate"].help,
         description="Curate an image folder with its own embeddings: groups of exact and "
         "near copies (also shared with --against, e.g. train/test leakage), outliers and "
         "tiny isolated clusters, suspected label mistakes (class sub-folders; cleanlab on "

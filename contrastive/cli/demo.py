@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 
+from contrastive.cli.commands import COMMANDS
 from contrastive.errors import ContrastiveError
 
-HELP = "train on the built-in digits and print kNN accuracy next to random init and raw pixels"
+HELP = COMMANDS["demo"].help
 #: Overrides the demo's default number of epochs (the tests use a shorter run).
 EPOCHS_VARIABLE = "CONTRASTIVE_DEMO_EPOCHS"
 

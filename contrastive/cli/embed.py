@@ -18,6 +18,7 @@ from contrastive.cli.arguments import (
     output_folder,
     positive_int,
 )
+from contrastive.cli.commands import COMMANDS
 from contrastive.data.label_table import unmatched_rows
 from contrastive.embeddings import (
     MAX_AUTO_WORKERS,
@@ -39,7 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Registers ``embed``."""
     parser = subparsers.add_parser(
         "embed",
-        help="embed an image folder with a trained encoder",
+        help=COMMANDS["embed"].help,
         description="Embed every image of a folder (evaluation transform, eval mode) into "
         "an .npz with embeddings, paths, labels and classes.",
     )

@@ -23,6 +23,7 @@ from contrastive.cli.arguments import (
     output_folder,
     positive_int_list,
 )
+from contrastive.cli.commands import COMMANDS
 from contrastive.cli.embed import (
     add_compute_arguments,
     add_encoder_arguments,
@@ -72,7 +73,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Registers ``eval`` with its ``knn``, ``linear`` and ``fewshot`` sub-commands."""
     parser = subparsers.add_parser(
         "eval",
-        help="kNN, linear-probe or few-label evaluation",
+        help=COMMANDS["eval"].help,
         description="Measure representation quality.",
     )
     protocols = parser.add_subparsers(dest="protocol", metavar="PROTOCOL", required=True)

@@ -9,12 +9,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from contrastive.cli.arguments import add_run_argument, given_run, output_file
+from contrastive.cli.commands import COMMANDS
 from contrastive.cli.embed import add_weights_arguments, configs_from_args, view_config_from_args
 from contrastive.errors import ContrastiveError
 
 log = logging.getLogger(__name__)
 
-HELP = "export a run's backbone to ONNX, TorchScript or a state_dict, checked on real images"
+HELP = COMMANDS["export"].help
 
 #: Real images the export is checked on.
 CHECK_IMAGES = 5

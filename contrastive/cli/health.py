@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 from contrastive.cli.arguments import add_run_argument, given_run, output_file
+from contrastive.cli.commands import COMMANDS
 
-HEALTH_HELP = (
-    "plot a run's label-free health (rank, alignment/uniformity, stability) and print a verdict"
-)
-COMPARE_HELP = "rank finished runs by a label-free measure (no labels needed)"
+HEALTH_HELP = COMMANDS["health"].help
+COMPARE_HELP = COMMANDS["compare-runs"].help
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

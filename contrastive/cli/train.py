@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from contrastive.backbones import BackboneConfig
+from contrastive.cli.commands import COMMANDS
 from contrastive.cli.config_flags import (
     Flag,
     add_config_flags,
@@ -31,7 +32,7 @@ from contrastive.training.config import (
 )
 from contrastive.views.config import VIEW_PRESETS, ViewConfig, view_preset
 
-HELP = "train an encoder on a folder of images (no labels needed)"
+HELP = COMMANDS["train"].help
 
 if TYPE_CHECKING:
     from contrastive.data.folder import ImageFolder

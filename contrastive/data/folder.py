@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
 
+from contrastive.data.image_files import IMAGE_EXTENSIONS
 from contrastive.errors import ContrastiveError
 
 #: File every training run writes in its run folder; scans pass over folders holding it.
@@ -53,9 +54,6 @@ RUN_MARKER = ".contrastive-run"
 #: plugins raise more on malformed data; callers that must never stop catch ``Exception``).
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 log = logging.getLogger(__name__)
-
-#: Extensions read as images. An animated GIF or multi-page TIFF is read as its first frame.
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 
 #: A scan says how many images it has found after every this many (255,000 took 12 s).
 SCAN_PROGRESS_IMAGES = 100_000

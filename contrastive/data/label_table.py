@@ -40,7 +40,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from contrastive.data.folder import IMAGE_EXTENSIONS
+from contrastive.data.image_files import IMAGE_EXTENSIONS
 from contrastive.errors import ContrastiveError
 
 #: Header names (compared case-insensitively) of the column naming the image.

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from contrastive.data.folder import IMAGE_EXTENSIONS, ImageFolder
+from contrastive.data.folder import ImageFolder
+from contrastive.data.image_files import IMAGE_EXTENSIONS
 from contrastive.data.label_table import LabelMatch, LabelTable, match_labels, unmatched_rows
 from contrastive.embeddings import (
     Embeddings,

@@ -217,8 +217,8 @@ def test_the_time_budget_counts_from_the_start_of_the_command(
     marks: dict[str, float] = {}
     original = cli.build_parser
 
-    def timed_build_parser() -> argparse.ArgumentParser:
-        parser = original()
+    def timed_build_parser(command: str | None = None) -> argparse.ArgumentParser:
+        parser = original(command)
         marks["parser_built"] = time.perf_counter()
         return parser
 

@@ -1,0 +1,10 @@
+"""Which files are images: the extensions a folder scan reads.
+
+A module of its own, without torch or PIL, so that reading a label table (a command-line
+argument) does not import them.
+"""
+
+from __future__ import annotations
+
+#: Extensions read as images. An animated GIF or multi-page TIFF is read as its first frame.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
