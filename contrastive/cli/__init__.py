@@ -8,8 +8,10 @@ parses flags into the library's dataclass configs and calls the library.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
+import re
 import sys
 import time
 import warnings
@@ -27,7 +29,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
     """Reports usage errors as one line naming the argument, not a usage dump."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+        self.exit(2, f"error: {message}{_suggestion(message)} (see `{self.prog} --help`)\n")
 
     def parse_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
@@ -39,6 +41,17 @@ class OneLineErrorParser(argparse.ArgumentParser):
             command = _command_parser(self, parsed)
             command.error(f"unrecognized arguments: {' '.join(unknown)}")
         return parsed
+
+
+def _suggestion(message: str) -> str:
+    """``; did you mean 'train'?`` where ``message`` is argparse's "invalid choice" for a
+    near miss (``trian``, ``--method simclrr``), else ``""``."""
+    match = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if match is None:
+        return ""
+    choices = re.findall(r"'([^']*)'", match.group(2)) or match.group(2).split(", ")
+    close = difflib.get_close_matches(match.group(1), choices, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def _command_parser(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from contrastive.cli import build_parser
+from contrastive.cli import _suggestion, build_parser
 from contrastive.cli.commands import COMMAND_MODULES, COMMANDS, command_in
 
 
@@ -107,10 +107,24 @@ def test_a_mistyped_command_is_named_with_the_choices_and_imports_no_torch() -> 
     result, imported = _run_cli("trian", "--data", "x")
     assert result.returncode == 2 and not imported
     assert "invalid choice: 'trian'" in result.stderr and "'train'" in result.stderr
+    assert "did you mean 'train'?" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("message", "suggestion"),
+    [
+        ("argument --method: invalid choice: 'simclrr' (choose from 'moco', 'simclr')", "simclr"),
+        ("argument --method: invalid choice: 'mocco' (choose from moco, simclr)", "moco"),
+        ("argument --method: invalid choice: 'byol' (choose from 'moco', 'simclr')", None),
+        ("the following arguments are required: --data", None),
+    ],
+)
+def test_a_near_miss_gets_a_suggestion(message: str, suggestion: str | None) -> None:
+    expected = "" if suggestion is None else f"; did you mean '{suggestion}'?"
+    assert _suggestion(message) == expected
 
 
 def test_cache_list_imports_no_torch(tmp_path: Path) -> None:
     result, imported = _run_cli("cache", "list", "--cache-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert not imported
-
