@@ -78,6 +78,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog="contrastive",
         description="Self-supervised contrastive learning on image folders.",
+        epilog="`contrastive` alone runs the demo; `contrastive COMMAND --help` lists a "
+        "command's options.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

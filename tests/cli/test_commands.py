@@ -101,6 +101,7 @@ def test_the_command_list_shows_every_command_with_its_help() -> None:
     text = " ".join(result.stdout.split())
     for name, command in COMMANDS.items():
         assert f"{name} {command.help}" in text
+    assert "`contrastive COMMAND --help` lists a command's options" in text
 
 
 def test_a_mistyped_command_is_named_with_the_choices_and_imports_no_torch() -> None:
