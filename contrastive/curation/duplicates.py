@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,6 +107,7 @@ def duplicate_groups(
     progress: bool = False,
     exact: bool = False,
     paths: Sequence[str | os.PathLike] | None = None,
+    thumbnails: Callable[[str], Tensor | None] | None = None,
 ) -> list[DuplicateGroup]:
     """Groups of exact and near copies within one set of images (centre first).
 
@@ -122,6 +123,8 @@ def duplicate_groups(
             :data:`~contrastive.neighbours.APPROXIMATE_ROWS` images otherwise).
         paths: The images' files: near copies of large images must then match in detail
             too (:func:`~contrastive.data.near_copies.confirm_by_detail`).
+        thumbnails: The detail check's thumbnail cache, shared with another search over
+            these files (:func:`~contrastive.data.near_copies.detail_thumbnails`).
 
     Returns:
         The groups of two or more images, largest first.
@@ -135,7 +138,7 @@ def duplicate_groups(
         raise ContrastiveError(f"{len(digests)} file digests for {count} fingerprints")
     pairs = near_copy_pairs(fingerprints, None, threshold, candidates, progress, exact)
     if paths is not None:
-        pairs = confirm_by_detail(pairs, paths)
+        pairs = confirm_by_detail(pairs, paths, thumbnails=thumbnails)
     first, second = pairs.query.numpy(), pairs.reference.numpy()
     exact_first, exact_second = (
         exact_copy_links(digests) if digests is not None else (np.zeros(0, np.int64),) * 2

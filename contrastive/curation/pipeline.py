@@ -34,7 +34,12 @@ from contrastive.data.folder import (
     load_rgb,
     relative_key,
 )
-from contrastive.data.near_copies import BLANK_STD, DEFAULT_THRESHOLD, fingerprints_and_spreads
+from contrastive.data.near_copies import (
+    BLANK_STD,
+    DEFAULT_THRESHOLD,
+    detail_thumbnails,
+    fingerprints_and_spreads,
+)
 from contrastive.embeddings import Embeddings
 from contrastive.errors import ContrastiveError
 
@@ -261,6 +266,8 @@ def _copies(
     blank = flat[np.argsort(spreads[flat], kind="stable")]
     digests = file_digests(every, progress=progress)
     exact = settings.exact_search
+    # The folder's candidate images are viewed in detail once for both searches.
+    thumbnails = detail_thumbnails()
     duplicates = duplicate_groups(
         fingerprints[:count],
         digests[:count],
@@ -268,12 +275,19 @@ def _copies(
         progress=progress,
         exact=exact,
         paths=every[:count],
+        thumbnails=thumbnails,
     )
     # Leaks: the groups of both folders searched together that hold images of each.
     leaks = (
         cross_groups(
             duplicate_groups(
-                fingerprints, digests, threshold, progress=progress, exact=exact, paths=every
+                fingerprints,
+                digests,
+                threshold,
+                progress=progress,
+                exact=exact,
+                paths=every,
+                thumbnails=thumbnails,
             ),
             count,
         )

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -320,10 +320,18 @@ _CHUNK = 2048
 _CACHED_IMAGES = 50_000
 
 
+def detail_thumbnails() -> Callable[[str], Tensor | None]:
+    """A cache of the detail check's thumbnails by path (None for a small or unreadable
+    image), for checks of overlapping sets of files to share: ``curate --against`` checks
+    the folder's pairs alone, then again among both folders' pairs."""
+    return functools.lru_cache(maxsize=_CACHED_IMAGES)(_detail_thumbnail)
+
+
 def confirm_by_detail(
     pairs: NearCopies,
     query_paths: Sequence[str | os.PathLike],
     reference_paths: Sequence[str | os.PathLike] | None = None,
+    thumbnails: Callable[[str], Tensor | None] | None = None,
 ) -> NearCopies:
     """The pairs whose detail matches too, where both images are large enough to tell.
 
@@ -344,6 +352,8 @@ def confirm_by_detail(
         pairs: Candidate pairs from :func:`near_copy_pairs`.
         query_paths: The query images' files (all images, for a search within one set).
         reference_paths: The reference images' files; None for a search within one set.
+        thumbnails: A cache from :func:`detail_thumbnails` shared with other checks of the
+            same files; None: one for this call.
 
     Returns:
         The pairs kept, in their order: pairs with an image under :data:`DETAIL_MIN_SIDE`
@@ -352,7 +362,7 @@ def confirm_by_detail(
     if len(pairs) == 0:
         return pairs
     references = query_paths if reference_paths is None else reference_paths
-    thumbnail = functools.lru_cache(maxsize=_CACHED_IMAGES)(_detail_thumbnail)
+    thumbnail = thumbnails or detail_thumbnails()
     keep = torch.ones(len(pairs), dtype=torch.bool)
     for start in range(0, len(pairs), _CHUNK):
         stop = min(start + _CHUNK, len(pairs))

@@ -96,3 +96,51 @@ def test_threshold_one_finds_exact_copies_despite_float32_rounding() -> None:
     # Distinct rows stay out, also at a threshold just under 1.
     pairs, _ = similar_pairs(np.vstack([base, base + 0.01]), threshold=1.0)
     assert len(pairs) == 0
+
+
+def test_curate_against_views_each_large_image_in_detail_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The folder is searched alone (its duplicates), then with the other folder (leaks):
+    # before, each search decoded the folder's candidate images again for the detail check.
+    from sklearn.datasets import load_sample_images
+
+    import contrastive.data.near_copies as near_copies
+    from contrastive.curation import CurationSettings, curate
+    from contrastive.embeddings import Embeddings
+
+    photos = load_sample_images().images
+    crops = [
+        Image.fromarray(photo[top : top + 160, left : left + 160])
+        for photo in photos
+        for top, left in ((60, 40), (200, 300))
+    ]
+    data, other = tmp_path / "data", tmp_path / "other"
+    data.mkdir()
+    other.mkdir()
+    for index, crop in enumerate(crops):
+        crop.save(data / f"{index}.png")
+    crops[0].save(data / "copy.jpg", quality=90)  # a duplicate within the folder
+    crops[1].resize((150, 150)).save(other / "leak.png")  # and one shared with the other
+    names = sorted(path.name for path in data.iterdir())
+    dataset = Embeddings(
+        np.random.default_rng(0).standard_normal((len(names), 8)).astype(np.float32),
+        np.array(names),
+        None,
+        None,
+        data_root=data,
+    )
+    viewed: list[str] = []
+    detail_thumbnail = near_copies._detail_thumbnail
+
+    def counted(path: str) -> torch.Tensor | None:
+        viewed.append(Path(path).name)
+        return detail_thumbnail(path)
+
+    monkeypatch.setattr(near_copies, "_detail_thumbnail", counted)
+    result = curate(dataset, CurationSettings(label_issues="no"), against=other)
+    assert [sorted(names[i] for i in g.members) for g in result.duplicates] == [
+        ["0.png", "copy.jpg"]
+    ]
+    assert len(result.leaks) == 1
+    assert sorted(viewed) == sorted(set(viewed)) and {"0.png", "copy.jpg", "1.png"} <= set(viewed)
