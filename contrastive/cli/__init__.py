@@ -1,8 +1,10 @@
 """Command-line interface: ``contrastive train | demo | embed | eval | health | export | curate``.
 
 Each subcommand lives in its own module exposing ``add_parser(subparsers)``, which registers
-the subcommand and sets ``func`` to a ``run(args) -> int`` function. The CLI stays thin: it
-parses flags into the library's dataclass configs and calls the library.
+the subcommand and sets ``func`` to a ``run(args) -> int`` function; :mod:`.commands` names
+each command, its help line and its module, so that a command line imports only the module
+of the command it names. The CLI stays thin: it parses flags into the library's dataclass
+configs and calls the library.
 """
 
 from __future__ import annotations
