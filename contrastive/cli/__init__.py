@@ -23,9 +23,6 @@ from contrastive.cli.commands import COMMAND_MODULES, COMMANDS, command_in
 from contrastive.console import ConsoleFormatter, HideLightningInfo, quiet_third_party_logs
 from contrastive.errors import ContrastiveError, user_message
 
-#: Modules :func:`build_parser` loads when no command is named (all of them).
-SUBCOMMAND_MODULES = COMMAND_MODULES
-
 
 class OneLineErrorParser(argparse.ArgumentParser):
     """Reports usage errors as one line naming the argument, not a usage dump."""
@@ -74,8 +71,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     Args:
         command: Register only this command's module in full (it imports torch), the other
             commands by name and help line: what parsing a command line that names it needs.
-            ``""``: no module at all (``contrastive --help``). None: every module in
-            :data:`SUBCOMMAND_MODULES`.
+            ``""``: no module at all (``contrastive --help``). None: every module
+            (:data:`~contrastive.cli.commands.COMMAND_MODULES`).
     """
     parser = OneLineErrorParser(
         prog="contrastive",
@@ -86,7 +83,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     if command is None:
-        for name in SUBCOMMAND_MODULES:
+        for name in COMMAND_MODULES:
             importlib.import_module(f"contrastive.cli.{name}").add_parser(subparsers)
     else:
         wanted = COMMANDS[command].module if command else None

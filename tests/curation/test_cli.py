@@ -15,12 +15,6 @@ from contrastive.data.folder import ImageFolder
 from contrastive.embeddings import load_embeddings
 
 
-@pytest.fixture(autouse=True)
-def only_curation_commands(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Keeps these tests independent of the other commands' imports.
-    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("embed", "curate"))
-
-
 def run_cli(*arguments: object) -> int:
     return cli.main([str(argument) for argument in arguments])
 

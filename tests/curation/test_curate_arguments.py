@@ -13,11 +13,6 @@ from contrastive.embeddings import Embeddings, save_embeddings
 from contrastive.errors import ContrastiveError
 
 
-@pytest.fixture(autouse=True)
-def only_curation_commands(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("embed", "curate"))
-
-
 def test_a_report_inside_the_data_is_refused_before_any_work(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -18,12 +18,6 @@ from contrastive.embeddings import load_embeddings
 from contrastive.errors import ContrastiveError
 
 
-@pytest.fixture(autouse=True)
-def only_evaluation_commands(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Keeps these tests independent of the training commands' imports.
-    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("embed", "evaluate"))
-
-
 def run_cli(*arguments: object) -> int:
     return cli.main([str(argument) for argument in arguments])
 

@@ -153,9 +153,8 @@ def test_bad_input_is_one_line_error(counts, labels, message: str) -> None:
 
 
 def test_cli_writes_report_table_and_plot(
-    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path, monkeypatch
+    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("embed", "evaluate"))
     out = tmp_path / "fewshot"
     # A plain state_dict as a second encoder (--backbone names its architecture).
     weights = tmp_path / "other.pt"
@@ -194,9 +193,8 @@ def test_cli_writes_report_table_and_plot(
 
 
 def test_cli_unlabeled_test_folder_is_one_line_error(
-    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path, monkeypatch, capsys
+    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path, capsys
 ) -> None:
-    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("embed", "evaluate"))
     flat = tmp_path / "flat"
     flat.mkdir()
     for path in (colour_folders["test"] / "red").iterdir():
@@ -214,8 +212,7 @@ def fewshot_cli(*arguments: object) -> int:
     return cli.main(["eval", "fewshot", "--no-progress", *map(str, arguments)])
 
 
-def test_cli_out_is_a_reusable_folder(tmp_path: Path, monkeypatch, capsys, npz_pair) -> None:
-    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("embed", "evaluate"))
+def test_cli_out_is_a_reusable_folder(tmp_path: Path, capsys, npz_pair) -> None:
     train, test = npz_pair(tmp_path)
     out = tmp_path / "report"
     arguments = ["--train", train, "--test", test, "--counts", "1,all", "--draws", "2"]
@@ -235,19 +232,17 @@ def test_cli_out_is_a_reusable_folder(tmp_path: Path, monkeypatch, capsys, npz_p
 
 
 @pytest.mark.parametrize("counts", ["0", "-1", "abc", " , "])
-def test_cli_bad_counts_are_usage_errors(counts: str, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_cli_bad_counts_are_usage_errors(counts: str, tmp_path: Path, capsys) -> None:
     # A ContrastiveError raised by an argparse type escapes main's handler as a traceback.
-    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("embed", "evaluate"))
     with pytest.raises(SystemExit) as exit_info:
         fewshot_cli("--train", tmp_path / "a.npz", "--test", tmp_path / "b.npz", "--counts", counts)
     assert exit_info.value.code == 2
     assert "argument --counts: counts" in capsys.readouterr().err
 
 
-def test_cli_reports_the_counts_evaluated(tmp_path: Path, monkeypatch, npz_pair) -> None:
+def test_cli_reports_the_counts_evaluated(tmp_path: Path, npz_pair) -> None:
     # 4 images per class: the default counts 5, 10, ... are dropped (with a warning) and
     # must not be listed in the report's settings.
-    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("embed", "evaluate"))
     train, test = npz_pair(tmp_path)
     out = tmp_path / "report"
     with pytest.warns(UserWarning, match="exceed every class"):
@@ -259,9 +254,8 @@ def test_cli_reports_the_counts_evaluated(tmp_path: Path, monkeypatch, npz_pair)
 
 
 def test_cli_unlabeled_folder_is_checked_and_never_ignored(
-    tmp_path: Path, monkeypatch, npz_pair, capsys
+    tmp_path: Path, npz_pair, capsys
 ) -> None:
-    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("embed", "evaluate"))
     train, test = npz_pair(tmp_path)
     args = ["--train", train, "--test", test, "--out", tmp_path / "report"]
     assert fewshot_cli(*args, "--unlabeled", tmp_path / "nope") == 2
@@ -300,9 +294,8 @@ def test_counts_larger_than_every_class_are_warned_about_once_for_all_sets(
 
 
 def test_an_encoder_that_records_no_architecture_takes_options_after_its_path(
-    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path, monkeypatch, capsys
+    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path, capsys
 ) -> None:
-    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("embed", "evaluate"))
     # Lightly's example layout in a Lightning checkpoint of its own: no config of ours.
     backbone = torch.load(run_dir / "backbone.pt")
     names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
@@ -332,9 +325,8 @@ def test_an_encoder_that_records_no_architecture_takes_options_after_its_path(
 
 
 def test_options_after_a_runs_path_resize_it_or_are_refused(
-    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path, monkeypatch, capsys
+    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path, capsys
 ) -> None:
-    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("embed", "evaluate"))
     out = tmp_path / "fewshot"
     base = [
         "eval", "fewshot", "--run", run_dir, "--train", colour_folders["train"],
@@ -359,9 +351,8 @@ def test_options_after_a_runs_path_resize_it_or_are_refused(
 
 
 def test_an_encoders_error_names_it_and_its_options(
-    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path, monkeypatch, capsys
+    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path, capsys
 ) -> None:
-    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("embed", "evaluate"))
     torch.manual_seed(0)
     from contrastive.backbones import BackboneConfig, build_backbone
 
@@ -380,9 +371,8 @@ def test_an_encoders_error_names_it_and_its_options(
 
 
 def test_an_encoder_beside_embeddings_of_plain_weights_is_not_blamed_on_them(
-    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path, monkeypatch
+    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("embed", "evaluate"))
     weights = tmp_path / "plain.pt"  # no config.yaml beside it
     weights.write_bytes((run_dir / "backbone.pt").read_bytes())
     flags = ["--backbone", "resnet18_quarter", "--input-size", "16", "--no-progress"]
@@ -405,9 +395,8 @@ def test_an_encoder_beside_embeddings_of_plain_weights_is_not_blamed_on_them(
 
 
 def test_cli_few_labels_of_a_table_in_a_mostly_unlabeled_folder(
-    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path, monkeypatch
+    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("embed", "evaluate"))
     flat = tmp_path / "flat"
     flat.mkdir()
     rows = ["path,label"]
@@ -433,10 +422,9 @@ def test_cli_few_labels_of_a_table_in_a_mostly_unlabeled_folder(
 
 
 def test_cli_out_inside_an_image_folder_is_refused(
-    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path, monkeypatch, capsys
+    run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path, capsys
 ) -> None:
     # Its plots would be scanned as images of a new class 'reports' the next time.
-    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("embed", "evaluate"))
     train = tmp_path / "train.npz"
     assert cli.main(["embed", "--run", str(run_dir), "--data", str(colour_folders["train"]),
                      "--out", str(train), "--no-progress"]) == 0  # fmt: skip
