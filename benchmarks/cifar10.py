@@ -47,7 +47,8 @@ from common import (
     peer_baseline,
 )
 
-from contrastive.backbones import BACKBONES, BackboneConfig
+from contrastive.backbone_config import BackboneConfig
+from contrastive.backbones import BACKBONES
 from contrastive.data.cifar10 import ensure_cifar10, subset
 from contrastive.embeddings import RawPixels
 from contrastive.evaluation.knn import knn_rankings

@@ -40,7 +40,8 @@ from lightly.models.modules import SimCLRProjectionHead
 from lightly.models.utils import get_weight_decay_parameters
 from lightly.utils.scheduler import cosine_warmup_schedule
 
-from contrastive.backbones import BackboneConfig, build_backbone
+from contrastive.backbone_config import BackboneConfig
+from contrastive.backbones import build_backbone
 from contrastive.cache_root import cache_dir
 from contrastive.data.cache import load_or_build_cache
 from contrastive.data.folder import ImageFolder

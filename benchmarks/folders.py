@@ -59,7 +59,8 @@ from common import (
     peer_baseline,
 )
 
-from contrastive.backbones import BackboneConfig, build_backbone
+from contrastive.backbone_config import BackboneConfig
+from contrastive.backbones import build_backbone
 from contrastive.data.folder import list_images
 from contrastive.embeddings import RawPixels
 from contrastive.errors import ContrastiveError

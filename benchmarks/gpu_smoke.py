@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from contrastive.backbones import BackboneConfig
+from contrastive.backbone_config import BackboneConfig
 from contrastive.data.cifar10 import ensure_cifar10, subset
 from contrastive.data.folder import ImageFolder
 from contrastive.embeddings import loader_workers

@@ -2,7 +2,7 @@
 
 Trains short runs that differ in learning rate, temperature, batch size, views, method and
 length (including a deliberately collapsing and a nearly untrained one), then records each
-run's final label-free measures (``contrastive.training.health``) and its kNN top-1 on the
+run's final label-free measures (``contrastive.training.health_rules``) and its kNN top-1 on the
 labelled test split. Writes one JSON line per run, the Spearman rank correlation of each
 measure with kNN top-1, and a scatter plot per measure::
 
@@ -43,7 +43,7 @@ from contrastive.losses import LossConfig
 from contrastive.methods.config import MethodConfig
 from contrastive.recipes import cpu_budget_recipe
 from contrastive.training.config import TrainConfig
-from contrastive.training.health import MEASURES
+from contrastive.training.health_rules import MEASURES
 from contrastive.training.train import train
 
 RESULTS = Path(__file__).parent / "results"
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {measure:<16} {value:+.3f}")
     from PIL import Image
 
-    from contrastive.explore.images import save_figure
+    from contrastive.files import save_figure
 
     figure = save_figure(
         # Low resolution: these two plots are kept in git for benchmarks/README.md.

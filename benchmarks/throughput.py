@@ -38,7 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from views_speed import batched_views_per_second  # noqa: E402
 
-from contrastive.backbones import BackboneConfig  # noqa: E402
+from contrastive.backbone_config import BackboneConfig  # noqa: E402
 from contrastive.data.cache import CachedImageLoader, load_or_build_cache  # noqa: E402
 from contrastive.data.cifar10 import ensure_cifar10  # noqa: E402
 from contrastive.data.folder import list_images  # noqa: E402

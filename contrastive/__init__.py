@@ -8,8 +8,9 @@ Train an encoder, measure it, explore its embeddings::
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from contrastive.lazy_names import lazy_names
 
 __version__ = "0.1.0"
 
@@ -18,7 +19,7 @@ __version__ = "0.1.0"
 # 2 cores, and the command line starts the clock of --time-budget before they load.
 _HOMES = {
     "BACKBONES": "contrastive.backbones",
-    "BackboneConfig": "contrastive.backbones",
+    "BackboneConfig": "contrastive.backbone_config",
     "build_backbone": "contrastive.backbones",
     "ContrastiveError": "contrastive.errors",
     "DistanceContrastiveLoss": "contrastive.losses",
@@ -57,7 +58,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from contrastive.backbones import BACKBONES, BackboneConfig, build_backbone
+    from contrastive.backbone_config import BackboneConfig
+    from contrastive.backbones import BACKBONES, build_backbone
     from contrastive.encoder import Encoder, load_encoder
     from contrastive.errors import ContrastiveError
     from contrastive.losses import DistanceContrastiveLoss, LossConfig
@@ -66,15 +68,4 @@ if TYPE_CHECKING:
     from contrastive.training import OptimConfig, TrainConfig, TrainResult
     from contrastive.views import VIEW_PRESETS, ViewConfig, view_preset
 
-
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'contrastive' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_HOMES})
+__getattr__, __dir__ = lazy_names(__name__, _HOMES)

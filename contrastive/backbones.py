@@ -23,16 +23,19 @@ Names:
 from __future__ import annotations
 
 import functools
-import types
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torchvision
 from torch import nn
 
+from contrastive.backbone_config import (
+    NARROW_SHAPES,
+    TIMM_PREFIX,
+    BackboneConfig,
+    import_timm,
+    torchvision_backbones,
+)
 from contrastive.errors import ContrastiveError
-
-TIMM_PREFIX = "timm:"
 
 # Classifier layers are found by their output width: the models are built with this many
 # classes (torchvision's default, so the state_dict matches the plain model's).
@@ -63,109 +66,15 @@ def _narrow_resnet(base_width: int, layers: list[int]) -> torchvision.models.Res
     return model
 
 
-# Narrower ResNet-18s for small CPU budgets (same depth, fewer channels), and ResNet-10s
-# (one block per stage) for the smallest budgets.
-#: name -> (channels of the first stage, blocks per stage).
-_NARROW_SHAPES: dict[str, tuple[int, list[int]]] = {
-    "resnet18_half": (32, [2, 2, 2, 2]),
-    "resnet18_quarter": (16, [2, 2, 2, 2]),
-    "resnet10_half": (32, [1, 1, 1, 1]),
-    "resnet10_quarter": (16, [1, 1, 1, 1]),
-}
 _NARROW_RESNETS: dict[str, Callable[[], nn.Module]] = {
     name: functools.partial(_narrow_resnet, width, layers)
-    for name, (width, layers) in _NARROW_SHAPES.items()
+    for name, (width, layers) in NARROW_SHAPES.items()
 }
-
-
-@functools.cache
-def torchvision_backbones() -> tuple[str, ...]:
-    """Every torchvision classification model name (detection, video... models excluded)."""
-    return tuple(torchvision.models.list_models(module=torchvision.models))
 
 
 #: Every built-in name (torchvision classification models and the narrow ResNets); any
 #: ``timm:NAME`` is accepted too when timm is installed.
 BACKBONES = tuple(sorted({*torchvision_backbones(), *_NARROW_RESNETS}))
-
-HOW_TO_LIST = (
-    "use a torchvision classification model (see torchvision.models.list_models("
-    "module=torchvision.models)), resnet18_half, resnet18_quarter, resnet10_half, "
-    "resnet10_quarter, or timm:NAME (see timm.list_models(); needs pip install "
-    "'contrastive[timm]')"
-)
-
-
-@dataclass(frozen=True)
-class BackboneConfig:
-    """Which backbone to build.
-
-    Attributes:
-        name: The network: any torchvision classification model (``resnet50``,
-            ``convnext_tiny``, ``efficientnet_b0``, ``vit_b_16``...), ``resnet18_half``,
-            ``resnet18_quarter``, ``resnet10_half``, ``resnet10_quarter``, or ``timm:NAME``
-            (needs the timm extra).
-        small_image_stem: Replace the 7x7/2 stem and max-pool by a 3x3/1 conv, as is
-            usual for 32-64 px inputs (CIFAR); costs ~16x the FLOPs at the same input size.
-            ResNets only.
-        stem_stride: Stride of the small-image stem's conv: 2 halves the feature maps, so
-            views of twice the side cost about what the stride-1 stem costs at half the side
-            (more image detail for the same compute).
-    """
-
-    name: str = "resnet18"
-    small_image_stem: bool = False
-    stem_stride: int = 1
-
-    def __post_init__(self) -> None:
-        check_backbone_name(self.name)
-        if self.small_image_stem and not is_torchvision_resnet(self.name):
-            raise ContrastiveError(
-                f"small_image_stem applies to torchvision ResNets (resnet18, resnet50, "
-                f"resnext50_32x4d, resnet18_quarter...), not {self.name}"
-            )
-        if self.stem_stride not in (1, 2):
-            raise ContrastiveError(f"stem_stride must be 1 or 2, got {self.stem_stride}")
-        if self.stem_stride != 1 and not self.small_image_stem:
-            raise ContrastiveError("stem_stride applies to the small-image stem only")
-
-
-def check_backbone_name(name: str) -> None:
-    """Raises a one-line :class:`ContrastiveError` for a name :func:`build_backbone` can't build."""
-    if name.startswith(TIMM_PREFIX):
-        timm = _import_timm(name)
-        if not timm.is_model(name[len(TIMM_PREFIX) :]):
-            raise ContrastiveError(f"unknown timm model {name!r}; see timm.list_models()")
-    elif name not in BACKBONES:
-        raise ContrastiveError(f"unknown backbone {name!r}; {_timm_suggestion(name)}{HOW_TO_LIST}")
-
-
-def _timm_suggestion(name: str) -> str:
-    """``did you mean timm:NAME?`` where an installed timm has a model of that name."""
-    try:
-        import timm
-    except ImportError:  # the extra is optional; HOW_TO_LIST says how to add it
-        return ""
-    return f"did you mean {TIMM_PREFIX}{name}? " if timm.is_model(name) else ""
-
-
-def _import_timm(name: str) -> types.ModuleType:
-    try:
-        import timm
-    except ImportError:
-        raise ContrastiveError(
-            f"backbone {name} needs timm: pip install 'contrastive[timm]'"
-        ) from None
-    return timm
-
-
-def is_torchvision_resnet(name: str) -> bool:
-    if name in _NARROW_RESNETS:
-        return True
-    if name.startswith(TIMM_PREFIX):
-        return False
-    builder = torchvision.models.get_model_builder(name)
-    return builder.__module__ == torchvision.models.resnet.__name__
 
 
 def small_image_stem(
@@ -227,8 +136,8 @@ def describe_architecture(config: BackboneConfig) -> str:
     what a service needs to load a plain ``state_dict`` export."""
     if config.name.startswith(TIMM_PREFIX):
         return f"timm.create_model({config.name[len(TIMM_PREFIX) :]!r}, num_classes=0)"
-    if config.name in _NARROW_SHAPES:
-        width, layers = _NARROW_SHAPES[config.name]
+    if config.name in NARROW_SHAPES:
+        width, layers = NARROW_SHAPES[config.name]
         built = (
             f"torchvision.models.ResNet(BasicBlock, {layers}) narrowed to stages of "
             f"{width}, {2 * width}, {4 * width}, {8 * width} channels: model.inplanes = "
@@ -258,7 +167,7 @@ def build_backbone(config: BackboneConfig) -> tuple[nn.Module, int]:
         ``(B, feature_dim)`` pooled features.
     """
     if config.name.startswith(TIMM_PREFIX):
-        timm = _import_timm(config.name)
+        timm = import_timm(config.name)
         model = timm.create_model(config.name[len(TIMM_PREFIX) :], pretrained=False, num_classes=0)
         # Some timm heads have a hidden layer after pooling (head_hidden_size).
         return model, int(getattr(model, "head_hidden_size", None) or model.num_features)

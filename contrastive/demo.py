@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from contrastive.backbones import BackboneConfig, build_backbone
+from contrastive.backbone_config import BackboneConfig
+from contrastive.backbones import build_backbone
 from contrastive.cache_root import cache_dir
 from contrastive.data.demo import ensure_demo_digits
 from contrastive.data.folder import list_images

@@ -20,7 +20,8 @@ import yaml
 from PIL import Image
 from torch import Tensor, nn
 
-from contrastive.backbones import BackboneConfig, build_backbone
+from contrastive.backbone_config import BackboneConfig
+from contrastive.backbones import build_backbone
 from contrastive.data.folder import DECODE_ERRORS, load_rgb, to_rgb
 from contrastive.errors import ContrastiveError
 from contrastive.files import load_torch_safely, same_path

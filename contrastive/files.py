@@ -19,9 +19,12 @@ import warnings
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contrastive.errors import ContrastiveError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -262,3 +265,18 @@ def disk_size(size: int) -> str:
 def gigabytes(size: int) -> str:
     """A byte count as ``1.23 GB`` (decimal, as disk sizes are sold and ``df -H`` shows)."""
     return f"{size / 1e9:.2f} GB"
+
+
+def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Saves a figure atomically; the format follows the file extension.
+
+    Raises:
+        ContrastiveError: If the extension is not a format matplotlib writes.
+    """
+    target = Path(path)
+    file_format = target.suffix.lstrip(".").lower()
+    if file_format not in figure.canvas.get_supported_filetypes():
+        raise ContrastiveError(f"cannot save a figure as {target.name}: use .png, .pdf or .svg")
+    with atomic_path(target) as temporary:
+        figure.savefig(temporary, format=file_format, dpi=dpi, bbox_inches="tight")
+    return target

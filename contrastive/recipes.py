@@ -13,7 +13,12 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from contrastive.backbones import BACKBONES, TIMM_PREFIX, BackboneConfig, is_torchvision_resnet
+from contrastive.backbone_config import (
+    TIMM_PREFIX,
+    BackboneConfig,
+    is_builtin_backbone,
+    is_torchvision_resnet,
+)
 from contrastive.losses import LossConfig
 from contrastive.methods.config import MethodConfig
 from contrastive.training.config import (
@@ -179,7 +184,7 @@ def without_recipe_stem(values: Mapping[str, Any]) -> dict[str, Any]:
     """
     name = values.get("backbone.name")
     # An unknown name is left for BackboneConfig, whose error then names the flag.
-    known = isinstance(name, str) and (name in BACKBONES or name.startswith(TIMM_PREFIX))
+    known = isinstance(name, str) and (name.startswith(TIMM_PREFIX) or is_builtin_backbone(name))
     if not known or is_torchvision_resnet(name):
         return dict(values)
     return {"backbone.small_image_stem": False, "backbone.stem_stride": 1, **values}

@@ -22,7 +22,8 @@ import torch
 import yaml
 from PIL import Image
 
-from contrastive.backbones import BackboneConfig, build_backbone
+from contrastive.backbone_config import BackboneConfig
+from contrastive.backbones import build_backbone
 from contrastive.data.cifar10 import default_archive_dir, ensure_cifar10, subset
 from contrastive.views.config import ViewConfig
 

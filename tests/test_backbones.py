@@ -11,13 +11,8 @@ import torch
 import torchvision
 from torch import nn
 
-from contrastive.backbones import (
-    BACKBONES,
-    BackboneConfig,
-    build_backbone,
-    remove_classifier,
-    small_image_stem,
-)
+from contrastive.backbone_config import BackboneConfig
+from contrastive.backbones import BACKBONES, build_backbone, remove_classifier, small_image_stem
 from contrastive.errors import ContrastiveError
 from contrastive.losses import LossConfig
 from contrastive.methods import MethodConfig, build_method

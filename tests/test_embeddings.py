@@ -12,7 +12,8 @@ import yaml
 from PIL import Image
 from torch import nn
 
-from contrastive.backbones import BackboneConfig, build_backbone
+from contrastive.backbone_config import BackboneConfig
+from contrastive.backbones import build_backbone
 from contrastive.data.folder import load_rgb
 from contrastive.embeddings import (
     Embeddings,

@@ -10,7 +10,8 @@ import yaml
 from lightly.models.modules import SimCLRProjectionHead
 from torch import nn
 
-from contrastive.backbones import BackboneConfig, build_backbone
+from contrastive.backbone_config import BackboneConfig
+from contrastive.backbones import build_backbone
 from contrastive.encoder import (
     evaluation_mode,
     feature_extractor,

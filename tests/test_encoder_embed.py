@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from contrastive.backbones import BackboneConfig, build_backbone
+from contrastive.backbone_config import BackboneConfig
+from contrastive.backbones import build_backbone
 from contrastive.embeddings import embed_folder
 from contrastive.encoder import Encoder, feature_extractor
 from contrastive.errors import ContrastiveError

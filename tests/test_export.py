@@ -16,7 +16,8 @@ import yaml
 from PIL import Image
 from torch import nn
 
-from contrastive.backbones import BackboneConfig, build_backbone
+from contrastive.backbone_config import BackboneConfig
+from contrastive.backbones import build_backbone
 from contrastive.cli import main
 from contrastive.encoder import Encoder, load_encoder
 from contrastive.errors import ContrastiveError

@@ -10,7 +10,8 @@ import torch
 import torchvision
 from torch import nn
 
-from contrastive.backbones import BackboneConfig, build_backbone, remove_classifier
+from contrastive.backbone_config import BackboneConfig
+from contrastive.backbones import build_backbone, remove_classifier
 from contrastive.encoder import (
     init_backbone_weights,
     load_encoder,

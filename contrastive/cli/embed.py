@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from contrastive.backbones import BackboneConfig
+from contrastive.backbone_config import BackboneConfig
 from contrastive.cli.arguments import (
     add_labels_argument,
     output_file,

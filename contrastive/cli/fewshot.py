@@ -11,7 +11,7 @@ import contextlib
 from dataclasses import replace
 from pathlib import Path
 
-from contrastive.backbones import BackboneConfig
+from contrastive.backbone_config import BackboneConfig
 from contrastive.cli.arguments import checked_float, positive_int
 from contrastive.cli.embed import evaluation_encoder_from_args, show_progress
 from contrastive.data.near_copies import DEFAULT_THRESHOLD
@@ -179,7 +179,7 @@ def run_fewshot(args: argparse.Namespace, settings: EmbedSettings) -> int:
     write_report(report, out / "fewshot.json")
     markdown = _markdown(comparison.results, comparison.leak_check, comparison.classes)
     write_text_atomic(out / "fewshot.md", markdown)
-    from contrastive.explore.images import save_figure  # matplotlib only when writing
+    from contrastive.files import save_figure
 
     save_figure(plot_fewshot(comparison.results), out / "fewshot.png")
     without_copies = out / "fewshot_without_copies.png"

@@ -68,7 +68,7 @@ def run_health(args: argparse.Namespace) -> int:
         read_run_health,
         verdict,
     )
-    from contrastive.explore.images import save_figure
+    from contrastive.files import save_figure
 
     folder = given_run(args)
     run = read_run_health(folder)
@@ -93,7 +93,7 @@ def run_compare(args: argparse.Namespace) -> int:
         ranking_record,
         read_run_health,
     )
-    from contrastive.training.health import MEASURES
+    from contrastive.training.health_rules import MEASURES
 
     missing = [str(path) for path in args.runs if not path.exists()]
     if missing:
@@ -191,7 +191,7 @@ def run_compare(args: argparse.Namespace) -> int:
 def _is_run(path: Path) -> bool:
     """Whether ``path`` is a run directory: any of its files marks one (an interrupted run
     may lack the others)."""
-    from contrastive.data.folder import RUN_MARKER
+    from contrastive.data.image_files import RUN_MARKER
 
     return path.is_dir() and any(
         (path / name).exists() for name in ("metrics.csv", "config.yaml", RUN_MARKER)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from contrastive.backbones import BackboneConfig
+from contrastive.backbone_config import BackboneConfig
 from contrastive.cli.commands import COMMANDS
 from contrastive.cli.config_flags import (
     Flag,
@@ -20,7 +20,7 @@ from contrastive.cli.config_flags import (
     flag_values,
 )
 from contrastive.losses import DISTANCES, LOSSES
-from contrastive.methods import METHODS
+from contrastive.methods.config import METHOD_NAMES
 from contrastive.recipes import RECIPES, choose_recipe, settings_for_recipe
 from contrastive.training.config import (
     OPTIMIZERS,
@@ -57,7 +57,7 @@ FLAGS = {
     # Any torchvision classification model or timm:NAME: too many for choices; BackboneConfig
     # checks the name and says where to find the names.
     "backbone.name": Flag("--backbone", metavar="NAME"),
-    "method.name": Flag("--method", choices=sorted(METHODS)),
+    "method.name": Flag("--method", choices=sorted(METHOD_NAMES)),
     "loss.name": Flag("--loss", choices=LOSSES),
     "loss.distance": Flag(choices=DISTANCES),
     "optim.base_learning_rate": Flag("--lr"),
@@ -209,7 +209,7 @@ def _with_stem_of_weights(values: dict[str, Any], config: TrainConfig) -> dict[s
     budget recipe's 3x3 stem failed on the shape of ``conv1``. Weights of one of our runs
     bring their whole recorded backbone when planned (:mod:`contrastive.planning.plan_run`).
     """
-    from contrastive.backbones import is_torchvision_resnet
+    from contrastive.backbone_config import is_torchvision_resnet
     from contrastive.encoder import small_stem_of_weights
 
     weights = values.get("init_weights")
@@ -435,7 +435,8 @@ def _note_config_source(
 
 def _weights_kind(backbone: BackboneConfig) -> str:
     """What ``backbone.pt`` holds, in the terms of the library that can load it."""
-    from contrastive.backbones import TIMM_PREFIX, builds_in_torchvision
+    from contrastive.backbone_config import TIMM_PREFIX
+    from contrastive.backbones import builds_in_torchvision
 
     if backbone.name.startswith(TIMM_PREFIX):
         return "plain timm state_dict"

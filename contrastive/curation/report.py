@@ -33,8 +33,8 @@ import numpy as np
 from contrastive.curation.duplicates import DuplicateGroup
 from contrastive.curation.pipeline import Curation
 from contrastive.errors import ContrastiveError
-from contrastive.explore.images import grid_figure, load_thumbnail, save_figure, show_image
-from contrastive.files import write_text_atomic
+from contrastive.explore.images import grid_figure, load_thumbnail, show_image
+from contrastive.files import save_figure, write_text_atomic
 
 #: The lists a report may hold, each as ``<name>.csv`` and ``<name>.png``.
 REPORT_LISTS = (

@@ -45,11 +45,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
 
-from contrastive.data.image_files import IMAGE_EXTENSIONS
+from contrastive.data.image_files import IMAGE_EXTENSIONS, RUN_MARKER
 from contrastive.errors import ContrastiveError
 
-#: File every training run writes in its run folder; scans pass over folders holding it.
-RUN_MARKER = ".contrastive-run"
 #: What :func:`load_rgb` raises on a file it cannot decode, as far as PIL documents it (its
 #: plugins raise more on malformed data; callers that must never stop catch ``Exception``).
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)

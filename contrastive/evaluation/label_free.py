@@ -19,7 +19,6 @@ They need no labels, so they can watch a run on an unlabeled folder:
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -103,23 +102,6 @@ def uniformity(embeddings: Tensor, t: float = 2.0) -> float:
     squared = torch.pdist(_normalize(embeddings)).pow(2)
     # log-mean-exp, computed stably.
     return float(torch.logsumexp(-t * squared, dim=0) - math.log(squared.numel()))
-
-
-@functools.lru_cache(maxsize=16)
-def uniform_sphere_uniformity(dim: int, t: float = 2.0) -> float:
-    """:func:`uniformity` of points spread evenly over the unit sphere in ``dim`` dimensions:
-    the lowest value a large sample can reach (-1.58 in 2-D, -3.51 in 16-D, -3.94 in 128-D).
-
-    The angle between two uniform points has density proportional to ``sin^(dim-2)``, and
-    their squared distance is ``2 - 2 cos``; the mean of the kernel is integrated on a grid.
-    """
-    if dim < 2:
-        raise ValueError(f"the sphere needs at least 2 dimensions, got {dim}")
-    angles = torch.linspace(0.0, math.pi, 20001, dtype=torch.float64)
-    density = torch.sin(angles).pow(dim - 2)
-    kernel = torch.exp(-t * (2.0 - 2.0 * torch.cos(angles)))
-    mean = torch.trapezoid(kernel * density, angles) / torch.trapezoid(density, angles)
-    return float(torch.log(mean))
 
 
 def normalized_std(embeddings: Tensor) -> float:

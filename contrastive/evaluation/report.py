@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
-import torch
 
 from contrastive.files import write_text_atomic
 
@@ -98,7 +98,9 @@ def to_jsonable(value: Any) -> Any:
         return {str(key): to_jsonable(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_jsonable(item) for item in value]
-    if isinstance(value, (torch.Tensor, np.ndarray)):
+    # A tensor exists only where torch was imported: `contrastive health` never imports it.
+    torch = sys.modules.get("torch")
+    if isinstance(value, np.ndarray) or (torch is not None and isinstance(value, torch.Tensor)):
         return to_jsonable(value.tolist())
     if isinstance(value, np.generic):
         return to_jsonable(value.item())

@@ -18,11 +18,11 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from contrastive.errors import ContrastiveError
-from contrastive.training.collapse import METRIC_NAME as COLLAPSE_STD
-from contrastive.training.collapse import collapse_threshold
-from contrastive.training.health import (
+from contrastive.training.health_rules import (
+    COLLAPSE_STD_METRIC,
     MEASURES,
     Finding,
+    collapse_threshold,
     diagnose,
     memorised,
     spread_is_calibrated,
@@ -54,7 +54,7 @@ class RunHealth:
         finished: Whether the run exported its backbone.
         method: The run's method (``simclr``, ``moco``...; empty if unknown).
         spread_calibrated: Whether the weak-spread rule holds for its method
-            (:func:`~contrastive.training.health.spread_is_calibrated`).
+            (:func:`~contrastive.training.health_rules.spread_is_calibrated`).
     """
 
     run_dir: Path
@@ -113,8 +113,8 @@ def read_run_health(run_dir: str | os.PathLike) -> RunHealth:
                 step = int(float(row.get("step") or 0)) + 1  # the CSV step is global_step - 1
                 if row.get("loss"):
                     loss.append((step, float(row["loss"])))
-                if row.get(COLLAPSE_STD):
-                    collapse_std.append((step, float(row[COLLAPSE_STD])))
+                if row.get(COLLAPSE_STD_METRIC):
+                    collapse_std.append((step, float(row[COLLAPSE_STD_METRIC])))
                 for name, column in columns.items():
                     if row.get(column):
                         point = history.setdefault(
@@ -175,11 +175,15 @@ def _widths(folder: Path) -> tuple[str, int, int, str]:
     config_file = folder / "config.yaml"
     if not config_file.is_file():
         return "", 0, 0, ""
-    from contrastive.backbones import build_backbone
+    from contrastive.backbone_config import known_feature_width
     from contrastive.training.config import TrainConfig, load_config_file
 
     config = TrainConfig.from_dict(load_config_file(config_file))
-    _backbone, feature_dim = build_backbone(config.backbone)
+    feature_dim = known_feature_width(config.backbone)
+    if feature_dim is None:  # not a ResNet: built to read its width (imports torch)
+        from contrastive.backbones import build_backbone
+
+        _backbone, feature_dim = build_backbone(config.backbone)
     return config.data, feature_dim, config.method.projection_output_dim, config.method.name
 
 
@@ -243,9 +247,9 @@ def _collapsed_at_the_end(run: RunHealth, last: int = 3) -> Finding | None:
     return Finding(
         "collapse",
         step,
-        f"collapse: the projections' spread ({COLLAPSE_STD}) stayed at {value:.2g} up to step "
-        f"{step}, under {threshold:.2g} (healthy ~{1 / math.sqrt(run.projection_dim):.2g}); try "
-        "a lower learning rate, a higher temperature or stronger augmentations",
+        f"collapse: the projections' spread ({COLLAPSE_STD_METRIC}) stayed at {value:.2g} up to "
+        f"step {step}, under {threshold:.2g} (healthy ~{1 / math.sqrt(run.projection_dim):.2g}); "
+        "try a lower learning rate, a higher temperature or stronger augmentations",
     )
 
 

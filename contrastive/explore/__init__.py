@@ -24,7 +24,7 @@ from contrastive.explore.browser import neighbour_browser
 from contrastive.explore.clusters import Clustering, cluster_embeddings, plot_clusters
 from contrastive.explore.comparison import plot_comparison
 from contrastive.explore.grids import plot_images, plot_neighbours, plot_pairs
-from contrastive.explore.images import load_thumbnail, save_figure
+from contrastive.explore.images import load_thumbnail
 from contrastive.explore.knn import KnnReport, knn_report, plot_confusion
 from contrastive.explore.maps import plot_projection
 from contrastive.explore.projection import PROJECTIONS, project_2d
@@ -35,6 +35,7 @@ from contrastive.explore.similarity import (
     outliers,
     top_k_similar,
 )
+from contrastive.files import save_figure
 
 __all__ = [
     "PROJECTIONS",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,7 +20,6 @@ from PIL import Image, ImageOps
 from contrastive.data.folder import load_rgb
 from contrastive.embeddings import Embeddings
 from contrastive.errors import ContrastiveError
-from contrastive.files import atomic_path
 
 #: Colour of unlabeled points.
 UNLABELED_COLOUR = (0.6, 0.6, 0.6, 1.0)
@@ -158,18 +156,3 @@ def show_image(
             color=colour or "black",
             fontweight="bold" if bold else "normal",
         )
-
-
-def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
-    """Saves a figure atomically; the format follows the file extension.
-
-    Raises:
-        ContrastiveError: If the extension is not a format matplotlib writes.
-    """
-    target = Path(path)
-    file_format = target.suffix.lstrip(".").lower()
-    if file_format not in figure.canvas.get_supported_filetypes():
-        raise ContrastiveError(f"cannot save a figure as {target.name}: use .png, .pdf or .svg")
-    with atomic_path(target) as temporary:
-        figure.savefig(temporary, format=file_format, dpi=dpi, bbox_inches="tight")
-    return target

@@ -26,8 +26,7 @@ from lightly.utils import dist
 from torch import Tensor, nn
 
 from contrastive.errors import ContrastiveError
-
-DISTANCES = ("cosine", "euclidean", "squared_euclidean")
+from contrastive.losses.config import DISTANCES
 
 # Keeps sqrt differentiable at zero distance (a view compared with itself).
 _EPS = 1e-12

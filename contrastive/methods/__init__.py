@@ -1,54 +1,24 @@
-"""Methods: short compositions of backbone, Lightly heads and a loss, registered by name."""
+"""Methods: short compositions of backbone, Lightly heads and a loss, registered by name.
+
+The names load on first use: the method classes import torch and Lightly, and the command
+line and ``contrastive health`` read only :mod:`.config` (the names, the settings).
+"""
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
-from contrastive.errors import ContrastiveError
-from contrastive.losses import LossConfig, build_loss
-from contrastive.methods.config import DEFAULT_QUEUE_SIZE, MethodConfig, default_queue_size
-from contrastive.methods.moco import MoCo
-from contrastive.methods.simclr import SimCLR
+from contrastive.lazy_names import lazy_names
 
-#: Adding a method: a short module with a class like :class:`SimCLR`, plus a line here.
-METHODS: dict[str, type[nn.Module]] = {
-    "simclr": SimCLR,
-    "moco": MoCo,
+_HOMES = {
+    "DEFAULT_QUEUE_SIZE": "contrastive.methods.config",
+    "METHODS": "contrastive.methods.registry",
+    "MethodConfig": "contrastive.methods.config",
+    "MoCo": "contrastive.methods.moco",
+    "SimCLR": "contrastive.methods.simclr",
+    "build_method": "contrastive.methods.registry",
+    "default_queue_size": "contrastive.methods.config",
 }
-
-
-def build_method(
-    config: MethodConfig,
-    loss: LossConfig,
-    backbone: nn.Module,
-    feature_dim: int,
-    gather_distributed: bool = False,
-) -> nn.Module:
-    """Builds a method around ``backbone`` with its loss.
-
-    Raises:
-        ContrastiveError: If the method name is unknown.
-    """
-    if config.name not in METHODS:
-        raise ContrastiveError(
-            f"unknown method {config.name!r}; choose one of {', '.join(METHODS)}"
-        )
-    method_class = METHODS[config.name]
-    # Unplanned (no data set at hand, as in tests and exports): MoCo v2's own queue.
-    queue_size = DEFAULT_QUEUE_SIZE if config.queue_size is None else config.queue_size
-    memory_bank_size = (
-        (queue_size, config.projection_output_dim) if method_class.uses_memory_bank else 0
-    )
-    criterion = build_loss(
-        loss,
-        method_class.default_temperature,
-        memory_bank_size,
-        gather_distributed=gather_distributed,
-    )
-    hidden = config.projection_hidden_dim or feature_dim
-    resolved = MethodConfig(**{**config.__dict__, "projection_hidden_dim": hidden})
-    return method_class(backbone, feature_dim, resolved, criterion)
-
 
 __all__ = [
     "DEFAULT_QUEUE_SIZE",
@@ -59,3 +29,11 @@ __all__ = [
     "build_method",
     "default_queue_size",
 ]
+
+if TYPE_CHECKING:
+    from contrastive.methods.config import DEFAULT_QUEUE_SIZE, MethodConfig, default_queue_size
+    from contrastive.methods.moco import MoCo
+    from contrastive.methods.registry import METHODS, build_method
+    from contrastive.methods.simclr import SimCLR
+
+__getattr__, __dir__ = lazy_names(__name__, _HOMES)

@@ -6,6 +6,13 @@ from dataclasses import dataclass
 
 from contrastive.errors import ContrastiveError
 
+#: The methods' names, each a class in :data:`contrastive.methods.METHODS`, and those whose
+#: negatives come from a memory bank (MoCo's queue) rather than the other images of the
+#: batch. Kept here, apart from the classes, so that ``--help`` and ``contrastive health``
+#: read them without importing torch; a test holds them to the classes.
+METHOD_NAMES = ("simclr", "moco")
+MEMORY_BANK_METHODS = frozenset({"moco"})
+
 
 @dataclass(frozen=True)
 class MethodConfig:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import fields, replace
 
-from contrastive.backbones import BackboneConfig
+from contrastive.backbone_config import BackboneConfig
 from contrastive.data.cache import is_cached
 from contrastive.data.folder import ImageFolder
 from contrastive.encoder import recorded_backbone_config

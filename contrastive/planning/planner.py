@@ -58,7 +58,8 @@ from typing import Any
 
 import torch
 
-from contrastive.backbones import BackboneConfig, build_backbone, is_torchvision_resnet
+from contrastive.backbone_config import BackboneConfig, is_torchvision_resnet
+from contrastive.backbones import build_backbone
 from contrastive.errors import ContrastiveError
 from contrastive.hardware import Hardware
 from contrastive.planning.folder_stats import FolderStats

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from contrastive.lazy_names import lazy_names
 
 # ``train`` loads PyTorch Lightning: on first use only, so that the command line's parser and
 # the commands that never train (embed, eval, curate, --help) read TrainConfig without it
@@ -21,8 +22,4 @@ if TYPE_CHECKING:
     from contrastive.training.config import OptimConfig, TrainConfig
     from contrastive.training.train import TrainResult, train
 
-
-def __getattr__(name: str) -> Any:
-    if name in _HOMES:
-        return getattr(importlib.import_module(_HOMES[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_names(__name__, _HOMES)

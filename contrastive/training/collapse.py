@@ -15,19 +15,15 @@ import pytorch_lightning as pl
 from lightly.utils.debug import std_of_l2_normalized
 from torch import Tensor, nn
 
-METRIC_NAME = "monitor/collapse_std"
-#: Warn below this fraction of the healthy ``1/sqrt(d)``.
-DEFAULT_THRESHOLD_FRACTION = 0.1
+from contrastive.training.health_rules import (
+    COLLAPSE_STD_FRACTION,
+    COLLAPSE_STD_METRIC,
+    collapse_threshold,
+)
 
 
 class RepresentationCollapseWarning(UserWarning):
     """The embeddings of different images have become (nearly) identical."""
-
-
-def collapse_threshold(dim: int, fraction: float = DEFAULT_THRESHOLD_FRACTION) -> float:
-    """The spread of L2-normalised ``dim``-wide embeddings under which a run is collapsed:
-    ``fraction`` of the ``1/sqrt(dim)`` that random embeddings have."""
-    return fraction / math.sqrt(dim)
 
 
 class CollapseMonitor(pl.Callback):
@@ -43,7 +39,7 @@ class CollapseMonitor(pl.Callback):
     """
 
     def __init__(
-        self, check_every_n_steps: int = 50, threshold_fraction: float = DEFAULT_THRESHOLD_FRACTION
+        self, check_every_n_steps: int = 50, threshold_fraction: float = COLLAPSE_STD_FRACTION
     ) -> None:
         self.check_every_n_steps = max(1, check_every_n_steps)
         self.threshold_fraction = threshold_fraction
@@ -84,7 +80,7 @@ class CollapseMonitor(pl.Callback):
         if embeddings is None or embeddings.ndim != 2 or embeddings.shape[0] < 2:
             return
         std = std_of_l2_normalized(embeddings.float())
-        pl_module.log(METRIC_NAME, std, on_step=True, on_epoch=False)
+        pl_module.log(COLLAPSE_STD_METRIC, std, on_step=True, on_epoch=False)
         step = trainer.global_step
         if self.warned or step % self.check_every_n_steps != 0:
             return

@@ -14,10 +14,11 @@ from typing import Any
 
 import yaml
 
-from contrastive.backbones import BackboneConfig
+from contrastive.backbone_config import BackboneConfig
 from contrastive.errors import ContrastiveError
 from contrastive.losses import LossConfig
 from contrastive.methods.config import MethodConfig
+from contrastive.training.health_rules import MEASURES
 from contrastive.views.config import ViewConfig
 
 OPTIMIZERS = ("sgd", "lars")
@@ -273,8 +274,6 @@ class TrainConfig:
         if self.health_sample_size == 1:
             raise ContrastiveError("health_sample_size must be 0 (off) or at least 2 images")
         if self.keep_best is not None:
-            from contrastive.training.health import MEASURES  # a heavy import, only if needed
-
             if self.keep_best not in MEASURES:
                 raise ContrastiveError(
                     f"unknown keep_best measure {self.keep_best!r}; choose one of "

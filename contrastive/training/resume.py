@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
-from contrastive.data.folder import RUN_MARKER
+from contrastive.data.image_files import RUN_MARKER
 from contrastive.errors import ContrastiveError
 from contrastive.files import same_path
 from contrastive.training.config import (

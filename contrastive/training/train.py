@@ -45,13 +45,13 @@ from pytorch_lightning.utilities import rank_zero_only
 from contrastive.console import show_messages
 from contrastive.data.cache import CachedImageLoader
 from contrastive.data.folder import (
-    RUN_MARKER,
     ImageFolder,
     check_bad_fraction,
     check_readable,
     read_skip_log,
     sample_paths,
 )
+from contrastive.data.image_files import RUN_MARKER
 from contrastive.errors import ContrastiveError
 from contrastive.files import check_writable_dir, write_text_atomic
 from contrastive.hardware import check_accelerator
@@ -77,12 +77,8 @@ from contrastive.training.data_record import (
     relative_names,
     write_record,
 )
-from contrastive.training.health import (
-    MEMORISED_LAST,
-    MEMORISED_LOSS,
-    health_callbacks,
-    memorised,
-)
+from contrastive.training.health import health_callbacks
+from contrastive.training.health_rules import MEMORISED_LAST, MEMORISED_LOSS, memorised
 from contrastive.training.interrupt import GracefulInterrupt
 from contrastive.training.last_checkpoint import SaveLastCheckpoint
 from contrastive.training.lightning_compat import log_interval, set_step_limit

@@ -4,6 +4,7 @@ command or a light command imports no torch (a fresh interpreter each)."""
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -87,7 +88,13 @@ def _run_cli(*argv: str) -> tuple[subprocess.CompletedProcess[str], bool]:
 
 @pytest.mark.parametrize(
     "argv",
-    [["--help"], ["health", "--help"], ["compare-runs", "--help"], ["cache", "clean", "--help"]],
+    [
+        ["--help"],
+        ["health", "--help"],
+        ["compare-runs", "--help"],
+        ["cache", "clean", "--help"],
+        ["train", "--help"],
+    ],
 )
 def test_help_of_the_command_list_and_of_light_commands_imports_no_torch(argv: list[str]) -> None:
     result, imported = _run_cli(*argv)
@@ -129,3 +136,40 @@ def test_cache_list_imports_no_torch(tmp_path: Path) -> None:
     result, imported = _run_cli("cache", "list", "--cache-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert not imported
+
+
+def _health_run(folder: Path, backbone: str) -> Path:
+    """A finished run's metrics (two measurements) and the config.yaml a run writes."""
+    folder.mkdir(parents=True)
+    header = "step,epoch,loss,monitor/rank,monitor/rank_projection,monitor/alignment,"
+    header += "monitor/uniformity,monitor/sample_std,monitor/stability"
+    # A feature rank of 5: dimensional collapse for 512-d features (under 2% of them), not
+    # for 128-d ones.
+    rows = ["9,0,5.0,,,,,,", "9,0,,5,15,0.5,-3.0,0.08,", "19,0,4.0,,,,,,"]
+    rows.append("19,0,,5.1,16,0.5,-3.1,0.08,0.6")
+    (folder / "metrics.csv").write_text("\n".join([header, *rows]) + "\n")
+    (folder / "config.yaml").write_text(
+        f"data: images\nbackbone:\n  name: {backbone}\n  small_image_stem: true\n"
+    )
+    (folder / "backbone.pt").write_bytes(b"")
+    return folder
+
+
+def test_health_and_compare_runs_of_resnet_runs_import_no_torch(tmp_path: Path) -> None:
+    first = _health_run(tmp_path / "first", "resnet10_quarter")
+    second = _health_run(tmp_path / "second", "resnet18")
+
+    # The widths come from the names (128 and 512), so the verdicts differ.
+    verdicts = {}
+    for run in (first, second):
+        result, imported = _run_cli("health", str(run))
+        assert result.returncode == 0, result.stderr
+        assert not imported
+        assert (run / "health.png").is_file()
+        verdicts[run.name] = json.loads((run / "health.json").read_text())["verdict"]
+    assert verdicts == {"first": "still_learning", "second": "dimensional_collapse"}
+
+    result, imported = _run_cli("compare-runs", str(first), str(second))
+    assert result.returncode == 0, result.stderr
+    assert not imported
+    assert str(first) in result.stdout and str(second) in result.stdout

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from contrastive.backbones import BackboneConfig
+from contrastive.backbone_config import BackboneConfig
 from contrastive.cli.train import _warn_stale_exports, _weights_kind
 
 

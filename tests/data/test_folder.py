@@ -12,7 +12,6 @@ from PIL import Image
 from contrastive.data.folder import (
     BIT_DEPTH_VARIABLE,
     IMAGE_EXTENSIONS,
-    RUN_MARKER,
     ImageDataset,
     ImageFolder,
     class_of,
@@ -21,6 +20,7 @@ from contrastive.data.folder import (
     sample_paths,
     to_rgb,
 )
+from contrastive.data.image_files import RUN_MARKER
 from contrastive.errors import ContrastiveError
 
 

@@ -13,7 +13,7 @@ import yaml
 from lightly.models.modules import SimCLRProjectionHead
 
 import contrastive.cli as cli
-from contrastive.backbones import BackboneConfig
+from contrastive.backbone_config import BackboneConfig
 from contrastive.embeddings import load_embeddings
 from contrastive.errors import ContrastiveError
 

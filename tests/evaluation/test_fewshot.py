@@ -354,7 +354,8 @@ def test_an_encoders_error_names_it_and_its_options(
     run_dir: Path, colour_folders: dict[str, Path], tmp_path: Path, capsys
 ) -> None:
     torch.manual_seed(0)
-    from contrastive.backbones import BackboneConfig, build_backbone
+    from contrastive.backbone_config import BackboneConfig
+    from contrastive.backbones import build_backbone
 
     small, _ = build_backbone(BackboneConfig("resnet18", small_image_stem=True))
     weights = tmp_path / "cifar_resnet.pt"

@@ -17,7 +17,7 @@ from contrastive.evaluation.run_health import (
     read_run_health,
     verdict,
 )
-from contrastive.training.health import MEASURES
+from contrastive.training.health_rules import MEASURES
 
 
 def write_run(

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from contrastive.backbones import BackboneConfig, build_backbone
+from contrastive.backbone_config import BackboneConfig
+from contrastive.backbones import build_backbone
 from contrastive.losses import LossConfig
 from contrastive.methods import MethodConfig, build_method
 

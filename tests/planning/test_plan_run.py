@@ -254,7 +254,7 @@ def test_a_planned_run_records_its_plan_in_config_yaml(
 def test_init_weights_keep_the_architecture_they_fit(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from contrastive.backbones import BackboneConfig
+    from contrastive.backbone_config import BackboneConfig
     from contrastive.encoder import recorded_backbone_config
     from contrastive.planning.plan_run import plan_run
     from contrastive.recipes import cpu_budget_recipe

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 import contrastive
-from contrastive.backbones import BackboneConfig
+from contrastive.backbone_config import BackboneConfig
 from contrastive.errors import ContrastiveError
 from contrastive.planning.planned_training import given_settings, planned_config
 from contrastive.training.config import TrainConfig

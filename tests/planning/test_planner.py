@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from contrastive.backbones import BackboneConfig
+from contrastive.backbone_config import BackboneConfig
 from contrastive.errors import ContrastiveError
 from contrastive.hardware import GpuInfo, Hardware
 from contrastive.planning import FolderStats, plan_recipe

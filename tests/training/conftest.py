@@ -31,7 +31,7 @@ import pytest
 import torch
 from PIL import Image
 
-from contrastive.backbones import BackboneConfig
+from contrastive.backbone_config import BackboneConfig
 from contrastive.training.config import TrainConfig
 from contrastive.views.config import ViewConfig
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from contrastive.backbones import BackboneConfig
+from contrastive.backbone_config import BackboneConfig
 from contrastive.errors import ContrastiveError
 from contrastive.losses import LossConfig
 from contrastive.methods.config import MethodConfig

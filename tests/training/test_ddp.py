@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from contrastive.backbones import BackboneConfig
+from contrastive.backbone_config import BackboneConfig
 from contrastive.errors import ContrastiveError
 from contrastive.losses import LossConfig, build_loss
 from contrastive.methods.config import MethodConfig

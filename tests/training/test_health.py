@@ -21,7 +21,8 @@ from torch import Tensor, nn
 
 from contrastive.errors import ContrastiveError
 from contrastive.training.config import TrainConfig
-from contrastive.training.health import MEASURES, RunHealthWarning, diagnose
+from contrastive.training.health import RunHealthWarning
+from contrastive.training.health_rules import MEASURES, diagnose
 from contrastive.training.train import train
 
 
@@ -86,7 +87,7 @@ def test_healthy_short_run_is_silent_and_logs_every_measure(
 ) -> None:
     config = tiny_config.with_overrides(epochs=2, health_every_n_steps=4)
     # 8 steps on noise images are barely spread (said by its own test); no other alarm.
-    monkeypatch.setattr("contrastive.training.health.WEAK_SPREAD_FRACTION", 0.0)
+    monkeypatch.setattr("contrastive.training.health_rules.WEAK_SPREAD_FRACTION", 0.0)
 
     with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
         warnings.simplefilter("always")

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from contrastive.backbones import BackboneConfig, build_backbone
+from contrastive.backbone_config import BackboneConfig
+from contrastive.backbones import build_backbone
 from contrastive.embeddings import embed_folder
 from contrastive.encoder import EncoderFeatures
 from contrastive.evaluation.knn import knn_classify

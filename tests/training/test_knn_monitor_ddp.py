@@ -16,7 +16,8 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 
-from contrastive.backbones import BackboneConfig, build_backbone
+from contrastive.backbone_config import BackboneConfig
+from contrastive.backbones import build_backbone
 from contrastive.training.knn_monitor import METRIC_NAME, KNNMonitor
 from contrastive.views.config import ViewConfig
 

@@ -15,8 +15,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from contrastive.training.collapse import METRIC_NAME, RepresentationCollapseWarning
+from contrastive.training.collapse import RepresentationCollapseWarning
 from contrastive.training.config import TrainConfig
+from contrastive.training.health_rules import COLLAPSE_STD_METRIC
 from contrastive.training.train import train
 
 
@@ -33,7 +34,11 @@ class ConstantBackbone(nn.Module):
 
 def logged_collapse_std(run_dir: Path) -> list[float]:
     with open(run_dir / "metrics.csv", newline="") as file:
-        return [float(row[METRIC_NAME]) for row in csv.DictReader(file) if row[METRIC_NAME]]
+        return [
+            float(row[COLLAPSE_STD_METRIC])
+            for row in csv.DictReader(file)
+            if row[COLLAPSE_STD_METRIC]
+        ]
 
 
 def test_absurd_learning_rate_stops_with_one_line(training, tmp_path: Path) -> None:

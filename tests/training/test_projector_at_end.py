@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from contrastive.backbones import BackboneConfig, build_backbone
+from contrastive.backbone_config import BackboneConfig
+from contrastive.backbones import build_backbone
 from contrastive.data.folder import ImageFolder
 from contrastive.embeddings import extract_features, image_loader
 from contrastive.encoder import EncoderFeatures

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from contrastive.data.folder import RUN_MARKER
+from contrastive.data.image_files import RUN_MARKER
 from contrastive.errors import ContrastiveError
 from contrastive.hardware import check_accelerator
 from contrastive.training.config import TrainConfig, load_config_file

@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.accelerators import CPUAccelerator, CUDAAccelerator
 
-from contrastive.backbones import BackboneConfig
+from contrastive.backbone_config import BackboneConfig
 from contrastive.training.config import TrainConfig
 from contrastive.training.module import ContrastiveModule
 from contrastive.training.tensor_float32 import TensorFloat32, float32_matmul_precision
