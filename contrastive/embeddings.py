@@ -38,7 +38,7 @@ from contrastive.encoder import (
 )
 from contrastive.errors import ContrastiveError
 from contrastive.files import atomic_path
-from contrastive.hardware import usable_cores
+from contrastive.hardware import MAX_AUTO_WORKERS, usable_cores
 from contrastive.neighbours import check_rows
 from contrastive.views.config import ViewConfig
 from contrastive.views.per_image import eval_transform, evaluation_resize
@@ -345,10 +345,6 @@ class RawPixels(nn.Module):
         if images.shape[-1] > self.side or images.shape[-2] > self.side:
             images = F.adaptive_avg_pool2d(images, self.side)
         return images.flatten(start_dim=1)
-
-
-#: The most DataLoader workers chosen automatically: more rarely repay their start-up and memory.
-MAX_AUTO_WORKERS = 8
 
 
 def loader_workers(requested: int | None, batches: int) -> int:

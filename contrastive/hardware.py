@@ -2,15 +2,15 @@
 
 A process that initialised CUDA cannot fork workers that use it (Lightning forks for
 multi-GPU runs in notebooks), so GPUs are described through NVML, the driver's management
-library, as :func:`contrastive.training.budget.resolve_precision` does.
+library, as :func:`contrastive.training.budget.resolve_precision` does. torch is imported
+by the functions that ask it, so that a command line reading the core count does not wait
+for it.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-
-import torch
 
 from contrastive.errors import ContrastiveError
 
@@ -71,6 +71,10 @@ class Hardware:
         )
 
 
+#: The most DataLoader workers chosen automatically: more rarely repay their start-up and memory.
+MAX_AUTO_WORKERS = 8
+
+
 def usable_cores() -> int:
     """CPU cores this process may run on (its affinity mask, e.g. a SLURM or container share)."""
     if hasattr(os, "sched_getaffinity"):
@@ -89,6 +93,8 @@ def busy_cpu_warning(hardware: Hardware, threads: int | None = None) -> str | No
     """
     if hardware.on_gpu or not hasattr(os, "getloadavg"):
         return None
+    import torch
+
     threads = torch.get_num_threads() if threads is None else threads
     try:
         load = os.getloadavg()[0]
@@ -110,6 +116,8 @@ def check_accelerator(accelerator: str) -> None:
         ContrastiveError: If ``accelerator`` is ``gpu``/``cuda`` and no CUDA GPU is visible
             (``gpu`` also takes Apple's MPS), or ``mps`` and MPS is not available.
     """
+    import torch
+
     mps = torch.backends.mps.is_available()
     missing = (
         (accelerator == "cuda" and not torch.cuda.is_available())
@@ -125,6 +133,8 @@ def check_accelerator(accelerator: str) -> None:
 
 def detect_hardware(accelerator: str = "auto", devices: int = 1) -> Hardware:
     """Describes this machine for ``accelerator`` (``auto``, ``cpu``, ``gpu``/``cuda``)."""
+    import torch
+
     gpus = tuple(nvml_gpus())
     use_gpu = accelerator in ("gpu", "cuda") or (
         accelerator == "auto" and (bool(gpus) or torch.cuda.is_available())

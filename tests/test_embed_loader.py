@@ -15,7 +15,6 @@ import contrastive.embeddings as embeddings_module
 from contrastive.cli.embed import add_compute_arguments
 from contrastive.data.folder import ImageFolder
 from contrastive.embeddings import (
-    MAX_AUTO_WORKERS,
     embed_folder,
     extract_features,
     image_loader,
@@ -23,6 +22,7 @@ from contrastive.embeddings import (
 )
 from contrastive.encoder import EncoderFeatures
 from contrastive.errors import ContrastiveError
+from contrastive.hardware import MAX_AUTO_WORKERS
 from contrastive.views.config import ViewConfig
 
 VIEWS = ViewConfig(input_size=16)

@@ -8,8 +8,7 @@ import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from contrastive.backbone_config import BackboneConfig
 from contrastive.cli.arguments import (
@@ -20,18 +19,16 @@ from contrastive.cli.arguments import (
 )
 from contrastive.cli.commands import COMMANDS
 from contrastive.data.label_table import unmatched_rows
-from contrastive.embeddings import (
-    MAX_AUTO_WORKERS,
-    Embeddings,
-    embed_folder,
-    load_embeddings,
-    save_embeddings,
-    with_label_table,
-)
-from contrastive.encoder import Encoder, feature_extractor, load_encoder
 from contrastive.errors import ContrastiveError
 from contrastive.files import refuse_output_inside
+from contrastive.hardware import MAX_AUTO_WORKERS
 from contrastive.views.config import IMAGENET_MEAN, IMAGENET_STD, ViewConfig
+
+# The functions that embed import torch (through the encoder and embeddings modules) when
+# called, so that `--help` of embed, eval, export and curate answers at once.
+if TYPE_CHECKING:
+    from contrastive.embeddings import Embeddings
+    from contrastive.encoder import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +145,8 @@ def add_compute_arguments(parser: argparse.ArgumentParser) -> None:
 
 def encoder_from_args(args: argparse.Namespace) -> Encoder | None:
     """Loads the encoder named by ``--run``/``--checkpoint`` (None when neither is given)."""
+    from contrastive.encoder import load_encoder
+
     source = args.run or args.checkpoint
     if source is None:
         return None
@@ -168,6 +167,9 @@ def evaluation_encoder_from_args(args: argparse.Namespace) -> Encoder | None:
     """:func:`encoder_from_args`, or for ``--baselines`` of a ``--train`` .npz embedded from
     weights that record no architecture, those weights read with ``--backbone`` and
     ``--input-size`` (the baselines need the model's architecture and views)."""
+    from contrastive.embeddings import load_embeddings
+    from contrastive.encoder import load_encoder
+
     encoder = encoder_from_args(args)
     if encoder is not None or not args.baselines:
         return encoder
@@ -214,6 +216,8 @@ def show_progress(args: argparse.Namespace) -> bool:
 
 def resolve_device(name: str) -> str:
     """``auto`` picks CUDA when available."""
+    import torch
+
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -231,6 +235,8 @@ def resolve_device(name: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Embeds ``--data`` and writes ``--out``."""
+    from contrastive.embeddings import save_embeddings
+
     if args.out.suffix != ".npz":
         raise ContrastiveError(f"--out must end in .npz, got {args.out}")
     # The export's thumbnail sprite would be scanned as an image of the folder next time.
@@ -266,6 +272,8 @@ def labelled_with_args(args: argparse.Namespace, embedded: Embeddings, where: st
         ContrastiveError: If no row names an image of ``where``, one fits two images, or two
             give one image different labels.
     """
+    from contrastive.embeddings import with_label_table
+
     if args.labels is None:
         return embedded
     relabelled, match = with_label_table(embedded, args.labels, where)
@@ -287,6 +295,9 @@ def embed_with_args(
     """Embeds ``folder`` (default ``args.data``) with ``encoder`` as the embedding flags say
     (``--projection-head``, ``--batch-size``, ``--num-workers``, ``--device``,
     ``--no-progress``, ``--full-decode``)."""
+    from contrastive.embeddings import embed_folder
+    from contrastive.encoder import feature_extractor
+
     feature = "projector" if args.projection_head else "backbone"
     return embed_folder(
         args.data if folder is None else folder,

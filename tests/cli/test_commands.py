@@ -94,6 +94,7 @@ def _run_cli(*argv: str) -> tuple[subprocess.CompletedProcess[str], bool]:
         ["compare-runs", "--help"],
         ["cache", "clean", "--help"],
         ["train", "--help"],
+        ["embed", "--help"],
     ],
 )
 def test_help_of_the_command_list_and_of_light_commands_imports_no_torch(argv: list[str]) -> None:
