@@ -143,8 +143,8 @@ def is_torchvision_resnet(name: str) -> bool:
 
 def known_feature_width(config: BackboneConfig) -> int | None:
     """The width of ``config``'s pooled features where it is known without building the
-    network (the ResNets, whatever their stem), else None (:func:`~contrastive.backbones.\
-build_backbone` reports it)."""
+    network (the ResNets, whatever their stem), else None: then
+    :func:`~contrastive.backbones.build_backbone` reports it."""
     if config.name in NARROW_SHAPES:
         return 8 * NARROW_SHAPES[config.name][0]
     return RESNET_FEATURE_WIDTHS.get(config.name)

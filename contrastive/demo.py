@@ -19,23 +19,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from contrastive.backbone_config import BackboneConfig
-from contrastive.backbones import build_backbone
 from contrastive.cache_root import cache_dir
 from contrastive.data.demo import ensure_demo_digits
-from contrastive.data.folder import list_images
-from contrastive.embeddings import RawPixels, embed_folder
 from contrastive.errors import ContrastiveError
-from contrastive.evaluation.knn import knn_classify
-from contrastive.evaluation.metrics import topk_accuracy
-from contrastive.losses import LossConfig
+from contrastive.losses.config import LossConfig
 from contrastive.methods.config import MethodConfig
 from contrastive.training.config import OptimConfig, TrainConfig
 from contrastive.views.config import view_preset
 
+# The functions that train and embed import torch when called, so that `contrastive demo
+# --help` and the recipe (demo_config) answer without it.
 if TYPE_CHECKING:
+    import torch
+
     from contrastive.training.train import TrainResult
 
 DEMO_K = 20
@@ -132,6 +129,8 @@ def quick_train(
     Returns:
         The training result; ``result.run_dir`` is ``out``.
     """
+    import torch
+
     config = demo_config(out=out, data=data)
     if epochs is not None:
         overrides = {
@@ -167,6 +166,8 @@ def fitting_batch_size(data: str | os.PathLike, batch_size: int) -> int:
         ``batch_size``, or the largest halving of it (at least 2) that is at most half the
         folder's images.
     """
+    from contrastive.data.folder import list_images
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # training scans the folder again and warns then
         count = len(list_images(data))
@@ -224,6 +225,12 @@ def knn_top1(
     Returns:
         ``{extractor name: top-1 accuracy}``.
     """
+    import torch
+
+    from contrastive.embeddings import embed_folder
+    from contrastive.evaluation.knn import knn_classify
+    from contrastive.evaluation.metrics import topk_accuracy
+
     bank = embed_folder(train_dir, config.views, extractors, progress=False)
     queries = embed_folder(test_dir, config.views, extractors, progress=False)
     accuracies = {}
@@ -248,6 +255,10 @@ def run_demo(config: TrainConfig | None = None, digits: str | Path | None = None
         digits: Folder with the labelled ``train/`` and ``test/`` splits to evaluate on;
             the built-in demo digits by default.
     """
+    import torch
+
+    from contrastive.backbones import build_backbone
+    from contrastive.embeddings import RawPixels
     from contrastive.training.train import train
 
     config = config or demo_config()

@@ -37,12 +37,10 @@ from contrastive.backbones import build_backbone, describe_architecture
 from contrastive.data.folder import BIT_DEPTH_VARIABLE, integer_bit_depth, load_rgb
 from contrastive.encoder import Encoder, evaluation_mode, load_backbone_weights
 from contrastive.errors import ContrastiveError
+from contrastive.export_formats import EXPORT_FORMATS, SUFFIXES, check_opset
 from contrastive.files import write_text_atomic
 from contrastive.views.config import ViewConfig
 from contrastive.views.per_image import eval_transform, evaluation_resize
-
-EXPORT_FORMATS = ("onnx", "torchscript", "state_dict")
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "state_dict": ".pt"}
 
 #: The deployment card's key in ONNX ``metadata_props`` and its TorchScript extra file.
 CARD_NAME = "contrastive.json"
@@ -134,29 +132,6 @@ def load_check_images(paths: Sequence[Path], input_size: int, count: int | None 
         where = f" ({paths[0]} and others)" if paths else ""
         raise ContrastiveError(f"no readable image to check the export on{where}")
     return torch.stack(images)
-
-
-#: ONNX opsets the exporter writes (torch's TorchScript-based exporter stops at 20; a
-#: ResNet exports at 9, checked at 9 and 11; another network may need a newer opset, and its
-#: failure names the layer). None: torch's default.
-ONNX_OPSETS = range(9, 21)
-
-
-def check_opset(opset: int | None, export_format: str) -> None:
-    """Refuses an opset the exporter does not write, or one given for another format.
-
-    Raises:
-        ContrastiveError: Naming the accepted opsets.
-    """
-    if opset is None:
-        return
-    if export_format != "onnx":
-        raise ContrastiveError(f"--opset applies to --format onnx, not {export_format}")
-    if opset not in ONNX_OPSETS:
-        raise ContrastiveError(
-            f"--opset {opset}: the exporter writes opsets {ONNX_OPSETS.start}-"
-            f"{ONNX_OPSETS.stop - 1}"
-        )
 
 
 def export_backbone(

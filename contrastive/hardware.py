@@ -10,6 +10,7 @@ for it.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 from contrastive.errors import ContrastiveError
@@ -82,6 +83,36 @@ def usable_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+#: Seconds :func:`others_busy_cores` watches the CPU for.
+BUSY_SAMPLE_SECONDS = 0.3
+
+
+def _cpu_ticks() -> tuple[int, int]:
+    """``(busy, idle)`` clock ticks of all CPUs since boot, from Linux's ``/proc/stat``."""
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:9]]
+    # user nice system idle iowait irq softirq steal (guest time is inside user already)
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, idle
+
+
+def others_busy_cores(seconds: float = BUSY_SAMPLE_SECONDS) -> float | None:
+    """How many cores other processes keep busy, watched for ``seconds``: the busy time of
+    all CPUs less this process's own, per second. None where ``/proc/stat`` is not there
+    (not Linux) or unreadable."""
+    try:
+        busy_before, _ = _cpu_ticks()
+        own_before, wall_before = time.process_time(), time.monotonic()
+        time.sleep(seconds)
+        busy_after, _ = _cpu_ticks()
+        own_after, wall_after = time.process_time(), time.monotonic()
+        ticks_per_second = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    busy = (busy_after - busy_before) / ticks_per_second - (own_after - own_before)
+    return max(0.0, busy) / max(wall_after - wall_before, 1e-6)
+
+
 def busy_cpu_warning(hardware: Hardware, threads: int | None = None) -> str | None:
     """A warning where other processes already keep the CPU busy (None otherwise, or on a GPU).
 
@@ -89,7 +120,10 @@ def busy_cpu_warning(hardware: Hardware, threads: int | None = None) -> str | No
     wait on each other. On 2 cores beside a process multiplying matrices on 2 threads, the
     planner measured 42 images/s with 2 threads and 324 with ``OMP_NUM_THREADS=1`` (the
     flowers, one minute apart; a user's sweep saw 22 against 391 beside a test run). The
-    1-minute load average says whether others run.
+    1-minute load average says whether others run; where it does, a short sample of what
+    other processes use now (:func:`others_busy_cores`) confirms it, since the average
+    still counts a job that ended seconds ago (the previous run of a script: load 2.0-2.1
+    on an idle 2-core machine).
     """
     if hardware.on_gpu or not hasattr(os, "getloadavg"):
         return None
@@ -102,9 +136,13 @@ def busy_cpu_warning(hardware: Hardware, threads: int | None = None) -> str | No
         return None
     if threads < 2 or load < hardware.cpu_cores:
         return None
+    others = others_busy_cores()
+    if others is not None and others < hardware.cpu_cores / 2:
+        return None
+    now = "" if others is None else f", other processes using {others:.1f} of them now"
     return (
-        f"the machine is busy (load average {load:.1f} on {hardware.cpu_cores} cores) before "
-        f"this run starts: PyTorch's {threads} threads then wait on each other (8x slower "
+        f"the machine is busy (load average {load:.1f} on {hardware.cpu_cores} cores{now}) "
+        f"before this run starts: PyTorch's {threads} threads then wait on each other (8x slower "
         "measured on 2 shared cores); run alone, or start with OMP_NUM_THREADS=1"
     )
 

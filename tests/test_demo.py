@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 import contrastive.demo as demo
@@ -48,7 +49,7 @@ def trained(monkeypatch: pytest.MonkeyPatch) -> list[TrainConfig]:
 
     # demo imports train() when it runs (Lightning loads on first use): patched at its home.
     monkeypatch.setattr(importlib.import_module("contrastive.training.train"), "train", fake_train)
-    monkeypatch.setattr(demo.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     return configs
 
 

@@ -25,7 +25,7 @@ MAX_INPUT_SIZE = 4096
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from contrastive.export import EXPORT_FORMATS, ONNX_OPSETS
+    from contrastive.export_formats import EXPORT_FORMATS, ONNX_OPSETS
 
     parser = subparsers.add_parser("export", help=HELP, description=HELP + ".")
     add_run_argument(
@@ -72,13 +72,8 @@ def run(args: argparse.Namespace) -> int:
     from contrastive.backbones import builds_in_torchvision
     from contrastive.data.folder import ImageFolder
     from contrastive.encoder import load_encoder, run_folder_of
-    from contrastive.export import (
-        SUFFIXES,
-        check_opset,
-        default_export_path,
-        export_backbone,
-        load_check_images,
-    )
+    from contrastive.export import default_export_path, export_backbone, load_check_images
+    from contrastive.export_formats import SUFFIXES, check_opset
     from contrastive.training.run_lock import training_holder
 
     args.run = given_run(args)

@@ -17,8 +17,8 @@ import numpy as np
 
 from contrastive.methods.config import MEMORY_BANK_METHODS, METHOD_NAMES
 
-#: The column of the per-step spread of the projections (:class:`~contrastive.training.\
-#: collapse.CollapseMonitor`).
+#: The column of the per-step spread of the projections, which
+#: :class:`~contrastive.training.collapse.CollapseMonitor` logs.
 COLLAPSE_STD_METRIC = "monitor/collapse_std"
 
 #: A contrastive loss under this tells every view's partner apart almost surely (over 90%

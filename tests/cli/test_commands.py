@@ -95,6 +95,8 @@ def _run_cli(*argv: str) -> tuple[subprocess.CompletedProcess[str], bool]:
         ["cache", "clean", "--help"],
         ["train", "--help"],
         ["embed", "--help"],
+        ["export", "--help"],
+        ["demo", "--help"],
     ],
 )
 def test_help_of_the_command_list_and_of_light_commands_imports_no_torch(argv: list[str]) -> None:

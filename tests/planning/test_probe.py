@@ -37,8 +37,10 @@ def test_a_busy_cpu_is_named_before_the_probe(monkeypatch) -> None:  # noqa: ANN
     from contrastive.hardware import busy_cpu_warning
 
     monkeypatch.setattr(os, "getloadavg", lambda: (3.1, 2.0, 1.0))
+    monkeypatch.setattr("contrastive.hardware.others_busy_cores", lambda: 2.0)
     warning = busy_cpu_warning(CPU, threads=2)
-    assert warning is not None and "load average 3.1 on 2 cores" in warning
+    assert warning is not None
+    assert "load average 3.1 on 2 cores, other processes using 2.0 of them now" in warning
     assert "OMP_NUM_THREADS=1" in warning
     assert busy_cpu_warning(CPU, threads=1) is None  # one thread cannot contend with itself
     gpu = Hardware("cuda", cpu_cores=2, bf16=True, memory_bytes=8 * 2**30)

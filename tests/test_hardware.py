@@ -1,0 +1,82 @@
+"""What other processes use of the CPU, and the busy-machine warning that reads it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from contrastive import hardware
+from contrastive.hardware import Hardware, busy_cpu_warning, others_busy_cores
+
+CPU = Hardware("cpu", cpu_cores=2, bf16=False, memory_bytes=8 * 2**30)
+LINUX = os.path.exists("/proc/stat")
+
+
+def test_the_echo_of_a_finished_run_in_the_load_average_is_not_a_busy_machine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The previous run of a script ended seconds ago: the 1-minute average still says 2.1.
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.1, 1.5, 1.0))
+    monkeypatch.setattr(hardware, "others_busy_cores", lambda: 0.1)
+    assert busy_cpu_warning(CPU, threads=2) is None
+
+
+def test_without_a_sample_the_load_average_decides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.1, 1.5, 1.0))
+    monkeypatch.setattr(hardware, "others_busy_cores", lambda: None)  # not Linux
+    warning = busy_cpu_warning(CPU, threads=2)
+    assert warning is not None and "load average 2.1 on 2 cores)" in warning
+
+
+def test_busy_cores_are_the_busy_ticks_less_this_process_per_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ticks = os.sysconf("SC_CLK_TCK")
+    # Others keep 1.5 cores busy; this process sleeps.
+    monkeypatch.setattr(hardware, "_cpu_ticks", lambda: (int(1.5 * ticks * time.monotonic()), 0))
+    assert others_busy_cores(0.2) == pytest.approx(1.5, abs=0.2)
+
+
+def test_an_unreadable_stat_file_gives_no_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unreadable() -> tuple[int, int]:
+        raise OSError("no /proc/stat")
+
+    monkeypatch.setattr(hardware, "_cpu_ticks", unreadable)
+    assert others_busy_cores(0.01) is None
+
+
+@pytest.mark.skipif(not LINUX, reason="reads /proc/stat")
+def test_a_busy_child_process_is_counted_and_this_one_is_not() -> None:
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # let it start spinning
+        others = others_busy_cores(0.5)
+    finally:
+        busy.kill()
+        busy.wait()
+    assert others is not None and others >= 0.6
+
+
+def test_this_process_s_own_work_is_not_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    ticks = os.sysconf("SC_CLK_TCK")
+    # Only this process is busy: a thread of it spins while the sample is taken.
+    monkeypatch.setattr(hardware, "_cpu_ticks", lambda: (int(ticks * time.process_time()), 0))
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            pass
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    try:
+        others = others_busy_cores(0.3)
+    finally:
+        stop.set()
+        spinner.join()
+    assert others is not None and others < 0.2
