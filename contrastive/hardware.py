@@ -87,13 +87,12 @@ def usable_cores() -> int:
 BUSY_SAMPLE_SECONDS = 0.3
 
 
-def _cpu_ticks() -> tuple[int, int]:
-    """``(busy, idle)`` clock ticks of all CPUs since boot, from Linux's ``/proc/stat``."""
+def _busy_ticks() -> int:
+    """Busy clock ticks of all CPUs since boot, from Linux's ``/proc/stat``."""
     with open("/proc/stat") as stat:
         fields = [int(value) for value in stat.readline().split()[1:9]]
     # user nice system idle iowait irq softirq steal (guest time is inside user already)
-    idle = fields[3] + fields[4]
-    return sum(fields) - idle, idle
+    return sum(fields) - fields[3] - fields[4]
 
 
 def others_busy_cores(seconds: float = BUSY_SAMPLE_SECONDS) -> float | None:
@@ -101,10 +100,10 @@ def others_busy_cores(seconds: float = BUSY_SAMPLE_SECONDS) -> float | None:
     all CPUs less this process's own, per second. None where ``/proc/stat`` is not there
     (not Linux) or unreadable."""
     try:
-        busy_before, _ = _cpu_ticks()
+        busy_before = _busy_ticks()
         own_before, wall_before = time.process_time(), time.monotonic()
         time.sleep(seconds)
-        busy_after, _ = _cpu_ticks()
+        busy_after = _busy_ticks()
         own_after, wall_after = time.process_time(), time.monotonic()
         ticks_per_second = os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):

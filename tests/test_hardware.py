@@ -38,15 +38,15 @@ def test_busy_cores_are_the_busy_ticks_less_this_process_per_second(
 ) -> None:
     ticks = os.sysconf("SC_CLK_TCK")
     # Others keep 1.5 cores busy; this process sleeps.
-    monkeypatch.setattr(hardware, "_cpu_ticks", lambda: (int(1.5 * ticks * time.monotonic()), 0))
+    monkeypatch.setattr(hardware, "_busy_ticks", lambda: int(1.5 * ticks * time.monotonic()))
     assert others_busy_cores(0.2) == pytest.approx(1.5, abs=0.2)
 
 
 def test_an_unreadable_stat_file_gives_no_sample(monkeypatch: pytest.MonkeyPatch) -> None:
-    def unreadable() -> tuple[int, int]:
+    def unreadable() -> int:
         raise OSError("no /proc/stat")
 
-    monkeypatch.setattr(hardware, "_cpu_ticks", unreadable)
+    monkeypatch.setattr(hardware, "_busy_ticks", unreadable)
     assert others_busy_cores(0.01) is None
 
 
@@ -65,7 +65,7 @@ def test_a_busy_child_process_is_counted_and_this_one_is_not() -> None:
 def test_this_process_s_own_work_is_not_counted(monkeypatch: pytest.MonkeyPatch) -> None:
     ticks = os.sysconf("SC_CLK_TCK")
     # Only this process is busy: a thread of it spins while the sample is taken.
-    monkeypatch.setattr(hardware, "_cpu_ticks", lambda: (int(ticks * time.process_time()), 0))
+    monkeypatch.setattr(hardware, "_busy_ticks", lambda: int(ticks * time.process_time()))
     stop = threading.Event()
 
     def spin() -> None:
