@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 import contrastive.neighbours as neighbours
 from contrastive.data.folder import ImageFolder
-from contrastive.data.near_copies import DEFAULT_THRESHOLD, image_fingerprints, near_copy_pairs
+from contrastive.data.near_copies import image_fingerprints, near_copy_pairs
+from contrastive.data.near_copy_settings import DEFAULT_THRESHOLD
 
 K = 10
 OUTLIERS = 500

@@ -44,6 +44,7 @@ def test_dir_lists_the_names_before_they_load(package: types.ModuleType) -> None
     "package_name",
     [
         "contrastive",
+        "contrastive.curation",
         "contrastive.evaluation",
         "contrastive.losses",
         "contrastive.methods",

@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,24 +25,17 @@ from contrastive.cli.embed import (
     labelled_with_args,
     show_progress,
 )
-from contrastive.curation.pipeline import (
-    LABEL_ISSUE_MODES,
-    CurationSettings,
-    check_matches_folder,
-    curate,
-)
-from contrastive.curation.selection import SELECTION_METHODS
+from contrastive.curation.settings import LABEL_ISSUE_MODES, SELECTION_METHODS, CurationSettings
 from contrastive.data.label_table import is_table_header
-from contrastive.data.near_copies import DEFAULT_THRESHOLD
-from contrastive.embeddings import (
-    Embeddings,
-    load_embeddings,
-    recorded_data_root,
-    save_embeddings,
-)
-from contrastive.encoder import Encoder, same_weights_source
+from contrastive.data.near_copy_settings import DEFAULT_THRESHOLD
 from contrastive.errors import ContrastiveError
 from contrastive.files import refuse_output_inside, same_path
+
+if TYPE_CHECKING:
+    # The embeddings and the analyses import torch: loaded by the functions that curate, so
+    # that `contrastive curate --help` and a mistyped flag are answered at once.
+    from contrastive.embeddings import Embeddings
+    from contrastive.encoder import Encoder
 
 #: The embeddings ``curate`` computed with ``--run``, kept in the report folder.
 EMBEDDINGS_FILE = "embeddings.npz"
@@ -128,6 +122,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _recorded_folder(embeddings: Path | None) -> Path:
     """The image folder an embeddings file records, standing in for a missing ``--data``."""
+    from contrastive.embeddings import recorded_data_root
+
     if embeddings is None:
         raise ContrastiveError("--data is required: the image folder to curate")
     recorded = recorded_data_root(embeddings)
@@ -153,6 +149,9 @@ def embeddings_from_args(
         ContrastiveError: If no source or two are given, or the embeddings are of another
             folder.
     """
+    from contrastive.curation.pipeline import check_matches_folder
+    from contrastive.embeddings import load_embeddings
+
     if not args.data.is_dir():
         raise ContrastiveError(f"--data {args.data} is not a folder")
     source = args.run or args.checkpoint
@@ -186,6 +185,9 @@ def labelled_embeddings(
         ContrastiveError: If the path is missing, a folder comes without an encoder to embed
             it, or a list names images that are not in ``--data``.
     """
+    from contrastive.embeddings import load_embeddings
+    from contrastive.encoder import same_weights_source
+
     path = args.labelled
     if path is None:
         return None
@@ -285,7 +287,9 @@ def run(args: argparse.Namespace) -> int:
     # The report's contact sheets and selected/ links would be curated as data next time.
     refuse_output_inside(args.out, args.data, "--out", "--data")
     # Imported when curating: the report draws with matplotlib, which other commands skip.
+    from contrastive.curation.pipeline import curate
     from contrastive.curation.report import check_selected_folder, summary_text, write_report
+    from contrastive.embeddings import save_embeddings
 
     if args.link_selected:
         check_selected_folder(args.out)  # before the curation, so a refusal costs nothing

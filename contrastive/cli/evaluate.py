@@ -10,17 +10,14 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from contrastive.cli.arguments import (
     add_labels_argument,
     checked_float,
     output_file,
     output_folder,
+    positive_int,
     positive_int_list,
 )
 from contrastive.cli.commands import COMMANDS
@@ -31,31 +28,8 @@ from contrastive.cli.embed import (
     resolve_device,
     show_progress,
 )
-from contrastive.cli.fewshot import add_fewshot_arguments, run_fewshot
-from contrastive.embeddings import Embeddings, RawPixels
-from contrastive.encoder import Encoder
+from contrastive.data.near_copy_settings import DEFAULT_THRESHOLD
 from contrastive.errors import ContrastiveError
-from contrastive.evaluation.inputs import (
-    MODEL,
-    RAW_PIXELS,
-    EmbedSettings,
-    evaluation_inputs,
-)
-from contrastive.evaluation.knn import METRICS, check_temperature, knn_rankings
-from contrastive.evaluation.labels import LabeledPair, labeled_pair
-from contrastive.evaluation.linear import (
-    DEFAULT_WEIGHT_DECAYS,
-    check_validation_fraction,
-    linear_probe,
-)
-from contrastive.evaluation.metrics import (
-    Gain,
-    accuracy_interval,
-    confusion_matrix,
-    paired_gain,
-    per_class_accuracy,
-    topk_accuracy,
-)
 from contrastive.evaluation.report import (
     ROW_NAMES,
     build_report,
@@ -64,6 +38,29 @@ from contrastive.evaluation.report import (
     top_k_metrics,
     write_report,
 )
+from contrastive.evaluation.settings import (
+    DEFAULT_COUNTS,
+    DEFAULT_DRAWS,
+    DEFAULT_WEIGHT_DECAYS,
+    METRICS,
+    MODEL,
+    RAW_PIXELS,
+    Count,
+    check_temperature,
+    check_validation_fraction,
+    parse_counts,
+)
+
+if TYPE_CHECKING:
+    # The evaluators import torch: loaded by the functions that score, so that
+    # `contrastive eval --help` and a mistyped flag are answered at once.
+    from torch import Tensor
+
+    from contrastive.embeddings import Embeddings
+    from contrastive.encoder import Encoder
+    from contrastive.evaluation.inputs import EmbedSettings
+    from contrastive.evaluation.labels import LabeledPair
+    from contrastive.evaluation.metrics import Gain
 
 #: Lightly's and DINO's kNN neighbour counts.
 DEFAULT_KS = (20, 200)
@@ -87,12 +84,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help=f"neighbours, e.g. 20,200 (default: {','.join(map(str, DEFAULT_KS))}, each at most "
         "the number of train images)",
     )
-    knn.add_argument(
-        "--temperature",
-        type=checked_float(check_temperature, "a finite number > 0"),
-        default=0.1,
-        help="vote temperature T",
-    )
+    _add_temperature_argument(knn, "vote temperature T")
     knn.add_argument(
         "--metric",
         choices=METRICS,
@@ -124,7 +116,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_common_arguments(fewshot, out_folder=True)
     add_fewshot_arguments(fewshot)
-    fewshot.set_defaults(func=lambda args: run_fewshot(args, _embed_settings(args)))
+    fewshot.set_defaults(func=_run_fewshot)
 
 
 def _add_common_arguments(parser: argparse.ArgumentParser, out_folder: bool = False) -> None:
@@ -172,6 +164,64 @@ def _add_common_arguments(parser: argparse.ArgumentParser, out_folder: bool = Fa
     add_compute_arguments(parser)
 
 
+def add_fewshot_arguments(parser: argparse.ArgumentParser) -> None:
+    """The few-label flags (the common ``eval`` flags are added by the caller)."""
+    parser.add_argument(
+        "--encoder",
+        action="append",
+        default=[],
+        metavar="NAME=PATH[,OPTION...]",
+        help="another encoder to put side by side (repeatable): a run folder, a Lightning "
+        ".ckpt, or weights that record no architecture (a plain state_dict, another tool's "
+        "checkpoint), then options after the path: backbone=B, input-size=N, "
+        "small-image-stem, weights-prefix=P (else --backbone, --input-size, the first "
+        "encoder's); needs image folders%(default).0s",
+    )
+    parser.add_argument(
+        "--counts",
+        type=counts_argument,
+        default=list(DEFAULT_COUNTS),
+        help="labeled images per class, e.g. 1,10,100,all (default 1,2,5,10,25,100,all)",
+    )
+    parser.add_argument("--draws", type=int, default=DEFAULT_DRAWS, help="random draws per count")
+    parser.add_argument(
+        "--k", type=positive_int, default=200, help="kNN neighbours (capped at the labels)"
+    )
+    _add_temperature_argument(parser, "kNN vote temperature T")
+    parser.add_argument(
+        "--unlabeled",
+        type=Path,
+        help="unlabeled training folder, also searched for near-copies of test images",
+    )
+    parser.add_argument(
+        "--near-copy-threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help="fingerprint cosine similarity from which images count as near-copies",
+    )
+    parser.add_argument(
+        "--no-leak-check", action="store_true", help="skip the pixel-space near-copy check"
+    )
+
+
+def counts_argument(text: str) -> list[Count]:
+    """An argparse type for ``--counts``: :func:`parse_counts` with its error reported by
+    argparse (a ContrastiveError raised while parsing would escape as a traceback)."""
+    try:
+        return parse_counts(text)
+    except ContrastiveError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _add_temperature_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument(
+        "--temperature",
+        type=checked_float(check_temperature, "a finite number > 0"),
+        default=0.1,
+        help=help_text,
+    )
+
+
 def _float_list(text: str) -> list[float]:
     try:
         return [float(part) for part in text.split(",") if part.strip()]
@@ -187,8 +237,17 @@ def voting_ks(requested: list[int] | None, voters: int) -> list[int]:
     return sorted({min(k, voters) for k in DEFAULT_KS})
 
 
+def _run_fewshot(args: argparse.Namespace) -> int:
+    from contrastive.cli.fewshot import run_fewshot
+
+    return run_fewshot(args, _embed_settings(args))
+
+
 def run_knn(args: argparse.Namespace) -> int:
     """Weighted kNN on every feature set; prints the table, writes the report."""
+    from contrastive.evaluation.knn import knn_rankings
+    from contrastive.evaluation.metrics import topk_accuracy
+
     settings: dict[str, Any] = {"k": voting_ks(args.k, max(DEFAULT_KS))}
 
     def score(pair: LabeledPair) -> dict[str, Any]:
@@ -224,6 +283,7 @@ def run_knn(args: argparse.Namespace) -> int:
 
 def run_linear(args: argparse.Namespace) -> int:
     """Linear probe (logistic regression on cached features) on every feature set."""
+    from contrastive.evaluation.linear import linear_probe
 
     def score(pair: LabeledPair) -> dict[str, Any]:
         probe = linear_probe(
@@ -265,6 +325,10 @@ def _evaluate_sets(
     ``score`` returns the report's numbers and the ``(M,)`` predicted classes of the first k
     or the probe (for the gains over the baselines and the model's recall per class).
     """
+    from contrastive.evaluation.inputs import evaluation_inputs
+    from contrastive.evaluation.labels import labeled_pair
+    from contrastive.evaluation.metrics import confusion_matrix, per_class_accuracy
+
     check_default_report_place(args, protocol)
     encoder = evaluation_encoder_from_args(args)
     sets = evaluation_inputs(
@@ -327,6 +391,11 @@ def _finish(
     recall: list[float],
     balanced: dict[str, float | None],
 ) -> int:
+    import numpy as np
+
+    from contrastive.embeddings import RawPixels
+    from contrastive.evaluation.metrics import accuracy_interval, paired_gain
+
     train, test = sets[MODEL]
     data = {
         "train": str(args.train),
@@ -476,6 +545,8 @@ def _recall_line(
 def _large_k_note(ks: list[int], pair: LabeledPair) -> str:
     """Warns where k is more than some classes' training images: the vote then leans to the
     largest class (at 400/60/8 images, k=200 named the largest class for every image)."""
+    import torch
+
     counts = torch.bincount(pair.train_labels, minlength=len(pair.classes)).tolist()
     smaller = [(name, n) for name, n in zip(pair.classes, counts, strict=True) if 0 < n < max(ks)]
     # With classes of about one size a large k leans nowhere (10 per class: k=20 scored 34.0,
@@ -555,6 +626,8 @@ def _default_report_path(args: argparse.Namespace, protocol: str) -> Path:
 
 
 def _embed_settings(args: argparse.Namespace) -> EmbedSettings:
+    from contrastive.evaluation.inputs import EmbedSettings
+
     return EmbedSettings(
         batch_size=args.batch_size,
         num_workers=args.num_workers,

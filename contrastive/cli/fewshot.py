@@ -12,20 +12,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from contrastive.backbone_config import BackboneConfig
-from contrastive.cli.arguments import checked_float, positive_int
 from contrastive.cli.embed import evaluation_encoder_from_args, show_progress
-from contrastive.data.near_copies import DEFAULT_THRESHOLD
 from contrastive.embeddings import Embeddings, recorded_data_root
 from contrastive.encoder import Encoder, MissingConfigurationError, load_encoder
 from contrastive.errors import ContrastiveError
-from contrastive.evaluation.fewshot import (
-    ALL,
-    DEFAULT_COUNTS,
-    DEFAULT_DRAWS,
-    Count,
-    FewShotResult,
-    parse_counts,
-)
+from contrastive.evaluation.fewshot import FewShotResult
 from contrastive.evaluation.fewshot_report import (
     CLEAN,
     LeakCheck,
@@ -34,66 +25,12 @@ from contrastive.evaluation.fewshot_report import (
     gain_table,
     plot_fewshot,
 )
-from contrastive.evaluation.inputs import MODEL, EmbedSettings, evaluation_inputs, labels_like
-from contrastive.evaluation.knn import check_temperature
+from contrastive.evaluation.inputs import EmbedSettings, evaluation_inputs, labels_like
 from contrastive.evaluation.metrics import accuracy_interval
 from contrastive.evaluation.report import build_report, write_report
+from contrastive.evaluation.settings import ALL, MODEL
 from contrastive.files import refuse_output_inside, write_text_atomic
 from contrastive.views.config import ViewConfig
-
-
-def add_fewshot_arguments(parser: argparse.ArgumentParser) -> None:
-    """The few-label flags (the common ``eval`` flags are added by the caller)."""
-    parser.add_argument(
-        "--encoder",
-        action="append",
-        default=[],
-        metavar="NAME=PATH[,OPTION...]",
-        help="another encoder to put side by side (repeatable): a run folder, a Lightning "
-        ".ckpt, or weights that record no architecture (a plain state_dict, another tool's "
-        "checkpoint), then options after the path: backbone=B, input-size=N, "
-        "small-image-stem, weights-prefix=P (else --backbone, --input-size, the first "
-        "encoder's); needs image folders%(default).0s",
-    )
-    parser.add_argument(
-        "--counts",
-        type=counts_argument,
-        default=list(DEFAULT_COUNTS),
-        help="labeled images per class, e.g. 1,10,100,all (default 1,2,5,10,25,100,all)",
-    )
-    parser.add_argument("--draws", type=int, default=DEFAULT_DRAWS, help="random draws per count")
-    parser.add_argument(
-        "--k", type=positive_int, default=200, help="kNN neighbours (capped at the labels)"
-    )
-    parser.add_argument(
-        "--temperature",
-        type=checked_float(check_temperature, "a finite number > 0"),
-        default=0.1,
-        help="kNN vote temperature T",
-    )
-    parser.add_argument(
-        "--unlabeled",
-        type=Path,
-        help="unlabeled training folder, also searched for near-copies of test images",
-    )
-    parser.add_argument(
-        "--near-copy-threshold",
-        type=float,
-        default=DEFAULT_THRESHOLD,
-        help="fingerprint cosine similarity from which images count as near-copies",
-    )
-    parser.add_argument(
-        "--no-leak-check", action="store_true", help="skip the pixel-space near-copy check"
-    )
-
-
-def counts_argument(text: str) -> list[Count]:
-    """An argparse type for ``--counts``: :func:`parse_counts` with its error reported by
-    argparse (a ContrastiveError raised while parsing would escape as a traceback)."""
-    try:
-        return parse_counts(text)
-    except ContrastiveError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def run_fewshot(args: argparse.Namespace, settings: EmbedSettings) -> int:

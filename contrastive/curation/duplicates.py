@@ -31,13 +31,15 @@ from tqdm.auto import tqdm
 
 from contrastive.curation.space import unit_tensor
 from contrastive.data.near_copies import (
-    DEFAULT_CANDIDATES,
-    DEFAULT_THRESHOLD,
-    FINGERPRINT_SIDE,
     confirm_by_detail,
     copy_groups,
     image_fingerprints,
     near_copy_pairs,
+)
+from contrastive.data.near_copy_settings import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_THRESHOLD,
+    FINGERPRINT_SIDE,
 )
 from contrastive.errors import ContrastiveError
 

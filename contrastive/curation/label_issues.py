@@ -20,11 +20,10 @@ import numpy as np
 import torch
 from sklearn.model_selection import StratifiedKFold
 
+from contrastive.curation.settings import DEFAULT_FOLDS
 from contrastive.errors import ContrastiveError
 from contrastive.evaluation.linear import fit_logistic_regression, standardization
 
-#: Folds of the out-of-fold probabilities.
-DEFAULT_FOLDS = 5
 #: L-BFGS iterations of each fold's probe.
 PROBE_ITERATIONS = 200
 

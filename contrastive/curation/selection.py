@@ -37,11 +37,10 @@ from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.exceptions import ConvergenceWarning
 from torch import Tensor
 
+from contrastive.curation.settings import SELECTION_METHODS
 from contrastive.curation.space import unit_tensor
 from contrastive.errors import ContrastiveError
 from contrastive.neighbours import top_k
-
-SELECTION_METHODS = ("typiclust", "kcenter")
 
 #: Neighbours in TypiClust's typicality (the paper's k).
 TYPICALITY_NEIGHBOURS = 20

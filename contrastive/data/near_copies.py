@@ -42,16 +42,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from contrastive.data.folder import load_rgb
+from contrastive.data.near_copy_settings import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_THRESHOLD,
+    FINGERPRINT_SIDE,
+)
 from contrastive.errors import ContrastiveError
 from contrastive.neighbours import top_k, top_k_within
-
-#: Fingerprint side in pixels: coarse enough to ignore resizing and JPEG artefacts.
-FINGERPRINT_SIDE = 12
-
-#: Cosine similarity of fingerprints from which two images count as near-copies. Planted
-#: copies of photo crops score 0.99-1.0 (resized, JPEG quality 20) and 0.94-0.96 (5% crop);
-#: distinct crops of the same two photos score at most 0.77.
-DEFAULT_THRESHOLD = 0.92
 
 #: Images whose fingerprint thumbnail varies less than this (gray levels, standard
 #: deviation) count as flat: their normalised shape would be JPEG noise, so they match nothing.
@@ -60,9 +57,6 @@ FLAT_STD = 2.0
 #: image (0-255 levels) is blank: one colour (a lens cap, an empty scan, a placeholder), with
 #: nothing to learn from. The least varied of the 50,000 CIFAR-10 training images has 9.2.
 BLANK_STD = 2.0
-
-#: Candidates examined per image; more near-copies of one image than this are not all listed.
-DEFAULT_CANDIDATES = 10
 
 
 @dataclass

@@ -20,18 +20,18 @@ from typing import Any
 from contrastive.embeddings import Embeddings
 from contrastive.encoder import Encoder, load_encoder
 from contrastive.errors import ContrastiveError
-from contrastive.evaluation.inputs import (
+from contrastive.evaluation.inputs import EmbedSettings, evaluation_inputs
+from contrastive.evaluation.knn import knn_rankings
+from contrastive.evaluation.labels import labeled_pair
+from contrastive.evaluation.linear import linear_probe
+from contrastive.evaluation.metrics import topk_accuracy
+from contrastive.evaluation.report import ROW_NAMES, format_table, percent, top_k_metrics
+from contrastive.evaluation.settings import (
+    DEFAULT_WEIGHT_DECAYS,
     MODEL,
     RANDOM_INIT,
     RAW_PIXELS,
-    EmbedSettings,
-    evaluation_inputs,
 )
-from contrastive.evaluation.knn import knn_rankings
-from contrastive.evaluation.labels import labeled_pair
-from contrastive.evaluation.linear import DEFAULT_WEIGHT_DECAYS, linear_probe
-from contrastive.evaluation.metrics import topk_accuracy
-from contrastive.evaluation.report import ROW_NAMES, format_table, percent, top_k_metrics
 
 #: The numbers :func:`score_embeddings` returns for each feature set.
 SCORES = ("knn_top1", "knn_top5", "linear_top1", "linear_top5")

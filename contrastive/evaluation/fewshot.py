@@ -43,21 +43,18 @@ from torch import Tensor
 from contrastive.errors import ContrastiveError
 from contrastive.evaluation.checks import check_feature_pair
 from contrastive.evaluation.knn import knn_rankings
-from contrastive.evaluation.linear import (
+from contrastive.evaluation.linear import fit_logistic_regression, linear_probe, standardization
+from contrastive.evaluation.settings import (
+    ALL,
+    DEFAULT_COUNTS,
+    DEFAULT_DRAWS,
     DEFAULT_WEIGHT_DECAYS,
-    fit_logistic_regression,
-    linear_probe,
-    standardization,
+    Count,
+    parse_counts,
 )
 
-#: The count meaning "every labeled training image".
-ALL = "all"
-DEFAULT_COUNTS: tuple[int | str, ...] = (1, 2, 5, 10, 25, 100, ALL)
-DEFAULT_DRAWS = 5
 PROTOCOLS = ("knn", "linear")
 CONFIDENCE = 0.95
-
-Count = int | str
 
 
 @dataclass
@@ -131,30 +128,6 @@ class FewShotResult:
                 for subset, per_protocol in self.scores.items()
             },
         }
-
-
-def parse_counts(text: str | Sequence[Count]) -> list[Count]:
-    """``"1,10,all"`` -> ``[1, 10, "all"]``, sorted, ``all`` last.
-
-    Raises:
-        ContrastiveError: On a count that is not a positive integer or ``all``.
-    """
-    parts = text.split(",") if isinstance(text, str) else list(text)
-    counts: set[int] = set()
-    with_all = False
-    for part in parts:
-        item = str(part).strip().lower()
-        if not item:
-            continue
-        if item == ALL:
-            with_all = True
-        elif item.isdigit() and int(item) >= 1:
-            counts.add(int(item))
-        else:
-            raise ContrastiveError(f"counts: expected positive integers or 'all', got {part!r}")
-    if not counts and not with_all:
-        raise ContrastiveError("counts is empty: give positive integers or 'all'")
-    return [*sorted(counts), *([ALL] if with_all else [])]
 
 
 def class_orders(labels: Tensor, draws: int, seed: int) -> list[list[Tensor]]:

@@ -21,24 +21,18 @@ from torch import Tensor
 
 from contrastive.data.folder import ImageFolder
 from contrastive.data.near_copies import (
-    DEFAULT_THRESHOLD,
     confirm_by_detail,
     image_fingerprints,
     near_copy_pairs,
 )
+from contrastive.data.near_copy_settings import DEFAULT_THRESHOLD
 from contrastive.embeddings import Embeddings
 from contrastive.errors import ContrastiveError
-from contrastive.evaluation.fewshot import (
-    ALL,
-    DEFAULT_COUNTS,
-    DEFAULT_DRAWS,
-    Count,
-    FewShotResult,
-    few_label_evaluation,
-)
+from contrastive.evaluation.fewshot import FewShotResult, few_label_evaluation
 from contrastive.evaluation.labels import labeled_alike, labeled_pair
 from contrastive.evaluation.metrics import Gain, paired_gain
 from contrastive.evaluation.report import ROW_NAMES, format_table
+from contrastive.evaluation.settings import ALL, DEFAULT_COUNTS, DEFAULT_DRAWS, Count
 
 #: The test subset without near-copies of training images.
 CLEAN = "without_near_copies"

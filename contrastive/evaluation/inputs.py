@@ -38,9 +38,8 @@ from contrastive.encoder import (
 )
 from contrastive.errors import ContrastiveError
 from contrastive.evaluation.labels import check_label_sets, labeled_alike
+from contrastive.evaluation.settings import MODEL, RANDOM_INIT, RAW_PIXELS
 from contrastive.files import same_path
-
-MODEL, RANDOM_INIT, RAW_PIXELS = "model", "random_init", "raw_pixels"
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ rows so that the ``(test, train)`` similarity matrix never has to fit in memory 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -17,9 +16,8 @@ from torch import Tensor
 
 from contrastive.errors import ContrastiveError
 from contrastive.evaluation.checks import as_tensors, check_feature_pair
+from contrastive.evaluation.settings import METRICS, check_temperature
 from contrastive.neighbours import top_k
-
-METRICS = ("cosine", "euclidean")
 
 
 def knn_rankings(
@@ -156,18 +154,6 @@ def _neighbours(
         distance = squared.clamp_min(0).sqrt()
         weights = (-(distance - distance[:, :1]) / temperature).exp()
     return weights, labels[indices]
-
-
-def check_temperature(temperature: float) -> None:
-    """Refuses a vote temperature that is not finite and > 0 (NaN included).
-
-    ``T = inf`` would weigh every neighbour alike, silently another method.
-
-    Raises:
-        ContrastiveError: If ``temperature`` is not a finite number > 0.
-    """
-    if not 0 < temperature < math.inf:
-        raise ContrastiveError(f"temperature must be finite and > 0, got {temperature}")
 
 
 def _check_inputs(

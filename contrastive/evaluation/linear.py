@@ -21,10 +21,9 @@ from torch import Tensor
 from contrastive.errors import ContrastiveError
 from contrastive.evaluation.checks import as_tensors, check_feature_pair
 from contrastive.evaluation.metrics import classification_summary
+from contrastive.evaluation.settings import DEFAULT_WEIGHT_DECAYS, check_validation_fraction
 
 log = logging.getLogger(__name__)
-
-DEFAULT_WEIGHT_DECAYS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
 
 @dataclass
@@ -164,17 +163,6 @@ def stratified_split(labels: Tensor, fraction: float, seed: int = 0) -> tuple[Te
         validation_parts.append(members[:taken])
         fit_parts.append(members[taken:])
     return torch.cat(fit_parts).sort().values, torch.cat(validation_parts).sort().values
-
-
-def check_validation_fraction(fraction: float) -> None:
-    """Refuses a validation fraction outside (0, 1) (NaN included).
-
-    Raises:
-        ContrastiveError: If ``fraction`` is not in (0, 1).
-    """
-    # Worded as the parameter: the CLI's --val-fraction is checked by argparse first.
-    if not 0 < fraction < 1:
-        raise ContrastiveError(f"validation fraction must lie in (0, 1), got {fraction}")
 
 
 # Validation images below which an edge choice of the weight decay says little.

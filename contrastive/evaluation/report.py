@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from contrastive.evaluation.settings import MODEL, RANDOM_INIT, RAW_PIXELS
 from contrastive.files import write_text_atomic
 
 #: Row labels of the feature sets, in the order they are printed.
-ROW_NAMES = {"model": "model", "random_init": "random init", "raw_pixels": "raw pixels"}
+ROW_NAMES = {MODEL: "model", RANDOM_INIT: "random init", RAW_PIXELS: "raw pixels"}
 
 
 def build_report(

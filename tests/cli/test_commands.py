@@ -97,6 +97,11 @@ def _run_cli(*argv: str) -> tuple[subprocess.CompletedProcess[str], bool]:
         ["embed", "--help"],
         ["export", "--help"],
         ["demo", "--help"],
+        ["eval", "--help"],
+        ["eval", "knn", "--help"],
+        ["eval", "linear", "--help"],
+        ["eval", "fewshot", "--help"],
+        ["curate", "--help"],
     ],
 )
 def test_help_of_the_command_list_and_of_light_commands_imports_no_torch(argv: list[str]) -> None:
@@ -119,6 +124,35 @@ def test_a_mistyped_command_is_named_with_the_choices_and_imports_no_torch() -> 
     assert result.returncode == 2 and not imported
     assert "invalid choice: 'trian'" in result.stderr and "'train'" in result.stderr
     assert "did you mean 'train'?" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["eval", "knn", "--train", "a", "--test", "b", "--temperature", "0"],
+            "argument --temperature: expected a finite number > 0",
+        ),
+        (
+            ["eval", "fewshot", "--train", "a", "--test", "b", "--counts", "1,0"],
+            "argument --counts: counts: expected positive integers or 'all', got '0'",
+        ),
+        (
+            ["eval", "linear", "--train", "a", "--test", "b", "--val-fraction", "1"],
+            "argument --val-fraction: expected a number in (0, 1)",
+        ),
+        (
+            ["curate", "--out", "r", "--select-method", "typiclst"],
+            "argument --select-method: invalid choice: 'typiclst'",
+        ),
+    ],
+)
+def test_a_bad_evaluation_or_curation_flag_is_refused_without_torch(
+    argv: list[str], message: str
+) -> None:
+    result, imported = _run_cli(*argv)
+    assert result.returncode == 2 and not imported
+    assert message in result.stderr
 
 
 @pytest.mark.parametrize(

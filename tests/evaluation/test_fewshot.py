@@ -11,15 +11,10 @@ import torch
 import contrastive.cli as cli
 from contrastive.encoder import load_encoder
 from contrastive.errors import ContrastiveError
-from contrastive.evaluation.fewshot import (
-    ALL,
-    draw_labeled,
-    few_label_evaluation,
-    parse_counts,
-    t_interval,
-)
+from contrastive.evaluation.fewshot import draw_labeled, few_label_evaluation, t_interval
 from contrastive.evaluation.knn import knn_classify
 from contrastive.evaluation.linear import linear_probe
+from contrastive.evaluation.settings import ALL, parse_counts
 
 
 def blobs(per_class: int, classes: int = 3, dim: int = 8, spread: float = 2.0, seed: int = 0):
