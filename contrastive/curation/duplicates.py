@@ -8,8 +8,9 @@ A *group* is a centre image and the images linked to it
 a copy of the first, never only a copy of a copy (look-alike photos chain into groups of
 dozens of distinct pictures).
 
-Across two folders (train/test leakage), the links are found over both folders together
-and the groups that hold images of both are kept.
+Across two folders (train/test leakage), the groups are those of both folders together
+that hold images of each (:func:`leak_groups`); the first folder's own links are reused
+from its search, not searched again.
 
 The embedding-space pair scan :func:`similar_pairs` (images the encoder finds almost
 identical, whatever their pixels) is here too; ``contrastive.explore.near_duplicates``
@@ -31,8 +32,10 @@ from tqdm.auto import tqdm
 
 from contrastive.curation.space import unit_tensor
 from contrastive.data.near_copies import (
+    NearCopies,
     confirm_by_detail,
     copy_groups,
+    detail_thumbnails,
     image_fingerprints,
     near_copy_pairs,
 )
@@ -135,20 +138,113 @@ def duplicate_groups(
         ContrastiveError: If ``digests`` does not have one entry per fingerprint, or on a
             threshold outside ``(0, 1]``.
     """
+    links = copy_links(
+        fingerprints, digests, threshold, candidates, progress, exact, paths, thumbnails
+    )
+    return groups_from_links(links, fingerprints, digests)
+
+
+def copy_links(
+    fingerprints: Tensor,
+    digests: Sequence[str] | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    candidates: int = DEFAULT_CANDIDATES,
+    progress: bool = False,
+    exact: bool = False,
+    paths: Sequence[str | os.PathLike] | None = None,
+    thumbnails: Callable[[str], Tensor | None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The links :func:`duplicate_groups` groups: ``(first, second)`` image indices of each
+    near copy (confirmed in detail where ``paths`` are given) and exact copy; the arguments
+    are its own. :func:`leak_groups` reuses them rather than search the set again."""
     count = fingerprints.shape[0]
     if digests is not None and len(digests) != count:
         raise ContrastiveError(f"{len(digests)} file digests for {count} fingerprints")
     pairs = near_copy_pairs(fingerprints, None, threshold, candidates, progress, exact)
     if paths is not None:
         pairs = confirm_by_detail(pairs, paths, thumbnails=thumbnails)
-    first, second = pairs.query.numpy(), pairs.reference.numpy()
+    return _with_exact_links(pairs, digests)
+
+
+def _with_exact_links(
+    pairs: NearCopies, digests: Sequence[str] | None
+) -> tuple[np.ndarray, np.ndarray]:
     exact_first, exact_second = (
         exact_copy_links(digests) if digests is not None else (np.zeros(0, np.int64),) * 2
     )
-    groups = copy_groups(
-        np.concatenate([first, exact_first]), np.concatenate([second, exact_second]), count
+    return (
+        np.concatenate([pairs.query.numpy(), exact_first]),
+        np.concatenate([pairs.reference.numpy(), exact_second]),
     )
+
+
+def groups_from_links(
+    links: tuple[np.ndarray, np.ndarray], fingerprints: Tensor, digests: Sequence[str] | None
+) -> list[DuplicateGroup]:
+    """The duplicate groups of :func:`copy_links`'s links (see :func:`duplicate_groups`)."""
+    groups = copy_groups(links[0], links[1], fingerprints.shape[0])
     return [_described(members, fingerprints, digests) for members in groups]
+
+
+def leak_groups(
+    fingerprints: Tensor,
+    digests: Sequence[str] | None,
+    split: int,
+    first_links: tuple[np.ndarray, np.ndarray],
+    threshold: float = DEFAULT_THRESHOLD,
+    candidates: int = DEFAULT_CANDIDATES,
+    progress: bool = False,
+    exact: bool = False,
+    paths: Sequence[str | os.PathLike] | None = None,
+    thumbnails: Callable[[str], Tensor | None] | None = None,
+) -> list[DuplicateGroup]:
+    """The duplicate groups over two sets together that hold images of both (leakage).
+
+    The groups of :func:`duplicate_groups` over both sets, kept by :func:`cross_groups`,
+    without searching the first set again: its links come from ``first_links``; the second
+    set is searched within itself, and the two sets against each other both ways. Each set's
+    candidates are then its own nearest images, not the nearest of both sets: every link a
+    search over both sets together finds is found, and more where an image has more than
+    ``candidates`` look-alikes (CIFAR-10 train against test: 3,945 links against 3,640).
+
+    Args:
+        fingerprints: ``(N + M, F)`` fingerprints of the first set, then the second.
+        digests: ``N + M`` file digests, or None (near copies only).
+        split: ``N``, the first set's image count.
+        first_links: :func:`copy_links` of the first set, with the same settings.
+        threshold: See :func:`duplicate_groups`, as the other arguments.
+        candidates: Nearest images examined per image in each search.
+        progress: See :func:`duplicate_groups`.
+        exact: See :func:`duplicate_groups` (the search between the sets is always exact).
+        paths: ``N + M`` files: near copies of large images must match in detail too.
+        thumbnails: See :func:`duplicate_groups`.
+
+    Returns:
+        Groups whose member indices run over both sets (``i >= split`` is the second
+        set's image ``i - split``), each holding images of both, largest first.
+    """
+    count = fingerprints.shape[0]
+    if digests is not None and len(digests) != count:
+        raise ContrastiveError(f"{len(digests)} file digests for {count} fingerprints")
+    first, second = fingerprints[:split], fingerprints[split:]
+    within = near_copy_pairs(second, None, threshold, candidates, progress, exact)
+    # Both ways: an image with more copies in the other set than ``candidates`` is still
+    # linked to those that have it among their nearest.
+    across = near_copy_pairs(second, first, threshold, candidates, progress)
+    back = near_copy_pairs(first, second, threshold, candidates, progress)
+    pairs = NearCopies(
+        torch.cat([within.query + split, across.query + split, back.query]),
+        torch.cat([within.reference + split, across.reference, back.reference + split]),
+        torch.cat([within.similarity, across.similarity, back.similarity]),
+    )
+    if paths is not None:
+        pairs = confirm_by_detail(pairs, paths, thumbnails=thumbnails)
+    new_first, new_second = _with_exact_links(pairs, digests)
+    links = (
+        np.concatenate([first_links[0], new_first]),
+        np.concatenate([first_links[1], new_second]),
+    )
+    return cross_groups(groups_from_links(links, fingerprints, digests), split)
 
 
 def _described(
@@ -207,10 +303,29 @@ def find_cross_duplicates(
     """
     every = [*paths, *other_paths]
     fingerprints = image_fingerprints(every, side, progress)
-    groups = duplicate_groups(
-        fingerprints, file_digests(every), threshold, candidates, progress, paths=every
+    digests = file_digests(every)
+    split = len(paths)
+    thumbnails = detail_thumbnails()
+    first_links = copy_links(
+        fingerprints[:split],
+        digests[:split],
+        threshold,
+        candidates,
+        progress,
+        paths=paths,
+        thumbnails=thumbnails,
     )
-    return cross_groups(groups, len(paths))
+    return leak_groups(
+        fingerprints,
+        digests,
+        split,
+        first_links,
+        threshold,
+        candidates,
+        progress,
+        paths=every,
+        thumbnails=thumbnails,
+    )
 
 
 #: Slack of the similarity threshold of :func:`similar_pairs`: float32 rounding puts the

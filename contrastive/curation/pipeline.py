@@ -19,9 +19,10 @@ import numpy as np
 from contrastive import neighbours
 from contrastive.curation.duplicates import (
     DuplicateGroup,
-    cross_groups,
-    duplicate_groups,
+    copy_links,
     file_digests,
+    groups_from_links,
+    leak_groups,
 )
 from contrastive.curation.label_issues import LabelIssues, find_label_issues
 from contrastive.curation.outliers import UnusualGroup, neighbourhood_similarity, unusual_groups
@@ -225,7 +226,7 @@ def _copies(
     exact = settings.exact_search
     # The folder's candidate images are viewed in detail once for both searches.
     thumbnails = detail_thumbnails()
-    duplicates = duplicate_groups(
+    folder_links = copy_links(
         fingerprints[:count],
         digests[:count],
         threshold,
@@ -234,19 +235,18 @@ def _copies(
         paths=every[:count],
         thumbnails=thumbnails,
     )
-    # Leaks: the groups of both folders searched together that hold images of each.
+    duplicates = groups_from_links(folder_links, fingerprints[:count], digests[:count])
     leaks = (
-        cross_groups(
-            duplicate_groups(
-                fingerprints,
-                digests,
-                threshold,
-                progress=progress,
-                exact=exact,
-                paths=every,
-                thumbnails=thumbnails,
-            ),
+        leak_groups(
+            fingerprints,
+            digests,
             count,
+            folder_links,
+            threshold,
+            progress=progress,
+            exact=exact,
+            paths=every,
+            thumbnails=thumbnails,
         )
         if other
         else []

@@ -317,7 +317,7 @@ _CACHED_IMAGES = 50_000
 def detail_thumbnails() -> Callable[[str], Tensor | None]:
     """A cache of the detail check's thumbnails by path (None for a small or unreadable
     image), for checks of overlapping sets of files to share: ``curate --against`` checks
-    the folder's pairs alone, then again among both folders' pairs."""
+    the folder's pairs, then the pairs its images form with the other folder's."""
     return functools.lru_cache(maxsize=_CACHED_IMAGES)(_detail_thumbnail)
 
 

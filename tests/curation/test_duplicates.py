@@ -11,10 +11,13 @@ from PIL import Image
 
 from contrastive.curation.duplicates import (
     SIMILARITY_TOLERANCE,
+    copy_links,
+    cross_groups,
     duplicate_groups,
     exact_copy_links,
     find_cross_duplicates,
     find_duplicates,
+    leak_groups,
     similar_pairs,
 )
 from contrastive.data.near_copies import copy_groups
@@ -85,6 +88,99 @@ def test_copies_across_two_folders_are_leaks(tmp_path: Path, make_textured_folde
     groups = find_cross_duplicates(test, train)
     assert [g.members.tolist() for g in groups] == [[0, len(test) + 5]]
     assert [g.members.tolist() for g in find_duplicates(test)] == [[1, 2]]
+
+
+def _near(vector: torch.Tensor, cosine: float, rng: np.random.Generator) -> torch.Tensor:
+    """A unit vector at ``cosine`` to the unit ``vector``."""
+    other = torch.from_numpy(rng.standard_normal(vector.shape[0]).astype(np.float32))
+    other = other - (other @ vector) * vector
+    other = other / other.norm()
+    return cosine * vector + (1 - cosine**2) ** 0.5 * other
+
+
+def test_leak_groups_are_those_of_both_sets_searched_together() -> None:
+    # Planted links of every kind: within the first set, within the second, across, chains
+    # through either set, exact copies (equal digests) across; the leak groups must be those
+    # of one search over both sets, filtered by cross_groups, as before.
+    rng = np.random.default_rng(0)
+    first = unit(rng.standard_normal((120, 16)).tolist())
+    second = unit(rng.standard_normal((40, 16)).tolist())
+    second[0] = _near(first[5], 0.97, rng)  # a copy across
+    first[11] = _near(first[10], 0.96, rng)  # first 10 ~ 11 ~ second 1
+    second[1] = _near(first[11], 0.95, rng)
+    second[3] = _near(second[2], 0.98, rng)  # second 2 ~ 3 ~ first 20
+    first[20] = _near(second[3], 0.94, rng)
+    for index in (6, 7, 8):  # three copies of second 5 in the first set, one more within
+        first[index * 3] = _near(second[5], 0.93 + 0.01 * (index - 6), rng)
+    second[9] = _near(second[5], 0.99, rng)
+    fingerprints = torch.cat([first, second])
+    digests = [f"d{index}" for index in range(len(fingerprints))]
+    digests[120 + 30] = digests[40]  # an exact copy across: equal bytes, any fingerprint
+    split = len(first)
+
+    together = cross_groups(duplicate_groups(fingerprints, digests), split)
+    links = copy_links(fingerprints[:split], digests[:split])
+    leaks = leak_groups(fingerprints, digests, split, links)
+
+    assert len(together) == 5
+    assert [g.members.tolist() for g in leaks] == [g.members.tolist() for g in together]
+    for mine, reference in zip(leaks, together, strict=True):
+        np.testing.assert_array_equal(mine.exact, reference.exact)
+        np.testing.assert_allclose(mine.similarity, reference.similarity, atol=1e-6)
+
+
+def test_leak_search_looks_from_both_sets() -> None:
+    # With one candidate per image: the test image's nearest training image is D, so its
+    # own search links it to D only; training image A (whose nearest is then the test
+    # image) must still be linked to it. Searching both sets together missed A too: A's
+    # nearest image of both sets is E, a look-alike of A.
+    rng = np.random.default_rng(1)
+    first = unit(rng.standard_normal((6, 16)).tolist())
+    test_image = unit(rng.standard_normal((1, 16)).tolist())[0]
+    first[1] = _near(test_image, 0.97, rng)  # D
+    first[2] = _near(test_image, 0.94, rng)  # A
+    first[3] = _near(first[2], 0.995, rng)  # E, A's look-alike
+    fingerprints = torch.cat([first, test_image[None]])
+    links = copy_links(first, threshold=0.92, candidates=1)
+    groups = leak_groups(fingerprints, None, 6, links, threshold=0.92, candidates=1)
+    leaked = {int(member) for group in groups for member in group.members}
+    assert {1, 2, 6} <= leaked
+    together = cross_groups(duplicate_groups(fingerprints, threshold=0.92, candidates=1), 6)
+    assert 2 not in {int(member) for group in together for member in group.members}
+
+
+def test_curate_against_searches_the_folder_once(
+    tmp_path: Path, make_textured_folder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The folder's own pairs were searched twice: alone (its duplicates), then again in a
+    # search over both folders (leaks). Now the second search covers the other folder only.
+    import contrastive.curation.duplicates as duplicates
+    from contrastive.curation import CurationSettings, curate
+    from contrastive.embeddings import Embeddings
+
+    paths = make_textured_folder(tmp_path / "data", {"": 30}, seed=4)
+    others = make_textured_folder(tmp_path / "other", {"": 8}, seed=5)
+    Image.open(paths[3]).save(paths[4])  # a duplicate within the folder
+    Image.open(paths[7]).resize((40, 40)).save(others[2])  # and a leak
+    searches: list[tuple[int, int | None]] = []
+    search = duplicates.near_copy_pairs
+
+    def recorded(queries, references=None, *args, **kwargs):
+        searches.append((len(queries), None if references is None else len(references)))
+        return search(queries, references, *args, **kwargs)
+
+    monkeypatch.setattr(duplicates, "near_copy_pairs", recorded)
+    dataset = Embeddings(
+        np.random.default_rng(0).standard_normal((30, 8)).astype(np.float32),
+        np.array([path.name for path in paths]),
+        None,
+        None,
+        data_root=tmp_path / "data",
+    )
+    result = curate(dataset, CurationSettings(label_issues="no"), against=tmp_path / "other")
+    assert sorted(searches, key=str) == sorted([(30, None), (8, None), (8, 30), (30, 8)], key=str)
+    assert [g.members.tolist() for g in result.duplicates] == [[3, 4]]
+    assert [g.members.tolist() for g in result.leaks] == [[7, 30 + 2]]
 
 
 def test_threshold_one_finds_exact_copies_despite_float32_rounding() -> None:
