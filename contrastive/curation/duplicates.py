@@ -157,13 +157,17 @@ def copy_links(
     """The links :func:`duplicate_groups` groups: ``(first, second)`` image indices of each
     near copy (confirmed in detail where ``paths`` are given) and exact copy; the arguments
     are its own. :func:`leak_groups` reuses them rather than search the set again."""
-    count = fingerprints.shape[0]
-    if digests is not None and len(digests) != count:
-        raise ContrastiveError(f"{len(digests)} file digests for {count} fingerprints")
+    _check_digests(digests, fingerprints)
     pairs = near_copy_pairs(fingerprints, None, threshold, candidates, progress, exact)
     if paths is not None:
         pairs = confirm_by_detail(pairs, paths, thumbnails=thumbnails)
     return _with_exact_links(pairs, digests)
+
+
+def _check_digests(digests: Sequence[str] | None, fingerprints: Tensor) -> None:
+    count = fingerprints.shape[0]
+    if digests is not None and len(digests) != count:
+        raise ContrastiveError(f"{len(digests)} file digests for {count} fingerprints")
 
 
 def _with_exact_links(
@@ -223,9 +227,7 @@ def leak_groups(
         Groups whose member indices run over both sets (``i >= split`` is the second
         set's image ``i - split``), each holding images of both, largest first.
     """
-    count = fingerprints.shape[0]
-    if digests is not None and len(digests) != count:
-        raise ContrastiveError(f"{len(digests)} file digests for {count} fingerprints")
+    _check_digests(digests, fingerprints)
     first, second = fingerprints[:split], fingerprints[split:]
     within = near_copy_pairs(second, None, threshold, candidates, progress, exact)
     # Both ways: an image with more copies in the other set than ``candidates`` is still
