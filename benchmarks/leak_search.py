@@ -5,9 +5,11 @@ groups it shares with the other folder (leakage). Until the forty-third session 
 list came from one more search over both folders together, which searched the folder's own
 pairs a second time; :func:`~contrastive.curation.duplicates.leak_groups` reuses the
 folder's links and searches only the other folder, within itself and against the folder
-both ways. This script runs both on the same fingerprints, in one process, order
+both ways, and adds a group for each image with a copy in the other folder that the
+groups leave out. This script runs both on the same fingerprints, in one process, order
 alternated (one-two-two-one), and compares what they find: the groups, the links, and the
-images of the other folder that the leak groups hold.
+images of each folder that the leak groups hold, against those that have a copy in the
+other folder.
 
 Example (CIFAR-10's 50,000 training images against its 10,000 test images)::
 
@@ -30,6 +32,7 @@ from contrastive.curation.duplicates import (
     copy_links,
     cross_groups,
     duplicate_groups,
+    exact_copy_links,
     file_digests,
     groups_from_links,
     leak_groups,
@@ -82,13 +85,32 @@ def link_sets(fingerprints, split) -> tuple[set, set]:
     return together, reused
 
 
-def _summary(groups: list[DuplicateGroup], split: int) -> dict[str, int]:
-    members = np.concatenate([g.members for g in groups]) if groups else np.zeros(0, np.int64)
+def _summary(groups: list[DuplicateGroup], split: int, linked: set[int]) -> dict[str, int]:
+    """Group count, the unique images of each folder in them, and the images with a copy in
+    the other folder (``linked``) that none of them holds."""
+    members = [int(member) for group in groups for member in group.members]
+    unique = set(members)
     return {
         "groups": len(groups),
-        "folder_images": int((members < split).sum()),
-        "other_images": int((members >= split).sum()),
+        "folder_images": sum(member < split for member in unique),
+        "other_images": sum(member >= split for member in unique),
+        "listed_again": len(members) - len(unique),
+        "linked_folder_images_left_out": sum(member < split for member in linked - unique),
+        "linked_other_images_left_out": sum(member >= split for member in linked - unique),
     }
+
+
+def linked_images(fingerprints, digests, split) -> set[int]:
+    """The images with a near copy (fingerprints only) or an exact copy in the other folder."""
+    first, second = fingerprints[:split], fingerprints[split:]
+    forth, back = near_copy_pairs(second, first), near_copy_pairs(first, second)
+    exact_first, exact_second = exact_copy_links(digests)
+    across = (exact_first < split) != (exact_second < split)
+    exact = np.concatenate([exact_first[across], exact_second[across]])
+    folder = {*forth.reference.tolist(), *back.query.tolist(), *exact[exact < split].tolist()}
+    other = {*(forth.query + split).tolist(), *(back.reference + split).tolist()}
+    other |= set(exact[exact >= split].tolist())
+    return folder | other
 
 
 def main() -> None:
@@ -113,6 +135,7 @@ def main() -> None:
         seconds[name].append(time.perf_counter() - started)
         print(f"{name}: {seconds[name][-1]:.1f} s", flush=True)
     old, new = found["searched together"], found["links reused"]
+    linked = linked_images(fingerprints, digests, split)
     result = {
         "images": [split, len(paths) - split],
         "torch_threads": torch.get_num_threads(),
@@ -121,9 +144,13 @@ def main() -> None:
         "speed-up": round(sum(seconds["searched together"]) / sum(seconds["links reused"]), 2),
         "same_duplicate_groups": [g.members.tolist() for g in old[0]]
         == [g.members.tolist() for g in new[0]],
+        "images_with_a_copy_in_the_other_folder": {
+            "folder_images": sum(member < split for member in linked),
+            "other_images": sum(member >= split for member in linked),
+        },
         "leaks": {
-            "searched together": _summary(old[1], split),
-            "links reused": _summary(new[1], split),
+            "searched together": _summary(old[1], split, linked),
+            "links reused": _summary(new[1], split, linked),
         },
     }
     together, reused = link_sets(fingerprints, split)

@@ -4,7 +4,8 @@ Files (each list only when it was computed):
 
 * ``summary.json`` and ``summary.md``: counts, settings and timings.
 * ``duplicates.csv`` / ``duplicates.png``: groups of exact and near copies in the folder.
-* ``leaks.csv`` / ``leaks.png``: groups with images of both folders (``--against``).
+* ``leaks.csv`` / ``leaks.png``: groups with images of both folders (``--against``); every
+  image with a copy in the other folder is in one, some in two.
 * ``outliers.csv`` / ``outliers.png``: every image, most outlying first.
 * ``unusual_groups.csv`` / ``unusual_groups.png``: tiny isolated clusters.
 * ``label_issues.csv`` / ``label_issues.png``: suspected label mistakes with the suggested class.
@@ -238,7 +239,8 @@ def summary_text(summary: dict[str, object]) -> str:
     if "leak_groups" in counts:
         lines.append(
             f"- groups shared with {summary['against']}: {counts['leak_groups']} "
-            f"({counts['leaked_images']} of this folder's images)"
+            f"({counts['leaked_images']} of this folder's images, "
+            f"{counts['leaked_other_images']} of {summary['against']}'s)"
         )
     lines.append(f"- unusual groups (tiny isolated clusters): {counts['unusual_groups']}")
     if counts.get("blank_images"):
@@ -336,7 +338,10 @@ def _summary(curation: Curation) -> dict[str, object]:
         )
     if curation.against:
         counts["leak_groups"] = len(curation.leaks)
-        counts["leaked_images"] = sum(int((g.members < len(dataset)).sum()) for g in curation.leaks)
+        # Unique images: one with copies in two leak groups is listed in both.
+        members = {int(member) for group in curation.leaks for member in group.members}
+        counts["leaked_images"] = sum(member < len(dataset) for member in members)
+        counts["leaked_other_images"] = len(members) - counts["leaked_images"]
     probe_accuracy = largest_share = None
     if curation.label_issues is not None:
         counts["label_issues"] = len(curation.label_issues.issues)

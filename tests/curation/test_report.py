@@ -56,6 +56,27 @@ def test_a_second_report_removes_the_lists_it_does_not_write(
     assert (out / "keep" / "0001_x.png").read_text() == "mine"
 
 
+def test_the_summary_counts_leaked_images_of_both_folders(
+    tmp_path: Path, make_textured_folder
+) -> None:
+    # Two test images copy one training image (two copies of one file: exact too), a third
+    # copies another: the summary said how many training images leaked, not test images.
+    dataset = embedded_folder(tmp_path / "data", make_textured_folder)
+    other = tmp_path / "other"
+    make_textured_folder(other, {"": 4}, seed=5)
+    for name, source in (
+        ("000.png", "a/000.png"),
+        ("001.png", "a/000.png"),
+        ("002.png", "b/003.png"),
+    ):
+        (other / name).write_bytes((tmp_path / "data" / source).read_bytes())
+    curation = curate(dataset, CurationSettings(label_issues="no"), against=other)
+    summary = write_report(curation, tmp_path / "report", sheets=False)
+    assert summary["counts"]["leaked_images"] == 2
+    assert summary["counts"]["leaked_other_images"] == 3
+    assert f"(2 of this folder's images, 3 of {other}'s)" in summary_text(summary)
+
+
 def test_a_selected_folder_with_other_files_is_left_alone_and_not_linked_into(
     tmp_path: Path, make_textured_folder
 ) -> None:
