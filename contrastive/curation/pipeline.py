@@ -158,8 +158,11 @@ def images_left_out(dataset: Embeddings) -> list[str]:
     root = dataset.data_root
     if root is None or not root.is_dir() or any(Path(p).is_absolute() for p in dataset.paths):
         return []
-    # Listed without ImageFolder.scan's "found N images": embedding the folder said it.
-    images = {relative_key(path, root) for path in list_images(root)}
+    # Listed without ImageFolder.scan's "found N images", and without the scan's warnings
+    # (files that are no images, hidden folders): embedding the folder said them.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        images = {relative_key(path, root) for path in list_images(root)}
     return sorted(images - _embedded_paths(dataset))
 
 

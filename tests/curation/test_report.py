@@ -224,6 +224,24 @@ def test_images_without_embeddings_are_listed_in_the_report(
     assert "left out" not in (out / "summary.md").read_text()
 
 
+def test_looking_for_left_out_images_repeats_no_warning_of_the_embedding(
+    tmp_path: Path, make_textured_folder
+) -> None:
+    # `curate --run` embeds the folder (whose scan warns of the notes beside the images),
+    # then lists the images left out: that second scan repeated the warning word for word.
+    import warnings
+
+    from contrastive.curation.pipeline import images_left_out
+
+    root = tmp_path / "data"
+    dataset = embedded_folder(root, make_textured_folder)
+    (root / "notes.txt").write_text("not an image")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert images_left_out(dataset) == []
+    assert [str(warning.message) for warning in caught] == []
+
+
 def test_blank_images_are_listed_where_the_outlier_ranking_misses_them(
     tmp_path: Path, make_textured_folder
 ) -> None:
