@@ -80,3 +80,38 @@ def test_this_process_s_own_work_is_not_counted(monkeypatch: pytest.MonkeyPatch)
         stop.set()
         spinner.join()
     assert others is not None and others < 0.2
+
+
+@pytest.mark.parametrize(
+    ("flags", "native"),
+    [
+        ("fpu sse2 avx2 avx512f avx512bw avx512_vnni", False),  # AVX-512, no bf16: emulated
+        ("fpu avx2 avx512f avx512_bf16", True),  # Cooper Lake, Zen 4
+        ("fpu avx2 avx512f amx_bf16 amx_tile", True),  # Sapphire Rapids
+        ("fpu sse2 avx2", False),
+    ],
+)
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, flags: str, native: bool) -> None:
+    # oneDNN's check said yes on the first host (AVX-512 without bf16), where bf16 steps
+    # took 164 ms against 93-113 ms in float32, and `--precision auto` chose bf16.
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n"
+    )
+    assert hardware.cpu_runs_bf16_natively(str(cpuinfo)) is native
+
+
+def test_without_cpu_flags_onednn_decides(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert hardware.cpu_runs_bf16_natively(str(tmp_path / "missing")) is True
+
+
+def test_auto_precision_on_a_cpu_follows_its_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    from contrastive.training import budget
+
+    for native, expected in ((False, "32-true"), (True, "bf16-mixed")):
+        monkeypatch.setattr(budget, "cpu_runs_bf16_natively", lambda native=native: native)
+        assert budget.resolve_precision("auto", "cpu") == expected
+    assert hardware.detect_hardware("cpu").bf16 is hardware.cpu_runs_bf16_natively()

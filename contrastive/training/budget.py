@@ -29,6 +29,7 @@ from lightly.utils.scheduler import CosineWarmupScheduler
 from pytorch_lightning.utilities.seed import isolate_rng
 
 from contrastive.errors import ContrastiveError
+from contrastive.hardware import cpu_runs_bf16_natively
 from contrastive.training.lightning_compat import set_step_limit
 from contrastive.training.optim import stretch_schedule
 
@@ -478,10 +479,12 @@ def _to_device(batch: object, device: torch.device) -> object:
 def resolve_precision(precision: str, accelerator: str) -> str:
     """``auto``: bf16 mixed precision where the hardware runs it natively, else fp32.
 
-    On CPUs with native bf16 (AVX512-BF16/AMX) and on GPUs with bf16 units (compute
-    capability 8.0 or newer) that is the fastest safe choice; GPUs that only emulate bf16
-    (T4, V100) train slower in it and get fp32. fp16 is avoided by default because
-    contrastive logits at low temperature overflow its range without loss scaling.
+    On CPUs with native bf16 (AVX512-BF16/AMX, read by
+    :func:`~contrastive.hardware.cpu_runs_bf16_natively`) and on GPUs with bf16 units (compute
+    capability 8.0 or newer) that is the fastest safe choice; CPUs and GPUs that only
+    emulate bf16 (AVX-512 without BF16; T4, V100) train slower in it and get fp32. fp16 is
+    avoided by default because contrastive logits at low temperature overflow its range
+    without loss scaling.
 
     This runs before Lightning starts its processes, so it must not initialise CUDA (a
     forked process cannot use CUDA initialised before the fork): the GPUs are asked
@@ -494,7 +497,7 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     )
     if use_gpu:
         return "bf16-mixed" if _gpus_run_bf16_natively() else "32-true"
-    return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
+    return "bf16-mixed" if cpu_runs_bf16_natively() else "32-true"
 
 
 def _gpus_run_bf16_natively() -> bool:
