@@ -26,6 +26,7 @@ from contrastive.embeddings import embed_folder
 from contrastive.evaluation.knn import knn_rankings
 from contrastive.evaluation.labels import LabeledPair, labeled_pair
 from contrastive.evaluation.metrics import topk_accuracy
+from contrastive.hardware import cpu_runs_bf16_natively
 from contrastive.training.budget import parse_duration
 from contrastive.training.config import TrainConfig, load_config_file
 from contrastive.views.config import ViewConfig
@@ -39,7 +40,12 @@ KNN_TEMPERATURE = 0.1
 
 # ----------------------------------------------------------------------------- provenance
 def machine() -> dict:
-    """CPU model, core count, torch threads, GPU and torch version of this machine."""
+    """CPU model, core count, native bf16, torch threads, GPU and torch version of this machine.
+
+    ``cpu_native_bf16`` matters when reading rows across sessions: ``--precision auto``
+    trains in bf16 only where the CPU computes in it, so two hosts of the same model name
+    can run the same command in different precisions.
+    """
     model = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -52,6 +58,7 @@ def machine() -> dict:
     return {
         "cpu": model,
         "cores": os.cpu_count(),
+        "cpu_native_bf16": cpu_runs_bf16_natively(),
         "torch_threads": torch.get_num_threads(),
         "gpu": gpu,
         "torch": torch.__version__,
