@@ -12,6 +12,12 @@ step means the step is bound by launches, not FLOPs::
     python benchmarks/step_rates.py                         # the default candidates
     python benchmarks/step_rates.py --rows resnet18:32:512 resnet18_half:24:1024
 
+Is ``--precision auto``'s choice the faster one on this host? Time both, alternating so
+that a drift of the host's speed does not favour either, and read ``auto`` in each row::
+
+    python benchmarks/step_rates.py --rows resnet10_quarter:24:128 --cpu-batch-divisor 1 \
+        --precisions 32-true bf16-mixed bf16-mixed 32-true
+
 On the CPU the batches are divided by ``--cpu-batch-divisor`` so that a check stays short.
 Rows are printed as JSON lines (and written to ``--out`` if given).
 """
@@ -58,8 +64,10 @@ def step_rate(
     device: torch.device,
     warmup: int,
     steps: int,
+    precision: str = "auto",
 ) -> dict:
-    """Milliseconds per training step, images/s and TFLOP/s of training work for one row."""
+    """Milliseconds per training step, images/s and TFLOP/s of training work for one row,
+    in ``precision`` (``auto``: what training would resolve it to on this device)."""
     candidate = Candidate(backbone, view_size, 1)
     base = TrainConfig(out="unused")
     module = candidate_module(candidate, batch_size, stored_size, base).to(device).train()
@@ -69,7 +77,8 @@ def step_rate(
         0, 256, (batch_size, 3, stored_size, stored_size), dtype=torch.uint8, generator=generator
     )
     host_batch = (images, torch.arange(batch_size))
-    precision = resolve_precision("auto", device.type)
+    auto = resolve_precision("auto", device.type)
+    precision = resolve_precision(precision, device.type)
 
     def step() -> None:
         training_step(module, optimizer, host_batch, precision, device)
@@ -96,6 +105,7 @@ def step_rate(
         "images_per_s": round(batch_size / seconds, 1),
         "tflops": round(batch_size * work / seconds / 1e12, 4),
         "precision": precision,
+        "auto": auto,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
     }
 
@@ -115,6 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cpu-batch-divisor", type=int, default=64, help="batches are divided by this on CPU"
     )
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=("auto", "32-true", "bf16-mixed"),
+        default=["auto"],
+        help="time each row in each of these, in this order (default: auto)",
+    )
     parser.add_argument("--out", type=Path, help="write the rows here as JSON lines")
     args = parser.parse_args(argv)
     on_gpu = torch.cuda.is_available()
@@ -123,11 +140,19 @@ def main(argv: list[str] | None = None) -> int:
     for backbone, view_size, batch_size in args.rows:
         if not on_gpu:
             batch_size = max(batch_size // args.cpu_batch_divisor, 2)
-        row = step_rate(
-            backbone, view_size, batch_size, args.stored_size, device, args.warmup, args.steps
-        )
-        print(json.dumps(row), flush=True)
-        rows.append(row)
+        for precision in args.precisions:
+            row = step_rate(
+                backbone,
+                view_size,
+                batch_size,
+                args.stored_size,
+                device,
+                args.warmup,
+                args.steps,
+                precision,
+            )
+            print(json.dumps(row), flush=True)
+            rows.append(row)
         if on_gpu:
             torch.cuda.empty_cache()
     if args.out:

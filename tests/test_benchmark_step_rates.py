@@ -32,3 +32,20 @@ def test_a_row_is_timed_and_its_work_follows_from_the_batch(tmp_path) -> None:
         expected = row["batch"] / (row["ms_per_step"] / 1000)
         assert row["images_per_s"] == pytest.approx(expected, rel=0.02, abs=0.1)
         assert row["tflops"] == pytest.approx(row["images_per_s"] * work / 1e12, rel=0.02, abs=1e-4)
+
+
+def test_each_row_is_timed_in_each_precision_and_names_autos_choice(tmp_path) -> None:
+    out = tmp_path / "rates.jsonl"
+    argv = ["--rows", "resnet10_quarter:24:128", "--warmup", "1", "--steps", "1"]
+    argv += ["--precisions", "32-true", "bf16-mixed", "auto", "--out", str(out)]
+    assert step_rates.main(argv) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    auto = step_rates.resolve_precision("auto", "cpu")
+    assert [row["precision"] for row in rows] == ["32-true", "bf16-mixed", auto]
+    assert {row["auto"] for row in rows} == {auto}
+
+
+def test_an_unknown_precision_is_refused_by_name(capsys) -> None:
+    with pytest.raises(SystemExit):
+        step_rates.main(["--precisions", "fp8"])
+    assert "--precisions" in capsys.readouterr().err
