@@ -369,10 +369,25 @@ def run(args: argparse.Namespace) -> int:
     if result.finished_at_step is not None:  # nothing trained: train() said so in one line
         return 0
     if rank_zero_only.rank == 0:  # one summary, not one per DDP process
-        print(f"trained on {result.num_images} images; run directory: {result.run_dir}")
+        print(
+            f"trained on {_images_trained(result.num_images, result.config, folder)}; "
+            f"run directory: {result.run_dir}"
+        )
         print(f"backbone weights ({_weights_kind(result.config.backbone)}): {result.backbone_path}")
         _warn_stale_exports(result.run_dir, result.backbone_path)
     return 0
+
+
+def _images_trained(num_images: int, config: TrainConfig, folder: ImageFolder | None) -> str:
+    """``N images``, or, where a budget's plan (or ``--max-images``) trained on a sample,
+    ``N of the folder's M images (...)``: a bare count smaller than the folder reads as lost
+    images."""
+    if folder is None or config.max_images is None or config.max_images >= len(folder):
+        return f"{num_images:,} images"
+    return (
+        f"{num_images:,} of the folder's {len(folder):,} images "
+        f"(a seeded sample: max_images={config.max_images} in config.yaml)"
+    )
 
 
 def _warn_if_views_upscale(config: TrainConfig) -> ImageFolder | None:

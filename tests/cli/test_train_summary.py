@@ -78,3 +78,24 @@ def test_a_config_of_another_run_says_what_it_does_not_re_create(
         _note_config_source(args, config, None)
     # The same images, an --epochs run: re-created as it was; only the scan is announced.
     assert [record.message.split(" ")[0] for record in caplog.records] == ["found"]
+
+
+def test_a_sampled_run_says_how_much_of_the_folder_it_trained_on(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from contrastive.cli.train import _images_trained
+    from contrastive.data.folder import ImageFolder
+    from contrastive.training.config import TrainConfig
+
+    for index in range(5):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{index}.png")
+    folder = ImageFolder.scan(tmp_path)
+    config = TrainConfig(data=str(tmp_path), max_images=3)
+    # Before: "trained on 3 images", as if two had been lost.
+    assert _images_trained(3, config, folder) == (
+        "3 of the folder's 5 images (a seeded sample: max_images=3 in config.yaml)"
+    )
+    # No sample: the count alone, also where unreadable files left fewer images.
+    for unsampled in (TrainConfig(data=str(tmp_path)), config.with_overrides(max_images=5)):
+        assert _images_trained(4, unsampled, folder) == "4 images"
+    assert _images_trained(1234, TrainConfig(data=str(tmp_path)), None) == "1,234 images"
