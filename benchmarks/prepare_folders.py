@@ -11,7 +11,8 @@ Rules (classes and files in sorted order; where a split is drawn, one ``random.R
 shuffles each class's list in turn unless said). Each reproduces the image counts of the
 rows in ``results/folders.jsonl`` and their raw-pixel kNN top-1 (``folders.py --row raw``:
 brain MRI 71.61, clothing 39.52, flowers 40.46, TrashNet 38.42, EuroSAT 34.59, FER
-38.01, Imagenette 34.39; checked in the forty-third session):
+38.01, Imagenette 34.39, checked in the forty-third session; STL-10 33.1 and Tiny ImageNet
+6.2, checked in the forty-fourth):
 
 * ``brain-mri`` (github:KomalChaudhari8/BRAIN_TUMOR_APP): ``Training/`` and ``Testing/``,
   byte-identical files dropped: a training file whose bytes came earlier in training, a
@@ -27,9 +28,14 @@ brain MRI 71.61, clothing 39.52, flowers 40.46, TrashNet 38.42, EuroSAT 34.59, F
   (21,600 / 5,400).
 * ``fer`` (github:Harsh9524/emotion-analysi-CV): ``train/`` and ``test/`` (28,709 / 3,589).
 * ``imagenette`` (github:thunderInfy/imagenette): ``train/`` and ``val/`` (9,469 / 3,925).
-
-Not covered: STL-10 and Tiny ImageNet (their labels come from a CSV file and an annotation
-file; ``benchmarks/README.md`` says how they were built).
+* ``stl10`` (github:GooMinjae/STL-10_image_classification):
+  ``image-classification-competition-1/train_data/`` labelled by ``train_data.csv``
+  (labels 0-9 in STL-10's order, named), split as ``flowers`` (4,000 / 1,000); and
+  ``unlabeled_all/``: those 5,000 and the 8,000 of ``test_data/`` (13,000), for
+  ``folders.py --train-data``.
+* ``tiny-imagenet`` (github:seshuad/IMagenet): ``tiny-imagenet-200/train/<wnid>/images/``
+  and ``val/images/`` sorted into classes by ``val/val_annotations.txt``
+  (100,000 / 10,000).
 
 Example::
 
@@ -61,26 +67,45 @@ class Entry:
 Split = dict[str, list[Entry]]
 
 
-def listed(git_dir: Path, folder: str, commit: str = "HEAD") -> list[Entry]:
-    """The images under ``folder/<class>/`` at ``commit``, sorted by path."""
+def tree(git_dir: Path, folder: str, commit: str = "HEAD") -> list[tuple[str, str]]:
+    """``(path, blob)`` of every image file under ``folder`` at ``commit``, at any depth."""
     output = subprocess.run(
         ["git", "--git-dir", str(git_dir), "ls-tree", "-r", commit, "--", folder],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    entries = []
+    files = []
     for line in output.splitlines():
         meta, path = line.split("\t", 1)
-        parts = path.split("/")
-        if meta.split()[1] != "blob" or not path.lower().endswith(IMAGE_SUFFIXES):
-            continue
-        if len(parts) != folder.count("/") + 3:  # folder/<class>/<file> only
-            continue
-        entries.append(Entry(path, parts[-2], meta.split()[2]))
+        if meta.split()[1] == "blob" and path.lower().endswith(IMAGE_SUFFIXES):
+            files.append((path, meta.split()[2]))
+    if not files:
+        raise SystemExit(f"no images under {folder}/ in {git_dir} at {commit}")
+    return files
+
+
+def listed(git_dir: Path, folder: str, commit: str = "HEAD") -> list[Entry]:
+    """The images under ``folder/<class>/`` at ``commit``, sorted by path."""
+    depth = folder.count("/") + 3  # folder/<class>/<file> only
+    entries = [
+        Entry(path, path.split("/")[-2], blob)
+        for path, blob in tree(git_dir, folder, commit)
+        if len(path.split("/")) == depth
+    ]
     if not entries:
         raise SystemExit(f"no images under {folder}/<class>/ in {git_dir} at {commit}")
     return sorted(entries, key=lambda entry: entry.path)
+
+
+def text_file(git_dir: Path, path: str, commit: str = "HEAD") -> str:
+    """The contents of the text file ``path`` at ``commit``."""
+    return subprocess.run(
+        ["git", "--git-dir", str(git_dir), "cat-file", "blob", f"{commit}:{path}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 def drawn_split(
@@ -117,6 +142,65 @@ def clothing(git_dir: Path) -> Split:
     }
 
 
+#: STL-10's classes in the order of its labels 0-9 (also their sorted order).
+STL10_CLASSES = (
+    "airplane",
+    "bird",
+    "car",
+    "cat",
+    "deer",
+    "dog",
+    "horse",
+    "monkey",
+    "ship",
+    "truck",
+)
+
+
+def stl10(git_dir: Path) -> Split:
+    root = "image-classification-competition-1"
+    labels = {}
+    for line in text_file(git_dir, f"{root}/train_data.csv").splitlines()[1:]:
+        if line.strip():
+            label, name = line.strip().split(",")
+            labels[name] = STL10_CLASSES[int(label)]
+    labeled = sorted(tree(git_dir, f"{root}/train_data"))
+    missing = sorted(set(labels) - {Path(path).name for path, _ in labeled})
+    if missing:
+        raise SystemExit(f"train_data.csv names {len(missing)} files not in train_data/")
+    entries = [
+        Entry(path, labels[Path(path).name], blob)
+        for path, blob in labeled
+        if Path(path).name in labels
+    ]
+    split = drawn_split(entries, lambda n: int(0.8 * n))
+    # The run trains on every image, labelled or not; the source folder keeps names apart.
+    split["unlabeled_all"] = [Entry(path, "train_data", blob) for path, blob in labeled] + [
+        Entry(path, "test_data", blob) for path, blob in sorted(tree(git_dir, f"{root}/test_data"))
+    ]
+    return split
+
+
+def tiny_imagenet(git_dir: Path) -> Split:
+    root = "tiny-imagenet-200"
+    train = [
+        Entry(path, path.split("/")[-3], blob)
+        for path, blob in sorted(tree(git_dir, f"{root}/train"))
+        if path.split("/")[-2] == "images"  # train/<wnid>/images/<file>
+    ]
+    labels = {}
+    for line in text_file(git_dir, f"{root}/val/val_annotations.txt").splitlines():
+        if line.strip():
+            name, wnid = line.split("\t")[:2]
+            labels[name] = wnid
+    validation = [
+        Entry(path, labels[Path(path).name], blob)
+        for path, blob in sorted(tree(git_dir, f"{root}/val/images"))
+        if Path(path).name in labels
+    ]
+    return {"train": train, "test": validation}
+
+
 FOLDERS: dict[str, Callable[[Path], Split]] = {
     "brain-mri": brain_mri,
     "clothing": clothing,
@@ -130,6 +214,8 @@ FOLDERS: dict[str, Callable[[Path], Split]] = {
         "train": listed(git_dir, "train"),
         "test": listed(git_dir, "val"),
     },
+    "stl10": stl10,
+    "tiny-imagenet": tiny_imagenet,
 }
 
 

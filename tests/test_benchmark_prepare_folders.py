@@ -82,3 +82,48 @@ def test_a_drawn_split_shuffles_each_sorted_class_with_one_generator(tmp_path: P
         for label in ("daisy", "rose")
     ]
     assert positions[0] == positions[1]
+
+
+def test_stl10_labels_come_from_the_csv_and_every_image_trains(tmp_path: Path) -> None:
+    root = "image-classification-competition-1"
+    rows = [(0, "00.png"), (9, "01.png"), (0, "02.png"), (9, "03.png"), (0, "04.png")]
+    files = {f"{root}/train_data/{name}": name.encode() for _, name in rows}
+    files[f"{root}/train_data.csv"] = (
+        "label,name\n" + "".join(f"{label},{name}\n" for label, name in rows)
+    ).encode()
+    files[f"{root}/test_data/00.png"] = b"unlabelled"  # the same name as a labelled one
+    git_dir = _mirror(tmp_path, files)
+    split = prepare.stl10(git_dir)
+    assert {entry.label for entry in split["train"] + split["test"]} == {"airplane", "truck"}
+    labelled = {Path(entry.path).name: entry.label for entry in split["train"] + split["test"]}
+    assert labelled == {"00.png": "airplane", "01.png": "truck", "02.png": "airplane",
+                        "03.png": "truck", "04.png": "airplane"}  # fmt: skip
+    # int(0.8 n) of each class: 2 of the 3 airplanes, 1 of the 2 trucks.
+    assert sorted(entry.label for entry in split["train"]) == ["airplane", "airplane", "truck"]
+    out = tmp_path / "out"
+    prepare.write_split(git_dir, split, out)
+    # All 6 images train, and the two files named 00.png both survive.
+    assert len(list((out / "unlabeled_all").rglob("*.png"))) == 6
+    assert (out / "unlabeled_all" / "test_data" / "00.png").read_bytes() == b"unlabelled"
+
+
+def test_tiny_imagenet_sorts_the_validation_images_by_their_annotations(tmp_path: Path) -> None:
+    root = "tiny-imagenet-200"
+    files = {
+        f"{root}/train/n01/images/n01_0.JPEG": b"a",
+        f"{root}/train/n01/n01_boxes.txt": b"boxes",
+        f"{root}/train/n02/images/n02_0.JPEG": b"b",
+        f"{root}/val/images/val_0.JPEG": b"c",
+        f"{root}/val/images/val_1.JPEG": b"d",
+        f"{root}/val/val_annotations.txt": b"val_0.JPEG\tn02\t0\t0\t9\t9\n"
+        b"val_1.JPEG\tn01\t1\t1\t8\t8\n",
+    }
+    split = prepare.tiny_imagenet(_mirror(tmp_path, files))
+    assert [(entry.label, Path(entry.path).name) for entry in split["train"]] == [
+        ("n01", "n01_0.JPEG"),
+        ("n02", "n02_0.JPEG"),
+    ]
+    assert [(entry.label, Path(entry.path).name) for entry in split["test"]] == [
+        ("n02", "val_0.JPEG"),
+        ("n01", "val_1.JPEG"),
+    ]
