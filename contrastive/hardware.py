@@ -2,7 +2,7 @@
 
 A process that initialised CUDA cannot fork workers that use it (Lightning forks for
 multi-GPU runs in notebooks), so GPUs are described through NVML, the driver's management
-library, as :func:`contrastive.training.budget.resolve_precision` does. torch is imported
+library (:func:`nvml_gpus`). torch is imported
 by the functions that ask it, so that a command line reading the core count does not wait
 for it.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from contrastive.errors import ContrastiveError
@@ -179,7 +180,7 @@ def detect_hardware(accelerator: str = "auto", devices: int = 1) -> Hardware:
     cores = usable_cores()
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if use_gpu:
-        bf16 = bool(gpus) and min(g.compute_capability for g in gpus) >= (8, 0)
+        bf16 = gpus_run_bf16_natively(gpus)
         return Hardware("cuda", cores or 1, bf16, memory, gpus, max(devices, 1))
     return Hardware("cpu", cores or 1, cpu_runs_bf16_natively(), memory, (), max(devices, 1))
 
@@ -211,6 +212,28 @@ def cpu_runs_bf16_natively(cpuinfo: str = "/proc/cpuinfo") -> bool:
 
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return not NATIVE_BF16_FLAGS.isdisjoint(flags)
+
+
+def gpus_run_bf16_natively(gpus: Sequence[GpuInfo] | None = None) -> bool:
+    """Whether every NVIDIA GPU has native bf16 (compute capability 8.0 or newer).
+
+    Every GPU of the machine counts (NVML does not know ``CUDA_VISIBLE_DEVICES``): one old
+    GPU makes it fp32, the safe side. Without NVML (no NVIDIA driver, ROCm) the answer is
+    no, unless CUDA is already initialised in this process and can say so itself; this
+    function never initialises CUDA.
+
+    Args:
+        gpus: The GPUs, where the caller has read them already; None reads them through NVML.
+    """
+    import torch
+
+    if torch.cuda.is_initialized():
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # PyTorch < 2.4 has no emulation flag and does not count it
+            return torch.cuda.is_bf16_supported()
+    gpus = nvml_gpus() if gpus is None else gpus
+    return bool(gpus) and min(gpu.compute_capability for gpu in gpus) >= (8, 0)
 
 
 def nvml_gpus() -> list[GpuInfo]:

@@ -18,7 +18,7 @@ import torch
 
 from contrastive.hardware import Hardware
 from contrastive.planning.planner import Candidate
-from contrastive.training.budget import measure_seconds_per_step, resolve_precision
+from contrastive.training.budget import measure_seconds_per_step, precision_for
 from contrastive.training.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -81,6 +81,7 @@ def _measure(
         0, 256, (batch_size, 3, stored_size, stored_size), dtype=torch.uint8, generator=generator
     )
     batches = [(images, torch.arange(batch_size))]
-    precision = resolve_precision(base.precision, "gpu" if hardware.on_gpu else "cpu")
+    # The plan's printout says fp32 or bf16 from ``hardware``: the probe measures the same.
+    precision = precision_for(hardware.bf16) if base.precision == "auto" else base.precision
     seconds = measure_seconds_per_step(module, batches, precision, device, steps=4, fastest=True)
     return batch_size / max(seconds, 1e-9)

@@ -29,7 +29,7 @@ from lightly.utils.scheduler import CosineWarmupScheduler
 from pytorch_lightning.utilities.seed import isolate_rng
 
 from contrastive.errors import ContrastiveError
-from contrastive.hardware import cpu_runs_bf16_natively
+from contrastive.hardware import cpu_runs_bf16_natively, gpus_run_bf16_natively
 from contrastive.training.lightning_compat import set_step_limit
 from contrastive.training.optim import stretch_schedule
 
@@ -480,11 +480,11 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     """``auto``: bf16 mixed precision where the hardware runs it natively, else fp32.
 
     On CPUs with native bf16 (AVX512-BF16/AMX, read by
-    :func:`~contrastive.hardware.cpu_runs_bf16_natively`) and on GPUs with bf16 units (compute
-    capability 8.0 or newer) that is the fastest safe choice; CPUs and GPUs that only
-    emulate bf16 (AVX-512 without BF16; T4, V100) train slower in it and get fp32. fp16 is
-    avoided by default because contrastive logits at low temperature overflow its range
-    without loss scaling.
+    :func:`~contrastive.hardware.cpu_runs_bf16_natively`) and on GPUs with bf16 units
+    (compute capability 8.0 or newer, :func:`~contrastive.hardware.gpus_run_bf16_natively`)
+    that is the fastest safe choice; CPUs and GPUs that only emulate bf16 (AVX-512 without
+    BF16; T4, V100) train slower in it and get fp32. fp16 is avoided by default because
+    contrastive logits at low temperature overflow its range without loss scaling.
 
     This runs before Lightning starts its processes, so it must not initialise CUDA (a
     forked process cannot use CUDA initialised before the fork): the GPUs are asked
@@ -495,36 +495,10 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     use_gpu = accelerator in ("gpu", "cuda") or (
         accelerator == "auto" and torch.cuda.is_available()
     )
-    if use_gpu:
-        return "bf16-mixed" if _gpus_run_bf16_natively() else "32-true"
-    return "bf16-mixed" if cpu_runs_bf16_natively() else "32-true"
+    native = gpus_run_bf16_natively() if use_gpu else cpu_runs_bf16_natively()
+    return precision_for(native)
 
 
-def _gpus_run_bf16_natively() -> bool:
-    """Whether every NVIDIA GPU has native bf16 (compute capability >= 8.0).
-
-    Every GPU of the machine counts (NVML does not know ``CUDA_VISIBLE_DEVICES``): one old
-    GPU makes it fp32, the safe side. Without NVML (no NVIDIA driver, ROCm) the answer is
-    no, unless CUDA is already initialised in this process and can say so itself.
-    """
-    if torch.cuda.is_initialized():
-        try:
-            return torch.cuda.is_bf16_supported(including_emulation=False)
-        except TypeError:  # PyTorch < 2.4 has no emulation flag and does not count it
-            return torch.cuda.is_bf16_supported()
-    capabilities = gpu_compute_capabilities()
-    return bool(capabilities) and min(capabilities) >= (8, 0)
-
-
-def gpu_compute_capabilities() -> list[tuple[int, int]]:
-    """``(major, minor)`` compute capability of every NVIDIA GPU, read through NVML.
-
-    NVML is the driver's management library: asking it leaves CUDA uninitialised, so
-    processes forked afterwards (Lightning's DDP in notebooks) can still use the GPUs.
-
-    Returns:
-        One entry per GPU; empty where NVML is missing or fails.
-    """
-    from contrastive.hardware import nvml_gpus
-
-    return [gpu.compute_capability for gpu in nvml_gpus()]
+def precision_for(native_bf16: bool) -> str:
+    """``--precision auto``'s choice on hardware that does (or does not) run bf16 natively."""
+    return "bf16-mixed" if native_bf16 else "32-true"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from contrastive.hardware import Hardware
+from contrastive.planning import probe
 from contrastive.planning.planner import REFERENCE, Candidate
 from contrastive.planning.probe import measured_rate
 from contrastive.recipes import cpu_budget_recipe
@@ -47,3 +50,26 @@ def test_a_busy_cpu_is_named_before_the_probe(monkeypatch) -> None:  # noqa: ANN
     assert busy_cpu_warning(gpu, threads=2) is None
     monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 2.0, 1.0))
     assert busy_cpu_warning(CPU, threads=2) is None  # a core left for this run
+
+
+@pytest.mark.parametrize(("bf16", "expected"), [(False, "32-true"), (True, "bf16-mixed")])
+def test_auto_precision_is_measured_as_the_hardware_says(
+    monkeypatch: pytest.MonkeyPatch, bf16: bool, expected: str
+) -> None:
+    # The plan prints "fp32" or "bf16" from the hardware it was given (a described GPU in
+    # tests, this CPU in use); the candidates must be timed in that precision, not in the
+    # one this host would choose.
+    precisions: list[str] = []
+
+    def timed(module, batches, precision, device, steps, fastest):  # noqa: ANN001, ANN202
+        precisions.append(precision)
+        return 0.1
+
+    monkeypatch.setattr(probe, "measure_seconds_per_step", timed)
+    hardware = Hardware("cpu", cpu_cores=2, bf16=bf16, memory_bytes=8 * 2**30)
+    base = cpu_budget_recipe(data="images", out="run")
+    assert base.precision == "auto"
+    assert measured_rate(base, hardware, max_seconds=60.0)(Candidate(*REFERENCE), 16, 32) == 160
+    explicit = measured_rate(base.with_overrides(precision="32-true"), hardware, 60.0)
+    explicit(Candidate(*REFERENCE), 16, 32)
+    assert precisions == [expected, "32-true"]

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from contrastive.training import budget
-from contrastive.training.budget import gpu_compute_capabilities, resolve_precision
+from contrastive import hardware
+from contrastive.hardware import GpuInfo, detect_hardware, nvml_gpus
+from contrastive.training.budget import resolve_precision
 from contrastive.training.config import TrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -49,12 +50,29 @@ def test_auto_precision_on_gpus_does_not_initialise_cuda(
     expected: str,
     accelerator: str,
 ) -> None:
-    monkeypatch.setattr(budget, "gpu_compute_capabilities", lambda: capabilities)
+    gpus = [GpuInfo("GPU", 2**34, capability) for capability in capabilities]
+    monkeypatch.setattr(hardware, "nvml_gpus", lambda: gpus)
     config = TrainConfig(accelerator=accelerator)
 
     assert resolve_precision(config.precision, config.accelerator) == expected
+    # The plan's description of the machine says the same (one answer, one home).
+    assert detect_hardware(accelerator).bf16 is (expected == "bf16-mixed")
     assert cuda_init_calls == []
     assert not torch.cuda.is_initialized()
+
+
+@pytest.mark.parametrize("supported", [True, False])
+def test_initialised_cuda_without_nvml_answers_for_itself(
+    monkeypatch: pytest.MonkeyPatch, supported: bool
+) -> None:
+    # ROCm, or a notebook that already used the GPU: NVML lists nothing, CUDA can say.
+    monkeypatch.setattr(hardware, "nvml_gpus", lambda: [])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: supported)
+
+    assert resolve_precision("auto", "gpu") == ("bf16-mixed" if supported else "32-true")
+    assert detect_hardware("gpu").bf16 is supported
 
 
 def test_explicit_precision_is_kept(cuda_init_calls: list[str]) -> None:
@@ -64,7 +82,7 @@ def test_explicit_precision_is_kept(cuda_init_calls: list[str]) -> None:
 
 def test_nvml_reader_answers_without_cuda() -> None:
     # No NVIDIA driver: empty; with one, a capability per GPU. CUDA stays untouched either way.
-    capabilities = gpu_compute_capabilities()
+    capabilities = [gpu.compute_capability for gpu in nvml_gpus()]
     assert all(isinstance(major, int) and major >= 1 for major, _ in capabilities)
     assert not torch.cuda.is_initialized()
 
