@@ -4,7 +4,7 @@
 Lightning's loop, logs, checks its health, saves checkpoints and plans its budget. This
 script samples the run's main thread with `py-spy <https://github.com/benfred/py-spy>`_
 (``pip install py-spy``; it is not a dependency of the package) and sums the samples by
-what the innermost recognised frame is doing::
+what the run was doing::
 
     python benchmarks/run_profile.py -- contrastive train --data DIR --out RUN --time-budget 3m
     python benchmarks/run_profile.py --raw profile.txt      # summarise an earlier recording

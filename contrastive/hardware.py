@@ -2,9 +2,8 @@
 
 A process that initialised CUDA cannot fork workers that use it (Lightning forks for
 multi-GPU runs in notebooks), so GPUs are described through NVML, the driver's management
-library (:func:`nvml_gpus`). torch is imported
-by the functions that ask it, so that a command line reading the core count does not wait
-for it.
+library (:func:`nvml_gpus`). torch is imported by the functions that ask it, so that a
+command line reading the core count does not wait for it.
 """
 
 from __future__ import annotations
