@@ -69,7 +69,7 @@ def plan(
 
 def test_cifar_sized_folder_on_two_cores_gets_the_cheapest_network_at_24_px() -> None:
     # 800 images/s of the CPU recipe's network (a bf16 machine) for 10 minutes: 8.4 passes,
-    # far from the 33 its 2.2x the cheapest network's FLOPs need.
+    # far from the 102 its 2.2x the cheapest network's FLOPs need.
     result = plan(folder(50_000, 32), 600)
     config = result.config
     assert result.candidate == Candidate(*REFERENCE)
