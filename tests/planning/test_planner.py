@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from fractions import Fraction
+from pathlib import Path
 
 import pytest
 
@@ -14,12 +16,17 @@ from contrastive.errors import ContrastiveError
 from contrastive.hardware import GpuInfo, Hardware
 from contrastive.planning import FolderStats, plan_recipe
 from contrastive.planning.planner import (
+    DETAILED_CROP_PASSES,
+    DETAILED_EVAL_VIEW_RATIO,
+    EVAL_VIEW_RATIO,
     FLOPS_PER_TIME_EXPONENT,
+    MANY_PASSES,
     MIN_PLANNED_BATCH,
     MIN_STEPS,
     PASSES_PER_DOUBLING,
     REFERENCE,
     SAMPLE_STEPS,
+    STORED_VIEW_RATIO,
     Candidate,
     _needed_passes,
     _rate_model,
@@ -641,3 +648,22 @@ def test_a_method_given_to_a_recipe_drops_the_recipe_s_temperature(caplog) -> No
     given = {"method.name": "moco", "loss.temperature": 0.1}
     assert settings_for_recipe(given, recipe)["loss.temperature"] == 0.1
     assert "loss.temperature" not in settings_for_recipe({"method.name": "simclr"}, recipe)
+
+
+def test_the_readme_states_the_rules_with_the_planners_own_numbers() -> None:
+    # The README said "60 x log2(k) passes" for sessions after the threshold became 90: a
+    # user reading it to predict a plan was told a rule the planner no longer applied.
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    text = " ".join(readme.read_text(encoding="utf-8").split())
+    # A new ratio fails here until the README says it.
+    ratio = "twice" if STORED_VIEW_RATIO == 2 else f"{STORED_VIEW_RATIO:g}"
+    stated = [
+        f"gives it {PASSES_PER_DOUBLING:g} x log2(k) passes over the data",
+        f"the cache keeps up to {ratio} the view size",
+        f"evaluated at {Fraction(EVAL_VIEW_RATIO).limit_denominator(8)} of the view size",
+        f"(up to {Fraction(DETAILED_EVAL_VIEW_RATIO).limit_denominator(8)} where",
+        f"replace 20-100% after {MANY_PASSES} passes ({DETAILED_CROP_PASSES} where",
+        f"fewer than {MIN_STEPS} steps gets a smaller batch (down to {MIN_PLANNED_BATCH}:",
+    ]
+    missing = [phrase for phrase in stated if phrase not in text]
+    assert not missing, f"README.md states other rules than the planner applies: {missing}"
