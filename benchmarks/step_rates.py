@@ -18,8 +18,17 @@ that a drift of the host's speed does not favour either, and read ``auto`` in ea
     python benchmarks/step_rates.py --rows resnet10_quarter:24:128 --cpu-batch-divisor 1 \
         --precisions 32-true bf16-mixed bf16-mixed 32-true
 
+How much of the arithmetic the host can do does a step use (issue 12 item 2), and what does
+the channels-last layout training uses buy? Time both layouts, alternating, with an N^2
+matmul in each row's precision timed before and after the rows in the same process; each row
+then gives its TFLOP/s as a fraction of the matmul's::
+
+    python benchmarks/step_rates.py --rows resnet10_quarter:24:128 --cpu-batch-divisor 1 \
+        --layouts channels_last contiguous contiguous channels_last --matmul-side 2048
+
 On the CPU the batches are divided by ``--cpu-batch-divisor`` so that a check stays short.
-Rows are printed as JSON lines (and written to ``--out`` if given).
+Rows are printed as JSON lines as they are timed (and written to ``--out`` if given); with
+``--matmul-side`` the matmul's lines and then the rows with their fractions follow.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -65,11 +75,13 @@ def step_rate(
     warmup: int,
     steps: int,
     precision: str = "auto",
+    layout: str = "channels_last",
 ) -> dict:
     """Milliseconds per training step, images/s and TFLOP/s of training work for one row,
-    in ``precision`` (``auto``: what training would resolve it to on this device)."""
+    in ``precision`` (``auto``: what training would resolve it to on this device) and
+    memory ``layout`` (``channels_last``, as training runs, or ``contiguous``)."""
     candidate = Candidate(backbone, view_size, 1)
-    base = TrainConfig(out="unused")
+    base = replace(TrainConfig(out="unused"), channels_last=layout == "channels_last")
     module = candidate_module(candidate, batch_size, stored_size, base).to(device).train()
     optimizer = torch.optim.SGD(module.parameters(), lr=1e-9, momentum=0.9)
     generator = torch.Generator().manual_seed(0)
@@ -105,9 +117,31 @@ def step_rate(
         "images_per_s": round(batch_size / seconds, 1),
         "tflops": round(batch_size * work / seconds / 1e12, 4),
         "precision": precision,
+        "layout": layout,
         "auto": auto,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
     }
+
+
+def matmul_tflops(side: int, precision: str, device: torch.device, repeats: int = 3) -> float:
+    """TFLOP/s of a ``side`` x ``side`` matmul in the dtype ``precision`` computes in (bf16
+    for ``bf16-mixed``, else float32): the best of ``repeats`` timed blocks of 5."""
+    dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
+    generator = torch.Generator().manual_seed(0)
+    left, right = (
+        torch.randn(side, side, generator=generator).to(device=device, dtype=dtype)
+        for _ in range(2)
+    )
+    best = float("inf")
+    for block in range(repeats + 1):
+        started = time.perf_counter()
+        for _ in range(5):
+            left @ right
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if block:  # the first block warms up
+            best = min(best, (time.perf_counter() - started) / 5)
+    return 2 * side**3 / best / 1e12
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,29 +166,74 @@ def main(argv: list[str] | None = None) -> int:
         default=["auto"],
         help="time each row in each of these, in this order (default: auto)",
     )
+    parser.add_argument(
+        "--layouts",
+        nargs="+",
+        choices=("channels_last", "contiguous"),
+        default=["channels_last"],
+        help="time each row in each of these memory layouts, in this order "
+        "(default: channels_last, as training runs)",
+    )
+    parser.add_argument(
+        "--matmul-side",
+        type=int,
+        default=0,
+        help="also time an N x N matmul in each precision before and after the rows, and give "
+        "each row's TFLOP/s as a fraction of it (default 0: not timed)",
+    )
     parser.add_argument("--out", type=Path, help="write the rows here as JSON lines")
     args = parser.parse_args(argv)
+    if args.matmul_side < 0:
+        parser.error(f"--matmul-side: expected 0 or a positive side, got {args.matmul_side}")
     on_gpu = torch.cuda.is_available()
     device = torch.device("cuda" if on_gpu else "cpu")
+    precisions = {resolve_precision(p, device.type) for p in args.precisions}
+    matmul_before = {
+        p: matmul_tflops(args.matmul_side, p, device) for p in precisions if args.matmul_side
+    }
     rows = []
     for backbone, view_size, batch_size in args.rows:
         if not on_gpu:
             batch_size = max(batch_size // args.cpu_batch_divisor, 2)
         for precision in args.precisions:
-            row = step_rate(
-                backbone,
-                view_size,
-                batch_size,
-                args.stored_size,
-                device,
-                args.warmup,
-                args.steps,
-                precision,
-            )
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+            for layout in args.layouts:
+                row = step_rate(
+                    backbone,
+                    view_size,
+                    batch_size,
+                    args.stored_size,
+                    device,
+                    args.warmup,
+                    args.steps,
+                    precision,
+                    layout,
+                )
+                print(json.dumps(row), flush=True)
+                rows.append(row)
         if on_gpu:
             torch.cuda.empty_cache()
+    if args.matmul_side:
+        # Before and after the rows: the host's speed drifts (by a third within an hour on
+        # 2 shared cores), so the rows are compared with the mean of both.
+        for precision, before in matmul_before.items():
+            after = matmul_tflops(args.matmul_side, precision, device)
+            reference = (before + after) / 2
+            print(
+                json.dumps(
+                    {
+                        "matmul_side": args.matmul_side,
+                        "precision": precision,
+                        "tflops_before": round(before, 4),
+                        "tflops_after": round(after, 4),
+                    }
+                )
+            )
+            for row in rows:
+                if row["precision"] == precision:
+                    row["matmul_tflops"] = round(reference, 4)
+                    row["fraction_of_matmul"] = round(row["tflops"] / reference, 3)
+        for row in rows:
+            print(json.dumps(row), flush=True)
     if args.out:
         args.out.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return 0

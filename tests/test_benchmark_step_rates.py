@@ -49,3 +49,32 @@ def test_an_unknown_precision_is_refused_by_name(capsys) -> None:
     with pytest.raises(SystemExit):
         step_rates.main(["--precisions", "fp8"])
     assert "--precisions" in capsys.readouterr().err
+
+
+def test_layouts_are_timed_in_turn_and_each_row_is_a_fraction_of_the_matmul(tmp_path) -> None:
+    out = tmp_path / "rates.jsonl"
+    argv = ["--rows", "resnet10_quarter:24:128", "--warmup", "1", "--steps", "1"]
+    argv += ["--precisions", "32-true", "--layouts", "contiguous", "channels_last"]
+    assert step_rates.main([*argv, "--matmul-side", "64", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["layout"] for row in rows] == ["contiguous", "channels_last"]
+    for row in rows:
+        assert row["matmul_tflops"] > 0
+        assert row["fraction_of_matmul"] == pytest.approx(
+            row["tflops"] / row["matmul_tflops"], rel=0.01, abs=1e-3
+        )
+
+
+def test_the_matmul_reference_counts_two_flops_per_multiply_add(monkeypatch) -> None:
+    # A clock that advances 1 s per reading: each block of 5 products then takes 1 s.
+    ticks = iter(range(100))
+    monkeypatch.setattr(step_rates.time, "perf_counter", lambda: float(next(ticks)))
+    assert step_rates.matmul_tflops(100, "32-true", step_rates.torch.device("cpu")) == (
+        pytest.approx(2 * 100**3 / 0.2 / 1e12)
+    )
+
+
+def test_a_negative_matmul_side_is_refused_by_name(capsys) -> None:
+    with pytest.raises(SystemExit):
+        step_rates.main(["--matmul-side", "-1"])
+    assert "--matmul-side" in capsys.readouterr().err
