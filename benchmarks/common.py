@@ -1,5 +1,6 @@
-"""Shared parts of the kNN benchmarks (``cifar10.py``, ``folders.py``): provenance of a row,
-Lightly's example recipe as the peer, loading a finished run, and the kNN protocol.
+"""Shared parts of the benchmarks (``cifar10.py``, ``folders.py``, ...): provenance of a row,
+the machine's matmul rate, Lightly's example recipe as the peer, loading a finished run, and
+the kNN protocol.
 
 The protocol of every row: L2-normalised features of whole images (the package's
 evaluation transform) of a labeled train folder (the bank) and a labeled test folder,
@@ -63,6 +64,36 @@ def machine() -> dict:
         "gpu": gpu,
         "torch": torch.__version__,
     }
+
+
+def matmul_flops(
+    seconds: float = 2.0,
+    size: int = 4096,
+    dtype: torch.dtype = torch.bfloat16,
+    device: torch.device | str = "cpu",
+) -> float:
+    """FLOP/s of a ``size`` x ``size`` matmul in ``dtype`` on ``device``, repeated for
+    ``seconds`` after one untimed product: the rate a step's achieved FLOP/s is compared with,
+    measured in the same process because the host's speed drifts."""
+    device = torch.device(device)
+
+    def synchronize() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    generator = torch.Generator().manual_seed(0)
+    left, right = (
+        torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)
+        for _ in range(2)
+    )
+    left @ right
+    synchronize()
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        left @ right
+        count += 1
+    synchronize()
+    return 2 * size**3 * count / (time.perf_counter() - started)
 
 
 def git_commit() -> str:

@@ -40,6 +40,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from common import matmul_flops
 
 from contrastive.planning.planner import Candidate, candidate_flops
 from contrastive.planning.probe import candidate_module
@@ -123,25 +124,11 @@ def step_rate(
     }
 
 
-def matmul_tflops(side: int, precision: str, device: torch.device, repeats: int = 3) -> float:
+def matmul_tflops(side: int, precision: str, device: torch.device) -> float:
     """TFLOP/s of a ``side`` x ``side`` matmul in the dtype ``precision`` computes in (bf16
-    for ``bf16-mixed``, else float32): the best of ``repeats`` timed blocks of 5."""
+    for ``bf16-mixed``, else float32), repeated for a second."""
     dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
-    generator = torch.Generator().manual_seed(0)
-    left, right = (
-        torch.randn(side, side, generator=generator).to(device=device, dtype=dtype)
-        for _ in range(2)
-    )
-    best = float("inf")
-    for block in range(repeats + 1):
-        started = time.perf_counter()
-        for _ in range(5):
-            left @ right
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if block:  # the first block warms up
-            best = min(best, (time.perf_counter() - started) / 5)
-    return 2 * side**3 / best / 1e12
+    return matmul_flops(1.0, side, dtype, device) / 1e12
 
 
 def main(argv: list[str] | None = None) -> int:

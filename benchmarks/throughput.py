@@ -36,6 +36,7 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import matmul_flops  # noqa: E402
 from views_speed import batched_views_per_second  # noqa: E402
 
 from contrastive.backbone_config import BackboneConfig  # noqa: E402
@@ -184,17 +185,6 @@ class OurStep:
         for _ in range(steps):
             self()
         return steps / (time.perf_counter() - started)
-
-
-def matmul_flops(seconds: float = 2.0, size: int = 4096) -> float:
-    a = torch.randn(size, size, dtype=torch.bfloat16)
-    b = torch.randn(size, size, dtype=torch.bfloat16)
-    a @ b
-    count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        a @ b
-        count += 1
-    return 2 * size**3 * count / (time.perf_counter() - started)
 
 
 def main() -> None:

@@ -66,11 +66,11 @@ def test_layouts_are_timed_in_turn_and_each_row_is_a_fraction_of_the_matmul(tmp_
 
 
 def test_the_matmul_reference_counts_two_flops_per_multiply_add(monkeypatch) -> None:
-    # A clock that advances 1 s per reading: each block of 5 products then takes 1 s.
-    ticks = iter(range(100))
-    monkeypatch.setattr(step_rates.time, "perf_counter", lambda: float(next(ticks)))
+    # A clock that advances 0.25 s per reading: a second holds 3 products, read at 1.25 s.
+    ticks = iter(0.25 * tick for tick in range(100))
+    monkeypatch.setattr(step_rates.time, "perf_counter", lambda: next(ticks))
     assert step_rates.matmul_tflops(100, "32-true", step_rates.torch.device("cpu")) == (
-        pytest.approx(2 * 100**3 / 0.2 / 1e12)
+        pytest.approx(2 * 100**3 * 3 / 1.25 / 1e12)
     )
 
 
