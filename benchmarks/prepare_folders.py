@@ -33,6 +33,8 @@ brain MRI 71.61, clothing 39.52, flowers 40.46, TrashNet 38.42, EuroSAT 34.59, F
   (labels 0-9 in STL-10's order, named), split as ``flowers`` (4,000 / 1,000); and
   ``unlabeled_all/``: those 5,000 and the 8,000 of ``test_data/`` (13,000), for
   ``folders.py --train-data``.
+* ``rsscn7`` (github:palewithout/RSSCN7): the class folders at the top (``aGrass/`` ...
+  ``gParking/``, 400 aerial scenes of 400 x 400 px each), as ``flowers`` (2,240 / 560).
 * ``tiny-imagenet`` (github:seshuad/IMagenet): ``tiny-imagenet-200/train/<wnid>/images/``
   and ``val/images/`` sorted into classes by ``val/val_annotations.txt``
   (100,000 / 10,000).
@@ -86,8 +88,9 @@ def tree(git_dir: Path, folder: str, commit: str = "HEAD") -> list[tuple[str, st
 
 
 def listed(git_dir: Path, folder: str, commit: str = "HEAD") -> list[Entry]:
-    """The images under ``folder/<class>/`` at ``commit``, sorted by path."""
-    depth = folder.count("/") + 3  # folder/<class>/<file> only
+    """The images under ``folder/<class>/`` at ``commit``, sorted by path (``"."``: class
+    folders at the repository's top)."""
+    depth = len(Path(folder).parts) + 2  # folder/<class>/<file> only
     entries = [
         Entry(path, path.split("/")[-2], blob)
         for path, blob in tree(git_dir, folder, commit)
@@ -214,6 +217,7 @@ FOLDERS: dict[str, Callable[[Path], Split]] = {
         "train": listed(git_dir, "train"),
         "test": listed(git_dir, "val"),
     },
+    "rsscn7": lambda git_dir: drawn_split(listed(git_dir, "."), lambda n: int(0.8 * n)),
     "stl10": stl10,
     "tiny-imagenet": tiny_imagenet,
 }

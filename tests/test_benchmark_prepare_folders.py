@@ -127,3 +127,19 @@ def test_tiny_imagenet_sorts_the_validation_images_by_their_annotations(tmp_path
         ("n02", "val_0.JPEG"),
         ("n01", "val_1.JPEG"),
     ]
+
+
+def test_rsscn7_takes_its_class_folders_from_the_repository_top(tmp_path: Path) -> None:
+    files = {
+        f"{label}/{label[0]}{index:03d}.jpg": f"{label}{index}".encode()
+        for label in ("aGrass", "bField")
+        for index in range(5)
+    }
+    files["README.md"] = b"not an image"
+    files["aGrass/nested/deeper.jpg"] = b"one level too deep"
+    split = prepare.FOLDERS["rsscn7"](_mirror(tmp_path, files))
+    # int(0.8 * 5) = 4 of each class train, the other one tests.
+    assert sorted(entry.label for entry in split["train"]) == ["aGrass"] * 4 + ["bField"] * 4
+    assert sorted(entry.label for entry in split["test"]) == ["aGrass", "bField"]
+    every = {entry.path for entry in split["train"] + split["test"]}
+    assert every == {name for name in files if name.endswith(".jpg") and name.count("/") == 1}
