@@ -24,6 +24,8 @@ brain MRI 71.61, clothing 39.52, flowers 40.46, TrashNet 38.42, EuroSAT 34.59, F
 * ``trash`` (github:congduytran12/Trash-Classification-): ``dataset-resized/``, each class
   shuffled by a ``random.Random(0)`` of its own, the first ``round(0.8 n)`` for training
   (2,022 / 505).
+* ``dtd`` (github:pan8915/DeepTexture): ``images/``, 10 of the Describable Textures
+  Dataset's 47 classes (120 photos each, 300-640 px), as ``flowers`` (960 / 240).
 * ``eurosat`` (github:arson48/CNN-on-Eurosat-data): ``EuroSAT/``, as ``flowers``
   (21,600 / 5,400).
 * ``fer`` (github:Harsh9524/emotion-analysi-CV): ``train/`` and ``test/`` (28,709 / 3,589).
@@ -211,6 +213,7 @@ FOLDERS: dict[str, Callable[[Path], Split]] = {
     "trash": lambda git_dir: drawn_split(
         listed(git_dir, "dataset-resized"), lambda n: round(0.8 * n), seed_per_class=True
     ),
+    "dtd": lambda git_dir: drawn_split(listed(git_dir, "images"), lambda n: int(0.8 * n)),
     "eurosat": lambda git_dir: drawn_split(listed(git_dir, "EuroSAT"), lambda n: int(0.8 * n)),
     "fer": lambda git_dir: {"train": listed(git_dir, "train"), "test": listed(git_dir, "test")},
     "imagenette": lambda git_dir: {
