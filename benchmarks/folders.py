@@ -13,7 +13,8 @@ One row per call (run from the repository root, one at a time, on a quiet machin
 images of ``unlabeled_all``); it defaults to ``--train``. Rows:
 
 * ``ours``: exactly what a new user types, ``contrastive train --data DIR --out RUN
-  --time-budget T`` and no other flag, in a subprocess timed from start to exit; then the
+  --time-budget T`` and no other flag (``--seed N`` where ``--seed`` is not 0: a second
+  seed of the same row), in a subprocess timed from start to exit; then the
   run's final ``backbone.pt`` is rebuilt from its ``config.yaml`` (``common.load_run``) and
   evaluated at the run's evaluation size and normalisation.
 * ``peer32`` / ``peer64``: ``common.peer_baseline`` (Lightly's example recipe with Lightly's
@@ -103,11 +104,14 @@ def checked_folder(path: str, flag: str) -> Path:
 
 # --------------------------------------------------------------------------------- rows
 def train_ours(
-    train_data: Path, run: Path, budget: str
+    train_data: Path, run: Path, budget: str, seed: int = 0
 ) -> tuple[TrainConfig, torch.nn.Module, dict]:
-    """``contrastive train --data --out --time-budget`` and nothing else, timed end to end."""
+    """``contrastive train --data --out --time-budget`` and nothing else, timed end to end;
+    ``--seed`` only where ``seed`` is not the CLI's own default, 0 (a second seed of a row)."""
     command = [sys.executable, "-m", "contrastive", "train", "--data", str(train_data)]
     command += ["--out", str(run), "--time-budget", budget]
+    if seed != 0:
+        command += ["--seed", str(seed)]
     started = time.perf_counter()
     exit_code = subprocess.run(command).returncode
     if exit_code != 0:
@@ -267,7 +271,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--row", required=True, choices=ROWS)
     parser.add_argument("--budget", default="10m", help="training wall-clock budget")
-    parser.add_argument("--seed", type=int, default=0, help="peer and random-init seed")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="ours, peer and random-init seed (ours: "
+        "`contrastive train --seed N`, added to its command only where N is not 0)",
+    )
     parser.add_argument(
         "--ours-run",
         default=None,
@@ -330,7 +340,7 @@ def main(argv: list[str] | None = None) -> dict:
             config, extractor, stats = load_run(run)
         else:
             run = runs / f"{args.name}-{args.budget}-{time.strftime('%Y%m%d-%H%M%S')}"
-            config, extractor, stats = train_ours(train_data, run, args.budget)
+            config, extractor, stats = train_ours(train_data, run, args.budget, args.seed)
         views = config.views
         row.update(
             stats,

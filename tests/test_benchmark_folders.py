@@ -87,3 +87,20 @@ def test_eval_input_size_re_evaluates_a_run_at_another_size(
     larger = folders.main([*common, "--eval-input-size", "24"])
     assert (own["eval_input_size"], larger["eval_input_size"]) == (16, 24)
     assert larger["eval_input_size_overridden"] and "eval_input_size_overridden" not in own
+
+
+@pytest.mark.parametrize(("seed", "extra"), [(0, []), (1, ["--seed", "1"])])
+def test_ours_adds_a_seed_to_its_command_only_where_it_is_not_the_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, seed: int, extra: list[str]
+) -> None:
+    commands = []
+
+    def run(command: list[str]) -> object:
+        commands.append(command)
+        return type("Finished", (), {"returncode": 0})()
+
+    monkeypatch.setattr(folders.subprocess, "run", run)
+    monkeypatch.setattr(folders, "load_run", lambda run: (None, None, {"images_seen": 10}))
+    folders.train_ours(tmp_path / "data", tmp_path / "run", "1m", seed)
+    expected = ["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run")]
+    assert commands[0][3:] == [*expected, "--time-budget", "1m", *extra]
