@@ -17,6 +17,10 @@ brain MRI 71.61, clothing 39.52, flowers 40.46, TrashNet 38.42, EuroSAT 34.59, F
 * ``brain-mri`` (github:KomalChaudhari8/BRAIN_TUMOR_APP): ``Training/`` and ``Testing/``,
   byte-identical files dropped: a training file whose bytes came earlier in training, a
   test file whose bytes are in training or came earlier in test (5,501 / 1,092).
+* ``caltech101`` (github:MachineLearning2020/Homework2-Caltech101):
+  ``101_ObjectCategories/``, the 101 object classes (31-800 photos each, about 200-500 px,
+  some grayscale) without the clutter folder ``BACKGROUND_Google``, as ``flowers`` (6,907 /
+  1,770).
 * ``clothing`` (github:alexeygrigorev/clothing-dataset-small): ``train/`` and
   ``validation/`` as training set, ``test/`` as test set (3,409 / 372).
 * ``flowers`` (github:martinwestin/flower_classification): ``flowers/``, the first
@@ -162,6 +166,15 @@ STL10_CLASSES = (
 )
 
 
+def caltech101(git_dir: Path) -> Split:
+    objects = listed(git_dir, "101_ObjectCategories")
+    # Caltech-101's clutter folder, not an object class.
+    return drawn_split(
+        [entry for entry in objects if entry.label != "BACKGROUND_Google"],
+        lambda n: int(0.8 * n),
+    )
+
+
 def stl10(git_dir: Path) -> Split:
     root = "image-classification-competition-1"
     labels = {}
@@ -208,6 +221,7 @@ def tiny_imagenet(git_dir: Path) -> Split:
 
 FOLDERS: dict[str, Callable[[Path], Split]] = {
     "brain-mri": brain_mri,
+    "caltech101": caltech101,
     "clothing": clothing,
     "flowers": lambda git_dir: drawn_split(listed(git_dir, "flowers"), lambda n: int(0.8 * n)),
     "trash": lambda git_dir: drawn_split(

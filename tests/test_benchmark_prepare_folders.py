@@ -143,3 +143,16 @@ def test_rsscn7_takes_its_class_folders_from_the_repository_top(tmp_path: Path) 
     assert sorted(entry.label for entry in split["test"]) == ["aGrass", "bField"]
     every = {entry.path for entry in split["train"] + split["test"]}
     assert every == {name for name in files if name.endswith(".jpg") and name.count("/") == 1}
+
+
+def test_caltech101_leaves_the_clutter_folder_out(tmp_path: Path) -> None:
+    root = "101_ObjectCategories"
+    files = {
+        f"{root}/{label}/image_{index:04d}.jpg": f"{label}{index}".encode()
+        for label in ("BACKGROUND_Google", "Faces", "accordion")
+        for index in range(1, 6)
+    }
+    files["train.txt"] = b"accordion/image_0001.jpg\n"
+    split = prepare.FOLDERS["caltech101"](_mirror(tmp_path, files))
+    assert sorted(entry.label for entry in split["train"]) == ["Faces"] * 4 + ["accordion"] * 4
+    assert sorted(entry.label for entry in split["test"]) == ["Faces", "accordion"]
